@@ -1,0 +1,38 @@
+"""Alembic environment: runs revisions on the engine handed over by :func:`store.db.alembic_config`,
+or on ``sqlalchemy.url`` when run from the ``alembic`` command line."""
+
+from alembic import context
+from sqlalchemy import engine_from_config, pool
+
+from store.models import Base
+
+config = context.config
+target_metadata = Base.metadata
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
+                      literal_binds=True, render_as_batch=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = config.attributes.get("engine")
+    if engine is None:
+        from store.db import make_engine
+
+        url = config.get_main_option("sqlalchemy.url")
+        engine = make_engine(url) if url else engine_from_config(
+            config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool)
+    with engine.connect() as connection:
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                          transaction_per_migration=False)
+        with context.begin_transaction():
+            context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

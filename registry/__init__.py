@@ -1,0 +1,17 @@
+"""p2pz registry: the public Python API and the CLI (DESIGN §5).
+
+>>> from registry import Registry
+>>> reg = Registry.open()          # $P2PZ_DB_URL, else $P2PZ_HOME/registry.db
+
+Attributes are imported lazily so that ``p2pz --help`` stays fast.
+"""
+
+__all__ = ["Registry", "RegistryError", "Bank", "Direction", "SearchHit"]
+
+
+def __getattr__(name):
+    if name in __all__:
+        from . import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'registry' has no attribute {name!r}")

@@ -1,0 +1,234 @@
+"""The one model loader of p2pz (DESIGN §2): registry encoding and the editor both load through here.
+
+A model is a hub id (``CompVis/stable-diffusion-v1-4``) or a local folder. A folder is either a diffusers
+snapshot (``text_encoder/``, ``tokenizer/``, ``unet/`` …) or a plain transformers text-encoder folder
+(``config.json`` + weights + tokenizer files in one place). A hub id is resolved to its local snapshot with
+``huggingface_hub.snapshot_download`` (only the parts needed), then loaded from that folder with
+``from_pretrained`` — the same path for every source.
+
+Heavy imports (torch, transformers) happen inside the functions, never at module import.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store.paths import cache_dir
+
+DEFAULT_MODEL = os.environ.get("P2PZ_MODEL", "CompVis/stable-diffusion-v1-4")
+MAX_LENGTH = 77
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded; the message says how to fix it."""
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    model: str  # what the user gave (hub id or path)
+    folder: Path  # local root folder
+    layout: str  # "diffusers" or "transformers"
+    revision: str | None = None
+
+    def part(self, name: str) -> Path:
+        """Folder of a component (``text_encoder``, ``tokenizer``, ``unet``, …)."""
+        if self.layout == "transformers":
+            return self.folder
+        return self.folder / name
+
+
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _looks_like_path(model: str) -> bool:
+    """A hub id is ``owner/name``; anything else that does not exist is a missing local path."""
+    return model.startswith((".", "~")) or not _HUB_ID.match(model)
+
+
+def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokenizer")) -> ModelLocation:
+    """Find the local folder of ``model``, downloading the needed ``parts`` of a hub snapshot if allowed."""
+    if not model or not model.strip():
+        raise ModelLoadError("no model given; pass --model with a hub id or a local folder")
+    path = Path(model).expanduser()
+    if path.exists():
+        return _classify_folder(model, path)
+    if _looks_like_path(model):
+        raise ModelLoadError(f"model folder {model!r} does not exist; give an existing folder or a hub id like "
+                             "CompVis/stable-diffusion-v1-4")
+    try:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["model_index.json"] + [f"{p}/*" for p in parts]
+        folder = snapshot_download(model, allow_patterns=patterns)
+    except Exception as exc:  # offline, unknown repo, gated, network
+        offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
+        hint = ("HF_HUB_OFFLINE is set, so only the local Hugging Face cache is used; "
+                if offline else "")
+        raise ModelLoadError(
+            f"cannot load model {model!r} from the Hugging Face hub ({type(exc).__name__}). {hint}"
+            f"Download it once where the hub is reachable (huggingface-cli download {model}) or pass a local folder"
+        ) from None
+    return _classify_folder(model, Path(folder))
+
+
+def _classify_folder(model: str, path: Path) -> ModelLocation:
+    if not path.is_dir():
+        raise ModelLoadError(f"model path {str(path)!r} is a file; give the model's folder")
+    if (path / "text_encoder").is_dir():
+        return ModelLocation(model, path.resolve(), "diffusers")
+    if (path / "config.json").is_file():
+        return ModelLocation(model, path.resolve(), "transformers")
+    raise ModelLoadError(
+        f"{str(path)!r} is neither a Stable Diffusion snapshot (no text_encoder/ folder) nor a transformers "
+        "model folder (no config.json)"
+    )
+
+
+# --- fingerprints ---------------------------------------------------------------------------------
+
+def _weights_stat(folder: Path) -> list:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".safetensors", ".bin", ".json"))
+    return [[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files]
+
+
+_fp_lock = threading.Lock()
+
+
+def _fingerprint_cache() -> Path:
+    return cache_dir() / "fingerprints.json"
+
+
+def cached_fingerprint(folder: Path) -> str | None:
+    try:
+        cache = json.loads(_fingerprint_cache().read_text())
+    except (OSError, ValueError):
+        return None
+    entry = cache.get(str(folder))
+    if entry and entry.get("stat") == _weights_stat(folder):
+        return entry.get("fingerprint")
+    return None
+
+
+def _store_fingerprint(folder: Path, fingerprint: str) -> None:
+    path = _fingerprint_cache()
+    with _fp_lock:
+        try:
+            cache = json.loads(path.read_text())
+        except (OSError, ValueError):
+            cache = {}
+        cache[str(folder)] = {"stat": _weights_stat(folder), "fingerprint": fingerprint}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(cache))
+        os.replace(tmp, path)
+
+
+def compute_fingerprint(model) -> str:
+    """sha256 over a model's config (canonical JSON, without paths/versions) and every tensor of its state
+    dict (name, shape, fp32 bytes), in name order. Independent of file format and of the dtype it was loaded
+    in when that is exact (fp16 weights loaded as fp32)."""
+    import torch
+
+    h = hashlib.sha256()
+    cfg = {k: v for k, v in model.config.to_dict().items()
+           if not k.startswith("_") and k not in ("transformers_version", "torch_dtype", "dtype")}
+    h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().to("cpu")
+        if t.is_floating_point():
+            t = t.to(torch.float32)
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+# --- text encoder ---------------------------------------------------------------------------------
+
+@dataclass
+class TextEncoder:
+    """A loaded tokenizer + text encoder with the facts the registry records about it."""
+
+    location: ModelLocation
+    tokenizer: object
+    model: object
+    fingerprint: str
+    architecture: str
+    hidden_size: int
+    max_length: int
+    pad_id: int | None
+    is_clip: bool
+    device: str = "cpu"
+    info: dict = field(default_factory=dict)
+
+    @property
+    def subfolder(self) -> str | None:
+        return "text_encoder" if self.location.layout == "diffusers" else None
+
+
+_encoders: dict[tuple, TextEncoder] = {}
+
+
+def default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_text_encoder(model: str, device: str | None = None, dtype: str = "float32") -> TextEncoder:
+    """Load (once per process) the tokenizer and text encoder of ``model``."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer, CLIPTextModel, CLIPTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    location = resolve_model(model)
+    device = device or default_device()
+    key = (str(location.folder), device, dtype)
+    if key in _encoders:
+        return _encoders[key]
+    torch_dtype = getattr(torch, dtype)
+    enc_dir, tok_dir = location.part("text_encoder"), location.part("tokenizer")
+    try:
+        config = json.loads((enc_dir / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{enc_dir} has no readable config.json ({exc})") from None
+    is_clip = config.get("model_type") in ("clip_text_model", "clip")
+    try:
+        if is_clip:
+            tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+            text_model = CLIPTextModel.from_pretrained(enc_dir, dtype=torch.float32)
+        else:
+            tokenizer = AutoTokenizer.from_pretrained(tok_dir)
+            text_model = AutoModel.from_pretrained(enc_dir, dtype=torch.float32)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the text encoder from {enc_dir}: {str(exc).splitlines()[0]}") from None
+    if len(tokenizer) == 0:
+        raise ModelLoadError(f"the tokenizer in {tok_dir} is empty (missing vocab.json/merges.txt?)")
+    fingerprint = cached_fingerprint(enc_dir)
+    if fingerprint is None:
+        fingerprint = compute_fingerprint(text_model)
+        _store_fingerprint(enc_dir, fingerprint)
+    text_model.requires_grad_(False)
+    text_model = text_model.to(device=device, dtype=torch_dtype).eval()
+    max_length = min(int(getattr(tokenizer, "model_max_length", MAX_LENGTH) or MAX_LENGTH), MAX_LENGTH)
+    hidden = int(getattr(text_model.config, "hidden_size", 0) or text_model.config.to_dict().get("d_model", 0))
+    enc = TextEncoder(
+        location=location,
+        tokenizer=tokenizer,
+        model=text_model,
+        fingerprint=fingerprint,
+        architecture=type(text_model).__name__,
+        hidden_size=hidden,
+        max_length=max_length,
+        pad_id=tokenizer.pad_token_id,
+        is_clip=is_clip,
+        device=device,
+    )
+    _encoders[key] = enc
+    return enc

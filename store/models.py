@@ -1,0 +1,146 @@
+"""SQLAlchemy models of the registry (DESIGN §3).
+
+The schema is created and changed only by the Alembic revisions in ``migrations/``; these classes mirror
+the head revision (a test compares them). Content columns are immutable once written: an ORM guard
+(:func:`_refuse_content_update`) raises on any attempt to change them. Only the annotations
+``Direction.tags``, ``Direction.deprecated`` and ``Direction.note`` may change after insert.
+
+Vectors are ``safetensors`` bytes (dtype and shape inside), see :mod:`store.vectors`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+    inspect,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ImmutableRecordError(RuntimeError):
+    """Raised when code tries to change the content of a stored record."""
+
+
+class Encoder(Base):
+    __tablename__ = "encoders"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
+    model: Mapped[str] = mapped_column(Text, nullable=False)
+    subfolder: Mapped[str | None] = mapped_column(String(200))
+    revision: Mapped[str | None] = mapped_column(String(100))
+    architecture: Mapped[str] = mapped_column(String(100), nullable=False)
+    hidden_size: Mapped[int] = mapped_column(Integer, nullable=False)
+    max_length: Mapped[int] = mapped_column(Integer, nullable=False)
+    pad_id: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Bank(Base):
+    __tablename__ = "banks"
+    __table_args__ = (
+        UniqueConstraint("concept", "version", name="uq_banks_concept_version"),
+        UniqueConstraint("concept", "sha256", name="uq_banks_concept_sha256"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    concept: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    generator: Mapped[str] = mapped_column(String(50), nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    sentences: Mapped[list] = mapped_column(JSON, nullable=False)
+    n_sentences: Mapped[int] = mapped_column(Integer, nullable=False)
+    sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    note: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
+class Embedding(Base):
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("bank_id", "encoder_id", name="uq_embeddings_bank_encoder"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    bank_id: Mapped[int] = mapped_column(ForeignKey("banks.id", ondelete="RESTRICT"), nullable=False)
+    encoder_id: Mapped[int] = mapped_column(ForeignKey("encoders.id", ondelete="RESTRICT"), nullable=False)
+    mean: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors [1, 77, D] fp32
+    key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors [D] fp32
+    key_kind: Mapped[str] = mapped_column(String(30), nullable=False)  # pooler | masked-mean | token-mean
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    bank: Mapped[Bank] = relationship(lazy="joined")
+    encoder: Mapped[Encoder] = relationship(lazy="joined")
+
+
+class Direction(Base):
+    """A versioned edit direction.
+
+    ``kind="pair"``: Δ = scale · (mean(target) − mean(source)), materialized on read from the two
+    embeddings (no vector stored). ``kind="combination"``: Δ = Σ wᵢ Δᵢ over ``components``
+    (``[{"id", "name", "version", "weight"}]``), materialized on read. ``vector`` is NULL for both; it
+    exists in the schema for directions that cannot be derived.
+    """
+
+    __tablename__ = "directions"
+    __table_args__ = (
+        UniqueConstraint("name", "version", name="uq_directions_name_version"),
+        UniqueConstraint("name", "content_sha256", name="uq_directions_name_content"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), nullable=False, index=True)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    encoder_id: Mapped[int] = mapped_column(ForeignKey("encoders.id", ondelete="RESTRICT"), nullable=False)
+    source_id: Mapped[int | None] = mapped_column(ForeignKey("embeddings.id", ondelete="RESTRICT"))
+    target_id: Mapped[int | None] = mapped_column(ForeignKey("embeddings.id", ondelete="RESTRICT"))
+    scale: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
+    components: Mapped[list | None] = mapped_column(JSON)
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
+    key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors [D] fp32
+    content_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    tags: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    note: Mapped[str | None] = mapped_column(Text)
+    deprecated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    encoder: Mapped[Encoder] = relationship(lazy="joined")
+    source: Mapped[Embedding | None] = relationship(foreign_keys=[source_id])
+    target: Mapped[Embedding | None] = relationship(foreign_keys=[target_id])
+
+
+class Meta(Base):
+    """Key/value counters. ``generation`` grows with every change that affects search (revision 0002)."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(50), primary_key=True)
+    value: Mapped[int] = mapped_column(Integer, nullable=False)
+
+
+MUTABLE_COLUMNS = {Direction: {"tags", "deprecated", "note"}, Meta: {"value"}}
+
+
+@event.listens_for(Base, "before_update", propagate=True)
+def _refuse_content_update(mapper, connection, target) -> None:
+    allowed = MUTABLE_COLUMNS.get(type(target), set())
+    state = inspect(target)
+    for attr in state.attrs:
+        if attr.key in allowed or attr.key not in mapper.columns:
+            continue
+        if attr.history.has_changes():
+            raise ImmutableRecordError(
+                f"{type(target).__name__}.{attr.key} is immutable once stored; create a new version instead"
+            )
