@@ -55,9 +55,14 @@ def make_engine(url: str) -> Engine:
     kwargs: dict = {}
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
+        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
         if db and db != ":memory:" and not db.startswith("file:"):
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
+        else:  # one shared in-memory database for the engine's lifetime
+            from sqlalchemy.pool import StaticPool
+
+            kwargs["poolclass"] = StaticPool
+            kwargs["connect_args"]["check_same_thread"] = False
     else:
         kwargs["pool_pre_ping"] = True
     try:

@@ -1,0 +1,137 @@
+"""Reference §10 invariants 1–6 on a tiny random CLIP text encoder, plus versioning of directions."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from registry import Registry, RegistryError
+from registry.encoding import encode_bank, encode_sentences, tokenize
+from registry.loader import load_text_encoder
+
+N = 60
+
+
+@pytest.fixture
+def enc(tiny_model):
+    return load_text_encoder(str(tiny_model), device="cpu")
+
+
+def test_identical_banks_give_an_exactly_zero_direction(reg, tiny_model):
+    d = reg.build_direction("cat", "cat", str(tiny_model), n=N, name="cat-to-cat")
+    v = d.vector_numpy()
+    assert v.shape == (1, 77, 32) and v.dtype == np.float32
+    assert np.count_nonzero(v) == 0
+
+
+def test_antisymmetry_and_additivity(reg, tiny_model):
+    ab = reg.build_direction("cat", "dog", str(tiny_model), n=N).vector_numpy()
+    ba = reg.build_direction("dog", "cat", str(tiny_model), n=N).vector_numpy()
+    bc = reg.build_direction("dog", "lion", str(tiny_model), n=N).vector_numpy()
+    ac = reg.build_direction("cat", "lion", str(tiny_model), n=N).vector_numpy()
+    assert np.array_equal(ab, -ba)
+    np.testing.assert_allclose(ac, ab + bc, atol=1e-6, rtol=0)
+    assert np.abs(ab).max() > 1e-3  # a real, non-trivial direction
+
+
+def test_mean_does_not_depend_on_order_batching_or_duplicates(enc):
+    sentences = [f"a photo of a cat number {i} on a mat" for i in range(40)]
+    base = encode_bank(enc, sentences, batch_size=64)
+    shuffled = sentences[:]
+    random.Random(3).shuffle(shuffled)
+    np.testing.assert_allclose(encode_bank(enc, shuffled, batch_size=7).mean, base.mean, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(encode_bank(enc, sentences * 2, batch_size=64).mean, base.mean, atol=1e-6, rtol=0)
+    # batched == one sentence at a time (the reference's loop), fixed padding, no attention mask
+    singles = torch.cat([encode_sentences(enc, [s])[0] for s in sentences]).to(torch.float64).mean(0, keepdim=True)
+    np.testing.assert_allclose(base.mean, singles.float().numpy(), atol=1e-6, rtol=0)
+    assert base.mean.shape == (1, 77, enc.hidden_size) and base.key.shape == (enc.hidden_size,)
+    assert base.key_kind == "pooler"
+
+
+def test_every_sequence_has_77_tokens_and_truncation_is_exact(enc):
+    short = tokenize(enc, ["a cat"])["input_ids"]
+    long_a = "a small cat " * 40 + "on a sunny beach"
+    long_b = "a small cat " * 40 + "in a dark forest at night"
+    ids = tokenize(enc, [long_a, long_b])["input_ids"]
+    assert short.shape == (1, 77) and ids.shape == (2, 77)
+    assert short[0, 0].item() == enc.tokenizer.bos_token_id
+    hidden, _ = encode_sentences(enc, [long_a, long_b])
+    assert torch.equal(hidden[0], hidden[1])  # both truncated to the same 75 content tokens
+
+
+def test_bos_row_of_any_direction_is_zero(reg, tiny_model):
+    d = reg.build_direction("cat", "dog", str(tiny_model), n=N).vector_numpy()
+    assert np.linalg.norm(d[0, 0]) < 1e-5
+    assert np.linalg.norm(d[0, 1:]) > 1e-2
+
+
+def test_scale_multiplies_exactly(reg, tiny_model):
+    base = reg.build_direction("cat", "dog", str(tiny_model), n=N).vector_numpy()
+    zero = reg.build_direction("cat", "dog", str(tiny_model), n=N, scale=0.0, name="zero").vector_numpy()
+    three = reg.build_direction("cat", "dog", str(tiny_model), n=N, scale=3.0, name="triple").vector_numpy()
+    assert np.count_nonzero(zero) == 0
+    assert np.array_equal(three, np.float32(3.0) * base)
+
+
+def test_names_with_2_and_txt(reg, tiny_model, tmp_path):
+    d = reg.build_direction("r2d2", "c3po", str(tiny_model), n=N)
+    assert d.name == "r2d2-to-c3po" and d.source == "r2d2@1" and d.target == "c3po@1"
+    assert reg.get("r2d2-to-c3po@1").name == "r2d2-to-c3po"
+    f = tmp_path / "text.txt"
+    f.write_text("some text on a page\nthe text of a letter\n")
+    b = reg.make_bank("text", "file", path=str(f))
+    assert b.concept == "text" and b.params["file"] == "text.txt"
+
+
+def test_rebuild_returns_the_stored_version_without_encoding(reg, tiny_model, monkeypatch):
+    first = reg.build_direction("cat", "dog", str(tiny_model), n=N)
+    import registry.encoding
+
+    def boom(*a, **k):
+        raise AssertionError("the encoder must not run again")
+
+    monkeypatch.setattr(registry.encoding, "encode_bank", boom)
+    again = reg.build_direction("cat", "dog", str(tiny_model), n=N)
+    assert again.ref == first.ref == "cat-to-dog@1"
+    assert np.array_equal(again.vector_numpy(), first.vector_numpy())
+
+
+def test_new_bank_content_gives_a_new_version(reg, tiny_model):
+    v1 = reg.build_direction("cat", "dog", str(tiny_model), n=N)
+    v2 = reg.build_direction("cat", "dog", str(tiny_model), n=N, seed=5, generator="templates")
+    assert (v1.version, v2.version) == (1, 2)
+    assert v2.source == "cat@2" and v2.target == "dog@2"
+    assert reg.get("cat-to-dog").version == 2
+    assert [d.version for d in reg.versions("cat-to-dog")] == [1, 2]
+    assert not np.array_equal(v1.vector_numpy(), v2.vector_numpy())
+    reg.deprecate("cat-to-dog@2")
+    assert reg.get("cat-to-dog").version == 1
+    assert reg.get("cat-to-dog@2").deprecated
+
+
+def test_fingerprint_is_computed_once_per_folder(tiny_model, home, monkeypatch):
+    import registry.loader as loader
+
+    loader._encoders.clear()
+    first = loader.load_text_encoder(str(tiny_model), device="cpu").fingerprint
+    assert (home / "cache" / "fingerprints.json").is_file()
+    loader._encoders.clear()
+    monkeypatch.setattr(loader, "compute_fingerprint", lambda model: (_ for _ in ()).throw(AssertionError("recomputed")))
+    assert loader.load_text_encoder(str(tiny_model), device="cpu").fingerprint == first
+    loader._encoders.clear()
+
+
+def test_combination_is_a_weighted_sum_and_refuses_mixed_encoders(reg, tiny_model, tiny_model_b):
+    a = reg.build_direction("cat", "dog", str(tiny_model), n=N)
+    b = reg.build_direction("day", "night", str(tiny_model), n=N)
+    c = reg.combine({"cat-to-dog": 1.0, "day-to-night@1": 0.5}, name="mix")
+    np.testing.assert_allclose(c.vector_numpy(), a.vector_numpy() + np.float32(0.5) * b.vector_numpy(), atol=1e-6)
+    assert c.kind == "combination" and [x["name"] for x in c.components] == ["cat-to-dog", "day-to-night"]
+    assert reg.combine({"cat-to-dog": 1.0, "day-to-night@1": 0.5}, name="mix").version == 1
+    reg.build_direction("cat", "dog", str(tiny_model_b), n=N, name="cat-to-dog-b")
+    with pytest.raises(RegistryError) as err:
+        reg.combine({"cat-to-dog": 1.0, "cat-to-dog-b": 1.0}, name="bad")
+    msg = str(err.value)
+    assert "different text encoders" in msg and str(tiny_model) in msg and str(tiny_model_b) in msg
+    assert "\n" not in msg
