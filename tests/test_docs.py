@@ -1,0 +1,45 @@
+"""Documentation that cannot drift: the CLI reference is generated, README commands exist."""
+
+import re
+import shlex
+
+import click
+
+from registry.cli import main
+from registry.clidoc import render
+
+from .conftest import REPO
+
+
+def test_cli_reference_is_current():
+    assert (REPO / "docs" / "cli.md").read_text() == render(), "run: python -m registry.clidoc > docs/cli.md"
+
+
+def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():
+    readme = (REPO / "README.md").read_text()
+    assert "make demo" in readme and "make test" in readme
+    ci = (REPO / ".ci" / "run").read_text()
+    assert "make test" in ci
+
+
+def test_every_p2pz_command_in_the_readme_exists():
+    readme = (REPO / "README.md").read_text()
+    lines = [ln.strip() for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", readme, re.S) for ln in block.splitlines()]
+    checked = 0
+    for line in lines:
+        if not line.startswith("p2pz "):
+            continue
+        words = [w for w in shlex.split(line.split(" #")[0]) if w not in ("-q",)]
+        cmd, i = main, 1
+        while i < len(words) and words[i].startswith("--") and words[i] in ("--db",):
+            i += 2
+        while isinstance(cmd, click.Group) and i < len(words) and not words[i].startswith("-"):
+            assert words[i] in cmd.commands, f"README uses unknown command: {line}"
+            cmd = cmd.commands[words[i]]
+            i += 1
+        opts = {o for p in cmd.params for o in getattr(p, "opts", [])}
+        for w in words[i:]:
+            if w.startswith("--"):
+                assert w.split("=")[0] in opts, f"README uses unknown option {w}: {line}"
+        checked += 1
+    assert checked >= 10
