@@ -10,19 +10,21 @@ import click
 from .cli import main
 
 
-def _walk(cmd: click.Command, path: list[str]):
-    yield path, cmd
+def _walk(cmd: click.Command, path: list[str], parent: click.Context | None = None):
+    # Contexts are chained as in a real invocation, so inherited settings (``-h``) show the same way.
+    ctx = click.Context(cmd, info_name=path[-1], parent=parent, terminal_width=100, max_content_width=100,
+                        **(cmd.context_settings if parent is None else {}))
+    yield path, cmd, ctx
     if isinstance(cmd, click.Group):
         for name in sorted(cmd.commands):
-            yield from _walk(cmd.commands[name], path + [name])
+            yield from _walk(cmd.commands[name], path + [name], ctx)
 
 
 def render() -> str:
     out = ["# p2pz command line reference", "",
            "Generated from `--help` by `python -m registry.clidoc > docs/cli.md`; "
            "`tests/test_docs.py` checks it is current.", ""]
-    for path, cmd in _walk(main, ["p2pz"]):
-        ctx = click.Context(cmd, info_name=" ".join(path), terminal_width=100, max_content_width=100)
+    for path, cmd, ctx in _walk(main, ["p2pz"]):
         out += [f"## {' '.join(path)}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]
     return "\n".join(out)
 
