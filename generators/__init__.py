@@ -9,16 +9,23 @@ from .file import FileGenerator
 from .templates import KINDS as TEMPLATE_KINDS
 from .templates import TemplateFileGenerator, TemplateGenerator
 
-GENERATOR_KINDS = ("templates", "file")
+GENERATOR_KINDS = ("templates", "file", "llm")
 
 
 def get_generator(kind: str = "templates", **options) -> Generator:
     """Build a generator: ``templates`` (``template_kind=object|style|attribute`` or ``template_file=``),
-    ``file`` (``path=``)."""
+    ``file`` (``path=``), ``llm`` (:class:`generators.llm.LLMGenerator` fields: ``model``, ``base_url``,
+    ``temperature``, ``template_kind``, ``concurrency``, ``cache_dir``, …)."""
     if kind == "templates":
         if options.get("template_file"):
             return TemplateFileGenerator(options["template_file"])
         return TemplateGenerator(options.get("template_kind") or "object")
+    if kind == "llm":
+        from .llm import LLMGenerator
+
+        fields = set(LLMGenerator.__dataclass_fields__) - {"kind"}
+        opts = {k: v for k, v in options.items() if k in fields and v is not None}
+        return LLMGenerator(**opts)
     if kind == "file":
         if not options.get("path"):
             raise GeneratorError("the file generator needs a file: pass --file PATH (one sentence per line)")

@@ -253,16 +253,43 @@ class Registry:
         try:
             concept = check_concept(concept)
             if generator == "llm":
-                from generators import llm  # noqa: F401  (the LLM generator plugs in here; see generators/llm.py)
+                options = self._llm_options(options)
             gen = get_generator(generator, **options)
             draft = gen.generate(concept, n, seed=seed)
         except GeneratorError as exc:
             raise RegistryError(str(exc)) from None
-        except ImportError:
-            raise RegistryError(f"the {generator!r} generator is not available in this version of p2pz") from None
         if not draft.sentences:
             raise RegistryError(f"the {generator} generator produced no sentences for {concept!r}")
         return _PendingBank(concept=concept, sha256=bank_sha256(draft.sentences), draft=draft, generator=generator)
+
+    def _llm_options(self, options: dict) -> dict:
+        """The registry's side of the LLM generator: its cache folder, progress, and a CLIP token counter
+        from ``tokenizer_model`` (an SD model), or from the default model when it is already on disk."""
+        from store.paths import cache_dir
+
+        options = dict(options)
+        if options.get("llm_model"):
+            options["model"] = options.pop("llm_model")
+        options.pop("llm_model", None)
+        tokenizer_model = options.pop("tokenizer_model", None)
+        options.setdefault("cache_dir", cache_dir() / "llm")
+        options.setdefault("progress", self.progress)
+        from .loader import ModelLoadError, load_tokenizer
+
+        try:
+            tok = load_tokenizer(tokenizer_model, local_only=tokenizer_model is None)
+        except ModelLoadError as exc:
+            if tokenizer_model:
+                raise RegistryError(str(exc)) from None
+            tok = None
+        if tok is not None:
+            def count(sentences: list[str]) -> list[int]:
+                ids = tok(list(sentences), add_special_tokens=False, truncation=False)["input_ids"]
+                return [len(x) for x in ids]
+
+            options["token_counter"] = count
+            options["token_counter_name"] = f"tokenizer of {tokenizer_model or 'the default model'}"
+        return options
 
     def _store_bank(self, s, pending: _PendingBank, note: str | None = None) -> m.Bank:
         row = s.scalar(select(m.Bank).where(m.Bank.concept == pending.concept, m.Bank.sha256 == pending.sha256))
@@ -510,6 +537,10 @@ class Registry:
         """
         if not np.isfinite(scale):
             raise RegistryError("scale must be a finite number")
+        if generator == "llm":  # check lengths with this model's own tokenizer (before spending tokens)
+            from .loader import DEFAULT_MODEL
+
+            options.setdefault("tokenizer_model", model or DEFAULT_MODEL)
         src = self._resolve_bank(source, generator, n, seed, options)
         tgt = self._resolve_bank(target, generator, n, seed, options)
         name = name or direction_name(src.concept, tgt.concept)

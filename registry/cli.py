@@ -122,6 +122,37 @@ def bank():
     """
 
 
+def llm_options(model_flag: str):
+    """The LLM generator's flags (``model_flag``: --model for banks, --llm-model for directions)."""
+    def deco(f):
+        for opt in reversed([
+            click.option(model_flag, "llm_model", help="LLM chat model for --from llm "
+                         "[default: $P2PZ_LLM_MODEL or gpt-4.1-mini]."),
+            click.option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
+                         "(default: OpenAI; key from $OPENAI_API_KEY)."),
+            click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="LLM sampling temperature [1.0]."),
+            click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="LLM requests at a time [4]."),
+            click.option("--max-requests", type=click.IntRange(1), default=None,
+                         help="Hard cap on LLM requests [3·n/50 + 5]."),
+            click.option("--max-tokens", "max_total_tokens", type=click.IntRange(1), default=None,
+                         help="Hard cap on LLM tokens used [2,000,000]."),
+            click.option("--timeout", type=click.FloatRange(0.1), default=None, help="Seconds per LLM request [60]."),
+            click.option("--no-cache", is_flag=True, help="Ask the LLM again instead of reusing cached replies."),
+        ]):
+            f = opt(f)
+        return f
+    return deco
+
+
+def _llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens, timeout, no_cache):
+    opts = {"llm_model": llm_model, "base_url": base_url, "temperature": temperature, "concurrency": concurrency,
+            "max_requests": max_requests, "max_total_tokens": max_total_tokens, "timeout": timeout}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if no_cache:
+        opts["use_cache"] = False
+    return opts
+
+
 def _gen_options(kind, template_file, file):
     opts = {}
     if kind:
@@ -135,18 +166,23 @@ def _gen_options(kind, template_file, file):
 
 @bank.command("create")
 @click.argument("concept")
-@click.option("--from", "generator", type=click.Choice(["templates", "file"]), default="templates", show_default=True,
-              help="Where the sentences come from.")
+@click.option("--from", "generator", type=click.Choice(["templates", "llm", "file"]), default="templates",
+              show_default=True, help="Where the sentences come from.")
 @click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Number of sentences.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the template sampler.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed (template sampler; LLM request seeds).")
 @click.option("--kind", type=click.Choice(["object", "style", "attribute"]), default=None,
-              help="Built-in template set (default: object).")
+              help="Template set, or LLM prompt kind (default: object).")
 @click.option("--templates", "template_file", type=click.Path(dir_okay=False), help="Your own template file ({} = concept).")
 @click.option("--file", type=click.Path(dir_okay=False), help="Sentence file for --from file, one per line.")
+@llm_options("--model")
+@click.option("--tokenizer", "tokenizer_model", metavar="SD_MODEL",
+              help="With --from llm: the SD model whose tokenizer checks lengths (default: the default model if it "
+                   "is on disk, else an estimate).")
 @click.option("--note", help="Free-text note stored with the bank.")
 @json_option
 @pass_state
-def bank_create(state, concept, generator, n, seed, kind, template_file, file, note, as_json):
+def bank_create(state, concept, generator, n, seed, kind, template_file, file, llm_model, base_url, temperature,
+                concurrency, max_requests, max_total_tokens, timeout, no_cache, tokenizer_model, note, as_json):
     """Create a sentence bank for CONCEPT (content-addressed: the same sentences return the stored version).
 
     \b
@@ -154,14 +190,27 @@ def bank_create(state, concept, generator, n, seed, kind, template_file, file, n
       p2pz bank create cat
       p2pz bank create "oil pastel" --kind style
       p2pz bank create cat --from file --file cat.txt
+      p2pz bank create cat --from llm --model gpt-4.1-mini
+      p2pz bank create cat --from llm --base-url http://localhost:11434/v1 --model llama3.2
     """
     if file and generator != "file":
         generator = "file"
-    b = state.registry().make_bank(concept, generator, n, seed, note=note, **_gen_options(kind, template_file, file))
+    options = _gen_options(kind, template_file, file)
+    if generator == "llm":
+        options.update(_llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
+                                 timeout, no_cache))
+        if tokenizer_model:
+            options["tokenizer_model"] = tokenizer_model
+    b = state.registry().make_bank(concept, generator, n, seed, note=note, **options)
     if as_json:
         _json(b.to_dict())
     else:
         dropped = {k: v for k, v in b.params.items() if k.endswith("_dropped") and v}
+        dropped.update({f"{k.replace('_', ' ')} dropped": v for k, v in b.params.get("dropped", {}).items() if v})
+        if b.generator == "llm":
+            u = b.params.get("usage", {})
+            dropped[f"{b.params.get('requests')} requests ({b.params.get('requests_cached')} cached), tokens"] = \
+                u.get("total_tokens", 0)
         extra = "".join(f", {k.replace('_', ' ')}: {v}" for k, v in dropped.items())
         click.echo(f"bank {b.ref}: {b.n_sentences} sentences from {b.generator}{extra}; sha256 {b.sha256[:12]}")
 
@@ -243,7 +292,7 @@ _DIR_HEADERS = ["direction", "from", "scale", "encoder", "fingerprint", "tags", 
 @click.option("--name", help="Direction name (default SOURCE-to-TARGET).")
 @click.option("--model", envvar="P2PZ_MODEL", help="SD model (hub id or folder) whose text encoder is used "
               "[default: CompVis/stable-diffusion-v1-4].")
-@click.option("--from", "generator", type=click.Choice(["templates", "file"]), default=None,
+@click.option("--from", "generator", type=click.Choice(["templates", "llm", "file"]), default=None,
               help="Make the banks with this generator (default: latest stored bank, else templates).")
 @click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Sentences per bank.")
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -254,10 +303,12 @@ _DIR_HEADERS = ["direction", "from", "scale", "encoder", "fingerprint", "tags", 
 @click.option("--tag", "tags", multiple=True, help="Tag (repeatable).")
 @click.option("--note")
 @click.option("--device", help="cpu or cuda (default: cuda when available).")
+@llm_options("--llm-model")
 @json_option
 @pass_state
 def direction_build(state, source, target, name, model, generator, n, seed, kind, source_file, target_file, scale,
-                    tags, note, device, as_json):
+                    tags, note, device, llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
+                    timeout, no_cache, as_json):
     """Build Δ = mean(TARGET bank) − mean(SOURCE bank) with an SD text encoder.
 
     SOURCE and TARGET are concepts (cat) or bank versions (cat@2). Missing banks are made.
@@ -267,6 +318,7 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
       p2pz direction build cat dog --model CompVis/stable-diffusion-v1-4
       p2pz direction build sketch "oil pastel" --kind style --name sketch-to-pastel
       p2pz direction build cat dog --from file --source-file cat.txt --target-file dog.txt
+      p2pz direction build cat dog --from llm --llm-model gpt-4.1-mini
     """
     reg = state.registry()
     if generator == "file" or source_file or target_file:
@@ -278,6 +330,9 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
     opts = _gen_options(kind, None, None)
     if opts and generator is None:
         generator = "templates"
+    if generator == "llm":
+        opts.update(_llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
+                              timeout, no_cache))
     d = reg.build_direction(source, target, model, name=name, generator=generator, n=n, seed=seed, scale=scale,
                             tags=tags, note=note, device=device, **opts)
     if as_json:

@@ -51,8 +51,10 @@ def _looks_like_path(model: str) -> bool:
     return model.startswith((".", "~")) or not _HUB_ID.match(model)
 
 
-def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokenizer")) -> ModelLocation:
-    """Find the local folder of ``model``, downloading the needed ``parts`` of a hub snapshot if allowed."""
+def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokenizer"),
+                  local_only: bool = False) -> ModelLocation:
+    """Find the local folder of ``model``, downloading the needed ``parts`` of a hub snapshot if allowed
+    (``local_only``: only the Hugging Face cache is looked at)."""
     if not model or not model.strip():
         raise ModelLoadError("no model given; pass --model with a hub id or a local folder")
     path = Path(model).expanduser()
@@ -65,7 +67,7 @@ def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokeniz
         from huggingface_hub import snapshot_download
 
         patterns = ["model_index.json"] + [f"{p}/*" for p in parts]
-        folder = snapshot_download(model, allow_patterns=patterns)
+        folder = snapshot_download(model, allow_patterns=patterns, local_files_only=local_only)
     except Exception as exc:  # offline, unknown repo, gated, network
         offline = os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True")
         hint = ("HF_HUB_OFFLINE is set, so only the local Hugging Face cache is used; "
@@ -146,6 +148,20 @@ def compute_fingerprint(model) -> str:
         h.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
         h.update(t.contiguous().numpy().tobytes())
     return h.hexdigest()
+
+
+def load_tokenizer(model: str | None = None, local_only: bool = False):
+    """The tokenizer of an SD model (or plain encoder folder) alone — e.g. to check sentence lengths."""
+    from transformers import AutoTokenizer, CLIPTokenizer
+
+    location = resolve_model(model or DEFAULT_MODEL, parts=("tokenizer",), local_only=local_only)
+    tok_dir = location.part("tokenizer")
+    try:
+        if (tok_dir / "vocab.json").is_file() and (tok_dir / "merges.txt").is_file():
+            return CLIPTokenizer.from_pretrained(tok_dir)
+        return AutoTokenizer.from_pretrained(tok_dir)
+    except Exception as exc:
+        raise ModelLoadError(f"cannot load the tokenizer from {tok_dir}: {str(exc).splitlines()[0]}") from None
 
 
 # --- text encoder ---------------------------------------------------------------------------------

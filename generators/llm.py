@@ -1,0 +1,416 @@
+"""``llm`` generator: sentence banks from a chat model through the ``openai`` client (DESIGN §4, reference §1.1).
+
+The paper builds its banks with GPT-3 ("Provide many captions for images containing {word}"), the reference demo
+with Flan-T5; the authors use about 1000 sentences per concept. Here any OpenAI-compatible chat-completions
+server works (OpenAI, vLLM, Ollama, llama.cpp, LM Studio): ``base_url`` selects it, the key comes from
+``OPENAI_API_KEY`` (a local server may need none).
+
+How a bank is collected:
+
+* requests ask for ``batch`` captions each, as structured output (a JSON schema) when the server accepts it,
+  else as plain lines; request *i* carries seed ``seed + i`` so batches differ yet re-runs are reproducible;
+* every reply is cleaned: list numbering, bullets, "Caption 3:" prefixes and quotes stripped, near-empty lines
+  dropped, sentences without the concept (case-insensitive, word boundaries, simple plurals) dropped,
+  duplicates dropped after normalization, and sentences longer than the CLIP tokenizer's 75 content tokens
+  dropped — each drop counted;
+* requests continue, up to ``concurrency`` at a time, until ``n`` sentences exist, with hard caps on requests
+  and tokens that fail clearly instead of looping forever; results are taken in request order, so the bank
+  does not depend on concurrency;
+* each raw reply is cached on disk, keyed by a hash of the request (never of the key), so the same command
+  again is free, works offline and gives the same bank.
+
+The API key is never written anywhere: not to the bank parameters, the cache, logs or error messages.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+from urllib.parse import urlparse
+
+from .base import BankDraft, GeneratorError, check_concept, clean_sentence, contains_concept
+
+DEFAULT_LLM_MODEL = os.environ.get("P2PZ_LLM_MODEL", "gpt-4.1-mini")
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+CLIP_CONTENT_TOKENS = 75  # 77 minus BOS and EOS
+
+PROMPTS = {
+    "object": (
+        "Write {batch} different one-sentence captions for photographs that show {a_concept}. Vary the setting, "
+        "the viewpoint, the lighting, what the {concept} is doing and what surrounds it. Every caption must "
+        "contain the word \"{concept}\" and be at most 25 words long."
+    ),
+    "style": (
+        "Write {batch} different one-sentence captions for pictures made in the {concept} style. Vary the "
+        "subject (people, animals, places, objects), the setting and the mood. Every caption must contain the "
+        "words \"{concept}\" and be at most 25 words long."
+    ),
+    "attribute": (
+        "Write {batch} different one-sentence captions for photographs of people, animals or things with "
+        "{concept}. Vary who or what it is, the setting and the lighting. Every caption must contain the words "
+        "\"{concept}\" and be at most 25 words long."
+    ),
+}
+TEXT_SUFFIX = " Answer with the captions only, one per line, without numbering."
+JSON_SUFFIX = " Answer with a JSON object {{\"captions\": [...]}}."
+SCHEMA = {
+    "name": "captions",
+    "strict": True,
+    "schema": {
+        "type": "object",
+        "properties": {"captions": {"type": "array", "items": {"type": "string"}}},
+        "required": ["captions"],
+        "additionalProperties": False,
+    },
+}
+
+_PREFIX = re.compile(
+    r"^\s*(?:(?:[-*•·‣–—>]+|\(?\d{1,4}\s*[.):\]]|\d{1,4}\s*-(?=\s))\s*)+"  # bullets and list numbers
+    r"|^\s*(?:caption|sentence)\s*#?\s*\d*\s*[:.\-)]\s*",  # "Caption 3:" / "Sentence:"
+    re.IGNORECASE,
+)
+_QUOTES = "\"'“”‘’«»`"
+
+
+def clean_line(line: str) -> str:
+    """Strip numbering, bullets, 'Caption N:' prefixes, surrounding quotes and markdown emphasis."""
+    s = line.strip()
+    for _ in range(3):
+        new = _PREFIX.sub("", s).strip().strip("*_").strip()
+        if len(new) >= 2 and new[0] in _QUOTES and new[-1] in _QUOTES + ".":
+            new = new.strip(_QUOTES + " ").strip()
+            if new and new[-1] in _QUOTES:
+                new = new[:-1]
+        if new == s:
+            break
+        s = new
+    s = s.strip(_QUOTES).strip()
+    return clean_sentence(s)
+
+
+def _normal_key(s: str) -> str:
+    """Duplicate test: case-, space- and final-punctuation-insensitive."""
+    return re.sub(r"[\s.!]+$", "", re.sub(r"\s+", " ", s.lower())).strip()
+
+
+def estimate_tokens(sentence: str) -> int:
+    """A lower bound on CLIP BPE tokens (each word and punctuation mark is at least one token)."""
+    return len(re.findall(r"\w+|[^\w\s]", sentence))
+
+
+def _article(concept: str) -> str:
+    return ("an " if concept[:1].lower() in "aeiou" else "a ") + concept
+
+
+class LLMCache:
+    """Raw responses on disk, one JSON file per request hash."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    def path(self, key: str) -> Path:
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        try:
+            return json.loads(self.path(key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: dict) -> None:
+        p = self.path(key)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, p)
+
+
+@dataclass
+class LLMGenerator:
+    """Chat-completions caption generator. ``token_counter`` maps sentences to CLIP token counts (without
+    BOS/EOS); without one a conservative estimate is used and recorded as such."""
+
+    model: str = DEFAULT_LLM_MODEL
+    base_url: str | None = None
+    temperature: float = 1.0
+    template_kind: str = "object"
+    batch: int = 50
+    concurrency: int = 4
+    timeout: float = 60.0
+    max_retries: int = 4
+    max_requests: int | None = None
+    max_total_tokens: int = 2_000_000
+    use_cache: bool = True  # read cached replies; fresh replies are always written when cache_dir is set
+    cache_dir: Path | None = None  # the caller's cache folder (the registry passes $P2PZ_HOME/cache/llm)
+    token_counter: Callable[[list[str]], list[int]] | None = None
+    token_counter_name: str = "estimate"
+    progress: bool = False
+    api_key: str | None = field(default=None, repr=False)
+    kind: str = "llm"
+
+    def __post_init__(self):
+        if self.template_kind not in PROMPTS:
+            raise GeneratorError(f"unknown prompt kind {self.template_kind!r}; choose one of {', '.join(PROMPTS)}")
+        if not (0.0 <= self.temperature <= 2.0):
+            raise GeneratorError("temperature must be between 0 and 2")
+        if self.batch < 1 or self.concurrency < 1:
+            raise GeneratorError("batch and concurrency must be at least 1")
+        if self.timeout <= 0:
+            raise GeneratorError("timeout must be positive")
+
+    # --- the client --------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return (self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+    def _key(self) -> str:
+        key = self.api_key if self.api_key is not None else os.environ.get("OPENAI_API_KEY", "")
+        if not key and urlparse(self.url).hostname == "api.openai.com":
+            raise GeneratorError("OPENAI_API_KEY is not set; export your OpenAI key, or pass --base-url for a "
+                                 "local OpenAI-compatible server")
+        return key or "no-key"  # local servers accept any placeholder
+
+    def _client(self, key: str):
+        from openai import OpenAI
+
+        return OpenAI(api_key=key, base_url=self.url, timeout=self.timeout, max_retries=self.max_retries)
+
+    def _redact(self, text: str, key: str) -> str:
+        text = " ".join(str(text).split())[:300]
+        if key and key != "no-key":
+            text = text.replace(key, "***")
+        return re.sub(r"sk-[A-Za-z0-9_\-*]{6,}", "sk-***", text)
+
+    # --- requests ----------------------------------------------------------------------------------
+    def prompt(self, concept: str) -> str:
+        return PROMPTS[self.template_kind].format(batch=self.batch, concept=concept, a_concept=_article(concept))
+
+    def _request(self, concept: str, index: int, seed: int, structured: bool) -> dict:
+        text = self.prompt(concept) + (JSON_SUFFIX if structured else TEXT_SUFFIX)
+        req = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": text}],
+            "temperature": self.temperature,
+            "seed": seed + index,
+            "max_tokens": 60 * self.batch + 200,
+        }
+        if structured:
+            req["response_format"] = {"type": "json_schema", "json_schema": SCHEMA}
+        return req
+
+    def _cache_key(self, req: dict) -> str:
+        blob = json.dumps({"url": self.url, "request": req}, sort_keys=True, ensure_ascii=False)
+        return hashlib.sha256(blob.encode()).hexdigest()
+
+    def _call(self, client, req: dict, key: str) -> dict:
+        """One request → {"content", "usage", "cached"}; maps every failure to a one-line GeneratorError."""
+        import openai
+
+        host = self.url
+        try:
+            resp = client.chat.completions.create(**req)
+        except openai.AuthenticationError:
+            raise GeneratorError(f"{host} refused the API key (401): OPENAI_API_KEY is missing or wrong") from None
+        except openai.PermissionDeniedError as exc:
+            raise GeneratorError(f"{host} denied access (403): {self._redact(exc.message, key)}") from None
+        except openai.NotFoundError:
+            raise GeneratorError(f"{host} does not know model {self.model!r} (404); pass --model with a model "
+                                 "this server serves") from None
+        except openai.RateLimitError:
+            raise GeneratorError(f"{host} kept answering 429 (rate limited) after {self.max_retries} retries; "
+                                 "wait, lower --concurrency, or raise --max-retries") from None
+        except openai.APITimeoutError:
+            raise GeneratorError(f"{host} did not answer within {self.timeout:g} s (tried {self.max_retries + 1} "
+                                 "times); raise --timeout or check the server") from None
+        except openai.APIConnectionError as exc:
+            cause = self._redact(getattr(exc, "__cause__", None) or exc, key)
+            raise GeneratorError(f"cannot connect to {host} ({cause}); check --base-url and that the server "
+                                 "is running") from None
+        except openai.BadRequestError as exc:
+            if "response_format" in req and self._mentions_format(exc):
+                raise _NoStructuredOutput() from None
+            raise GeneratorError(f"{host} rejected the request (400): {self._redact(exc.message, key)}") from None
+        except openai.APIStatusError as exc:
+            raise GeneratorError(f"{host} failed with HTTP {exc.status_code} after {self.max_retries} retries: "
+                                 f"{self._redact(exc.message, key)}") from None
+        except (openai.APIResponseValidationError, ValueError, TypeError, KeyError) as exc:
+            raise GeneratorError(f"{host} returned something that is not a chat completion "
+                                 f"({type(exc).__name__}); is --base-url an OpenAI-compatible /v1 endpoint?") from None
+        try:
+            content = resp.choices[0].message.content
+            if not isinstance(content, str):
+                raise TypeError("no text content")
+        except (AttributeError, IndexError, TypeError) as exc:
+            raise GeneratorError(f"{host} returned a reply without text ({exc}); is it an OpenAI-compatible "
+                                 "chat-completions server?") from None
+        usage = getattr(resp, "usage", None)
+        return {
+            "content": content,
+            "usage": {"prompt_tokens": int(getattr(usage, "prompt_tokens", 0) or 0),
+                      "completion_tokens": int(getattr(usage, "completion_tokens", 0) or 0)},
+            "model": getattr(resp, "model", None),
+        }
+
+    @staticmethod
+    def _mentions_format(exc) -> bool:
+        text = (str(getattr(exc, "message", "")) + str(getattr(exc, "body", ""))).lower()
+        return any(w in text for w in ("response_format", "json_schema", "structured", "not supported"))
+
+    # --- parsing -----------------------------------------------------------------------------------
+    @staticmethod
+    def lines(content: str) -> tuple[list[str], bool]:
+        """Candidate sentences of one reply and whether it was JSON: the JSON captions when it parses, else
+        its lines."""
+        text = content.strip()
+        fenced = re.match(r"^```(?:json)?\s*(.*?)\s*```$", text, re.S)
+        if fenced:
+            text = fenced.group(1)
+        if text.startswith(("{", "[")):
+            try:
+                data = json.loads(text)
+                items = data.get("captions") if isinstance(data, dict) else data
+                if isinstance(items, list):
+                    return [str(x) for x in items if isinstance(x, (str, int, float))], True
+            except ValueError:
+                pass
+        return text.splitlines(), False
+
+    # --- the loop ----------------------------------------------------------------------------------
+    def generate(self, concept: str, n: int = 1000, *, seed: int = 0) -> BankDraft:
+        concept = check_concept(concept)
+        if n < 1:
+            raise GeneratorError("n must be at least 1")
+        key = self._key()
+        cache = LLMCache(self.cache_dir) if self.cache_dir else None
+        use_cache = self.use_cache and cache is not None
+        max_requests = self.max_requests or 3 * math.ceil(n / self.batch) + 5
+        structured = True
+        kept: list[str] = []
+        seen: set[str] = set()
+        drops = {"empty": 0, "no_concept": 0, "duplicates": 0, "too_long": 0}
+        usage = {"prompt_tokens": 0, "completion_tokens": 0}
+        made = cached = 0
+        index = 0
+        self._formats: set[str] = set()
+        client = None
+        bar = _bar(n, concept) if self.progress else None
+        try:
+            with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+                while len(kept) < n:
+                    if index >= max_requests:
+                        raise GeneratorError(
+                            f"only {len(kept)} of {n} valid sentences for {concept!r} after {index} requests (the "
+                            f"limit); raise --max-requests, lower -n, or check the model's answers")
+                    if usage["prompt_tokens"] + usage["completion_tokens"] >= self.max_total_tokens:
+                        raise GeneratorError(
+                            f"token budget of {self.max_total_tokens} used with {len(kept)} of {n} sentences; "
+                            "raise --max-tokens or lower -n")
+                    need = n - len(kept)
+                    window = min(self.concurrency, max(1, math.ceil(need / self.batch)), max_requests - index)
+                    reqs = [self._request(concept, index + j, seed, structured) for j in range(window)]
+                    results: list[dict | None] = []
+                    pending = []
+                    for req in reqs:
+                        hit = cache.get(self._cache_key(req)) if use_cache else None
+                        if hit is not None:
+                            results.append(dict(hit, cached=True))
+                            pending.append(None)
+                        else:
+                            if client is None:
+                                client = self._client(key)
+                            results.append(None)
+                            pending.append(pool.submit(self._call, client, req, key))
+                    try:
+                        for j, fut in enumerate(pending):
+                            if fut is not None:
+                                results[j] = dict(fut.result(), cached=False)
+                    except _NoStructuredOutput:
+                        for fut in pending:
+                            if fut is not None:
+                                fut.cancel()
+                        structured = False  # this server has no JSON schema support: plain lines from now on
+                        continue
+                    for req, res in zip(reqs, results):
+                        if res["cached"]:
+                            cached += 1
+                        else:
+                            made += 1
+                            if cache is not None:
+                                cache.put(self._cache_key(req), {k: res[k] for k in ("content", "usage", "model")})
+                        usage["prompt_tokens"] += res["usage"]["prompt_tokens"]
+                        usage["completion_tokens"] += res["usage"]["completion_tokens"]
+                        added = self._collect(concept, res["content"], kept, seen, drops, n)
+                        if bar:
+                            bar.update(added)
+                            bar.set_postfix(requests=made + cached)
+                    index += window
+        finally:
+            if bar:
+                bar.close()
+            if client is not None:
+                client.close()
+        params = {
+            "model": self.model,
+            "base_url_host": urlparse(self.url).netloc,
+            "prompt": self.prompt(concept),
+            "prompt_kind": self.template_kind,
+            "format": "+".join(sorted(self._formats)),  # how the replies came back: json_schema, text or both
+            "temperature": self.temperature,
+            "seed": seed,
+            "n": n,
+            "batch": self.batch,
+            "requests": made + cached,
+            "requests_sent": made,
+            "requests_cached": cached,
+            "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
+            "dropped": drops,
+            "length_check": self.token_counter_name,
+        }
+        return BankDraft(sentences=kept[:n], params=params)
+
+    def _collect(self, concept: str, content: str, kept: list, seen: set, drops: dict, n: int) -> int:
+        candidates = []
+        raw_lines, was_json = self.lines(content)
+        self._formats.add("json_schema" if was_json else "text")
+        for raw in raw_lines:
+            s = clean_line(raw)
+            if len(s) < 10 or len(s.split()) < 3:
+                drops["empty"] += 1 if raw.strip() else 0
+                continue
+            if not contains_concept(s, concept):
+                drops["no_concept"] += 1
+                continue
+            k = _normal_key(s)
+            if k in seen:
+                drops["duplicates"] += 1
+                continue
+            seen.add(k)
+            candidates.append(s)
+        if candidates:
+            counts = self.token_counter(candidates) if self.token_counter else [estimate_tokens(s) for s in candidates]
+            before = len(kept)
+            for s, c in zip(candidates, counts):
+                if c > CLIP_CONTENT_TOKENS:
+                    drops["too_long"] += 1
+                elif len(kept) < n:
+                    kept.append(s)
+            return len(kept) - before
+        return 0
+
+
+class _NoStructuredOutput(Exception):
+    """The server refused ``response_format``: fall back to plain text lines."""
+
+
+def _bar(total: int, concept: str):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=f"llm sentences for {concept}", unit="sent", file=sys.stderr, leave=False)
