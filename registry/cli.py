@@ -24,6 +24,7 @@ class P2PZError(click.ClickException):
 
 
 def _user_errors() -> tuple:
+    from editor.errors import EditorError, ImageError
     from generators import GeneratorError
     from store.db import StoreError
     from store.vectors import VectorError
@@ -31,7 +32,8 @@ def _user_errors() -> tuple:
     from .api import RegistryError
     from .loader import ModelLoadError
 
-    return (RegistryError, GeneratorError, StoreError, VectorError, ModelLoadError, FileExistsError)
+    return (RegistryError, GeneratorError, StoreError, VectorError, ModelLoadError, FileExistsError, EditorError,
+            ImageError)
 
 
 class P2PZGroup(click.Group):
@@ -488,6 +490,135 @@ def search(state, ref, pair, k, model, save, as_json):
         _json([h.to_dict() for h in hits])
     else:
         _table([[f"{h.score:.4f}"] + _dir_row(h.direction)[:2] for h in hits], ["score", "direction", "from"])
+
+
+# --- editing ----------------------------------------------------------------------------------------
+
+def _editing_options(f):
+    for opt in reversed([
+        click.option("--direction", "directions", multiple=True, required=True, metavar="NAME[@V]",
+                     help="Direction to apply (repeatable: one inversion serves them all)."),
+        click.option("--scale", type=float, default=1.0, show_default=True, help="Multiplier of Δ."),
+        click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the model the direction was built with)."),
+        click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True, help="DDIM steps."),
+        click.option("--guidance-scale", type=float, default=5.0, show_default=True, help="CFG scale (> 1)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), default="p2pz-out", show_default=True),
+        click.option("--device", help="cpu or cuda (default: cuda when available)."),
+        click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
+                     show_default=True),
+        click.option("--force", is_flag=True, help="Overwrite existing outputs."),
+        click.option("--no-safety-checker", is_flag=True, help="Do not run the model's safety checker."),
+        json_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+def _open_editor(state, model, directions, device, dtype, no_safety_checker, captioner=None):
+    from editor import Editor
+
+    if model is None:
+        models = {d.encoder_model for d in directions}
+        model = models.pop() if len(models) == 1 else None
+    state.info(f"loading {model or 'the default model'} …")
+    kwargs = {"safety_checker": not no_safety_checker, "progress": state.progress}
+    if captioner is not None:
+        kwargs["captioner"] = captioner
+    return Editor.from_pretrained(model, device=device, dtype=dtype, **kwargs) if model else \
+        Editor.from_pretrained(device=device, dtype=dtype, **kwargs)
+
+
+@main.command("edit")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE|DIR|GLOB...")
+@_editing_options
+@click.option("--caption", help="Use this caption instead of BLIP's.")
+@click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
+@click.option("--xa-guidance", type=click.FloatRange(0), default=0.1, show_default=True,
+              help="Cross-attention guidance step size.")
+@click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio (longer side = model size).")
+@click.option("--schedule", type=click.Choice(["symmetric", "reference"]), default="symmetric", show_default=True,
+              help="Inversion schedule.")
+@click.option("--save-reconstruction", is_flag=True, help="Also write the reconstruction.")
+@pass_state
+def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
+         no_safety_checker, as_json, caption, captioner, xa_guidance, keep_aspect, schedule, save_reconstruction):
+    """Apply stored directions to real images with pix2pix-zero.
+
+    Writes OUT/<image stem>__<direction>@<version>.png with the full provenance in a PNG text chunk.
+
+    \b
+    Examples:
+      p2pz edit cat.png --direction cat-to-dog
+      p2pz edit photos/ --direction cat-to-dog --direction cat-to-lion@2 --out edits
+      p2pz edit "shots/*.jpg" --direction day-to-night --caption "a street" --steps 100
+    """
+    from editor.batch import edit_files, expand_inputs
+
+    reg = state.registry()
+    dirs = [reg.get(ref) for ref in directions]
+    paths = expand_inputs(list(images))
+    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, captioner)
+
+    def report(o):
+        if o.ok:
+            state.info(f"{o.image}: {', '.join(o.outputs)}" + (" (inversion cached)" if o.inversion_cached else ""))
+        else:
+            click.echo(f"error: {o.image}: {o.error}", err=True)
+        for flagged in o.nsfw:
+            click.echo(f"warning: the safety checker blanked {flagged}; --no-safety-checker turns it off", err=True)
+
+    outcomes = edit_files(ed, paths, dirs, Path(out_dir), scale=scale, caption=caption, steps=steps,
+                          xa_guidance=xa_guidance, guidance_scale=guidance_scale, seed=seed, keep_aspect=keep_aspect,
+                          schedule=schedule, save_reconstruction=save_reconstruction, force=force,
+                          report=None if as_json else report)
+    if as_json:
+        _json([o.__dict__ for o in outcomes])
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise P2PZError(f"{len(failed)} of {len(outcomes)} images failed")
+
+
+@main.command("generate")
+@click.argument("prompt")
+@_editing_options
+@click.option("--xa-guidance", type=click.FloatRange(0), default=0.15, show_default=True,
+              help="Cross-attention guidance step size (0.15 for synthetic images).")
+@click.option("--size", type=click.IntRange(16, 2048), default=None, help="Image size (default: the model's).")
+@pass_state
+def generate(state, prompt, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
+             no_safety_checker, as_json, xa_guidance, size):
+    """Generate an image from PROMPT (x_T from the seed) and edit it with stored directions.
+
+    \b
+    Example:
+      p2pz generate "a cat sitting on a sofa" --direction cat-to-dog --seed 3
+    """
+    from editor.batch import output_name, save_png
+
+    reg = state.registry()
+    dirs = [reg.get(ref) for ref in directions]
+    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker)
+    stem = f"generated-{seed}"
+    out = Path(out_dir)
+    targets = [out / output_name(stem, d.ref) for d in dirs] + [out / f"{stem}.png"]
+    existing = [str(t) for t in targets if t.exists()]
+    if existing and not force:
+        raise P2PZError(f"{existing[0]} exists; pass --force to overwrite")
+    inv = ed.synthetic(prompt, seed=seed, size=size, steps=steps)
+    results = ed.edit(inv, dirs, scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
+    base = {"prompt": prompt, "seed": seed, "steps": steps, "model": ed.model_id, "synthetic": True,
+            "model_fingerprint": ed.model_fingerprint, "encoder_fingerprint": ed.text_encoder_fingerprint}
+    save_png(results[0].reconstruction, targets[-1], {**base, "direction": None})
+    for d, res, target in zip(dirs, results, targets):
+        save_png(res.edited, target, {**base, "direction": d.ref, "scale": scale, "xa_guidance": xa_guidance,
+                                      "guidance_scale": guidance_scale, "negative_prompt": ""})
+        if res.nsfw and res.nsfw[0]:
+            click.echo(f"warning: the safety checker blanked {target}; --no-safety-checker turns it off", err=True)
+    if as_json:
+        _json({"generated": str(targets[-1]), "edits": [str(t) for t in targets[:-1]]})
+    else:
+        click.echo(f"wrote {targets[-1]} and {', '.join(str(t) for t in targets[:-1])}")
 
 
 # --- exchange ---------------------------------------------------------------------------------------

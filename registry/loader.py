@@ -138,7 +138,8 @@ def compute_fingerprint(model) -> str:
     import torch
 
     h = hashlib.sha256()
-    cfg = {k: v for k, v in model.config.to_dict().items()
+    raw = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)  # transformers / diffusers
+    cfg = {k: v for k, v in raw.items()
            if not k.startswith("_") and k not in ("transformers_version", "torch_dtype", "dtype")}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     for name, tensor in sorted(model.state_dict().items()):

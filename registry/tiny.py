@@ -282,9 +282,43 @@ def build_tiny_model(
         "vae": ["diffusers", "AutoencoderKL"],
     }
     (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
+    build_tiny_captioner(folder / "captioner", seed=seed + 3)
     (folder / "RANDOM_WEIGHTS.txt").write_text(RANDOM_WEIGHTS_NOTICE + "\n")
     return {"path": str(folder), "vocab": used_vocab, "vocab_size": vocab_size, "hidden_size": hidden_size,
             "prediction_type": prediction_type, "seed": seed}
+
+
+_BLIP_WORDS = ("a an the of on in with and is photo picture cat dog sitting standing lying grass table bench "
+               "field sofa white black brown small large red blue green next to near front room street tree").split()
+
+
+def build_tiny_captioner(folder: str | os.PathLike, *, seed: int = 0) -> Path:
+    """A tiny random-weight BLIP captioner (``BlipForConditionalGeneration`` + ``BlipProcessor``) in ``folder``."""
+    import torch
+    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipProcessor,
+                              BlipTextConfig, BlipVisionConfig)
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"] + list(_BLIP_WORDS) + [".", ","]
+    # transformers 5 trap: BertTokenizerFast(vocab_file=…) silently builds an empty tokenizer; pass the dict.
+    tokenizer = BertTokenizerFast(vocab={t: i for i, t in enumerate(vocab)}, do_lower_case=True)
+    tokenizer.add_special_tokens({"bos_token": "[DEC]"})
+    image_processor = BlipImageProcessorPil(size={"height": 32, "width": 32})
+    BlipProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
+    ids = {t: i for i, t in enumerate(vocab)}
+    text = BlipTextConfig(vocab_size=len(vocab), hidden_size=32, encoder_hidden_size=32, intermediate_size=37,
+                          num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64,
+                          bos_token_id=ids["[DEC]"], eos_token_id=ids["[SEP]"], sep_token_id=ids["[SEP]"],
+                          pad_token_id=ids["[PAD]"])
+    vision = BlipVisionConfig(hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
+                              image_size=32, patch_size=8)
+    torch.manual_seed(seed)
+    config = BlipConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=32,
+                        image_text_hidden_size=32)
+    BlipForConditionalGeneration(config).eval().save_pretrained(folder)
+    return folder
 
 
 def is_random_weights(folder: str | os.PathLike) -> bool:

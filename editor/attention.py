@@ -1,0 +1,151 @@
+"""Attention processors for cross-attention guidance (PAPER §3.3, reference §6).
+
+* :class:`SDPAProcessor` — self-attention (``attn1``) through ``scaled_dot_product_attention``: the fast,
+  memory-light path; no probability map is ever materialized.
+* :class:`CrossAttnMapProcessor` — cross-attention (``attn2``) with an explicit softmax probability map
+  [B·heads, HW, T], handed to an :class:`AttentionMaps` controller that records it (reference pass), compares it
+  with the recorded map (edit pass: L_xa = Σ_layers mean_slices Σ_{HW,T} (M − M_ref)²), or ignores it.
+
+Installed with ``unet.set_attn_processor`` by :func:`guided_processors` and restored afterwards. Neither
+processor has parameters; the UNet's own parameters stay frozen (gradients flow only to the latent).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+
+def _project(attn, hidden_states, encoder_hidden_states):
+    """Shared front half of both processors: norms, q/k/v projections, heads split. Returns q, k, v as
+    [B, heads, N, d] plus what is needed to finish."""
+    residual = hidden_states
+    if getattr(attn, "spatial_norm", None) is not None:
+        raise NotImplementedError("spatial-norm attention is not used by Stable Diffusion UNets")
+    input_ndim = hidden_states.ndim
+    if input_ndim == 4:
+        b, c, h, w = hidden_states.shape
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+    if encoder_hidden_states is not None and attn.norm_cross:
+        context = attn.norm_encoder_hidden_states(context)
+    q, k, v = attn.to_q(hidden_states), attn.to_k(context), attn.to_v(context)
+    batch, heads = q.shape[0], attn.heads
+    d = k.shape[-1] // heads
+    q, k, v = (x.view(batch, -1, heads, d).transpose(1, 2) for x in (q, k, v))  # [B, heads, N, d]
+    if getattr(attn, "norm_q", None) is not None:
+        q = attn.norm_q(q)
+    if getattr(attn, "norm_k", None) is not None:
+        k = attn.norm_k(k)
+    return q, k, v, residual, input_ndim
+
+
+def _finish(attn, out, residual, input_ndim):
+    batch, heads, n, d = out.shape
+    out = out.transpose(1, 2).reshape(batch, n, heads * d)
+    out = attn.to_out[1](attn.to_out[0](out))
+    if input_ndim == 4:
+        out = out.transpose(-1, -2).reshape(residual.shape)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
+class SDPAProcessor:
+    """Self-attention through PyTorch's fused scaled-dot-product attention."""
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        q, k, v, residual, nd = _project(attn, hidden_states, encoder_hidden_states)
+        if attention_mask is not None:
+            attention_mask = attn.prepare_attention_mask(attention_mask, k.shape[2], q.shape[0])
+            attention_mask = attention_mask.view(q.shape[0], attn.heads, -1, attention_mask.shape[-1])
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attention_mask, scale=attn.scale)
+        return _finish(attn, out, residual, nd)
+
+
+class AttentionMaps:
+    """Controller shared by every ``attn2`` processor of a UNet.
+
+    ``mode``: ``"off"`` (maps are computed for the output but not kept), ``"record"`` (each map is stored,
+    detached, on ``store_device`` in ``store_dtype``, under ``maps[t][layer]``), ``"guide"`` (each map is
+    compared with ``reference[t][layer]`` and the squared error added to ``loss``; used entries are counted).
+    """
+
+    def __init__(self, store_device: str | torch.device = "cpu", store_dtype: torch.dtype = torch.float32):
+        self.mode = "off"
+        self.t: int | None = None
+        self.store_device = torch.device(store_device)
+        self.store_dtype = store_dtype
+        self.maps: dict[int, dict[str, torch.Tensor]] = {}
+        self.reference: dict[int, dict[str, torch.Tensor]] | None = None
+        self.loss: torch.Tensor | None = None
+        self.consumed: set[tuple[int, str]] = set()
+        self.batch_groups: int = 1  # images in the batch (per-image loss means; see guide())
+
+    def observe(self, layer: str, probs: torch.Tensor) -> None:
+        if self.mode == "record":
+            self.maps.setdefault(self.t, {})[layer] = probs.detach().to(self.store_device, self.store_dtype)
+        elif self.mode == "guide":
+            ref = self.reference[self.t][layer].to(probs.device, torch.float32)
+            self.consumed.add((self.t, layer))
+            diff = (probs.float() - ref) ** 2  # [2B·heads, HW, T]
+            per_slice = diff.sum((1, 2))  # [2B·heads]
+            # L_xa (reference §6.3): Σ over pixels and tokens, mean over the (batch·heads) slices. With a batch
+            # of B images the mean is taken per image (its 2·heads slices of the CFG batch [u_0..u_B-1, c_0..c_B-1])
+            # and summed over images, so each image gets exactly the gradient it would get alone.
+            b = self.batch_groups
+            heads2 = per_slice.shape[0] // (2 * b)
+            per_image = per_slice.view(2, b, heads2).permute(1, 0, 2).reshape(b, -1).mean(1)
+            term = per_image.sum()
+            self.loss = term if self.loss is None else self.loss + term
+
+    @contextlib.contextmanager
+    def at(self, t: int, mode: str):
+        self.t, self.mode = t, mode
+        try:
+            yield self
+        finally:
+            self.mode = "off"
+
+
+class CrossAttnMapProcessor:
+    """Cross-attention with an explicit probability map, reported to an :class:`AttentionMaps`."""
+
+    def __init__(self, maps: AttentionMaps, layer: str):
+        self.maps = maps
+        self.layer = layer
+
+    def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
+        q, k, v, residual, nd = _project(attn, hidden_states, encoder_hidden_states)
+        scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale  # [B, heads, HW, T]
+        if attention_mask is not None:
+            mask = attn.prepare_attention_mask(attention_mask, k.shape[2], q.shape[0])
+            scores = scores + mask.view(q.shape[0], attn.heads, -1, mask.shape[-1])
+        probs = scores.float().softmax(dim=-1).to(v.dtype)
+        batch, heads, n, t = probs.shape
+        self.maps.observe(self.layer, probs.reshape(batch * heads, n, t))  # [B·heads, HW, T], rows sum to 1
+        return _finish(attn, torch.matmul(probs, v), residual, nd)
+
+
+def cross_attention_layers(unet) -> list[str]:
+    """Names of the ``attn2`` processors of a UNet (16 for SD 1.x)."""
+    return [name for name in unet.attn_processors if name.split(".")[-2] == "attn2"]
+
+
+@contextlib.contextmanager
+def guided_processors(unet, maps: AttentionMaps):
+    """Install SDPA on self-attention and map-recording processors on cross-attention; restore on exit."""
+    saved = dict(unet.attn_processors)
+    procs = {}
+    for name in saved:
+        procs[name] = CrossAttnMapProcessor(maps, name.removesuffix(".processor")) if name.split(".")[-2] == "attn2" \
+            else SDPAProcessor()
+    unet.set_attn_processor(procs)
+    try:
+        yield maps
+    finally:
+        unet.set_attn_processor(saved)

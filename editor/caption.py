@@ -1,0 +1,37 @@
+"""BLIP captioning (PAPER §4 uses BLIP; reference §2): transformers' ``BlipForConditionalGeneration``.
+
+Unconditional captioning (no text prefix), beam search with 3 beams, 10 to 30 tokens — the defaults of the
+LAVIS ``blip_caption`` model the official repo uses. Default model: ``Salesforce/blip-image-captioning-base``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+
+
+class Captioner:
+    def __init__(self, model, processor, device: str = "cpu"):
+        self.model = model
+        self.processor = processor
+        self.device = device
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str = DEFAULT_CAPTIONER, device: str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> "Captioner":
+        from transformers import BlipForConditionalGeneration, BlipProcessor
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        processor = BlipProcessor.from_pretrained(name_or_path)
+        model = BlipForConditionalGeneration.from_pretrained(name_or_path, dtype=dtype).to(device).eval()
+        model.requires_grad_(False)
+        return cls(model, processor, device)
+
+    @torch.inference_mode()
+    def __call__(self, images) -> list[str]:
+        inputs = self.processor(images=list(images), return_tensors="pt").to(self.device)
+        pixel_values = inputs["pixel_values"].to(self.model.dtype)
+        ids = self.model.generate(pixel_values=pixel_values, num_beams=3, min_length=10, max_length=30)
+        return [" ".join(t.split()).strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]

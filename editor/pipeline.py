@@ -1,0 +1,516 @@
+"""The pix2pix-zero editor (Parmar et al., SIGGRAPH 2023), written out stage by stage (DESIGN §6).
+
+1. ``caption``   — BLIP caption of the input (PAPER §4, reference §2).
+2. ``invert``    — VAE latent, then DDIM inversion under the caption with noise regularization
+                   (PAPER §3.1, reference §4–§5) → x_T.
+3. ``reference`` — DDIM sampling from x_T with prompt = negative = caption, recording every cross-attention
+                   map per timestep (PAPER §3.3 "reference cross-attention maps", reference §6.2) → the
+                   reconstruction.
+4. ``edit``      — sampling again from x_T with c + scale·Δ in the conditional half; at each timestep one SGD
+                   step of size ``xa_guidance`` on the doubled latent pulls its cross-attention maps toward the
+                   reference maps, then a CFG step (PAPER §3.3 eq. 3, reference §6.3) → the edit.
+
+Inversions and reference maps are cached on disk (safetensors) under keys covering every input that changes
+them; ``edit(inv, [d1, d2, …])`` runs one inversion and one reference pass for all directions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .attention import AttentionMaps, cross_attention_layers, guided_processors
+from .caption import DEFAULT_CAPTIONER, Captioner
+from .errors import EditorError
+from .image import load_image, pixels_sha256, preprocess, to_pil
+from .regularize import regularize
+from .schedule import ddim_step, inversion_plan, sampling_plan, to_epsilon
+
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+
+
+@dataclass
+class Inversion:
+    """x_T and everything that made it. Constructible from raw latents: ``Inversion(latents=x_T, caption="…")``."""
+
+    latents: torch.Tensor  # x_T [B, 4, h, w]
+    caption: str | list[str]
+    steps: int = 50
+    schedule: str = "symmetric"
+    params: dict = field(default_factory=dict)
+    image_sha256: list[str] | None = None
+    synthetic: bool = False  # x_T drawn from a seed (negative prompt "" and xa 0.15 by default)
+    key: str | None = None  # cache key, when it came from / went to the cache
+
+    @property
+    def captions(self) -> list[str]:
+        b = self.latents.shape[0]
+        caps = [self.caption] * b if isinstance(self.caption, str) else list(self.caption)
+        if len(caps) != b:
+            raise EditorError(f"{len(caps)} captions for a batch of {b} latents")
+        return caps
+
+
+@dataclass
+class EditResult:
+    edited: object  # PIL image (a list for a batch)
+    reconstruction: object
+    latents: torch.Tensor  # final edited latents [B, 4, h, w]
+    reconstruction_latents: torch.Tensor
+    caption: str | list[str]
+    direction: str
+    params: dict = field(default_factory=dict)
+    nsfw: list[bool] | None = None
+    timings: dict = field(default_factory=dict)
+
+
+def _sha(obj) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise EditorError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16")
+    return names[dtype]
+
+
+class Editor:
+    """pix2pix-zero on a Stable Diffusion model (SD 1.x ε-prediction or SD 2.x v-prediction)."""
+
+    def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, *, captioner=None, safety_checker=None,
+                 feature_extractor=None, device: str = "cpu", dtype=torch.float32,
+                 text_encoder_fingerprint: str | None = None, model_fingerprint: str | None = None,
+                 cache_dir: str | Path | None = None, model_id: str | None = None, captioner_id: str | None = None,
+                 progress: bool = False, map_dtype: torch.dtype = torch.float32):
+        self.device = torch.device(device)
+        self.dtype = _dtype(dtype)
+        self.unet, self.vae, self.text_encoder = (self._place(m) for m in (unet, vae, text_encoder))
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
+        self._captioner = captioner
+        self.captioner_id = captioner_id
+        self.safety_checker = safety_checker
+        self.feature_extractor = feature_extractor
+        self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.vae_scale = float(getattr(self.vae.config, "scaling_factor", 0.18215) or 0.18215)
+        self.native_size = int(self.unet.config.sample_size) * self.vae_factor
+        self.hidden_size = int(self.text_encoder.config.hidden_size)
+        if text_encoder_fingerprint is None:
+            from registry.loader import compute_fingerprint
+
+            text_encoder_fingerprint = compute_fingerprint(self.text_encoder)
+        self.text_encoder_fingerprint = text_encoder_fingerprint
+        self.model_fingerprint = model_fingerprint or self._fingerprint_components()
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.model_id = model_id
+        self.progress = progress
+        self.map_dtype = map_dtype
+        self.stats = {"inversions": 0, "inversions_cached": 0, "reference_passes": 0, "reference_cached": 0,
+                      "edit_passes": 0}
+        self.layers = cross_attention_layers(self.unet)
+
+    # --- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, model: str = DEFAULT_MODEL, captioner: str | None = DEFAULT_CAPTIONER, *,
+                        device: str | None = None, dtype="float32", safety_checker: bool = True,
+                        cache: bool = True, progress: bool = False, map_dtype="float32") -> "Editor":
+        """Load every component through the registry's model loader (hub id or local snapshot folder)."""
+        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+        from diffusers.utils import logging as df_logging
+
+        from registry.loader import ModelLoadError, cached_fingerprint, default_device, load_text_encoder, resolve_model
+        from store.paths import cache_dir
+
+        df_logging.disable_progress_bar()
+        device = device or default_device()
+        torch_dtype = _dtype(dtype)
+        if torch_dtype == torch.float16 and str(device).startswith("cpu"):
+            raise EditorError("float16 needs a GPU (--device cuda); use float32 on the CPU")
+        try:
+            location = resolve_model(model, parts=("text_encoder", "tokenizer", "unet", "vae", "scheduler",
+                                                   "safety_checker", "feature_extractor"))
+            if location.layout != "diffusers":
+                raise EditorError(f"{model} is a plain text encoder, not a Stable Diffusion snapshot "
+                                  "(no unet/, vae/); give an SD model")
+            for part in ("unet", "vae", "scheduler"):
+                if not location.part(part).is_dir():
+                    raise EditorError(f"{location.folder} has no {part}/ folder; give a full Stable Diffusion snapshot")
+            text = load_text_encoder(model, device="cpu")  # fp32: its fingerprint matches the registry's
+        except ModelLoadError as exc:
+            raise EditorError(str(exc)) from None
+        unet = UNet2DConditionModel.from_pretrained(location.part("unet"), torch_dtype=torch.float32)
+        vae = AutoencoderKL.from_pretrained(location.part("vae"), torch_dtype=torch.float32)
+        scheduler = DDIMScheduler.from_pretrained(location.part("scheduler"))
+        checker = extractor = None
+        if safety_checker and location.part("safety_checker").is_dir():
+            from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+            from transformers import CLIPImageProcessor
+
+            checker = StableDiffusionSafetyChecker.from_pretrained(location.part("safety_checker"))
+            extractor = CLIPImageProcessor.from_pretrained(location.part("feature_extractor"))
+        parts = []
+        for part, module in (("unet", unet), ("vae", vae)):
+            fp = cached_fingerprint(location.part(part))
+            if fp is None:
+                from registry.loader import _store_fingerprint, compute_fingerprint
+
+                fp = compute_fingerprint(module)
+                _store_fingerprint(location.part(part), fp)
+            parts.append(fp)
+        model_fp = _sha({"text": text.fingerprint, "unet": parts[0], "vae": parts[1],
+                         "scheduler": dict(scheduler.config)})
+        import copy
+
+        editor = cls(unet, vae, copy.deepcopy(text.model), text.tokenizer, scheduler, safety_checker=checker,
+                     feature_extractor=extractor, device=device, dtype=torch_dtype,
+                     text_encoder_fingerprint=text.fingerprint, model_fingerprint=model_fp,
+                     cache_dir=(cache_dir() if cache else None), model_id=model, captioner_id=captioner,
+                     progress=progress, map_dtype=_dtype(map_dtype))
+        if checker is not None:
+            editor.safety_checker = checker.to(editor.device, editor.dtype)
+        return editor
+
+    @classmethod
+    def from_pipe(cls, pipe, captioner: str | None = None, **kwargs) -> "Editor":
+        """Build from an already loaded diffusers ``StableDiffusionPipeline`` (its scheduler is replaced by DDIM)."""
+        from diffusers import DDIMScheduler
+
+        scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+        kwargs.setdefault("device", pipe.device)
+        kwargs.setdefault("dtype", pipe.unet.dtype)
+        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler,
+                   safety_checker=getattr(pipe, "safety_checker", None),
+                   feature_extractor=getattr(pipe, "feature_extractor", None), captioner_id=captioner, **kwargs)
+
+    def _fingerprint_components(self) -> str:
+        from registry.loader import compute_fingerprint
+
+        return _sha({"text": self.text_encoder_fingerprint, "unet": compute_fingerprint(self.unet),
+                     "vae": compute_fingerprint(self.vae), "scheduler": dict(self.scheduler.config)})
+
+    def _place(self, module):
+        """Move to the device, cast only when needed, eval mode, every parameter frozen."""
+        module = module.to(self.device)
+        if module.dtype != self.dtype:
+            module = module.to(self.dtype)
+        return module.eval().requires_grad_(False)
+
+    # --- helpers ------------------------------------------------------------------------------------
+    def _bar(self, total: int, desc: str):
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=not self.progress)
+
+    @torch.inference_mode()
+    def encode_text(self, prompts: list[str]) -> torch.Tensor:
+        """Prompt embeddings [B, 77, D] exactly as SD conditions on them (pad to 77, truncate, no mask)."""
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(self.device)
+        return self.text_encoder(ids)[0].to(self.dtype)
+
+    def _unet(self, x: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
+        return self.unet(x, t, encoder_hidden_states=cond).sample
+
+    def _eps(self, out: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+        return to_epsilon(out, x, alpha, self.prediction_type)
+
+    @torch.inference_mode()
+    def decode(self, latents: torch.Tensor) -> list:
+        return to_pil(self.vae.decode(latents.to(self.dtype) / self.vae_scale).sample)
+
+    def direction_vector(self, direction, scale: float = 1.0) -> tuple[torch.Tensor, str]:
+        """Δ [1, 77, D] from a registry ``Direction`` or a raw tensor, checked against this text encoder."""
+        if hasattr(direction, "vector") and hasattr(direction, "encoder"):
+            if direction.encoder != self.text_encoder_fingerprint:
+                raise EditorError(
+                    f"direction {direction.ref} was built with text encoder {direction.encoder[:12]} "
+                    f"({direction.encoder_model}), but this model's text encoder is {self.text_encoder_fingerprint[:12]}"
+                    f" ({self.model_id or 'loaded pipeline'}); rebuild it with --model {self.model_id or 'MODEL'}")
+            vec, label = direction.vector, direction.ref
+        elif isinstance(direction, torch.Tensor):
+            vec, label = direction, "tensor"
+        else:
+            raise EditorError(f"a direction must be a registry Direction or a tensor [1, 77, D], got {type(direction).__name__}")
+        if vec.dim() == 2:
+            vec = vec[None]
+        if vec.dim() != 3 or vec.shape[0] != 1 or vec.shape[-1] != self.hidden_size:
+            raise EditorError(f"direction {label} has shape {tuple(vec.shape)}, but this model needs [1, 77, "
+                              f"{self.hidden_size}] (a direction for another text encoder width?)")
+        if not torch.isfinite(vec).all():
+            raise EditorError(f"direction {label} contains NaN or Inf")
+        return vec.to(self.device, torch.float32) * float(scale), label
+
+    # --- 1. caption ---------------------------------------------------------------------------------
+    def caption(self, image) -> str:
+        """BLIP caption of one image (loads the captioner on first use)."""
+        if self._captioner is None:
+            if not self.captioner_id:
+                raise EditorError("no captioner configured; pass caption=… or a captioner model")
+            try:
+                self._captioner = Captioner.from_pretrained(self.captioner_id, device=str(self.device))
+            except Exception as exc:
+                raise EditorError(f"cannot load the captioner {self.captioner_id!r}: {str(exc).splitlines()[0]}; "
+                                  "pass --caption TEXT to skip captioning") from None
+        return self._captioner([load_image(image)])[0]
+
+    # --- 2. inversion -------------------------------------------------------------------------------
+    def invert(self, image, caption: str | list[str] | None = None, steps: int = 50, lambda_ac: float = 20.0,
+               lambda_kl: float = 20.0, reg_steps: int = 5, ac_rolls: int = 5, seed: int = 0,
+               schedule: str = "symmetric", size: int | None = None, keep_aspect: bool = False,
+               posterior: str = "sample", force: bool = False) -> Inversion:
+        """Regularized DDIM inversion of one image or a list (PAPER §3.1, reference §5) → :class:`Inversion`.
+
+        The VAE posterior is sampled with a generator seeded by ``seed`` (``posterior="mode"`` takes its mean);
+        each image's AC rolls come from its own torch generator seeded by ``seed``. The regularization runs in
+        fp32 whatever the model dtype; v-prediction outputs are converted to ε first.
+        """
+        if steps < 2:
+            raise EditorError("steps must be at least 2")
+        if posterior not in ("sample", "mode"):
+            raise EditorError("posterior must be 'sample' or 'mode'")
+        images = [load_image(im) for im in (image if isinstance(image, (list, tuple)) else [image])]
+        if caption is None:
+            captions = [self.caption(im) for im in images]
+        else:
+            captions = [caption] * len(images) if isinstance(caption, str) else list(caption)
+        if len(captions) != len(images):
+            raise EditorError(f"{len(captions)} captions for {len(images)} images")
+        size = size or self.native_size
+        params = {"lambda_ac": lambda_ac, "lambda_kl": lambda_kl, "reg_steps": reg_steps, "ac_rolls": ac_rolls,
+                  "seed": seed, "size": size, "keep_aspect": keep_aspect, "posterior": posterior}
+        shas = [pixels_sha256(im) for im in images]
+        key = _sha({"kind": "inversion", "images": shas, "model": self.model_fingerprint, "captions": captions,
+                    "steps": steps, "schedule": schedule, "dtype": str(self.dtype), **params})
+        cached = None if force else self._cache_load("inversions", key)
+        if cached is not None:
+            self.stats["inversions_cached"] += 1
+            return Inversion(latents=cached["x_T"].to(self.device), caption=captions[0] if len(captions) == 1 else captions,
+                             steps=steps, schedule=schedule, params=params, image_sha256=shas, key=key)
+        x = preprocess(images, size, self.vae_factor, keep_aspect).to(self.device, self.dtype)  # [B, 3, H, W]
+        with torch.inference_mode():
+            dist = self.vae.encode(x).latent_dist
+            if posterior == "mode":
+                z0 = dist.mode()
+            else:
+                # one CPU generator per image: the same seed gives the same sample on every device and batch size
+                noise = torch.cat([torch.randn((1, *dist.mean.shape[1:]), generator=torch.Generator("cpu").manual_seed(seed))
+                                   for _ in images]).to(self.device, dist.mean.dtype)
+                z0 = dist.mean + dist.std * noise
+            z0 = z0 * self.vae_scale
+        latents = self.invert_latents(z0, captions, steps, lambda_ac, lambda_kl, reg_steps, ac_rolls, seed, schedule)
+        self._cache_save("inversions", key, {"x_T": latents}, {"captions": json.dumps(captions)})
+        return Inversion(latents=latents, caption=captions[0] if len(captions) == 1 else captions, steps=steps,
+                         schedule=schedule, params=params, image_sha256=shas, key=key)
+
+    def invert_latents(self, z0: torch.Tensor, captions: list[str], steps: int = 50, lambda_ac: float = 20.0,
+                       lambda_kl: float = 20.0, reg_steps: int = 5, ac_rolls: int = 5, seed: int = 0,
+                       schedule: str = "symmetric") -> torch.Tensor:
+        """The inversion loop on VAE latents z₀ [B, 4, h, w] (scaled) → x_T. CFG is off (scale 1)."""
+        try:
+            plan = inversion_plan(self.scheduler, steps, schedule)
+        except ValueError as exc:
+            raise EditorError(str(exc)) from None
+        cond = self.encode_text(captions)  # [B, 77, D]
+        gens = [torch.Generator("cpu").manual_seed(seed) for _ in captions]
+        x = z0.to(self.device, self.dtype)
+        self.stats["inversions"] += 1
+        with self._bar(len(plan), "inversion") as bar, torch.inference_mode(False), torch.no_grad():
+            for move in plan:
+                out = self._unet(x, move.t, cond)
+                eps = self._eps(out.float(), x.float(), move.a_from)
+                eps = regularize(eps, gens, lambda_ac, lambda_kl, reg_steps, ac_rolls)
+                x = ddim_step(eps, x.float(), move.a_from, move.a_to).to(self.dtype)
+                bar.update()
+        return x
+
+    def synthetic(self, prompt: str, seed: int = 0, size: int | None = None, steps: int = 50) -> Inversion:
+        """x_T ~ N(0, I) from a seed, for editing a generated image (reference §0 "synthetic")."""
+        size = size or self.native_size
+        h = size // self.vae_factor
+        g = torch.Generator("cpu").manual_seed(seed)
+        x_t = torch.randn((1, self.unet.config.in_channels, h, h), generator=g).to(self.device, self.dtype)
+        return Inversion(latents=x_t, caption=prompt, steps=steps, params={"seed": seed, "size": size},
+                         synthetic=True)
+
+    # --- 3. reference pass --------------------------------------------------------------------------
+    def reference(self, inv: Inversion, guidance_scale: float = 5.0, negative: list[str] | None = None,
+                  steps: int | None = None, force: bool = False):
+        """DDIM sampling from x_T, prompt = caption, recording every cross-attention map per timestep.
+        Returns (maps {t: {layer: [2B·heads, HW, T]}}, reconstruction latents)."""
+        steps = steps or inv.steps
+        captions = inv.captions
+        negative = negative if negative is not None else (["" for _ in captions] if inv.synthetic else captions)
+        x_sha = hashlib.sha256(inv.latents.detach().float().cpu().numpy().tobytes()).hexdigest()
+        key = _sha({"kind": "reference", "x_T": x_sha, "model": self.model_fingerprint, "captions": captions,
+                    "negative": negative, "cfg": guidance_scale, "steps": steps, "dtype": str(self.dtype),
+                    "maps": str(self.map_dtype)})
+        cached = None if force else self._cache_load("maps", key)
+        if cached is not None:
+            self.stats["reference_cached"] += 1
+            maps: dict[int, dict[str, torch.Tensor]] = {}
+            for name, tensor in cached.items():
+                if name == "latents":
+                    continue
+                t, layer = name.split("/", 1)
+                maps.setdefault(int(t), {})[layer] = tensor
+            return maps, cached["latents"].to(self.device)
+        cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
+        store = AttentionMaps(store_device="cpu", store_dtype=self.map_dtype)
+        x = inv.latents.to(self.device, self.dtype)
+        self.stats["reference_passes"] += 1
+        plan = sampling_plan(self.scheduler, steps)
+        with guided_processors(self.unet, store), torch.inference_mode(), self._bar(len(plan), "reference") as bar:
+            for move in plan:
+                with store.at(move.t, "record"):
+                    out = self._unet(torch.cat([x, x]), move.t, cond)
+                x = self._cfg_step(out, x, move, guidance_scale)
+                bar.update()
+        maps = store.maps
+        flat = {f"{t}/{layer}": m for t, layers in maps.items() for layer, m in layers.items()}
+        self._cache_save("maps", key, {**flat, "latents": x}, {})
+        return maps, x
+
+    def _cfg_step(self, out: torch.Tensor, x: torch.Tensor, move, guidance_scale: float,
+                  x_pair: torch.Tensor | None = None) -> torch.Tensor:
+        """ε = ε_u + s(ε_c − ε_u) on the CFG pair, then a DDIM step of ``x`` (the unconditional half)."""
+        b = x.shape[0]
+        pair = torch.cat([x, x]) if x_pair is None else x_pair
+        eps = self._eps(out.float(), pair.float(), move.a_from)
+        eps_u, eps_c = eps[:b], eps[b:]
+        eps = eps_u + guidance_scale * (eps_c - eps_u)
+        return ddim_step(eps, x.float(), move.a_from, move.a_to).to(self.dtype)
+
+    # --- 4. edit pass -------------------------------------------------------------------------------
+    def edit(self, inv: Inversion, direction, scale: float = 1.0, xa_guidance: float | None = None,
+             guidance_scale: float = 5.0, steps: int | None = None, negative: list[str] | None = None,
+             decode: bool = True, force: bool = False):
+        """Apply one direction (→ :class:`EditResult`) or a list (→ list), sharing one reference pass."""
+        many = isinstance(direction, (list, tuple))
+        directions = list(direction) if many else [direction]
+        if not directions:
+            raise EditorError("no direction given")
+        if guidance_scale <= 1.0:
+            raise EditorError(f"guidance_scale must be > 1 to apply a direction (got {guidance_scale:g}); with CFG "
+                              "off the direction would be silently ignored (the reference's failure mode)")
+        if xa_guidance is None:
+            xa_guidance = 0.15 if inv.synthetic else 0.1
+        if xa_guidance < 0:
+            raise EditorError("xa_guidance must be ≥ 0")
+        steps = steps or inv.steps
+        vectors = [self.direction_vector(d, scale) for d in directions]  # check all before any work
+        t0 = time.perf_counter()
+        maps, recon = self.reference(inv, guidance_scale, negative, steps, force=force)
+        t_ref = time.perf_counter() - t0
+        recon_images = self.decode(recon) if decode else None
+        captions = inv.captions
+        neg = negative if negative is not None else (["" for _ in captions] if inv.synthetic else captions)
+        results = []
+        for vec, label in vectors:
+            t1 = time.perf_counter()
+            latents = self.edit_latents(inv.latents, captions, neg, vec, maps, steps, xa_guidance, guidance_scale)
+            t_edit = time.perf_counter() - t1
+            edited, nsfw = (self._postprocess(latents) if decode else (None, None))
+            one = inv.latents.shape[0] == 1
+            results.append(EditResult(
+                edited=(edited[0] if one else edited) if decode else None,
+                reconstruction=(recon_images[0] if one else recon_images) if decode else None,
+                latents=latents, reconstruction_latents=recon, caption=inv.caption, direction=label,
+                params={"scale": scale, "xa_guidance": xa_guidance, "guidance_scale": guidance_scale, "steps": steps,
+                        "schedule": inv.schedule, "negative": neg, **inv.params},
+                nsfw=nsfw, timings={"reference_s": t_ref, "edit_s": t_edit}))
+        return results if many else results[0]
+
+    def edit_latents(self, x_t: torch.Tensor, captions: list[str], negative: list[str], delta: torch.Tensor,
+                     maps: dict, steps: int, xa_guidance: float, guidance_scale: float) -> torch.Tensor:
+        """The guided sampling loop (PAPER §3.3, reference §6.3), every step written out."""
+        b = x_t.shape[0]
+        cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
+        cond_edit = cond.clone()
+        cond_edit[b:] = cond_edit[b:] + delta.to(cond.dtype)  # c + Δ in every conditional row (fixes HFD's [1:2])
+        store = AttentionMaps()
+        store.reference = maps
+        store.batch_groups = b
+        x = x_t.to(self.device, self.dtype)
+        plan = sampling_plan(self.scheduler, steps)
+        missing = [m.t for m in plan if m.t not in maps]
+        if missing:
+            raise EditorError(f"reference maps are missing timesteps {missing[:3]}…; rerun the reference pass")
+        self.stats["edit_passes"] += 1
+        with guided_processors(self.unet, store), self._bar(len(plan), "edit") as bar:
+            for move in plan:
+                x_in = torch.cat([x, x]).detach()  # [2B, 4, h, w]
+                if xa_guidance > 0:
+                    x_in.requires_grad_(True)
+                    store.loss = None
+                    with torch.enable_grad(), store.at(move.t, "guide"):
+                        self._unet(x_in, move.t, cond_edit)
+                        (grad,) = torch.autograd.grad(store.loss, x_in)
+                    x_in = (x_in - xa_guidance * grad).detach()  # one SGD step on the doubled latent
+                else:
+                    store.consumed.update((move.t, layer) for layer in maps[move.t])
+                with torch.no_grad():
+                    out = self._unet(x_in, move.t, cond_edit)
+                x = self._cfg_step(out, x_in[:b], move, guidance_scale, x_pair=x_in)
+                bar.update()
+        unused = {(t, layer) for t, layers in maps.items() for layer in layers} - store.consumed
+        if unused:
+            raise EditorError(f"{len(unused)} reference maps were never used; the reference pass and the edit "
+                              "pass disagree on timesteps or layers")
+        return x.detach()
+
+    def _postprocess(self, latents: torch.Tensor):
+        with torch.inference_mode():
+            decoded = self.vae.decode(latents.to(self.dtype) / self.vae_scale).sample
+        images = to_pil(decoded)
+        if self.safety_checker is None or self.feature_extractor is None:
+            return images, [False] * len(images)
+        with torch.inference_mode():
+            clip_input = self.feature_extractor(images, return_tensors="pt").pixel_values.to(self.device, self.dtype)
+            arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
+            checked, flags = self.safety_checker(images=arr, clip_input=clip_input)
+        flags = [bool(f) for f in flags]
+        if any(flags):
+            from PIL import Image
+
+            images = [Image.fromarray((np.asarray(c) * 255).round().astype(np.uint8)) if f else im
+                      for im, c, f in zip(images, checked, flags)]
+        return images, flags
+
+    # --- cache --------------------------------------------------------------------------------------
+    def _cache_path(self, kind: str, key: str) -> Path | None:
+        return self.cache_dir / kind / key[:2] / f"{key}.safetensors" if self.cache_dir else None
+
+    def _cache_load(self, kind: str, key: str) -> dict | None:
+        path = self._cache_path(kind, key)
+        if path is None or not path.is_file():
+            return None
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path))
+        except Exception:  # a truncated or corrupt cache file is a miss
+            return None
+
+    def _cache_save(self, kind: str, key: str, tensors: dict, metadata: dict) -> None:
+        path = self._cache_path(kind, key)
+        if path is None:
+            return
+        from safetensors.torch import save_file
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
