@@ -434,8 +434,11 @@ class Editor:
         return results if many else results[0]
 
     def edit_latents(self, x_t: torch.Tensor, captions: list[str], negative: list[str], delta: torch.Tensor,
-                     maps: dict, steps: int, xa_guidance: float, guidance_scale: float) -> torch.Tensor:
-        """The guided sampling loop (PAPER §3.3, reference §6.3), every step written out."""
+                     maps: dict, steps: int, xa_guidance: float, guidance_scale: float,
+                     callback=None) -> torch.Tensor:
+        """The guided sampling loop (PAPER §3.3, reference §6.3), every step written out.
+
+        ``callback(step, t, loss, grad)`` (optional) sees L_xa and its gradient on the doubled latent."""
         b = x_t.shape[0]
         cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
         cond_edit = cond.clone()
@@ -450,7 +453,7 @@ class Editor:
             raise EditorError(f"reference maps are missing timesteps {missing[:3]}…; rerun the reference pass")
         self.stats["edit_passes"] += 1
         with guided_processors(self.unet, store), self._bar(len(plan), "edit") as bar:
-            for move in plan:
+            for i, move in enumerate(plan):
                 x_in = torch.cat([x, x]).detach()  # [2B, 4, h, w]
                 if xa_guidance > 0:
                     x_in.requires_grad_(True)
@@ -458,6 +461,8 @@ class Editor:
                     with torch.enable_grad(), store.at(move.t, "guide"):
                         self._unet(x_in, move.t, cond_edit)
                         (grad,) = torch.autograd.grad(store.loss, x_in)
+                    if callback is not None:
+                        callback(i, move.t, store.loss.detach(), grad.detach())
                     x_in = (x_in - xa_guidance * grad).detach()  # one SGD step on the doubled latent
                 else:
                     store.consumed.update((move.t, layer) for layer in maps[move.t])
