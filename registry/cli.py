@@ -776,9 +776,12 @@ def dev_tiny_model(folder, vocab, v_prediction, seed, force):
 @click.option("--out", "out", type=click.Path(file_okay=False), default="p2pz-demo", show_default=True,
               help="Working folder (its own registry, model and outputs).")
 @click.option("-n", "n", type=click.IntRange(10, 100_000), default=1000, show_default=True, help="Sentences per bank.")
+@click.option("--steps", type=click.IntRange(2, 1000), default=10, show_default=True,
+              help="DDIM steps of the sample edit.")
+@click.option("--no-edit", is_flag=True, help="Skip the image edit.")
 @click.pass_context
-def demo(ctx, model, out, n):
-    """Run the whole registry offline: banks, directions, list, search, combine, export, import.
+def demo(ctx, model, out, n, steps, no_edit):
+    """Run p2pz offline: banks, directions, list, search, combine, export, import, and an image edit.
 
     \b
     Example:
@@ -787,7 +790,8 @@ def demo(ctx, model, out, n):
     from .demo import run_demo
 
     state = ctx.find_object(State)
-    run_demo(Path(out), model=model, n=n, db=state.db, progress=state.progress, echo=click.echo)
+    run_demo(Path(out), model=model, n=n, db=state.db, progress=state.progress, echo=click.echo, edit_steps=steps,
+             do_edit=not no_edit)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -9,14 +9,18 @@ from typing import Callable
 CONCEPTS = [("cat", "dog"), ("kitten", "puppy"), ("day", "night"), ("horse", "zebra")]
 
 
+SAMPLE_IMAGE = Path(__file__).parent / "data" / "sample.png"
+
+
 def run_demo(out: Path, model: str | None = None, n: int = 1000, db: str | None = None, progress: bool = False,
-             echo: Callable[[str], None] = print) -> dict:
+             echo: Callable[[str], None] = print, edit_steps: int = 10, do_edit: bool = True) -> dict:
     from .api import Registry
     from .tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    if model is None:
+    tiny = model is None
+    if tiny:
         model_dir = out / "tiny-model"
         if not (model_dir / "model_index.json").is_file():
             info = build_tiny_model(model_dir, overwrite=True)
@@ -24,7 +28,7 @@ def run_demo(out: Path, model: str | None = None, n: int = 1000, db: str | None 
         echo("")
         echo("!" * 100)
         echo(f"!! {RANDOM_WEIGHTS_NOTICE}")
-        echo("!! Pass --model CompVis/stable-diffusion-v1-4 (or a local SD folder) to use a real text encoder.")
+        echo("!! Pass --model CompVis/stable-diffusion-v1-4 (or a local SD folder) to use a real model.")
         echo("!" * 100)
         echo("")
         model = str(model_dir)
@@ -75,7 +79,33 @@ def run_demo(out: Path, model: str | None = None, n: int = 1000, db: str | None 
     res2 = fresh.import_(lib)
     echo(f"   imported into {fresh_url}: {res['added']}; a second import adds {res2['added']['directions']} directions")
     fresh.close()
+    edits = []
+    if do_edit:
+        edits = _edit_sample(reg, model, out, tiny, edit_steps, progress, echo)
     reg.close()
     echo(f"\ndone in {time.perf_counter() - t0:.1f} s")
     return {"directions": [d.ref for d in built], "combination": combo.ref, "library": str(lib),
-            "search": [(h.direction.ref, h.score) for h in hits]}
+            "search": [(h.direction.ref, h.score) for h in hits], "edits": edits}
+
+
+def _edit_sample(reg, model: str, out: Path, tiny: bool, steps: int, progress: bool, echo) -> list[str]:
+    """7. pix2pix-zero on the bundled sample image: caption, inversion, reference pass, two edits."""
+    from editor import Editor
+    from editor.batch import edit_files
+
+    echo(f"\n7. edit the bundled sample image ({SAMPLE_IMAGE.name}) with pix2pix-zero, {steps} steps")
+    captioner = str(Path(model) / "captioner") if tiny else None
+    ed = Editor.from_pretrained(model, captioner=captioner, device=None, progress=progress)
+    directions = [reg.get("cat-to-dog"), reg.get("day-to-night")]
+    t0 = time.perf_counter()
+    outcomes = edit_files(ed, [SAMPLE_IMAGE], directions, out / "edits", steps=steps, force=True,
+                          save_reconstruction=True, caption=None if tiny else "a cat sitting on the grass")
+    o = outcomes[0]
+    if not o.ok:
+        echo(f"   edit failed: {o.error}")
+        return []
+    echo(f"   caption: {o.caption!r}" + ("  (random BLIP weights: gibberish is expected)" if tiny else ""))
+    for path in o.outputs:
+        echo(f"   wrote {path}")
+    echo(f"   {time.perf_counter() - t0:.1f} s for one inversion, one reference pass and {len(directions)} edits")
+    return o.outputs

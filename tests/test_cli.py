@@ -139,10 +139,12 @@ def test_tiny_model_uses_the_real_clip_vocabulary(tiny_model):
 
 
 def test_demo_runs_offline(tmp_path, home):
-    r = CliRunner().invoke(main, ["-q", "demo", "--out", str(tmp_path / "demo"), "-n", "40"])
+    r = CliRunner().invoke(main, ["-q", "demo", "--out", str(tmp_path / "demo"), "-n", "40", "--steps", "3"])
     assert r.exit_code == 0, r.output
     out = r.stdout
     assert "RANDOM WEIGHTS" in out
-    for needle in ("cat-to-dog@1", "search", "exported", "a second import adds 0 directions"):
+    for needle in ("cat-to-dog@1", "search", "exported", "a second import adds 0 directions", "caption:"):
         assert needle in out
     assert (tmp_path / "demo" / "demo-library.p2pz").is_file()
+    edits = sorted(p.name for p in (tmp_path / "demo" / "edits").iterdir())
+    assert edits == ["sample__cat-to-dog@1.png", "sample__day-to-night@1.png", "sample__reconstruction.png"]

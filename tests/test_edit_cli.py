@@ -1,0 +1,119 @@
+"""p2pz edit / generate end to end with the tiny model."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from editor.batch import read_provenance
+from registry import Registry
+from registry.cli import main
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model, db_url):
+    reg = Registry.open(db_url)
+    reg.build_direction("cat", "dog", str(tiny_model), n=20)
+    reg.build_direction("day", "night", str(tiny_model), n=20)
+    reg.close()
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.RandomState(i).rand(60, 80, 3) * 255).astype(np.uint8)).save(folder / f"p{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def edit(db_url, tiny_model, *args):
+    base = ["--db", db_url, "-q", "edit", *args, "--steps", "3", "--captioner", str(tiny_model / "captioner")]
+    return CliRunner().invoke(main, base)
+
+
+def test_folder_times_directions_with_provenance_refusal_and_cache(setup, tmp_path, tiny_model, db_url):
+    out = tmp_path / "out"
+    r = edit(db_url, tiny_model, str(setup), "--direction", "cat-to-dog", "--direction", "day-to-night@1",
+             "--out", str(out), "--json")
+    assert r.exit_code == 0, r.output
+    first = json.loads(r.stdout)
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["p0__cat-to-dog@1.png", "p0__day-to-night@1.png", "p1__cat-to-dog@1.png", "p1__day-to-night@1.png"]
+    prov = read_provenance(out / "p0__cat-to-dog@1.png")
+    assert prov["direction"] == "cat-to-dog@1" and prov["seed"] == 0 and prov["steps"] == 3
+    assert prov["caption"] and prov["encoder_fingerprint"] == Registry.open(db_url).get("cat-to-dog").encoder
+    assert prov["xa_guidance"] == 0.1 and prov["guidance_scale"] == 5.0 and prov["inversion"]["lambda_ac"] == 20.0
+    assert not any(o["inversion_cached"] for o in first)
+
+    again = edit(db_url, tiny_model, str(setup), "--direction", "cat-to-dog", "--out", str(out))
+    assert again.exit_code == 1 and "exists; pass --force" in again.stderr
+    assert "2 of 2 images failed" in again.stderr
+
+    forced = edit(db_url, tiny_model, str(setup), "--direction", "cat-to-dog", "--out", str(out), "--force", "--json")
+    assert forced.exit_code == 0, forced.output
+    assert all(o["inversion_cached"] and o["reference_cached"] for o in json.loads(forced.stdout))
+
+
+def test_one_bad_image_does_not_stop_the_batch(setup, tmp_path, tiny_model, db_url):
+    bad = setup / "broken.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage")
+    r = edit(db_url, tiny_model, str(setup / "p0.png"), str(bad), str(tmp_path / "missing.png"),
+             "--direction", "cat-to-dog", "--out", str(tmp_path / "o2"), "--caption", "a cat", "--save-reconstruction")
+    assert r.exit_code == 1
+    assert "broken.png" in r.stderr and "missing.png" in r.stderr and "2 of 3 images failed" in r.stderr
+    assert sorted(p.name for p in (tmp_path / "o2").iterdir()) == ["p0__cat-to-dog@1.png", "p0__reconstruction.png"]
+
+
+def test_unknown_direction_and_missing_model_are_one_line_errors(setup, tmp_path, tiny_model, db_url):
+    r = edit(db_url, tiny_model, str(setup), "--direction", "nope")
+    assert r.exit_code == 1 and r.stderr.startswith("error: no direction named")
+    r = edit(db_url, tiny_model, str(setup), "--direction", "cat-to-dog", "--model", str(tmp_path / "nomodel"))
+    assert r.exit_code == 1 and "does not exist" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_generate(setup, tmp_path, tiny_model, db_url):
+    r = CliRunner().invoke(main, ["--db", db_url, "-q", "generate", "a cat on a sofa", "--direction", "cat-to-dog",
+                                  "--steps", "3", "--seed", "4", "--out", str(tmp_path / "g"), "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["generated"].endswith("generated-4.png") and out["edits"][0].endswith("generated-4__cat-to-dog@1.png")
+    prov = read_provenance(out["edits"][0])
+    assert prov["negative_prompt"] == "" and prov["xa_guidance"] == 0.15 and prov["synthetic"] is True
+
+
+@pytest.fixture(scope="module")
+def guarded_model(tiny_model, tmp_path_factory):
+    """The tiny snapshot plus a tiny safety checker whose thresholds flag every image."""
+    import shutil
+
+    import torch
+    from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+    from transformers import CLIPConfig, CLIPImageProcessor
+
+    folder = tmp_path_factory.mktemp("guarded") / "sd"
+    shutil.copytree(tiny_model, folder)
+    config = CLIPConfig(text_config={"hidden_size": 16, "intermediate_size": 20, "num_hidden_layers": 1,
+                                     "num_attention_heads": 2},
+                        vision_config={"hidden_size": 16, "intermediate_size": 20, "num_hidden_layers": 1,
+                                       "num_attention_heads": 2, "image_size": 32, "patch_size": 8},
+                        projection_dim=8)
+    checker = StableDiffusionSafetyChecker(config)
+    with torch.no_grad():
+        checker.concept_embeds_weights.fill_(-10.0)  # every cosine score is above −10: everything is flagged
+    checker.save_pretrained(folder / "safety_checker")
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(
+        folder / "feature_extractor")
+    return folder
+
+
+def test_safety_checker_blanks_are_reported_and_can_be_turned_off(setup, tmp_path, guarded_model, db_url):
+    base = ["--db", db_url, "edit", str(setup / "p0.png"), "--direction", "cat-to-dog", "--model", str(guarded_model),
+            "--steps", "2", "--caption", "a cat"]
+    r = CliRunner().invoke(main, base + ["--out", str(tmp_path / "a")])
+    assert r.exit_code == 0, r.output
+    assert "the safety checker blanked" in r.stderr and "--no-safety-checker" in r.stderr
+    out = tmp_path / "a" / "p0__cat-to-dog@1.png"
+    assert np.asarray(Image.open(out)).max() == 0 and read_provenance(out)["safety_checker_flagged"] is True
+    r = CliRunner().invoke(main, base + ["--out", str(tmp_path / "b"), "--no-safety-checker"])
+    assert r.exit_code == 0 and "safety checker" not in r.stderr
+    assert np.asarray(Image.open(tmp_path / "b" / "p0__cat-to-dog@1.png")).max() > 0
