@@ -259,6 +259,11 @@ class Editor:
         if self._captioner is None:
             if not self.captioner_id:
                 raise EditorError("no captioner configured; pass caption=… or a captioner model")
+            from registry.loader import looks_like_path
+
+            if not Path(self.captioner_id).expanduser().exists() and looks_like_path(self.captioner_id):
+                raise EditorError(f"captioner folder {self.captioner_id!r} does not exist; pass a BLIP folder or hub "
+                                  "id, or --caption TEXT to skip captioning")
             try:
                 self._captioner = Captioner.from_pretrained(self.captioner_id, device=str(self.device))
             except Exception as exc:

@@ -515,14 +515,14 @@ def _editing_options(f):
     return f
 
 
-def _open_editor(state, model, directions, device, dtype, no_safety_checker, captioner=None):
+def _open_editor(state, model, directions, device, dtype, no_safety_checker, captioner=None, map_dtype="float32"):
     from editor import Editor
 
     if model is None:
         models = {d.encoder_model for d in directions}
         model = models.pop() if len(models) == 1 else None
     state.info(f"loading {model or 'the default model'} …")
-    kwargs = {"safety_checker": not no_safety_checker, "progress": state.progress}
+    kwargs = {"safety_checker": not no_safety_checker, "progress": state.progress, "map_dtype": map_dtype}
     if captioner is not None:
         kwargs["captioner"] = captioner
     return Editor.from_pretrained(model, device=device, dtype=dtype, **kwargs) if model else \
@@ -540,9 +540,12 @@ def _open_editor(state, model, directions, device, dtype, no_safety_checker, cap
 @click.option("--schedule", type=click.Choice(["symmetric", "reference"]), default="symmetric", show_default=True,
               help="Inversion schedule.")
 @click.option("--save-reconstruction", is_flag=True, help="Also write the reconstruction.")
+@click.option("--maps-fp16", is_flag=True, help="Keep reference attention maps in float16 (half the memory; results "
+              "change slightly).")
 @pass_state
 def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
-         no_safety_checker, as_json, caption, captioner, xa_guidance, keep_aspect, schedule, save_reconstruction):
+         no_safety_checker, as_json, caption, captioner, xa_guidance, keep_aspect, schedule, save_reconstruction,
+         maps_fp16):
     """Apply stored directions to real images with pix2pix-zero.
 
     Writes OUT/<image stem>__<direction>@<version>.png with the full provenance in a PNG text chunk.
@@ -558,7 +561,8 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
     reg = state.registry()
     dirs = [reg.get(ref) for ref in directions]
     paths = expand_inputs(list(images))
-    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, captioner)
+    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, captioner,
+                      map_dtype="float16" if maps_fp16 else "float32")
 
     def report(o):
         if o.ok:

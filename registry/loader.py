@@ -46,7 +46,7 @@ class ModelLocation:
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def _looks_like_path(model: str) -> bool:
+def looks_like_path(model: str) -> bool:
     """A hub id is ``owner/name``; anything else that does not exist is a missing local path."""
     return model.startswith((".", "~")) or not _HUB_ID.match(model)
 
@@ -60,7 +60,7 @@ def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokeniz
     path = Path(model).expanduser()
     if path.exists():
         return _classify_folder(model, path)
-    if _looks_like_path(model):
+    if looks_like_path(model):
         raise ModelLoadError(f"model folder {model!r} does not exist; give an existing folder or a hub id like "
                              "CompVis/stable-diffusion-v1-4")
     try:

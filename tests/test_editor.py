@@ -367,3 +367,14 @@ def test_sd2_v_prediction_snapshot(tmp_path):
     inv2 = ed2.invert(img, "a photo of a cat", steps=4)
     res = ed2.edit(inv2, delta(), xa_guidance=0.01, steps=4)
     assert torch.isfinite(inv2.latents).all() and torch.isfinite(res.latents).all()
+
+
+def test_reduced_precision_path_runs_and_regularizes_in_fp32(tiny_model, photo):
+    """bfloat16 on the CPU exercises the same casts as float16 on a GPU (no GPU in CI)."""
+    ed16 = Editor.from_pretrained(str(tiny_model), captioner=None, device="cpu", dtype="bfloat16", cache=False)
+    inv16 = ed16.invert(photo, "a photo of a cat", steps=3)
+    res = ed16.edit(inv16, delta(), steps=3)
+    assert inv16.latents.dtype == torch.bfloat16 and res.latents.dtype == torch.bfloat16
+    assert torch.isfinite(res.latents.float()).all() and res.edited.size == (64, 64)
+    with pytest.raises(EditorError, match="float16 needs a GPU"):
+        Editor.from_pretrained(str(tiny_model), captioner=None, device="cpu", dtype="float16")
