@@ -26,10 +26,26 @@ def run_migrations_online() -> None:
         engine = make_engine(url) if url else engine_from_config(
             config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                          transaction_per_migration=False)
-        with context.begin_transaction():
-            context.run_migrations()
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            # SQLite "batch" migrations recreate tables (copy, DROP, RENAME); with foreign keys on, the DROP would
+            # cascade into child tables. Switch them off for the migration (it must happen outside a transaction,
+            # so on the raw connection), check integrity at the end, and switch them back on.
+            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
+        try:
+            context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                              transaction_per_migration=False)
+            with context.begin_transaction():
+                context.run_migrations()
+                if sqlite:
+                    bad = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if bad:
+                        raise RuntimeError(f"migration left {len(bad)} rows with broken foreign keys: {bad[:3]}")
+        finally:
+            if sqlite:
+                if connection.in_transaction():
+                    connection.commit()
+                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
 
 
 if context.is_offline_mode():

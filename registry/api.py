@@ -20,10 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
+from store.lazy import numpy as np
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import selectinload, sessionmaker
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import sessionmaker
 
 from generators import BankDraft, GeneratorError, bank_sha256, check_concept, get_generator
 from store import models as m
@@ -71,13 +71,13 @@ class Bank:
 class Direction:
     name: str
     version: int
-    key: np.ndarray  # [D] float32
-    encoder: str  # encoder fingerprint
-    source: str | None  # bank ref "cat@1" (pair directions)
-    target: str | None
-    scale: float
-    tags: list[str]
-    created_at: dt.datetime
+    key_bytes: bytes | None = field(default=None, repr=False)  # safetensors [D] float32; decoded by ``key``
+    encoder: str = ""  # encoder fingerprint
+    source: str | None = None  # bank ref "cat@1" (pair directions)
+    target: str | None = None
+    scale: float = 1.0
+    tags: list[str] = field(default_factory=list)
+    created_at: dt.datetime | None = None
     kind: str = "pair"
     components: list[dict] | None = None
     note: str | None = None
@@ -88,10 +88,21 @@ class Direction:
     content_sha256: str | None = None
     _materialize: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
     _vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _key: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _load_key: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
 
     @property
     def ref(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def key(self) -> np.ndarray:
+        """The search key [D] float32 (decoded on first use)."""
+        if self._key is None:
+            if self.key_bytes is None and self._load_key is not None:
+                self.key_bytes = self._load_key()
+            self._key = from_bytes(self.key_bytes, (self.hidden_size,) if self.hidden_size else None)
+        return self._key
 
     def vector_numpy(self) -> np.ndarray:
         """Δ as a float32 numpy array [1, 77, D] (materialized once, on first use)."""
@@ -370,7 +381,8 @@ class Registry:
                 .where(m.Bank.concept == pending.concept, m.Bank.sha256 == pending.sha256,
                        m.Encoder.fingerprint == enc.fingerprint))
             if row is not None:
-                return _PendingEmbedding(bank=pending, row_id=row.id)
+                return _PendingEmbedding(bank=pending, row_id=row.id, key=from_bytes(row.key, (None,)),
+                                         key_kind=row.key_kind)
             sentences = pending.draft.sentences if pending.draft else list(s.get(m.Bank, pending.row_id).sentences)
         if not sentences:
             raise RegistryError(f"bank {pending.concept} has no sentences to encode (imported embeddings can only be "
@@ -418,18 +430,46 @@ class Registry:
             return from_bytes(row.mean, (1, None, enc.hidden_size))
 
     # --- directions --------------------------------------------------------------------------------
+    def _fetch(self, s, *where, order=True) -> list[Direction]:
+        """Directions matching ``where``, in one Core query with only the columns a listing needs (no ORM
+        objects, no blobs but the 3 KB key): listing 10k directions stays well under a second."""
+        from sqlalchemy.orm import aliased
+
+        d, e = m.Direction, m.Encoder
+        se, te, sb, tb = aliased(m.Embedding), aliased(m.Embedding), aliased(m.Bank), aliased(m.Bank)
+        from sqlalchemy import Text, type_coerce
+
+        # JSON columns come back as text and are parsed only when not empty; the key blob is fetched on use.
+        q = (select(d.id, d.name, d.version, d.kind, d.scale, type_coerce(d.components, Text), d.content_sha256,
+                    type_coerce(d.tags, Text), d.note, d.deprecated, type_coerce(d.created_at, Text), e.fingerprint, e.model,
+                    e.hidden_size, sb.concept, sb.version, tb.concept, tb.version)
+             .join(e, d.encoder_id == e.id)
+             .outerjoin(se, d.source_id == se.id).outerjoin(sb, se.bank_id == sb.id)
+             .outerjoin(te, d.target_id == te.id).outerjoin(tb, te.bank_id == tb.id)
+             .where(*where))
+        if order:
+            q = q.order_by(d.name, d.version)
+        out = []
+        for (rid, name, version, kind, scale, comps, sha, tags, note, deprecated, created, fp, model, hidden,
+             sc, sv, tc, tv) in s.connection().execute(q):
+            if isinstance(created, str):
+                created = dt.datetime.fromisoformat(created)
+            out.append(Direction(
+                name=name, version=version, encoder=fp, source=f"{sc}@{sv}" if sc else None,
+                target=f"{tc}@{tv}" if tc else None, scale=scale,
+                tags=json.loads(tags) if tags and tags != "[]" else [], created_at=created, kind=kind,
+                components=json.loads(comps) if comps and comps != "null" else None, note=note,
+                deprecated=deprecated, encoder_model=model, hidden_size=hidden, id=rid, content_sha256=sha,
+                _materialize=lambda rid=rid: self._materialize(rid), _load_key=lambda rid=rid: self._key_bytes(rid)))
+        return out
+
+    def _key_bytes(self, direction_id: int) -> bytes:
+        with self._read() as s:
+            return s.scalar(select(m.DirectionKey.key).where(m.DirectionKey.direction_id == direction_id))
+
     def _direction(self, s, row: m.Direction) -> Direction:
-        src = s.get(m.Embedding, row.source_id) if row.source_id else None
-        tgt = s.get(m.Embedding, row.target_id) if row.target_id else None
-        enc = row.encoder
-        return Direction(
-            name=row.name, version=row.version, key=from_bytes(row.key, (enc.hidden_size,)),
-            encoder=enc.fingerprint, source=f"{src.bank.concept}@{src.bank.version}" if src else None,
-            target=f"{tgt.bank.concept}@{tgt.bank.version}" if tgt else None, scale=row.scale,
-            tags=list(row.tags or []), created_at=row.created_at, kind=row.kind,
-            components=[dict(c) for c in row.components] if row.components else None, note=row.note,
-            deprecated=row.deprecated, encoder_model=enc.model, hidden_size=enc.hidden_size, id=row.id,
-            content_sha256=row.content_sha256, _materialize=lambda rid=row.id: self._materialize(rid))
+        s.flush()
+        return self._fetch(s, m.Direction.id == row.id, order=False)[0]
 
     def _materialize(self, direction_id: int) -> np.ndarray:
         with self._read() as s:
@@ -482,17 +522,14 @@ class Registry:
     def versions(self, name: str) -> list[Direction]:
         name, version = self._parse(name, "direction")
         with self._read() as s:
-            rows = s.scalars(select(m.Direction).where(m.Direction.name == name).order_by(m.Direction.version)).all()
-            if not rows:
+            found = self._fetch(s, m.Direction.name == name)
+            if not found:
                 self._direction_row(s, name, None)
-            return [self._direction(s, r) for r in rows]
+            return found
 
     def directions(self, include_deprecated: bool = False, tag: str | None = None) -> list[Direction]:
         with self._read() as s:
-            q = select(m.Direction).order_by(m.Direction.name, m.Direction.version)
-            if not include_deprecated:
-                q = q.where(m.Direction.deprecated.is_(False))
-            out = [self._direction(s, r) for r in s.scalars(q)]
+            out = self._fetch(s, *([] if include_deprecated else [m.Direction.deprecated.is_(False)]))
         return [d for d in out if tag is None or tag in d.tags]
 
     def _insert_direction(self, s, *, name: str, kind: str, encoder_row: m.Encoder, key: np.ndarray,
@@ -509,9 +546,11 @@ class Registry:
             raise RegistryError(f"direction {name}: {exc}") from None
         version = (s.scalar(select(func.max(m.Direction.version)).where(m.Direction.name == name)) or 0) + 1
         row = m.Direction(name=name, version=version, kind=kind, encoder_id=encoder_row.id, source_id=source_id,
-                          target_id=target_id, scale=float(scale), components=components, key=key_bytes,
+                          target_id=target_id, scale=float(scale), components=components,
                           content_sha256=content_sha, tags=sorted(set(tags)), note=note, deprecated=False)
         s.add(row)
+        s.flush()
+        s.add(m.DirectionKey(direction_id=row.id, key=key_bytes))
         s.flush()
         self._bump_generation(s)
         return row
@@ -634,7 +673,8 @@ class Registry:
             dim = enc.hidden_size
             index = DirectionIndex.load(self._index_dir, fingerprint, dim, generation) if self._index_dir else None
             if index is None:
-                rows = s.execute(select(m.Direction.id, m.Direction.key).where(
+                rows = s.execute(select(m.Direction.id, m.DirectionKey.key).join(
+                    m.DirectionKey, m.DirectionKey.direction_id == m.Direction.id).where(
                     m.Direction.encoder_id == enc.id, m.Direction.deprecated.is_(False))).all()
                 ids = np.array([r[0] for r in rows], dtype=np.int64)
                 keys = np.stack([from_bytes(r[1], (dim,)) for r in rows]) if rows else np.zeros((0, dim), np.float32)
@@ -663,8 +703,8 @@ class Registry:
             raise RegistryError("k must be at least 1")
         pairs = self._index(fingerprint).search(key, k)
         with self._read() as s:
-            rows = {r.id: r for r in s.scalars(select(m.Direction).where(m.Direction.id.in_([i for i, _ in pairs])))}
-            return [SearchHit(self._direction(s, rows[i]), score) for i, score in pairs if i in rows]
+            ds = {d.id: d for d in self._fetch(s, m.Direction.id.in_([i for i, _ in pairs]), order=False)}
+            return [SearchHit(ds[i], score) for i, score in pairs if i in ds]
 
     def search(self, ref: str, k: int = 10) -> list[SearchHit]:
         """Directions most similar (cosine of search keys) to a stored one, itself included, same encoder."""

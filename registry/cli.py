@@ -78,7 +78,9 @@ pass_state = click.make_pass_decorator(State)
 
 
 def _json(obj) -> None:
-    click.echo(json.dumps(obj, indent=2, ensure_ascii=False, default=str))
+    """Indented on a terminal, compact (one line, fast) when piped."""
+    indent = 2 if sys.stdout.isatty() else None
+    click.echo(json.dumps(obj, indent=indent, ensure_ascii=False, default=str))
 
 
 def _table(rows: list[list], headers: list[str]) -> None:

@@ -21,7 +21,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import numpy as np
+from store.lazy import numpy as np
 from sqlalchemy import select
 
 from generators import bank_sha256

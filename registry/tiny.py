@@ -194,6 +194,7 @@ def build_tiny_model(
     vocab: str = "auto",
     prediction_type: str = "epsilon",
     hidden_size: int = 32,
+    text_layers: int = 5,
     overwrite: bool = False,
 ) -> dict:
     """Write a tiny random-weight SD snapshot to ``folder`` and return a summary dict.
@@ -228,7 +229,7 @@ def build_tiny_model(
         hidden_size=hidden_size,
         intermediate_size=37,
         num_attention_heads=4,
-        num_hidden_layers=5,
+        num_hidden_layers=text_layers,
         max_position_embeddings=77,
         projection_dim=hidden_size,
         bos_token_id=vocab_map[BOS],

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 # The newest revision in migrations/versions. Opening a database compares against this constant so the
 # common case (already at head) never imports Alembic; tests check it equals Alembic's own head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 BUSY_TIMEOUT_MS = 30_000
 
 

@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
+from store.lazy import numpy as np
 
 
 def _faiss():

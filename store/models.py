@@ -66,7 +66,7 @@ class Bank(Base):
     version: Mapped[int] = mapped_column(Integer, nullable=False)
     generator: Mapped[str] = mapped_column(String(50), nullable=False)
     params: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
-    sentences: Mapped[list] = mapped_column(JSON, nullable=False)
+    sentences: Mapped[list] = mapped_column(JSON, nullable=False, deferred=True)  # loaded on access
     n_sentences: Mapped[int] = mapped_column(Integer, nullable=False)
     sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     note: Mapped[str | None] = mapped_column(Text)
@@ -79,8 +79,8 @@ class Embedding(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     bank_id: Mapped[int] = mapped_column(ForeignKey("banks.id", ondelete="RESTRICT"), nullable=False)
     encoder_id: Mapped[int] = mapped_column(ForeignKey("encoders.id", ondelete="RESTRICT"), nullable=False)
-    mean: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors [1, 77, D] fp32
-    key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors [D] fp32
+    mean: Mapped[bytes] = mapped_column(LargeBinary, nullable=False, deferred=True)  # safetensors [1, 77, D] fp32
+    key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False, deferred=True)  # safetensors [D] fp32
     key_kind: Mapped[str] = mapped_column(String(30), nullable=False)  # pooler | masked-mean | token-mean
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     bank: Mapped[Bank] = relationship(lazy="joined")
@@ -110,8 +110,7 @@ class Direction(Base):
     target_id: Mapped[int | None] = mapped_column(ForeignKey("embeddings.id", ondelete="RESTRICT"))
     scale: Mapped[float] = mapped_column(Float, nullable=False, default=1.0)
     components: Mapped[list | None] = mapped_column(JSON)
-    vector: Mapped[bytes | None] = mapped_column(LargeBinary)
-    key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)  # safetensors [D] fp32
+    vector: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
     content_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     tags: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
     note: Mapped[str | None] = mapped_column(Text)
@@ -120,6 +119,20 @@ class Direction(Base):
     encoder: Mapped[Encoder] = relationship(lazy="joined")
     source: Mapped[Embedding | None] = relationship(foreign_keys=[source_id])
     target: Mapped[Embedding | None] = relationship(foreign_keys=[target_id])
+    key_record: Mapped["DirectionKey"] = relationship(uselist=False, lazy="select")
+
+    @property
+    def key(self) -> bytes:
+        """The search key (safetensors [D] fp32), kept in ``direction_keys`` so listings never read blobs."""
+        return self.key_record.key
+
+
+class DirectionKey(Base):
+    """A direction's search key, apart from the listing columns (revision 0003)."""
+
+    __tablename__ = "direction_keys"
+    direction_id: Mapped[int] = mapped_column(ForeignKey("directions.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
 
 
 class Meta(Base):

@@ -6,12 +6,10 @@ a single tensor named ``v``, an allowed dtype, the expected shape when one is gi
 
 from __future__ import annotations
 
-import numpy as np
-from safetensors import SafetensorError
-from safetensors.numpy import load as _st_load
-from safetensors.numpy import save as _st_save
+from store.lazy import numpy as np
 
-ALLOWED_DTYPES = (np.float32, np.float16, np.float64)
+def _allowed():
+    return (np.float32, np.float16, np.float64)
 
 
 class VectorError(ValueError):
@@ -20,8 +18,10 @@ class VectorError(ValueError):
 
 def to_bytes(array: np.ndarray) -> bytes:
     """Serialize one array; refuses NaN/Inf and non-float dtypes."""
+    from safetensors.numpy import save as _st_save
+
     array = np.ascontiguousarray(array)
-    if array.dtype.type not in ALLOWED_DTYPES:
+    if array.dtype.type not in _allowed():
         raise VectorError(f"vectors must be float16/32/64, got {array.dtype}")
     if not np.isfinite(array).all():
         raise VectorError("vector contains NaN or Inf; refusing to store it")
@@ -30,6 +30,9 @@ def to_bytes(array: np.ndarray) -> bytes:
 
 def from_bytes(data: bytes, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
     """Deserialize and validate one array. ``shape`` may use None for a free dimension."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as _st_load
+
     try:
         tensors = _st_load(bytes(data))
     except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
@@ -37,7 +40,7 @@ def from_bytes(data: bytes, shape: tuple[int | None, ...] | None = None) -> np.n
     if set(tensors) != {"v"}:
         raise VectorError(f"expected one tensor named 'v', found {sorted(tensors)}")
     array = tensors["v"]
-    if array.dtype.type not in ALLOWED_DTYPES:
+    if array.dtype.type not in _allowed():
         raise VectorError(f"vectors must be float16/32/64, got {array.dtype}")
     if shape is not None:
         if len(shape) != array.ndim or any(s is not None and s != a for s, a in zip(shape, array.shape)):

@@ -24,7 +24,7 @@ def test_head_constant_matches_alembic(tmp_path):
     from store.db import alembic_config
 
     assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD_REVISION
-    assert known_revisions() == {"0001", "0002"}
+    assert known_revisions() == {"0001", "0002", "0003"}
 
 
 def test_models_match_the_migrations(tmp_path):
@@ -43,7 +43,8 @@ def test_upgrade_from_empty_and_downgrade_to_base(tmp_path):
     assert current_revision(engine) is None
     upgrade(engine)
     assert current_revision(engine) == HEAD_REVISION
-    assert {"encoders", "banks", "embeddings", "directions", "meta"} <= set(inspect(engine).get_table_names())
+    assert {"encoders", "banks", "embeddings", "directions", "meta", "direction_keys"} <= set(
+        inspect(engine).get_table_names())
     downgrade(engine, "base")
     assert current_revision(engine) is None
     assert set(inspect(engine).get_table_names()) <= {"alembic_version"}
@@ -149,7 +150,8 @@ def test_directions_do_not_duplicate_their_embeddings(tmp_path, tiny_model):
     with reg.engine.connect() as conn:
         assert conn.execute(text("SELECT COUNT(*) FROM directions WHERE vector IS NOT NULL")).scalar() == 0
         per_dir = conn.execute(text(
-            "SELECT AVG(LENGTH(key) + LENGTH(content_sha256) + LENGTH(name) + 200) FROM directions")).scalar()
+            "SELECT AVG(LENGTH(k.key) + LENGTH(content_sha256) + LENGTH(name) + 200) FROM directions d "
+            "JOIN direction_keys k ON k.direction_id = d.id")).scalar()
         emb = conn.execute(text("SELECT AVG(LENGTH(mean)) FROM embeddings")).scalar()
     assert per_dir < emb / 5  # a direction costs a key and metadata, not another [1, 77, D] tensor
     reg.close()
@@ -169,7 +171,8 @@ def test_wheel_ships_migrations_and_upgrades_from_an_installed_copy(tmp_path):
     wheel = next(wheel_dir.glob("p2pz-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("migrations/env.py", "migrations/script.py.mako", "migrations/versions/0001_initial.py",
-                   "migrations/versions/0002_meta_generation.py", "store/db.py", "registry/cli.py"):
+                   "migrations/versions/0002_meta_generation.py", "migrations/versions/0003_direction_keys.py",
+                   "store/db.py", "registry/cli.py"):
         assert needed in names
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
