@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+# The repository root goes first: bench/store.py must never shadow the ``store`` package.
+sys.path[:] = [str(REPO)] + [p for p in sys.path if p != str(REPO)]
 
 
 def machine() -> dict:

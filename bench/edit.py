@@ -1,0 +1,225 @@
+"""Editor benchmark (issue #5 item 5): p2pz vs diffusers' StableDiffusionPix2PixZeroPipeline on the same
+components and inputs — wall time and peak memory per stage (inversion, reference pass, edit pass) and the
+final latents' max difference; plus reuse: a second direction on a cached image vs the first edit, and three
+directions in one call vs three fresh edits.
+
+Quick mode: the tiny random model at 64 px, 10 steps. ``--full``: SD-1.5-sized random components built in place
+(UNet with cross_attention_dim 768 and attention_head_dim 8, the SD VAE, a CLIP-L text encoder) at 256 px,
+3 steps. Each implementation runs in its own process so that peak-memory figures do not mix.
+
+    python bench/edit.py [--full] [--size 256] [--steps 3] [--device cpu] [--dtype float32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from _common import REPO, PeakRSS, emit
+
+import torch
+
+
+def components(full: bool, seed: int = 0):
+    """Deterministic random components (the same in every process)."""
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    from registry.tiny import write_clip_tokenizer
+
+    tok_dir = Path(tempfile.gettempdir()) / f"p2pz-bench-tokenizer-{os.getuid()}"
+    if not (tok_dir / "vocab.json").is_file():
+        write_clip_tokenizer(tok_dir)
+    tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(seed)
+    if full:
+        unet = UNet2DConditionModel(cross_attention_dim=768, attention_head_dim=8, sample_size=64)  # SD-1.5 layout
+        vae = AutoencoderKL(block_out_channels=[128, 256, 512, 512], latent_channels=4, sample_size=512,
+                            down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+                            layers_per_block=2)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=768, intermediate_size=3072,
+                                            num_attention_heads=12, num_hidden_layers=12, max_position_embeddings=77,
+                                            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    else:
+        unet = UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
+                                    out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                                    up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32)
+        vae = AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
+                            down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+        text = CLIPTextModel(CLIPTextConfig(vocab_size=49408, hidden_size=32, intermediate_size=37,
+                                            num_attention_heads=4, num_hidden_layers=5, max_position_embeddings=77,
+                                            bos_token_id=49406, eos_token_id=49407, pad_token_id=49407))
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                              set_alpha_to_one=False, steps_offset=1)
+    return unet.eval(), vae.eval(), text.eval(), tokenizer, scheduler
+
+
+def inputs(args, hidden: int, vae_factor: int):
+    g = torch.Generator().manual_seed(1)
+    lat = args.size // vae_factor
+    z0 = torch.randn(1, 4, lat, lat, generator=g) * 0.8
+    deltas = [torch.randn(1, 77, hidden, generator=g) * 0.3 for _ in range(3)]
+    return z0, deltas
+
+
+class Phases:
+    """Peak RSS above the start level and wall time, per named phase."""
+
+    def __init__(self):
+        self.times, self.peaks = {}, {}
+
+    def run(self, name, fn):
+        with PeakRSS() as p:
+            t = time.perf_counter()
+            out = fn()
+            self.times[name] = time.perf_counter() - t
+        self.peaks[name] = p.peak
+        return out
+
+
+def worker_p2pz(args, out: Path):
+    from editor import Editor, Inversion
+
+    unet, vae, text, tok, sched = components(args.full)
+    ed = Editor(unet, vae, text, tok, sched, device=args.device, dtype=args.dtype, cache_dir=None,
+                text_encoder_fingerprint="bench", model_fingerprint="bench-model")
+    z0, deltas = inputs(args, ed.hidden_size, ed.vae_factor)
+    caption = "a photo of a cat sitting on a bench"
+    ph = Phases()
+    x_t = ph.run("inversion", lambda: ed.invert_latents(z0, [caption], steps=args.steps))
+    inv = Inversion(latents=x_t, caption=caption, steps=args.steps)
+    maps, recon = ph.run("reference", lambda: ed.reference(inv, 5.0, force=True))
+    edited = ph.run("edit", lambda: ed.edit_latents(x_t, [caption], [caption], deltas[0], maps, args.steps, 0.1, 5.0))
+    torch.save({"x_t": x_t, "edited": edited}, out / "p2pz.pt")
+    if args.stages_only:
+        return {"times": ph.times, "peaks": ph.peaks}
+
+    # reuse: first edit (nothing cached) vs a second direction on the same image (inversion and maps cached)
+    img_inv = lambda: Inversion(latents=x_t, caption=caption, steps=args.steps)  # noqa: E731
+    ed.cache_dir = out / "cache2"
+    t = time.perf_counter()
+    inv1 = Inversion(latents=ed.invert_latents(z0, [caption], steps=args.steps), caption=caption, steps=args.steps)
+    ed._cache_save("inversions", "img", {"x_T": inv1.latents}, {})
+    ed.edit(inv1, deltas[0], decode=False)
+    first = time.perf_counter() - t
+    t = time.perf_counter()
+    inv2 = Inversion(latents=ed._cache_load("inversions", "img")["x_T"], caption=caption, steps=args.steps)
+    ed.edit(inv2, deltas[1], decode=False)
+    second = time.perf_counter() - t
+
+    # three directions in one call vs three fresh edits (each with its own inversion and reference pass)
+    ed.cache_dir = None
+    t = time.perf_counter()
+    inv3 = Inversion(latents=ed.invert_latents(z0, [caption], steps=args.steps), caption=caption, steps=args.steps)
+    ed.edit(inv3, deltas, decode=False)
+    one_call = time.perf_counter() - t
+    t = time.perf_counter()
+    for d in deltas:
+        inv_i = Inversion(latents=ed.invert_latents(z0, [caption], steps=args.steps), caption=caption, steps=args.steps)
+        ed.edit(inv_i, d, decode=False)
+    fresh3 = time.perf_counter() - t
+    del img_inv
+    return {"times": ph.times, "peaks": ph.peaks, "first_edit_s": first, "second_direction_cached_s": second,
+            "three_in_one_call_s": one_call, "three_fresh_s": fresh3}
+
+
+def worker_diffusers(args, out: Path):
+    import warnings
+
+    from diffusers import DDIMInverseScheduler, StableDiffusionPix2PixZeroPipeline
+
+    warnings.simplefilter("ignore")
+    unet, vae, text, tok, sched = components(args.full)
+    pipe = StableDiffusionPix2PixZeroPipeline(
+        vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched, feature_extractor=None,
+        safety_checker=None, inverse_scheduler=DDIMInverseScheduler.from_config(sched.config), caption_generator=None,
+        caption_processor=None, requires_safety_checker=False).to(args.device)
+    pipe.set_progress_bar_config(disable=True)
+    vae_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+    z0, deltas = inputs(args, text.config.hidden_size, vae_factor)
+    x_t = torch.load(out / "p2pz.pt", weights_only=True)["x_t"]
+    caption = "a photo of a cat sitting on a bench"
+    ph = Phases()
+    ph.run("inversion", lambda: pipe.invert(caption, image=z0, num_inference_steps=args.steps, output_type="latent"))
+    # The pipeline runs the reference and the edit pass in one call; the reference loop's callback marks the end
+    # of the reference pass, splitting wall time and peak memory between the two.
+    marks = {}
+    last = args.steps - 1
+
+    def callback(step, t, latents):
+        if step == last:
+            marks["reference_end"] = time.perf_counter()
+
+    with PeakRSS() as total_peak:
+        t0 = time.perf_counter()
+        edited = pipe(prompt=caption, source_embeds=torch.zeros_like(deltas[0]), target_embeds=deltas[0],
+                      num_inference_steps=args.steps, guidance_scale=5.0, negative_prompt=caption, latents=x_t.clone(),
+                      cross_attention_guidance_amount=0.1, output_type="latent", callback=callback).images
+        t1 = time.perf_counter()
+    ph.times["reference"] = marks["reference_end"] - t0
+    ph.times["edit"] = t1 - marks["reference_end"]
+    ph.peaks["reference+edit"] = total_peak.peak
+    torch.save({"edited": torch.as_tensor(edited)}, out / "diffusers.pt")
+    return {"times": ph.times, "peaks": ph.peaks}
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--full", action="store_true")
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--stages-only", action="store_true", help="Skip the reuse measurements (cache, 3 directions).")
+    ap.add_argument("--worker", choices=["p2pz", "diffusers"])
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    args.size = args.size or (256 if args.full else 64)
+    args.steps = args.steps or (3 if args.full else 10)
+    if args.worker:
+        fn = worker_p2pz if args.worker == "p2pz" else worker_diffusers
+        with torch.no_grad():
+            res = fn(args, args.out)
+        (args.out / f"{args.worker}.json").write_text(json.dumps(res))
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        base = [sys.executable, str(Path(__file__).resolve()), "--size", str(args.size), "--steps", str(args.steps),
+                "--device", args.device, "--dtype", args.dtype, "--out", str(out)] + (["--full"] if args.full else []) \
+            + (["--stages-only"] if args.stages_only else [])
+        env = {**os.environ, "PYTHONPATH": str(REPO), "P2PZ_HOME": str(out / "home")}
+        for impl in ("p2pz", "diffusers"):
+            subprocess.run(base + ["--worker", impl], check=True, env=env)
+        ours = json.loads((out / "p2pz.json").read_text())
+        theirs = json.loads((out / "diffusers.json").read_text())
+        a = torch.load(out / "p2pz.pt", weights_only=True)["edited"]
+        b = torch.load(out / "diffusers.pt", weights_only=True)["edited"]
+        diff = float((a - b).abs().max())
+        scale = float(a.abs().max())
+    ours_edit_peak = ours["peaks"]["reference"] + ours["peaks"]["edit"]  # maps stay alive into the edit pass
+    theirs_ref_edit_peak = theirs["peaks"]["reference+edit"]
+    emit("edit", {
+        "params": {"mode": "full (SD-1.5-sized random)" if args.full else "quick (tiny random)", "size": args.size,
+                   "steps": args.steps, "device": args.device, "dtype": args.dtype, "cfg": 5.0, "xa_guidance": 0.1},
+        "p2pz": ours, "diffusers": theirs,
+        "edit_pass_speedup": theirs["times"]["edit"] / ours["times"]["edit"],
+        "reference_pass_speedup": theirs["times"]["reference"] / ours["times"]["reference"],
+        "inversion_speedup": theirs["times"]["inversion"] / ours["times"]["inversion"],
+        "peak_memory_ratio_reference_plus_edit": ours_edit_peak / max(theirs_ref_edit_peak, 1),
+        "final_latents_max_abs_diff": diff, "final_latents_max_abs": scale,
+        **({} if args.stages_only else {
+            "second_direction_ratio": ours["second_direction_cached_s"] / ours["first_edit_s"],
+            "three_in_one_call_ratio": ours["three_in_one_call_s"] / ours["three_fresh_s"]}),
+        "targets": {"edit_pass_speedup": ">= 2.5 (SD size)", "peak_memory_ratio_reference_plus_edit": "<= 0.5 (SD size)",
+                    "second_direction_ratio": "<= 0.75", "three_in_one_call_ratio": "<= 0.8"},
+    })
+
+
+if __name__ == "__main__":
+    main()
