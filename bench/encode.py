@@ -54,7 +54,7 @@ def matmul_peak(seconds: float = 3.0) -> float:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sentences", type=int, default=200)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
     from generators import TemplateGenerator
     from registry import Registry

@@ -373,7 +373,7 @@ class Registry:
                                         row_id=row.id)
         return self._draft(concept, generator or "templates", n, seed, options)
 
-    def _embed(self, pending: _PendingBank, enc, batch_size: int = 64) -> _PendingEmbedding:
+    def _embed(self, pending: _PendingBank, enc, batch_size: int = 32) -> _PendingEmbedding:
         """Reuse the stored embedding of (bank, encoder) or encode the bank now (outside any transaction)."""
         with self._read() as s:
             row = s.scalar(

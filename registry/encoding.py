@@ -53,7 +53,7 @@ def encode_sentences(encoder, sentences: list[str]):
 
 
 def encode_bank(
-    encoder, sentences: list[str], batch_size: int = 64, progress: Callable[[int], None] | None = None
+    encoder, sentences: list[str], batch_size: int = 32, progress: Callable[[int], None] | None = None
 ) -> EncodedBank:
     """Mean embedding [1, 77, D] and mean key [D] of ``sentences`` (batched, inference mode)."""
     import torch
