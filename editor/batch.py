@@ -83,6 +83,7 @@ class EditOutcome:
     inversion_cached: bool = False
     reference_cached: bool = False
     nsfw: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -105,9 +106,12 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *, s
             existing = [str(t) for t in targets + ([recon_path] if save_reconstruction else []) if t.exists()]
             if existing and not force:
                 raise EditorError(f"{existing[0]} exists; pass --force to overwrite")
+            from .image import load_image
+
+            image = load_image(path, outcome.warnings)  # read once: clear errors before any model work
             before = dict(editor.stats)
-            cap = caption or editor.caption(path)
-            inv = editor.invert(path, cap, steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule)
+            cap = caption or editor.caption(image)
+            inv = editor.invert(image, cap, steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule)
             results = editor.edit(inv, directions, scale=scale, xa_guidance=xa_guidance,
                                   guidance_scale=guidance_scale, steps=steps)
             outcome.caption = cap

@@ -18,8 +18,8 @@ from PIL import Image, ImageOps
 from .errors import ImageError
 
 
-def load_image(source) -> Image.Image:
-    """A PIL RGB image, upright, from a path or a PIL image."""
+def load_image(source, notes: list[str] | None = None) -> Image.Image:
+    """A PIL RGB image, upright, from a path or a PIL image. ``notes`` collects warnings (animated input)."""
     if isinstance(source, Image.Image):
         img = source
         name = "image"
@@ -35,8 +35,11 @@ def load_image(source) -> Image.Image:
             raise ImageError(f"{name} is larger than Pillow's decompression-bomb limit ({exc}); refusing it") from None
         except (OSError, SyntaxError, ValueError) as exc:
             raise ImageError(f"{name} is not a readable image ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
-    if getattr(img, "n_frames", 1) > 1:
+    frames = getattr(img, "n_frames", 1)
+    if frames > 1:
         img.seek(0)
+        if notes is not None:
+            notes.append(f"{name} is animated ({frames} frames); only the first frame is edited")
     img = ImageOps.exif_transpose(img)
     return to_rgb(img)
 

@@ -567,6 +567,8 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
                       map_dtype="float16" if maps_fp16 else "float32")
 
     def report(o):
+        for note in o.warnings:
+            click.echo(f"warning: {note}", err=True)
         if o.ok:
             state.info(f"{o.image}: {', '.join(o.outputs)}" + (" (inversion cached)" if o.inversion_cached else ""))
         else:
