@@ -195,6 +195,7 @@ def _typed(obj: dict, field: str, types, where: str, optional: bool = False):
 
 
 def _allowed_fields(obj: dict, allowed: set[str], where: str) -> None:
+    _check(isinstance(obj, dict), f"{where} must be an object")
     extra = set(obj) - allowed
     _check(not extra, f"{where} has unknown field(s) {sorted(extra)[:5]}")
 
@@ -216,6 +217,7 @@ def _validate(manifest: dict, tensors: dict) -> dict:
     _allowed_fields(manifest, {"format", "format_version", "created_at", "encoders", "banks", "embeddings",
                                "directions"}, "manifest")
     lists = {k: _typed(manifest, k, list, "manifest") for k in ("encoders", "banks", "embeddings", "directions")}
+    _check(bool(lists["directions"]), "it holds no directions")
     encoders = {}
     for i, e in enumerate(lists["encoders"]):
         where = f"encoders[{i}]"
@@ -385,8 +387,6 @@ def import_library(reg, path: Path) -> dict:
 def load_pt_embedding(path: Path, hidden_size: int) -> np.ndarray:
     """Read an official pix2pix-zero concept embedding: a tensor [1, 77, D] (or a raw bank [N, 77, D],
     averaged), loaded with ``torch.load(weights_only=True)`` only — a pickled object is refused."""
-    import pickle
-
     import torch
 
     if not path.is_file():
@@ -395,8 +395,7 @@ def load_pt_embedding(path: Path, hidden_size: int) -> np.ndarray:
         raise _error(f"{path} is larger than {MAX_PT_BYTES >> 20} MiB; not a concept embedding")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError, AttributeError, TypeError,
-            KeyError, IndexError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+    except Exception as exc:  # a hostile-input boundary: any failure to parse is the file's fault (struct.error, …)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
         raise _error(f"{path} is not a plain tensor file (torch.load with weights_only=True refused it: {first})") from None
     if isinstance(obj, dict) and len(obj) == 1:

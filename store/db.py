@@ -58,7 +58,7 @@ def make_engine(url: str) -> Engine:
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
         if db and db != ":memory:" and not db.startswith("file:"):
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        else:  # one shared in-memory database for the engine's lifetime
+        elif not db or db == ":memory:" or "mode=memory" in db:  # one shared in-memory database per engine
             from sqlalchemy.pool import StaticPool
 
             kwargs["poolclass"] = StaticPool

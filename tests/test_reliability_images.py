@@ -106,3 +106,11 @@ def test_unwritable_output_is_reported(db, tmp_path):
     r = CliRunner().invoke(main, ["--db", db, "edit", str(tmp_path / "a.png"), "--direction", "cat-to-dog",
                                   "--steps", "2", "--caption", "a cat", "--out", str(tmp_path / "ok"), "--json"])
     assert r.exit_code == 0 and json.loads(r.stdout)[0]["ok"]
+
+
+def test_folder_without_images(db, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.txt").write_text("no pictures here")
+    r = run_edit(db, empty, out=tmp_path / "out")
+    assert r.exit_code == 1 and r.stderr.startswith("error: folder") and "holds no images" in r.stderr
