@@ -156,6 +156,15 @@ class _PendingEmbedding:
     row_id: int | None = None
 
 
+def _json_list(value) -> list:
+    """A JSON list column as fetched raw: text on SQLite, already parsed on PostgreSQL."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return json.loads(value) if value not in ("[]", "null") else []
+    return list(value)
+
+
 def _sha(obj) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
@@ -236,8 +245,9 @@ class Registry:
         except ModelLoadError as exc:
             raise RegistryError(str(exc)) from None
 
-    @staticmethod
-    def _encoder_row(session, enc) -> m.Encoder:
+    @classmethod
+    def _encoder_row(cls, session, enc) -> m.Encoder:
+        cls._lock(session, "encoder", enc.fingerprint)
         row = session.scalar(select(m.Encoder).where(m.Encoder.fingerprint == enc.fingerprint))
         if row is None:
             row = m.Encoder(fingerprint=enc.fingerprint, model=enc.location.model, subfolder=enc.subfolder,
@@ -302,7 +312,18 @@ class Registry:
             options["token_counter_name"] = f"tokenizer of {tokenizer_model or 'the default model'}"
         return options
 
+    @staticmethod
+    def _lock(s, kind: str, key) -> None:
+        """Serialize writers of one (kind, key) inside the database. SQLite writers already hold the database
+        write lock (``BEGIN IMMEDIATE``); PostgreSQL takes a transaction-scoped advisory lock, so version numbers
+        stay unique and gap-free per name and content addressing sees every committed row."""
+        if s.get_bind().dialect.name == "postgresql":
+            from sqlalchemy import text
+
+            s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"p2pz:{kind}:{key}"})
+
     def _store_bank(self, s, pending: _PendingBank, note: str | None = None) -> m.Bank:
+        self._lock(s, "bank", pending.concept)
         row = s.scalar(select(m.Bank).where(m.Bank.concept == pending.concept, m.Bank.sha256 == pending.sha256))
         if row is not None:
             pending.row_id = row.id
@@ -401,6 +422,7 @@ class Registry:
         if pe.row_id is not None:
             return s.get(m.Embedding, pe.row_id)
         bank_row = self._store_bank(s, pe.bank)
+        self._lock(s, "embedding", f"{bank_row.id}:{encoder_row.id}")
         row = s.scalar(select(m.Embedding).where(m.Embedding.bank_id == bank_row.id,
                                                  m.Embedding.encoder_id == encoder_row.id))
         if row is None:
@@ -457,8 +479,7 @@ class Registry:
             out.append(Direction(
                 name=name, version=version, encoder=fp, source=f"{sc}@{sv}" if sc else None,
                 target=f"{tc}@{tv}" if tc else None, scale=scale,
-                tags=json.loads(tags) if tags and tags != "[]" else [], created_at=created, kind=kind,
-                components=json.loads(comps) if comps and comps != "null" else None, note=note,
+                tags=_json_list(tags), created_at=created, kind=kind, components=_json_list(comps) or None, note=note,
                 deprecated=deprecated, encoder_model=model, hidden_size=hidden, id=rid, content_sha256=sha,
                 _materialize=lambda rid=rid: self._materialize(rid), _load_key=lambda rid=rid: self._key_bytes(rid)))
         return out
@@ -537,6 +558,7 @@ class Registry:
                           tags=(), note=None) -> m.Direction:
         """Content-addressed insert: the same content under the same name returns the stored version."""
         content_sha = _sha(content)
+        self._lock(s, "direction", name)
         row = s.scalar(select(m.Direction).where(m.Direction.name == name, m.Direction.content_sha256 == content_sha))
         if row is not None:
             return row

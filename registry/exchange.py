@@ -321,6 +321,7 @@ def import_library(reg, path: Path) -> dict:
     with reg._write() as s:
         enc_rows = {}
         for fp, e in lib["encoders"].items():
+            reg._lock(s, "encoder", fp)
             row = s.scalar(select(m.Encoder).where(m.Encoder.fingerprint == fp))
             if row is None:
                 row = m.Encoder(fingerprint=fp, model=e["model"], subfolder=e.get("subfolder"),
@@ -335,6 +336,7 @@ def import_library(reg, path: Path) -> dict:
             enc_rows[fp] = row
         bank_rows = []
         for b in lib["banks"]:
+            reg._lock(s, "bank", b["concept"])
             row = s.scalar(select(m.Bank).where(m.Bank.concept == b["concept"], m.Bank.sha256 == b["sha256"]))
             if row is None:
                 from generators import BankDraft
@@ -347,6 +349,7 @@ def import_library(reg, path: Path) -> dict:
         emb_rows = []
         for e in lib["embeddings"]:
             bank_row, enc_row = bank_rows[e["bank"]], enc_rows[e["encoder"]]
+            reg._lock(s, "embedding", f"{bank_row.id}:{enc_row.id}")
             row = s.scalar(select(m.Embedding).where(m.Embedding.bank_id == bank_row.id,
                                                      m.Embedding.encoder_id == enc_row.id))
             if row is None:

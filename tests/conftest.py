@@ -4,7 +4,12 @@ the same ``from_pretrained`` path users take (DESIGN §8)."""
 from __future__ import annotations
 
 import os
-import sqlite3
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -65,9 +70,68 @@ def home(tmp_path, monkeypatch) -> Path:
     return h
 
 
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'registry.db'}"
+def _pg_bin() -> Path | None:
+    found = shutil.which("initdb")
+    candidates = ([Path(found).parent] if found else []) + sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+    for d in candidates:
+        if (d / "initdb").exists() and (d / "pg_ctl").exists():
+            return d
+    return None
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL cluster on 127.0.0.1 and a free port, stopped when the tests finish."""
+    bindir = _pg_bin()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed (no initdb found): PostgreSQL backend tests skipped")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        pytest.skip("psycopg is not installed (pip install 'p2pz[postgres]'): PostgreSQL backend tests skipped")
+    root = Path(tempfile.mkdtemp(prefix="p2pz-pg-"))
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        import pwd
+
+        try:
+            user = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root and there is no 'postgres' user: PostgreSQL backend tests skipped")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    data = root / "data"
+    subprocess.run(run_as + [str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
+                             "--no-sync"], check=True, capture_output=True)
+    opts = f"-h 127.0.0.1 -p {port} -k {root} -F -c max_connections=200"
+    subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l", str(root / "log"), "-w",
+                             "start"], check=True, capture_output=True)
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}"
+    finally:
+        subprocess.run(run_as + [str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def new_pg_database(server: str) -> str:
+    import psycopg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server.replace("postgresql+psycopg", "postgresql") + "/postgres", autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    return f"{server}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path) -> str:
+    """The registry under test: every test that takes it runs on SQLite and on PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'registry.db'}"
+    return new_pg_database(request.getfixturevalue("pg_server"))
 
 
 @pytest.fixture
@@ -80,12 +144,21 @@ def reg(db_url):
 
 
 def db_dump(url: str) -> str:
-    """Every row of every table, as SQL text: equal dumps mean an unchanged database."""
-    path = url.removeprefix("sqlite:///")
-    if not Path(path).exists():
+    """Every row of every table in key order (any backend): equal dumps mean an unchanged database."""
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
         return ""
-    con = sqlite3.connect(path)
+    from sqlalchemy import MetaData, create_engine, select
+
+    engine = create_engine(url)
     try:
-        return "\n".join(con.iterdump())
+        meta = MetaData()
+        meta.reflect(engine)
+        out = []
+        with engine.connect() as conn:
+            for name in sorted(meta.tables):
+                table = meta.tables[name]
+                rows = conn.execute(select(table).order_by(*table.primary_key.columns or table.columns)).all()
+                out.append(f"{name}: {[tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in rows]}")
+        return "\n".join(out)
     finally:
-        con.close()
+        engine.dispose()

@@ -80,8 +80,8 @@ else:
 """
 
 
-def test_two_processes_writing_at_once_lose_nothing(tmp_path, tiny_model, home):
-    url = f"sqlite:///{tmp_path / 'shared.db'}"
+def test_two_processes_writing_at_once_lose_nothing(tmp_path, tiny_model, home, db_url):
+    url = db_url
     src = Registry.open(f"sqlite:///{tmp_path / 'src.db'}")
     for i in range(100, 150):
         src.build_direction(f"c{i}", f"c{i + 1}", str(tiny_model), n=5, name=f"d{i}")
@@ -101,7 +101,30 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path, tiny_model, home):
     reg = Registry.open(url)
     refs = [d.ref for d in reg.directions()]
     assert len(refs) == 100 and len(set(refs)) == 100 and all(r.endswith("@1") for r in refs)
-    print(f"two writers, 100 directions: {wall:.1f} s")
+    print(f"two writers, 100 directions, {url.split(':')[0]}: {wall:.1f} s")
+
+
+SAME_NAME = r"""
+import sys
+from registry import Registry
+reg = Registry.open(sys.argv[1])
+for i in range(10):
+    reg.build_direction("cat", "dog", sys.argv[2], n=5, name="shared", scale=1.0 + int(sys.argv[3]) * 100 + i)
+"""
+
+
+def test_four_writers_keep_versions_unique_and_gap_free(tmp_path, tiny_model, home, db_url):
+    Registry.open(db_url).build_direction("cat", "dog", str(tiny_model), n=5)  # banks and embeddings exist
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-c", SAME_NAME, db_url, str(tiny_model), str(w)], env=env,
+                              stderr=subprocess.PIPE, text=True) for w in range(4)]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert all(p.returncode == 0 for p in procs), errors
+    wall = time.perf_counter() - t
+    versions = sorted(d.version for d in Registry.open(db_url).versions("shared"))
+    assert versions == list(range(1, 41))
+    print(f"four writers, 40 versions of one name, {db_url.split(':')[0]}: {wall:.1f} s")
 
 
 KILLED = r"""

@@ -81,6 +81,8 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_sqlite_pragmas(reg):
+    if reg.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite pragmas")
     with reg.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
