@@ -321,12 +321,25 @@ def test_offline_hub_id_names_the_fix(monkeypatch, home):
 
 
 INTERRUPTED_BUILD = r"""
-import sys
+import sys, time
+import registry.encoding as encoding
 from registry import Registry
+
+plain = encoding.encode_sentences
+def announced(enc, sentences):  # tell the test that encoding is under way, and give it time to press Ctrl-C
+    print("batch", flush=True)
+    time.sleep(0.2)
+    return plain(enc, sentences)
+encoding.encode_sentences = announced
 reg = Registry.open(sys.argv[1])
-print("ready", flush=True)
-reg.build_direction("alpha", "beta", sys.argv[2], n=15000)
+reg.build_direction("alpha", "beta", sys.argv[2], n=2000)
 """
+
+
+def _default_sigint():
+    """Children get the default Ctrl-C handling even when the test runner was started with SIGINT ignored (as
+    background jobs of a non-interactive shell are)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def test_ctrl_c_during_a_bank_build_writes_nothing(tmp_path, tiny_model):
@@ -335,9 +348,9 @@ def test_ctrl_c_during_a_bank_build_writes_nothing(tmp_path, tiny_model):
     before = db_dump(url)
     proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_BUILD, url, str(tiny_model)],
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    proc.stdout.readline()
-    time.sleep(2.0)  # in the middle of encoding 15 000 sentences
+                            text=True, preexec_fn=_default_sigint)
+    for _ in range(3):  # three batches encoded: the bank build is half-way through
+        assert proc.stdout.readline().startswith("batch")
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0 and "KeyboardInterrupt" in err
@@ -352,13 +365,13 @@ def test_ctrl_c_during_an_edit_batch_leaves_no_partial_files(tmp_path, tiny_mode
     reg.close()
     folder = tmp_path / "in"
     folder.mkdir()
-    for i in range(6):
-        Image.new("RGB", (48, 48), (40 * i, 100, 200)).save(folder / f"im{i}.png")
+    for i in range(30):
+        Image.new("RGB", (48, 48), (8 * i, 100, 200)).save(folder / f"im{i:02d}.png")
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "--db", db_url, "edit", str(folder), "--direction",
                              "cat-to-dog", "--steps", "20", "--caption", "a cat", "--out", str(out)],
                             env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.time() + 120
     while time.time() < deadline and not (out.exists() and any(out.glob("*.png"))):
         time.sleep(0.05)
@@ -371,4 +384,4 @@ def test_ctrl_c_during_an_edit_batch_leaves_no_partial_files(tmp_path, tiny_mode
     from editor.batch import read_provenance
 
     assert all(read_provenance(f)["direction"] == "cat-to-dog@1" for f in files)
-    assert len(files) < 6
+    assert len(files) < 30
