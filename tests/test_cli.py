@@ -7,12 +7,11 @@ import sys
 
 import click
 import pytest
-import torch
 from click.testing import CliRunner
 
 from registry.cli import main
 
-from .conftest import REPO, db_dump
+from .conftest import REPO
 
 
 def run(args, db_url=None, ok=True):

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from registry import Registry, RegistryError
+from registry import RegistryError
 from registry.encoding import encode_bank, encode_sentences, tokenize
 from registry.loader import load_text_encoder
 

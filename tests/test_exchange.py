@@ -1,6 +1,5 @@
 """Libraries (.p2pz) and official .pt embeddings."""
 
-import io
 import json
 import pickle
 import zipfile
