@@ -101,7 +101,7 @@ def build_registry(folder: Path, n_directions: int = 10_000, n_concepts: int = 2
     import random
 
     from registry import Registry
-    from registry.tiny import build_tiny_model
+    from editor.tiny import build_tiny_model
 
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("P2PZ_HOME", str(folder / "home"))

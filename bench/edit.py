@@ -31,7 +31,7 @@ def components(full: bool, seed: int = 0):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from registry.tiny import write_clip_tokenizer
+    from editor.tiny import write_clip_tokenizer
 
     tok_dir = Path(tempfile.gettempdir()) / f"p2pz-bench-tokenizer-{os.getuid()}"
     if not (tok_dir / "vocab.json").is_file():
@@ -84,7 +84,7 @@ class Phases:
 
 
 def worker_p2pz(args, out: Path):
-    from editor import Editor, Inversion
+    from editor import EditConfig, Editor, Inversion
 
     unet, vae, text, tok, sched = components(args.full)
     ed = Editor(unet, vae, text, tok, sched, device=args.device, dtype=args.dtype, cache_dir=None,
@@ -95,7 +95,8 @@ def worker_p2pz(args, out: Path):
     x_t = ph.run("inversion", lambda: ed.invert_latents(z0, [caption], steps=args.steps))
     inv = Inversion(latents=x_t, caption=caption, steps=args.steps)
     maps, recon = ph.run("reference", lambda: ed.reference(inv, 5.0, force=True))
-    edited = ph.run("edit", lambda: ed.edit_latents(x_t, [caption], [caption], deltas[0], maps, args.steps, 0.1, 5.0))
+    edited = ph.run("edit", lambda: ed.edit_latents(x_t, [caption], [caption], deltas[0], maps,
+                                                     EditConfig(steps=args.steps, xa_guidance=0.1, guidance_scale=5.0)))
     torch.save({"x_t": x_t, "edited": edited}, out / "p2pz.pt")
     if args.stages_only:
         return {"times": ph.times, "peaks": ph.peaks}

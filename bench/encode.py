@@ -23,7 +23,7 @@ import torch
 def build_clip_l(folder: Path) -> None:
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from registry.tiny import write_clip_tokenizer
+    from editor.tiny import write_clip_tokenizer
 
     write_clip_tokenizer(folder / "tokenizer")
     torch.manual_seed(0)
@@ -59,7 +59,7 @@ def main():
     from generators import TemplateGenerator
     from registry import Registry
     from registry.encoding import encode_bank, tokenize
-    from registry.loader import load_text_encoder
+    from editor.loader import load_text_encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         import os

@@ -1,16 +1,14 @@
-"""Editing files: expand inputs, run the editor per image, write PNGs with full provenance (``p2pz edit``).
+"""Editing files: expand inputs, run the editor, write PNGs with full provenance (``p2pz edit``, ``generate``).
 
-One inversion and one reference pass per image serve every requested direction. Outputs are written under a
-temporary name and renamed, so an interrupted batch never leaves a partial file under a final name; an existing
-output is never overwritten without ``force``. A bad image is reported and the others are still edited.
+One inversion and one reference pass per image serve every requested direction. Outputs are written atomically
+(:func:`store.files.atomic_write`), so an interrupted batch never leaves a partial file under a final name; an
+existing output is never overwritten without ``force``. A bad image is reported and the others are still edited.
 """
 
 from __future__ import annotations
 
 import glob
 import json
-import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +17,16 @@ from typing import Callable
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
+from store.files import atomic_write
+
+from .config import EditConfig, InversionConfig
+from .errors import EditorError, ImageError
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
 
 def expand_inputs(items: list[str]) -> list[Path]:
     """Files, folders (their images, sorted) and glob patterns → image paths, in order, without repeats."""
-    from .errors import EditorError
-
     out: list[Path] = []
     for item in items:
         p = Path(item)
@@ -57,15 +58,7 @@ def save_png(image: Image.Image, path: Path, provenance: dict) -> None:
     """Write atomically with the provenance as a PNG text chunk ``p2pz`` (JSON)."""
     info = PngInfo()
     info.add_text("p2pz", json.dumps(provenance, sort_keys=True, default=str))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png.tmp")
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG", pnginfo=info)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic_write(path, writer=lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
 
 def read_provenance(path: str | Path) -> dict:
@@ -87,15 +80,37 @@ class EditOutcome:
     seconds: float = 0.0
 
 
-def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *, scale: float = 1.0,
-               caption: str | None = None, steps: int = 50, xa_guidance: float = 0.1, guidance_scale: float = 5.0,
-               seed: int = 0, keep_aspect: bool = False, schedule: str = "symmetric",
-               save_reconstruction: bool = False, force: bool = False,
-               report: Callable[[EditOutcome], None] | None = None) -> list[EditOutcome]:
-    """Edit every image with every direction; returns one outcome per image (errors included, not raised)."""
-    from .errors import EditorError, ImageError
+def _refuse_existing(paths: list[Path], force: bool) -> None:
+    existing = [str(p) for p in paths if p.exists()]
+    if existing and not force:
+        raise EditorError(f"{existing[0]} exists; pass --force to overwrite")
 
-    labels = [f"{d.name}@{d.version}" if hasattr(d, "version") else f"direction{i}" for i, d in enumerate(directions)]
+
+def _model_provenance(editor) -> dict:
+    return {"p2pz": _version(), "model": editor.model_id, "model_fingerprint": editor.model_fingerprint,
+            "encoder_fingerprint": editor.text_encoder_fingerprint}
+
+
+def _edit_provenance(label: str, cfg: EditConfig, res) -> dict:
+    return {"direction": label, "scale": cfg.scale, "xa_guidance": res.params["xa_guidance"],
+            "guidance_scale": cfg.guidance_scale, "negative_prompt": res.params["negative"][0],
+            "safety_checker_flagged": bool(res.nsfw and res.nsfw[0])}
+
+
+def _label(d, i: int) -> str:
+    return f"{d.name}@{d.version}" if hasattr(d, "version") else f"direction{i}"
+
+
+def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
+               inversion: InversionConfig | None = None, edit: EditConfig | None = None,
+               caption: str | None = None, save_reconstruction: bool = False, force: bool = False,
+               report: Callable[[EditOutcome], None] | None = None) -> list[EditOutcome]:
+    """Edit every image with every direction; returns one outcome per image (errors included, not raised).
+
+    Writes ``OUT/<image stem>__<direction>@<version>.png`` (and ``__reconstruction.png``) with provenance."""
+    inversion = inversion or InversionConfig()
+    edit = edit or EditConfig()
+    labels = [_label(d, i) for i, d in enumerate(directions)]
     outcomes = []
     for path in images:
         t0 = time.perf_counter()
@@ -103,29 +118,21 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *, s
         targets = [out_dir / output_name(path.stem, label) for label in labels]
         recon_path = out_dir / output_name(path.stem, "reconstruction")
         try:
-            existing = [str(t) for t in targets + ([recon_path] if save_reconstruction else []) if t.exists()]
-            if existing and not force:
-                raise EditorError(f"{existing[0]} exists; pass --force to overwrite")
+            _refuse_existing(targets + ([recon_path] if save_reconstruction else []), force)
             from .image import load_image
 
             image = load_image(path, outcome.warnings)  # read once: clear errors before any model work
-            before = dict(editor.stats)
             cap = caption or editor.caption(image)
-            inv = editor.invert(image, cap, steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule)
-            results = editor.edit(inv, directions, scale=scale, xa_guidance=xa_guidance,
-                                  guidance_scale=guidance_scale, steps=steps)
+            inv = editor.invert(image, cap, inversion)
+            results = editor.edit(inv, directions, edit)
             outcome.caption = cap
-            outcome.inversion_cached = editor.stats["inversions_cached"] > before["inversions_cached"]
-            outcome.reference_cached = editor.stats["reference_cached"] > before["reference_cached"]
-            base = {"p2pz": _version(), "source_image": path.name, "source_sha256": inv.image_sha256[0],
-                    "model": editor.model_id, "model_fingerprint": editor.model_fingerprint,
-                    "encoder_fingerprint": editor.text_encoder_fingerprint, "caption": cap, "seed": seed,
-                    "steps": steps, "schedule": schedule, "inversion": inv.params}
-            for d, label, res, target in zip(directions, labels, results, targets):
-                prov = {**base, "direction": label, "scale": scale, "xa_guidance": xa_guidance,
-                        "guidance_scale": guidance_scale, "negative_prompt": res.params["negative"][0],
-                        "safety_checker_flagged": bool(res.nsfw and res.nsfw[0])}
-                save_png(res.edited, target, prov)
+            outcome.inversion_cached = inv.cached
+            outcome.reference_cached = results[0].reference_cached
+            base = {**_model_provenance(editor), "source_image": path.name, "source_sha256": inv.image_sha256[0],
+                    "caption": cap, "seed": inversion.seed, "steps": inv.steps, "schedule": inv.schedule,
+                    "inversion": inv.params}
+            for label, res, target in zip(labels, results, targets):
+                save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res)})
                 outcome.outputs.append(str(target))
                 if res.nsfw and res.nsfw[0]:
                     outcome.nsfw.append(str(target))
@@ -141,6 +148,37 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *, s
         if report:
             report(outcome)
     return outcomes
+
+
+@dataclass
+class GenerateOutcome:
+    generated: str
+    edits: list[str]
+    nsfw: list[str] = field(default_factory=list)
+
+
+def generate_files(editor, prompt: str, directions: list, out_dir: Path, *, seed: int = 0, size: int | None = None,
+                   steps: int = 50, edit: EditConfig | None = None, force: bool = False) -> GenerateOutcome:
+    """A synthetic image from ``prompt`` (x_T from ``seed``) edited with every direction (PAPER §4.2).
+
+    Writes ``OUT/generated-<seed>.png`` (the unedited sample) and ``OUT/generated-<seed>__<direction>.png``."""
+    edit = edit or EditConfig()
+    labels = [_label(d, i) for i, d in enumerate(directions)]
+    stem = f"generated-{seed}"
+    targets = [out_dir / output_name(stem, label) for label in labels]
+    sample = out_dir / f"{stem}.png"
+    _refuse_existing(targets + [sample], force)
+    inv = editor.synthetic(prompt, seed=seed, size=size, steps=steps)
+    results = editor.edit(inv, directions, edit)
+    base = {**_model_provenance(editor), "prompt": prompt, "seed": seed, "steps": inv.steps, "synthetic": True}
+    save_png(results[0].reconstruction, sample, {**base, "direction": None})
+    outcome = GenerateOutcome(generated=str(sample), edits=[])
+    for label, res, target in zip(labels, results, targets):
+        save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res)})
+        outcome.edits.append(str(target))
+        if res.nsfw and res.nsfw[0]:
+            outcome.nsfw.append(str(target))
+    return outcome
 
 
 def _version() -> str:

@@ -1,14 +1,14 @@
-"""The pix2pix-zero editor (Parmar et al., SIGGRAPH 2023), written out stage by stage (DESIGN §6).
+"""The pix2pix-zero editor (Parmar et al., SIGGRAPH 2023), written out stage by stage (docs/algorithm.md).
 
-1. ``caption``   — BLIP caption of the input (PAPER §4, reference §2).
+1. ``caption``   — BLIP caption of the input (PAPER §4; algorithm §2).
 2. ``invert``    — VAE latent, then DDIM inversion under the caption with noise regularization
-                   (PAPER §3.1, reference §4–§5) → x_T.
+                   (PAPER §3.1; algorithm §3–§5) → x_T.
 3. ``reference`` — DDIM sampling from x_T with prompt = negative = caption, recording every cross-attention
-                   map per timestep (PAPER §3.3 "reference cross-attention maps", reference §6.2) → the
+                   map per timestep (PAPER §3.3 "reference cross-attention maps"; algorithm §6.2) → the
                    reconstruction.
 4. ``edit``      — sampling again from x_T with c + scale·Δ in the conditional half; at each timestep one SGD
                    step of size ``xa_guidance`` on the doubled latent pulls its cross-attention maps toward the
-                   reference maps, then a CFG step (PAPER §3.3 eq. 3, reference §6.3) → the edit.
+                   reference maps, then a CFG step (PAPER §3.3 eq. 3; algorithm §6.3) → the edit.
 
 Inversions and reference maps are cached on disk (safetensors) under keys covering every input that changes
 them; ``edit(inv, [d1, d2, …])`` runs one inversion and one reference pass for all directions.
@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from store.hashing import sha256_json
+from store.progress import progress_bar
+
 from .attention import AttentionMaps, cross_attention_layers, guided_processors
+from .cache import TensorCache
 from .caption import DEFAULT_CAPTIONER, Captioner
+from .config import EditConfig, InversionConfig, with_overrides
 from .errors import EditorError
 from .image import load_image, pixels_sha256, preprocess, to_pil
+from .loader import compute_fingerprint, default_model
 from .regularize import regularize
 from .schedule import ddim_step, inversion_plan, sampling_plan, to_epsilon
-
-DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Inversion:
     image_sha256: list[str] | None = None
     synthetic: bool = False  # x_T drawn from a seed (negative prompt "" and xa 0.15 by default)
     key: str | None = None  # cache key, when it came from / went to the cache
+    cached: bool = False  # True when x_T was read from the disk cache instead of computed
 
     @property
     def captions(self) -> list[str]:
@@ -70,10 +73,7 @@ class EditResult:
     params: dict = field(default_factory=dict)
     nsfw: list[bool] | None = None
     timings: dict = field(default_factory=dict)
-
-
-def _sha(obj) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+    reference_cached: bool = False  # True when the reference maps came from the disk cache
 
 
 def _dtype(dtype) -> torch.dtype:
@@ -108,13 +108,9 @@ class Editor:
         self.vae_scale = float(getattr(self.vae.config, "scaling_factor", 0.18215) or 0.18215)
         self.native_size = int(self.unet.config.sample_size) * self.vae_factor
         self.hidden_size = int(self.text_encoder.config.hidden_size)
-        if text_encoder_fingerprint is None:
-            from registry.loader import compute_fingerprint
-
-            text_encoder_fingerprint = compute_fingerprint(self.text_encoder)
-        self.text_encoder_fingerprint = text_encoder_fingerprint
+        self.text_encoder_fingerprint = text_encoder_fingerprint or compute_fingerprint(self.text_encoder)
         self.model_fingerprint = model_fingerprint or self._fingerprint_components()
-        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.cache = TensorCache(cache_dir)
         self.model_id = model_id
         self.progress = progress
         self.map_dtype = map_dtype
@@ -122,18 +118,31 @@ class Editor:
                       "edit_passes": 0}
         self.layers = cross_attention_layers(self.unet)
 
+    @property
+    def cache_dir(self) -> Path | None:
+        """Where inversions and reference maps are cached (None: no disk cache)."""
+        return self.cache.root
+
+    @cache_dir.setter
+    def cache_dir(self, folder: str | Path | None) -> None:
+        self.cache = TensorCache(folder)
+
     # --- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model: str = DEFAULT_MODEL, captioner: str | None = DEFAULT_CAPTIONER, *,
+    def from_pretrained(cls, model: str | None = None, captioner: str | None = DEFAULT_CAPTIONER, *,
                         device: str | None = None, dtype="float32", safety_checker: bool = True,
                         cache: bool = True, progress: bool = False, map_dtype="float32") -> "Editor":
-        """Load every component through the registry's model loader (hub id or local snapshot folder)."""
+        """Load every component through :mod:`editor.loader` (hub id or local snapshot folder).
+
+        ``model`` defaults to ``$P2PZ_MODEL``, else CompVis/stable-diffusion-v1-4."""
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from diffusers.utils import logging as df_logging
 
-        from registry.loader import ModelLoadError, cached_fingerprint, default_device, load_text_encoder, resolve_model
         from store.paths import cache_dir
 
+        from .loader import ModelLoadError, default_device, folder_fingerprint, load_text_encoder, resolve_model
+
+        model = model or default_model()
         df_logging.disable_progress_bar()
         device = device or default_device()
         torch_dtype = _dtype(dtype)
@@ -161,17 +170,10 @@ class Editor:
 
             checker = StableDiffusionSafetyChecker.from_pretrained(location.part("safety_checker"))
             extractor = CLIPImageProcessor.from_pretrained(location.part("feature_extractor"))
-        parts = []
-        for part, module in (("unet", unet), ("vae", vae)):
-            fp = cached_fingerprint(location.part(part))
-            if fp is None:
-                from registry.loader import _store_fingerprint, compute_fingerprint
-
-                fp = compute_fingerprint(module)
-                _store_fingerprint(location.part(part), fp)
-            parts.append(fp)
-        model_fp = _sha({"text": text.fingerprint, "unet": parts[0], "vae": parts[1],
-                         "scheduler": dict(scheduler.config)})
+        parts = [folder_fingerprint(location.part(part), lambda module=module: module)
+                 for part, module in (("unet", unet), ("vae", vae))]
+        model_fp = sha256_json({"text": text.fingerprint, "unet": parts[0], "vae": parts[1],
+                                "scheduler": dict(scheduler.config)})
         import copy
 
         editor = cls(unet, vae, copy.deepcopy(text.model), text.tokenizer, scheduler, safety_checker=checker,
@@ -196,9 +198,7 @@ class Editor:
                    feature_extractor=getattr(pipe, "feature_extractor", None), captioner_id=captioner, **kwargs)
 
     def _fingerprint_components(self) -> str:
-        from registry.loader import compute_fingerprint
-
-        return _sha({"text": self.text_encoder_fingerprint, "unet": compute_fingerprint(self.unet),
+        return sha256_json({"text": self.text_encoder_fingerprint, "unet": compute_fingerprint(self.unet),
                      "vae": compute_fingerprint(self.vae), "scheduler": dict(self.scheduler.config)})
 
     def _place(self, module):
@@ -210,9 +210,7 @@ class Editor:
 
     # --- helpers ------------------------------------------------------------------------------------
     def _bar(self, total: int, desc: str):
-        from tqdm import tqdm
-
-        return tqdm(total=total, desc=desc, file=sys.stderr, leave=False, disable=not self.progress)
+        return progress_bar(total, desc, enabled=self.progress, unit="step")
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
@@ -259,7 +257,7 @@ class Editor:
         if self._captioner is None:
             if not self.captioner_id:
                 raise EditorError("no captioner configured; pass caption=… or a captioner model")
-            from registry.loader import looks_like_path
+            from .loader import looks_like_path
 
             if not Path(self.captioner_id).expanduser().exists() and looks_like_path(self.captioner_id):
                 raise EditorError(f"captioner folder {self.captioner_id!r} does not exist; pass a BLIP folder or hub "
@@ -272,20 +270,18 @@ class Editor:
         return self._captioner([load_image(image)])[0]
 
     # --- 2. inversion -------------------------------------------------------------------------------
-    def invert(self, image, caption: str | list[str] | None = None, steps: int = 50, lambda_ac: float = 20.0,
-               lambda_kl: float = 20.0, reg_steps: int = 5, ac_rolls: int = 5, seed: int = 0,
-               schedule: str = "symmetric", size: int | None = None, keep_aspect: bool = False,
-               posterior: str = "sample", force: bool = False) -> Inversion:
-        """Regularized DDIM inversion of one image or a list (PAPER §3.1, reference §5) → :class:`Inversion`.
+    def invert(self, image, caption: str | list[str] | None = None, config: InversionConfig | None = None, *,
+               force: bool = False, **overrides) -> Inversion:
+        """Regularized DDIM inversion of one image or a list (PAPER §3.1; algorithm §5) → :class:`Inversion`.
 
-        The VAE posterior is sampled with a generator seeded by ``seed`` (``posterior="mode"`` takes its mean);
-        each image's AC rolls come from its own torch generator seeded by ``seed``. The regularization runs in
-        fp32 whatever the model dtype; v-prediction outputs are converted to ε first.
+        Settings come from ``config`` (:class:`InversionConfig`) and/or its fields as keywords
+        (``steps=50, lambda_ac=20.0, lambda_kl=20.0, reg_steps=5, ac_rolls=5, seed=0, schedule="symmetric",
+        size=None, keep_aspect=False, posterior="sample"``). The VAE posterior is sampled with a generator
+        seeded by ``seed`` (``posterior="mode"`` takes its mean); each image's AC rolls come from its own torch
+        generator seeded by ``seed``. The regularization runs in fp32 whatever the model dtype; v-prediction
+        outputs are converted to ε first. ``force`` recomputes instead of reading the cache.
         """
-        if steps < 2:
-            raise EditorError("steps must be at least 2")
-        if posterior not in ("sample", "mode"):
-            raise EditorError("posterior must be 'sample' or 'mode'")
+        cfg = with_overrides(config, InversionConfig, overrides)
         images = [load_image(im) for im in (image if isinstance(image, (list, tuple)) else [image])]
         if caption is None:
             captions = [self.caption(im) for im in images]
@@ -293,56 +289,61 @@ class Editor:
             captions = [caption] * len(images) if isinstance(caption, str) else list(caption)
         if len(captions) != len(images):
             raise EditorError(f"{len(captions)} captions for {len(images)} images")
-        size = size or self.native_size
-        params = {"lambda_ac": lambda_ac, "lambda_kl": lambda_kl, "reg_steps": reg_steps, "ac_rolls": ac_rolls,
-                  "seed": seed, "size": size, "keep_aspect": keep_aspect, "posterior": posterior}
+        size = cfg.size or self.native_size
+        params = {**cfg.params(), "size": size}
         shas = [pixels_sha256(im) for im in images]
-        key = _sha({"kind": "inversion", "images": shas, "model": self.model_fingerprint, "captions": captions,
-                    "steps": steps, "schedule": schedule, "dtype": str(self.dtype), **params})
-        cached = None if force else self._cache_load("inversions", key)
+        key = sha256_json({"kind": "inversion", "images": shas, "model": self.model_fingerprint, "captions": captions,
+                           "steps": cfg.steps, "schedule": cfg.schedule, "dtype": str(self.dtype), **params})
+        record = dict(caption=captions[0] if len(captions) == 1 else captions, steps=cfg.steps,
+                      schedule=cfg.schedule, params=params, image_sha256=shas, key=key)
+        cached = None if force else self.cache.load("inversions", key)
         if cached is not None:
             self.stats["inversions_cached"] += 1
-            return Inversion(latents=cached["x_T"].to(self.device), caption=captions[0] if len(captions) == 1 else captions,
-                             steps=steps, schedule=schedule, params=params, image_sha256=shas, key=key)
-        x = preprocess(images, size, self.vae_factor, keep_aspect).to(self.device, self.dtype)  # [B, 3, H, W]
+            return Inversion(latents=cached["x_T"].to(self.device), cached=True, **record)
+        # 2a. pixels → [B, 3, H, W] in [−1, 1] → VAE latent z₀ (seeded posterior sample, scaled)
+        x = preprocess(images, size, self.vae_factor, cfg.keep_aspect).to(self.device, self.dtype)
         with torch.inference_mode():
             dist = self.vae.encode(x).latent_dist
-            if posterior == "mode":
+            if cfg.posterior == "mode":
                 z0 = dist.mode()
             else:
                 # one CPU generator per image: the same seed gives the same sample on every device and batch size
-                noise = torch.cat([torch.randn((1, *dist.mean.shape[1:]), generator=torch.Generator("cpu").manual_seed(seed))
+                noise = torch.cat([torch.randn((1, *dist.mean.shape[1:]),
+                                               generator=torch.Generator("cpu").manual_seed(cfg.seed))
                                    for _ in images]).to(self.device, dist.mean.dtype)
                 z0 = dist.mean + dist.std * noise
-            z0 = z0 * self.vae_scale
-        latents = self.invert_latents(z0, captions, steps, lambda_ac, lambda_kl, reg_steps, ac_rolls, seed, schedule)
-        self._cache_save("inversions", key, {"x_T": latents}, {"captions": json.dumps(captions)})
-        return Inversion(latents=latents, caption=captions[0] if len(captions) == 1 else captions, steps=steps,
-                         schedule=schedule, params=params, image_sha256=shas, key=key)
+            z0 = z0 * self.vae_scale  # [B, 4, h, w]
+        # 2b. the inversion loop
+        latents = self.invert_latents(z0, captions, cfg)
+        self.cache.save("inversions", key, {"x_T": latents}, {"captions": json.dumps(captions)})
+        return Inversion(latents=latents, **record)
 
-    def invert_latents(self, z0: torch.Tensor, captions: list[str], steps: int = 50, lambda_ac: float = 20.0,
-                       lambda_kl: float = 20.0, reg_steps: int = 5, ac_rolls: int = 5, seed: int = 0,
-                       schedule: str = "symmetric") -> torch.Tensor:
+    def invert_latents(self, z0: torch.Tensor, captions: list[str], config: InversionConfig | None = None,
+                       **overrides) -> torch.Tensor:
         """The inversion loop on VAE latents z₀ [B, 4, h, w] (scaled) → x_T. CFG is off (scale 1)."""
+        cfg = with_overrides(config, InversionConfig, overrides)
         try:
-            plan = inversion_plan(self.scheduler, steps, schedule)
+            plan = inversion_plan(self.scheduler, cfg.steps, cfg.schedule)
         except ValueError as exc:
             raise EditorError(str(exc)) from None
         cond = self.encode_text(captions)  # [B, 77, D]
-        gens = [torch.Generator("cpu").manual_seed(seed) for _ in captions]
+        gens = [torch.Generator("cpu").manual_seed(cfg.seed) for _ in captions]
         x = z0.to(self.device, self.dtype)
         self.stats["inversions"] += 1
         with self._bar(len(plan), "inversion") as bar, torch.inference_mode(False), torch.no_grad():
             for move in plan:
+                # (1) predict the noise at this level under the caption
                 out = self._unet(x, move.t, cond)
-                eps = self._eps(out.float(), x.float(), move.a_from)
-                eps = regularize(eps, gens, lambda_ac, lambda_kl, reg_steps, ac_rolls)
+                eps = self._eps(out.float(), x.float(), move.a_from)  # [B, 4, h, w], fp32
+                # (2) pull ε toward white Gaussian noise: autocorrelation + KL gradient steps (algorithm §5)
+                eps = regularize(eps, gens, cfg.lambda_ac, cfg.lambda_kl, cfg.reg_steps, cfg.ac_rolls)
+                # (3) one deterministic DDIM step up the noise schedule
                 x = ddim_step(eps, x.float(), move.a_from, move.a_to).to(self.dtype)
                 bar.update()
         return x
 
     def synthetic(self, prompt: str, seed: int = 0, size: int | None = None, steps: int = 50) -> Inversion:
-        """x_T ~ N(0, I) from a seed, for editing a generated image (reference §0 "synthetic")."""
+        """x_T ~ N(0, I) from a seed, for editing a generated image (algorithm §0 "synthetic images")."""
         size = size or self.native_size
         h = size // self.vae_factor
         g = torch.Generator("cpu").manual_seed(seed)
@@ -351,18 +352,30 @@ class Editor:
                          synthetic=True)
 
     # --- 3. reference pass --------------------------------------------------------------------------
+    def _negative(self, inv: Inversion, negative: list[str] | None) -> list[str]:
+        """The negative prompt: the caption for real images, "" for synthetic ones (algorithm §0)."""
+        if negative is not None:
+            return list(negative)
+        return ["" for _ in inv.captions] if inv.synthetic else inv.captions
+
     def reference(self, inv: Inversion, guidance_scale: float = 5.0, negative: list[str] | None = None,
                   steps: int | None = None, force: bool = False):
         """DDIM sampling from x_T, prompt = caption, recording every cross-attention map per timestep.
+
         Returns (maps {t: {layer: [2B·heads, HW, T]}}, reconstruction latents)."""
+        maps, x, _ = self._reference(inv, guidance_scale, negative, steps, force)
+        return maps, x
+
+    def _reference(self, inv, guidance_scale, negative, steps, force):
+        """:meth:`reference` plus whether its result came from the disk cache."""
         steps = steps or inv.steps
         captions = inv.captions
-        negative = negative if negative is not None else (["" for _ in captions] if inv.synthetic else captions)
+        negative = self._negative(inv, negative)
         x_sha = hashlib.sha256(inv.latents.detach().float().cpu().numpy().tobytes()).hexdigest()
-        key = _sha({"kind": "reference", "x_T": x_sha, "model": self.model_fingerprint, "captions": captions,
-                    "negative": negative, "cfg": guidance_scale, "steps": steps, "dtype": str(self.dtype),
-                    "maps": str(self.map_dtype)})
-        cached = None if force else self._cache_load("maps", key)
+        key = sha256_json({"kind": "reference", "x_T": x_sha, "model": self.model_fingerprint, "captions": captions,
+                           "negative": negative, "cfg": guidance_scale, "steps": steps, "dtype": str(self.dtype),
+                           "maps": str(self.map_dtype)})
+        cached = None if force else self.cache.load("maps", key)
         if cached is not None:
             self.stats["reference_cached"] += 1
             maps: dict[int, dict[str, torch.Tensor]] = {}
@@ -371,7 +384,7 @@ class Editor:
                     continue
                 t, layer = name.split("/", 1)
                 maps.setdefault(int(t), {})[layer] = tensor
-            return maps, cached["latents"].to(self.device)
+            return maps, cached["latents"].to(self.device), True
         cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
         store = AttentionMaps(store_device="cpu", store_dtype=self.map_dtype)
         x = inv.latents.to(self.device, self.dtype)
@@ -379,14 +392,16 @@ class Editor:
         plan = sampling_plan(self.scheduler, steps)
         with guided_processors(self.unet, store), torch.inference_mode(), self._bar(len(plan), "reference") as bar:
             for move in plan:
+                # (1) one UNet call on the CFG pair, recording every attn2 probability map at this timestep
                 with store.at(move.t, "record"):
                     out = self._unet(torch.cat([x, x]), move.t, cond)
+                # (2) classifier-free guidance and a DDIM step down the schedule
                 x = self._cfg_step(out, x, move, guidance_scale)
                 bar.update()
         maps = store.maps
         flat = {f"{t}/{layer}": m for t, layers in maps.items() for layer, m in layers.items()}
-        self._cache_save("maps", key, {**flat, "latents": x}, {})
-        return maps, x
+        self.cache.save("maps", key, {**flat, "latents": x})
+        return maps, x, False
 
     def _cfg_step(self, out: torch.Tensor, x: torch.Tensor, move, guidance_scale: float,
                   x_pair: torch.Tensor | None = None) -> torch.Tensor:
@@ -399,51 +414,49 @@ class Editor:
         return ddim_step(eps, x.float(), move.a_from, move.a_to).to(self.dtype)
 
     # --- 4. edit pass -------------------------------------------------------------------------------
-    def edit(self, inv: Inversion, direction, scale: float = 1.0, xa_guidance: float | None = None,
-             guidance_scale: float = 5.0, steps: int | None = None, negative: list[str] | None = None,
-             decode: bool = True, force: bool = False):
-        """Apply one direction (→ :class:`EditResult`) or a list (→ list), sharing one reference pass."""
+    def edit(self, inv: Inversion, direction, config: EditConfig | None = None, *, negative: list[str] | None = None,
+             decode: bool = True, force: bool = False, **overrides):
+        """Apply one direction (→ :class:`EditResult`) or a list (→ list), sharing one reference pass.
+
+        Settings come from ``config`` (:class:`EditConfig`) and/or its fields as keywords (``scale=1.0,
+        xa_guidance=None`` (0.1 real, 0.15 synthetic), ``guidance_scale=5.0, steps=None`` (the inversion's))."""
+        cfg = with_overrides(config, EditConfig, overrides).resolved(inv)
         many = isinstance(direction, (list, tuple))
         directions = list(direction) if many else [direction]
         if not directions:
             raise EditorError("no direction given")
-        if guidance_scale <= 1.0:
-            raise EditorError(f"guidance_scale must be > 1 to apply a direction (got {guidance_scale:g}); with CFG "
-                              "off the direction would be silently ignored (the reference's failure mode)")
-        if xa_guidance is None:
-            xa_guidance = 0.15 if inv.synthetic else 0.1
-        if xa_guidance < 0:
-            raise EditorError("xa_guidance must be ≥ 0")
-        steps = steps or inv.steps
-        vectors = [self.direction_vector(d, scale) for d in directions]  # check all before any work
+        vectors = [self.direction_vector(d, cfg.scale) for d in directions]  # check all before any work
         t0 = time.perf_counter()
-        maps, recon = self.reference(inv, guidance_scale, negative, steps, force=force)
+        maps, recon, ref_cached = self._reference(inv, cfg.guidance_scale, negative, cfg.steps, force)
         t_ref = time.perf_counter() - t0
         recon_images = self.decode(recon) if decode else None
         captions = inv.captions
-        neg = negative if negative is not None else (["" for _ in captions] if inv.synthetic else captions)
+        neg = self._negative(inv, negative)
+        one = inv.latents.shape[0] == 1
         results = []
         for vec, label in vectors:
             t1 = time.perf_counter()
-            latents = self.edit_latents(inv.latents, captions, neg, vec, maps, steps, xa_guidance, guidance_scale)
+            latents = self.edit_latents(inv.latents, captions, neg, vec, maps, cfg)
             t_edit = time.perf_counter() - t1
             edited, nsfw = (self._postprocess(latents) if decode else (None, None))
-            one = inv.latents.shape[0] == 1
             results.append(EditResult(
                 edited=(edited[0] if one else edited) if decode else None,
                 reconstruction=(recon_images[0] if one else recon_images) if decode else None,
                 latents=latents, reconstruction_latents=recon, caption=inv.caption, direction=label,
-                params={"scale": scale, "xa_guidance": xa_guidance, "guidance_scale": guidance_scale, "steps": steps,
-                        "schedule": inv.schedule, "negative": neg, **inv.params},
-                nsfw=nsfw, timings={"reference_s": t_ref, "edit_s": t_edit}))
+                params={"scale": cfg.scale, "xa_guidance": cfg.xa_guidance, "guidance_scale": cfg.guidance_scale,
+                        "steps": cfg.steps, "schedule": inv.schedule, "negative": neg, **inv.params},
+                nsfw=nsfw, timings={"reference_s": t_ref, "edit_s": t_edit}, reference_cached=ref_cached))
         return results if many else results[0]
 
     def edit_latents(self, x_t: torch.Tensor, captions: list[str], negative: list[str], delta: torch.Tensor,
-                     maps: dict, steps: int, xa_guidance: float, guidance_scale: float,
-                     callback=None) -> torch.Tensor:
-        """The guided sampling loop (PAPER §3.3, reference §6.3), every step written out.
+                     maps: dict, config: EditConfig, callback=None) -> torch.Tensor:
+        """The guided sampling loop (PAPER §3.3; algorithm §6.3), every step written out.
 
-        ``callback(step, t, loss, grad)`` (optional) sees L_xa and its gradient on the doubled latent."""
+        ``config`` must be resolved (steps and xa_guidance set). ``callback(step, t, loss, grad)`` (optional)
+        sees L_xa and its gradient on the doubled latent."""
+        if config.steps is None or config.xa_guidance is None:
+            raise EditorError("edit_latents needs an EditConfig with steps and xa_guidance set")
+        steps, xa_guidance, guidance_scale = config.steps, config.xa_guidance, config.guidance_scale
         b = x_t.shape[0]
         cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
         cond_edit = cond.clone()
@@ -461,6 +474,7 @@ class Editor:
             for i, move in enumerate(plan):
                 x_in = torch.cat([x, x]).detach()  # [2B, 4, h, w]
                 if xa_guidance > 0:
+                    # (1) L_xa = Σ_layers ‖M_t − M_t^ref‖² with a graph through the latent only
                     x_in.requires_grad_(True)
                     store.loss = None
                     with torch.enable_grad(), store.at(move.t, "guide"):
@@ -468,11 +482,14 @@ class Editor:
                         (grad,) = torch.autograd.grad(store.loss, x_in)
                     if callback is not None:
                         callback(i, move.t, store.loss.detach(), grad.detach())
-                    x_in = (x_in - xa_guidance * grad).detach()  # one SGD step on the doubled latent
+                    # (2) one SGD step on the doubled latent
+                    x_in = (x_in - xa_guidance * grad).detach()
                 else:
                     store.consumed.update((move.t, layer) for layer in maps[move.t])
+                # (3) predict the noise again from the guided latent, without a graph
                 with torch.no_grad():
                     out = self._unet(x_in, move.t, cond_edit)
+                # (4) classifier-free guidance and a DDIM step down the schedule
                 x = self._cfg_step(out, x_in[:b], move, guidance_scale, x_pair=x_in)
                 bar.update()
         unused = {(t, layer) for t, layers in maps.items() for layer in layers} - store.consumed
@@ -498,29 +515,3 @@ class Editor:
             images = [Image.fromarray((np.asarray(c) * 255).round().astype(np.uint8)) if f else im
                       for im, c, f in zip(images, checked, flags)]
         return images, flags
-
-    # --- cache --------------------------------------------------------------------------------------
-    def _cache_path(self, kind: str, key: str) -> Path | None:
-        return self.cache_dir / kind / key[:2] / f"{key}.safetensors" if self.cache_dir else None
-
-    def _cache_load(self, kind: str, key: str) -> dict | None:
-        path = self._cache_path(kind, key)
-        if path is None or not path.is_file():
-            return None
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception:  # a truncated or corrupt cache file is a miss
-            return None
-
-    def _cache_save(self, kind: str, key: str, tensors: dict, metadata: dict) -> None:
-        path = self._cache_path(kind, key)
-        if path is None:
-            return
-        from safetensors.torch import save_file
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, path)

@@ -15,7 +15,7 @@ GENERATOR_KINDS = ("templates", "file", "llm")
 def get_generator(kind: str = "templates", **options) -> Generator:
     """Build a generator: ``templates`` (``template_kind=object|style|attribute`` or ``template_file=``),
     ``file`` (``path=``), ``llm`` (:class:`generators.llm.LLMGenerator` fields: ``model``, ``base_url``,
-    ``temperature``, ``template_kind``, ``concurrency``, ``cache_dir``, …)."""
+    ``temperature``, ``template_kind``, ``concurrency``, ``cache``, ``progress``, …)."""
     if kind == "templates":
         if options.get("template_file"):
             return TemplateFileGenerator(options["template_file"])

@@ -16,8 +16,9 @@ How a bank is collected:
 * requests continue, up to ``concurrency`` at a time, until ``n`` sentences exist, with hard caps on requests
   and tokens that fail clearly instead of looping forever; results are taken in request order, so the bank
   does not depend on concurrency;
-* each raw reply is cached on disk, keyed by a hash of the request (never of the key), so the same command
-  again is free, works offline and gives the same bank.
+* each raw reply goes to the caller's ``cache`` (an object with ``get(key)`` and ``put(key, reply)``; the
+  registry's keeps them on disk), keyed by a hash of the request (never of the key), so the same command again
+  is free, works offline and gives the same bank.
 
 The API key is never written anywhere: not to the bank parameters, the cache, logs or error messages.
 """
@@ -29,11 +30,9 @@ import json
 import math
 import os
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 from urllib.parse import urlparse
 
 from .base import BankDraft, GeneratorError, check_concept, clean_sentence, contains_concept
@@ -110,27 +109,12 @@ def _article(concept: str) -> str:
     return ("an " if concept[:1].lower() in "aeiou" else "a ") + concept
 
 
-class LLMCache:
-    """Raw responses on disk, one JSON file per request hash."""
+class ResponseCache(Protocol):
+    """Where raw replies are kept: ``get(key) -> reply | None`` and ``put(key, reply)`` (replies are JSON objects)."""
 
-    def __init__(self, folder: Path):
-        self.folder = folder
+    def get(self, key: str) -> dict | None: ...
 
-    def path(self, key: str) -> Path:
-        return self.folder / key[:2] / f"{key}.json"
-
-    def get(self, key: str) -> dict | None:
-        try:
-            return json.loads(self.path(key).read_text())
-        except (OSError, ValueError):
-            return None
-
-    def put(self, key: str, value: dict) -> None:
-        p = self.path(key)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(value))
-        os.replace(tmp, p)
+    def put(self, key: str, value: dict) -> None: ...
 
 
 @dataclass
@@ -148,11 +132,11 @@ class LLMGenerator:
     max_retries: int = 4
     max_requests: int | None = None
     max_total_tokens: int = 2_000_000
-    use_cache: bool = True  # read cached replies; fresh replies are always written when cache_dir is set
-    cache_dir: Path | None = None  # the caller's cache folder (the registry passes $P2PZ_HOME/cache/llm)
+    use_cache: bool = True  # read cached replies; fresh replies are always written when a cache is given
+    cache: ResponseCache | None = field(default=None, repr=False)  # the registry passes $P2PZ_HOME/cache/llm
     token_counter: Callable[[list[str]], list[int]] | None = None
     token_counter_name: str = "estimate"
-    progress: bool = False
+    progress: Callable[[int], None] | None = field(default=None, repr=False)  # called with each count of new sentences
     api_key: str | None = field(default=None, repr=False)
     kind: str = "llm"
 
@@ -289,7 +273,7 @@ class LLMGenerator:
         if n < 1:
             raise GeneratorError("n must be at least 1")
         key = self._key()
-        cache = LLMCache(self.cache_dir) if self.cache_dir else None
+        cache = self.cache
         use_cache = self.use_cache and cache is not None
         max_requests = self.max_requests or 3 * math.ceil(n / self.batch) + 5
         structured = True
@@ -301,7 +285,6 @@ class LLMGenerator:
         index = 0
         self._formats: set[str] = set()
         client = None
-        bar = _bar(n, concept) if self.progress else None
         try:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
                 while len(kept) < n:
@@ -348,13 +331,10 @@ class LLMGenerator:
                         usage["prompt_tokens"] += res["usage"]["prompt_tokens"]
                         usage["completion_tokens"] += res["usage"]["completion_tokens"]
                         added = self._collect(concept, res["content"], kept, seen, drops, n)
-                        if bar:
-                            bar.update(added)
-                            bar.set_postfix(requests=made + cached)
+                        if self.progress is not None:
+                            self.progress(added)
                     index += window
         finally:
-            if bar:
-                bar.close()
             if client is not None:
                 client.close()
         params = {
@@ -408,9 +388,3 @@ class LLMGenerator:
 
 class _NoStructuredOutput(Exception):
     """The server refused ``response_format``: fall back to plain text lines."""
-
-
-def _bar(total: int, concept: str):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=f"llm sentences for {concept}", unit="sent", file=sys.stderr, leave=False)

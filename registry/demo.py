@@ -15,7 +15,7 @@ SAMPLE_IMAGE = Path(__file__).parent / "data" / "sample.png"
 def run_demo(out: Path, model: str | None = None, n: int = 1000, db: str | None = None, progress: bool = False,
              echo: Callable[[str], None] = print, edit_steps: int = 10, do_edit: bool = True) -> dict:
     from .api import Registry
-    from .tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model
+    from editor.tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -90,16 +90,19 @@ def run_demo(out: Path, model: str | None = None, n: int = 1000, db: str | None 
 
 def _edit_sample(reg, model: str, out: Path, tiny: bool, steps: int, progress: bool, echo) -> list[str]:
     """7. pix2pix-zero on the bundled sample image: caption, inversion, reference pass, two edits."""
-    from editor import Editor
     from editor.batch import edit_files
+    from editor.config import EditConfig, InversionConfig
+
+    from .editing import open_editor
 
     echo(f"\n7. edit the bundled sample image ({SAMPLE_IMAGE.name}) with pix2pix-zero, {steps} steps")
     captioner = str(Path(model) / "captioner") if tiny else None
-    ed = Editor.from_pretrained(model, captioner=captioner, device=None, progress=progress)
     directions = [reg.get("cat-to-dog"), reg.get("day-to-night")]
+    ed = open_editor(directions, model, captioner=captioner, progress=progress)
     t0 = time.perf_counter()
-    outcomes = edit_files(ed, [SAMPLE_IMAGE], directions, out / "edits", steps=steps, force=True,
-                          save_reconstruction=True, caption=None if tiny else "a cat sitting on the grass")
+    outcomes = edit_files(ed, [SAMPLE_IMAGE], directions, out / "edits", inversion=InversionConfig(steps=steps),
+                          edit=EditConfig(steps=steps), force=True, save_reconstruction=True,
+                          caption=None if tiny else "a cat sitting on the grass")
     o = outcomes[0]
     if not o.ok:
         echo(f"   edit failed: {o.error}")

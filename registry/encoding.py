@@ -1,4 +1,4 @@
-"""Encoding a sentence bank into a concept embedding (reference §1.2, PAPER §3.2 "Discovering edit directions").
+"""Encoding a sentence bank into a concept embedding (docs/algorithm.md §1.2; PAPER §3.2 "Discovering edit directions").
 
 Each sentence is tokenized to exactly ``max_length`` (77) tokens — padded to max length, truncated — and run
 through the text encoder **without an attention mask** (the causal mask still applies), exactly as Stable
@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
+from store.lazy import numpy as np
 
 
 @dataclass
@@ -75,3 +75,73 @@ def encode_bank(
     mean = (total_hidden / n).to(torch.float32).unsqueeze(0).cpu().numpy()  # [1, 77, D]
     key = (total_key / n).to(torch.float32).cpu().numpy()  # [D]
     return EncodedBank(mean=mean, key=key, key_kind="pooler" if encoder.is_clip else "masked-mean", n=n)
+
+
+# --- the registry's side: load an encoder, embed a bank once, store the embedding ---------------------------
+
+def load_encoder(model: str | None, device: str | None = None):
+    """The text encoder of ``model`` (default: $P2PZ_MODEL, else CompVis/stable-diffusion-v1-4)."""
+    from editor.loader import ModelLoadError, default_model, load_text_encoder
+
+    from .records import RegistryError
+
+    try:
+        return load_text_encoder(model or default_model(), device=device)
+    except ModelLoadError as exc:
+        raise RegistryError(str(exc)) from None
+
+
+def encoder_facts(enc) -> dict:
+    """What the registry records about a loaded text encoder (table ``encoders``)."""
+    return {"fingerprint": enc.fingerprint, "model": enc.location.model, "subfolder": enc.subfolder,
+            "revision": enc.location.revision, "architecture": enc.architecture, "hidden_size": enc.hidden_size,
+            "max_length": enc.max_length, "pad_id": enc.pad_id}
+
+
+@dataclass
+class EmbeddingSource:
+    """A bank's embedding under one encoder: stored (``row_id``) or freshly encoded (``mean``, ``key``)."""
+
+    bank: object  # registry.banks.BankSource
+    mean: np.ndarray | None = None  # [1, 77, D]
+    key: np.ndarray | None = None  # [D]
+    key_kind: str = "pooler"
+    row_id: int | None = None
+
+
+def embed(db, bank, enc, *, progress: bool = False, batch_size: int = 32) -> EmbeddingSource:
+    """Reuse the stored embedding of (bank, encoder) or encode the bank now, outside any transaction."""
+    from store import repository as repo
+    from store.progress import progress_bar
+    from store.vectors import from_bytes
+
+    from .banks import bank_sentences
+    from .records import RegistryError
+
+    with db.read() as s:
+        row = repo.find_embedding(s, bank.concept, bank.sha256, enc.fingerprint)
+        if row is not None:
+            return EmbeddingSource(bank=bank, row_id=row.id, key=from_bytes(row.key, (None,)), key_kind=row.key_kind)
+    sentences = bank_sentences(db, bank)
+    if not sentences:
+        raise RegistryError(f"bank {bank.concept} has no sentences to encode (imported embeddings can only be "
+                            "used with the encoder they were made with)")
+    with progress_bar(len(sentences), f"encoding {bank.concept}", enabled=progress, unit="sent") as bar:
+        encoded = encode_bank(enc, sentences, batch_size=batch_size, progress=bar.update)
+    return EmbeddingSource(bank=bank, mean=encoded.mean, key=encoded.key, key_kind=encoded.key_kind)
+
+
+def store_embedding(s, source: EmbeddingSource, encoder_id: int):
+    """Write an embedding (and its bank, when new) inside the caller's transaction → the row."""
+    from store import models as m
+    from store import repository as repo
+
+    from .banks import store_bank
+
+    if source.row_id is not None:
+        return s.get(m.Embedding, source.row_id)
+    bank_row = store_bank(s, source.bank)
+    row, _ = repo.insert_embedding(s, bank_id=bank_row.id, encoder_id=encoder_id, mean=source.mean, key=source.key,
+                                   key_kind=source.key_kind)
+    source.row_id = row.id
+    return row

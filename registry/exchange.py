@@ -1,14 +1,15 @@
-"""Direction libraries (``.p2pz``) and the official pix2pix-zero ``.pt`` embeddings.
+"""Direction libraries (``.p2pz``) and the official pix2pix-zero ``.pt`` concept embeddings.
 
 A library is a zip with exactly two members:
 
-* ``manifest.json`` — format/version, encoders, banks (with their sentences and generator parameters),
-  embeddings, directions (pair or combination) with tags, notes and content hashes;
-* ``tensors.safetensors`` — every embedding's mean [1, 77, D] and key [D], and every direction's key [D].
+* ``manifest.json`` — described once, by the pydantic models below (:class:`Manifest`), which are both the
+  validator and the documentation of the format;
+* ``tensors.safetensors`` — every embedding's mean ``embedding/<i>/mean`` [1, 77, D] and key
+  ``embedding/<i>/key`` [D], and every direction's key ``direction/<i>/key`` [D] (float32).
 
-Import is all-or-nothing (one transaction), idempotent (content addressing), and defensive: member names,
-sizes and compression ratios are checked before anything is read, every field and tensor is validated, and
-nothing is ever unpickled.
+Import is all-or-nothing (one transaction), idempotent (the repository's content addressing), and defensive:
+member names, sizes and compression ratios are checked before anything is read, every field and tensor is
+validated, and nothing is ever unpickled.
 """
 
 from __future__ import annotations
@@ -16,17 +17,24 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
+from typing import Literal
 
-from store.lazy import numpy as np
-from sqlalchemy import select
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from generators import bank_sha256
+from generators import BankDraft, bank_sha256, check_concept
 from store import models as m
+from store import repository as repo
+from store.files import atomic_write
+from store.lazy import numpy as np
 from store.vectors import VectorError, from_bytes, to_bytes
+
+from .banks import BankSource
+from .directions import record_of
+from .encoding import EmbeddingSource, encoder_facts, load_encoder, store_embedding
+from .naming import direction_name, parse_ref
+from .records import Direction, RegistryError
 
 FORMAT = "p2pz-library"
 FORMAT_VERSION = 1
@@ -37,355 +45,341 @@ MAX_RATIO = 200  # uncompressed / compressed; above this the archive is treated 
 MAX_PT_BYTES = 1 << 30
 
 
-def _error(msg: str):
-    from .api import RegistryError
+# --- the manifest format ------------------------------------------------------------------------------
 
-    return RegistryError(msg)
+class _Entry(BaseModel):
+    # Strict: no coercion ("1" is not 1, true is not 1), no unknown fields, no NaN or Inf.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
-# --- export -----------------------------------------------------------------------------------------
+class EncoderEntry(_Entry):
+    """A text encoder, identified by its fingerprint (sha256 over its config and weights)."""
 
-def export_library(reg, refs: list[str], path: Path) -> dict:
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    model: str = Field(description="hub id or folder it was loaded from")
+    subfolder: str | None = None
+    revision: str | None = None
+    architecture: str
+    hidden_size: int = Field(gt=0, le=65536, description="D")
+    max_length: int = Field(gt=0, le=4096, description="tokens per prompt (77)")
+    pad_id: int | None = None
+
+
+class BankEntry(_Entry):
+    """A sentence bank; ``sha256`` must match its sentences (checked on import)."""
+
+    index: int | None = None
+    concept: str
+    version: int | None = Field(default=None, description="its version in the exporting registry")
+    generator: str
+    params: dict
+    sentences: list[str] = Field(description="empty for banks imported from .pt means")
+    sha256: str
+    note: str | None = None
+    created_at: str | None = None
+
+
+class EmbeddingEntry(_Entry):
+    """A bank's mean embedding under one encoder (tensors ``embedding/<i>/mean`` and ``/key``)."""
+
+    index: int | None = None
+    bank: int = Field(description="index into banks")
+    encoder: str = Field(description="fingerprint of a listed encoder")
+    key_kind: str
+
+
+class ComponentEntry(_Entry):
+    direction: int = Field(description="index of an earlier direction")
+    weight: float
+
+
+class DirectionEntry(_Entry):
+    """A direction version: a pair of embeddings (``source``, ``target``, ``scale``) or a combination."""
+
+    index: int | None = None
+    name: str
+    version: int | None = Field(default=None, description="its version in the exporting registry")
+    kind: Literal["pair", "combination"]
+    encoder: str
+    scale: float
+    tags: list[str]
+    note: str | None = None
+    deprecated: bool | None = False
+    content_sha256: str | None = None
+    created_at: str | None = None
+    source: int | None = Field(default=None, description="index into embeddings (pair)")
+    target: int | None = Field(default=None, description="index into embeddings (pair)")
+    components: list[ComponentEntry] | None = Field(default=None, description="combination")
+
+
+class Manifest(_Entry):
+    """``manifest.json`` of a ``.p2pz`` library."""
+
+    format: Literal["p2pz-library"]
+    format_version: Literal[1]
+    created_at: str | None = None
+    encoders: list[EncoderEntry]
+    banks: list[BankEntry]
+    embeddings: list[EmbeddingEntry]
+    directions: list[DirectionEntry]
+
+
+# --- export -------------------------------------------------------------------------------------------
+
+def export_library(db, refs: list[str], path: Path) -> dict:
+    """Write ``refs`` (with their embeddings, banks, encoders and combination components) to ``path``."""
     if not refs:
-        raise _error("export needs at least one direction name")
+        raise RegistryError("export needs at least one direction name")
     if path.exists() and path.is_dir():
-        raise _error(f"{path} is a folder; give a file name such as lib.p2pz")
+        raise RegistryError(f"{path} is a folder; give a file name such as lib.p2pz")
     tensors: dict[str, np.ndarray] = {}
-    encoders, banks, embeddings, directions = {}, {}, {}, {}
-    with reg._read() as s:
+    encoders: dict[str, EncoderEntry] = {}
+    banks: dict[int, BankEntry] = {}
+    embeddings: dict[int, int] = {}  # embedding row id → index
+    emb_entries: list[EmbeddingEntry] = []
+    directions: dict[int, int] = {}  # direction row id → index
+    dir_entries: list[DirectionEntry] = []
+    with db.read() as s:
         def add_embedding(emb: m.Embedding) -> int:
             if emb.id in embeddings:
-                return embeddings[emb.id]["index"]
-            enc = emb.encoder
-            encoders.setdefault(enc.fingerprint, {
-                "fingerprint": enc.fingerprint, "model": enc.model, "subfolder": enc.subfolder,
-                "revision": enc.revision, "architecture": enc.architecture, "hidden_size": enc.hidden_size,
-                "max_length": enc.max_length, "pad_id": enc.pad_id})
-            b = emb.bank
+                return embeddings[emb.id]
+            enc, b = emb.encoder, emb.bank
+            encoders.setdefault(enc.fingerprint, EncoderEntry(**repo.encoder_facts(enc)))
             if b.id not in banks:
-                banks[b.id] = {"index": len(banks), "concept": b.concept, "version": b.version,
-                               "generator": b.generator, "params": b.params, "sentences": b.sentences,
-                               "sha256": b.sha256, "note": b.note, "created_at": b.created_at.isoformat()}
-            i = len(embeddings)
+                banks[b.id] = BankEntry(index=len(banks), concept=b.concept, version=b.version,
+                                        generator=b.generator, params=b.params, sentences=b.sentences,
+                                        sha256=b.sha256, note=b.note, created_at=b.created_at.isoformat())
+            i = len(emb_entries)
             tensors[f"embedding/{i}/mean"] = from_bytes(emb.mean, (1, None, enc.hidden_size))
             tensors[f"embedding/{i}/key"] = from_bytes(emb.key, (enc.hidden_size,))
-            embeddings[emb.id] = {"index": i, "bank": banks[b.id]["index"], "encoder": enc.fingerprint,
-                                  "key_kind": emb.key_kind}
+            emb_entries.append(EmbeddingEntry(index=i, bank=banks[b.id].index, encoder=enc.fingerprint,
+                                              key_kind=emb.key_kind))
+            embeddings[emb.id] = i
             return i
 
         def add_direction(row: m.Direction, depth: int = 0) -> int:
             if row.id in directions:
-                return directions[row.id]["index"]
-            if depth > 32:
-                raise _error(f"combination {row.name} is nested too deeply")
-            entry = {"name": row.name, "version": row.version, "kind": row.kind,
-                     "encoder": row.encoder.fingerprint, "scale": row.scale, "tags": row.tags, "note": row.note,
-                     "deprecated": row.deprecated, "content_sha256": row.content_sha256,
-                     "created_at": row.created_at.isoformat()}
+                return directions[row.id]
+            if depth > repo.MAX_NESTING:
+                raise RegistryError(f"combination {row.name} is nested too deeply")
+            fields = {}
             if row.kind == "pair":
-                entry["source"] = add_embedding(s.get(m.Embedding, row.source_id))
-                entry["target"] = add_embedding(s.get(m.Embedding, row.target_id))
-            elif row.kind == "combination":
-                entry["components"] = [
-                    {"direction": add_direction(s.get(m.Direction, c["id"]), depth + 1), "weight": c["weight"]}
-                    for c in row.components]
+                fields["source"] = add_embedding(s.get(m.Embedding, row.source_id))
+                fields["target"] = add_embedding(s.get(m.Embedding, row.target_id))
             else:
-                raise _error(f"direction {row.name}@{row.version} of kind {row.kind!r} cannot be exported")
-            i = len(directions)
-            entry["index"] = i
+                fields["components"] = [
+                    ComponentEntry(direction=add_direction(s.get(m.Direction, c["id"]), depth + 1), weight=c["weight"])
+                    for c in row.components]
+            i = len(dir_entries)
+            dir_entries.append(DirectionEntry(
+                index=i, name=row.name, version=row.version, kind=row.kind, encoder=row.encoder.fingerprint,
+                scale=row.scale, tags=row.tags, note=row.note, deprecated=row.deprecated,
+                content_sha256=row.content_sha256, created_at=row.created_at.isoformat(), **fields))
             tensors[f"direction/{i}/key"] = from_bytes(row.key, (row.encoder.hidden_size,))
-            directions[row.id] = entry
+            directions[row.id] = i
             return i
 
         for ref in refs:
-            name, version = reg._parse(ref, "direction")
-            add_direction(reg._direction_row(s, name, version))
+            add_direction(repo.direction_row(s, *parse_ref(ref, "direction")))
 
-    manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(),
-        "encoders": list(encoders.values()),
-        "banks": sorted(banks.values(), key=lambda b: b["index"]),
-        "embeddings": sorted(embeddings.values(), key=lambda e: e["index"]),
-        "directions": sorted(directions.values(), key=lambda d: d["index"]),
-    }
+    manifest = Manifest(format=FORMAT, format_version=FORMAT_VERSION,
+                        created_at=dt.datetime.now(dt.timezone.utc).isoformat(), encoders=list(encoders.values()),
+                        banks=list(banks.values()), embeddings=emb_entries, directions=dir_entries)
     from safetensors.numpy import save as st_save
 
     blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".p2pz.tmp")
-    os.close(fd)
-    try:
+
+    def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            zf.writestr("manifest.json", json.dumps(manifest, indent=1, ensure_ascii=False))
+            zf.writestr("manifest.json", json.dumps(manifest.model_dump(mode="json"), indent=1, ensure_ascii=False))
             zf.writestr("tensors.safetensors", blob)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return {"path": str(path), "directions": len(directions), "embeddings": len(embeddings), "banks": len(banks),
+
+    atomic_write(path, writer=write)
+    return {"path": str(path), "directions": len(dir_entries), "embeddings": len(emb_entries), "banks": len(banks),
             "bytes": path.stat().st_size}
 
 
-# --- import -----------------------------------------------------------------------------------------
+# --- import -------------------------------------------------------------------------------------------
 
-def _read_archive(path: Path) -> tuple[dict, dict[str, np.ndarray]]:
+def _read_archive(path: Path) -> tuple[object, dict[str, np.ndarray]]:
     if not path.is_file():
-        raise _error(f"library file {str(path)!r} does not exist")
+        raise RegistryError(f"library file {str(path)!r} does not exist")
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise _error(f"{path} is not a p2pz library (not a zip archive: {exc})") from None
+        raise RegistryError(f"{path} is not a p2pz library (not a zip archive: {exc})") from None
     with zf:
         infos = zf.infolist()
         for info in infos:
             name = info.filename
             if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name or "\\" in name:
-                raise _error(f"{path} holds a member with an unsafe path ({name!r}); refusing to import it")
+                raise RegistryError(f"{path} holds a member with an unsafe path ({name!r}); refusing to import it")
         names = sorted(i.filename for i in infos)
         if names != sorted(MEMBERS):
-            raise _error(f"{path} is not a p2pz library: expected members {list(MEMBERS)}, found {names[:10]}")
+            raise RegistryError(f"{path} is not a p2pz library: expected members {list(MEMBERS)}, found {names[:10]}")
         data = {}
         for info in infos:
             limit = MAX_MANIFEST_BYTES if info.filename == "manifest.json" else MAX_TENSOR_BYTES
             if info.file_size > limit:
-                raise _error(f"{path}: member {info.filename} is too large ({info.file_size} bytes)")
+                raise RegistryError(f"{path}: member {info.filename} is too large ({info.file_size} bytes)")
             if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 20:
-                raise _error(f"{path}: member {info.filename} expands {info.file_size // info.compress_size}× "
-                             "(a zip bomb?); refusing to import it")
+                raise RegistryError(f"{path}: member {info.filename} expands {info.file_size // info.compress_size}× "
+                                    "(a zip bomb?); refusing to import it")
             try:
                 with zf.open(info) as f:
                     blob = f.read(limit + 1)
             except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-                raise _error(f"{path}: member {info.filename} cannot be read ({exc})") from None
+                raise RegistryError(f"{path}: member {info.filename} cannot be read ({exc})") from None
             if len(blob) > limit:
-                raise _error(f"{path}: member {info.filename} is larger than it claims")
+                raise RegistryError(f"{path}: member {info.filename} is larger than it claims")
             data[info.filename] = blob
     try:
         manifest = json.loads(data["manifest.json"].decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
-        raise _error(f"{path}: manifest.json is not valid JSON ({exc})") from None
+        raise RegistryError(f"{path}: manifest.json is not valid JSON ({exc})") from None
     from safetensors import SafetensorError
     from safetensors.numpy import load as st_load
 
     try:
         tensors = st_load(data["tensors.safetensors"])
     except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
-        raise _error(f"{path}: tensors.safetensors is not a valid safetensors file ({exc})") from None
+        raise RegistryError(f"{path}: tensors.safetensors is not a valid safetensors file ({exc})") from None
     return manifest, tensors
+
+
+def _invalid(msg: str) -> RegistryError:
+    return RegistryError(f"invalid library: {msg}")
+
+
+def _where(loc) -> str:
+    """A pydantic error location as a path: ('directions', 0, 'scale') → directions[0].scale."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "manifest"
+
+
+def _explain(exc: ValidationError) -> RegistryError:
+    """The first problem pydantic found, as one line in the library's own terms."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    if err["type"] == "missing":
+        return _invalid(f"{_where(loc[:-1])} lacks the field {loc[-1]!r}")
+    if err["type"] == "extra_forbidden":
+        return _invalid(f"{_where(loc[:-1])} has unknown field(s) [{loc[-1]!r}]")
+    if err["type"].endswith("_type") or err["type"] in ("model_type", "list_type", "dict_type"):
+        return _invalid(f"{_where(loc)} has the wrong type ({type(err.get('input')).__name__})")
+    return _invalid(f"{_where(loc)}: {err['msg']}")
 
 
 def _check(cond: bool, msg: str) -> None:
     if not cond:
-        raise _error(f"invalid library: {msg}")
-
-
-def _typed(obj: dict, field: str, types, where: str, optional: bool = False):
-    _check(isinstance(obj, dict), f"{where} must be an object")
-    if field not in obj:
-        _check(optional, f"{where} lacks the field {field!r}")
-        return None
-    value = obj[field]
-    if value is None and optional:
-        return None
-    allowed = types if isinstance(types, tuple) else (types,)
-    ok = isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool))
-    _check(ok, f"{where}.{field} has the wrong type ({type(value).__name__})")
-    return value
-
-
-def _allowed_fields(obj: dict, allowed: set[str], where: str) -> None:
-    _check(isinstance(obj, dict), f"{where} must be an object")
-    extra = set(obj) - allowed
-    _check(not extra, f"{where} has unknown field(s) {sorted(extra)[:5]}")
+        raise _invalid(msg)
 
 
 def _tensor(tensors: dict, name: str, shape: tuple) -> np.ndarray:
     _check(name in tensors, f"tensor {name!r} is missing")
-    arr = tensors[name]
     try:
-        return from_bytes(to_bytes(arr), shape).astype(np.float32)
+        return from_bytes(to_bytes(tensors[name]), shape).astype(np.float32)
     except VectorError as exc:
-        raise _error(f"invalid library: tensor {name}: {exc}") from None
+        raise _invalid(f"tensor {name}: {exc}") from None
 
 
-def _validate(manifest: dict, tensors: dict) -> dict:
-    _check(isinstance(manifest, dict), "the manifest must be a JSON object")
-    _check(manifest.get("format") == FORMAT, f"format is {manifest.get('format')!r}, expected {FORMAT!r}")
-    _check(manifest.get("format_version") == FORMAT_VERSION,
-           f"format_version {manifest.get('format_version')!r} is not supported (this p2pz reads {FORMAT_VERSION})")
-    _allowed_fields(manifest, {"format", "format_version", "created_at", "encoders", "banks", "embeddings",
-                               "directions"}, "manifest")
-    lists = {k: _typed(manifest, k, list, "manifest") for k in ("encoders", "banks", "embeddings", "directions")}
-    _check(bool(lists["directions"]), "it holds no directions")
+def validate(raw, tensors: dict) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """Parse and cross-check a manifest and its tensors → (manifest, tensors as float32, shapes checked)."""
+    _check(isinstance(raw, dict), "the manifest must be a JSON object")
+    _check(raw.get("format") == FORMAT, f"format is {raw.get('format')!r}, expected {FORMAT!r}")
+    _check(raw.get("format_version") == FORMAT_VERSION,
+           f"format_version {raw.get('format_version')!r} is not supported (this p2pz reads {FORMAT_VERSION})")
+    try:
+        man = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+    _check(bool(man.directions), "it holds no directions")
     encoders = {}
-    for i, e in enumerate(lists["encoders"]):
-        where = f"encoders[{i}]"
-        _allowed_fields(e, {"fingerprint", "model", "subfolder", "revision", "architecture", "hidden_size",
-                            "max_length", "pad_id"}, where)
-        fp = _typed(e, "fingerprint", str, where)
-        _check(len(fp) == 64 and all(c in "0123456789abcdef" for c in fp), f"{where}.fingerprint is not a sha256")
-        hs = _typed(e, "hidden_size", int, where)
-        _check(0 < hs <= 65536, f"{where}.hidden_size {hs} is out of range")
-        ml = _typed(e, "max_length", int, where)
-        _check(0 < ml <= 4096, f"{where}.max_length {ml} is out of range")
-        _typed(e, "model", str, where)
-        _typed(e, "architecture", str, where)
-        for opt in ("subfolder", "revision"):
-            _typed(e, opt, str, where, optional=True)
-        _typed(e, "pad_id", int, where, optional=True)
-        _check(fp not in encoders, f"encoder {fp[:12]} is listed twice")
-        encoders[fp] = e
-    banks = []
-    for i, b in enumerate(lists["banks"]):
-        where = f"banks[{i}]"
-        _allowed_fields(b, {"index", "concept", "version", "generator", "params", "sentences", "sha256", "note",
-                            "created_at"}, where)
-        _typed(b, "concept", str, where)
-        _typed(b, "generator", str, where)
-        _typed(b, "params", dict, where)
-        _typed(b, "note", str, where, optional=True)
-        sentences = _typed(b, "sentences", list, where)
-        _check(all(isinstance(x, str) for x in sentences), f"{where}.sentences must be strings")
-        sha = _typed(b, "sha256", str, where)
-        if sentences:
-            _check(bank_sha256(sentences) == sha, f"{where}: sha256 does not match its sentences (tampered?)")
-        banks.append(b)
-    embeddings = []
-    for i, e in enumerate(lists["embeddings"]):
-        where = f"embeddings[{i}]"
-        _allowed_fields(e, {"index", "bank", "encoder", "key_kind"}, where)
-        bank = _typed(e, "bank", int, where)
-        _check(0 <= bank < len(banks), f"{where}.bank points nowhere")
-        fp = _typed(e, "encoder", str, where)
-        _check(fp in encoders, f"{where} uses encoder {fp[:12]}, which the library does not declare")
-        _typed(e, "key_kind", str, where)
-        d = encoders[fp]["hidden_size"]
-        e = dict(e, _mean=_tensor(tensors, f"embedding/{i}/mean", (1, encoders[fp]["max_length"], d)),
-                 _key=_tensor(tensors, f"embedding/{i}/key", (d,)))
-        embeddings.append(e)
-    directions = []
-    for i, r in enumerate(lists["directions"]):
+    for i, e in enumerate(man.encoders):
+        _check(e.fingerprint not in encoders, f"encoder {e.fingerprint[:12]} is listed twice")
+        encoders[e.fingerprint] = e
+    for i, b in enumerate(man.banks):
+        if b.sentences:
+            _check(bank_sha256(b.sentences) == b.sha256, f"banks[{i}]: sha256 does not match its sentences (tampered?)")
+    checked: dict[str, np.ndarray] = {}
+    for i, e in enumerate(man.embeddings):
+        _check(0 <= e.bank < len(man.banks), f"embeddings[{i}].bank points nowhere")
+        _check(e.encoder in encoders, f"embeddings[{i}] uses encoder {e.encoder[:12]}, which the library does not declare")
+        enc = encoders[e.encoder]
+        checked[f"embedding/{i}/mean"] = _tensor(tensors, f"embedding/{i}/mean", (1, enc.max_length, enc.hidden_size))
+        checked[f"embedding/{i}/key"] = _tensor(tensors, f"embedding/{i}/key", (enc.hidden_size,))
+    for i, r in enumerate(man.directions):
         where = f"directions[{i}]"
-        _allowed_fields(r, {"index", "name", "version", "kind", "encoder", "scale", "tags", "note", "deprecated",
-                            "content_sha256", "created_at", "source", "target", "components"}, where)
-        from .naming import RefError, parse_ref
-
-        name = _typed(r, "name", str, where)
-        try:
-            _, v = parse_ref(name)
-        except RefError as exc:
-            raise _error(f"invalid library: {where}.name: {exc}") from None
-        _check(v is None, f"{where}.name must not carry a version")
-        fp = _typed(r, "encoder", str, where)
-        _check(fp in encoders, f"{where} uses encoder {fp[:12]}, which the library does not declare")
-        kind = _typed(r, "kind", str, where)
-        scale = _typed(r, "scale", (int, float), where)
-        _check(np.isfinite(scale), f"{where}.scale is not finite")
-        tags = _typed(r, "tags", list, where)
-        _check(all(isinstance(t, str) for t in tags), f"{where}.tags must be strings")
-        _typed(r, "note", str, where, optional=True)
-        _typed(r, "deprecated", bool, where, optional=True)
-        if kind == "pair":
+        _, version = parse_ref(r.name, "direction")
+        _check(version is None, f"{where}.name must not carry a version")
+        _check(r.encoder in encoders, f"{where} uses encoder {r.encoder[:12]}, which the library does not declare")
+        if r.kind == "pair":
             for side in ("source", "target"):
-                j = _typed(r, side, int, where)
-                _check(0 <= j < len(embeddings), f"{where}.{side} points nowhere")
-                _check(embeddings[j]["encoder"] == fp,
-                       f"{where} claims encoder {fp[:12]} but its {side} embedding was made with "
-                       f"{embeddings[j]['encoder'][:12]}")
-        elif kind == "combination":
-            comps = _typed(r, "components", list, where)
-            _check(bool(comps), f"{where}.components is empty")
-            for c in comps:
-                _allowed_fields(c, {"direction", "weight"}, f"{where}.components")
-                j = _typed(c, "direction", int, f"{where}.components")
-                _check(0 <= j < i, f"{where}.components must point to earlier directions")
-                _check(directions[j]["encoder"] == fp, f"{where} mixes encoders {fp[:12]} and "
-                       f"{directions[j]['encoder'][:12]}")
-                w = _typed(c, "weight", (int, float), f"{where}.components")
-                _check(np.isfinite(w), f"{where}.components weight is not finite")
+                j = getattr(r, side)
+                _check(j is not None, f"{where} lacks the field {side!r}")
+                _check(0 <= j < len(man.embeddings), f"{where}.{side} points nowhere")
+                _check(man.embeddings[j].encoder == r.encoder,
+                       f"{where} claims encoder {r.encoder[:12]} but its {side} embedding was made with "
+                       f"{man.embeddings[j].encoder[:12]}")
         else:
-            raise _error(f"invalid library: {where}.kind {kind!r} is not pair or combination")
-        r = dict(r, _key=_tensor(tensors, f"direction/{i}/key", (encoders[fp]["hidden_size"],)))
-        directions.append(r)
-    return {"encoders": encoders, "banks": banks, "embeddings": embeddings, "directions": directions}
+            _check(bool(r.components), f"{where}.components is empty")
+            for c in r.components:
+                _check(0 <= c.direction < i, f"{where}.components must point to earlier directions")
+                _check(man.directions[c.direction].encoder == r.encoder,
+                       f"{where} mixes encoders {r.encoder[:12]} and {man.directions[c.direction].encoder[:12]}")
+        checked[f"direction/{i}/key"] = _tensor(tensors, f"direction/{i}/key", (encoders[r.encoder].hidden_size,))
+    return man, checked
 
 
-def import_library(reg, path: Path) -> dict:
-    manifest, tensors = _read_archive(path)
-    lib = _validate(manifest, tensors)
-    from .api import _PendingBank, _sha
-
+def import_library(db, path: Path) -> dict:
+    raw, tensors = _read_archive(path)
+    man, tensors = validate(raw, tensors)
     added = {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0}
     imported = []
-    with reg._write() as s:
-        enc_rows = {}
-        for fp, e in lib["encoders"].items():
-            reg._lock(s, "encoder", fp)
-            row = s.scalar(select(m.Encoder).where(m.Encoder.fingerprint == fp))
-            if row is None:
-                row = m.Encoder(fingerprint=fp, model=e["model"], subfolder=e.get("subfolder"),
-                                revision=e.get("revision"), architecture=e["architecture"],
-                                hidden_size=e["hidden_size"], max_length=e["max_length"], pad_id=e.get("pad_id"))
-                s.add(row)
-                s.flush()
-                added["encoders"] += 1
-            elif row.hidden_size != e["hidden_size"]:
-                raise _error(f"library encoder {fp[:12]} claims D={e['hidden_size']} but this registry knows it "
-                             f"as D={row.hidden_size}; refusing the import")
-            enc_rows[fp] = row
+    with db.write() as s:
+        enc_ids = {}
+        for e in man.encoders:
+            row, created = repo.encoder_row(s, e.model_dump())
+            enc_ids[e.fingerprint] = row.id
+            added["encoders"] += created
         bank_rows = []
-        for b in lib["banks"]:
-            reg._lock(s, "bank", b["concept"])
-            row = s.scalar(select(m.Bank).where(m.Bank.concept == b["concept"], m.Bank.sha256 == b["sha256"]))
-            if row is None:
-                from generators import BankDraft
-
-                pending = _PendingBank(concept=b["concept"], sha256=b["sha256"], generator=b["generator"],
-                                       draft=BankDraft(list(b["sentences"]), dict(b["params"])))
-                row = reg._store_bank(s, pending, b.get("note"))
-                added["banks"] += 1
+        for b in man.banks:
+            row, created = repo.insert_bank(s, concept=b.concept, sha256=b.sha256, generator=b.generator,
+                                            params=b.params, sentences=list(b.sentences), note=b.note)
             bank_rows.append(row)
+            added["banks"] += created
         emb_rows = []
-        for e in lib["embeddings"]:
-            bank_row, enc_row = bank_rows[e["bank"]], enc_rows[e["encoder"]]
-            reg._lock(s, "embedding", f"{bank_row.id}:{enc_row.id}")
-            row = s.scalar(select(m.Embedding).where(m.Embedding.bank_id == bank_row.id,
-                                                     m.Embedding.encoder_id == enc_row.id))
-            if row is None:
-                row = m.Embedding(bank_id=bank_row.id, encoder_id=enc_row.id, mean=to_bytes(e["_mean"]),
-                                  key=to_bytes(e["_key"]), key_kind=e["key_kind"])
-                s.add(row)
-                s.flush()
-                added["embeddings"] += 1
+        for i, e in enumerate(man.embeddings):
+            row, created = repo.insert_embedding(s, bank_id=bank_rows[e.bank].id, encoder_id=enc_ids[e.encoder],
+                                                 mean=tensors[f"embedding/{i}/mean"],
+                                                 key=tensors[f"embedding/{i}/key"], key_kind=e.key_kind)
             emb_rows.append(row)
+            added["embeddings"] += created
         dir_rows = []
-        for r in lib["directions"]:
-            enc_row = enc_rows[r["encoder"]]
-            if r["kind"] == "pair":
-                src, tgt = emb_rows[r["source"]], emb_rows[r["target"]]
-                content = {"kind": "pair", "encoder": r["encoder"],
-                           "source": [src.bank.concept, src.bank.sha256],
-                           "target": [tgt.bank.concept, tgt.bank.sha256], "scale": float(r["scale"])}
-                kwargs = {"source_id": src.id, "target_id": tgt.id, "scale": r["scale"]}
+        for i, r in enumerate(man.directions):
+            if r.kind == "pair":
+                src, tgt = emb_rows[r.source], emb_rows[r.target]
+                content = repo.direction_content("pair", r.encoder, source=(src.bank.concept, src.bank.sha256),
+                                                 target=(tgt.bank.concept, tgt.bank.sha256), scale=r.scale)
+                links = {"source_id": src.id, "target_id": tgt.id, "scale": r.scale}
             else:
-                comps = [(dir_rows[c["direction"]], float(c["weight"])) for c in r["components"]]
-                content = {"kind": "combination", "encoder": r["encoder"],
-                           "components": [[d.content_sha256, w] for d, w in comps]}
-                kwargs = {"components": [{"id": d.id, "name": d.name, "version": d.version, "weight": w}
-                                         for d, w in comps]}
-            before = s.scalar(select(m.Direction).where(m.Direction.name == r["name"],
-                                                        m.Direction.content_sha256 == _sha(content)))
-            row = reg._insert_direction(s, name=r["name"], kind=r["kind"], encoder_row=enc_row, key=r["_key"],
-                                        content=content, tags=r["tags"], note=r.get("note"), **kwargs)
-            if before is None:
-                added["directions"] += 1
+                comps = [(dir_rows[c.direction], c.weight) for c in r.components]
+                content = repo.direction_content("combination", r.encoder,
+                                                 components=[(d.content_sha256, w) for d, w in comps])
+                links = {"components": [{"id": d.id, "name": d.name, "version": d.version, "weight": w}
+                                        for d, w in comps]}
+            row, created = repo.insert_direction(s, name=r.name, content=content, encoder_id=enc_ids[r.encoder],
+                                                 key=tensors[f"direction/{i}/key"], tags=r.tags, note=r.note,
+                                                 **links)
+            added["directions"] += created
             dir_rows.append(row)
             imported.append(f"{row.name}@{row.version}")
     return {"path": str(path), "added": added, "directions": imported}
 
 
-# --- official .pt embeddings ------------------------------------------------------------------------
+# --- official .pt embeddings --------------------------------------------------------------------------
 
 def load_pt_embedding(path: Path, hidden_size: int) -> np.ndarray:
     """Read an official pix2pix-zero concept embedding: a tensor [1, 77, D] (or a raw bank [N, 77, D],
@@ -393,60 +387,56 @@ def load_pt_embedding(path: Path, hidden_size: int) -> np.ndarray:
     import torch
 
     if not path.is_file():
-        raise _error(f"embedding file {str(path)!r} does not exist")
+        raise RegistryError(f"embedding file {str(path)!r} does not exist")
     if path.stat().st_size > MAX_PT_BYTES:
-        raise _error(f"{path} is larger than {MAX_PT_BYTES >> 20} MiB; not a concept embedding")
+        raise RegistryError(f"{path} is larger than {MAX_PT_BYTES >> 20} MiB; not a concept embedding")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a hostile-input boundary: any failure to parse is the file's fault (struct.error, …)
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise _error(f"{path} is not a plain tensor file (torch.load with weights_only=True refused it: {first})") from None
+        raise RegistryError(f"{path} is not a plain tensor file (torch.load with weights_only=True refused it: "
+                            f"{first})") from None
     if isinstance(obj, dict) and len(obj) == 1:
         obj = next(iter(obj.values()))
     if not isinstance(obj, torch.Tensor):
-        raise _error(f"{path} holds a {type(obj).__name__}, not a tensor [1, 77, D]")
+        raise RegistryError(f"{path} holds a {type(obj).__name__}, not a tensor [1, 77, D]")
     if obj.dim() != 3 or obj.shape[1] != 77 or obj.shape[0] < 1:
-        raise _error(f"{path} holds a tensor of shape {tuple(obj.shape)}; expected [1, 77, D] or [N, 77, D]")
+        raise RegistryError(f"{path} holds a tensor of shape {tuple(obj.shape)}; expected [1, 77, D] or [N, 77, D]")
     if obj.shape[2] != hidden_size:
-        raise _error(f"{path} has width D={obj.shape[2]} but the model's text encoder has D={hidden_size}; "
-                     "pass the --model these embeddings were made with")
+        raise RegistryError(f"{path} has width D={obj.shape[2]} but the model's text encoder has D={hidden_size}; "
+                            "pass the --model these embeddings were made with")
     if not obj.is_floating_point():
-        raise _error(f"{path} holds a {obj.dtype} tensor; expected floating point")
+        raise RegistryError(f"{path} holds a {obj.dtype} tensor; expected floating point")
     arr = obj.to(torch.float64).mean(0, keepdim=True).to(torch.float32).numpy()
     if not np.isfinite(arr).all():
-        raise _error(f"{path} contains NaN or Inf")
+        raise RegistryError(f"{path} contains NaN or Inf")
     return arr
 
 
-def import_pt(reg, source: Path, target: Path, name: str | None, model: str | None):
-    from .api import _PendingBank, _PendingEmbedding
-    from .naming import direction_name
+def _pt_side(path: Path, hidden_size: int) -> EmbeddingSource:
+    arr = load_pt_embedding(path, hidden_size)  # [1, 77, D]
+    concept = check_concept(path.stem)  # a proper extension split: "text.pt" → "text" (the reference's strip() bug)
+    params = {"file": path.name, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+              "sentences": "unknown (imported mean embedding)"}
+    bank = BankSource(concept=concept, sha256=hashlib.sha256(b"pt:" + arr.tobytes()).hexdigest(),
+                      generator="import-pt", draft=BankDraft(sentences=[], params=params))
+    key = arr[0, 1:].mean(0).astype(np.float32)  # no sentences, so no pooled key: mean over token rows 1..76 [D]
+    return EmbeddingSource(bank=bank, mean=arr, key=key, key_kind="token-mean")
 
-    enc = reg._load_encoder(model)
-    pendings = []
-    for path in (source, target):
-        arr = load_pt_embedding(path, enc.hidden_size)
-        concept = path.stem  # a proper extension split: "text.pt" → "text" (the reference's strip() bug)
-        digest = hashlib.sha256(b"pt:" + arr.tobytes()).hexdigest()
-        from generators import BankDraft, check_concept
 
-        concept = check_concept(concept)
-        draft = BankDraft(sentences=[], params={"file": path.name, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                                                "sentences": "unknown (imported mean embedding)"})
-        pb = _PendingBank(concept=concept, sha256=digest, draft=draft, generator="import-pt")
-        key = arr[0, 1:].mean(0)  # no sentences, so no pooled key: mean over token rows 1..76 [D]
-        pendings.append(_PendingEmbedding(bank=pb, mean=arr, key=key.astype(np.float32), key_kind="token-mean"))
-    src, tgt = pendings
+def import_pt(db, source: Path, target: Path, name: str | None, model: str | None) -> Direction:
+    """A direction from two official per-concept ``.pt`` means, tied to ``model``'s text encoder."""
+    enc = load_encoder(model)
+    src, tgt = _pt_side(source, enc.hidden_size), _pt_side(target, enc.hidden_size)
     name = name or direction_name(src.bank.concept, tgt.bank.concept)
-    reg._parse(name, "direction")
-    content = {"kind": "pair", "encoder": enc.fingerprint, "source": [src.bank.concept, src.bank.sha256],
-               "target": [tgt.bank.concept, tgt.bank.sha256], "scale": 1.0}
-    with reg._write() as s:
-        enc_row = reg._encoder_row(s, enc)
-        se = reg._store_embedding(s, src, enc_row)
-        te = reg._store_embedding(s, tgt, enc_row)
-        row = reg._insert_direction(s, name=name, kind="pair", encoder_row=enc_row, key=tgt.key - src.key,
-                                    content=content, source_id=se.id, target_id=te.id,
-                                    note=f"imported from {source.name} and {target.name}")
-        return reg._direction(s, row)
-
+    parse_ref(name, "direction")
+    content = repo.direction_content("pair", enc.fingerprint, source=(src.bank.concept, src.bank.sha256),
+                                     target=(tgt.bank.concept, tgt.bank.sha256), scale=1.0)
+    with db.write() as s:
+        enc_row, _ = repo.encoder_row(s, encoder_facts(enc))
+        se = store_embedding(s, src, enc_row.id)
+        te = store_embedding(s, tgt, enc_row.id)
+        row, _ = repo.insert_direction(s, name=name, content=content, encoder_id=enc_row.id, key=tgt.key - src.key,
+                                       source_id=se.id, target_id=te.id,
+                                       note=f"imported from {source.name} and {target.name}")
+        return record_of(db, s, row)

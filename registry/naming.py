@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import re
 
+from .records import RegistryError
+
 _NAME = re.compile(r"^[A-Za-z0-9][\w.+\- ]{0,199}$")
 
 
-class RefError(ValueError):
-    pass
+class RefError(RegistryError, ValueError):
+    """A malformed name or ``name@version`` reference."""
 
 
 def parse_ref(ref: str, what: str = "direction") -> tuple[str, int | None]:

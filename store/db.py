@@ -1,8 +1,8 @@
-"""Engines, sessions and schema upgrades (DESIGN §3).
+"""Engines, sessions and transactions (docs/architecture.md, "Store").
 
-SQLite by default (WAL, foreign keys, busy timeout); any SQLAlchemy URL works. The schema is only ever
-created or changed by the Alembic revisions shipped in the ``migrations`` package, which is located through
-its import path so it works from an installed wheel as well as from a checkout.
+SQLite by default (WAL, foreign keys, busy timeout); any SQLAlchemy URL works (PostgreSQL is tested). The
+schema is created and changed only by the Alembic revisions of the ``migrations`` package, which sits above
+this module: nothing here imports it.
 """
 
 from __future__ import annotations
@@ -11,14 +11,11 @@ import contextlib
 from pathlib import Path
 from typing import Iterator
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-# The newest revision in migrations/versions. Opening a database compares against this constant so the
-# common case (already at head) never imports Alembic; tests check it equals Alembic's own head.
-HEAD_REVISION = "0003"
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -75,80 +72,18 @@ def make_engine(url: str) -> Engine:
     return engine
 
 
-def alembic_config(engine_or_url):
-    """An Alembic ``Config`` pointing at the shipped ``migrations`` package."""
-    from alembic.config import Config
-
-    import migrations
-
-    cfg = Config()
-    cfg.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    if isinstance(engine_or_url, str):
-        cfg.set_main_option("sqlalchemy.url", engine_or_url.replace("%", "%%"))
-    else:
-        cfg.attributes["engine"] = engine_or_url
-    return cfg
-
-
-def current_revision(engine: Engine) -> str | None:
-    """The Alembic revision stamped in the database, or None for an empty database."""
-    try:
-        with engine.connect() as conn:
-            has_table = engine.dialect.has_table(conn, "alembic_version")
-            if not has_table:
-                return None
-            row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-            return row[0] if row else None
-    except DatabaseError as exc:
-        raise StoreError(_explain_db_error(engine, exc)) from None
-
-
-def _explain_db_error(engine: Engine, exc: Exception) -> str:
-    msg = str(getattr(exc, "orig", exc)).splitlines()[0]
+def explain_db_error(engine: Engine, exc: Exception) -> str:
+    """One line naming a database problem and its fix (no URL password)."""
+    msg = str(getattr(exc, "orig", None) or exc).splitlines()[0]
     where = engine.url.render_as_string(hide_password=True)
     if "file is not a database" in msg or "malformed" in msg:
-        return f"{where} is not a valid SQLite database ({msg}); it was left untouched — restore it from a backup or point --db elsewhere"
+        return (f"{where} is not a valid SQLite database ({msg}); it was left untouched — restore it from a backup "
+                "or point --db elsewhere")
     if "readonly" in msg or "read-only" in msg:
         return f"{where} is read-only ({msg}); reads work, but writing needs a writable database file and folder"
     if "unable to open" in msg:
         return f"cannot open {where} ({msg}); check that the path exists and is writable"
     return f"database error on {where}: {msg}"
-
-
-def upgrade(engine: Engine, revision: str = "head") -> None:
-    """Upgrade the schema through Alembic (``p2pz db upgrade``)."""
-    from alembic import command
-
-    command.upgrade(alembic_config(engine), revision)
-
-
-def downgrade(engine: Engine, revision: str = "base") -> None:
-    from alembic import command
-
-    command.downgrade(alembic_config(engine), revision)
-
-
-def ensure_schema(engine: Engine) -> None:
-    """Upgrade a fresh or older database to head; refuse one from a newer p2pz."""
-    rev = current_revision(engine)
-    if rev == HEAD_REVISION:
-        return
-    if rev is not None and rev not in known_revisions():
-        raise StoreError(
-            f"the database is at schema revision {rev}, newer than this p2pz knows (head {HEAD_REVISION}); "
-            "upgrade p2pz to use it"
-        )
-    try:
-        upgrade(engine)
-    except OperationalError as exc:
-        raise StoreError(_explain_db_error(engine, exc)) from None
-
-
-def known_revisions() -> set[str]:
-    from alembic.script import ScriptDirectory
-
-    script = ScriptDirectory.from_config(alembic_config("sqlite://"))
-    return {rev.revision for rev in script.walk_revisions()}
 
 
 @contextlib.contextmanager
@@ -168,3 +103,37 @@ def session_scope(factory: sessionmaker, write: bool = False) -> Iterator[Sessio
         raise
     finally:
         session.close()
+
+
+class Database:
+    """An engine plus its session factory: ``with db.read() as s`` / ``with db.write() as s`` is one transaction.
+
+    Database errors inside a transaction (a read-only file, a lost connection) come out as :class:`StoreError`
+    with a one-line explanation; everything is rolled back.
+    """
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.factory = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    def read(self):
+        return self._scope(write=False)
+
+    def write(self):
+        return self._scope(write=True)
+
+    @contextlib.contextmanager
+    def _scope(self, write: bool):
+        try:
+            with session_scope(self.factory, write=write) as s:
+                yield s
+        except OperationalError as exc:
+            raise StoreError(explain_db_error(self.engine, exc)) from None
+
+    def dispose(self) -> None:
+        self.engine.dispose()

@@ -1,4 +1,4 @@
-"""FAISS search index: a rebuildable cache of direction keys (DESIGN §3).
+"""FAISS search index: a rebuildable cache of direction keys (docs/architecture.md §3).
 
 One exact inner-product index per encoder fingerprint over L2-normalized keys (so scores are cosine
 similarities), ids = direction row ids. Persisted as ``<folder>/<fingerprint>.faiss`` with a JSON sidecar
@@ -9,11 +9,10 @@ the database, which stays the source of truth.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.files import atomic_write
 from store.lazy import numpy as np
 
 
@@ -64,22 +63,12 @@ class DirectionIndex:
         return folder / f"{fingerprint}.faiss", folder / f"{fingerprint}.json"
 
     def save(self, folder: Path) -> None:
-        """Write atomically (temporary file + rename), sidecar last."""
+        """Write atomically, sidecar last (a reader seeing the sidecar sees the matching index)."""
         faiss = _faiss()
-        folder.mkdir(parents=True, exist_ok=True)
         index_path, meta_path = self.paths(folder, self.fingerprint)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".faiss.tmp")
-        os.close(fd)
-        try:
-            faiss.write_index(self.index, tmp)
-            os.replace(tmp, index_path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        atomic_write(index_path, writer=lambda tmp: faiss.write_index(self.index, str(tmp)))
         meta = {"fingerprint": self.fingerprint, "dim": self.dim, "generation": self.generation, "size": self.size}
-        tmp_meta = meta_path.with_suffix(".json.tmp")
-        tmp_meta.write_text(json.dumps(meta))
-        os.replace(tmp_meta, meta_path)
+        atomic_write(meta_path, json.dumps(meta))
 
     @classmethod
     def load(cls, folder: Path, fingerprint: str, dim: int, generation: int) -> "DirectionIndex | None":

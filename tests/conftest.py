@@ -27,7 +27,7 @@ def session_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(session_home) -> Path:
     """Tiny SD snapshot, D=32, with the real CLIP BPE when it can be fetched."""
-    from registry.tiny import build_tiny_model
+    from editor.tiny import build_tiny_model
 
     old = os.environ.get("P2PZ_HOME")
     os.environ["P2PZ_HOME"] = str(session_home)
@@ -47,7 +47,7 @@ def tiny_model(session_home) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_b(tiny_model, session_home) -> Path:
     """A second, different text encoder (D=48) to test encoder mismatches."""
-    from registry.tiny import build_tiny_model
+    from editor.tiny import build_tiny_model
 
     return Path(build_tiny_model(session_home / "tiny-sd-b", seed=7, hidden_size=48)["path"])
 

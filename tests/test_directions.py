@@ -8,7 +8,7 @@ import torch
 
 from registry import RegistryError
 from registry.encoding import encode_bank, encode_sentences, tokenize
-from registry.loader import load_text_encoder
+from editor.loader import load_text_encoder
 
 N = 60
 
@@ -111,7 +111,7 @@ def test_new_bank_content_gives_a_new_version(reg, tiny_model):
 
 
 def test_fingerprint_is_computed_once_per_folder(tiny_model, home, monkeypatch):
-    import registry.loader as loader
+    import editor.loader as loader
 
     loader._encoders.clear()
     first = loader.load_text_encoder(str(tiny_model), device="cpu").fingerprint

@@ -8,7 +8,7 @@ import pytest
 import torch
 from PIL import Image
 
-from editor import Editor, EditorError, Inversion
+from editor import EditConfig, Editor, EditorError, Inversion
 from editor.attention import AttentionMaps, cross_attention_layers, guided_processors
 from editor.image import load_image, preprocess
 from editor.regularize import autocorrelation_loss, kl_loss, pyramid_levels, regularize, sample_roll
@@ -185,7 +185,8 @@ def test_zero_direction_reproduces_the_reconstruction(ed, inv):
 def test_loss_is_positive_with_a_direction_and_half_zero_has_no_first_gradient(ed, inv):
     maps, _ = ed.reference(inv, 5.0)
     seen = []
-    ed.edit_latents(inv.latents, inv.captions, inv.captions, delta(), maps, STEPS, 0.1, 5.0,
+    ed.edit_latents(inv.latents, inv.captions, inv.captions, delta(), maps,
+                    EditConfig(steps=STEPS, xa_guidance=0.1, guidance_scale=5.0),
                     callback=lambda i, t, loss, grad: seen.append((loss.item(), grad)))
     assert len(seen) == STEPS and all(loss > 0 for loss, _ in seen)
     first_grad = seen[0][1]
@@ -358,7 +359,7 @@ def test_edit_matches_diffusers(ed, hfd, inv, xa):
 
 
 def test_sd2_v_prediction_snapshot(tmp_path):
-    from registry.tiny import build_tiny_model
+    from editor.tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path / "sd2", prediction_type="v_prediction", vocab="trained")["path"]
     ed2 = Editor.from_pretrained(path, captioner=None, device="cpu", cache=False)

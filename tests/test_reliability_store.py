@@ -310,7 +310,7 @@ def test_random_pt_files(tmp_path, tiny_model, data):
 
 
 def test_offline_hub_id_names_the_fix(monkeypatch, home):
-    from registry.loader import ModelLoadError, resolve_model
+    from editor.loader import ModelLoadError, resolve_model
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(home / "hf"))

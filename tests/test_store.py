@@ -12,7 +12,8 @@ from sqlalchemy import inspect, select, text
 
 from registry import Registry, RegistryError
 from store import models as m
-from store.db import HEAD_REVISION, current_revision, downgrade, known_revisions, make_engine, upgrade
+from migrations import HEAD_REVISION, current_revision, downgrade, known_revisions, upgrade
+from store.db import make_engine
 from store.vectors import VectorError, from_bytes, to_bytes
 
 from .conftest import REPO
@@ -21,7 +22,7 @@ from .conftest import REPO
 def test_head_constant_matches_alembic(tmp_path):
     from alembic.script import ScriptDirectory
 
-    from store.db import alembic_config
+    from migrations import alembic_config
 
     assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD_REVISION
     assert known_revisions() == {"0001", "0002", "0003"}
@@ -65,7 +66,7 @@ def test_database_from_first_revision_is_upgraded_with_data_intact(tmp_path, tin
     assert current_revision(reg.engine) == HEAD_REVISION
     again = reg.get("cat-to-dog@1")
     assert np.array_equal(again.vector_numpy(), vec)
-    assert reg._generation() == 2  # started at (directions + 1)
+    assert reg.generation() == 2  # started at (directions + 1)
     assert [h.direction.ref for h in reg.search("cat-to-dog", k=1)] == ["cat-to-dog@1"]
 
 
@@ -106,7 +107,7 @@ def test_vectors_round_trip_bit_exactly():
 
 def test_stored_vectors_are_bit_exact(reg, tiny_model):
     from registry.encoding import encode_bank
-    from registry.loader import load_text_encoder
+    from editor.loader import load_text_encoder
 
     d = reg.build_direction("cat", "dog", str(tiny_model), n=30)
     enc = load_text_encoder(str(tiny_model), device="cpu")
@@ -126,13 +127,13 @@ def test_bank_versions_are_content_addressed(reg):
 
 def test_records_are_immutable(reg, tiny_model):
     reg.build_direction("cat", "dog", str(tiny_model), n=30)
-    with reg._write() as s:
+    with reg.db.write() as s:
         row = s.scalar(select(m.Bank).where(m.Bank.concept == "cat"))
         row.sentences = ["tampered cat"]
         with pytest.raises(m.ImmutableRecordError):
             s.flush()
         s.rollback()
-    with reg._write() as s:
+    with reg.db.write() as s:
         row = s.scalar(select(m.Direction))
         row.scale = 2.0
         with pytest.raises(m.ImmutableRecordError):
@@ -174,13 +175,13 @@ def test_wheel_ships_migrations_and_upgrades_from_an_installed_copy(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for needed in ("migrations/env.py", "migrations/script.py.mako", "migrations/versions/0001_initial.py",
                    "migrations/versions/0002_meta_generation.py", "migrations/versions/0003_direction_keys.py",
-                   "store/db.py", "registry/cli.py"):
+                   "store/db.py", "registry/cli/__init__.py", "registry/cli/edit.py"):
         assert needed in names
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    code = ("import migrations, store.db as d; assert str(migrations.__file__).startswith(%r), migrations.__file__;"
-            "e = d.make_engine('sqlite:///%s'); d.ensure_schema(e); print(d.current_revision(e))"
+    code = ("import migrations as mg, store.db as d; assert str(mg.__file__).startswith(%r), mg.__file__;"
+            "e = d.make_engine('sqlite:///%s'); mg.ensure_schema(e); print(mg.current_revision(e))"
             % (str(site), tmp_path / "w.db"))
     env = {**os.environ, "PYTHONPATH": str(site)}
     out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""Tiny random-weight Stable Diffusion snapshots for tests, the demo and outside checks (DESIGN §8).
+"""Tiny random-weight Stable Diffusion snapshots for tests, the demo and outside checks (docs/architecture.md §8).
 
 The snapshot is written with the real classes' ``save_pretrained`` into a folder laid out like a hub
 snapshot (``model_index.json``, ``text_encoder/``, ``tokenizer/``, ``unet/``, ``vae/``, ``scheduler/``),
@@ -27,6 +27,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from store.files import atomic_write
 from store.paths import cache_dir
 
 RANDOM_WEIGHTS_NOTICE = (
@@ -90,10 +91,7 @@ def fetch_clip_bpe(timeout: float = 120.0) -> Path | None:
             return None
     if hashlib.sha256(data).hexdigest() != CLIP_BPE_SHA256:
         return None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp_target = target.with_suffix(".part")
-    tmp_target.write_bytes(data)
-    os.replace(tmp_target, target)
+    atomic_write(target, data)
     return target
 
 
@@ -199,7 +197,7 @@ def build_tiny_model(
 ) -> dict:
     """Write a tiny random-weight SD snapshot to ``folder`` and return a summary dict.
 
-    Component sizes follow diffusers' own fast tests (DESIGN §8). ``prediction_type="v_prediction"`` gives
+    Component sizes follow diffusers' own fast tests (docs/architecture.md §8). ``prediction_type="v_prediction"`` gives
     an SD-2.x-like snapshot. ``vocab`` is "auto" (real CLIP BPE if it can be fetched, else trained),
     "clip" or "trained".
     """

@@ -1,4 +1,4 @@
-"""The one model loader of p2pz (DESIGN §2): registry encoding and the editor both load through here.
+"""The one model loader of p2pz: the editor and the registry's encoding both load models through here.
 
 A model is a hub id (``CompVis/stable-diffusion-v1-4``) or a local folder. A folder is either a diffusers
 snapshot (``text_encoder/``, ``tokenizer/``, ``unet/`` …) or a plain transformers text-encoder folder
@@ -19,10 +19,18 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from store.files import atomic_write
 from store.paths import cache_dir
 
-DEFAULT_MODEL = os.environ.get("P2PZ_MODEL", "CompVis/stable-diffusion-v1-4")
+DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 MAX_LENGTH = 77
+
+
+def default_model() -> str:
+    """The model every entry point uses when none is named: ``$P2PZ_MODEL``, else :data:`DEFAULT_MODEL`.
+
+    Read at call time, so setting the variable after import (a test, a notebook) takes effect."""
+    return os.environ.get("P2PZ_MODEL") or DEFAULT_MODEL
 
 
 class ModelLoadError(RuntimeError):
@@ -125,10 +133,17 @@ def _store_fingerprint(folder: Path, fingerprint: str) -> None:
         except (OSError, ValueError):
             cache = {}
         cache[str(folder)] = {"stat": _weights_stat(folder), "fingerprint": fingerprint}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(cache))
-        os.replace(tmp, path)
+        atomic_write(path, json.dumps(cache))
+
+
+def folder_fingerprint(folder: Path, load_module) -> str:
+    """The fingerprint of the model saved in ``folder``: from the cache while the folder's files are unchanged,
+    else computed from ``load_module()`` (the loaded module) and cached."""
+    fp = cached_fingerprint(folder)
+    if fp is None:
+        fp = compute_fingerprint(load_module())
+        _store_fingerprint(folder, fp)
+    return fp
 
 
 def compute_fingerprint(model) -> str:
@@ -155,7 +170,7 @@ def load_tokenizer(model: str | None = None, local_only: bool = False):
     """The tokenizer of an SD model (or plain encoder folder) alone — e.g. to check sentence lengths."""
     from transformers import AutoTokenizer, CLIPTokenizer
 
-    location = resolve_model(model or DEFAULT_MODEL, parts=("tokenizer",), local_only=local_only)
+    location = resolve_model(model or default_model(), parts=("tokenizer",), local_only=local_only)
     tok_dir = location.part("tokenizer")
     try:
         if (tok_dir / "vocab.json").is_file() and (tok_dir / "merges.txt").is_file():
@@ -197,14 +212,14 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_text_encoder(model: str, device: str | None = None, dtype: str = "float32") -> TextEncoder:
+def load_text_encoder(model: str | None = None, device: str | None = None, dtype: str = "float32") -> TextEncoder:
     """Load (once per process) the tokenizer and text encoder of ``model``."""
     import torch
     from transformers import AutoModel, AutoTokenizer, CLIPTextModel, CLIPTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
-    location = resolve_model(model)
+    location = resolve_model(model or default_model())
     device = device or default_device()
     key = (str(location.folder), device, dtype)
     if key in _encoders:
@@ -227,10 +242,7 @@ def load_text_encoder(model: str, device: str | None = None, dtype: str = "float
         raise ModelLoadError(f"cannot load the text encoder from {enc_dir}: {str(exc).splitlines()[0]}") from None
     if len(tokenizer) == 0:
         raise ModelLoadError(f"the tokenizer in {tok_dir} is empty (missing vocab.json/merges.txt?)")
-    fingerprint = cached_fingerprint(enc_dir)
-    if fingerprint is None:
-        fingerprint = compute_fingerprint(text_model)
-        _store_fingerprint(enc_dir, fingerprint)
+    fingerprint = folder_fingerprint(enc_dir, lambda: text_model)
     text_model.requires_grad_(False)
     text_model = text_model.to(device=device, dtype=torch_dtype).eval()
     max_length = min(int(getattr(tokenizer, "model_max_length", MAX_LENGTH) or MAX_LENGTH), MAX_LENGTH)

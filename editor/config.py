@@ -1,0 +1,81 @@
+"""The editor's settings as two dataclasses, with the paper's defaults (docs/algorithm.md §8).
+
+``InversionConfig`` holds everything that changes x_T (and so keys the inversion cache); ``EditConfig``
+everything that changes an edit pass. Both are plain values: ``replace(cfg, steps=100)`` makes a variant, and
+``Editor.invert(image, caption, steps=100)`` / ``Editor.edit(inv, d, xa_guidance=0.2)`` accept the same fields
+as keyword arguments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+
+from .errors import EditorError
+
+SCHEDULES = ("symmetric", "reference")
+POSTERIORS = ("sample", "mode")
+
+
+@dataclass(frozen=True)
+class InversionConfig:
+    """Regularized DDIM inversion (PAPER §3.1; docs/algorithm.md §4–§5)."""
+
+    steps: int = 50  # DDIM steps; the edit must use the same number (x_T depends on it)
+    lambda_ac: float = 20.0  # weight of the autocorrelation loss
+    lambda_kl: float = 20.0  # weight of the KL-to-N(0, I) loss
+    reg_steps: int = 5  # gradient steps on ε per timestep (0: plain DDIM inversion)
+    ac_rolls: int = 5  # random shifts per pyramid level in the autocorrelation loss
+    seed: int = 0  # seeds the VAE posterior sample and the rolls
+    schedule: str = "symmetric"  # "symmetric" (exact mirror of sampling) or "reference" (official 48-step walk)
+    size: int | None = None  # square side in pixels (None: the model's native size)
+    keep_aspect: bool = False  # longer side = size, both sides multiples of the VAE factor
+    posterior: str = "sample"  # VAE posterior: a seeded "sample" or its "mode"
+
+    def __post_init__(self):
+        if self.steps < 2:
+            raise EditorError("steps must be at least 2")
+        if self.schedule not in SCHEDULES:
+            raise EditorError(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
+        if self.posterior not in POSTERIORS:
+            raise EditorError("posterior must be 'sample' or 'mode'")
+        if min(self.lambda_ac, self.lambda_kl) < 0 or min(self.reg_steps, self.ac_rolls) < 0:
+            raise EditorError("regularization weights and step counts must be ≥ 0")
+
+    def params(self) -> dict:
+        """The parameters recorded with an inversion (provenance) — everything but steps and schedule."""
+        d = asdict(self)
+        d.pop("steps")
+        d.pop("schedule")
+        return d
+
+
+@dataclass(frozen=True)
+class EditConfig:
+    """One edit pass (PAPER §3.3; docs/algorithm.md §6)."""
+
+    scale: float = 1.0  # multiplier of Δ
+    xa_guidance: float | None = None  # SGD step size of the cross-attention guidance (None: 0.1 real, 0.15 synthetic)
+    guidance_scale: float = 5.0  # classifier-free guidance scale; must be > 1 to apply a direction
+    steps: int | None = None  # None: the inversion's steps
+
+    def __post_init__(self):
+        if self.guidance_scale <= 1.0:
+            raise EditorError(f"guidance_scale must be > 1 to apply a direction (got {self.guidance_scale:g}); with "
+                              "CFG off the direction would be silently ignored (the reference's failure mode)")
+        if self.xa_guidance is not None and self.xa_guidance < 0:
+            raise EditorError("xa_guidance must be ≥ 0")
+
+    def resolved(self, inv) -> "EditConfig":
+        """Defaults filled in from the inversion: its steps, and xa 0.15 for synthetic / 0.1 for real images."""
+        xa = self.xa_guidance if self.xa_guidance is not None else (0.15 if inv.synthetic else 0.1)
+        return replace(self, xa_guidance=xa, steps=self.steps or inv.steps)
+
+
+def with_overrides(config, cls, overrides: dict):
+    """``config`` (or the defaults of ``cls``) with keyword overrides; unknown names are a clear error."""
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(overrides) - names)
+    if unknown:
+        raise TypeError(f"unknown {cls.__name__} field(s): {', '.join(unknown)}")
+    base = config if config is not None else cls()
+    return replace(base, **overrides) if overrides else base

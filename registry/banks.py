@@ -1,0 +1,148 @@
+"""Sentence banks in the registry: drafting them with a generator, resolving refs, storing them.
+
+A :class:`BankSource` is a bank that may not be stored yet: a fresh draft from a generator (sentences in
+memory) or a stored row. Slow work (an LLM, a big template set) happens while drafting, outside any
+transaction; :func:`store_bank` then writes it content-addressed inside the caller's transaction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from generators import BankDraft, bank_sha256, check_concept, get_generator
+from store import repository as repo
+from store.progress import progress_bar
+
+from .naming import parse_ref
+from .records import RegistryError
+
+
+@dataclass
+class BankSource:
+    """A bank that may or may not be stored yet (content-addressed on write)."""
+
+    concept: str
+    sha256: str
+    generator: str = "templates"
+    draft: BankDraft | None = None
+    row_id: int | None = None
+
+    @classmethod
+    def from_row(cls, row) -> "BankSource":
+        return cls(concept=row.concept, sha256=row.sha256, generator=row.generator, row_id=row.id)
+
+    @classmethod
+    def from_sentences(cls, concept: str, sentences: list[str], generator: str, params: dict) -> "BankSource":
+        return cls(concept=check_concept(concept), sha256=bank_sha256(sentences), generator=generator,
+                   draft=BankDraft(list(sentences), dict(params)))
+
+
+def draft_bank(concept: str, generator: str, n: int, seed: int, options: dict, *, progress: bool = False) -> BankSource:
+    """Run a generator (``templates``, ``llm``, ``file``) for ``concept`` → an unsaved :class:`BankSource`."""
+    concept = check_concept(concept)
+    bar = None
+    if generator == "llm":
+        options = llm_options(options)
+        bar = progress_bar(n, f"llm sentences for {concept}", enabled=progress, unit="sent")
+        options["progress"] = bar.update
+    try:
+        draft = get_generator(generator, **options).generate(concept, n, seed=seed)
+    finally:
+        if bar is not None:
+            bar.close()
+    if not draft.sentences:
+        raise RegistryError(f"the {generator} generator produced no sentences for {concept!r}")
+    return BankSource(concept=concept, sha256=bank_sha256(draft.sentences), generator=generator, draft=draft)
+
+
+class LLMResponseCache:
+    """The LLM generator's reply cache on disk: one JSON file per request hash under ``folder``."""
+
+    def __init__(self, folder):
+        from pathlib import Path
+
+        self.folder = Path(folder)
+
+    def path(self, key: str):
+        return self.folder / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> dict | None:
+        import json
+
+        try:
+            return json.loads(self.path(key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value: dict) -> None:
+        import json
+
+        from store.files import atomic_write
+
+        atomic_write(self.path(key), json.dumps(value))
+
+
+def llm_options(options: dict) -> dict:
+    """The registry's side of the LLM generator: its cache folder, and a CLIP token counter from
+    ``tokenizer_model`` (an SD model), or from the default model when it is already on disk."""
+    from editor.loader import ModelLoadError, load_tokenizer
+    from store.paths import cache_dir
+
+    options = dict(options)
+    llm_model = options.pop("llm_model", None)
+    if llm_model:
+        options["model"] = llm_model
+    tokenizer_model = options.pop("tokenizer_model", None)
+    options.setdefault("cache", LLMResponseCache(cache_dir() / "llm"))
+    try:
+        tok = load_tokenizer(tokenizer_model, local_only=tokenizer_model is None)
+    except ModelLoadError as exc:
+        if tokenizer_model:
+            raise RegistryError(str(exc)) from None
+        tok = None
+    if tok is not None:
+        def count(sentences: list[str]) -> list[int]:
+            ids = tok(list(sentences), add_special_tokens=False, truncation=False)["input_ids"]
+            return [len(x) for x in ids]
+
+        options["token_counter"] = count
+        options["token_counter_name"] = f"tokenizer of {tokenizer_model or 'the default model'}"
+    return options
+
+
+def resolve_bank(db, ref: str, generator: str | None, n: int, seed: int, options: dict, *,
+                 progress: bool = False) -> BankSource:
+    """A stored bank (``cat@2``, or the latest ``cat`` when no generator is asked for) or a new draft."""
+    concept, version = parse_ref(ref, "bank")
+    if version is not None or generator is None:
+        with db.read() as s:
+            row = repo.bank_row(s, concept, version) if version is not None else repo.latest_bank(s, concept)
+            if row is not None:
+                return BankSource.from_row(row)
+    return draft_bank(concept, generator or "templates", n, seed, options, progress=progress)
+
+
+def store_bank(s, source: BankSource, note: str | None = None):
+    """Write a drafted bank (or find the stored one with the same sentences) → the row."""
+    row = repo.bank_by_sha(s, source.concept, source.sha256)
+    if row is None:
+        if source.draft is None:
+            raise RegistryError(f"bank {source.concept} ({source.sha256[:12]}) vanished from the database")
+        row, _ = repo.insert_bank(s, concept=source.concept, sha256=source.sha256, generator=source.generator,
+                                  params=source.draft.params, sentences=source.draft.sentences, note=note)
+    source.row_id = row.id
+    return row
+
+
+def read_sentence_file(path, n: int | None = None) -> BankDraft:
+    """A sentence file (one per line) as a bank draft, for ``build_direction(source_sentences=…)``."""
+    return get_generator("file", path=path).generate("file", n)
+
+
+def bank_sentences(db, source: BankSource) -> list[str]:
+    if source.draft is not None:
+        return source.draft.sentences
+    with db.read() as s:
+        from store import models as m
+
+        return list(s.get(m.Bank, source.row_id).sentences)

@@ -1,0 +1,163 @@
+"""The ``p2pz`` command line: a thin click layer over :class:`registry.Registry` (docs/cli.md).
+
+This module holds the main group, the options and output helpers the command groups share, and the mapping
+of every layer's user errors to one line on stderr (``error: …``, exit status 1; usage errors are click's,
+status 2). The commands live one group per file: :mod:`.banks`, :mod:`.directions` (with search),
+:mod:`.library` (export, import, import-pt), :mod:`.edit` (edit, generate), :mod:`.admin` (db, index, dev,
+demo). Heavy modules (torch, transformers, diffusers, faiss) are imported inside the commands that need them,
+so ``p2pz --help``, ``p2pz direction list`` and ``p2pz bank show`` never import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+EPILOG_DB = "Every command takes the global --db URL (or $P2PZ_DB_URL); data lives in $P2PZ_HOME."
+
+
+class P2PZError(click.ClickException):
+    """One-line user error: ``error: …`` on stderr, exit status 1."""
+
+    def show(self, file=None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _user_errors() -> tuple:
+    from editor.errors import EditorError, ImageError
+    from editor.loader import ModelLoadError
+    from generators import GeneratorError
+    from store.db import StoreError
+    from store.vectors import VectorError
+
+    from ..records import RegistryError
+
+    return (RegistryError, GeneratorError, StoreError, VectorError, ModelLoadError, FileExistsError, EditorError,
+            ImageError)
+
+
+class P2PZGroup(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
+            raise
+        except Exception as exc:
+            if isinstance(exc, _user_errors()):
+                msg = " ".join(str(exc).split()) or type(exc).__name__
+                raise P2PZError(msg) from None
+            if isinstance(exc, OSError):
+                raise P2PZError(f"{exc.strerror or exc} ({exc.filename})" if getattr(exc, "filename", None)
+                                else str(exc)) from None
+            raise
+
+
+class State:
+    def __init__(self, db: str | None, quiet: bool):
+        self.db = db
+        self.quiet = quiet
+        self._reg = None
+
+    @property
+    def progress(self) -> bool:
+        return not self.quiet and sys.stderr.isatty()
+
+    def registry(self):
+        if self._reg is None:
+            from ..api import Registry
+
+            self._reg = Registry.open(self.db, progress=self.progress)
+        return self._reg
+
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            click.echo(msg, err=True)
+
+
+pass_state = click.make_pass_decorator(State)
+
+
+def echo_json(obj) -> None:
+    """Indented on a terminal, compact (one line, fast) when piped."""
+    indent = 2 if sys.stdout.isatty() else None
+    click.echo(json.dumps(obj, indent=indent, ensure_ascii=False, default=str))
+
+
+def echo_table(rows: list[list], headers: list[str]) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cols = [headers] + [[("" if c is None else str(c)) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in cols) for i in range(len(headers))]
+    for j, r in enumerate(cols):
+        click.echo("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        if j == 0:
+            click.echo("  ".join("-" * w for w in widths))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+@click.group(cls=P2PZGroup, epilog=EPILOG_DB, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="P2PZ_DB_URL", metavar="URL", help="Registry database URL (default: $P2PZ_HOME/registry.db).")
+@click.option("-q", "--quiet", is_flag=True, help="No progress bars or status lines.")
+@click.version_option(package_name="p2pz")
+@click.pass_context
+def main(ctx, db, quiet):
+    """p2pz — reusable, searchable edit directions for Stable Diffusion (pix2pix-zero).
+
+    \b
+    Example:
+      p2pz direction build cat dog --model CompVis/stable-diffusion-v1-4
+      p2pz search cat-to-dog -k 5
+    """
+    ctx.obj = State(db, quiet)
+
+
+
+def llm_options(model_flag: str):
+    """The LLM generator's flags (``model_flag``: --model for banks, --llm-model for directions)."""
+    def deco(f):
+        for opt in reversed([
+            click.option(model_flag, "llm_model", help="LLM chat model for --from llm "
+                         "[default: $P2PZ_LLM_MODEL or gpt-4.1-mini]."),
+            click.option("--base-url", help="OpenAI-compatible server, e.g. http://localhost:8000/v1 "
+                         "(default: OpenAI; key from $OPENAI_API_KEY)."),
+            click.option("--temperature", type=click.FloatRange(0, 2), default=None, help="LLM sampling temperature [1.0]."),
+            click.option("--concurrency", type=click.IntRange(1, 64), default=None, help="LLM requests at a time [4]."),
+            click.option("--max-requests", type=click.IntRange(1), default=None,
+                         help="Hard cap on LLM requests [3·n/50 + 5]."),
+            click.option("--max-tokens", "max_total_tokens", type=click.IntRange(1), default=None,
+                         help="Hard cap on LLM tokens used [2,000,000]."),
+            click.option("--timeout", type=click.FloatRange(0.1), default=None, help="Seconds per LLM request [60]."),
+            click.option("--no-cache", is_flag=True, help="Ask the LLM again instead of reusing cached replies."),
+        ]):
+            f = opt(f)
+        return f
+    return deco
+
+
+def llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens, timeout, no_cache):
+    opts = {"llm_model": llm_model, "base_url": base_url, "temperature": temperature, "concurrency": concurrency,
+            "max_requests": max_requests, "max_total_tokens": max_total_tokens, "timeout": timeout}
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if no_cache:
+        opts["use_cache"] = False
+    return opts
+
+
+def gen_options(kind, template_file, file):
+    opts = {}
+    if kind:
+        opts["template_kind"] = kind
+    if template_file:
+        opts["template_file"] = template_file
+    if file:
+        opts["path"] = file
+    return opts
+
+
+# The command groups register themselves on ``main`` when imported.
+from . import admin, banks, directions, edit, library  # noqa: E402,F401

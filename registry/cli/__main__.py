@@ -1,0 +1,5 @@
+"""``python -m registry.cli`` runs the ``p2pz`` command line."""
+
+from . import main
+
+main()

@@ -1,0 +1,117 @@
+"""``p2pz db``, ``p2pz index``, ``p2pz dev`` and ``p2pz demo``: maintenance and the offline demo."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import P2PZGroup, State, main, pass_state
+
+
+@main.group(cls=P2PZGroup)
+def db():
+    """Database maintenance.
+
+    \b
+    Example:
+      p2pz db upgrade
+    """
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_state
+def db_upgrade(state, revision):
+    """Upgrade the registry schema (Alembic). New databases are upgraded automatically on first use.
+
+    \b
+    Example:
+      p2pz --db sqlite:///team.db db upgrade
+    """
+    from migrations import current_revision, upgrade
+    from store.db import make_engine
+    from store.paths import default_db_url
+
+    engine = make_engine(state.db or default_db_url())
+    before = current_revision(engine)
+    upgrade(engine, revision)
+    click.echo(f"schema {before or 'empty'} → {current_revision(engine)}")
+
+
+@main.group(cls=P2PZGroup)
+def index():
+    """Search index maintenance.
+
+    \b
+    Example:
+      p2pz index rebuild
+    """
+
+
+@index.command("rebuild")
+@pass_state
+def index_rebuild(state):
+    """Rebuild every FAISS index from the database (never needed for correctness: stale indexes rebuild).
+
+    \b
+    Example:
+      p2pz index rebuild
+    """
+    for fp, n in state.registry().rebuild_index().items():
+        click.echo(f"encoder {fp[:12]}: {n} directions indexed")
+
+
+@main.group(cls=P2PZGroup)
+def dev():
+    """Developer tools.
+
+    \b
+    Example:
+      p2pz dev tiny-model ./tiny-sd
+    """
+
+
+@dev.command("tiny-model")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--vocab", type=click.Choice(["auto", "clip", "trained"]), default="auto", show_default=True,
+              help="Real CLIP BPE (fetched once) or a small trained BPE.")
+@click.option("--v-prediction", is_flag=True, help="An SD-2.x-like v-prediction snapshot.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--force", is_flag=True, help="Replace a non-empty folder.")
+def dev_tiny_model(folder, vocab, v_prediction, seed, force):
+    """Write a tiny RANDOM-WEIGHT Stable Diffusion snapshot to FOLDER (tests, demo, offline checks).
+
+    \b
+    Example:
+      p2pz dev tiny-model ./tiny-sd && p2pz direction build cat dog --model ./tiny-sd
+    """
+    from editor.tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model
+
+    info = build_tiny_model(folder, seed=seed, vocab=vocab, overwrite=force,
+                            prediction_type="v_prediction" if v_prediction else "epsilon")
+    click.echo(f"wrote {info['path']} (vocabulary: {info['vocab']}, {info['vocab_size']} tokens, D={info['hidden_size']})")
+    click.echo(f"WARNING: {RANDOM_WEIGHTS_NOTICE}", err=True)
+
+
+@main.command("demo")
+@click.option("--model", help="A real SD model (hub id or folder); default: a tiny random-weight model.")
+@click.option("--out", "out", type=click.Path(file_okay=False), default="p2pz-demo", show_default=True,
+              help="Working folder (its own registry, model and outputs).")
+@click.option("-n", "n", type=click.IntRange(10, 100_000), default=1000, show_default=True, help="Sentences per bank.")
+@click.option("--steps", type=click.IntRange(2, 1000), default=10, show_default=True,
+              help="DDIM steps of the sample edit.")
+@click.option("--no-edit", is_flag=True, help="Skip the image edit.")
+@click.pass_context
+def demo(ctx, model, out, n, steps, no_edit):
+    """Run p2pz offline: banks, directions, list, search, combine, export, import, and an image edit.
+
+    \b
+    Example:
+      p2pz demo --out demo-out
+    """
+    from ..demo import run_demo
+
+    state = ctx.find_object(State)
+    run_demo(Path(out), model=model, n=n, db=state.db, progress=state.progress, echo=click.echo, edit_steps=steps,
+             do_edit=not no_edit)

@@ -1,0 +1,234 @@
+"""``p2pz direction`` (build, list, show, versions, combine, tag, deprecate) and ``p2pz search``."""
+
+from __future__ import annotations
+
+import click
+
+from . import P2PZError, P2PZGroup, echo_json, echo_table, gen_options, json_option, llm_options, llm_opts, main, pass_state
+
+
+@main.group(cls=P2PZGroup)
+def direction():
+    """Edit directions: build, list, show, versions, combine, tag, deprecate.
+
+    \b
+    Example:
+      p2pz direction build cat dog
+    """
+
+
+def _dir_row(d):
+    what = f"{d.source} → {d.target}" if d.kind == "pair" else " + ".join(
+        f"{c['weight']:g}·{c['name']}@{c['version']}" for c in d.components or [])
+    return [d.ref, what, f"{d.scale:g}" if d.kind == "pair" else "", d.encoder_model, d.encoder[:12],
+            ",".join(d.tags), "deprecated" if d.deprecated else ""]
+
+
+_DIR_HEADERS = ["direction", "from", "scale", "encoder", "fingerprint", "tags", ""]
+
+
+@direction.command("build")
+@click.argument("source")
+@click.argument("target")
+@click.option("--name", help="Direction name (default SOURCE-to-TARGET).")
+@click.option("--model", envvar="P2PZ_MODEL", help="SD model (hub id or folder) whose text encoder is used "
+              "[default: CompVis/stable-diffusion-v1-4].")
+@click.option("--from", "generator", type=click.Choice(["templates", "llm", "file"]), default=None,
+              help="Make the banks with this generator (default: latest stored bank, else templates).")
+@click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Sentences per bank.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--kind", type=click.Choice(["object", "style", "attribute"]), default=None, help="Template set.")
+@click.option("--source-file", type=click.Path(dir_okay=False), help="With --from file: the source sentences.")
+@click.option("--target-file", type=click.Path(dir_okay=False), help="With --from file: the target sentences.")
+@click.option("--scale", type=float, default=1.0, show_default=True, help="Multiplier of Δ.")
+@click.option("--tag", "tags", multiple=True, help="Tag (repeatable).")
+@click.option("--note")
+@click.option("--device", help="cpu or cuda (default: cuda when available).")
+@llm_options("--llm-model")
+@json_option
+@pass_state
+def direction_build(state, source, target, name, model, generator, n, seed, kind, source_file, target_file, scale,
+                    tags, note, device, llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
+                    timeout, no_cache, as_json):
+    """Build Δ = mean(TARGET bank) − mean(SOURCE bank) with an SD text encoder.
+
+    SOURCE and TARGET are concepts (cat) or bank versions (cat@2). Missing banks are made.
+
+    \b
+    Examples:
+      p2pz direction build cat dog --model CompVis/stable-diffusion-v1-4
+      p2pz direction build sketch "oil pastel" --kind style --name sketch-to-pastel
+      p2pz direction build cat dog --from file --source-file cat.txt --target-file dog.txt
+      p2pz direction build cat dog --from llm --llm-model gpt-4.1-mini
+    """
+    sides = {}
+    if generator == "file" or source_file or target_file:
+        if not (source_file and target_file):
+            raise P2PZError("--from file needs both --source-file and --target-file")
+        from ..banks import read_sentence_file
+
+        # exactly these files' sentences, stored with the direction in one transaction
+        sides = {"source_sentences": read_sentence_file(source_file, n),
+                 "target_sentences": read_sentence_file(target_file, n)}
+        generator = None
+    opts = gen_options(kind, None, None)
+    if opts and generator is None:
+        generator = "templates"
+    if generator == "llm":
+        opts.update(llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
+                              timeout, no_cache))
+    d = state.registry().build_direction(source, target, model, name=name, generator=generator, n=n, seed=seed,
+                                         scale=scale, tags=tags, note=note, device=device, **sides, **opts)
+    if as_json:
+        echo_json(d.to_dict())
+    else:
+        click.echo(f"direction {d.ref}: {d.source} → {d.target} (encoder {d.encoder_model}, {d.encoder[:12]})")
+
+
+@direction.command("list")
+@click.option("--all", "include_deprecated", is_flag=True, help="Include deprecated versions.")
+@click.option("--tag", help="Only directions with this tag.")
+@json_option
+@pass_state
+def direction_list(state, include_deprecated, tag, as_json):
+    """List directions (every version).
+
+    \b
+    Example:
+      p2pz direction list --tag animals --json
+    """
+    ds = state.registry().directions(include_deprecated=include_deprecated, tag=tag)
+    if as_json:
+        echo_json([d.to_dict() for d in ds])
+    else:
+        echo_table([_dir_row(d) for d in ds], _DIR_HEADERS)
+
+
+@direction.command("show")
+@click.argument("ref", metavar="NAME[@V]")
+@json_option
+@pass_state
+def direction_show(state, ref, as_json):
+    """Show one direction with its provenance and vector statistics.
+
+    \b
+    Example:
+      p2pz direction show cat-to-dog@1
+    """
+    import numpy as np
+
+    d = state.registry().get(ref)
+    v = d.vector_numpy()
+    stats = {"shape": list(v.shape), "norm": float(np.linalg.norm(v)), "bos_row_norm": float(np.linalg.norm(v[0, 0]))}
+    if as_json:
+        echo_json({**d.to_dict(), "vector": stats})
+        return
+    for k, val in d.to_dict().items():
+        if val not in (None, [], ""):
+            click.echo(f"{k:<14}{val}")
+    click.echo(f"{'vector':<14}shape {stats['shape']}, ‖Δ‖ {stats['norm']:.4g}, BOS row ‖·‖ {stats['bos_row_norm']:.3g}")
+
+
+@direction.command("versions")
+@click.argument("name")
+@json_option
+@pass_state
+def direction_versions(state, name, as_json):
+    """List every version of NAME.
+
+    \b
+    Example:
+      p2pz direction versions cat-to-dog
+    """
+    ds = state.registry().versions(name)
+    if as_json:
+        echo_json([d.to_dict() for d in ds])
+    else:
+        echo_table([_dir_row(d) for d in ds], _DIR_HEADERS)
+
+
+@direction.command("combine")
+@click.argument("weights", nargs=-1, required=True, metavar="NAME[@V]=WEIGHT...")
+@click.option("--name", required=True, help="Name of the combined direction.")
+@click.option("--tag", "tags", multiple=True)
+@click.option("--note")
+@json_option
+@pass_state
+def direction_combine(state, weights, name, tags, note, as_json):
+    """Store a weighted sum of directions (same text encoder only).
+
+    \b
+    Example:
+      p2pz direction combine cat-to-dog=1.0 day-to-night=0.5 --name dog-at-night
+    """
+    parsed = {}
+    for item in weights:
+        ref, sep, w = item.rpartition("=")
+        if not sep or not ref:
+            raise P2PZError(f"malformed weight {item!r}; write NAME=WEIGHT, e.g. cat-to-dog=1.0")
+        try:
+            parsed[ref] = float(w)
+        except ValueError:
+            raise P2PZError(f"weight of {ref!r} is not a number: {w!r}") from None
+    d = state.registry().combine(parsed, name, tags=tags, note=note)
+    if as_json:
+        echo_json(d.to_dict())
+    else:
+        click.echo(f"direction {d.ref}: " + _dir_row(d)[1])
+
+
+@direction.command("tag")
+@click.argument("ref", metavar="NAME[@V]")
+@click.argument("tag")
+@pass_state
+def direction_tag(state, ref, tag):
+    """Add TAG to a direction (tags are annotations; the vector never changes).
+
+    \b
+    Example:
+      p2pz direction tag cat-to-dog@1 animals
+    """
+    d = state.registry().tag(ref, tag)
+    click.echo(f"{d.ref}: tags {','.join(d.tags)}")
+
+
+@direction.command("deprecate")
+@click.argument("ref", metavar="NAME@V")
+@pass_state
+def direction_deprecate(state, ref):
+    """Mark one version deprecated (hidden from list, search and bare-name lookups; still addressable).
+
+    \b
+    Example:
+      p2pz direction deprecate cat-to-dog@1
+    """
+    d = state.registry().deprecate(ref)
+    click.echo(f"{d.ref}: deprecated")
+
+
+# --- search -----------------------------------------------------------------------------------------
+
+@main.command("search")
+@click.argument("ref", required=False, metavar="NAME[@V]")
+@click.option("--pair", nargs=2, metavar="SOURCE TARGET", help="Search with the direction two concepts would make.")
+@click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
+@click.option("--model", envvar="P2PZ_MODEL", help="With --pair: the SD model to encode with, if needed.")
+@click.option("--save", is_flag=True, help="With --pair: also store the direction.")
+@json_option
+@pass_state
+def search(state, ref, pair, k, model, save, as_json):
+    """Find the directions most similar to one (cosine of search keys, same encoder).
+
+    \b
+    Examples:
+      p2pz search cat-to-dog -k 5
+      p2pz search --pair kitten puppy -k 5
+    """
+    if bool(ref) == bool(pair):
+        raise click.UsageError("give either NAME[@V] or --pair SOURCE TARGET")
+    reg = state.registry()
+    hits = reg.search_pair(pair[0], pair[1], k, model=model, save=save) if pair else reg.search(ref, k)
+    if as_json:
+        echo_json([h.to_dict() for h in hits])
+    else:
+        echo_table([[f"{h.score:.4f}"] + _dir_row(h.direction)[:2] for h in hits], ["score", "direction", "from"])

@@ -1,0 +1,127 @@
+"""``p2pz edit`` and ``p2pz generate``: apply stored directions to images (pix2pix-zero)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import P2PZError, echo_json, json_option, main, pass_state
+
+
+def _editing_options(f):
+    for opt in reversed([
+        click.option("--direction", "directions", multiple=True, required=True, metavar="NAME[@V]",
+                     help="Direction to apply (repeatable: one inversion serves them all)."),
+        click.option("--scale", type=float, default=1.0, show_default=True, help="Multiplier of Δ."),
+        click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the model the direction was built with)."),
+        click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True, help="DDIM steps."),
+        click.option("--guidance-scale", type=float, default=5.0, show_default=True, help="CFG scale (> 1)."),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--out", "out_dir", type=click.Path(file_okay=False), default="p2pz-out", show_default=True),
+        click.option("--device", help="cpu or cuda (default: cuda when available)."),
+        click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32",
+                     show_default=True),
+        click.option("--force", is_flag=True, help="Overwrite existing outputs."),
+        click.option("--no-safety-checker", is_flag=True, help="Do not run the model's safety checker."),
+        json_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+def _open_editor(state, model, directions, device, dtype, no_safety_checker, **kwargs):
+    from ..editing import choose_model, open_editor
+
+    state.info(f"loading {choose_model(directions, model) or 'the default model'} …")
+    return open_editor(directions, model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
+                       progress=state.progress, **kwargs)
+
+
+@main.command("edit")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE|DIR|GLOB...")
+@_editing_options
+@click.option("--caption", help="Use this caption instead of BLIP's.")
+@click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
+@click.option("--xa-guidance", type=click.FloatRange(0), default=0.1, show_default=True,
+              help="Cross-attention guidance step size.")
+@click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio (longer side = model size).")
+@click.option("--schedule", type=click.Choice(["symmetric", "reference"]), default="symmetric", show_default=True,
+              help="Inversion schedule.")
+@click.option("--save-reconstruction", is_flag=True, help="Also write the reconstruction.")
+@click.option("--maps-fp16", is_flag=True, help="Keep reference attention maps in float16 (half the memory; results "
+              "change slightly).")
+@pass_state
+def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
+         no_safety_checker, as_json, caption, captioner, xa_guidance, keep_aspect, schedule, save_reconstruction,
+         maps_fp16):
+    """Apply stored directions to real images with pix2pix-zero.
+
+    Writes OUT/<image stem>__<direction>@<version>.png with the full provenance in a PNG text chunk.
+
+    \b
+    Examples:
+      p2pz edit cat.png --direction cat-to-dog
+      p2pz edit photos/ --direction cat-to-dog --direction cat-to-lion@2 --out edits
+      p2pz edit "shots/*.jpg" --direction day-to-night --caption "a street" --steps 100
+    """
+    from editor.batch import edit_files, expand_inputs
+    from editor.config import EditConfig, InversionConfig
+
+    inversion = InversionConfig(steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule)
+    edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
+    dirs = [state.registry().get(ref) for ref in directions]
+    paths = expand_inputs(list(images))
+    kwargs = {"map_dtype": "float16" if maps_fp16 else "float32"}
+    if captioner is not None:
+        kwargs["captioner"] = captioner
+    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, **kwargs)
+
+    def report(o):
+        for note in o.warnings:
+            click.echo(f"warning: {note}", err=True)
+        if o.ok:
+            state.info(f"{o.image}: {', '.join(o.outputs)}" + (" (inversion cached)" if o.inversion_cached else ""))
+        else:
+            click.echo(f"error: {o.image}: {o.error}", err=True)
+        for flagged in o.nsfw:
+            click.echo(f"warning: the safety checker blanked {flagged}; --no-safety-checker turns it off", err=True)
+
+    outcomes = edit_files(ed, paths, dirs, Path(out_dir), inversion=inversion, edit=edit_cfg, caption=caption,
+                          save_reconstruction=save_reconstruction, force=force, report=None if as_json else report)
+    if as_json:
+        echo_json([o.__dict__ for o in outcomes])
+    failed = [o for o in outcomes if not o.ok]
+    if failed:
+        raise P2PZError(f"{len(failed)} of {len(outcomes)} images failed")
+
+
+@main.command("generate")
+@click.argument("prompt")
+@_editing_options
+@click.option("--xa-guidance", type=click.FloatRange(0), default=0.15, show_default=True,
+              help="Cross-attention guidance step size (0.15 for synthetic images).")
+@click.option("--size", type=click.IntRange(16, 2048), default=None, help="Image size (default: the model's).")
+@pass_state
+def generate(state, prompt, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
+             no_safety_checker, as_json, xa_guidance, size):
+    """Generate an image from PROMPT (x_T from the seed) and edit it with stored directions.
+
+    \b
+    Example:
+      p2pz generate "a cat sitting on a sofa" --direction cat-to-dog --seed 3
+    """
+    from editor.batch import generate_files
+    from editor.config import EditConfig
+
+    edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
+    dirs = [state.registry().get(ref) for ref in directions]
+    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker)
+    out = generate_files(ed, prompt, dirs, Path(out_dir), seed=seed, size=size, steps=steps, edit=edit_cfg,
+                         force=force)
+    for flagged in out.nsfw:
+        click.echo(f"warning: the safety checker blanked {flagged}; --no-safety-checker turns it off", err=True)
+    if as_json:
+        echo_json({"generated": out.generated, "edits": out.edits})
+    else:
+        click.echo(f"wrote {out.generated} and {', '.join(out.edits)}")

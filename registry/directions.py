@@ -1,0 +1,174 @@
+"""Directions in the registry: build, combine, read, annotate (docs/algorithm.md §1.3).
+
+A pair direction is Δ = scale · (mean(target bank) − mean(source bank)) under one text encoder; a combination
+is Σ wᵢ Δᵢ of stored directions. Neither stores Δ: it is materialized on read from the immutable embeddings
+it is made of. Every write is one transaction, taken after the slow work (generating, encoding) is done, so
+a failure leaves the database as it was.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from generators import BankDraft, normalize_sentences
+from store import models as m
+from store import repository as repo
+from store.lazy import numpy as np
+from store.vectors import from_bytes
+
+from .banks import BankSource, resolve_bank
+from .encoding import embed, encoder_facts, load_encoder, store_embedding
+from .naming import direction_name, parse_ref
+from .records import Direction, RegistryError, direction_record
+
+
+# --- reading ------------------------------------------------------------------------------------------
+
+def materialize(db, direction_id: int) -> np.ndarray:
+    with db.read() as s:
+        return repo.direction_vector(s, s.get(m.Direction, direction_id))
+
+
+def key_bytes(db, direction_id: int) -> bytes:
+    with db.read() as s:
+        return repo.direction_key_bytes(s, direction_id)
+
+
+def records(db, s, *where, order: bool = True) -> list[Direction]:
+    """Directions matching ``where`` as records whose vector and key load lazily from ``db``."""
+    return [direction_record(listing, lambda rid: materialize(db, rid), lambda rid: key_bytes(db, rid))
+            for listing in repo.list_directions(s, *where, order=order)]
+
+
+def record_of(db, s, row: m.Direction) -> Direction:
+    s.flush()
+    return records(db, s, m.Direction.id == row.id, order=False)[0]
+
+
+def get(db, ref: str) -> Direction:
+    name, version = parse_ref(ref, "direction")
+    with db.read() as s:
+        return record_of(db, s, repo.direction_row(s, name, version))
+
+
+def versions(db, name: str) -> list[Direction]:
+    name, _ = parse_ref(name, "direction")
+    with db.read() as s:
+        found = records(db, s, m.Direction.name == name)
+        if not found:
+            repo.direction_row(s, name, None)  # raises the precise error
+        return found
+
+
+def listing(db, include_deprecated: bool = False, tag: str | None = None) -> list[Direction]:
+    with db.read() as s:
+        out = records(db, s, *([] if include_deprecated else [m.Direction.deprecated.is_(False)]))
+    return [d for d in out if tag is None or tag in d.tags]
+
+
+# --- building -----------------------------------------------------------------------------------------
+
+def _side(db, ref: str, sentences, generator, n, seed, options, progress) -> BankSource:
+    """One side of a build: the given sentences (exactly them, as a new or stored bank) or a bank ref."""
+    if sentences is None:
+        return resolve_bank(db, ref, generator, n, seed, options, progress=progress)
+    concept, version = parse_ref(ref, "bank")
+    if version is not None:
+        raise RegistryError(f"{ref} names a stored bank version; with sentences give the bare concept "
+                            f"({concept})")
+    if isinstance(sentences, BankDraft):
+        draft, kind = sentences, sentences.params.get("generator", "file")
+    else:
+        clean, counts = normalize_sentences(list(sentences))
+        draft, kind = BankDraft(clean, {"origin": "python", **counts}), "sentences"
+    if not draft.sentences:
+        raise RegistryError(f"no sentences given for {concept!r}")
+    return BankSource.from_sentences(concept, draft.sentences, kind, draft.params)
+
+
+def build(db, source: str, target: str, model: str | None = None, *, name: str | None = None,
+          generator: str | None = None, n: int = 1000, seed: int = 0, scale: float = 1.0,
+          tags: Iterable[str] = (), note: str | None = None, device: str | None = None,
+          source_sentences=None, target_sentences=None, progress: bool = False, **options) -> Direction:
+    """Δ = scale · (mean(target) − mean(source)) under ``model``'s text encoder (see ``Registry.build_direction``)."""
+    if not np.isfinite(scale):
+        raise RegistryError("scale must be a finite number")
+    if generator == "llm":  # check lengths with this model's own tokenizer (before spending tokens)
+        from editor.loader import default_model
+
+        options.setdefault("tokenizer_model", model or default_model())
+    src = _side(db, source, source_sentences, generator, n, seed, options, progress)
+    tgt = _side(db, target, target_sentences, generator, n, seed, options, progress)
+    name = name or direction_name(src.concept, tgt.concept)
+    if parse_ref(name, "direction")[1] is not None:
+        raise RegistryError(f"a direction name carries no version: {name!r}")
+    enc = load_encoder(model, device)
+    src_e = embed(db, src, enc, progress=progress)
+    same = (tgt.concept, tgt.sha256) == (src.concept, src.sha256)
+    tgt_e = src_e if same else embed(db, tgt, enc, progress=progress)
+    key = (np.float32(scale) * (tgt_e.key - src_e.key)).astype(np.float32)  # [D]
+    content = repo.direction_content("pair", enc.fingerprint, source=(src.concept, src.sha256),
+                                     target=(tgt.concept, tgt.sha256), scale=scale)
+    with db.write() as s:
+        enc_row, _ = repo.encoder_row(s, encoder_facts(enc))
+        se = store_embedding(s, src_e, enc_row.id)
+        te = store_embedding(s, tgt_e, enc_row.id)
+        row, _ = repo.insert_direction(s, name=name, content=content, encoder_id=enc_row.id, key=key,
+                                       source_id=se.id, target_id=te.id, scale=scale, tags=tags, note=note)
+        return record_of(db, s, row)
+
+
+def _encoder_mismatch(a: m.Direction, b: m.Direction) -> str:
+    return (f"directions from different text encoders cannot be mixed: {a.name}@{a.version} uses "
+            f"{a.encoder.model} ({a.encoder.fingerprint[:12]}, D={a.encoder.hidden_size}) but "
+            f"{b.name}@{b.version} uses {b.encoder.model} ({b.encoder.fingerprint[:12]}, D={b.encoder.hidden_size})")
+
+
+def combine(db, weights: dict[str, float], name: str, *, tags: Iterable[str] = (),
+            note: str | None = None) -> Direction:
+    """A weighted sum Σ wᵢ Δᵢ of stored directions, recorded as such (materialized on read)."""
+    if not weights:
+        raise RegistryError("combine needs at least one NAME=WEIGHT")
+    parse_ref(name, "direction")
+    with db.write() as s:
+        rows = []
+        for ref, w in weights.items():
+            if not np.isfinite(w):
+                raise RegistryError(f"weight of {ref} must be a finite number")
+            rows.append((repo.direction_row(s, *parse_ref(ref, "direction")), float(w)))
+        first = rows[0][0]
+        for row, _ in rows[1:]:
+            if row.encoder_id != first.encoder_id:
+                raise RegistryError(_encoder_mismatch(first, row))
+        key = sum(np.float32(w) * from_bytes(r.key, (r.encoder.hidden_size,)) for r, w in rows)
+        content = repo.direction_content("combination", first.encoder.fingerprint,
+                                         components=[(r.content_sha256, w) for r, w in rows])
+        components = [{"id": r.id, "name": r.name, "version": r.version, "weight": w} for r, w in rows]
+        row, _ = repo.insert_direction(s, name=name, content=content, encoder_id=first.encoder_id, key=key,
+                                       components=components, tags=tags, note=note)
+        return record_of(db, s, row)
+
+
+# --- annotations (the only mutable fields) ------------------------------------------------------------
+
+def tag(db, ref: str, label: str) -> Direction:
+    label = (label or "").strip()
+    if not label or "," in label:
+        raise RegistryError("a tag must be a non-empty word without commas")
+    with db.write() as s:
+        row = repo.direction_row(s, *parse_ref(ref, "direction"))
+        if label not in (row.tags or []):
+            row.tags = sorted(set(row.tags or []) | {label})
+        return record_of(db, s, row)
+
+
+def deprecate(db, ref: str) -> Direction:
+    name, version = parse_ref(ref, "direction")
+    if version is None:
+        raise RegistryError(f"deprecate needs an explicit version, e.g. {name}@1")
+    with db.write() as s:
+        row = repo.direction_row(s, name, version)
+        if not row.deprecated:
+            row.deprecated = True
+            repo.bump_generation(s)
+        return record_of(db, s, row)

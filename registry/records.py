@@ -1,0 +1,147 @@
+"""What the registry returns: plain records holding no session, and the registry's one error type.
+
+``Bank``, ``Direction`` and ``SearchHit`` are dataclasses (docs/architecture.md, "Registry API"). A
+``Direction`` read from a database materializes its vector Δ [1, 77, D] and loads its search key [D] on first
+use, through loaders bound to that database, so listings stay cheap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Callable
+
+from store.lazy import numpy as np
+from store.vectors import from_bytes
+
+
+class RegistryError(Exception):
+    """A user mistake or an unusable input; the message is one line naming the problem and the fix."""
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn the lower layers' user-facing errors (store, generators, vectors) into :class:`RegistryError`."""
+    from generators import GeneratorError
+    from store.db import StoreError
+    from store.vectors import VectorError
+
+    try:
+        yield
+    except (StoreError, GeneratorError, VectorError) as exc:
+        raise RegistryError(str(exc)) from None
+
+
+@dataclass
+class Bank:
+    concept: str
+    version: int
+    sentences: list[str]
+    sha256: str
+    generator: str
+    params: dict
+    n_sentences: int
+    created_at: dt.datetime
+    note: str | None = None
+    id: int | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.concept}@{self.version}"
+
+    def to_dict(self, sentences: bool = False) -> dict:
+        d = {"concept": self.concept, "version": self.version, "ref": self.ref, "generator": self.generator,
+             "params": self.params, "n_sentences": self.n_sentences, "sha256": self.sha256,
+             "created_at": self.created_at.isoformat(), "note": self.note}
+        if sentences:
+            d["sentences"] = self.sentences
+        return d
+
+
+def bank_record(row, with_sentences: bool = True) -> Bank:
+    """A stored bank row → :class:`Bank` (sentences are a deferred column: read only when asked for)."""
+    return Bank(concept=row.concept, version=row.version, sentences=list(row.sentences) if with_sentences else [],
+                sha256=row.sha256, generator=row.generator, params=dict(row.params or {}),
+                n_sentences=row.n_sentences, created_at=row.created_at, note=row.note, id=row.id)
+
+
+@dataclass
+class Direction:
+    name: str
+    version: int
+    key_bytes: bytes | None = field(default=None, repr=False)  # safetensors [D] float32; decoded by ``key``
+    encoder: str = ""  # encoder fingerprint
+    source: str | None = None  # bank ref "cat@1" (pair directions)
+    target: str | None = None
+    scale: float = 1.0
+    tags: list[str] = field(default_factory=list)
+    created_at: dt.datetime | None = None
+    kind: str = "pair"
+    components: list[dict] | None = None
+    note: str | None = None
+    deprecated: bool = False
+    encoder_model: str | None = None
+    hidden_size: int | None = None
+    id: int | None = None
+    content_sha256: str | None = None
+    load_vector: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
+    load_key: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    _vector: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _key: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    @property
+    def key(self) -> np.ndarray:
+        """The search key [D] float32 (decoded on first use)."""
+        if self._key is None:
+            if self.key_bytes is None and self.load_key is not None:
+                self.key_bytes = self.load_key()
+            self._key = from_bytes(self.key_bytes, (self.hidden_size,) if self.hidden_size else None)
+        return self._key
+
+    def vector_numpy(self) -> np.ndarray:
+        """Δ as a float32 numpy array [1, 77, D] (materialized once, on first use)."""
+        if self._vector is None:
+            if self.load_vector is None:
+                raise RegistryError(f"direction {self.ref} has no vector source")
+            self._vector = self.load_vector()
+        return self._vector
+
+    @property
+    def vector(self):
+        """Δ as a torch tensor [1, 77, D] float32."""
+        import torch
+
+        return torch.from_numpy(self.vector_numpy().copy())
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "version": self.version, "ref": self.ref, "kind": self.kind,
+                "source": self.source, "target": self.target, "scale": self.scale, "components": self.components,
+                "encoder": self.encoder, "encoder_model": self.encoder_model, "hidden_size": self.hidden_size,
+                "tags": list(self.tags), "note": self.note, "deprecated": self.deprecated,
+                "created_at": self.created_at.isoformat()}
+
+
+def direction_record(listing, load_vector: Callable[[int], np.ndarray],
+                     load_key: Callable[[int], bytes]) -> Direction:
+    """A :class:`store.repository.DirectionListing` → :class:`Direction` with lazy vector and key loaders."""
+    rid = listing.id
+    return Direction(
+        name=listing.name, version=listing.version, encoder=listing.encoder, source=listing.source,
+        target=listing.target, scale=listing.scale, tags=listing.tags, created_at=listing.created_at,
+        kind=listing.kind, components=listing.components, note=listing.note, deprecated=listing.deprecated,
+        encoder_model=listing.encoder_model, hidden_size=listing.hidden_size, id=rid,
+        content_sha256=listing.content_sha256, load_vector=lambda: load_vector(rid), load_key=lambda: load_key(rid))
+
+
+@dataclass
+class SearchHit:
+    direction: Direction
+    score: float
+
+    def to_dict(self) -> dict:
+        return {"score": round(self.score, 6), **self.direction.to_dict()}

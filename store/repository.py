@@ -1,0 +1,351 @@
+"""Repository functions: every read and content-addressed, versioned insert of the registry's records.
+
+Each function takes an open :class:`~sqlalchemy.orm.Session` (one transaction, opened by the caller with
+``Database.read()`` / ``Database.write()``) and works on plain values, so build, combine and import share one
+implementation of each rule:
+
+* **content addressing** — a bank is identified by (concept, sha256 of its sentences), an embedding by
+  (bank, encoder), a direction by (name, :func:`direction_content`'s hash). Inserting what exists returns the
+  stored row instead of a new version;
+* **versions** — 1, 2, … per bank concept and per direction name, unique and gap-free under concurrent
+  writers (:func:`lock`);
+* **the generation counter** — grows with every change that affects search, so search indexes know when they
+  are stale.
+
+User-facing problems (an unknown name, a missing version) raise :class:`NotFoundError`, a
+:class:`~store.db.StoreError` with a one-line message naming the fix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from typing import Iterable
+
+from sqlalchemy import Text, func, select, text, type_coerce, update
+from sqlalchemy.orm import Session, aliased
+
+from store import models as m
+from store.db import StoreError
+from store.hashing import sha256_json
+from store.lazy import numpy as np
+from store.vectors import VectorError, from_bytes, to_bytes
+
+MAX_NESTING = 32  # combinations of combinations, at most this deep
+
+
+class NotFoundError(StoreError, LookupError):
+    """A bank, direction or encoder that the database does not hold."""
+
+
+def lock(s: Session, kind: str, key) -> None:
+    """Serialize writers of one (kind, key) inside the database.
+
+    SQLite writers already hold the database write lock (``BEGIN IMMEDIATE``); PostgreSQL takes a
+    transaction-scoped advisory lock, so version numbers stay unique and gap-free per name and content
+    addressing sees every committed row.
+    """
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"p2pz:{kind}:{key}"})
+
+
+# --- generation ---------------------------------------------------------------------------------------
+
+def bump_generation(s: Session) -> None:
+    s.execute(update(m.Meta).where(m.Meta.key == "generation").values(value=m.Meta.value + 1))
+
+
+def generation(s: Session) -> int:
+    return int(s.scalar(select(m.Meta.value).where(m.Meta.key == "generation")) or 0)
+
+
+# --- encoders -----------------------------------------------------------------------------------------
+
+ENCODER_FIELDS = ("fingerprint", "model", "subfolder", "revision", "architecture", "hidden_size", "max_length",
+                  "pad_id")
+
+
+def encoder_row(s: Session, facts: dict) -> tuple[m.Encoder, bool]:
+    """The encoder with ``facts["fingerprint"]``, inserted from ``facts`` when new → (row, created)."""
+    fp = facts["fingerprint"]
+    lock(s, "encoder", fp)
+    row = s.scalar(select(m.Encoder).where(m.Encoder.fingerprint == fp))
+    if row is not None:
+        if row.hidden_size != facts["hidden_size"]:
+            raise StoreError(f"encoder {fp[:12]} is claimed with D={facts['hidden_size']} but this registry knows "
+                             f"it as D={row.hidden_size}")
+        return row, False
+    row = m.Encoder(**{k: facts.get(k) for k in ENCODER_FIELDS})
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+def encoder_facts(row: m.Encoder) -> dict:
+    return {k: getattr(row, k) for k in ENCODER_FIELDS}
+
+
+def encoder_by_fingerprint(s: Session, fingerprint: str) -> m.Encoder:
+    row = s.scalar(select(m.Encoder).where(m.Encoder.fingerprint == fingerprint))
+    if row is None:
+        raise NotFoundError(f"no encoder {fingerprint[:12]} in this registry")
+    return row
+
+
+def encoders(s: Session) -> list[m.Encoder]:
+    return list(s.scalars(select(m.Encoder).order_by(m.Encoder.id)))
+
+
+# --- banks --------------------------------------------------------------------------------------------
+
+def bank_by_sha(s: Session, concept: str, sha256: str) -> m.Bank | None:
+    return s.scalar(select(m.Bank).where(m.Bank.concept == concept, m.Bank.sha256 == sha256))
+
+
+def latest_bank(s: Session, concept: str) -> m.Bank | None:
+    return s.scalar(select(m.Bank).where(m.Bank.concept == concept).order_by(m.Bank.version.desc()).limit(1))
+
+
+def bank_row(s: Session, concept: str, version: int | None) -> m.Bank:
+    """``concept@version``, or the latest version when ``version`` is None."""
+    if version is None:
+        row = latest_bank(s, concept)
+    else:
+        row = s.scalar(select(m.Bank).where(m.Bank.concept == concept, m.Bank.version == version))
+    if row is None:
+        known = s.scalars(select(m.Bank.version).where(m.Bank.concept == concept)).all()
+        if known:
+            raise NotFoundError(f"bank {concept}@{version} does not exist; versions: {sorted(known)}")
+        raise NotFoundError(f"no bank for concept {concept!r}; create one with: p2pz bank create {concept}")
+    return row
+
+
+def banks(s: Session, concept: str | None = None) -> list[m.Bank]:
+    q = select(m.Bank).order_by(m.Bank.concept, m.Bank.version)
+    if concept:
+        q = q.where(m.Bank.concept == concept)
+    return list(s.scalars(q))
+
+
+def insert_bank(s: Session, *, concept: str, sha256: str, generator: str, params: dict, sentences: list[str],
+                note: str | None = None) -> tuple[m.Bank, bool]:
+    """Content-addressed insert: the same sentences for the same concept return the stored version."""
+    lock(s, "bank", concept)
+    row = bank_by_sha(s, concept, sha256)
+    if row is not None:
+        return row, False
+    version = (s.scalar(select(func.max(m.Bank.version)).where(m.Bank.concept == concept)) or 0) + 1
+    row = m.Bank(concept=concept, version=version, generator=generator, params=params, sentences=sentences,
+                 n_sentences=len(sentences), sha256=sha256, note=note)
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+# --- embeddings ---------------------------------------------------------------------------------------
+
+def find_embedding(s: Session, concept: str, sha256: str, fingerprint: str) -> m.Embedding | None:
+    """The stored embedding of the bank (concept, sha256) under the encoder ``fingerprint``, if any."""
+    return s.scalar(select(m.Embedding).join(m.Bank).join(m.Encoder).where(
+        m.Bank.concept == concept, m.Bank.sha256 == sha256, m.Encoder.fingerprint == fingerprint))
+
+
+def insert_embedding(s: Session, *, bank_id: int, encoder_id: int, mean: np.ndarray, key: np.ndarray,
+                     key_kind: str) -> tuple[m.Embedding, bool]:
+    """Content-addressed insert of a bank's mean [1, 77, D] and key [D] under one encoder → (row, created)."""
+    lock(s, "embedding", f"{bank_id}:{encoder_id}")
+    row = s.scalar(select(m.Embedding).where(m.Embedding.bank_id == bank_id, m.Embedding.encoder_id == encoder_id))
+    if row is not None:
+        return row, False
+    try:
+        row = m.Embedding(bank_id=bank_id, encoder_id=encoder_id, mean=to_bytes(mean), key=to_bytes(key),
+                          key_kind=key_kind)
+    except VectorError as exc:
+        bank = s.get(m.Bank, bank_id)
+        raise StoreError(f"embedding of {bank.concept if bank else bank_id}: {exc}") from None
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+def shared_encoder(s: Session, bank_a: int, bank_b: int) -> str | None:
+    """The newest encoder under which both banks are already encoded, if any."""
+    a = set(s.scalars(select(m.Embedding.encoder_id).where(m.Embedding.bank_id == bank_a)))
+    b = set(s.scalars(select(m.Embedding.encoder_id).where(m.Embedding.bank_id == bank_b)))
+    common = sorted(a & b)
+    return s.get(m.Encoder, common[-1]).fingerprint if common else None
+
+
+def embedding_key(s: Session, embedding_id: int, dim: int | None = None) -> np.ndarray:
+    return from_bytes(s.get(m.Embedding, embedding_id).key, (dim,))
+
+
+# --- directions ---------------------------------------------------------------------------------------
+
+def direction_content(kind: str, encoder: str, *, source: tuple[str, str] | None = None,
+                      target: tuple[str, str] | None = None, scale: float = 1.0,
+                      components: Iterable[tuple[str, float]] = ()) -> dict:
+    """What a direction *is*, independent of its name, version and annotations: the one description that
+    build, combine and import hash (``content_sha256``) to deduplicate versions.
+
+    ``pair``: encoder fingerprint, (concept, bank sha256) of each side and the scale. ``combination``: the
+    content hashes of its components with their weights, in order.
+    """
+    if kind == "pair":
+        return {"kind": "pair", "encoder": encoder, "source": list(source), "target": list(target),
+                "scale": float(scale)}
+    if kind == "combination":
+        return {"kind": "combination", "encoder": encoder,
+                "components": [[sha, float(w)] for sha, w in components]}
+    raise StoreError(f"unknown direction kind {kind!r}; expected pair or combination")
+
+
+def direction_by_content(s: Session, name: str, content: dict) -> m.Direction | None:
+    return s.scalar(select(m.Direction).where(m.Direction.name == name,
+                                              m.Direction.content_sha256 == sha256_json(content)))
+
+
+def insert_direction(s: Session, *, name: str, content: dict, encoder_id: int, key: np.ndarray,
+                     source_id: int | None = None, target_id: int | None = None, scale: float = 1.0,
+                     components: list[dict] | None = None, tags: Iterable[str] = (), note: str | None = None,
+                     deprecated: bool = False) -> tuple[m.Direction, bool]:
+    """Content-addressed, versioned insert → (row, created). The same content under the same name returns the
+    stored version (its annotations unchanged)."""
+    content_sha = sha256_json(content)
+    lock(s, "direction", name)
+    row = s.scalar(select(m.Direction).where(m.Direction.name == name, m.Direction.content_sha256 == content_sha))
+    if row is not None:
+        return row, False
+    try:
+        key_bytes = to_bytes(np.asarray(key, dtype=np.float32))
+    except VectorError as exc:
+        raise StoreError(f"direction {name}: {exc}") from None
+    version = (s.scalar(select(func.max(m.Direction.version)).where(m.Direction.name == name)) or 0) + 1
+    row = m.Direction(name=name, version=version, kind=content["kind"], encoder_id=encoder_id, source_id=source_id,
+                      target_id=target_id, scale=float(scale), components=components, content_sha256=content_sha,
+                      tags=sorted(set(tags)), note=note, deprecated=bool(deprecated))
+    s.add(row)
+    s.flush()
+    s.add(m.DirectionKey(direction_id=row.id, key=key_bytes))
+    s.flush()
+    bump_generation(s)
+    return row, True
+
+
+def direction_row(s: Session, name: str, version: int | None, include_deprecated: bool = False) -> m.Direction:
+    """``name@version``, or the latest non-deprecated version when ``version`` is None."""
+    q = select(m.Direction).where(m.Direction.name == name)
+    if version is not None:
+        q = q.where(m.Direction.version == version)
+    else:
+        if not include_deprecated:
+            q = q.where(m.Direction.deprecated.is_(False))
+        q = q.order_by(m.Direction.version.desc()).limit(1)
+    row = s.scalar(q)
+    if row is None:
+        versions = s.scalars(select(m.Direction.version).where(m.Direction.name == name)).all()
+        if versions and version is not None:
+            raise NotFoundError(f"direction {name}@{version} does not exist; versions: {sorted(versions)}")
+        if versions:
+            raise NotFoundError(f"every version of direction {name!r} is deprecated; ask for one as {name}@N")
+        raise NotFoundError(f"no direction named {name!r}; see p2pz direction list, or build it with "
+                            "p2pz direction build SOURCE TARGET")
+    return row
+
+
+@dataclass
+class DirectionListing:
+    """One direction as a listing shows it: its columns, its encoder's, and its banks' refs (no blobs)."""
+
+    id: int
+    name: str
+    version: int
+    kind: str
+    scale: float
+    components: list | None
+    content_sha256: str
+    tags: list
+    note: str | None
+    deprecated: bool
+    created_at: dt.datetime
+    encoder: str
+    encoder_model: str
+    hidden_size: int
+    source: str | None
+    target: str | None
+
+
+def _json_list(value) -> list:
+    """A JSON list column as fetched raw: text on SQLite, already parsed on PostgreSQL."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return json.loads(value) if value not in ("[]", "null") else []
+    return list(value)
+
+
+def list_directions(s: Session, *where, order: bool = True) -> list[DirectionListing]:
+    """Directions matching ``where`` in one Core query with only the columns a listing needs (no ORM objects, no
+    blobs): listing 10k directions stays well under a second."""
+    d, e = m.Direction, m.Encoder
+    se, te, sb, tb = aliased(m.Embedding), aliased(m.Embedding), aliased(m.Bank), aliased(m.Bank)
+    # JSON columns come back as text and are parsed only when not empty.
+    q = (select(d.id, d.name, d.version, d.kind, d.scale, type_coerce(d.components, Text), d.content_sha256,
+                type_coerce(d.tags, Text), d.note, d.deprecated, type_coerce(d.created_at, Text), e.fingerprint,
+                e.model, e.hidden_size, sb.concept, sb.version, tb.concept, tb.version)
+         .join(e, d.encoder_id == e.id)
+         .outerjoin(se, d.source_id == se.id).outerjoin(sb, se.bank_id == sb.id)
+         .outerjoin(te, d.target_id == te.id).outerjoin(tb, te.bank_id == tb.id)
+         .where(*where))
+    if order:
+        q = q.order_by(d.name, d.version)
+    out = []
+    for (rid, name, version, kind, scale, comps, sha, tags, note, deprecated, created, fp, model, hidden,
+         sc, sv, tc, tv) in s.connection().execute(q):
+        if isinstance(created, str):
+            created = dt.datetime.fromisoformat(created)
+        out.append(DirectionListing(
+            id=rid, name=name, version=version, kind=kind, scale=scale, components=_json_list(comps) or None,
+            content_sha256=sha, tags=_json_list(tags), note=note, deprecated=bool(deprecated), created_at=created,
+            encoder=fp, encoder_model=model, hidden_size=hidden, source=f"{sc}@{sv}" if sc else None,
+            target=f"{tc}@{tv}" if tc else None))
+    return out
+
+
+def direction_key_bytes(s: Session, direction_id: int) -> bytes:
+    return s.scalar(select(m.DirectionKey.key).where(m.DirectionKey.direction_id == direction_id))
+
+
+def direction_vector(s: Session, row: m.Direction, depth: int = 0) -> np.ndarray:
+    """Δ [1, 77, D] float32, materialized from what the direction is made of.
+
+    pair: scale · (mean(target) − mean(source)); combination: Σ wᵢ Δᵢ (docs/algorithm.md §1.3).
+    """
+    if depth > MAX_NESTING:
+        raise StoreError(f"direction {row.name}@{row.version}: combination nested too deeply")
+    dim = row.encoder.hidden_size
+    if row.vector is not None:
+        return from_bytes(row.vector, (1, None, dim)).astype(np.float32)
+    if row.kind == "pair":
+        src = from_bytes(s.get(m.Embedding, row.source_id).mean, (1, None, dim))
+        tgt = from_bytes(s.get(m.Embedding, row.target_id).mean, (1, None, dim))
+        delta = tgt - src  # [1, 77, D]
+        return delta if row.scale == 1.0 else (np.float32(row.scale) * delta).astype(np.float32)
+    if row.kind == "combination":
+        total = None
+        for comp in row.components:
+            part = np.float32(comp["weight"]) * direction_vector(s, s.get(m.Direction, comp["id"]), depth + 1)
+            total = part if total is None else total + part
+        return total.astype(np.float32)
+    raise StoreError(f"direction {row.name}@{row.version} has unknown kind {row.kind!r}")
+
+
+def index_keys(s: Session, encoder_id: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ids [N] int64, keys [N, D] float32) of the non-deprecated directions of one encoder."""
+    rows = s.execute(select(m.Direction.id, m.DirectionKey.key).join(
+        m.DirectionKey, m.DirectionKey.direction_id == m.Direction.id).where(
+        m.Direction.encoder_id == encoder_id, m.Direction.deprecated.is_(False))).all()
+    ids = np.array([r[0] for r in rows], dtype=np.int64)
+    keys = np.stack([from_bytes(r[1], (dim,)) for r in rows]) if rows else np.zeros((0, dim), np.float32)
+    return ids, keys
