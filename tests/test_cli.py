@@ -147,3 +147,35 @@ def test_demo_runs_offline(tmp_path, home):
     assert (tmp_path / "demo" / "demo-library.p2pz").is_file()
     edits = sorted(p.name for p in (tmp_path / "demo" / "edits").iterdir())
     assert edits == ["sample__cat-to-dog@1.png", "sample__day-to-night@1.png", "sample__reconstruction.png"]
+
+
+def test_direction_build_from_files_uses_exactly_the_files_banks(tiny_model, db_url, tmp_path):
+    from generators import bank_sha256
+    from registry import Registry
+
+    m = str(tiny_model)
+    (tmp_path / "cat.txt").write_text("a cat on a mat\na cat in a hat\na sleepy cat\n")
+    (tmp_path / "dog.txt").write_text("a dog in the park\na wet dog\n")
+    run(["bank", "create", "cat", "--from", "file", "--file", str(tmp_path / "cat.txt")], db_url)  # cat@1: the file
+    run(["bank", "create", "cat", "-n", "20"], db_url)  # cat@2: templates, now the latest cat bank
+    d = js(["direction", "build", "cat", "dog", "--model", m, "--from", "file", "--source-file",
+            str(tmp_path / "cat.txt"), "--target-file", str(tmp_path / "dog.txt")], db_url)
+    assert d["source"] == "cat@1" and d["target"] == "dog@1"  # the file's bank, not the latest cat bank
+    reg = Registry.open(db_url)
+    assert reg.bank("dog@1").sha256 == bank_sha256(["a dog in the park", "a wet dog"])
+    assert reg.bank("dog@1").generator == "file"
+    reg.close()
+
+
+def test_a_failed_build_from_files_leaves_no_bank(tiny_model, db_url, tmp_path):
+    from .conftest import db_dump
+
+    (tmp_path / "lion.txt").write_text("a lion on a rock\n")
+    (tmp_path / "tiger.txt").write_text("a tiger in the grass\n")
+    run(["bank", "list"], db_url)  # creates the schema
+    before = db_dump(db_url)
+    res = run(["direction", "build", "lion", "tiger", "--model", str(tmp_path / "no-such-model"), "--from", "file",
+               "--source-file", str(tmp_path / "lion.txt"), "--target-file", str(tmp_path / "tiger.txt")],
+              db_url, ok=False)
+    assert res.exit_code == 1 and "does not exist" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+    assert db_dump(db_url) == before  # neither file's bank was stored

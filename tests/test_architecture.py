@@ -1,0 +1,120 @@
+"""Imports point down (docs/architecture.md §2): every import in the packages, function-local ones included."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+PACKAGES = ("store", "generators", "migrations", "editor", "registry")
+ALLOWED = {  # package → the p2pz packages it may import (besides itself)
+    "store": set(),
+    "generators": set(),
+    "migrations": {"store"},
+    "editor": {"store"},
+    "registry": {"store", "generators", "migrations", "editor"},
+}
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, absolute module, imported names) for every import statement anywhere in the file."""
+    module = _module_name(path)
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    out = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [(node.lineno, alias.name, []) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module
+            names = [a.name for a in node.names]
+            if node.module is None:  # "from . import x": each name is a module
+                out += [(node.lineno, f"{target}.{n}", []) for n in names]
+            else:
+                out.append((node.lineno, target, names))
+    return out
+
+
+def all_imports():
+    for pkg in PACKAGES:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            for line, target, names in imports_of(path):
+                yield pkg, f"{path.relative_to(REPO)}:{line}", target, names
+
+
+def test_the_parser_sees_function_local_and_relative_imports():
+    found = {(t, tuple(n)) for _, where, t, n in all_imports() if where.startswith("registry/cli/__init__.py")}
+    assert ("registry.cli.edit", ()) in found  # "from . import … edit …" at the bottom of the module
+    assert any(t == "editor.loader" for t, _ in found)  # inside _user_errors()
+    assert ("registry.api", ("Registry",)) in found  # "from ..api import Registry", inside a method
+
+
+def test_imports_point_down_only():
+    upward = [f"{where}: {pkg} imports {target}" for pkg, where, target, _ in all_imports()
+              if target.split(".")[0] in PACKAGES and target.split(".")[0] not in ALLOWED[pkg] | {pkg}]
+    assert upward == []
+
+
+def test_no_cycles_between_packages():
+    edges = {pkg: set() for pkg in PACKAGES}
+    for pkg, _, target, _ in all_imports():
+        top = target.split(".")[0]
+        if top in PACKAGES and top != pkg:
+            edges[pkg].add(top)
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for nxt in edges[todo.pop()]:
+                if nxt not in seen:
+                    seen.add(nxt)
+                    todo.append(nxt)
+        return seen
+
+    assert [p for p in PACKAGES if p in reachable(p)] == []
+
+
+def test_no_package_imports_another_packages_private_names():
+    private = []
+    for pkg, where, target, names in all_imports():
+        top = target.split(".")[0]
+        if top not in PACKAGES or top == pkg:
+            continue
+        parts = target.split(".")[1:]
+        bad = [p for p in parts if p.startswith("_") and not p.startswith("__")]
+        bad += [n for n in names if n.startswith("_") and not n.startswith("__")]
+        if bad:
+            private.append(f"{where}: {target} {bad}")
+    assert private == []
+
+
+@pytest.mark.parametrize("bad, expect", [
+    ("from registry.api import Registry", "store imports registry.api"),
+    ("import editor.loader", "store imports editor.loader"),
+])
+def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, bad, expect):
+    """The rule itself can fail: plant an upward import in a copy of store/ and run the same check on it."""
+    import shutil
+
+    from . import test_architecture as me
+
+    fake = tmp_path / "repo"
+    for pkg in PACKAGES:
+        shutil.copytree(REPO / pkg, fake / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (fake / "store" / "planted.py").write_text(f"def f():\n    {bad}\n")
+    monkeypatch.setattr(me, "REPO", fake)
+    found = [f"{pkg} imports {target}" for pkg, _, target, _ in me.all_imports()
+             if target.split(".")[0] in PACKAGES and target.split(".")[0] not in ALLOWED[pkg] | {pkg}]
+    assert found == [expect]
