@@ -70,7 +70,7 @@ def main():
         enc = load_text_encoder(str(model_dir), device="cpu")
         sentences = TemplateGenerator().generate("cat", args.sentences, seed=0).sentences
 
-        def reference_loop():  # reference §1.2: one sentence at a time, then the mean
+        def reference_loop():  # algorithm §1.2: one sentence at a time, then the mean
             outs = []
             with torch.no_grad():
                 for s in sentences:

@@ -3,7 +3,7 @@
 Index build time, single-query p50/p99 latency, batched throughput and recall@10 of p2pz's index
 (:class:`store.index.DirectionIndex`, exact inner product over L2-normalized keys) against exact brute force
 in numpy measured in the same run. Keys are clustered (2 000 centres, noise 0.3) because recall on uniform
-random vectors says nothing (DESIGN §8).
+random vectors says nothing (architecture §8).
 
     python bench/search.py [--n 100000] [--queries 1000]
 """

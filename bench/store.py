@@ -2,7 +2,7 @@
 
 Bytes on disk per direction beyond the embeddings it references (target ≤ 8 KB), insert throughput, ``get``
 latency, and the time to open a registry and list every direction. Baseline, measured in the same run: the
-bytes a direction would take if Δ [1, 77, 768] were stored with it (what DESIGN §3 warns against).
+bytes a direction would take if Δ [1, 77, 768] were stored with it (what architecture §3 warns against).
 
     python bench/store.py [--directions 10000] [--concepts 200]
 """

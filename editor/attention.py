@@ -1,4 +1,4 @@
-"""Attention processors for cross-attention guidance (PAPER §3.3, reference §6).
+"""Attention processors for cross-attention guidance (PAPER §3.3, algorithm §6).
 
 * :class:`SDPAProcessor` — self-attention (``attn1``) through ``scaled_dot_product_attention``: the fast,
   memory-light path; no probability map is ever materialized.
@@ -94,7 +94,7 @@ class AttentionMaps:
             self.consumed.add((self.t, layer))
             diff = (probs.float() - ref) ** 2  # [2B·heads, HW, T]
             per_slice = diff.sum((1, 2))  # [2B·heads]
-            # L_xa (reference §6.3): Σ over pixels and tokens, mean over the (batch·heads) slices. With a batch
+            # L_xa (algorithm §6.3): Σ over pixels and tokens, mean over the (batch·heads) slices. With a batch
             # of B images the mean is taken per image (its 2·heads slices of the CFG batch [u_0..u_B-1, c_0..c_B-1])
             # and summed over images, so each image gets exactly the gradient it would get alone.
             b = self.batch_groups

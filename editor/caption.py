@@ -1,4 +1,4 @@
-"""BLIP captioning (PAPER §4 uses BLIP; reference §2): transformers' ``BlipForConditionalGeneration``.
+"""BLIP captioning (PAPER §4 uses BLIP; algorithm §2): transformers' ``BlipForConditionalGeneration``.
 
 Unconditional captioning (no text prefix), beam search with 3 beams, 10 to 30 tokens — the defaults of the
 LAVIS ``blip_caption`` model the official repo uses. Default model: ``Salesforce/blip-image-captioning-base``.

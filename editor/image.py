@@ -1,4 +1,4 @@
-"""Image in, image out (reference §3): loading, preprocessing to [−1, 1], and decoding back to PIL.
+"""Image in, image out (algorithm §3): loading, preprocessing to [−1, 1], and decoding back to PIL.
 
 Loading applies the EXIF orientation and converts every mode to RGB (alpha composited on white, 16-bit
 scaled down, palette and CMYK converted). By default an image is resized to a square of the model's native size

@@ -1,4 +1,4 @@
-"""Noise regularization of DDIM inversion (PAPER §3.1 "Noise regularization", reference §5).
+"""Noise regularization of DDIM inversion (PAPER §3.1 "Noise regularization", algorithm §5).
 
 During inversion each predicted ε is pushed toward white Gaussian noise by plain gradient steps on two losses:
 

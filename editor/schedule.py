@@ -1,4 +1,4 @@
-"""DDIM timesteps and steps, forward (sampling) and inverse (inversion) — reference §4, PAPER §3.1.
+"""DDIM timesteps and steps, forward (sampling) and inverse (inversion) — algorithm §4, PAPER §3.1.
 
 Both samplers share one signature, ``step(eps, x, a_from, a_to) -> x'``: a deterministic DDIM move (η = 0)
 of ``x`` from noise level ᾱ = ``a_from`` to ``a_to`` given the noise prediction ε. Sampling moves down the
@@ -11,7 +11,7 @@ Plans (lists of (unet timestep, ᾱ from, ᾱ to)):
 * inversion, ``symmetric`` (default, = diffusers' ``DDIMInverseScheduler`` after PR #2619): the exact mirror,
   t = 1, 21, …, 981, from ᾱ[t − ratio] (ᾱ[0] for the first) to ᾱ[t], UNet evaluated at the target t;
 * inversion, ``reference`` (the official repo): t = 21, 41, …, 961 (N − 2 steps), from ᾱ[t − 1] to
-  ᾱ[t + ratio − 1], UNet at t. It is not the mirror of the sampler (documented in reference §4).
+  ᾱ[t + ratio − 1], UNet at t. It is not the mirror of the sampler (documented in algorithm §4).
 """
 
 from __future__ import annotations

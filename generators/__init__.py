@@ -1,4 +1,4 @@
-"""Sentence-bank generators (DESIGN §4). Knows nothing of the store or the registry.
+"""Sentence-bank generators (architecture §4). Knows nothing of the store or the registry.
 
 Every generator implements ``generate(concept, n, *, seed) -> BankDraft``; :func:`get_generator` builds
 one from a kind name and its options.

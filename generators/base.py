@@ -1,4 +1,4 @@
-"""The generator contract shared by every sentence-bank source (DESIGN §4).
+"""The generator contract shared by every sentence-bank source (architecture §4).
 
 ``generate(concept, n, *, seed) -> BankDraft(sentences, params)``. A generator returns clean, unique
 sentences; :func:`normalize_sentences` is the one cleaning step all of them share, and
@@ -63,7 +63,7 @@ def normalize_sentences(sentences) -> tuple[list[str], dict]:
 def bank_sha256(sentences: list[str]) -> str:
     """Content address of a bank: sha256 of its normalized sentences as a sorted JSON list.
 
-    Sorted, because a bank's mean embedding does not depend on sentence order (reference §10.2).
+    Sorted, because a bank's mean embedding does not depend on sentence order (algorithm §1.2).
     """
     payload = json.dumps(sorted(clean_sentence(s) for s in sentences), ensure_ascii=False)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()

@@ -1,4 +1,4 @@
-"""``file`` generator: one sentence per line from a user's text file (reference §1.1 bank format)."""
+"""``file`` generator: one sentence per line from a user's text file (algorithm §1.1 bank format)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""``llm`` generator: sentence banks from a chat model through the ``openai`` client (DESIGN §4, reference §1.1).
+"""``llm`` generator: sentence banks from a chat model through the ``openai`` client (architecture §4, algorithm §1.1).
 
 The paper builds its banks with GPT-3 ("Provide many captions for images containing {word}"), the reference demo
 with Flan-T5; the authors use about 1000 sentences per concept. Here any OpenAI-compatible chat-completions

@@ -1,6 +1,6 @@
-"""``templates`` generator: built-in template sets for objects, styles and attributes (DESIGN §4).
+"""``templates`` generator: built-in template sets for objects, styles and attributes (architecture §4).
 
-The reference's fixed-template generator (reference §1.1) combines 10 backgrounds × 10 verbs × 20 adjectives
+The reference's fixed-template generator (algorithm §1.1) combines 10 backgrounds × 10 verbs × 20 adjectives
 with an *unseeded* RNG, and puts animal verbs on any concept ("a car is sleeping"). Here each set is a
 grammar of sentence frames × slot values chosen to read correctly for any noun (objects), medium or style
 (styles), or "with …" attribute (attributes); a bank is a seeded sample of distinct combinations, so the

@@ -1,4 +1,4 @@
-"""p2pz registry: the public Python API and the CLI (DESIGN §5).
+"""p2pz registry: the public Python API and the CLI (architecture §5).
 
 >>> from registry import Registry
 >>> reg = Registry.open()          # $P2PZ_DB_URL, else $P2PZ_HOME/registry.db

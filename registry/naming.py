@@ -1,4 +1,4 @@
-"""Addresses: ``name@version`` for directions and ``concept@version`` for banks (DESIGN §3)."""
+"""Addresses: ``name@version`` for directions and ``concept@version`` for banks (architecture §3)."""
 
 from __future__ import annotations
 

@@ -19,7 +19,7 @@ from store.lazy import numpy as np
 def _faiss():
     import faiss
 
-    # Flat search on many vectors is several times faster through BLAS with a low threshold (DESIGN §8).
+    # Flat search on many vectors is several times faster through BLAS with a low threshold (architecture §8).
     faiss.cvar.distance_compute_blas_threshold = 20
     return faiss
 

@@ -1,4 +1,4 @@
-"""SQLAlchemy models of the registry (DESIGN §3).
+"""SQLAlchemy models of the registry (architecture §3).
 
 The schema is created and changed only by the Alembic revisions in ``migrations/``; these classes mirror
 the head revision (a test compares them). Content columns are immutable once written: an ORM guard

@@ -1,4 +1,4 @@
-"""The one owner of where p2pz keeps its data (DESIGN §2).
+"""The one owner of where p2pz keeps its data (architecture §2).
 
 ``$P2PZ_HOME`` if set, else ``$XDG_DATA_HOME/p2pz``, else ``~/.local/share/p2pz``. Inside it:
 ``registry.db`` (the default SQLite registry), ``index/`` (FAISS caches), ``cache/`` (fingerprints,

@@ -1,5 +1,5 @@
 """Shared fixtures: tiny models are built once per session with the real classes and loaded back through
-the same ``from_pretrained`` path users take (DESIGN §8)."""
+the same ``from_pretrained`` path users take (architecture §8)."""
 
 from __future__ import annotations
 

@@ -43,3 +43,28 @@ def test_every_p2pz_command_in_the_readme_exists():
                 assert w.split("=")[0] in opts, f"README uses unknown option {w}: {line}"
         checked += 1
     assert checked >= 10
+
+
+CITATION = re.compile(r"\b(algorithm|architecture)(?:\.md)? §(\d+(?:\.\d+)?)")
+
+
+def _sections(doc: str) -> set[str]:
+    """Numbers of the headings of a document in docs/ ("## 6. …" → "6", "### 6.3 …" → "6.3")."""
+    text = (REPO / "docs" / f"{doc}.md").read_text()
+    return set(re.findall(r"^#{2,3} (\d+(?:\.\d+)?)\.? ", text, re.M))
+
+
+def test_every_citation_in_the_code_resolves_inside_the_repository():
+    sections = {doc: _sections(doc) for doc in ("algorithm", "architecture")}
+    assert {"1.2", "5", "6.3", "10"} <= sections["algorithm"] and {"2", "3", "8"} <= sections["architecture"]
+    cited, missing = 0, []
+    for pkg in ("store", "generators", "migrations", "editor", "registry", "bench", "tests"):
+        for path in (REPO / pkg).rglob("*.py"):
+            text = path.read_text()
+            outside = re.findall(r"\b(?:reference|DESIGN) §\d", text) if path.name != "test_docs.py" else []
+            assert outside == [], f"{path}: cites a document that is not in the repository"
+            for doc, number in CITATION.findall(text):
+                cited += 1
+                if number not in sections[doc]:
+                    missing.append(f"{path.relative_to(REPO)}: {doc} §{number}")
+    assert missing == [] and cited >= 30

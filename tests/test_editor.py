@@ -1,4 +1,4 @@
-"""The editor: reference §10 items 7–23 on tiny random-weight models, and equivalence with diffusers'
+"""The editor: algorithm §10 items 7–23 on tiny random-weight models, and equivalence with diffusers'
 StableDiffusionPix2PixZeroPipeline (an independent implementation, used here only as an oracle)."""
 
 import warnings
