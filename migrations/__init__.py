@@ -12,7 +12,7 @@ from pathlib import Path
 
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError, DBAPIError
 
 from store.db import StoreError, explain_db_error
 
@@ -72,17 +72,86 @@ def downgrade(engine: Engine, revision: str = "base") -> None:
     command.downgrade(alembic_config(engine), revision)
 
 
+SCHEMA_LOCK = "p2pz:schema"
+
+
 def ensure_schema(engine: Engine) -> None:
-    """Upgrade a fresh or older database to head; refuse one from a newer p2pz."""
+    """Upgrade a fresh or older database to head; refuse one from a newer p2pz.
+
+    Safe when many clients open a new database at once: the upgrade runs under a lock — a PostgreSQL advisory
+    lock, SQLite's write lock (``BEGIN IMMEDIATE``) — and the revision is read again inside it, so exactly one
+    client upgrades and the others find the schema at head.
+    """
     rev = current_revision(engine)
     if rev == HEAD_REVISION:
         return
-    if rev is not None and rev not in known_revisions():
+    _refuse_unknown(rev)
+    try:
+        if engine.dialect.name == "postgresql":
+            _upgrade_under_advisory_lock(engine)
+        elif engine.dialect.name == "sqlite":
+            _upgrade_under_write_lock(engine)
+        else:
+            upgrade(engine)
+    except DBAPIError as exc:
+        raise StoreError(explain_db_error(engine, exc)) from None
+
+
+def _refuse_unknown(rev: str | None) -> None:
+    if rev is not None and rev != HEAD_REVISION and rev not in known_revisions():
         raise StoreError(
             f"the database is at schema revision {rev}, newer than this p2pz knows (head {HEAD_REVISION}); "
             "upgrade p2pz to use it"
         )
-    try:
-        upgrade(engine)
-    except OperationalError as exc:
-        raise StoreError(explain_db_error(engine, exc)) from None
+
+
+def _revision_on(conn) -> str | None:
+    if not conn.dialect.has_table(conn, "alembic_version"):
+        return None
+    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+    return row[0] if row else None
+
+
+def _upgrade_on(conn) -> None:
+    """Run the revisions on ``conn`` inside the transaction the caller holds."""
+    from alembic import command
+
+    cfg = alembic_config(conn.engine)
+    cfg.attributes["connection"] = conn
+    command.upgrade(cfg, "head")
+
+
+def _upgrade_under_advisory_lock(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(text("SELECT pg_advisory_lock(hashtext(:k))"), {"k": SCHEMA_LOCK})
+        conn.commit()
+        try:
+            with conn.begin():
+                rev = _revision_on(conn)
+                _refuse_unknown(rev)
+                if rev != HEAD_REVISION:
+                    _upgrade_on(conn)
+        finally:
+            conn.execute(text("SELECT pg_advisory_unlock(hashtext(:k))"), {"k": SCHEMA_LOCK})
+            conn.commit()
+
+
+def _upgrade_under_write_lock(engine: Engine) -> None:
+    with engine.connect() as conn:
+        raw = conn.connection.driver_connection
+        # Table rebuilds (batch migrations) must not cascade into child tables: foreign keys off for the upgrade.
+        # The pragma only works outside a transaction, so it comes before BEGIN IMMEDIATE.
+        raw.execute("PRAGMA foreign_keys=OFF")
+        try:
+            conn.execution_options(p2pz_write=True)
+            with conn.begin():  # BEGIN IMMEDIATE: the database's write lock, held until the upgrade commits
+                rev = _revision_on(conn)
+                _refuse_unknown(rev)
+                if rev != HEAD_REVISION:
+                    _upgrade_on(conn)
+                    bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                    if bad:
+                        raise StoreError(f"the schema upgrade left {len(bad)} rows with broken foreign keys; the "
+                                         "database was left as it was")
+        finally:
+            raw.execute("PRAGMA foreign_keys=ON")

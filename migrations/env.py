@@ -1,5 +1,5 @@
-"""Alembic environment: runs revisions on the engine handed over by :func:`store.db.alembic_config`,
-or on ``sqlalchemy.url`` when run from the ``alembic`` command line."""
+"""Alembic environment: runs revisions on the connection or engine handed over by
+:func:`migrations.alembic_config`, or on ``sqlalchemy.url`` when run from the ``alembic`` command line."""
 
 from alembic import context
 from sqlalchemy import engine_from_config, pool
@@ -18,6 +18,13 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
+    connection = config.attributes.get("connection")
+    if connection is not None:  # the caller holds a transaction and the schema lock (migrations.ensure_schema)
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                          transaction_per_migration=False)
+        with context.begin_transaction():
+            context.run_migrations()
+        return
     engine = config.attributes.get("engine")
     if engine is None:
         from store.db import make_engine

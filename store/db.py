@@ -13,7 +13,7 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 BUSY_TIMEOUT_MS = 30_000
@@ -132,7 +132,7 @@ class Database:
         try:
             with session_scope(self.factory, write=write) as s:
                 yield s
-        except OperationalError as exc:
+        except DBAPIError as exc:  # a read-only file, a lost server, a constraint a concurrent writer broke
             raise StoreError(explain_db_error(self.engine, exc)) from None
 
     def dispose(self) -> None:

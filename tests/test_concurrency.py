@@ -133,3 +133,43 @@ def test_sigkill_inside_a_write_transaction_leaves_a_consistent_database(tmp_pat
     reg = Registry.open(url)
     assert [d.ref for d in reg.directions()] == [f"k{i}@1" for i in range(4)]
     assert reg.build_direction("k4", "k5", str(tiny_model), n=5, name="k4").ref == "k4@1"  # a rerun completes it
+
+
+FIRST_USE = r"""
+import sys, time
+from alembic.runtime.migration import MigrationContext
+
+plain = MigrationContext._ensure_version_table
+def slow(self, *args, **kwargs):  # widen the race: hold the upgrade's transaction open for a second
+    plain(self, *args, **kwargs)
+    time.sleep(1.0)
+MigrationContext._ensure_version_table = slow
+from registry.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_four_clients_first_use_of_a_new_database_at_once(tmp_path, tiny_model, home, db_url):
+    """Four `p2pz direction build` processes started together against a new, empty database: every client's
+    first use checks the schema; the upgrade is serialized (re-checked under the lock), and all four succeed."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    procs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, "--db", db_url, "-q", "direction", "build",
+                               "cat", f"dog{i}", "--model", str(tiny_model), "-n", "5"], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
+    results = [p.communicate(timeout=300) for p in procs]
+    errors = [err for _, err in results]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    assert not any("Traceback" in e for e in errors)
+    reg = Registry.open(db_url)
+    assert sorted(d.ref for d in reg.directions()) == [f"cat-to-dog{i}@1" for i in range(4)]
+    reg.close()
+
+
+def test_a_database_error_is_one_line_not_a_traceback(tmp_path):
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    res = CliRunner().invoke(main, ["--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", "bank", "list"])
+    assert res.exit_code == 1 and "Traceback" not in res.output
+    assert len(res.stderr.strip().splitlines()) == 1 and res.stderr.startswith("error: ")

@@ -48,6 +48,12 @@ class P2PZGroup(click.Group):
             if isinstance(exc, _user_errors()):
                 msg = " ".join(str(exc).split()) or type(exc).__name__
                 raise P2PZError(msg) from None
+            from sqlalchemy.exc import SQLAlchemyError
+
+            if isinstance(exc, SQLAlchemyError):  # never a traceback, whatever the database says
+                first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
+                raise P2PZError(f"database error: {first}; check --db / $P2PZ_DB_URL and that the database is "
+                                "reachable") from None
             if isinstance(exc, OSError):
                 raise P2PZError(f"{exc.strerror or exc} ({exc.filename})" if getattr(exc, "filename", None)
                                 else str(exc)) from None
