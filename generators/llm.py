@@ -153,7 +153,20 @@ class LLMGenerator:
     # --- the client --------------------------------------------------------------------------------
     @property
     def url(self) -> str:
+        """The server's URL as given (it may carry credentials: never print or store it; see ``safe_url``)."""
         return (self.base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+
+    @property
+    def host(self) -> str:
+        """host[:port] of the server, without credentials — what banks record."""
+        parsed = urlparse(self.url)
+        return f"{parsed.hostname or ''}{f':{parsed.port}' if parsed.port else ''}"
+
+    @property
+    def safe_url(self) -> str:
+        """The URL without ``user:password@`` — what messages show."""
+        parsed = urlparse(self.url)
+        return parsed._replace(netloc=self.host).geturl() if parsed.netloc else self.url
 
     def _key(self) -> str:
         key = self.api_key if self.api_key is not None else os.environ.get("OPENAI_API_KEY", "")
@@ -168,10 +181,13 @@ class LLMGenerator:
         return OpenAI(api_key=key, base_url=self.url, timeout=self.timeout, max_retries=self.max_retries)
 
     def _redact(self, text: str, key: str) -> str:
-        text = " ".join(str(text).split())[:300]
-        if key and key != "no-key":
-            text = text.replace(key, "***")
-        return re.sub(r"sk-[A-Za-z0-9_\-*]{6,}", "sk-***", text)
+        text = " ".join(str(text).split())
+        text = text.replace(self.url, self.safe_url)
+        parsed = urlparse(self.url)
+        for secret in (key if key != "no-key" else None, parsed.password, parsed.username):
+            if secret:
+                text = text.replace(secret, "***")
+        return re.sub(r"sk-[A-Za-z0-9_\-*]{6,}", "sk-***", text)[:300]
 
     # --- requests ----------------------------------------------------------------------------------
     def prompt(self, concept: str) -> str:
@@ -190,15 +206,20 @@ class LLMGenerator:
             req["response_format"] = {"type": "json_schema", "json_schema": SCHEMA}
         return req
 
-    def _cache_key(self, req: dict) -> str:
-        blob = json.dumps({"url": self.url, "request": req}, sort_keys=True, ensure_ascii=False)
+    def _cache_key(self, concept: str, index: int, seed: int) -> str:
+        """What a reply answers, independent of how the server had to be asked (structured output or plain
+        lines: the reply's own form is recognized when it is read) and of any credential."""
+        ask = {"host": self.host, "path": urlparse(self.url).path, "model": self.model,
+               "prompt": self.prompt(concept), "temperature": self.temperature, "seed": seed + index,
+               "max_tokens": 60 * self.batch + 200}
+        blob = json.dumps(ask, sort_keys=True, ensure_ascii=False)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def _call(self, client, req: dict, key: str) -> dict:
         """One request → {"content", "usage", "cached"}; maps every failure to a one-line GeneratorError."""
         import openai
 
-        host = self.url
+        host = self.safe_url
         try:
             resp = client.chat.completions.create(**req)
         except openai.AuthenticationError:
@@ -218,10 +239,12 @@ class LLMGenerator:
             cause = self._redact(getattr(exc, "__cause__", None) or exc, key)
             raise GeneratorError(f"cannot connect to {host} ({cause}); check --base-url and that the server "
                                  "is running") from None
-        except openai.BadRequestError as exc:
+        except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+            # 400 (OpenAI, vLLM) or 422 (FastAPI-style servers) naming response_format: no structured output here
             if "response_format" in req and self._mentions_format(exc):
                 raise _NoStructuredOutput() from None
-            raise GeneratorError(f"{host} rejected the request (400): {self._redact(exc.message, key)}") from None
+            raise GeneratorError(f"{host} rejected the request ({exc.status_code}): "
+                                 f"{self._redact(exc.message, key)}") from None
         except openai.APIStatusError as exc:
             raise GeneratorError(f"{host} failed with HTTP {exc.status_code} after {self.max_retries} retries: "
                                  f"{self._redact(exc.message, key)}") from None
@@ -272,7 +295,7 @@ class LLMGenerator:
         concept = check_concept(concept)
         if n < 1:
             raise GeneratorError("n must be at least 1")
-        key = self._key()
+        key = None  # checked only when a request must really be sent: a fully cached bank needs no key
         cache = self.cache
         use_cache = self.use_cache and cache is not None
         max_requests = self.max_requests or 3 * math.ceil(n / self.batch) + 5
@@ -299,15 +322,17 @@ class LLMGenerator:
                     need = n - len(kept)
                     window = min(self.concurrency, max(1, math.ceil(need / self.batch)), max_requests - index)
                     reqs = [self._request(concept, index + j, seed, structured) for j in range(window)]
+                    keys = [self._cache_key(concept, index + j, seed) for j in range(window)]
                     results: list[dict | None] = []
                     pending = []
-                    for req in reqs:
-                        hit = cache.get(self._cache_key(req)) if use_cache else None
+                    for req, ck in zip(reqs, keys):
+                        hit = cache.get(ck) if use_cache else None
                         if hit is not None:
                             results.append(dict(hit, cached=True))
                             pending.append(None)
                         else:
                             if client is None:
+                                key = self._key()
                                 client = self._client(key)
                             results.append(None)
                             pending.append(pool.submit(self._call, client, req, key))
@@ -321,13 +346,13 @@ class LLMGenerator:
                                 fut.cancel()
                         structured = False  # this server has no JSON schema support: plain lines from now on
                         continue
-                    for req, res in zip(reqs, results):
+                    for ck, res in zip(keys, results):
                         if res["cached"]:
                             cached += 1
                         else:
                             made += 1
                             if cache is not None:
-                                cache.put(self._cache_key(req), {k: res[k] for k in ("content", "usage", "model")})
+                                cache.put(ck, {k: res[k] for k in ("content", "usage", "model")})
                         usage["prompt_tokens"] += res["usage"]["prompt_tokens"]
                         usage["completion_tokens"] += res["usage"]["completion_tokens"]
                         added = self._collect(concept, res["content"], kept, seen, drops, n)
@@ -339,7 +364,7 @@ class LLMGenerator:
                 client.close()
         params = {
             "model": self.model,
-            "base_url_host": urlparse(self.url).netloc,
+            "base_url_host": self.host,  # never the credentials a URL may carry
             "prompt": self.prompt(concept),
             "prompt_kind": self.template_kind,
             "format": "+".join(sorted(self._formats)),  # how the replies came back: json_schema, text or both

@@ -25,6 +25,7 @@ class FakeLLM:
         self.requests: list[dict] = []
         self.auth_headers: list[str] = []
         self.lock = threading.Lock()
+        self.plain_seen = 0
         handler = self._handler()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.server.daemon_threads = True
@@ -82,9 +83,18 @@ class FakeLLM:
                     time.sleep(3)
                 if mode == "garbage":
                     return self._send(200, b"<html>definitely not json</html>")
-                if mode == "no_schema" and "response_format" in body:
+                if mode in ("no_schema", "no_schema_429") and "response_format" in body:
                     return self._send(400, {"error": {"message": "response_format json_schema is not supported",
                                                       "type": "invalid_request_error"}})
+                if mode == "no_schema_422" and "response_format" in body:  # FastAPI-style validation error
+                    return self._send(422, {"detail": [{"loc": ["body", "response_format"],
+                                                        "msg": "extra fields not permitted"}]})
+                if mode == "no_schema_429":
+                    with fake.lock:
+                        fake.plain_seen += 1
+                        first = fake.plain_seen == 1
+                    if first:
+                        return self._send(429, {"error": {"message": "rate limited"}}, quick)
                 prompt = body["messages"][-1]["content"]
                 concept = re.search(r'contain the words? "([^"]+)"', prompt).group(1)
                 n = int(re.search(r"Write (\d+)", prompt).group(1))

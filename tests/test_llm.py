@@ -183,3 +183,60 @@ def test_missing_key_for_openai_is_a_clear_error(monkeypatch):
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
     with pytest.raises(GeneratorError, match="OPENAI_API_KEY is not set"):
         LLMGenerator().generate("cat", 10)
+
+
+def test_rerun_is_served_from_the_cache_when_the_server_has_no_structured_output(tmp_path, monkeypatch):
+    """A server that answers 400 to response_format and 429 once: the first command works; the identical second
+    command sends nothing; with the server gone, the same command still works (offline, free)."""
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    with FakeLLM("no_schema_429") as server:
+        args = ["--db", db, "bank", "create", "zebra", "--from", "llm", "--base-url", server.url, "--model", "m",
+                "-n", "60", "--json"]
+        first = json.loads(runner.invoke(main, args, catch_exceptions=False).stdout)
+        sent = len(server.requests)
+        second = json.loads(runner.invoke(main, args, catch_exceptions=False).stdout)
+        assert len(server.requests) == sent  # not one new request
+    assert first["params"]["requests_sent"] >= 2 and first["params"]["format"] == "text"
+    assert second["sha256"] == first["sha256"] and second["version"] == first["version"] == 1
+    monkeypatch.delenv("OPENAI_API_KEY")  # the server is gone and so is the key: the cache needs neither
+    third = runner.invoke(main, args, catch_exceptions=False)
+    assert third.exit_code == 0, third.output
+    assert json.loads(third.stdout)["sha256"] == first["sha256"]
+    from store.paths import cache_dir
+
+    assert len(list((cache_dir() / "llm").rglob("*.json"))) == first["params"]["requests_sent"] == 2
+
+
+def test_422_to_response_format_means_unsupported_like_400(reg):
+    with FakeLLM("no_schema_422") as server:
+        bank = reg.make_bank("cat", "llm", n=60, **make(reg, server))
+    assert bank.n_sentences == 60 and bank.params["format"] == "text"
+
+
+def test_429_advice_names_a_flag_that_exists(tmp_path):
+    with FakeLLM("429x2") as server:
+        res = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path / 'r.db'}", "bank", "create", "cat", "--from",
+                                        "llm", "--base-url", server.url, "--model", "m", "-n", "10",
+                                        "--max-retries", "0"])
+    assert res.exit_code == 1 and "raise --max-retries" in res.stderr and len(server.requests) == 1
+
+
+def test_credentials_in_the_base_url_are_never_stored_or_printed(tmp_path, home):
+    secret = "tok-p2pz-URL-SECRET"
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    with FakeLLM() as server:
+        url = server.url.replace("http://", f"http://alice:{secret}@")
+        res = runner.invoke(main, ["--db", db, "bank", "create", "cat", "--from", "llm", "--base-url", url,
+                                   "--model", "m", "-n", "50", "--json"], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        params = json.loads(res.stdout)["params"]
+        port = server.server.server_address[1]
+    assert params["base_url_host"] == f"127.0.0.1:{port}"
+    gone = runner.invoke(main, ["--db", db, "bank", "create", "dog", "--from", "llm", "--base-url", url,
+                                "--model", "m", "-n", "50", "--max-retries", "0"])
+    assert gone.exit_code == 1 and "cannot connect to http://127.0.0.1" in gone.stderr
+    assert secret not in gone.stderr and "alice" not in gone.stderr
+    stored = (tmp_path / "r.db").read_bytes() + b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
+    assert secret.encode() not in stored

@@ -138,6 +138,8 @@ def llm_options(model_flag: str):
             click.option("--max-tokens", "max_total_tokens", type=click.IntRange(1), default=None,
                          help="Hard cap on LLM tokens used [2,000,000]."),
             click.option("--timeout", type=click.FloatRange(0.1), default=None, help="Seconds per LLM request [60]."),
+            click.option("--max-retries", type=click.IntRange(0, 20), default=None,
+                         help="Retries of one LLM request after 429, 5xx or a timeout [4]."),
             click.option("--no-cache", is_flag=True, help="Ask the LLM again instead of reusing cached replies."),
         ]):
             f = opt(f)
@@ -145,9 +147,11 @@ def llm_options(model_flag: str):
     return deco
 
 
-def llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens, timeout, no_cache):
+def llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens, timeout, max_retries,
+             no_cache):
     opts = {"llm_model": llm_model, "base_url": base_url, "temperature": temperature, "concurrency": concurrency,
-            "max_requests": max_requests, "max_total_tokens": max_total_tokens, "timeout": timeout}
+            "max_requests": max_requests, "max_total_tokens": max_total_tokens, "timeout": timeout,
+            "max_retries": max_retries}
     opts = {k: v for k, v in opts.items() if v is not None}
     if no_cache:
         opts["use_cache"] = False

@@ -37,7 +37,8 @@ def bank():
 @json_option
 @pass_state
 def bank_create(state, concept, generator, n, seed, kind, template_file, file, llm_model, base_url, temperature,
-                concurrency, max_requests, max_total_tokens, timeout, no_cache, tokenizer_model, note, as_json):
+                concurrency, max_requests, max_total_tokens, timeout, max_retries, no_cache, tokenizer_model, note,
+                as_json):
     """Create a sentence bank for CONCEPT (content-addressed: the same sentences return the stored version).
 
     \b
@@ -53,7 +54,7 @@ def bank_create(state, concept, generator, n, seed, kind, template_file, file, l
     options = gen_options(kind, template_file, file)
     if generator == "llm":
         options.update(llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
-                                 timeout, no_cache))
+                                 timeout, max_retries, no_cache))
         if tokenizer_model:
             options["tokenizer_model"] = tokenizer_model
     b = state.registry().make_bank(concept, generator, n, seed, note=note, **options)

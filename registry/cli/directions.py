@@ -49,7 +49,7 @@ _DIR_HEADERS = ["direction", "from", "scale", "encoder", "fingerprint", "tags", 
 @pass_state
 def direction_build(state, source, target, name, model, generator, n, seed, kind, source_file, target_file, scale,
                     tags, note, device, llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
-                    timeout, no_cache, as_json):
+                    timeout, max_retries, no_cache, as_json):
     """Build Δ = mean(TARGET bank) − mean(SOURCE bank) with an SD text encoder.
 
     SOURCE and TARGET are concepts (cat) or bank versions (cat@2). Missing banks are made.
@@ -76,7 +76,7 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
         generator = "templates"
     if generator == "llm":
         opts.update(llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
-                              timeout, no_cache))
+                              timeout, max_retries, no_cache))
     d = state.registry().build_direction(source, target, model, name=name, generator=generator, n=n, seed=seed,
                                          scale=scale, tags=tags, note=note, device=device, **sides, **opts)
     if as_json:
