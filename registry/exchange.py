@@ -27,6 +27,7 @@ from generators import BankDraft, bank_sha256, check_concept
 from store import models as m
 from store import repository as repo
 from store.files import atomic_write
+from store.hashing import sha256_json
 from store.lazy import numpy as np
 from store.vectors import VectorError, from_bytes, to_bytes
 
@@ -43,6 +44,7 @@ MAX_MANIFEST_BYTES = 256 << 20
 MAX_TENSOR_BYTES = 8 << 30
 MAX_RATIO = 200  # uncompressed / compressed; above this the archive is treated as a zip bomb
 MAX_PT_BYTES = 1 << 30
+MAX_PT_ROWS = 100_000  # a raw bank [N, 77, D] of at most this many sentences
 
 
 # --- the manifest format ------------------------------------------------------------------------------
@@ -201,50 +203,84 @@ def export_library(db, refs: list[str], path: Path) -> dict:
 
 # --- import -------------------------------------------------------------------------------------------
 
-def _read_archive(path: Path) -> tuple[object, dict[str, np.ndarray]]:
+def _open_archive(path: Path) -> zipfile.ZipFile:
+    """The library's zip with exactly the two expected members, safe names, no encryption."""
     if not path.is_file():
         raise RegistryError(f"library file {str(path)!r} does not exist")
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError) as exc:
         raise RegistryError(f"{path} is not a p2pz library (not a zip archive: {exc})") from None
-    with zf:
-        infos = zf.infolist()
-        for info in infos:
-            name = info.filename
-            if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name or "\\" in name:
-                raise RegistryError(f"{path} holds a member with an unsafe path ({name!r}); refusing to import it")
-        names = sorted(i.filename for i in infos)
-        if names != sorted(MEMBERS):
-            raise RegistryError(f"{path} is not a p2pz library: expected members {list(MEMBERS)}, found {names[:10]}")
-        data = {}
-        for info in infos:
-            limit = MAX_MANIFEST_BYTES if info.filename == "manifest.json" else MAX_TENSOR_BYTES
-            if info.file_size > limit:
-                raise RegistryError(f"{path}: member {info.filename} is too large ({info.file_size} bytes)")
-            if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 20:
-                raise RegistryError(f"{path}: member {info.filename} expands {info.file_size // info.compress_size}× "
-                                    "(a zip bomb?); refusing to import it")
-            try:
-                with zf.open(info) as f:
-                    blob = f.read(limit + 1)
-            except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
-                raise RegistryError(f"{path}: member {info.filename} cannot be read ({exc})") from None
-            if len(blob) > limit:
-                raise RegistryError(f"{path}: member {info.filename} is larger than it claims")
-            data[info.filename] = blob
+    infos = zf.infolist()
+    for info in infos:
+        name = info.filename
+        if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name or "\\" in name:
+            zf.close()
+            raise RegistryError(f"{path} holds a member with an unsafe path ({name!r}); refusing to import it")
+    names = sorted(i.filename for i in infos)
+    if names != sorted(MEMBERS):
+        zf.close()
+        raise RegistryError(f"{path} is not a p2pz library: expected members {list(MEMBERS)}, found {names[:10]}")
+    for info in infos:
+        if info.flag_bits & 0x1:
+            zf.close()
+            raise RegistryError(f"{path}: member {info.filename} is encrypted; a p2pz library never is")
+    return zf
+
+
+def _read_member(zf: zipfile.ZipFile, path: Path, name: str, limit: int) -> bytes:
+    """One member, refused from its declared size and compression ratio before a byte is expanded, and read
+    with a hard cap in case the declaration lies."""
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise RegistryError(f"{path}: member {name} is too large ({info.file_size} bytes; at most {limit} expected)")
+    if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 20:
+        raise RegistryError(f"{path}: member {name} expands {info.file_size // info.compress_size}× (a zip bomb?); "
+                            "refusing to import it")
     try:
-        manifest = json.loads(data["manifest.json"].decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise RegistryError(f"{path}: manifest.json is not valid JSON ({exc})") from None
+        with zf.open(info) as f:
+            blob = f.read(limit + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise RegistryError(f"{path}: member {name} cannot be read ({exc})") from None
+    if len(blob) > limit:
+        raise RegistryError(f"{path}: member {name} is larger than it claims")
+    return blob
+
+
+def _tensor_budget(man: Manifest) -> int:
+    """The most bytes ``tensors.safetensors`` can legitimately hold for this manifest (float64 at most, plus
+    header): the tensors member is refused above it before it is read."""
+    dims = {e.fingerprint: (e.max_length, e.hidden_size) for e in man.encoders}
+    elements = 0
+    for e in man.embeddings:
+        length, d = dims.get(e.encoder, (0, 0))
+        elements += length * d + d
+    for r in man.directions:
+        elements += dims.get(r.encoder, (0, 0))[1]
+    tensors = 2 * len(man.embeddings) + len(man.directions)
+    return 8 * elements + 256 * tensors + 4096
+
+
+def _read_archive(path: Path) -> tuple[Manifest, dict[str, np.ndarray]]:
+    with _open_archive(path) as zf:
+        blob = _read_member(zf, path, "manifest.json", MAX_MANIFEST_BYTES)
+        try:
+            raw = json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            raise RegistryError(f"{path}: manifest.json is not valid JSON ({why})") from None
+        del blob
+        man = validate_manifest(raw)
+        data = _read_member(zf, path, "tensors.safetensors", min(MAX_TENSOR_BYTES, _tensor_budget(man)))
     from safetensors import SafetensorError
     from safetensors.numpy import load as st_load
 
     try:
-        tensors = st_load(data["tensors.safetensors"])
+        tensors = st_load(data)
     except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
         raise RegistryError(f"{path}: tensors.safetensors is not a valid safetensors file ({exc})") from None
-    return manifest, tensors
+    del data
+    return man, check_tensors(man, tensors)
 
 
 def _invalid(msg: str) -> RegistryError:
@@ -285,8 +321,10 @@ def _tensor(tensors: dict, name: str, shape: tuple) -> np.ndarray:
         raise _invalid(f"tensor {name}: {exc}") from None
 
 
-def validate(raw, tensors: dict) -> tuple[Manifest, dict[str, np.ndarray]]:
-    """Parse and cross-check a manifest and its tensors → (manifest, tensors as float32, shapes checked)."""
+def validate_manifest(raw) -> Manifest:
+    """Parse a manifest and check everything in it that needs no tensor: types, cross-references, bank hashes,
+    and each direction's ``content_sha256`` against what it is made of (a changed scale, weight or bank is
+    tampering, not a new direction)."""
     _check(isinstance(raw, dict), "the manifest must be a JSON object")
     _check(raw.get("format") == FORMAT, f"format is {raw.get('format')!r}, expected {FORMAT!r}")
     _check(raw.get("format_version") == FORMAT_VERSION,
@@ -295,27 +333,27 @@ def validate(raw, tensors: dict) -> tuple[Manifest, dict[str, np.ndarray]]:
         man = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise _explain(exc) from None
+    except RecursionError:
+        raise _invalid("the manifest is nested too deeply") from None
     _check(bool(man.directions), "it holds no directions")
     encoders = {}
-    for i, e in enumerate(man.encoders):
+    for e in man.encoders:
         _check(e.fingerprint not in encoders, f"encoder {e.fingerprint[:12]} is listed twice")
         encoders[e.fingerprint] = e
     for i, b in enumerate(man.banks):
         if b.sentences:
             _check(bank_sha256(b.sentences) == b.sha256, f"banks[{i}]: sha256 does not match its sentences (tampered?)")
-    checked: dict[str, np.ndarray] = {}
     for i, e in enumerate(man.embeddings):
         _check(0 <= e.bank < len(man.banks), f"embeddings[{i}].bank points nowhere")
         _check(e.encoder in encoders, f"embeddings[{i}] uses encoder {e.encoder[:12]}, which the library does not declare")
-        enc = encoders[e.encoder]
-        checked[f"embedding/{i}/mean"] = _tensor(tensors, f"embedding/{i}/mean", (1, enc.max_length, enc.hidden_size))
-        checked[f"embedding/{i}/key"] = _tensor(tensors, f"embedding/{i}/key", (enc.hidden_size,))
+    contents: list[str] = []  # each direction's recomputed content hash, for the combinations after it
     for i, r in enumerate(man.directions):
         where = f"directions[{i}]"
         _, version = parse_ref(r.name, "direction")
         _check(version is None, f"{where}.name must not carry a version")
         _check(r.encoder in encoders, f"{where} uses encoder {r.encoder[:12]}, which the library does not declare")
         if r.kind == "pair":
+            sides = []
             for side in ("source", "target"):
                 j = getattr(r, side)
                 _check(j is not None, f"{where} lacks the field {side!r}")
@@ -323,19 +361,45 @@ def validate(raw, tensors: dict) -> tuple[Manifest, dict[str, np.ndarray]]:
                 _check(man.embeddings[j].encoder == r.encoder,
                        f"{where} claims encoder {r.encoder[:12]} but its {side} embedding was made with "
                        f"{man.embeddings[j].encoder[:12]}")
+                bank = man.banks[man.embeddings[j].bank]
+                sides.append((bank.concept, bank.sha256))
+            content = repo.direction_content("pair", r.encoder, source=sides[0], target=sides[1], scale=r.scale)
         else:
             _check(bool(r.components), f"{where}.components is empty")
             for c in r.components:
                 _check(0 <= c.direction < i, f"{where}.components must point to earlier directions")
                 _check(man.directions[c.direction].encoder == r.encoder,
                        f"{where} mixes encoders {r.encoder[:12]} and {man.directions[c.direction].encoder[:12]}")
+            content = repo.direction_content("combination", r.encoder,
+                                             components=[(contents[c.direction], c.weight) for c in r.components])
+        contents.append(sha256_json(content))
+        if r.content_sha256 is not None:
+            _check(r.content_sha256 == contents[-1], f"{where} ({r.name}): content_sha256 does not match what the "
+                   "direction is made of (its scale, weights or banks were changed: tampered?)")
+    return man
+
+
+def check_tensors(man: Manifest, tensors: dict) -> dict[str, np.ndarray]:
+    """Every tensor the manifest needs, with its exact shape, finite, as float32."""
+    encoders = {e.fingerprint: e for e in man.encoders}
+    checked: dict[str, np.ndarray] = {}
+    for i, e in enumerate(man.embeddings):
+        enc = encoders[e.encoder]
+        checked[f"embedding/{i}/mean"] = _tensor(tensors, f"embedding/{i}/mean", (1, enc.max_length, enc.hidden_size))
+        checked[f"embedding/{i}/key"] = _tensor(tensors, f"embedding/{i}/key", (enc.hidden_size,))
+    for i, r in enumerate(man.directions):
         checked[f"direction/{i}/key"] = _tensor(tensors, f"direction/{i}/key", (encoders[r.encoder].hidden_size,))
-    return man, checked
+    return checked
+
+
+def validate(raw, tensors: dict) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """Parse and cross-check a manifest and its tensors → (manifest, tensors as float32, shapes checked)."""
+    man = validate_manifest(raw)
+    return man, check_tensors(man, tensors)
 
 
 def import_library(db, path: Path) -> dict:
-    raw, tensors = _read_archive(path)
-    man, tensors = validate(raw, tensors)
+    man, tensors = _read_archive(path)
     added = {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0}
     imported = []
     with db.write() as s:
@@ -372,7 +436,7 @@ def import_library(db, path: Path) -> dict:
                                         for d, w in comps]}
             row, created = repo.insert_direction(s, name=r.name, content=content, encoder_id=enc_ids[r.encoder],
                                                  key=tensors[f"direction/{i}/key"], tags=r.tags, note=r.note,
-                                                 **links)
+                                                 deprecated=bool(r.deprecated), **links)
             added["directions"] += created
             dir_rows.append(row)
             imported.append(f"{row.name}@{row.version}")
@@ -402,6 +466,14 @@ def load_pt_embedding(path: Path, hidden_size: int) -> np.ndarray:
         raise RegistryError(f"{path} holds a {type(obj).__name__}, not a tensor [1, 77, D]")
     if obj.dim() != 3 or obj.shape[1] != 77 or obj.shape[0] < 1:
         raise RegistryError(f"{path} holds a tensor of shape {tuple(obj.shape)}; expected [1, 77, D] or [N, 77, D]")
+    if obj.shape[0] > MAX_PT_ROWS:
+        raise RegistryError(f"{path} holds {obj.shape[0]} rows; a concept embedding has 1 (a raw bank at most "
+                            f"{MAX_PT_ROWS})")
+    nbytes = obj.numel() * obj.element_size()
+    if not obj.is_contiguous() or nbytes > path.stat().st_size:
+        # an expanded (stride-0) or strided view claims more data than the file holds: refuse before any copy
+        raise RegistryError(f"{path} holds a tensor view of {nbytes} bytes over a smaller storage (a {path.stat().st_size}"
+                            "-byte file); save a plain contiguous tensor")
     if obj.shape[2] != hidden_size:
         raise RegistryError(f"{path} has width D={obj.shape[2]} but the model's text encoder has D={hidden_size}; "
                             "pass the --model these embeddings were made with")

@@ -242,3 +242,89 @@ def test_random_pt_files(tmp_path, tiny_model):
         assert db_dump(url) == before
 
     assert run_examples(st.binary(max_size=3000), check) == 60
+
+
+def test_a_stride_0_pt_tensor_is_refused_before_any_copy(tmp_path, tiny_model):
+    import resource
+
+    import torch
+
+    torch.save(torch.zeros(1, 77, 32), tmp_path / "ok.pt")
+    torch.save(torch.zeros(1, 77, 32).expand(90_000, 77, 32), tmp_path / "expanded.pt")  # 10 KB on disk
+    assert (tmp_path / "expanded.pt").stat().st_size < 50_000
+    reg = Registry.open(f"sqlite:///{tmp_path / 'r.db'}")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(RegistryError, match="contiguous") as err:
+        reg.import_pt(tmp_path / "ok.pt", tmp_path / "expanded.pt", model=str(tiny_model))
+    assert "\n" not in str(err.value)
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert grown_mb < 500  # the float64 copy would have been 90 000·77·32·8 B = 1.8 GB
+    torch.save(torch.zeros(100_001, 77, 1), tmp_path / "tall.pt")
+    with pytest.raises(RegistryError, match="rows"):
+        reg.import_pt(tmp_path / "ok.pt", tmp_path / "tall.pt", model=str(tiny_model))
+
+
+def _library_with(tmp_path, library, manifest_bytes=None, tensors=None, name="x.p2pz", encrypt=False):
+    import io
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("manifest.json", manifest_bytes if manifest_bytes is not None else json.dumps(library[0]))
+        zf.writestr("tensors.safetensors", tensors if tensors is not None else library[1])
+    data = bytearray(buf.getvalue())
+    if encrypt:  # set the "encrypted" general-purpose flag in every local and central header
+        for sig, offset in ((b"PK\x03\x04", 6), (b"PK\x01\x02", 8)):
+            at = data.find(sig)
+            while at != -1:
+                data[at + offset] |= 0x1
+                at = data.find(sig, at + 4)
+    path = tmp_path / name
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _refused(tmp_path, path, match):
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    reg = Registry.open(url)
+    before = db_dump(url)
+    with pytest.raises(RegistryError, match=match) as err:
+        reg.import_(path)
+    assert "\n" not in str(err.value)
+    assert db_dump(url) == before
+    reg.close()
+
+
+def test_deeply_nested_manifest_is_one_line(tmp_path, library):
+    _refused(tmp_path, _library_with(tmp_path, library, manifest_bytes=b"[" * 100_000), "nested too deeply")
+
+
+def test_encrypted_member_is_refused(tmp_path, library):
+    _refused(tmp_path, _library_with(tmp_path, library, encrypt=True), "encrypted")
+
+
+def test_tensors_larger_than_the_manifest_describes_are_refused_unread(tmp_path, library):
+    padded = library[1] + b"\0" * (4 << 20)  # 4 MB more than two directions over D=32 can need
+    _refused(tmp_path, _library_with(tmp_path, library, tensors=padded), "too large")
+
+
+def test_a_changed_scale_is_tampering(tmp_path, library):
+    manifest = json.loads(json.dumps(library[0]))
+    manifest["directions"][0]["scale"] = 2.0
+    _refused(tmp_path, _library_with(tmp_path, library, manifest_bytes=json.dumps(manifest)), "content_sha256")
+    manifest = json.loads(json.dumps(library[0]))
+    manifest["directions"][1]["components"][0]["weight"] = 0.75
+    _refused(tmp_path, _library_with(tmp_path, library, manifest_bytes=json.dumps(manifest)), "content_sha256")
+
+
+def test_deprecated_survives_export_and_import(tmp_path, tiny_model):
+    src = Registry.open(f"sqlite:///{tmp_path / 'src.db'}")
+    src.build_direction("cat", "dog", str(tiny_model), n=5)
+    src.build_direction("cat", "dog", str(tiny_model), n=5, scale=2.0)
+    src.deprecate("cat-to-dog@1")
+    src.export(["cat-to-dog@1", "cat-to-dog@2"], tmp_path / "lib.p2pz")
+    dst = Registry.open(f"sqlite:///{tmp_path / 'dst.db'}")
+    dst.import_(tmp_path / "lib.p2pz")
+    assert [(d.ref, d.deprecated) for d in dst.versions("cat-to-dog")] == [("cat-to-dog@1", True),
+                                                                          ("cat-to-dog@2", False)]
+    assert dst.get("cat-to-dog").ref == "cat-to-dog@2"
+    assert [h.direction.ref for h in dst.search("cat-to-dog@2", k=5)] == ["cat-to-dog@2"]
