@@ -1,7 +1,9 @@
 """BLIP captioning (PAPER §4 uses BLIP; algorithm §2): transformers' ``BlipForConditionalGeneration``.
 
-Unconditional captioning (no text prefix), beam search with 3 beams, 10 to 30 tokens — the defaults of the
-LAVIS ``blip_caption`` model the official repo uses. Default model: ``Salesforce/blip-image-captioning-base``.
+The settings of the LAVIS ``blip_caption`` model the official code uses: decoding starts from the text prompt
+"a picture of", beam search with 3 beams, 10 to 30 tokens counted *with* the prompt's tokens (transformers'
+``generate`` counts ``min_length``/``max_length`` over the whole sequence, as LAVIS does), and the prompt is cut
+off the returned caption. Default model: ``Salesforce/blip-image-captioning-base``.
 """
 
 from __future__ import annotations
@@ -9,6 +11,16 @@ from __future__ import annotations
 import torch
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+PROMPT = "a picture of"
+GENERATE = {"num_beams": 3, "min_length": 10, "max_length": 30}
+
+
+def strip_prompt(text: str) -> str:
+    """The caption without the decoding prompt and extra whitespace."""
+    text = " ".join(text.split()).strip()
+    if text.lower().startswith(PROMPT):
+        text = text[len(PROMPT):].strip()
+    return text
 
 
 class Captioner:
@@ -31,7 +43,9 @@ class Captioner:
 
     @torch.inference_mode()
     def __call__(self, images) -> list[str]:
-        inputs = self.processor(images=list(images), return_tensors="pt").to(self.device)
+        images = list(images)
+        inputs = self.processor(images=images, text=[PROMPT] * len(images), return_tensors="pt").to(self.device)
         pixel_values = inputs["pixel_values"].to(self.model.dtype)
-        ids = self.model.generate(pixel_values=pixel_values, num_beams=3, min_length=10, max_length=30)
-        return [" ".join(t.split()).strip() for t in self.processor.batch_decode(ids, skip_special_tokens=True)]
+        ids = self.model.generate(pixel_values=pixel_values, input_ids=inputs["input_ids"],
+                                  attention_mask=inputs["attention_mask"], **GENERATE)
+        return [strip_prompt(t) for t in self.processor.batch_decode(ids, skip_special_tokens=True)]

@@ -66,7 +66,12 @@ class EditConfig:
             raise EditorError("xa_guidance must be ≥ 0")
 
     def resolved(self, inv) -> "EditConfig":
-        """Defaults filled in from the inversion: its steps, and xa 0.15 for synthetic / 0.1 for real images."""
+        """Defaults filled in from the inversion: its steps, and xa 0.15 for synthetic / 0.1 for real images.
+
+        An inverted image's x_T belongs to the step count it was inverted with: other steps are refused."""
+        if self.steps and self.steps != inv.steps and not inv.synthetic:
+            raise EditorError(f"this inversion was made with {inv.steps} steps; edit with steps={inv.steps} (or "
+                              f"invert again with steps={self.steps}): x_T depends on the step count")
         xa = self.xa_guidance if self.xa_guidance is not None else (0.15 if inv.synthetic else 0.1)
         return replace(self, xa_guidance=xa, steps=self.steps or inv.steps)
 

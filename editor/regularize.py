@@ -28,23 +28,38 @@ def pyramid_levels(size: int) -> int:
 
 
 def sample_roll(size: int, generator: torch.Generator | None) -> int:
-    """r ∈ [1, size/2), from a seeded torch generator (never 0)."""
+    """r ∈ [1, size/2), from a seeded torch generator (never 0; 1 for sides of 2 or 3)."""
     high = max(size // 2, 2)
     return int(torch.randint(1, high, (1,), generator=generator).item())
 
 
+def level_shifts(height: int, width: int, generator: torch.Generator | None) -> tuple[int | None, int | None]:
+    """The circular shifts of one pyramid level along the height and the width (algorithm §5).
+
+    A square level uses one shift for both axes, as the official code does. A non-square level (``keep_aspect``)
+    draws each axis's shift from that axis's own size, so a shift is never a multiple of the side it rolls
+    (which would turn the correlation term into a variance term). A side of 1 has no neighbours: None."""
+    r_h = sample_roll(height, generator) if height > 1 else None
+    if width == height:
+        return r_h, r_h
+    return r_h, (sample_roll(width, generator) if width > 1 else None)
+
+
 def autocorrelation_loss(eps: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """L_auto of one sample ε [C, H, W] (a fresh random roll per pyramid level and channel)."""
+    """L_auto of one sample ε [C, H, W] (fresh random shifts per pyramid level and channel)."""
     total = eps.new_zeros(())
     for c in range(eps.shape[0]):
         noise = eps[c][None, None]  # [1, 1, H, W]
         while True:
-            r = sample_roll(noise.shape[2], generator)
-            total = total + (noise * torch.roll(noise, shifts=r, dims=2)).mean() ** 2
-            total = total + (noise * torch.roll(noise, shifts=r, dims=3)).mean() ** 2
-            if noise.shape[2] <= 8:
+            h, w = noise.shape[2], noise.shape[3]
+            r_h, r_w = level_shifts(h, w, generator)
+            if r_h is not None:
+                total = total + (noise * torch.roll(noise, shifts=r_h, dims=2)).mean() ** 2
+            if r_w is not None:
+                total = total + (noise * torch.roll(noise, shifts=r_w, dims=3)).mean() ** 2
+            if max(h, w) <= 8:
                 break
-            noise = F.avg_pool2d(noise, kernel_size=2)
+            noise = F.avg_pool2d(noise, kernel_size=(2 if h > 1 else 1, 2 if w > 1 else 1))  # down to 8 px
     return total
 
 

@@ -269,6 +269,57 @@ def test_captioning_with_a_tiny_blip(ed, photo):
     assert isinstance(caption, str) and len(caption.split()) >= 3
 
 
+def test_captioning_uses_the_official_settings(tiny_model, photo, monkeypatch):
+    """LAVIS blip_caption: prompt "a picture of", 3 beams, 10–30 tokens counted with the prompt; prompt cut off."""
+    from editor.caption import Captioner
+
+    cap = Captioner.from_pretrained(str(tiny_model / "captioner"))
+    seen = {}
+    plain = cap.model.generate
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        out = plain(**kwargs)
+        seen["decoded"] = cap.processor.batch_decode(out, skip_special_tokens=True)
+        return out
+
+    monkeypatch.setattr(cap.model, "generate", spy)
+    caption = cap([load_image(photo)])[0]
+    prompt = cap.processor.batch_decode(seen["input_ids"], skip_special_tokens=True)[0]
+    assert prompt == "a picture of"
+    assert (seen["num_beams"], seen["min_length"], seen["max_length"]) == (3, 10, 30)
+    assert seen["decoded"][0].startswith("a picture of")  # the model continues the prompt …
+    assert not caption.startswith("a picture of") and caption in seen["decoded"][0]  # … which is cut off
+    assert len(cap.processor.tokenizer(seen["decoded"][0])["input_ids"]) <= 30 + 1
+
+
+def test_rolls_fit_each_axis_of_a_non_square_latent():
+    from editor.regularize import level_shifts
+
+    g = torch.Generator().manual_seed(0)
+    draws = [level_shifts(64, 6, g) for _ in range(500)]
+    assert all(1 <= rh < 32 and 1 <= rw < 3 for rh, rw in draws)  # never a multiple of the width 6
+    assert level_shifts(8, 1, g)[1] is None and level_shifts(1, 8, g)[0] is None
+    square = [level_shifts(32, 32, g) for _ in range(50)]
+    assert all(rh == rw for rh, rw in square)  # square levels keep the official single shift
+    for shape in [(4, 64, 1), (4, 1, 64), (4, 64, 6), (4, 3, 3)]:
+        loss = autocorrelation_loss(torch.randn(*shape, generator=g), torch.Generator().manual_seed(1))
+        assert torch.isfinite(loss) and loss >= 0
+
+
+def test_a_one_pixel_wide_latent_inverts(ed):
+    tall = Image.new("RGB", (2, 200), (120, 30, 60))  # keep_aspect: 2 × 64 px → a latent 1 pixel wide
+    inv = ed.invert(tall, "a cat", steps=2, keep_aspect=True)
+    assert inv.latents.shape == (1, 4, 32, 1) and torch.isfinite(inv.latents).all()
+
+
+def test_editing_with_other_steps_than_the_inversion_is_refused(ed, photo):
+    inv = ed.invert(photo, "a cat", steps=3)
+    with pytest.raises(EditorError, match="steps=3"):
+        ed.edit(inv, torch.zeros(1, 77, 32), steps=4, decode=False)
+    assert ed.edit(inv, torch.zeros(1, 77, 32), steps=3, decode=False).latents.shape == (1, 4, 32, 32)
+
+
 def test_results_and_direction_checks(ed, inv, reg, tiny_model, tiny_model_b):
     res = ed.edit(inv, delta())
     assert res.edited.size == (64, 64) and res.reconstruction.size == (64, 64)
