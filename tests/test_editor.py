@@ -392,6 +392,64 @@ def test_inversion_matches_diffusers_with_lambda_zero(ed, hfd, inv):
     assert (ours - theirs).abs().max().item() < 1e-5
 
 
+def test_inversion_matches_diffusers_with_kl_regularization(ed, hfd):
+    """λ_kl = 20 (deterministic; the AC term draws random rolls): 5 regularization steps per timestep, as diffusers."""
+    z0 = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(3)) * 1.7 + 0.4  # far from N(0, 1)
+    ours = ed.invert_latents(z0, ["a photo of a cat"], steps=STEPS, lambda_ac=0, lambda_kl=20, reg_steps=5)
+    theirs = hfd.invert("a photo of a cat", image=z0, num_inference_steps=STEPS, lambda_auto_corr=0, lambda_kl=20,
+                        num_reg_steps=5, output_type="latent").latents
+    plain = ed.invert_latents(z0, ["a photo of a cat"], steps=STEPS, lambda_ac=0, lambda_kl=0)
+    err = (ours - theirs).abs().max().item()
+    assert err < 1e-5
+    assert (ours - plain).abs().max().item() > 100 * max(err, 1e-7)  # the regularization really acted
+
+
+def _independent_ac(e, rolls):
+    """AC of one ε [C, H, W] written from the definition (algorithm §5) with given shifts, one per level."""
+    total = torch.zeros(())
+    it = iter(rolls)
+    for c in range(e.shape[0]):
+        x = e[c]
+        while True:
+            r = next(it)
+            h, w = x.shape
+            down = torch.cat([x[-r:], x[:-r]], 0)  # circular shift by r along the height
+            right = torch.cat([x[:, -r:], x[:, :-r]], 1)  # … and along the width
+            total = total + (x * down).sum().div(h * w) ** 2 + (x * right).sum().div(h * w) ** 2
+            if h <= 8:
+                break
+            x = x.reshape(h // 2, 2, w // 2, 2).mean(dim=(1, 3))  # 2×2 average pool
+    return total
+
+
+def test_autocorrelation_and_its_steps_against_an_independent_loop(monkeypatch):
+    import editor.regularize as reg_mod
+
+    g = torch.Generator().manual_seed(11)
+    eps = torch.randn(1, 4, 16, 16, generator=g).cumsum(-1) / 4  # correlated along the width
+    levels = 2 * 4  # 16 → 8: two levels per channel, four channels
+    fixed = [int(torch.randint(1, 4, (1,), generator=g)) for _ in range(levels * 2 * 3)]  # reg_steps 2 × rolls 3
+    draws = iter(fixed)
+    monkeypatch.setattr(reg_mod, "level_shifts", lambda h, w, gen: (lambda r: (r, r))(next(draws)))
+    ours = reg_mod.regularize(eps, [None], lambda_ac=20.0, lambda_kl=0.0, reg_steps=2, ac_rolls=3)
+    # the same steps by hand: 2 × 3 gradient steps of size λ/3 on a detached copy
+    e = eps[0].clone()
+    at = 0
+    for _ in range(2):
+        for _ in range(3):
+            v = e.detach().requires_grad_(True)
+            loss = _independent_ac(v, fixed[at:at + levels])
+            at += levels
+            (grad,) = torch.autograd.grad(loss, v)
+            e = e - 20.0 * grad / 3
+    assert at == len(fixed)
+    assert torch.allclose(ours[0], e, atol=1e-6, rtol=0)
+    assert (ours - eps).abs().max().item() > 1e-3  # the steps moved ε
+    v = eps[0]
+    draws = iter(fixed[:levels])
+    assert torch.allclose(reg_mod.autocorrelation_loss(v), _independent_ac(v, fixed[:levels]), rtol=1e-6)
+
+
 @pytest.mark.parametrize("xa", [0.1, 1.0])
 def test_edit_matches_diffusers(ed, hfd, inv, xa):
     d = delta(scale=0.3)
