@@ -121,6 +121,8 @@ class CrossAttnMapProcessor:
 
     def __call__(self, attn, hidden_states, encoder_hidden_states=None, attention_mask=None, temb=None, **kwargs):
         q, k, v, residual, nd = _project(attn, hidden_states, encoder_hidden_states)
+        if getattr(attn, "upcast_attention", False):  # SD 2.1: scores in fp32, as diffusers' get_attention_scores
+            q, k = q.float(), k.float()
         scores = torch.matmul(q, k.transpose(-1, -2)) * attn.scale  # [B, heads, HW, T]
         if attention_mask is not None:
             mask = attn.prepare_attention_mask(attention_mask, k.shape[2], q.shape[0])

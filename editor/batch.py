@@ -88,7 +88,7 @@ def _refuse_existing(paths: list[Path], force: bool) -> None:
 
 def _model_provenance(editor) -> dict:
     return {"p2pz": _version(), "model": editor.model_id, "model_fingerprint": editor.model_fingerprint,
-            "encoder_fingerprint": editor.text_encoder_fingerprint}
+            "encoder_fingerprint": editor.text_encoder_fingerprint, "prediction_type": editor.prediction_type}
 
 
 def _edit_provenance(label: str, cfg: EditConfig, res) -> dict:

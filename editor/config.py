@@ -54,7 +54,7 @@ class EditConfig:
     """One edit pass (PAPER §3.3; docs/algorithm.md §6)."""
 
     scale: float = 1.0  # multiplier of Δ
-    xa_guidance: float | None = None  # SGD step size of the cross-attention guidance (None: 0.1 real, 0.15 synthetic)
+    xa_guidance: float | None = None  # guidance step size (None: 0.1 real, 0.15 synthetic, 0.01 v-prediction)
     guidance_scale: float = 5.0  # classifier-free guidance scale; must be > 1 to apply a direction
     steps: int | None = None  # None: the inversion's steps
 
@@ -65,15 +65,23 @@ class EditConfig:
         if self.xa_guidance is not None and self.xa_guidance < 0:
             raise EditorError("xa_guidance must be ≥ 0")
 
-    def resolved(self, inv) -> "EditConfig":
-        """Defaults filled in from the inversion: its steps, and xa 0.15 for synthetic / 0.1 for real images.
+    def resolved(self, inv, prediction_type: str = "epsilon") -> "EditConfig":
+        """Defaults filled in from the inversion and the model: the inversion's steps, and the guidance step
+        size — 0.1 for real images, 0.15 for synthetic ones (the official scripts), 0.01 for v-prediction models
+        (SD 2.x), where larger steps make the guidance loss explode (diffusers PR #2619).
 
         An inverted image's x_T belongs to the step count it was inverted with: other steps are refused."""
         if self.steps and self.steps != inv.steps and not inv.synthetic:
             raise EditorError(f"this inversion was made with {inv.steps} steps; edit with steps={inv.steps} (or "
                               f"invert again with steps={self.steps}): x_T depends on the step count")
-        xa = self.xa_guidance if self.xa_guidance is not None else (0.15 if inv.synthetic else 0.1)
-        return replace(self, xa_guidance=xa, steps=self.steps or inv.steps)
+        return replace(self, xa_guidance=self.xa_guidance if self.xa_guidance is not None
+                       else default_xa_guidance(inv.synthetic, prediction_type), steps=self.steps or inv.steps)
+
+
+def default_xa_guidance(synthetic: bool, prediction_type: str = "epsilon") -> float:
+    if prediction_type == "v_prediction":
+        return 0.01
+    return 0.15 if synthetic else 0.1
 
 
 def with_overrides(config, cls, overrides: dict):

@@ -403,14 +403,14 @@ class Editor:
         self.cache.save("maps", key, {**flat, "latents": x})
         return maps, x, False
 
-    def _cfg_step(self, out: torch.Tensor, x: torch.Tensor, move, guidance_scale: float,
-                  x_pair: torch.Tensor | None = None) -> torch.Tensor:
-        """ε = ε_u + s(ε_c − ε_u) on the CFG pair, then a DDIM step of ``x`` (the unconditional half)."""
+    def _cfg_step(self, out: torch.Tensor, x: torch.Tensor, move, guidance_scale: float) -> torch.Tensor:
+        """CFG on the raw model outputs, out_u + s(out_c − out_u), then ε at ``x`` (the unconditional half, the
+        latent being stepped) and a DDIM step — as diffusers does, also for v-prediction, where the two halves'
+        latents differ after a guidance step (algorithm §6.3)."""
         b = x.shape[0]
-        pair = torch.cat([x, x]) if x_pair is None else x_pair
-        eps = self._eps(out.float(), pair.float(), move.a_from)
-        eps_u, eps_c = eps[:b], eps[b:]
-        eps = eps_u + guidance_scale * (eps_c - eps_u)
+        out = out.float()
+        guided = out[:b] + guidance_scale * (out[b:] - out[:b])
+        eps = self._eps(guided, x.float(), move.a_from)
         return ddim_step(eps, x.float(), move.a_from, move.a_to).to(self.dtype)
 
     # --- 4. edit pass -------------------------------------------------------------------------------
@@ -420,7 +420,7 @@ class Editor:
 
         Settings come from ``config`` (:class:`EditConfig`) and/or its fields as keywords (``scale=1.0,
         xa_guidance=None`` (0.1 real, 0.15 synthetic), ``guidance_scale=5.0, steps=None`` (the inversion's))."""
-        cfg = with_overrides(config, EditConfig, overrides).resolved(inv)
+        cfg = with_overrides(config, EditConfig, overrides).resolved(inv, self.prediction_type)
         many = isinstance(direction, (list, tuple))
         directions = list(direction) if many else [direction]
         if not directions:
@@ -444,7 +444,8 @@ class Editor:
                 reconstruction=(recon_images[0] if one else recon_images) if decode else None,
                 latents=latents, reconstruction_latents=recon, caption=inv.caption, direction=label,
                 params={"scale": cfg.scale, "xa_guidance": cfg.xa_guidance, "guidance_scale": cfg.guidance_scale,
-                        "steps": cfg.steps, "schedule": inv.schedule, "negative": neg, **inv.params},
+                        "steps": cfg.steps, "schedule": inv.schedule, "negative": neg,
+                        "prediction_type": self.prediction_type, **inv.params},
                 nsfw=nsfw, timings={"reference_s": t_ref, "edit_s": t_edit}, reference_cached=ref_cached))
         return results if many else results[0]
 
@@ -490,7 +491,7 @@ class Editor:
                 with torch.no_grad():
                     out = self._unet(x_in, move.t, cond_edit)
                 # (4) classifier-free guidance and a DDIM step down the schedule
-                x = self._cfg_step(out, x_in[:b], move, guidance_scale, x_pair=x_in)
+                x = self._cfg_step(out, x_in[:b], move, guidance_scale)
                 bar.update()
         unused = {(t, layer) for t, layers in maps.items() for layer in layers} - store.consumed
         if unused:

@@ -470,16 +470,110 @@ def test_edit_matches_diffusers(ed, hfd, inv, xa):
     assert effect > (100 if xa >= 1 else 10) * err
 
 
-def test_sd2_v_prediction_snapshot(tmp_path):
+def _hfd_pipe(path):
+    from diffusers import (AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, StableDiffusionPix2PixZeroPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextModel, CLIPTokenizer
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
+        pipe = StableDiffusionPix2PixZeroPipeline(
+            vae=AutoencoderKL.from_pretrained(path, subfolder="vae"),
+            text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder"),
+            tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
+            unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
+            scheduler=scheduler, feature_extractor=None, safety_checker=None,
+            inverse_scheduler=DDIMInverseScheduler.from_config(scheduler.config), caption_generator=None,
+            caption_processor=None, requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@pytest.fixture(scope="module")
+def sd2(tmp_path_factory):
+    """A tiny v-prediction (SD-2.x-like) snapshot, our editor on it, and diffusers' pipeline on it."""
     from editor.tiny import build_tiny_model
 
-    path = build_tiny_model(tmp_path / "sd2", prediction_type="v_prediction", vocab="trained")["path"]
+    path = build_tiny_model(tmp_path_factory.mktemp("sd2") / "sd2", prediction_type="v_prediction",
+                            vocab="trained")["path"]
     ed2 = Editor.from_pretrained(path, captioner=None, device="cpu", cache=False)
+    return ed2, _hfd_pipe(path)
+
+
+def test_v_prediction_defaults_and_provenance(sd2):
+    ed2, _ = sd2
     assert ed2.prediction_type == "v_prediction"
     img = Image.fromarray((np.random.RandomState(1).rand(64, 64, 3) * 255).astype(np.uint8))
     inv2 = ed2.invert(img, "a photo of a cat", steps=4)
-    res = ed2.edit(inv2, delta(), xa_guidance=0.01, steps=4)
+    res = ed2.edit(inv2, delta(), steps=4)
+    assert res.params["xa_guidance"] == 0.01 and res.params["prediction_type"] == "v_prediction"
+    assert ed2.edit(ed2.synthetic("a cat", steps=4), delta()).params["xa_guidance"] == 0.01
     assert torch.isfinite(inv2.latents).all() and torch.isfinite(res.latents).all()
+
+
+@pytest.mark.parametrize("xa", [0.01, 3.0])
+def test_v_prediction_edit_matches_diffusers(sd2, xa):
+    """CFG on raw v outputs, ε at the stepped (unconditional) half, as diffusers: same latents on v-prediction."""
+    ed2, pipe = sd2
+    z0 = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(5))
+    x_t = ed2.invert_latents(z0, ["a photo of a cat"], steps=STEPS, lambda_ac=0, lambda_kl=0)
+    theirs_inv = pipe.invert("a photo of a cat", image=z0, num_inference_steps=STEPS, lambda_auto_corr=0,
+                             lambda_kl=0, output_type="latent").latents
+    assert (x_t - theirs_inv).abs().max().item() < 1e-5
+    d = delta(scale=0.3)
+    inv2 = Inversion(latents=x_t, caption="a photo of a cat", steps=STEPS)
+    ours = ed2.edit(inv2, d, xa_guidance=xa, decode=False).latents
+    with torch.no_grad():
+        theirs = pipe(prompt="a photo of a cat", source_embeds=torch.zeros(1, 77, 32), target_embeds=d,
+                      num_inference_steps=STEPS, guidance_scale=5.0, negative_prompt="a photo of a cat",
+                      latents=x_t.clone(), cross_attention_guidance_amount=xa, output_type="latent").images
+    err = (ours - torch.as_tensor(theirs)).abs().max().item()
+    assert err < 2e-5 * ours.abs().max().item(), err
+    effect = (ed2.edit(inv2, d, xa_guidance=0.0, decode=False).latents - ours).abs().max().item()
+    print(f"v-prediction, xa {xa}: disagreement {err:.2e}, guidance effect {effect:.2e}")
+    if xa >= 1:  # a large step so the guidance's own effect dwarfs the kernel-level disagreement
+        assert effect > 10 * err
+
+
+def test_v_prediction_regularization_is_a_deliberate_difference(sd2):
+    """Documented difference (algorithm §5): p2pz takes the AC/KL steps on ε at the level x sits at; diffusers
+    takes them on the raw v output through its ε conversion at the *target* timestep (steps scaled by ᾱ).
+    With λ = 0 both agree (previous test); with λ_kl = 20 they must differ by far more than that agreement."""
+    ed2, pipe = sd2
+    z0 = torch.randn(1, 4, 32, 32, generator=torch.Generator().manual_seed(5)) * 1.7 + 0.4
+    ours = ed2.invert_latents(z0, ["a photo of a cat"], steps=STEPS, lambda_ac=0, lambda_kl=20)
+    theirs = pipe.invert("a photo of a cat", image=z0, num_inference_steps=STEPS, lambda_auto_corr=0,
+                         lambda_kl=20, output_type="latent").latents
+    plain = ed2.invert_latents(z0, ["a photo of a cat"], steps=STEPS, lambda_ac=0, lambda_kl=0)
+    assert (ours - theirs).abs().max().item() > 1e-3
+    # ours regularizes ε: its inversion moved away from the plain one by the same order as on ε-prediction
+    assert (ours - plain).abs().max().item() > 1e-2
+
+
+def test_explicit_cross_attention_honours_upcast_attention():
+    """SD 2.1 sets upcast_attention: scores in fp32, exactly as diffusers' get_attention_scores."""
+    from diffusers.models.attention_processor import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=64, cross_attention_dim=32, heads=4, dim_head=16, upcast_attention=True,
+                     upcast_softmax=True).to(torch.bfloat16)
+    with torch.no_grad():
+        for prm in attn.parameters():
+            prm.mul_(8)  # large scores: bf16 rounding before the softmax shows
+        h = (torch.randn(2, 256, 64) * 4).to(torch.bfloat16)
+        ctx = (torch.randn(2, 77, 32) * 4).to(torch.bfloat16)
+        theirs = attn.get_attention_scores(attn.head_to_batch_dim(attn.to_q(h)), attn.head_to_batch_dim(attn.to_k(ctx)))
+        store = AttentionMaps()
+        from editor.attention import CrossAttnMapProcessor
+
+        with store.at(1, "record"):
+            CrossAttnMapProcessor(store, "l")(attn, h, ctx)
+        attn.upcast_attention = False
+        with store.at(2, "record"):
+            CrossAttnMapProcessor(store, "l")(attn, h, ctx)
+    assert torch.equal(store.maps[1]["l"], theirs)
+    assert (store.maps[2]["l"].float() - theirs.float()).abs().max().item() > 0.05  # without upcasting: far off
 
 
 def test_reduced_precision_path_runs_and_regularizes_in_fp32(tiny_model, photo):

@@ -43,8 +43,8 @@ def _open_editor(state, model, directions, device, dtype, no_safety_checker, **k
 @_editing_options
 @click.option("--caption", help="Use this caption instead of BLIP's.")
 @click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
-@click.option("--xa-guidance", type=click.FloatRange(0), default=0.1, show_default=True,
-              help="Cross-attention guidance step size.")
+@click.option("--xa-guidance", type=click.FloatRange(0), default=None,
+              help="Cross-attention guidance step size [0.1; 0.01 for v-prediction models such as SD 2.x].")
 @click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio (longer side = model size).")
 @click.option("--schedule", type=click.Choice(["symmetric", "reference"]), default="symmetric", show_default=True,
               help="Inversion schedule.")
@@ -99,8 +99,8 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
 @main.command("generate")
 @click.argument("prompt")
 @_editing_options
-@click.option("--xa-guidance", type=click.FloatRange(0), default=0.15, show_default=True,
-              help="Cross-attention guidance step size (0.15 for synthetic images).")
+@click.option("--xa-guidance", type=click.FloatRange(0), default=None,
+              help="Cross-attention guidance step size [0.15 for synthetic images; 0.01 for v-prediction models].")
 @click.option("--size", type=click.IntRange(16, 2048), default=None, help="Image size (default: the model's).")
 @pass_state
 def generate(state, prompt, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
