@@ -93,7 +93,7 @@ class Editor:
                  feature_extractor=None, device: str = "cpu", dtype=torch.float32,
                  text_encoder_fingerprint: str | None = None, model_fingerprint: str | None = None,
                  cache_dir: str | Path | None = None, model_id: str | None = None, captioner_id: str | None = None,
-                 progress: bool = False, map_dtype: torch.dtype = torch.float32):
+                 progress: bool = False, map_dtype: torch.dtype = torch.float32, cache_maps: bool = False):
         self.device = torch.device(device)
         self.dtype = _dtype(dtype)
         self.unet, self.vae, self.text_encoder = (self._place(m) for m in (unet, vae, text_encoder))
@@ -114,6 +114,7 @@ class Editor:
         self.model_id = model_id
         self.progress = progress
         self.map_dtype = map_dtype
+        self.cache_maps = cache_maps  # keep reference maps in the disk cache (float16) for later directions
         self.stats = {"inversions": 0, "inversions_cached": 0, "reference_passes": 0, "reference_cached": 0,
                       "edit_passes": 0}
         self.layers = cross_attention_layers(self.unet)
@@ -131,7 +132,8 @@ class Editor:
     @classmethod
     def from_pretrained(cls, model: str | None = None, captioner: str | None = DEFAULT_CAPTIONER, *,
                         device: str | None = None, dtype="float32", safety_checker: bool = True,
-                        cache: bool = True, progress: bool = False, map_dtype="float32") -> "Editor":
+                        cache: bool = True, progress: bool = False, map_dtype="float32",
+                        cache_maps: bool = False) -> "Editor":
         """Load every component through :mod:`editor.loader` (hub id or local snapshot folder).
 
         ``model`` defaults to ``$P2PZ_MODEL``, else CompVis/stable-diffusion-v1-4."""
@@ -180,7 +182,7 @@ class Editor:
                      feature_extractor=extractor, device=device, dtype=torch_dtype,
                      text_encoder_fingerprint=text.fingerprint, model_fingerprint=model_fp,
                      cache_dir=(cache_dir() if cache else None), model_id=model, captioner_id=captioner,
-                     progress=progress, map_dtype=_dtype(map_dtype))
+                     progress=progress, map_dtype=_dtype(map_dtype), cache_maps=cache_maps)
         if checker is not None:
             editor.safety_checker = checker.to(editor.device, editor.dtype)
         return editor
@@ -358,50 +360,62 @@ class Editor:
             return list(negative)
         return ["" for _ in inv.captions] if inv.synthetic else inv.captions
 
+    def _reference_key(self, inv: Inversion, guidance_scale: float, negative: list[str], steps: int) -> str:
+        x_sha = hashlib.sha256(inv.latents.detach().float().cpu().numpy().tobytes()).hexdigest()
+        return sha256_json({"kind": "reference", "x_T": x_sha, "model": self.model_fingerprint,
+                            "captions": inv.captions, "negative": negative, "cfg": guidance_scale, "steps": steps,
+                            "dtype": str(self.dtype)})
+
+    def _stored_reference(self, key: str, force: bool):
+        """Cached reference maps (read one timestep at a time) and reconstruction, when kept and present."""
+        if not self.cache_maps or force:
+            return None
+        found = self.cache.load_maps(key)
+        if found is not None:
+            self.stats["reference_cached"] += 1
+            maps, latents = found
+            return maps, latents.to(self.device)
+        return None
+
     def reference(self, inv: Inversion, guidance_scale: float = 5.0, negative: list[str] | None = None,
                   steps: int | None = None, force: bool = False):
-        """DDIM sampling from x_T, prompt = caption, recording every cross-attention map per timestep.
+        """The reference pass alone: DDIM sampling from x_T with prompt = caption, recording every
+        cross-attention map per timestep. Returns (maps {t: {layer: [2B·heads, HW, T]}}, reconstruction latents).
 
-        Returns (maps {t: {layer: [2B·heads, HW, T]}}, reconstruction latents)."""
-        maps, x, _ = self._reference(inv, guidance_scale, negative, steps, force)
-        return maps, x
-
-    def _reference(self, inv, guidance_scale, negative, steps, force):
-        """:meth:`reference` plus whether its result came from the disk cache."""
+        This holds every timestep's maps (≈ 6.6 GB in fp32 at SD defaults); :meth:`edit` instead runs the
+        reference and edit passes in lockstep and holds one timestep's. With ``cache_maps`` the maps are also
+        written to the disk cache (float16), one timestep at a time."""
         steps = steps or inv.steps
-        captions = inv.captions
         negative = self._negative(inv, negative)
-        x_sha = hashlib.sha256(inv.latents.detach().float().cpu().numpy().tobytes()).hexdigest()
-        key = sha256_json({"kind": "reference", "x_T": x_sha, "model": self.model_fingerprint, "captions": captions,
-                           "negative": negative, "cfg": guidance_scale, "steps": steps, "dtype": str(self.dtype),
-                           "maps": str(self.map_dtype)})
-        cached = None if force else self.cache.load("maps", key)
-        if cached is not None:
-            self.stats["reference_cached"] += 1
-            maps: dict[int, dict[str, torch.Tensor]] = {}
-            for name, tensor in cached.items():
-                if name == "latents":
-                    continue
-                t, layer = name.split("/", 1)
-                maps.setdefault(int(t), {})[layer] = tensor
-            return maps, cached["latents"].to(self.device), True
-        cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
+        key = self._reference_key(inv, guidance_scale, negative, steps)
+        stored = self._stored_reference(key, force)
+        if stored is not None:
+            maps, latents = stored
+            return {t: dict(maps[t]) for t in maps}, latents
+        cond = torch.cat([self.encode_text(negative), self.encode_text(inv.captions)])  # [2B, 77, D]
         store = AttentionMaps(store_device="cpu", store_dtype=self.map_dtype)
         x = inv.latents.to(self.device, self.dtype)
         self.stats["reference_passes"] += 1
         plan = sampling_plan(self.scheduler, steps)
-        with guided_processors(self.unet, store), torch.inference_mode(), self._bar(len(plan), "reference") as bar:
+        with guided_processors(self.unet, store), self._bar(len(plan), "reference") as bar:
             for move in plan:
-                # (1) one UNet call on the CFG pair, recording every attn2 probability map at this timestep
-                with store.at(move.t, "record"):
-                    out = self._unet(torch.cat([x, x]), move.t, cond)
-                # (2) classifier-free guidance and a DDIM step down the schedule
-                x = self._cfg_step(out, x, move, guidance_scale)
+                x = self._reference_step(x, move, cond, guidance_scale, store)
+                if self.cache_maps:
+                    self.cache.save_map_step(key, move.t, store.maps[move.t])
                 bar.update()
-        maps = store.maps
-        flat = {f"{t}/{layer}": m for t, layers in maps.items() for layer, m in layers.items()}
-        self.cache.save("maps", key, {**flat, "latents": x})
-        return maps, x, False
+        if self.cache_maps:
+            self.cache.finish_maps(key, x)
+        return store.maps, x
+
+    def _reference_step(self, x: torch.Tensor, move, cond: torch.Tensor, guidance_scale: float,
+                        store: AttentionMaps) -> torch.Tensor:
+        """One reference step (algorithm §6.2): record the maps of this timestep, then step the latent."""
+        with torch.inference_mode():
+            # (1) one UNet call on the CFG pair, recording every attn2 probability map at this timestep
+            with store.at(move.t, "record"):
+                out = self._unet(torch.cat([x, x]), move.t, cond)
+            # (2) classifier-free guidance and a DDIM step down the schedule
+            return self._cfg_step(out, x, move, guidance_scale)
 
     def _cfg_step(self, out: torch.Tensor, x: torch.Tensor, move, guidance_scale: float) -> torch.Tensor:
         """CFG on the raw model outputs, out_u + s(out_c − out_u), then ε at ``x`` (the unconditional half, the
@@ -419,84 +433,148 @@ class Editor:
         """Apply one direction (→ :class:`EditResult`) or a list (→ list), sharing one reference pass.
 
         Settings come from ``config`` (:class:`EditConfig`) and/or its fields as keywords (``scale=1.0,
-        xa_guidance=None`` (0.1 real, 0.15 synthetic), ``guidance_scale=5.0, steps=None`` (the inversion's))."""
+        xa_guidance=None`` (0.1 real, 0.15 synthetic, 0.01 v-prediction), ``guidance_scale=5.0, steps=None``
+        (the inversion's)).
+
+        The reference pass runs in lockstep with the edit passes: at each timestep the reference maps are
+        recorded, the reference latent steps, and every direction takes its guided step against those maps, so
+        only one timestep of maps is ever held (≈ 130 MB at 512 px instead of ≈ 6.6 GB), with results identical
+        to running the passes one after the other. With ``cache_maps`` and a cached entry, the reference pass is
+        skipped and its maps are read from disk one timestep at a time."""
         cfg = with_overrides(config, EditConfig, overrides).resolved(inv, self.prediction_type)
         many = isinstance(direction, (list, tuple))
         directions = list(direction) if many else [direction]
         if not directions:
             raise EditorError("no direction given")
         vectors = [self.direction_vector(d, cfg.scale) for d in directions]  # check all before any work
-        t0 = time.perf_counter()
-        maps, recon, ref_cached = self._reference(inv, cfg.guidance_scale, negative, cfg.steps, force)
-        t_ref = time.perf_counter() - t0
-        recon_images = self.decode(recon) if decode else None
         captions = inv.captions
         neg = self._negative(inv, negative)
+        key = self._reference_key(inv, cfg.guidance_scale, neg, cfg.steps)
+        stored = self._stored_reference(key, force)
+        timings = [{"reference_s": 0.0, "edit_s": 0.0} for _ in vectors]
+        if stored is not None:
+            maps, recon = stored
+            edited = []
+            for (vec, _), tm in zip(vectors, timings):
+                t0 = time.perf_counter()
+                edited.append(self.edit_latents(inv.latents, captions, neg, vec, maps, cfg))
+                tm["edit_s"] = time.perf_counter() - t0
+        else:
+            recon, edited = self._lockstep(inv, captions, neg, [v for v, _ in vectors], cfg, key, timings)
+        recon_images = self.decode(recon) if decode else None
         one = inv.latents.shape[0] == 1
         results = []
-        for vec, label in vectors:
-            t1 = time.perf_counter()
-            latents = self.edit_latents(inv.latents, captions, neg, vec, maps, cfg)
-            t_edit = time.perf_counter() - t1
-            edited, nsfw = (self._postprocess(latents) if decode else (None, None))
+        for (vec, label), latents, tm in zip(vectors, edited, timings):
+            images, nsfw = (self._postprocess(latents) if decode else (None, None))
             results.append(EditResult(
-                edited=(edited[0] if one else edited) if decode else None,
+                edited=(images[0] if one else images) if decode else None,
                 reconstruction=(recon_images[0] if one else recon_images) if decode else None,
                 latents=latents, reconstruction_latents=recon, caption=inv.caption, direction=label,
                 params={"scale": cfg.scale, "xa_guidance": cfg.xa_guidance, "guidance_scale": cfg.guidance_scale,
                         "steps": cfg.steps, "schedule": inv.schedule, "negative": neg,
                         "prediction_type": self.prediction_type, **inv.params},
-                nsfw=nsfw, timings={"reference_s": t_ref, "edit_s": t_edit}, reference_cached=ref_cached))
+                nsfw=nsfw, timings=tm, reference_cached=stored is not None))
         return results if many else results[0]
 
+    def _lockstep(self, inv: Inversion, captions: list[str], negative: list[str], deltas: list[torch.Tensor],
+                  cfg: EditConfig, key: str, timings: list[dict]):
+        """Reference and edit passes in one loop over the timesteps (algorithm §6.2–§6.3) → (reconstruction
+        latents, edited latents per direction). Each timestep's maps are dropped once every direction used them
+        (and written to the disk cache first, with ``cache_maps``)."""
+        b = inv.latents.shape[0]
+        cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
+        conds = [self._edit_condition(cond, delta, b) for delta in deltas]
+        store = AttentionMaps(store_device="cpu", store_dtype=self.map_dtype)
+        store.reference = store.maps  # each timestep's guide reads what its reference step just recorded
+        store.batch_groups = b
+        x_ref = inv.latents.to(self.device, self.dtype)
+        xs = [x_ref for _ in deltas]
+        plan = sampling_plan(self.scheduler, cfg.steps)
+        self.stats["reference_passes"] += 1
+        self.stats["edit_passes"] += len(deltas)
+        with guided_processors(self.unet, store), self._bar(len(plan), "edit") as bar:
+            for i, move in enumerate(plan):
+                t0 = time.perf_counter()
+                x_ref = self._reference_step(x_ref, move, cond, cfg.guidance_scale, store)
+                for tm in timings:
+                    tm["reference_s"] += (time.perf_counter() - t0) / len(timings)
+                for j, cond_edit in enumerate(conds):
+                    t1 = time.perf_counter()
+                    xs[j] = self._guided_step(xs[j], i, move, cond_edit, store, cfg)
+                    timings[j]["edit_s"] += time.perf_counter() - t1
+                if self.cache_maps:
+                    self.cache.save_map_step(key, move.t, store.maps[move.t])
+                del store.maps[move.t]  # one timestep of maps at a time
+                bar.update()
+        if self.cache_maps:
+            self.cache.finish_maps(key, x_ref)
+        return x_ref, [x.detach() for x in xs]
+
+    @staticmethod
+    def _edit_condition(cond: torch.Tensor, delta: torch.Tensor, b: int) -> torch.Tensor:
+        cond_edit = cond.clone()
+        cond_edit[b:] = cond_edit[b:] + delta.to(cond.dtype)  # c + Δ in every conditional row (fixes HFD's [1:2])
+        return cond_edit
+
+    def _guided_step(self, x: torch.Tensor, i: int, move, cond_edit: torch.Tensor, store: AttentionMaps,
+                     cfg: EditConfig, callback=None) -> torch.Tensor:
+        """One edit step (algorithm §6.3) against ``store.reference[move.t]``; checks every map was used."""
+        b = x.shape[0]
+        x_in = torch.cat([x, x]).detach()  # [2B, 4, h, w]
+        layers = set(store.reference[move.t])
+        store.consumed.clear()
+        if cfg.xa_guidance > 0:
+            # (1) L_xa = Σ_layers ‖M_t − M_t^ref‖² with a graph through the latent only
+            x_in.requires_grad_(True)
+            store.loss = None
+            with torch.enable_grad(), store.at(move.t, "guide"):
+                self._unet(x_in, move.t, cond_edit)
+                (grad,) = torch.autograd.grad(store.loss, x_in)
+            if callback is not None:
+                callback(i, move.t, store.loss.detach(), grad.detach())
+            # (2) one SGD step on the doubled latent
+            x_in = (x_in - cfg.xa_guidance * grad).detach()
+        else:
+            store.consumed.update((move.t, layer) for layer in layers)
+        unused = {(move.t, layer) for layer in layers} - store.consumed
+        if unused:
+            raise EditorError(f"{len(unused)} reference maps were never used; the reference pass and the edit "
+                              "pass disagree on timesteps or layers")
+        # (3) predict the noise again from the guided latent, without a graph
+        with torch.no_grad():
+            out = self._unet(x_in, move.t, cond_edit)
+        # (4) classifier-free guidance on the raw outputs and a DDIM step from the guided unconditional half
+        return self._cfg_step(out, x_in[:b], move, cfg.guidance_scale)
+
     def edit_latents(self, x_t: torch.Tensor, captions: list[str], negative: list[str], delta: torch.Tensor,
-                     maps: dict, config: EditConfig, callback=None) -> torch.Tensor:
-        """The guided sampling loop (PAPER §3.3; algorithm §6.3), every step written out.
+                     maps, config: EditConfig, callback=None) -> torch.Tensor:
+        """The edit pass alone against recorded reference ``maps`` ({t: {layer: map}}, e.g. from
+        :meth:`reference`), every step written out (PAPER §3.3; algorithm §6.3).
 
         ``config`` must be resolved (steps and xa_guidance set). ``callback(step, t, loss, grad)`` (optional)
         sees L_xa and its gradient on the doubled latent."""
         if config.steps is None or config.xa_guidance is None:
             raise EditorError("edit_latents needs an EditConfig with steps and xa_guidance set")
-        steps, xa_guidance, guidance_scale = config.steps, config.xa_guidance, config.guidance_scale
         b = x_t.shape[0]
         cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
-        cond_edit = cond.clone()
-        cond_edit[b:] = cond_edit[b:] + delta.to(cond.dtype)  # c + Δ in every conditional row (fixes HFD's [1:2])
+        cond_edit = self._edit_condition(cond, delta, b)
         store = AttentionMaps()
         store.reference = maps
         store.batch_groups = b
         x = x_t.to(self.device, self.dtype)
-        plan = sampling_plan(self.scheduler, steps)
+        plan = sampling_plan(self.scheduler, config.steps)
         missing = [m.t for m in plan if m.t not in maps]
         if missing:
             raise EditorError(f"reference maps are missing timesteps {missing[:3]}…; rerun the reference pass")
+        extra = set(maps) - {m.t for m in plan}
+        if extra:
+            raise EditorError(f"{len(extra)} timesteps of reference maps are not in this edit's schedule; the "
+                              "reference pass and the edit pass disagree on steps")
         self.stats["edit_passes"] += 1
         with guided_processors(self.unet, store), self._bar(len(plan), "edit") as bar:
             for i, move in enumerate(plan):
-                x_in = torch.cat([x, x]).detach()  # [2B, 4, h, w]
-                if xa_guidance > 0:
-                    # (1) L_xa = Σ_layers ‖M_t − M_t^ref‖² with a graph through the latent only
-                    x_in.requires_grad_(True)
-                    store.loss = None
-                    with torch.enable_grad(), store.at(move.t, "guide"):
-                        self._unet(x_in, move.t, cond_edit)
-                        (grad,) = torch.autograd.grad(store.loss, x_in)
-                    if callback is not None:
-                        callback(i, move.t, store.loss.detach(), grad.detach())
-                    # (2) one SGD step on the doubled latent
-                    x_in = (x_in - xa_guidance * grad).detach()
-                else:
-                    store.consumed.update((move.t, layer) for layer in maps[move.t])
-                # (3) predict the noise again from the guided latent, without a graph
-                with torch.no_grad():
-                    out = self._unet(x_in, move.t, cond_edit)
-                # (4) classifier-free guidance and a DDIM step down the schedule
-                x = self._cfg_step(out, x_in[:b], move, guidance_scale)
+                x = self._guided_step(x, i, move, cond_edit, store, config, callback)
                 bar.update()
-        unused = {(t, layer) for t, layers in maps.items() for layer in layers} - store.consumed
-        if unused:
-            raise EditorError(f"{len(unused)} reference maps were never used; the reference pass and the edit "
-                              "pass disagree on timesteps or layers")
         return x.detach()
 
     def _postprocess(self, latents: torch.Tensor):

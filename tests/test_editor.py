@@ -336,21 +336,69 @@ def test_results_and_direction_checks(ed, inv, reg, tiny_model, tiny_model_b):
     assert len(several) == 3 and not torch.equal(several[0].latents, several[1].latents)
 
 
-def test_cache_serves_a_second_inversion_and_reference(ed, photo, tmp_path):
+def test_cache_serves_a_second_inversion_and_kept_maps(ed, photo, tmp_path):
     ed.cache_dir = tmp_path / "cache"
+    ed.cache_maps = True
     try:
         before = dict(ed.stats)
         first = ed.invert(photo, "a cached cat", steps=3)
-        ed.edit(first, delta(), steps=3, decode=False)
+        r1 = ed.edit(first, delta(), steps=3, decode=False)
         second = ed.invert(photo, "a cached cat", steps=3)
-        ed.edit(second, delta(seed=9), steps=3, decode=False)
+        r2 = ed.edit(second, delta(seed=9), steps=3, decode=False)
+        assert not first.cached and second.cached and not r1.reference_cached and r2.reference_cached
         assert ed.stats["inversions"] - before["inversions"] == 1
         assert ed.stats["inversions_cached"] - before["inversions_cached"] == 1
         assert ed.stats["reference_passes"] - before["reference_passes"] == 1
         assert torch.equal(first.latents, second.latents)
         assert list((tmp_path / "cache" / "inversions").rglob("*.safetensors"))
+        (entry,) = [p for p in (tmp_path / "cache" / "maps").glob("*/*") if p.is_dir()]
+        steps = sorted(entry.glob("t*.safetensors"))
+        assert len(steps) == 3 and (entry / "latents.safetensors").is_file()
+        from safetensors.torch import load_file
+
+        layers = load_file(str(steps[0]))
+        assert len(layers) == 6 and all(m.dtype == torch.float16 for m in layers.values())  # maps on disk: fp16
+        # bytes per step = Σ_layers 2·heads · HW · 77 · 2 B; the file holds that plus a small header
+        expected = sum(m.numel() * 2 for m in layers.values())
+        assert expected <= steps[0].stat().st_size < expected + 4096
+        # the cached (fp16) maps give nearly the fresh fp32 result
+        ed.cache_maps = False
+        fresh = ed.edit(second, delta(seed=9), steps=3, decode=False)
+        assert not fresh.reference_cached
+        assert (fresh.latents - r2.latents).abs().max().item() < 1e-2 * fresh.latents.abs().max().item()
     finally:
         ed.cache_dir = None
+        ed.cache_maps = False
+
+
+def test_lockstep_edit_is_bit_identical_to_two_passes(ed, inv):
+    """edit() holds one timestep of maps; the same result as the reference pass followed by the edit pass."""
+    ds = [delta(seed=1), delta(seed=2)]
+    together = ed.edit(inv, ds, decode=False)
+    maps, recon = ed.reference(inv, 5.0)
+    assert len(maps) == STEPS
+    cfg = EditConfig(steps=STEPS, xa_guidance=0.1, guidance_scale=5.0)
+    for d, res in zip(ds, together):
+        assert torch.equal(res.latents, ed.edit_latents(inv.latents, inv.captions, inv.captions, d, maps, cfg))
+        assert torch.equal(res.reconstruction_latents, recon)
+
+
+def test_lockstep_holds_one_timestep_of_maps(ed, inv, monkeypatch):
+    import editor.attention as attention
+
+    held = []
+    plain = attention.AttentionMaps.observe
+
+    def watch(self, layer, probs):
+        plain(self, layer, probs)
+        held.append(len(self.maps))
+
+    monkeypatch.setattr(attention.AttentionMaps, "observe", watch)
+    ed.edit(inv, delta(), decode=False)
+    assert max(held) == 1  # never more than the current timestep's maps
+    held.clear()
+    ed.reference(inv, 5.0)
+    assert max(held) == STEPS  # the standalone reference pass keeps them all
 
 
 def test_synthetic_generation(ed):

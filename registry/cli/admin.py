@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import P2PZGroup, State, main, pass_state
+from . import P2PZGroup, State, echo_json, echo_table, json_option, main, pass_state
 
 
 @main.group(cls=P2PZGroup)
@@ -60,6 +60,67 @@ def index_rebuild(state):
     """
     for fp, n in state.registry().rebuild_index().items():
         click.echo(f"encoder {fp[:12]}: {n} directions indexed")
+
+
+@main.group(cls=P2PZGroup)
+def cache():
+    """The cache folder ($P2PZ_HOME/cache): sizes by kind, clearing. Capped at $P2PZ_CACHE_MAX_GB (default 20).
+
+    \b
+    Example:
+      p2pz cache info
+    """
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+
+
+@cache.command("info")
+@json_option
+def cache_info(as_json):
+    """Entries and bytes per kind (maps, inversions, llm), and the cap.
+
+    \b
+    Example:
+      p2pz cache info --json
+    """
+    from store import cache as store_cache
+    from store.paths import cache_dir
+
+    usage = store_cache.usage(cache_dir())
+    limit = store_cache.max_bytes()
+    if as_json:
+        echo_json({"path": str(cache_dir()), "kinds": usage, "total_bytes": sum(u["bytes"] for u in usage.values()),
+                   "max_bytes": limit})
+        return
+    echo_table([[kind, u["entries"], _human(u["bytes"])] for kind, u in usage.items()], ["kind", "entries", "size"])
+    total = sum(u["bytes"] for u in usage.values())
+    click.echo(f"total {_human(total)} of {_human(limit)} ($P2PZ_CACHE_MAX_GB) in {cache_dir()}")
+
+
+@cache.command("clear")
+@click.option("--kind", type=click.Choice(["maps", "inversions", "llm"]), default=None,
+              help="Only this kind (default: all three).")
+@json_option
+def cache_clear(kind, as_json):
+    """Delete cached entries (nothing is lost but the time to recompute them; LLM replies cost requests).
+
+    \b
+    Example:
+      p2pz cache clear --kind maps
+    """
+    from store import cache as store_cache
+    from store.paths import cache_dir
+
+    gone = store_cache.clear(cache_dir(), kind)
+    if as_json:
+        echo_json(gone)
+    else:
+        click.echo(f"removed {gone['entries']} entries ({_human(gone['bytes'])}) from {kind or 'every kind'}")
 
 
 @main.group(cls=P2PZGroup)

@@ -24,18 +24,24 @@ def _editing_options(f):
                      show_default=True),
         click.option("--force", is_flag=True, help="Overwrite existing outputs."),
         click.option("--no-safety-checker", is_flag=True, help="Do not run the model's safety checker."),
+        click.option("--no-cache", is_flag=True, help="Neither read nor write the disk cache (inversions, maps)."),
+        click.option("--cache-maps", is_flag=True, help="Keep the reference attention maps on disk (float16, "
+                     "≈ 3.3 GB per image at SD defaults) so later directions on the same image skip the reference "
+                     "pass; counted in $P2PZ_CACHE_MAX_GB."),
         json_option,
     ]):
         f = opt(f)
     return f
 
 
-def _open_editor(state, model, directions, device, dtype, no_safety_checker, **kwargs):
+def _open_editor(state, model, directions, device, dtype, no_safety_checker, no_cache, cache_maps, **kwargs):
     from ..editing import choose_model, open_editor
 
+    if no_cache and cache_maps:
+        raise click.UsageError("--cache-maps needs the cache; drop --no-cache")
     state.info(f"loading {choose_model(directions, model) or 'the default model'} …")
     return open_editor(directions, model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
-                       progress=state.progress, **kwargs)
+                       progress=state.progress, cache=not no_cache, cache_maps=cache_maps, **kwargs)
 
 
 @main.command("edit")
@@ -49,11 +55,11 @@ def _open_editor(state, model, directions, device, dtype, no_safety_checker, **k
 @click.option("--schedule", type=click.Choice(["symmetric", "reference"]), default="symmetric", show_default=True,
               help="Inversion schedule.")
 @click.option("--save-reconstruction", is_flag=True, help="Also write the reconstruction.")
-@click.option("--maps-fp16", is_flag=True, help="Keep reference attention maps in float16 (half the memory; results "
-              "change slightly).")
+@click.option("--maps-fp16", is_flag=True, help="Hold the current timestep's reference maps in float16 in memory "
+              "(half the memory; results change slightly).")
 @pass_state
 def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
-         no_safety_checker, as_json, caption, captioner, xa_guidance, keep_aspect, schedule, save_reconstruction,
+         no_safety_checker, no_cache, cache_maps, as_json, caption, captioner, xa_guidance, keep_aspect, schedule, save_reconstruction,
          maps_fp16):
     """Apply stored directions to real images with pix2pix-zero.
 
@@ -75,7 +81,7 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
     kwargs = {"map_dtype": "float16" if maps_fp16 else "float32"}
     if captioner is not None:
         kwargs["captioner"] = captioner
-    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, **kwargs)
+    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, no_cache, cache_maps, **kwargs)
 
     def report(o):
         for note in o.warnings:
@@ -104,7 +110,7 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
 @click.option("--size", type=click.IntRange(16, 2048), default=None, help="Image size (default: the model's).")
 @pass_state
 def generate(state, prompt, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
-             no_safety_checker, as_json, xa_guidance, size):
+             no_safety_checker, no_cache, cache_maps, as_json, xa_guidance, size):
     """Generate an image from PROMPT (x_T from the seed) and edit it with stored directions.
 
     \b
@@ -116,7 +122,7 @@ def generate(state, prompt, directions, scale, model, steps, guidance_scale, see
 
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
     dirs = [state.registry().get(ref) for ref in directions]
-    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker)
+    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, no_cache, cache_maps)
     out = generate_files(ed, prompt, dirs, Path(out_dir), seed=seed, size=size, steps=steps, edit=edit_cfg,
                          force=force)
     for flagged in out.nsfw:
