@@ -83,6 +83,10 @@ class Phases:
         return out
 
 
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 def worker_p2pz(args, out: Path):
     from editor import EditConfig, Editor, Inversion
 
@@ -91,31 +95,43 @@ def worker_p2pz(args, out: Path):
                 text_encoder_fingerprint="bench", model_fingerprint="bench-model")
     z0, deltas = inputs(args, ed.hidden_size, ed.vae_factor)
     caption = "a photo of a cat sitting on a bench"
+    cfg = EditConfig(steps=args.steps, xa_guidance=0.1, guidance_scale=5.0)
     ph = Phases()
     x_t = ph.run("inversion", lambda: ed.invert_latents(z0, [caption], steps=args.steps))
     inv = Inversion(latents=x_t, caption=caption, steps=args.steps)
+    # the two passes one after the other (every timestep's maps held), as diffusers runs them …
     maps, recon = ph.run("reference", lambda: ed.reference(inv, 5.0, force=True))
-    edited = ph.run("edit", lambda: ed.edit_latents(x_t, [caption], [caption], deltas[0], maps,
-                                                     EditConfig(steps=args.steps, xa_guidance=0.1, guidance_scale=5.0)))
+    edited = ph.run("edit", lambda: ed.edit_latents(x_t, [caption], [caption], deltas[0], maps, cfg))
+    maps = None  # free every timestep's maps before the lockstep run
+    # … and in lockstep, as Editor.edit runs them (one timestep of maps held; the same latents)
+    lock = ph.run("lockstep", lambda: ed.edit(inv, deltas[0], cfg, decode=False, force=True))
+    assert torch.equal(lock.latents, edited), "lockstep and two-pass edits differ"
     torch.save({"x_t": x_t, "edited": edited}, out / "p2pz.pt")
+    # bytes of the float16 map cache (--cache-maps) per timestep at this size
+    ed.cache_dir, ed.cache_maps = out / "mapcache", True
+    ed.edit(inv, deltas[0], cfg, decode=False, force=True)
+    maps_bytes = _folder_bytes(out / "mapcache" / "maps")
+    inv_bytes = x_t.numel() * 4
+    ed.cache_dir, ed.cache_maps = None, False
+    result = {"times": ph.times, "peaks": ph.peaks, "map_cache_bytes_per_step": maps_bytes / args.steps,
+              "inversion_cache_bytes": inv_bytes}
     if args.stages_only:
-        return {"times": ph.times, "peaks": ph.peaks}
+        return result
 
     # reuse: first edit (nothing cached) vs a second direction on the same image (inversion and maps cached)
-    img_inv = lambda: Inversion(latents=x_t, caption=caption, steps=args.steps)  # noqa: E731
-    ed.cache_dir = out / "cache2"
+    ed.cache_dir, ed.cache_maps = out / "cache2", True
     t = time.perf_counter()
     inv1 = Inversion(latents=ed.invert_latents(z0, [caption], steps=args.steps), caption=caption, steps=args.steps)
-    ed._cache_save("inversions", "img", {"x_T": inv1.latents}, {})
+    ed.cache.save("inversions", "img", {"x_T": inv1.latents})
     ed.edit(inv1, deltas[0], decode=False)
     first = time.perf_counter() - t
     t = time.perf_counter()
-    inv2 = Inversion(latents=ed._cache_load("inversions", "img")["x_T"], caption=caption, steps=args.steps)
+    inv2 = Inversion(latents=ed.cache.load("inversions", "img")["x_T"], caption=caption, steps=args.steps)
     ed.edit(inv2, deltas[1], decode=False)
     second = time.perf_counter() - t
 
     # three directions in one call vs three fresh edits (each with its own inversion and reference pass)
-    ed.cache_dir = None
+    ed.cache_dir, ed.cache_maps = None, False
     t = time.perf_counter()
     inv3 = Inversion(latents=ed.invert_latents(z0, [caption], steps=args.steps), caption=caption, steps=args.steps)
     ed.edit(inv3, deltas, decode=False)
@@ -125,17 +141,28 @@ def worker_p2pz(args, out: Path):
         inv_i = Inversion(latents=ed.invert_latents(z0, [caption], steps=args.steps), caption=caption, steps=args.steps)
         ed.edit(inv_i, d, decode=False)
     fresh3 = time.perf_counter() - t
-    del img_inv
-    return {"times": ph.times, "peaks": ph.peaks, "first_edit_s": first, "second_direction_cached_s": second,
+    return {**result, "first_edit_s": first, "second_direction_cached_s": second,
             "three_in_one_call_s": one_call, "three_fresh_s": fresh3}
 
 
-def worker_diffusers(args, out: Path):
+def worker_diffusers(args, out: Path, frozen: bool = False):
+    """diffusers' pipeline as shipped, or (``frozen``) with every UNet weight frozen after its own set-up, so the
+    comparison is not only about the weight gradients the shipped pipeline computes."""
     import warnings
 
     from diffusers import DDIMInverseScheduler, StableDiffusionPix2PixZeroPipeline
 
     warnings.simplefilter("ignore")
+    if frozen:
+        import importlib
+
+        module = importlib.import_module(StableDiffusionPix2PixZeroPipeline.__module__)
+        shipped = module.prepare_unet
+
+        def prepare_frozen(unet):
+            return shipped(unet).requires_grad_(False)
+
+        module.prepare_unet = prepare_frozen
     unet, vae, text, tok, sched = components(args.full)
     pipe = StableDiffusionPix2PixZeroPipeline(
         vae=vae, text_encoder=text, tokenizer=tok, unet=unet, scheduler=sched, feature_extractor=None,
@@ -166,7 +193,7 @@ def worker_diffusers(args, out: Path):
     ph.times["reference"] = marks["reference_end"] - t0
     ph.times["edit"] = t1 - marks["reference_end"]
     ph.peaks["reference+edit"] = total_peak.peak
-    torch.save({"edited": torch.as_tensor(edited)}, out / "diffusers.pt")
+    torch.save({"edited": torch.as_tensor(edited)}, out / ("diffusers_frozen.pt" if frozen else "diffusers.pt"))
     return {"times": ph.times, "peaks": ph.peaks}
 
 
@@ -178,15 +205,16 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--stages-only", action="store_true", help="Skip the reuse measurements (cache, 3 directions).")
-    ap.add_argument("--worker", choices=["p2pz", "diffusers"])
+    ap.add_argument("--worker", choices=["p2pz", "diffusers", "diffusers_frozen"])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     args.size = args.size or (256 if args.full else 64)
     args.steps = args.steps or (3 if args.full else 10)
     if args.worker:
-        fn = worker_p2pz if args.worker == "p2pz" else worker_diffusers
+        fns = {"p2pz": worker_p2pz, "diffusers": worker_diffusers,
+               "diffusers_frozen": lambda a, o: worker_diffusers(a, o, frozen=True)}
         with torch.no_grad():
-            res = fn(args, args.out)
+            res = fns[args.worker](args, args.out)
         (args.out / f"{args.worker}.json").write_text(json.dumps(res))
         return
     with tempfile.TemporaryDirectory() as tmp:
@@ -195,24 +223,37 @@ def main():
                 "--device", args.device, "--dtype", args.dtype, "--out", str(out)] + (["--full"] if args.full else []) \
             + (["--stages-only"] if args.stages_only else [])
         env = {**os.environ, "PYTHONPATH": str(REPO), "P2PZ_HOME": str(out / "home")}
-        for impl in ("p2pz", "diffusers"):
+        for impl in ("p2pz", "diffusers", "diffusers_frozen"):
             subprocess.run(base + ["--worker", impl], check=True, env=env)
         ours = json.loads((out / "p2pz.json").read_text())
         theirs = json.loads((out / "diffusers.json").read_text())
+        frozen = json.loads((out / "diffusers_frozen.json").read_text())
+        frozen_diff = float((torch.load(out / "diffusers_frozen.pt", weights_only=True)["edited"]
+                             - torch.load(out / "diffusers.pt", weights_only=True)["edited"]).abs().max())
         a = torch.load(out / "p2pz.pt", weights_only=True)["edited"]
         b = torch.load(out / "diffusers.pt", weights_only=True)["edited"]
         diff = float((a - b).abs().max())
         scale = float(a.abs().max())
-    ours_edit_peak = ours["peaks"]["reference"] + ours["peaks"]["edit"]  # maps stay alive into the edit pass
+    two_pass_peak = ours["peaks"]["reference"] + ours["peaks"]["edit"]  # maps stay alive into the edit pass
+    lockstep_peak = ours["peaks"]["lockstep"]
     theirs_ref_edit_peak = theirs["peaks"]["reference+edit"]
+    steps_sd = 50
+    hw_scale = (512 / args.size) ** 2  # maps grow with the latent area
     emit("edit", {
         "params": {"mode": "full (SD-1.5-sized random)" if args.full else "quick (tiny random)", "size": args.size,
                    "steps": args.steps, "device": args.device, "dtype": args.dtype, "cfg": 5.0, "xa_guidance": 0.1},
-        "p2pz": ours, "diffusers": theirs,
+        "p2pz": ours, "diffusers": theirs, "diffusers_frozen_unet": frozen,
         "edit_pass_speedup": theirs["times"]["edit"] / ours["times"]["edit"],
+        "edit_pass_speedup_vs_frozen_unet": frozen["times"]["edit"] / ours["times"]["edit"],
+        "frozen_unet_same_latents_max_abs_diff": frozen_diff,
         "reference_pass_speedup": theirs["times"]["reference"] / ours["times"]["reference"],
         "inversion_speedup": theirs["times"]["inversion"] / ours["times"]["inversion"],
-        "peak_memory_ratio_reference_plus_edit": ours_edit_peak / max(theirs_ref_edit_peak, 1),
+        "peak_memory_ratio_reference_plus_edit": lockstep_peak / max(theirs_ref_edit_peak, 1),
+        "peak_memory_two_pass_bytes": two_pass_peak, "peak_memory_lockstep_bytes": lockstep_peak,
+        "peak_memory_lockstep_vs_two_pass": lockstep_peak / max(two_pass_peak, 1),
+        "peak_memory_ratio_vs_frozen_unet": lockstep_peak / max(frozen["peaks"]["reference+edit"], 1),
+        **({"map_cache_bytes_per_image_sd_512px_50_steps": ours["map_cache_bytes_per_step"] * steps_sd * hw_scale,
+            "inversion_cache_bytes_sd_512px": ours["inversion_cache_bytes"] * hw_scale} if args.full else {}),
         "final_latents_max_abs_diff": diff, "final_latents_max_abs": scale,
         **({} if args.stages_only else {
             "second_direction_ratio": ours["second_direction_cached_s"] / ours["first_edit_s"],

@@ -36,6 +36,7 @@ def main():
         results.append(run("edit.py"))
         if args.full:
             results.append(run("edit.py", "--full"))
+            results.append(run("edit.py", "--full", "--size", "512", "--steps", "1", "--stages-only"))
     args.out.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}", file=sys.stderr)
 
