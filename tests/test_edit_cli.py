@@ -34,7 +34,7 @@ def edit(db_url, tiny_model, *args):
 def test_folder_times_directions_with_provenance_refusal_and_cache(setup, tmp_path, tiny_model, db_url):
     out = tmp_path / "out"
     r = edit(db_url, tiny_model, str(setup), "--direction", "cat-to-dog", "--direction", "day-to-night@1",
-             "--out", str(out), "--json")
+             "--out", str(out), "--json", "--cache-maps")
     assert r.exit_code == 0, r.output
     first = json.loads(r.stdout)
     names = sorted(p.name for p in out.iterdir())
@@ -49,7 +49,11 @@ def test_folder_times_directions_with_provenance_refusal_and_cache(setup, tmp_pa
     assert again.exit_code == 1 and "exists; pass --force" in again.stderr
     assert "2 of 2 images failed" in again.stderr
 
-    forced = edit(db_url, tiny_model, str(setup), "--direction", "cat-to-dog", "--out", str(out), "--force", "--json")
+    plain = edit(db_url, tiny_model, str(setup), "--direction", "cat-to-dog", "--out", str(out), "--force", "--json")
+    assert plain.exit_code == 0, plain.output  # inversions are cached; maps are read only with --cache-maps
+    assert all(o["inversion_cached"] and not o["reference_cached"] for o in json.loads(plain.stdout))
+    forced = edit(db_url, tiny_model, str(setup), "--direction", "cat-to-dog", "--out", str(out), "--force", "--json",
+                  "--cache-maps")
     assert forced.exit_code == 0, forced.output
     assert all(o["inversion_cached"] and o["reference_cached"] for o in json.loads(forced.stdout))
 

@@ -1,0 +1,122 @@
+"""The README's performance table, rendered from ``bench/results.json`` (``python bench/table.py``).
+
+The README holds this output between ``<!-- perf:begin -->`` and ``<!-- perf:end -->``; ``tests/test_docs.py``
+checks that it is current, so every figure there is a committed result of ``make bench-full``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def _gb(n: float) -> str:
+    return f"{n / 2**30:.2f} GB" if n >= 2**30 / 10 else f"{n / 2**20:.0f} MB"
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1000:.1f} ms"
+
+
+def rows(results: list[dict]) -> list[list[str]]:
+    by = {}
+    for r in results:
+        key = r["benchmark"]
+        if key == "edit":
+            p = r["params"]
+            key = "edit-quick" if "quick" in p["mode"] else ("edit-512" if p["size"] == 512 else "edit-full")
+        by[key] = r
+    out = []
+    e = by.get("encode")
+    if e:
+        out += [
+            ["bank encoding, CLIP-L-sized encoder, 200 sentences",
+             f"{e['p2pz_batched_s']:.1f} s, **{e['speedup']:.2f}×** faster, max diff {e['max_abs_diff']:.0e}",
+             f"reference one-sentence loop {e['reference_loop_s']:.1f} s", "≥ 1.1×", "`python bench/encode.py`"],
+            ["encoding roofline", f"**{e['roofline_fraction']:.2f}** of the measured fp32 matmul peak "
+             f"({e['matmul_peak_gflops']:.0f} GFLOP/s)", "—", "≥ 0.6", "`python bench/encode.py`"],
+            ["re-encoding a stored bank", f"{_ms(e['reencode_s'])}, **{e['reencode_encoder_calls']} encoder calls**",
+             f"first encode {e['store_first_encode_s']:.1f} s", "no encoder call", "`python bench/encode.py`"]]
+    s = by.get("search")
+    if s:
+        q = s["single_query_s"]
+        out.append(["search, 100k × 768 clustered keys",
+                    f"p50 **{_ms(q['p50'])}**, p99 {_ms(q['p99'])}, recall@10 **{s['recall_at_10']:g}**",
+                    f"numpy brute force: {s['ratio_batched_vs_numpy']:.2f}× slower batched", "p50 ≤ 5 ms, recall 1.0",
+                    "`python bench/search.py`"])
+    st = by.get("store")
+    if st:
+        out += [
+            ["store, 10k directions / 200 concepts", f"**{st['bytes_per_direction'] / 1000:.1f} KB** per direction",
+             f"{st['baseline_bytes_if_delta_stored'] / 1000:.0f} KB if Δ were stored ({st['ratio_to_baseline']:.3f}×)",
+             "≤ 8 KB", "`python bench/store.py`"],
+            ["`get` / open + list 10k / inserts",
+             f"p50 {_ms(st['get_latency_s']['p50'])} / {st['open_and_list_s']:.2f} s / {st['insert_per_s']:.0f} per s",
+             "—", "—", "`python bench/store.py`"]]
+    c = by.get("cli")
+    if c:
+        out += [
+            ["`p2pz --help`", f"**+{c['help_over_bare_s']:.2f} s** over bare Python, "
+             f"{'torch imported' if c['torch_imported_help'] else 'no torch'}",
+             f"`python -c pass` {c['python_c_pass_s']:.2f} s", "≤ 0.5 s, no torch", "`python bench/cli.py`"],
+            ["`p2pz direction list --json`, 10k", f"**+{c['list_over_bare_s']:.2f} s** over bare Python, "
+             f"{'torch imported' if c['torch_imported_list'] else 'no torch'}", "`python -c pass`",
+             "≤ 0.5 s, no torch", "`python bench/cli.py`"]]
+    f = by.get("edit-full")
+    if f:
+        p = f["params"]
+        where = f"SD-1.5-sized, {p['size']} px, {p['steps']} steps"
+        ours, theirs, frozen = f["p2pz"], f["diffusers"], f["diffusers_frozen_unet"]
+        cmd = "`python bench/edit.py --full`"
+        out += [
+            [f"edit pass, {where}", f"{ours['times']['edit']:.1f} s, **{f['edit_pass_speedup']:.2f}×** faster",
+             f"diffusers Pix2PixZero {theirs['times']['edit']:.1f} s", "≥ 2.5×", cmd],
+            [f"edit pass vs diffusers with a frozen UNet, {where}",
+             f"**{f['edit_pass_speedup_vs_frozen_unet']:.2f}×** faster",
+             f"diffusers, UNet frozen {frozen['times']['edit']:.1f} s (same latents: diff "
+             f"{f['frozen_unet_same_latents_max_abs_diff']:.0e})", "—", cmd],
+            ["peak memory, reference + edit (lockstep)",
+             f"{_gb(f['peak_memory_lockstep_bytes'])} = **{f['peak_memory_ratio_reference_plus_edit']:.2f}×**; "
+             f"{f['peak_memory_ratio_vs_frozen_unet']:.2f}× the frozen-UNet run",
+             f"diffusers {_gb(theirs['peaks']['reference+edit'])}", "≤ 0.5×", cmd],
+            ["peak memory, lockstep vs the two passes one after the other",
+             f"**{f['peak_memory_lockstep_vs_two_pass']:.2f}×** ({_gb(f['peak_memory_lockstep_bytes'])} vs "
+             f"{_gb(f['peak_memory_two_pass_bytes'])}), bit-identical latents",
+             "reference pass then edit pass", "—", cmd],
+            ["final latents vs diffusers", f"max diff **{f['final_latents_max_abs_diff']:.1e}** (values up to "
+             f"{f['final_latents_max_abs']:.1f})", "—", "matching", cmd],
+            ["2nd direction on a cached image (`--cache-maps`)", f"**{f['second_direction_ratio']:.2f}×** the first edit",
+             f"first edit {ours['first_edit_s']:.1f} s", "≤ 0.75×", cmd],
+            ["3 directions in one call", f"**{f['three_in_one_call_ratio']:.2f}×** three fresh edits",
+             f"three fresh edits {ours['three_fresh_s']:.1f} s", "≤ 0.8×", cmd]]
+    g = by.get("edit-512")
+    if g:
+        ours, theirs = g["p2pz"], g["diffusers"]
+        cmd = "`python bench/edit.py --full --size 512 --steps 1 --stages-only`"
+        out += [
+            ["edit pass, SD-1.5-sized, 512 px, 1 step",
+             f"{ours['times']['edit']:.1f} s, **{g['edit_pass_speedup']:.2f}×** "
+             f"({g['edit_pass_speedup_vs_frozen_unet']:.2f}× vs frozen UNet); peak memory "
+             f"**{g['peak_memory_ratio_reference_plus_edit']:.2f}×** ({_gb(g['peak_memory_lockstep_bytes'])} vs "
+             f"{_gb(theirs['peaks']['reference+edit'])}); max diff {g['final_latents_max_abs_diff']:.0e}",
+             f"diffusers {theirs['times']['edit']:.1f} s", "—", cmd],
+            ["disk cache per image, SD defaults (512 px, 50 steps)",
+             f"x_T {g['inversion_cache_bytes_sd_512px'] / 1024:.0f} KB; maps only with `--cache-maps`: "
+             f"**{_gb(g['map_cache_bytes_per_image_sd_512px_50_steps'])}** (float16)",
+             f"before: maps always, float32: {_gb(2 * g['map_cache_bytes_per_image_sd_512px_50_steps'])}",
+             "bounded (`P2PZ_CACHE_MAX_GB`)", cmd]]
+    return out
+
+
+def render(results: list[dict]) -> str:
+    lines = ["| what | figure | baseline (same run) | target | command |", "|---|---|---|---|---|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows(results)]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.json"
+    print(render(json.loads(path.read_text())), end="")
