@@ -22,21 +22,43 @@ def run(script: str, *args: str) -> dict:
     return result
 
 
+def _key(result: dict) -> str:
+    """Which entry of results.json a result replaces: the benchmark and the parameters that distinguish runs."""
+    p = result.get("params", {})
+    return json.dumps([result["benchmark"], p.get("mode"), p.get("size"), p.get("steps")])
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
+    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,store,cli,edit,inspect) to run again; "
+                    "their entries in --out are replaced, the others kept")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
+    only = set(args.only.split(",")) if args.only else None
+    want = (lambda name: only is None or name in only)  # noqa: E731
     results = []
     with tempfile.TemporaryDirectory() as tmp:
-        results.append(run("encode.py"))
-        results.append(run("search.py"))
-        results.append(run("store.py", "--keep", tmp))
-        results.append(run("cli.py", "--registry", str(Path(tmp) / "registry.db")))
-        results.append(run("edit.py"))
-        if args.full:
-            results.append(run("edit.py", "--full"))
-            results.append(run("edit.py", "--full", "--size", "512", "--steps", "1", "--stages-only"))
+        if want("encode"):
+            results.append(run("encode.py"))
+        if want("search"):
+            results.append(run("search.py"))
+        if want("store") or want("cli"):
+            store = run("store.py", "--keep", tmp)
+            if want("store"):
+                results.append(store)
+        if want("cli"):
+            results.append(run("cli.py", "--registry", str(Path(tmp) / "registry.db")))
+        if want("inspect"):
+            results.append(run("inspect_direction.py"))
+        if want("edit"):
+            results.append(run("edit.py"))
+            if args.full:
+                results.append(run("edit.py", "--full"))
+                results.append(run("edit.py", "--full", "--size", "512", "--steps", "1", "--stages-only"))
+    if only is not None and args.out.is_file():
+        fresh = {_key(r) for r in results}
+        results = [r for r in json.loads(args.out.read_text()) if _key(r) not in fresh] + results
     args.out.write_text(json.dumps(results, indent=1))
     print(f"wrote {args.out}", file=sys.stderr)
 

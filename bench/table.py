@@ -65,6 +65,13 @@ def rows(results: list[dict]) -> list[list[str]]:
             ["`p2pz direction list --json`, 10k", f"**+{c['list_over_bare_s']:.2f} s** over bare Python, "
              f"{'torch imported' if c['torch_imported_list'] else 'no torch'}", "`python -c pass`",
              "≤ 0.5 s, no torch", "`python bench/cli.py`"]]
+    i = by.get("inspect")
+    if i:
+        out.append([f"`direction inspect`, two {i['params']['sentences_per_bank']}-sentence banks already encoded",
+                    f"{i['inspect_s']:.2f} s, **{i['inspect_stability_encoder_calls']} encoder calls** for stability",
+                    f"banks' statistics dropped: {i['inspect_uncached_s']:.1f} s "
+                    f"({i['inspect_uncached_encoder_calls']} encoder batches)", "0 encoder calls",
+                    "`python bench/inspect_direction.py`"])
     f = by.get("edit-full")
     if f:
         p = f["params"]

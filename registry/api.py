@@ -166,6 +166,14 @@ class Registry:
     def deprecate(self, ref: str) -> Direction:
         return _directions.deprecate(self.db, ref)
 
+    @_translated
+    def inspect(self, ref: str, *, splits: int = 20, seed: int = 0):
+        """Diagnostics of a direction without images (:mod:`registry.diagnostics`): stability, word-swap baseline,
+        token profile, bank health, entanglement and checks."""
+        from .diagnostics import inspect
+
+        return inspect(self.db, self.indexes, ref, splits=splits, seed=seed)
+
     # --- search ---------------------------------------------------------------------------------------
     @_translated
     def search(self, ref: str, k: int = 10) -> list[SearchHit]:

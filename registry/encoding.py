@@ -19,12 +19,39 @@ from typing import Callable
 from store.lazy import numpy as np
 
 
+N_BLOCKS = 16  # sentences are spread over this many blocks by hash (fewer for tiny banks), for split-half statistics
+
+
+@dataclass
+class BankStats:
+    """What diagnostics need from a bank's sentences under one encoder, so they never encode it again:
+    per-block sums of the hidden states and keys (each sentence in block sha256(sentence) mod K), and every
+    sentence's key. Kept in the cache (``encodings``), ≈ 4 MB per bank at D = 768."""
+
+    block_sums: np.ndarray  # [K, 77, D] float32
+    block_key_sums: np.ndarray  # [K, D] float32
+    block_counts: np.ndarray  # [K] int64
+    sentence_keys: np.ndarray  # [N, D] float16
+
+    def to_tensors(self) -> dict:
+        return {"block_sums": self.block_sums, "block_key_sums": self.block_key_sums,
+                "block_counts": self.block_counts, "sentence_keys": self.sentence_keys}
+
+
 @dataclass
 class EncodedBank:
     mean: np.ndarray  # [1, 77, D] float32
     key: np.ndarray  # [D] float32
     key_kind: str  # "pooler" | "masked-mean"
     n: int
+    stats: BankStats | None = None
+
+
+def sentence_blocks(sentences: list[str], k: int = N_BLOCKS) -> list[int]:
+    """The block of each sentence: a function of its text only, so any order of the bank gives the same blocks."""
+    import hashlib
+
+    return [int.from_bytes(hashlib.sha256(s.encode("utf-8")).digest()[:4], "big") % k for s in sentences]
 
 
 def tokenize(encoder, sentences: list[str]):
@@ -55,13 +82,18 @@ def encode_sentences(encoder, sentences: list[str]):
 def encode_bank(
     encoder, sentences: list[str], batch_size: int = 32, progress: Callable[[int], None] | None = None
 ) -> EncodedBank:
-    """Mean embedding [1, 77, D] and mean key [D] of ``sentences`` (batched, inference mode)."""
+    """Mean embedding [1, 77, D] and mean key [D] of ``sentences`` (batched, inference mode), plus the
+    :class:`BankStats` diagnostics use (block sums and per-sentence keys, from the same forward passes)."""
     import torch
 
     if not sentences:
         raise ValueError("cannot encode an empty bank")
     total_hidden = None
     total_key = None
+    n_blocks = min(N_BLOCKS, len(sentences))
+    blocks = torch.tensor(sentence_blocks(sentences, n_blocks))
+    block_hidden = block_key = None
+    keys = []
     for start in range(0, len(sentences), batch_size):
         chunk = sentences[start : start + batch_size]
         hidden, key = encode_sentences(encoder, chunk)
@@ -69,12 +101,62 @@ def encode_bank(
         k = key.to(torch.float64).sum(0)  # [D]
         total_hidden = h if total_hidden is None else total_hidden + h
         total_key = k if total_key is None else total_key + k
+        if block_hidden is None:
+            block_hidden = torch.zeros((n_blocks, *hidden.shape[1:]), dtype=torch.float64, device=hidden.device)
+            block_key = torch.zeros((n_blocks, key.shape[-1]), dtype=torch.float64, device=key.device)
+        idx = blocks[start : start + batch_size].to(hidden.device)
+        block_hidden.index_add_(0, idx, hidden.to(torch.float64))  # [K, 77, D]
+        block_key.index_add_(0, idx, key.to(torch.float64))  # [K, D]
+        keys.append(key.to(torch.float16).cpu())
         if progress:
             progress(len(chunk))
     n = len(sentences)
     mean = (total_hidden / n).to(torch.float32).unsqueeze(0).cpu().numpy()  # [1, 77, D]
     key = (total_key / n).to(torch.float32).cpu().numpy()  # [D]
-    return EncodedBank(mean=mean, key=key, key_kind="pooler" if encoder.is_clip else "masked-mean", n=n)
+    stats = BankStats(block_sums=block_hidden.to(torch.float32).cpu().numpy(),
+                      block_key_sums=block_key.to(torch.float32).cpu().numpy(),
+                      block_counts=torch.bincount(blocks, minlength=n_blocks).numpy().astype(np.int64),
+                      sentence_keys=torch.cat(keys).numpy())
+    return EncodedBank(mean=mean, key=key, key_kind="pooler" if encoder.is_clip else "masked-mean", n=n,
+                       stats=stats)
+
+
+# --- bank statistics in the cache -------------------------------------------------------------------------
+
+def stats_path(bank_sha: str, fingerprint: str):
+    from store.paths import cache_dir
+
+    return cache_dir() / "encodings" / bank_sha[:2] / f"{bank_sha}-{fingerprint}.safetensors"
+
+
+def save_stats(bank_sha: str, fingerprint: str, stats: BankStats) -> None:
+    from safetensors.numpy import save_file
+
+    from store import cache as store_cache
+    from store.files import atomic_write
+    from store.paths import cache_dir
+
+    path = stats_path(bank_sha, fingerprint)
+    tensors = {k: np.ascontiguousarray(v) for k, v in stats.to_tensors().items()}
+    atomic_write(path, writer=lambda tmp: save_file(tensors, str(tmp)))
+    store_cache.evict(cache_dir(), keep=path)
+
+
+def load_stats(bank_sha: str, fingerprint: str) -> BankStats | None:
+    from safetensors.numpy import load_file
+
+    from store import cache as store_cache
+
+    path = stats_path(bank_sha, fingerprint)
+    if not path.is_file():
+        return None
+    try:
+        t = load_file(str(path))
+        stats = BankStats(t["block_sums"], t["block_key_sums"], t["block_counts"], t["sentence_keys"])
+    except Exception:  # a truncated or corrupt cache file is a miss
+        return None
+    store_cache.touch(path)
+    return stats
 
 
 # --- the registry's side: load an encoder, embed a bank once, store the embedding ---------------------------
@@ -128,6 +210,10 @@ def embed(db, bank, enc, *, progress: bool = False, batch_size: int = 32) -> Emb
                             "used with the encoder they were made with)")
     with progress_bar(len(sentences), f"encoding {bank.concept}", enabled=progress, unit="sent") as bar:
         encoded = encode_bank(enc, sentences, batch_size=batch_size, progress=bar.update)
+    try:
+        save_stats(bank.sha256, enc.fingerprint, encoded.stats)  # for `direction inspect`: no second encoding
+    except OSError:
+        pass  # a read-only cache only costs a later re-encode
     return EmbeddingSource(bank=bank, mean=encoded.mean, key=encoded.key, key_kind=encoded.key_kind)
 
 

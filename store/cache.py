@@ -6,6 +6,8 @@ Kinds of entries, each a file or a folder under ``<cache>/<kind>/<key[:2]>/``:
 * ``maps`` — reference cross-attention maps of one image, one float16 file per timestep plus the reconstruction
   latents (written last: an entry without them is incomplete). Only with ``--cache-maps``: ≈ 3.3 GB per image at
   SD defaults (16 layers × [16, HW, 77] × 50 steps);
+* ``encodings`` — per-bank sentence statistics for ``direction inspect`` (block sums and sentence keys): ≈ 4 MB
+  per 1000-sentence bank at D = 768;
 * ``llm`` — raw LLM replies, one small JSON file per request.
 
 Every entry counts toward ``$P2PZ_CACHE_MAX_GB`` (default 20); after each write the least recently used entries
@@ -22,7 +24,7 @@ from pathlib import Path
 
 from store.db import StoreError
 
-KINDS = ("maps", "inversions", "llm")
+KINDS = ("maps", "inversions", "encodings", "llm")
 DEFAULT_MAX_GB = 20.0
 
 

@@ -68,3 +68,22 @@ def test_every_citation_in_the_code_resolves_inside_the_repository():
                 if number not in sections[doc]:
                     missing.append(f"{path.relative_to(REPO)}: {doc} §{number}")
     assert missing == [] and cited >= 30
+
+
+def test_the_readme_performance_table_is_the_committed_results():
+    """Every README figure is a committed result: the table is rendered from bench/results.json."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from table import render
+    finally:
+        sys.path.pop(0)
+    readme = (REPO / "README.md").read_text()
+    begin, end = "<!-- perf:begin -->\n", "<!-- perf:end -->"
+    assert begin in readme and end in readme, "README lacks the performance table markers"
+    table = readme.split(begin, 1)[1].split(end, 1)[0]
+    expected = render(json.loads((REPO / "bench" / "results.json").read_text()))
+    assert table == expected, "run: python bench/table.py and paste it between the perf markers"
+    assert expected.count("\n") >= 12

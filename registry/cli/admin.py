@@ -82,7 +82,7 @@ def _human(n: int) -> str:
 @cache.command("info")
 @json_option
 def cache_info(as_json):
-    """Entries and bytes per kind (maps, inversions, llm), and the cap.
+    """Entries and bytes per kind (maps, inversions, encodings, llm), and the cap.
 
     \b
     Example:
@@ -103,8 +103,8 @@ def cache_info(as_json):
 
 
 @cache.command("clear")
-@click.option("--kind", type=click.Choice(["maps", "inversions", "llm"]), default=None,
-              help="Only this kind (default: all three).")
+@click.option("--kind", type=click.Choice(["maps", "inversions", "encodings", "llm"]), default=None,
+              help="Only this kind (default: all).")
 @json_option
 def cache_clear(kind, as_json):
     """Delete cached entries (nothing is lost but the time to recompute them; LLM replies cost requests).

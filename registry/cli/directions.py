@@ -129,6 +129,39 @@ def direction_show(state, ref, as_json):
     click.echo(f"{'vector':<14}shape {stats['shape']}, ‖Δ‖ {stats['norm']:.4g}, BOS row ‖·‖ {stats['bos_row_norm']:.3g}")
 
 
+@direction.command("inspect")
+@click.argument("ref", metavar="NAME[@V]")
+@click.option("--splits", type=click.IntRange(2, 1000), default=20, show_default=True,
+              help="Random split-halves for the stability estimates.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report.")
+@json_option
+@pass_state
+def direction_inspect(state, ref, splits, report, as_json):
+    """Judge a direction without images: stability, word-swap baseline, token profile, bank health, neighbours.
+
+    Reuses the banks' stored sentence statistics (no encoder call for the stability part once a bank is encoded).
+
+    \b
+    Examples:
+      p2pz direction inspect cat-to-dog
+      p2pz direction inspect cat-to-dog@2 --json
+      p2pz direction inspect cat-to-dog --report cat-to-dog.html
+    """
+    from ..diagnostics import report_html, summary
+
+    d = state.registry().inspect(ref, splits=splits)
+    if report:
+        from store.files import atomic_write
+
+        atomic_write(report, report_html(d))
+    if as_json:
+        echo_json(d.to_dict())
+    else:
+        click.echo(summary(d))
+        if report:
+            click.echo(f"report: {report}")
+
+
 @direction.command("versions")
 @click.argument("name")
 @json_option

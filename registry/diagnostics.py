@@ -1,0 +1,367 @@
+"""Direction diagnostics without images: is a direction stable, specific, and made from healthy banks?
+
+``p2pz direction inspect NAME[@V]`` / ``Registry.inspect(ref)``. Everything here is computed from the stored banks
+and their sentence statistics (:class:`registry.encoding.BankStats`: per-block sums of the 77 × D hidden states and
+every sentence's key, kept in the cache when the bank is encoded), so the stability part needs no encoder call.
+
+* **stability** — split-half cosine of Δ: the sentences of each bank fall in K blocks by hash; a random half of the
+  blocks of each side gives Δ_A, the other half Δ_B; cos(Δ_A, Δ_B) over many random splits (mean, sd). The same for
+  the search key (``key_stability``). ``sentences_for_095`` extrapolates with Spearman–Brown: halves of n/2
+  sentences agree at r, so halves of m·n/2 agree at m·r / (1 + (m − 1)·r); solve for 0.95.
+* **word swap** — the one-sentence direction "a photo of a SOURCE" → "a photo of a TARGET" (two encoder calls):
+  its cosine with Δ and the norm ratio. The pix2pix-zero authors' claim is that banks beat a word swap; a bank
+  direction far from the swap, or identical to it, is worth a look.
+* **token profile** — ‖Δ[i]‖ for each of the 77 positions; BOS (position 0) is 0 for CLIP's causal encoder.
+* **bank health** — size, near-duplicates (lower-case, punctuation and spacing ignored), diversity (mean pairwise
+  cosine of sentence keys: 1 means every sentence says the same), truncated sentences (> 75 tokens), and leakage
+  (sentences of one side that mention the other side's concept: "a cat chasing a dog" in the cat bank pulls Δ toward
+  zero), listed.
+* **entanglement** — the most similar other directions in the registry, by key.
+* **checks** — each with status ok/warn, its value and threshold.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+from generators import contains_concept
+from store import models as m
+from store import repository as repo
+from store.lazy import numpy as np
+from store.vectors import from_bytes
+
+from .naming import parse_ref
+from .records import RegistryError
+
+SPLITS = 20
+TARGET_STABILITY = 0.95
+PROFILE_HEAD = 8  # "first k positions" of the token profile: BOS, "a photo of a", the concept, EOS
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # "ok" | "warn"
+    value: object
+    threshold: str
+    note: str = ""
+
+
+@dataclass
+class Diagnostics:
+    direction: str
+    source: str
+    target: str
+    encoder: str
+    stability: dict  # {"mean", "sd", "splits", "half_sizes"}
+    key_stability: dict
+    sentences_for_095: float | None
+    word_swap_cosine: float | None
+    word_swap_norm_ratio: float | None
+    token_profile: list[float]
+    token_energy_head: float
+    banks: dict  # {"source": {...}, "target": {...}}
+    neighbours: list[dict]
+    checks: list[Check]
+    stability_curve: list[dict] = field(default_factory=list)  # [{"sentences", "split_half"}]
+    encoder_calls: int = 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["checks"] = [asdict(c) for c in self.checks]
+        return d
+
+
+# --- statistics -------------------------------------------------------------------------------------------
+
+def _cos(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel().astype(np.float64), b.ravel().astype(np.float64)
+    na, nb = np.linalg.norm(a), np.linalg.norm(b)
+    return float(a @ b / (na * nb)) if na > 0 and nb > 0 else 0.0
+
+
+def _half_means(sums: np.ndarray, counts: np.ndarray, rng, blocks: np.ndarray | None = None):
+    """Means of a random half of the (non-empty) blocks and of the other half."""
+    usable = np.flatnonzero(counts > 0) if blocks is None else blocks
+    order = rng.permutation(usable)
+    a, b = order[: len(order) // 2], order[len(order) // 2:]
+    mean = lambda idx: sums[idx].sum(0) / max(counts[idx].sum(), 1)  # noqa: E731
+    return mean(a), mean(b), int(counts[a].sum()), int(counts[b].sum())
+
+
+def split_half(src, tgt, splits: int = SPLITS, seed: int = 0, use_keys: bool = False,
+               fraction: float = 1.0) -> dict:
+    """cos(Δ_A, Δ_B) over random splits of the blocks of both banks (optionally of a fraction of the blocks)."""
+    rng = np.random.default_rng(seed)
+    values, sizes = [], []
+    for _ in range(splits):
+        sides = []
+        for stats in (src, tgt):
+            sums = stats.block_key_sums if use_keys else stats.block_sums
+            usable = np.flatnonzero(stats.block_counts > 0)
+            if fraction < 1.0:
+                usable = rng.choice(usable, size=max(2, int(round(len(usable) * fraction))), replace=False)
+            sides.append(_half_means(sums, stats.block_counts, rng, usable))
+        (sa, sb, na, nb), (ta, tb, ma, mb) = sides
+        values.append(_cos(ta - sa, tb - sb))
+        sizes.append((na + nb + ma + mb) / 4)
+    v = np.array(values)
+    return {"mean": float(v.mean()), "sd": float(v.std()), "splits": splits, "half_sizes": float(np.mean(sizes))}
+
+
+def spearman_brown_size(r_half: float, n: float, target: float = TARGET_STABILITY) -> float | None:
+    """Sentences per bank for halves to agree at ``target``, from halves of n/2 agreeing at ``r_half``."""
+    if r_half <= 0:
+        return None
+    m_factor = target * (1 - r_half) / (r_half * (1 - target))  # halves m·n/2 long agree at ``target``
+    return float(n * m_factor)
+
+
+_PUNCT = re.compile(r"[^\w\s]")
+
+
+def _near_key(sentence: str) -> str:
+    return " ".join(_PUNCT.sub(" ", sentence.lower()).split())
+
+
+def bank_health(sentences: list[str], stats, other_concept: str, tokenizer=None) -> dict:
+    seen, dups = set(), 0
+    for s in sentences:
+        k = _near_key(s)
+        dups += k in seen
+        seen.add(k)
+    keys = stats.sentence_keys.astype(np.float64)
+    unit = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
+    n = len(unit)
+    total = unit.sum(0)
+    diversity = float((total @ total - n) / (n * (n - 1))) if n > 1 else 1.0  # mean pairwise cosine
+    truncated = None
+    if tokenizer is not None:
+        lengths = [len(ids) for ids in tokenizer(list(sentences), add_special_tokens=False, truncation=False)["input_ids"]]
+        truncated = int(sum(n_tok > 75 for n_tok in lengths))
+    leakage = [s for s in sentences if contains_concept(s, other_concept)]
+    return {"size": len(sentences), "duplicates": dups, "diversity": diversity, "truncated": truncated,
+            "leakage": leakage}
+
+
+# --- the inspection -----------------------------------------------------------------------------------------
+
+def _stats_of(bank, sentences: list[str], fingerprint: str, encoder_loader, calls: list):
+    """A bank's sentence statistics under an encoder: from the cache, else by encoding it once (and caching);
+    ``calls`` collects the size of every encoder batch this took."""
+    from .encoding import encode_bank, load_stats, save_stats
+
+    stats = load_stats(bank.sha256, fingerprint)
+    if stats is not None:
+        return stats
+    if not sentences:
+        raise RegistryError(f"bank {bank.concept}@{bank.version} has no sentences (imported as a mean embedding); "
+                            "its stability cannot be measured")
+    stats = encode_bank(encoder_loader(), sentences, progress=calls.append).stats
+    save_stats(bank.sha256, fingerprint, stats)
+    return stats
+
+
+def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neighbours: int = 5) -> Diagnostics:
+    name, version = parse_ref(ref, "direction")
+    with db.read() as s:
+        row = repo.direction_row(s, name, version)
+        if row.kind != "pair":
+            raise RegistryError(f"{row.name}@{row.version} is a combination; inspect its components instead")
+        enc_row = row.encoder
+        architecture = enc_row.architecture
+        src_emb, tgt_emb = s.get(m.Embedding, row.source_id), s.get(m.Embedding, row.target_id)
+        src_bank, tgt_bank = src_emb.bank, tgt_emb.bank
+        src_sentences, tgt_sentences = list(src_bank.sentences), list(tgt_bank.sentences)
+        delta = repo.direction_vector(s, row)[0]  # [77, D]
+        key = from_bytes(row.key, (enc_row.hidden_size,))
+        label = f"{row.name}@{row.version}"
+        model, fingerprint = enc_row.model, enc_row.fingerprint
+    encoder = {}
+
+    def load():
+        if "enc" not in encoder:
+            from .encoding import load_encoder
+
+            loaded = load_encoder(model)
+            if loaded.fingerprint != fingerprint:
+                raise RegistryError(f"the model at {model} no longer has the text encoder {label} was built with")
+            encoder["enc"] = loaded
+        return encoder["enc"]
+
+    calls: list[int] = []
+    src_stats = _stats_of(src_bank, src_sentences, fingerprint, load, calls)
+    tgt_stats = _stats_of(tgt_bank, tgt_sentences, fingerprint, load, calls)
+    stability_calls = len(calls)  # encoder batches the stability part needed (0 when the banks' stats are cached)
+
+    # 1. stability and its extrapolation
+    stab = split_half(src_stats, tgt_stats, splits, seed)
+    key_stab = split_half(src_stats, tgt_stats, splits, seed, use_keys=True)
+    n_mean = (len(src_sentences) + len(tgt_sentences)) / 2
+    needed = spearman_brown_size(stab["mean"], n_mean)
+    curve = []
+    for frac in (0.25, 0.5, 1.0):
+        point = split_half(src_stats, tgt_stats, max(5, splits // 2), seed + 1, fraction=frac)
+        curve.append({"sentences": 2 * point["half_sizes"], "split_half": point["mean"]})
+
+    # 2. word swap (two encoder calls) and the tokenizer's view of the banks
+    swap_cos = swap_ratio = None
+    tokenizer = None
+    try:
+        enc = load()
+        from .encoding import encode_sentences
+
+        hidden, _ = encode_sentences(enc, [f"a photo of a {src_bank.concept}", f"a photo of a {tgt_bank.concept}"])
+        swap = (hidden[1] - hidden[0]).float().cpu().numpy()  # [77, D]
+        swap_cos = _cos(delta, swap)
+        swap_ratio = float(np.linalg.norm(delta) / max(np.linalg.norm(swap), 1e-12))
+        tokenizer = enc.tokenizer
+    except RegistryError:
+        pass  # the model is not available here: word swap and truncation are reported as unknown
+
+    # 3. token profile
+    profile = np.linalg.norm(delta.astype(np.float64), axis=1)
+    energy = profile ** 2
+    head = float(energy[:PROFILE_HEAD].sum() / max(energy.sum(), 1e-30))
+
+    # 4. bank health
+    banks = {"source": bank_health(src_sentences, src_stats, tgt_bank.concept, tokenizer),
+             "target": bank_health(tgt_sentences, tgt_stats, src_bank.concept, tokenizer)}
+    for side, b in (("source", src_bank), ("target", tgt_bank)):
+        banks[side]["bank"] = f"{b.concept}@{b.version}"
+
+    # 5. entanglement
+    near = [h for h in indexes.hits(fingerprint, key, neighbours + 1) if h.direction.ref != label][:neighbours]
+    near_list = [{"direction": h.direction.ref, "cosine": round(h.score, 6)} for h in near]
+
+    checks = _checks(stab, key_stab, needed, n_mean, swap_cos, profile, banks, near_list, architecture)
+    return Diagnostics(direction=label, source=banks["source"]["bank"], target=banks["target"]["bank"],
+                       encoder=fingerprint, stability=stab, key_stability=key_stab, sentences_for_095=needed,
+                       word_swap_cosine=swap_cos, word_swap_norm_ratio=swap_ratio,
+                       token_profile=[float(x) for x in profile], token_energy_head=head, banks=banks,
+                       neighbours=near_list, checks=checks, stability_curve=curve, encoder_calls=stability_calls)
+
+
+def _checks(stab, key_stab, needed, n_mean, swap_cos, profile, banks, near, architecture) -> list[Check]:
+    def check(name, ok, value, threshold, note=""):
+        return Check(name, "ok" if ok else "warn", value, threshold, note)
+
+    out = [
+        check("stability", stab["mean"] >= 0.9, round(stab["mean"], 4), "≥ 0.9",
+              "split-half cosine of Δ; low means the banks are too small or too mixed"),
+        check("key_stability", key_stab["mean"] >= 0.9, round(key_stab["mean"], 4), "≥ 0.9"),
+        check("bank_size", needed is not None and needed <= n_mean,
+              None if needed is None else round(needed), f"≤ {round(n_mean)} (sentences per bank for 0.95)",
+              "more sentences would make the direction more stable" if needed and needed > n_mean else ""),
+    ]
+    if swap_cos is not None:
+        out.append(check("word_swap", 0.2 <= swap_cos <= 0.995, round(swap_cos, 4), "0.2 … 0.995",
+                         "cosine with the one-sentence word swap: near 0 is suspicious, near 1 adds nothing"))
+    if "CLIP" in architecture:
+        bos = float(profile[0] / max(profile.max(), 1e-12))
+        out.append(check("bos_row", bos < 1e-3, round(bos, 6), "< 0.001 of the largest row",
+                         "a causal encoder's BOS row cancels; if not, encoder or pooling differ from SD's"))
+    for side in ("source", "target"):
+        b = banks[side]
+        out.append(check(f"{side}_leakage", not b["leakage"], len(b["leakage"]), "0",
+                         "sentences that mention the other concept pull Δ toward zero"))
+        out.append(check(f"{side}_duplicates", b["duplicates"] == 0, b["duplicates"], "0"))
+        out.append(check(f"{side}_diversity", b["diversity"] <= 0.9, round(b["diversity"], 4), "≤ 0.9",
+                         "mean pairwise cosine of sentence keys; near 1 means the sentences barely differ"))
+        if b["truncated"] is not None:
+            out.append(check(f"{side}_truncated", b["truncated"] == 0, b["truncated"], "0",
+                             "sentences over 75 tokens lose their end"))
+    if near:
+        out.append(check("entanglement", near[0]["cosine"] < 0.98, near[0]["cosine"], "< 0.98",
+                         f"nearest other direction: {near[0]['direction']}"))
+    return out
+
+
+# --- presentation -------------------------------------------------------------------------------------------
+
+def summary(d: Diagnostics) -> str:
+    """A one-screen text summary."""
+    lines = [f"{d.direction}: {d.source} → {d.target} (encoder {d.encoder[:12]})",
+             f"stability        {d.stability['mean']:.4f} ± {d.stability['sd']:.4f} over {d.stability['splits']} "
+             f"splits (halves of ≈{d.stability['half_sizes']:.0f} sentences); key {d.key_stability['mean']:.4f}",
+             "bank size for 0.95 " + ("n/a" if d.sentences_for_095 is None else f"≈ {d.sentences_for_095:.0f} sentences"),
+             "word swap        " + ("n/a (model not available)" if d.word_swap_cosine is None else
+                                    f"cosine {d.word_swap_cosine:.4f}, norm ratio {d.word_swap_norm_ratio:.3f}"),
+             f"token profile    BOS {d.token_profile[0]:.3g}, max {max(d.token_profile):.3g}, "
+             f"{100 * d.token_energy_head:.1f} % of the energy in the first {PROFILE_HEAD} positions"]
+    for side in ("source", "target"):
+        b = d.banks[side]
+        lines.append(f"{side:<7}{b['bank']:>10}  {b['size']} sentences, {b['duplicates']} near-duplicates, diversity "
+                     f"{b['diversity']:.3f}, truncated {b['truncated'] if b['truncated'] is not None else 'n/a'}, "
+                     f"leakage {len(b['leakage'])}")
+        for s in b["leakage"][:3]:
+            lines.append(f"         leak: {s}")
+    if d.neighbours:
+        lines.append("neighbours       " + ", ".join(f"{n['direction']} {n['cosine']:.3f}" for n in d.neighbours))
+    lines.append("checks")
+    for c in d.checks:
+        lines.append(f"  {'ok  ' if c.status == 'ok' else 'WARN'}  {c.name:<20} {c.value!s:<10} {c.threshold}"
+                     + (f"  — {c.note}" if c.status == "warn" and c.note else ""))
+    return "\n".join(lines)
+
+
+def _png(fig) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def report_html(d: Diagnostics) -> str:
+    """One self-contained HTML file: the summary tables, a token-profile plot and a stability curve (PNG inside)."""
+    import html
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 2.6))
+    ax.bar(range(len(d.token_profile)), d.token_profile, color="#4a7bb7")
+    ax.set_xlabel("token position")
+    ax.set_ylabel("‖Δ[i]‖")
+    ax.set_title("token profile")
+    profile_png = _png(fig)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(5, 3))
+    xs = [p["sentences"] for p in d.stability_curve]
+    ax.plot(xs, [p["split_half"] for p in d.stability_curve], "o", label="measured (split-half)")
+    r = d.stability["mean"]
+    n_half = d.stability["half_sizes"]
+    if r > 0:
+        grid = np.linspace(max(1.0, min(xs) / 2), max(xs + [d.sentences_for_095 or 0]) * 1.2, 100)
+        k = grid / (2 * n_half)
+        ax.plot(grid, k * r / (1 + (k - 1) * r), "-", color="#999", label="Spearman–Brown")
+    ax.axhline(TARGET_STABILITY, color="#c44", lw=0.8, ls="--", label="0.95")
+    ax.set_xlabel("sentences per bank")
+    ax.set_ylabel("split-half cosine")
+    ax.legend(fontsize=8)
+    ax.set_title("stability")
+    curve_png = _png(fig)
+    plt.close(fig)
+    esc = html.escape
+    rows = "".join(f"<tr class='{c.status}'><td>{esc(c.name)}</td><td>{c.status}</td><td>{esc(str(c.value))}</td>"
+                   f"<td>{esc(c.threshold)}</td><td>{esc(c.note)}</td></tr>" for c in d.checks)
+    leaks = "".join(f"<li><b>{side}</b>: {esc(s)}</li>" for side in ("source", "target")
+                    for s in d.banks[side]["leakage"])
+    near = "".join(f"<tr><td>{esc(n['direction'])}</td><td>{n['cosine']:.4f}</td></tr>" for n in d.neighbours)
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>{esc(d.direction)} — p2pz inspect</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto}}td,th{{padding:2px 8px;text-align:left}}
+tr.warn td{{background:#fde8e8}}pre{{background:#f6f6f6;padding:1em}}</style></head><body>
+<h1>{esc(d.direction)}</h1><p>{esc(d.source)} → {esc(d.target)}, encoder <code>{d.encoder[:12]}</code></p>
+<pre>{esc(summary(d))}</pre>
+<h2>Checks</h2><table><tr><th>check</th><th>status</th><th>value</th><th>threshold</th><th>note</th></tr>{rows}</table>
+<h2>Token profile</h2><img alt="token profile" src="{profile_png}">
+<h2>Stability</h2><img alt="stability curve" src="{curve_png}">
+<h2>Leakage</h2><ul>{leaks or '<li>none</li>'}</ul>
+<h2>Nearest directions</h2><table>{near or '<tr><td>none</td></tr>'}</table>
+</body></html>
+"""
