@@ -128,7 +128,8 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
             outcome.caption = cap
             outcome.inversion_cached = inv.cached
             outcome.reference_cached = results[0].reference_cached
-            base = {**_model_provenance(editor), "source_image": path.name, "source_sha256": inv.image_sha256[0],
+            base = {**_model_provenance(editor), "source_image": path.name, "source_path": str(path.resolve()),
+                    "source_sha256": inv.image_sha256[0],
                     "caption": cap, "seed": inversion.seed, "steps": inv.steps, "schedule": inv.schedule,
                     "inversion": inv.params}
             for label, res, target in zip(labels, results, targets):

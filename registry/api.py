@@ -174,6 +174,14 @@ class Registry:
 
         return inspect(self.db, self.indexes, ref, splits=splits, seed=seed)
 
+    @_translated
+    def scores(self, directions: list[Direction]) -> dict[str, dict]:
+        """The latest evaluation run of each direction that has one: {ref: {"run_id", "created_at", "n_images",
+        "scores": {metric: value}}} (``p2pz eval``)."""
+        from .evaluations import latest
+
+        return latest(self.db, directions)
+
     # --- search ---------------------------------------------------------------------------------------
     @_translated
     def search(self, ref: str, k: int = 10) -> list[SearchHit]:

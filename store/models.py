@@ -18,6 +18,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     String,
@@ -133,6 +134,24 @@ class DirectionKey(Base):
     __tablename__ = "direction_keys"
     direction_id: Mapped[int] = mapped_column(ForeignKey("directions.id", ondelete="CASCADE"), primary_key=True)
     key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False)
+
+
+class Evaluation(Base):
+    """One image metric of one direction version in one ``p2pz eval`` run (revision 0004). Add-only."""
+
+    __tablename__ = "evaluations"
+    __table_args__ = (
+        UniqueConstraint("run_id", "direction_id", "metric", name="uq_evaluations_run_direction_metric"),
+        Index("ix_evaluations_direction_metric", "direction_id", "metric"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    run_id: Mapped[str] = mapped_column(String(32), nullable=False, index=True)
+    direction_id: Mapped[int] = mapped_column(ForeignKey("directions.id", ondelete="RESTRICT"), nullable=False)
+    metric: Mapped[str] = mapped_column(String(50), nullable=False)
+    value: Mapped[float] = mapped_column(Float, nullable=False)
+    n_images: Mapped[int] = mapped_column(Integer, nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 
 class Meta(Base):

