@@ -63,8 +63,9 @@ def test_cli_cache_info_clear_no_cache_and_cache_maps(tmp_path, tiny_model, home
     def info():
         return json.loads(runner.invoke(main, ["cache", "info", "--json"]).stdout)
 
+    assert info()["kinds"]["encodings"]["entries"] == 2  # the banks' sentence statistics, from the build
     _edit(db, tmp_path / "a.png", tmp_path / "out", "--no-cache")
-    assert info()["total_bytes"] == 0
+    assert info()["kinds"]["inversions"]["entries"] == 0 and info()["kinds"]["maps"]["entries"] == 0
     _edit(db, tmp_path / "a.png", tmp_path / "out")  # default: the inversion is cached, the maps are not
     kinds = info()["kinds"]
     assert kinds["inversions"]["entries"] == 1 and kinds["maps"]["entries"] == 0
