@@ -31,35 +31,42 @@ def _key(result: dict) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
-    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,store,cli,edit,inspect) to run again; "
-                    "their entries in --out are replaced, the others kept")
+    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,store,cli,inspect,edit,evaluate) to run "
+                    "again; their entries in --out are replaced, the others kept")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
     only = set(args.only.split(",")) if args.only else None
     want = (lambda name: only is None or name in only)  # noqa: E731
-    results = []
+    previous = json.loads(args.out.read_text()) if only is not None and args.out.is_file() else []
+    results: list[dict] = []
+
+    def keep(result: dict) -> None:
+        """Add a result and write the file at once, so a later failure loses nothing already measured."""
+        results.append(result)
+        fresh = {_key(r) for r in results}
+        merged = [r for r in previous if _key(r) not in fresh] + results
+        args.out.write_text(json.dumps(merged, indent=1))
+
     with tempfile.TemporaryDirectory() as tmp:
         if want("encode"):
-            results.append(run("encode.py"))
+            keep(run("encode.py"))
         if want("search"):
-            results.append(run("search.py"))
+            keep(run("search.py"))
         if want("store") or want("cli"):
             store = run("store.py", "--keep", tmp)
             if want("store"):
-                results.append(store)
+                keep(store)
         if want("cli"):
-            results.append(run("cli.py", "--registry", str(Path(tmp) / "registry.db")))
+            keep(run("cli.py", "--registry", str(Path(tmp) / "registry.db")))
         if want("inspect"):
-            results.append(run("inspect_direction.py"))
+            keep(run("inspect_direction.py"))
         if want("edit"):
-            results.append(run("edit.py"))
+            keep(run("edit.py"))
             if args.full:
-                results.append(run("edit.py", "--full"))
-                results.append(run("edit.py", "--full", "--size", "512", "--steps", "1", "--stages-only"))
-    if only is not None and args.out.is_file():
-        fresh = {_key(r) for r in results}
-        results = [r for r in json.loads(args.out.read_text()) if _key(r) not in fresh] + results
-    args.out.write_text(json.dumps(results, indent=1))
+                keep(run("edit.py", "--full"))
+                keep(run("edit.py", "--full", "--size", "512", "--steps", "1", "--stages-only"))
+        if want("evaluate") and args.full:
+            keep(run("evaluate_overhead.py"))
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -72,6 +72,13 @@ def rows(results: list[dict]) -> list[list[str]]:
                     f"banks' statistics dropped: {i['inspect_uncached_s']:.1f} s "
                     f"({i['inspect_uncached_encoder_calls']} encoder batches)", "0 encoder calls",
                     "`python bench/inspect_direction.py`"])
+    v = by.get("evaluate")
+    if v:
+        p = v["params"]
+        out.append([f"`eval run` scoring vs editing, SD-1.5-sized, {p['size']} px, {p['steps']} steps, "
+                    f"{p['images']} images", f"scoring {v['score_s']:.1f} s = **{100 * v['overhead_ratio']:.1f} %** "
+                    "of the edit time", f"editing {v['edit_s']:.1f} s", "< 5 %",
+                    "`python bench/evaluate_overhead.py`"])
     f = by.get("edit-full")
     if f:
         p = f["params"]

@@ -32,8 +32,8 @@ class InversionConfig:
     posterior: str = "sample"  # VAE posterior: a seeded "sample" or its "mode"
 
     def __post_init__(self):
-        if self.steps < 2:
-            raise EditorError("steps must be at least 2")
+        if self.steps < 1:
+            raise EditorError("steps must be at least 1")
         if self.schedule not in SCHEDULES:
             raise EditorError(f"schedule must be one of {', '.join(SCHEDULES)} (got {self.schedule!r})")
         if self.posterior not in POSTERIORS:

@@ -64,6 +64,8 @@ def inversion_plan(scheduler, steps: int, mode: str = "symmetric") -> list[Move]
     last = scheduler.config.num_train_timesteps - 1
     if mode == "symmetric":
         return [Move(t, float(a[t - ratio]) if t - ratio >= 0 else _final_alpha(scheduler), float(a[t])) for t in ts]
+    if steps < 3:
+        raise ValueError("the reference inversion schedule walks N − 2 steps: it needs at least 3")
     return [Move(t, float(a[t - 1]), float(a[min(t + ratio - 1, last)])) for t in ts[1:-1]]
 
 

@@ -28,6 +28,8 @@ class EvalRun:
     skipped: list[str] = field(default_factory=list)
     edit_s: float = 0.0
     score_s: float = 0.0
+    thumbs: list = field(default_factory=list, repr=False)  # (source, reconstruction, edit) small PIL images
+    label: str = ""  # what distinguishes this run in a sweep ("xa_guidance=0.1")
 
     def to_dict(self) -> dict:
         return {"run_id": self.run_id, "direction": self.direction, "means": self.means, "images": self.images,
@@ -65,7 +67,7 @@ def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, e
 
     d = reg.get(ref)
     source, target = concepts(d)
-    rows, skipped = [], []
+    rows, skipped, thumbs = [], [], []
     edit_s = score_s = 0.0
     for path in images[: limit or None]:
         try:
@@ -84,6 +86,7 @@ def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, e
             skipped.append(f"{path}: {' '.join(str(exc).split())}")
             continue
         row = {"image": str(path), "caption": cap, "scores": scores, "output": None}
+        thumbs.append(tuple(_thumb(im) for im in (src, res.reconstruction, res.edited)))
         if out_dir is not None:
             target_path = Path(out_dir) / output_name(Path(path).stem, d.ref)
             save_png(res.edited, target_path, {"direction": d.ref, "source_image": Path(path).name,
@@ -102,7 +105,101 @@ def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, e
               "caption": caption, "images": len(rows), "source": source, "target": target}
     run_id = record(reg.db, d.id, means, len(rows), params)
     return EvalRun(run_id=run_id, direction=d.ref, means=means, images=rows, params=params, skipped=skipped,
-                   edit_s=edit_s, score_s=score_s)
+                   edit_s=edit_s, score_s=score_s, thumbs=thumbs)
+
+
+SWEEPABLE = ("xa_guidance", "scale", "guidance_scale")
+
+
+def parse_sweep(spec: str) -> tuple[str, list[float]]:
+    """``xa_guidance=0.05,0.1,0.2`` → ("xa_guidance", [0.05, 0.1, 0.2])."""
+    name, sep, values = spec.partition("=")
+    name = name.strip().replace("-", "_")
+    if not sep or name not in SWEEPABLE:
+        raise RegistryError(f"malformed sweep {spec!r}; write PARAMETER=V1,V2,… with PARAMETER one of "
+                            f"{', '.join(SWEEPABLE)}, e.g. xa_guidance=0.05,0.1,0.2")
+    try:
+        parsed = [float(v) for v in values.split(",") if v.strip()]
+    except ValueError:
+        raise RegistryError(f"the sweep values of {name} must be numbers: {values!r}") from None
+    if not parsed:
+        raise RegistryError(f"the sweep of {name} has no values")
+    return name, parsed
+
+
+def sweep(reg, ref: str, images: list[Path], spec: str, *, edit, **kwargs) -> list[EvalRun]:
+    """One evaluation run per value of one edit parameter (each stored, its value in the run's parameters)."""
+    from dataclasses import replace
+
+    name, values = parse_sweep(spec)
+    runs = []
+    for value in values:
+        run = evaluate(reg, ref, images, edit=replace(edit, **{name: value}), **kwargs)
+        run.label = f"{name}={value:g}"
+        runs.append(run)
+    return runs
+
+
+def _thumb(image, size: int = 160):
+    im = image.copy()
+    im.thumbnail((size, size))
+    return im
+
+
+def _data_url(image) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def report_html(runs: list[EvalRun]) -> str:
+    """One self-contained HTML page: per run, a grid of source | reconstruction | edit with each row's scores;
+    for several runs (a sweep), a plot of clip_acc against structure_distance."""
+    import html
+
+    from store.repository import METRICS
+
+    esc = html.escape
+    parts = []
+    if len(runs) > 1:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from .diagnostics import _png
+
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        xs = [r.means.get("structure_distance", float("nan")) for r in runs]
+        ys = [r.means.get("clip_acc", float("nan")) for r in runs]
+        ax.plot(xs, ys, "o-")
+        for r, x, y in zip(runs, xs, ys):
+            ax.annotate(r.label or r.run_id[:6], (x, y), fontsize=8, textcoords="offset points", xytext=(4, 4))
+        ax.set_xlabel("structure_distance (lower keeps more structure)")
+        ax.set_ylabel("clip_acc (higher edits more)")
+        ax.set_title("edit strength vs structure")
+        parts.append(f"<h2>Sweep</h2><img alt='clip_acc vs structure_distance' src='{_png(fig)}'>")
+        plt.close(fig)
+    for run in runs:
+        head = "".join(f"<th>{m}</th>" for m in METRICS)
+        means = "".join(f"<td>{run.means[m]:.4g}</td>" if m in run.means else "<td>—</td>" for m in METRICS)
+        rows = []
+        for row, (src, rec, edt) in zip(run.images, run.thumbs):
+            cells = "".join(f"<td>{row['scores'][m]:.4g}</td>" if m in row["scores"] else "<td>—</td>"
+                            for m in METRICS)
+            rows.append(f"<tr><td><img src='{_data_url(src)}'></td><td><img src='{_data_url(rec)}'></td>"
+                        f"<td><img src='{_data_url(edt)}'></td><td>{esc(row['caption'] or '')}</td>{cells}</tr>")
+        parts.append(f"<h2>{esc(run.direction)} {esc(run.label)}</h2><p>run {run.run_id}, {len(run.images)} images</p>"
+                     f"<table><tr><th>mean</th><th></th><th></th><th></th>{head}</tr><tr><td></td><td></td><td></td>"
+                     f"<td></td>{means}</tr><tr><th>source</th><th>reconstruction</th><th>edit</th><th>caption</th>"
+                     f"<th colspan='{len(METRICS)}'></th></tr>{''.join(rows)}</table>")
+    title = esc(runs[0].direction if runs else "p2pz eval")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{title} — p2pz eval</title><style>"
+            "body{font-family:sans-serif;margin:2em}td,th{padding:2px 6px;text-align:left;font-size:90%}"
+            "img{display:block}</style></head><body><h1>" + title + "</h1>" + "".join(parts) + "</body></html>\n")
 
 
 def score_files(reg, edited: list[Path], *, scorers, sources: Path | None = None) -> list[EvalRun]:
@@ -143,3 +240,93 @@ def score_files(reg, edited: list[Path], *, scorers, sources: Path | None = None
         runs.append(EvalRun(run_id=record(reg.db, d.id, means, len(rows), params), direction=ref, means=means,
                             images=rows, params=params))
     return runs
+
+
+# --- PIE-Bench ------------------------------------------------------------------------------------------------
+
+PIE_COLUMNS = [  # (our key, the published table's column, scale factor)
+    ("structure_distance", "Structure Distance ×10³", 1e3),
+    ("bg_psnr", "PSNR", 1.0),
+    ("bg_lpips", "LPIPS ×10³", 1e3),
+    ("bg_mse", "MSE ×10⁴", 1e4),
+    ("bg_ssim", "SSIM ×10²", 1e2),
+    ("clip_whole", "CLIP Whole", 1.0),
+    ("clip_edited", "CLIP Edited", 1.0),
+]
+_BRACKETS = __import__("re").compile(r"\[([^\]]+)\]")
+
+
+def bracketed(prompt: str) -> str:
+    """The words a PIE-Bench prompt marks as edited: "a [black] [cat]" → "black cat"."""
+    return " ".join(w.strip() for w in _BRACKETS.findall(prompt or "")).strip()
+
+
+def unbracketed(prompt: str) -> str:
+    return " ".join((prompt or "").replace("[", "").replace("]", "").split())
+
+
+def pie_bench(reg, mapping_path: Path, images_dir: Path, *, editor, scorers, model: str | None = None,
+              inversion, edit, limit: int | None = None, bank_size: int = 1000, report=None) -> dict:
+    """Run the PIE-Bench layout (docs: shared reference): each entry's bracketed words give a direction (template
+    banks for both words, Δ not stored); the source is captioned with its own prompt; every edit is scored with
+    PIE-Bench's definitions (masked background metrics, CLIP of the whole edit and of the edited part).
+    Add/delete entries (one side has no bracketed words) are counted and skipped."""
+    import json
+
+    import numpy as np
+    from PIL import Image
+
+    from editor.evaluate import score_pair, summarize
+    from editor.image import load_image
+    from editor.metrics import decode_rle
+
+    try:
+        mapping = json.loads(Path(mapping_path).read_text())
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"cannot read the PIE-Bench mapping {mapping_path} ({exc})") from None
+    if not isinstance(mapping, dict):
+        raise RegistryError(f"{mapping_path} is not a PIE-Bench mapping_file.json (an object keyed by image id)")
+    deltas: dict[tuple[str, str], object] = {}
+    rows, skipped = [], {}
+    for key, entry in list(sorted(mapping.items()))[: limit or None]:
+        try:
+            source, target = bracketed(entry["original_prompt"]), bracketed(entry["editing_prompt"])
+            path = Path(images_dir) / entry["image_path"]
+            rle = entry.get("mask") or []
+            kind = str(entry.get("editing_type_id", "?"))
+        except (KeyError, TypeError, AttributeError):
+            raise RegistryError(f"entry {key} of {mapping_path} lacks original_prompt, editing_prompt or "
+                                "image_path") from None
+        if not source or not target or source == target:
+            skipped[kind] = skipped.get(kind, 0) + 1
+            continue
+        if (source, target) not in deltas:
+            for concept in (source, target):
+                try:
+                    reg.bank(concept)
+                except RegistryError:
+                    reg.make_bank(concept, n=bank_size)
+            import torch
+
+            deltas[(source, target)] = torch.from_numpy(reg.embedding(target, model) - reg.embedding(source, model))
+        image = load_image(path)
+        inv = editor.invert(image, unbracketed(entry["original_prompt"]), inversion)
+        res = editor.edit(inv, deltas[(source, target)], edit)
+        src = image.resize(res.edited.size, resample=3) if image.size != res.edited.size else image
+        mask = decode_rle([int(v) for v in rle]) if rle else None
+        scores = score_pair(scorers, src, res.edited, source, target, mask)
+        tgt_prompt = unbracketed(entry["editing_prompt"])
+        scores["clip_whole"] = scorers.clip.score([res.edited], [tgt_prompt])[0]
+        if mask is not None:
+            m = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(res.edited.size, Image.NEAREST)) > 0
+            part = Image.fromarray((np.asarray(res.edited) * m[..., None]).astype(np.uint8))
+            scores["clip_edited"] = scorers.clip.score([part], [tgt_prompt])[0]
+        rows.append({"id": key, "type": kind, "source": source, "target": target, "scores": scores})
+        if report:
+            report(rows[-1])
+    if not rows:
+        raise RegistryError(f"no PIE-Bench entry could be edited ({sum(skipped.values())} add/delete entries "
+                            "skipped)")
+    means = summarize([r["scores"] for r in rows])
+    table = {column: means[k] * factor for k, column, factor in PIE_COLUMNS if k in means}
+    return {"images": len(rows), "skipped_add_delete": skipped, "table": table, "means": means, "rows": rows}

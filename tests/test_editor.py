@@ -410,25 +410,29 @@ def test_synthetic_generation(ed):
 
 # --- equivalence with diffusers' StableDiffusionPix2PixZeroPipeline ---------------------------------
 
-@pytest.fixture(scope="session")
-def hfd(tiny_model):
+def _hfd_pipe(path):
     from diffusers import (AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, StableDiffusionPix2PixZeroPipeline,
                            UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTokenizer
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scheduler = DDIMScheduler.from_pretrained(tiny_model, subfolder="scheduler")
+        scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
         pipe = StableDiffusionPix2PixZeroPipeline(
-            vae=AutoencoderKL.from_pretrained(tiny_model, subfolder="vae"),
-            text_encoder=CLIPTextModel.from_pretrained(tiny_model, subfolder="text_encoder"),
-            tokenizer=CLIPTokenizer.from_pretrained(tiny_model, subfolder="tokenizer"),
-            unet=UNet2DConditionModel.from_pretrained(tiny_model, subfolder="unet"),  # its own copy: HFD rewires it
+            vae=AutoencoderKL.from_pretrained(path, subfolder="vae"),
+            text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder"),
+            tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
+            unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
             scheduler=scheduler, feature_extractor=None, safety_checker=None,
             inverse_scheduler=DDIMInverseScheduler.from_config(scheduler.config), caption_generator=None,
             caption_processor=None, requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+@pytest.fixture(scope="session")
+def hfd(tiny_model):
+    return _hfd_pipe(tiny_model)  # its own copy of every component: diffusers rewires the UNet's processors
 
 
 def test_inversion_matches_diffusers_with_lambda_zero(ed, hfd, inv):
@@ -516,26 +520,6 @@ def test_edit_matches_diffusers(ed, hfd, inv, xa):
     assert err < 2e-5 * ours.abs().max().item(), err
     effect = (ed.edit(inv, d, xa_guidance=0.0, decode=False).latents - ours).abs().max().item()
     assert effect > (100 if xa >= 1 else 10) * err
-
-
-def _hfd_pipe(path):
-    from diffusers import (AutoencoderKL, DDIMInverseScheduler, DDIMScheduler, StableDiffusionPix2PixZeroPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextModel, CLIPTokenizer
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        scheduler = DDIMScheduler.from_pretrained(path, subfolder="scheduler")
-        pipe = StableDiffusionPix2PixZeroPipeline(
-            vae=AutoencoderKL.from_pretrained(path, subfolder="vae"),
-            text_encoder=CLIPTextModel.from_pretrained(path, subfolder="text_encoder"),
-            tokenizer=CLIPTokenizer.from_pretrained(path, subfolder="tokenizer"),
-            unet=UNet2DConditionModel.from_pretrained(path, subfolder="unet"),
-            scheduler=scheduler, feature_extractor=None, safety_checker=None,
-            inverse_scheduler=DDIMInverseScheduler.from_config(scheduler.config), caption_generator=None,
-            caption_processor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe
 
 
 @pytest.fixture(scope="module")

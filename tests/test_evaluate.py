@@ -122,3 +122,57 @@ def test_the_evaluations_revision_upgrades_and_downgrades_a_populated_database(d
     record(reg.db, reg.get("cat-to-dog").id, {"clip_acc": 0.5}, 2, {})
     assert reg.scores([reg.get("cat-to-dog")])["cat-to-dog@1"]["scores"] == {"clip_acc": 0.5}
     reg.close()
+
+
+def test_sweep_runs_once_per_value_and_reports(tmp_path, tiny_model, photos, tiny_clip, tiny_vit, alex_backbone):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    runner.invoke(main, ["--db", db, "direction", "build", "cat", "dog", "--model", str(tiny_model), "-n", "5"])
+    res = runner.invoke(main, ["--db", db, "-q", "eval", "run", "cat-to-dog", "--images", str(photos), "--limit", "1",
+                               "--caption", "a cat", "--steps", "2", "--sweep", "xa_guidance=0,0.5",
+                               "--report", str(tmp_path / "sweep.html"), "--json",
+                               *_scorer_args(tiny_clip, tiny_vit, alex_backbone)])
+    assert res.exit_code == 0, res.output
+    runs = json.loads(res.stdout)
+    assert [r["label"] for r in runs] == ["xa_guidance=0", "xa_guidance=0.5"]
+    assert [r["params"]["edit"]["xa_guidance"] for r in runs] == [0.0, 0.5]
+    assert runs[0]["means"] != runs[1]["means"]  # the guidance changed the edit
+    page = (tmp_path / "sweep.html").read_text()
+    # one plot + (source, reconstruction, edit) for each run's one image; nothing fetched from outside
+    assert page.count("data:image/png;base64,") == 1 + 2 * 3 and "http" not in page
+    bad = runner.invoke(main, ["--db", db, "eval", "run", "cat-to-dog", "--images", str(photos), "--sweep",
+                               "steps=1,2", *_scorer_args(tiny_clip, tiny_vit, alex_backbone)])
+    assert bad.exit_code == 1 and "malformed sweep" in bad.stderr
+
+
+def test_pie_bench_layout(tmp_path, tiny_model, tiny_clip, tiny_vit, alex_backbone, monkeypatch):
+    from registry.evaluations import PIE_COLUMNS, bracketed, unbracketed
+
+    assert bracketed("a [black] [cat] on a mat") == "black cat" and unbracketed("a [cat] sat") == "a cat sat"
+    images = tmp_path / "annotation_images"
+    (images / "1_change_object_80").mkdir(parents=True)
+    for i in range(2):
+        Image.fromarray((np.random.RandomState(i).rand(64, 64, 3) * 255).astype(np.uint8)).save(
+            images / "1_change_object_80" / f"{i}.jpg")
+    mask = [512 * 200 + 200, 100, 512 * 201 + 200, 100]
+    mapping = {
+        "000": {"image_path": "1_change_object_80/0.jpg", "original_prompt": "a [cat] on a sofa",
+                "editing_prompt": "a [dog] on a sofa", "editing_type_id": "1", "mask": mask},
+        "001": {"image_path": "1_change_object_80/1.jpg", "original_prompt": "a cat on a sofa",
+                "editing_prompt": "a cat and a [hat] on a sofa", "editing_type_id": "2", "mask": mask},
+        "002": {"image_path": "1_change_object_80/1.jpg", "original_prompt": "a [cat] in a garden",
+                "editing_prompt": "a [dog] in a garden", "editing_type_id": "1", "mask": []},
+    }
+    (tmp_path / "mapping_file.json").write_text(json.dumps(mapping))
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    res = CliRunner().invoke(main, ["--db", db, "-q", "eval", "pie-bench", str(tmp_path / "mapping_file.json"),
+                                    "--images", str(images), "--model", str(tiny_model), "--bank-size", "20",
+                                    "--steps", "2", "--json", *_scorer_args(tiny_clip, tiny_vit, alex_backbone)])
+    assert res.exit_code == 0, res.output
+    out = json.loads(res.stdout)
+    assert out["images"] == 2 and out["skipped_add_delete"] == {"2": 1}
+    assert list(out["table"]) == [column for _, column, _ in PIE_COLUMNS]
+    assert out["table"]["SSIM ×10²"] == pytest.approx(100 * out["means"]["bg_ssim"])
+    assert {r["source"] for r in out["rows"]} == {"cat"} and {r["target"] for r in out["rows"]} == {"dog"}
+    reg = Registry.open(db)
+    assert reg.bank("cat").n_sentences == 20 and reg.directions() == []  # banks kept, the direction temporary

@@ -67,27 +67,35 @@ def eval_():
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="Also write the edits here (with provenance and scores).")
+@click.option("--sweep", metavar="PARAM=V1,V2,…", help="One run per value of xa_guidance, scale or guidance_scale "
+              "(e.g. xa_guidance=0.05,0.1,0.2); the report plots clip_acc against structure_distance.")
+@click.option("--report", type=click.Path(dir_okay=False), help="Write a self-contained HTML report: source | "
+              "reconstruction | edit with each row's scores.")
 @_scorer_options
 @json_option
 @pass_state
 def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model, steps, xa_guidance, guidance_scale,
-             seed, out_dir, clip_model, dino_model, lpips_weights, lpips_net, device, as_json):
+             seed, out_dir, sweep, report, clip_model, dino_model, lpips_weights, lpips_net, device, as_json):
     """Edit the images with a direction (cached inversions reused), score every edit, store the run's means.
 
     \b
     Examples:
       p2pz eval run cat-to-dog --images cats/ --limit 20
       p2pz eval run cat-to-dog@2 --images cats/ --masks cat-masks/ --json
+      p2pz eval run cat-to-dog --images cats/ --sweep xa_guidance=0.05,0.1,0.2 --report sweep.html
     """
     from editor.batch import expand_inputs
     from editor.config import EditConfig, InversionConfig
     from editor.metrics import load_mask
 
     from ..editing import open_editor
-    from ..evaluations import evaluate
+    from ..evaluations import evaluate, parse_sweep, report_html
+    from ..evaluations import sweep as run_sweep
 
     reg = state.registry()
     d = reg.get(ref)
+    if sweep:
+        parse_sweep(sweep)  # a malformed sweep fails before any model is loaded
     paths = expand_inputs([images_dir])
     masks = None
     if masks_dir:
@@ -97,17 +105,30 @@ def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model
         click.echo(f"warning: {note}", err=True)
     kwargs = {"captioner": captioner} if captioner else {}
     ed = open_editor([d], model, device=device, progress=state.progress, **kwargs)
-    run = evaluate(reg, d.ref, paths, editor=ed, scorers=scorers, inversion=InversionConfig(steps=steps, seed=seed),
-                   edit=EditConfig(xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps),
-                   caption=caption, limit=limit, masks=masks, out_dir=Path(out_dir) if out_dir else None,
-                   report=None if as_json else (lambda row: state.info(f"{Path(row['image']).name}: scored")))
-    for line in run.skipped:
-        click.echo(f"warning: skipped {line}", err=True)
+    common = dict(editor=ed, scorers=scorers, inversion=InversionConfig(steps=steps, seed=seed), caption=caption,
+                  limit=limit, masks=masks, out_dir=Path(out_dir) if out_dir else None,
+                  report=None if as_json else (lambda row: state.info(f"{Path(row['image']).name}: scored")))
+    edit_cfg = EditConfig(xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
+    runs = (run_sweep(reg, d.ref, paths, sweep, edit=edit_cfg, **common) if sweep
+            else [evaluate(reg, d.ref, paths, edit=edit_cfg, **common)])
+    if report:
+        from store.files import atomic_write
+
+        atomic_write(report, report_html(runs))
+    for run in runs:
+        for line in run.skipped:
+            click.echo(f"warning: skipped {line}", err=True)
     if as_json:
-        echo_json(run.to_dict())
-    else:
+        echo_json(runs[0].to_dict() if not sweep else [{"label": r.label, **r.to_dict()} for r in runs])
+        return
+    for run in runs:
+        if run.label:
+            click.echo(f"\n{run.label}")
         _print_run(run)
-        click.echo(f"edit {run.edit_s:.1f} s, scoring {run.score_s:.1f} s")
+        click.echo(f"edit {run.edit_s:.1f} s, scoring {run.score_s:.1f} s "
+                   f"({100 * run.score_s / max(run.edit_s, 1e-9):.1f} % of the edit time)")
+    if report:
+        click.echo(f"report: {report}")
 
 
 @eval_.command("score")
@@ -136,3 +157,48 @@ def eval_score(state, edited, images_dir, clip_model, dino_model, lpips_weights,
     else:
         for run in runs:
             _print_run(run)
+
+
+@eval_.command("pie-bench")
+@click.argument("mapping", type=click.Path(exists=True, dir_okay=False), metavar="MAPPING.json")
+@click.option("--images", "images_dir", required=True, type=click.Path(exists=True, file_okay=False),
+              help="PIE-Bench's annotation_images/ folder.")
+@click.option("--model", envvar="P2PZ_MODEL", help="SD model [default: $P2PZ_MODEL or CompVis/stable-diffusion-v1-4].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="At most this many entries.")
+@click.option("--bank-size", type=click.IntRange(10, 100_000), default=1000, show_default=True,
+              help="Template sentences per concept for banks that do not exist yet.")
+@click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
+@click.option("--xa-guidance", type=click.FloatRange(0), default=None, help="Cross-attention guidance [0.1].")
+@_scorer_options
+@json_option
+@pass_state
+def eval_pie_bench(state, mapping, images_dir, model, limit, bank_size, steps, xa_guidance, clip_model, dino_model,
+                   lpips_weights, lpips_net, device, as_json):
+    """Run PIE-Bench (Ju et al.): each entry's bracketed words become a direction; print the published columns.
+
+    Add/delete entries (no bracketed word on one side) are skipped and counted.
+
+    \b
+    Example:
+      p2pz eval pie-bench PIE-Bench/mapping_file.json --images PIE-Bench/annotation_images --limit 100
+    """
+    from editor import Editor
+    from editor.config import EditConfig, InversionConfig
+
+    from ..evaluations import pie_bench
+
+    scorers = _scorers(clip_model, dino_model, lpips_weights, lpips_net, device)
+    for note in scorers.notes:
+        click.echo(f"warning: {note}", err=True)
+    ed = Editor.from_pretrained(model, captioner=None, device=device, progress=state.progress)
+    out = pie_bench(state.registry(), Path(mapping), Path(images_dir), editor=ed, scorers=scorers, model=model,
+                    inversion=InversionConfig(steps=steps), edit=EditConfig(xa_guidance=xa_guidance, steps=steps),
+                    limit=limit, bank_size=bank_size,
+                    report=None if as_json else (lambda row: state.info(f"{row['id']}: {row['source']} → "
+                                                                          f"{row['target']}")))
+    if as_json:
+        echo_json(out)
+        return
+    echo_table([[f"{v:.2f}" for v in out["table"].values()]], list(out["table"]))
+    skipped = sum(out["skipped_add_delete"].values())
+    click.echo(f"{out['images']} images; {skipped} add/delete entries skipped")
