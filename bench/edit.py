@@ -102,10 +102,7 @@ def worker_p2pz(args, out: Path):
     # the two passes one after the other (every timestep's maps held), as diffusers runs them …
     maps, recon = ph.run("reference", lambda: ed.reference(inv, 5.0, force=True))
     edited = ph.run("edit", lambda: ed.edit_latents(x_t, [caption], [caption], deltas[0], maps, cfg))
-    maps = None  # free every timestep's maps before the lockstep run
-    # … and in lockstep, as Editor.edit runs them (one timestep of maps held; the same latents)
-    lock = ph.run("lockstep", lambda: ed.edit(inv, deltas[0], cfg, decode=False, force=True))
-    assert torch.equal(lock.latents, edited), "lockstep and two-pass edits differ"
+    maps = None  # (the lockstep run is measured in a process of its own: worker_p2pz_lockstep)
     torch.save({"x_t": x_t, "edited": edited}, out / "p2pz.pt")
     # bytes of the float16 map cache (--cache-maps) per timestep at this size
     ed.cache_dir, ed.cache_maps = out / "mapcache", True
@@ -143,6 +140,26 @@ def worker_p2pz(args, out: Path):
     fresh3 = time.perf_counter() - t
     return {**result, "first_edit_s": first, "second_direction_cached_s": second,
             "three_in_one_call_s": one_call, "three_fresh_s": fresh3}
+
+
+def worker_p2pz_lockstep(args, out: Path):
+    """The reference and edit passes in lockstep, as ``Editor.edit`` runs them, measured in a fresh process after
+    the same inversion (as diffusers' pipeline is): one timestep of maps held; the same latents as two passes."""
+    from editor import EditConfig, Editor, Inversion
+
+    unet, vae, text, tok, sched = components(args.full)
+    ed = Editor(unet, vae, text, tok, sched, device=args.device, dtype=args.dtype, cache_dir=None,
+                text_encoder_fingerprint="bench", model_fingerprint="bench-model")
+    z0, deltas = inputs(args, ed.hidden_size, ed.vae_factor)
+    caption = "a photo of a cat sitting on a bench"
+    ph = Phases()
+    x_t = ph.run("inversion", lambda: ed.invert_latents(z0, [caption], steps=args.steps))
+    inv = Inversion(latents=x_t, caption=caption, steps=args.steps)
+    cfg = EditConfig(steps=args.steps, xa_guidance=0.1, guidance_scale=5.0)
+    lock = ph.run("lockstep", lambda: ed.edit(inv, deltas[0], cfg, decode=False, force=True))
+    two_pass = torch.load(out / "p2pz.pt", weights_only=True)["edited"]
+    assert torch.equal(lock.latents, two_pass), "lockstep and two-pass edits differ"
+    return {"times": ph.times, "peaks": ph.peaks, "bit_identical_to_two_pass": True}
 
 
 def worker_diffusers(args, out: Path, frozen: bool = False):
@@ -205,13 +222,13 @@ def main():
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--stages-only", action="store_true", help="Skip the reuse measurements (cache, 3 directions).")
-    ap.add_argument("--worker", choices=["p2pz", "diffusers", "diffusers_frozen"])
+    ap.add_argument("--worker", choices=["p2pz", "p2pz_lockstep", "diffusers", "diffusers_frozen"])
     ap.add_argument("--out", type=Path)
     args = ap.parse_args()
     args.size = args.size or (256 if args.full else 64)
     args.steps = args.steps or (3 if args.full else 10)
     if args.worker:
-        fns = {"p2pz": worker_p2pz, "diffusers": worker_diffusers,
+        fns = {"p2pz": worker_p2pz, "p2pz_lockstep": worker_p2pz_lockstep, "diffusers": worker_diffusers,
                "diffusers_frozen": lambda a, o: worker_diffusers(a, o, frozen=True)}
         with torch.no_grad():
             res = fns[args.worker](args, args.out)
@@ -223,9 +240,10 @@ def main():
                 "--device", args.device, "--dtype", args.dtype, "--out", str(out)] + (["--full"] if args.full else []) \
             + (["--stages-only"] if args.stages_only else [])
         env = {**os.environ, "PYTHONPATH": str(REPO), "P2PZ_HOME": str(out / "home")}
-        for impl in ("p2pz", "diffusers", "diffusers_frozen"):
+        for impl in ("p2pz", "p2pz_lockstep", "diffusers", "diffusers_frozen"):
             subprocess.run(base + ["--worker", impl], check=True, env=env)
         ours = json.loads((out / "p2pz.json").read_text())
+        lockstep = json.loads((out / "p2pz_lockstep.json").read_text())
         theirs = json.loads((out / "diffusers.json").read_text())
         frozen = json.loads((out / "diffusers_frozen.json").read_text())
         frozen_diff = float((torch.load(out / "diffusers_frozen.pt", weights_only=True)["edited"]
@@ -235,14 +253,14 @@ def main():
         diff = float((a - b).abs().max())
         scale = float(a.abs().max())
     two_pass_peak = ours["peaks"]["reference"] + ours["peaks"]["edit"]  # maps stay alive into the edit pass
-    lockstep_peak = ours["peaks"]["lockstep"]
+    lockstep_peak = lockstep["peaks"]["lockstep"]
     theirs_ref_edit_peak = theirs["peaks"]["reference+edit"]
     steps_sd = 50
     hw_scale = (512 / args.size) ** 2  # maps grow with the latent area
     emit("edit", {
         "params": {"mode": "full (SD-1.5-sized random)" if args.full else "quick (tiny random)", "size": args.size,
                    "steps": args.steps, "device": args.device, "dtype": args.dtype, "cfg": 5.0, "xa_guidance": 0.1},
-        "p2pz": ours, "diffusers": theirs, "diffusers_frozen_unet": frozen,
+        "p2pz": ours, "p2pz_lockstep": lockstep, "diffusers": theirs, "diffusers_frozen_unet": frozen,
         "edit_pass_speedup": theirs["times"]["edit"] / ours["times"]["edit"],
         "edit_pass_speedup_vs_frozen_unet": frozen["times"]["edit"] / ours["times"]["edit"],
         "frozen_unet_same_latents_max_abs_diff": frozen_diff,

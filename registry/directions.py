@@ -19,7 +19,7 @@ from store.vectors import from_bytes
 from .banks import BankSource, resolve_bank
 from .encoding import embed, encoder_facts, load_encoder, store_embedding
 from .naming import direction_name, parse_ref
-from .records import Direction, RegistryError, direction_record
+from .records import Direction, RegistryError, direction_maker
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -36,8 +36,8 @@ def key_bytes(db, direction_id: int) -> bytes:
 
 def records(db, s, *where, order: bool = True) -> list[Direction]:
     """Directions matching ``where`` as records whose vector and key load lazily from ``db``."""
-    return [direction_record(listing, lambda rid: materialize(db, rid), lambda rid: key_bytes(db, rid))
-            for listing in repo.list_directions(s, *where, order=order)]
+    make = direction_maker(lambda rid: materialize(db, rid), lambda rid: key_bytes(db, rid))
+    return repo.list_directions(s, *where, order=order, make=make)
 
 
 def record_of(db, s, row: m.Direction) -> Direction:

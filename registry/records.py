@@ -126,16 +126,13 @@ class Direction:
                 "created_at": self.created_at.isoformat()}
 
 
-def direction_record(listing, load_vector: Callable[[int], np.ndarray],
-                     load_key: Callable[[int], bytes]) -> Direction:
-    """A :class:`store.repository.DirectionListing` → :class:`Direction` with lazy vector and key loaders."""
-    rid = listing.id
-    return Direction(
-        name=listing.name, version=listing.version, encoder=listing.encoder, source=listing.source,
-        target=listing.target, scale=listing.scale, tags=listing.tags, created_at=listing.created_at,
-        kind=listing.kind, components=listing.components, note=listing.note, deprecated=listing.deprecated,
-        encoder_model=listing.encoder_model, hidden_size=listing.hidden_size, id=rid,
-        content_sha256=listing.content_sha256, load_vector=lambda: load_vector(rid), load_key=lambda: load_key(rid))
+def direction_maker(load_vector: Callable[[int], np.ndarray], load_key: Callable[[int], bytes]):
+    """A ``make`` for :func:`store.repository.list_directions`: a :class:`Direction` whose vector and key load
+    lazily through ``load_vector(id)`` / ``load_key(id)``."""
+    def make(**fields) -> Direction:
+        rid = fields["id"]
+        return Direction(**fields, load_vector=lambda: load_vector(rid), load_key=lambda: load_key(rid))
+    return make
 
 
 @dataclass

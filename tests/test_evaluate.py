@@ -62,6 +62,10 @@ def test_eval_run_stores_scores_that_show_and_sort(db_url, tiny_model, photos, t
         assert values == sorted(values, reverse=not lower_first)
     bad = runner.invoke(main, ["--db", db_url, "direction", "list", "--sort", "beauty"])
     assert bad.exit_code == 1 and "unknown metric" in bad.stderr
+    from registry.cli.evaluate import METRIC_COLUMNS
+
+    assert METRIC_COLUMNS == METRICS  # the CLI keeps its own copy so `p2pz --help` does not import the store
+
 
     # a second run is the latest
     again = json.loads(runner.invoke(main, ["--db", db_url, "-q", "eval", "run", "cat-to-dog", "--images",

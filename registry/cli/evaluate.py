@@ -8,7 +8,8 @@ import click
 
 from . import P2PZGroup, echo_json, echo_table, json_option, main, pass_state
 
-from store.repository import METRICS as METRIC_COLUMNS
+METRIC_COLUMNS = ("clip_acc", "clip_score", "clip_directional", "structure_distance", "bg_lpips", "bg_psnr",
+                  "bg_ssim", "bg_mse")  # store.repository.METRICS, without importing the store for `p2pz --help`
 
 
 def _scorer_options(f):
