@@ -2,7 +2,7 @@
 each edit with CLIP ViT-L/14-sized, DINO ViT-B/8-sized and LPIPS-AlexNet random models — against the edit itself
 (inversion, reference and edit passes) with SD-1.5-sized random components, measured in the same run.
 
-    python bench/evaluate_overhead.py [--size 256] [--steps 5] [--images 2]
+    python bench/evaluate_overhead.py [--size 256] [--steps 10] [--images 1]
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from edit import components
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--steps", type=int, default=5)
-    ap.add_argument("--images", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--images", type=int, default=1)
     args = ap.parse_args()
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, ViTConfig, ViTModel
 

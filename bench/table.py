@@ -14,7 +14,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def _gb(n: float) -> str:
-    return f"{n / 2**30:.2f} GB" if n >= 2**30 / 10 else f"{n / 2**20:.0f} MB"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 / 10 else f"{n / 2**20:.0f} MiB"
 
 
 def _ms(s: float) -> str:

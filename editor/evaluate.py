@@ -48,10 +48,8 @@ def texts(source: str, target: str) -> tuple[str, str]:
 def score_pair(scorers: Scorers, source_image, edit_image, source: str, target: str, mask=None) -> dict[str, float]:
     """Every metric of one edit against its source image (``mask``: the edited region, bool [H, W])."""
     src_text, tgt_text = texts(source, target)
-    out = {"clip_acc": scorers.clip.accuracy([edit_image], src_text, tgt_text)[0],
-           "clip_score": scorers.clip.score([edit_image], [tgt_text])[0],
-           "clip_directional": scorers.clip.directional([source_image], [edit_image], src_text, tgt_text)[0],
-           "structure_distance": scorers.structure([source_image], [edit_image])[0]}
+    out = scorers.clip.all_scores(source_image, edit_image, src_text, tgt_text)
+    out["structure_distance"] = scorers.structure([source_image], [edit_image])[0]
     out.update(background_metrics(source_image, edit_image, mask, scorers.lpips))
     return out
 

@@ -83,6 +83,16 @@ class ClipScorer:
                                                  attention_mask=tok["attention_mask"].to(self.device)))
         return F.normalize(e.float(), dim=-1)  # [B, P]
 
+    def all_scores(self, source: Image.Image, edit: Image.Image, source_text: str, target_text: str) -> dict:
+        """clip_acc, clip_score and clip_directional of one edit from one batched image pass and one text pass
+        (the same values as :meth:`accuracy`, :meth:`score` and :meth:`directional`)."""
+        img = self.image_embeds([source, edit])  # [2, P]
+        txt = self.text_embeds([source_text, target_text])  # [2, P]
+        sims = img[1] @ txt.T
+        d_img, d_txt = img[1] - img[0], txt[1] - txt[0]
+        return {"clip_acc": float(sims[1] > sims[0]), "clip_score": float(100 * max(float(sims[1]), 0.0)),
+                "clip_directional": float(F.cosine_similarity(d_img[None], d_txt[None], dim=-1)[0])}
+
     def score(self, images: list[Image.Image], texts: list[str]) -> list[float]:
         """100 · max(cos, 0) of each image with its text (torchmetrics' CLIPScore, per pair)."""
         cos = (self.image_embeds(images) * self.text_embeds(texts)).sum(-1)

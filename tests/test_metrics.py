@@ -112,3 +112,13 @@ def test_rle_masks_decode_as_pie_bench_does():
     assert decode_rle([5, 100], size=4).sum() == 16  # a run past the end is clipped there
     with pytest.raises(Exception, match="pairs"):
         decode_rle([1, 2, 3])
+
+
+def test_batched_clip_scores_equal_the_single_metrics(tiny_clip):
+    scorer = ClipScorer.from_pretrained(str(tiny_clip))
+    src, edit = _image(7), _image(8)
+    together = scorer.all_scores(src, edit, "a photo of a cat", "a photo of a dog")
+    assert together["clip_acc"] == scorer.accuracy([edit], "a photo of a cat", "a photo of a dog")[0]
+    assert together["clip_score"] == pytest.approx(scorer.score([edit], ["a photo of a dog"])[0], abs=1e-4)
+    assert together["clip_directional"] == pytest.approx(
+        scorer.directional([src], [edit], "a photo of a cat", "a photo of a dog")[0], abs=1e-5)
