@@ -76,7 +76,7 @@ def rows(results: list[dict]) -> list[list[str]]:
     if v:
         p = v["params"]
         out.append([f"`eval run` scoring vs editing, SD-1.5-sized, {p['size']} px, {p['steps']} steps, "
-                    f"{p['images']} images", f"scoring {v['score_s']:.1f} s = **{100 * v['overhead_ratio']:.1f} %** "
+                    f"{p['images']} image{'s' if p['images'] != 1 else ''}", f"scoring {v['score_s']:.1f} s = **{100 * v['overhead_ratio']:.1f} %** "
                     "of the edit time", f"editing {v['edit_s']:.1f} s", "< 5 %",
                     "`python bench/evaluate_overhead.py`"])
     f = by.get("edit-full")
