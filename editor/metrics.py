@@ -282,6 +282,10 @@ class LPIPS(nn.Module):
     @torch.inference_mode()
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """a, b: [B, 3, H, W] in [−1, 1] → [B] distances."""
+        return self.distance(a, b)
+
+    def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """The same, differentiable (a training loss: gradients flow to the images, never to the frozen weights)."""
         total = 0
         for fa, fb, lin in zip(self.taps(a), self.taps(b), self.lins):
             na = fa / (fa.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)

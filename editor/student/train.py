@@ -1,0 +1,178 @@
+"""Training a student on source/edit pairs (PAPER §4.4; pix2pix's recipe): LSGAN + λ_L1 · L1 (+ λ_LPIPS · LPIPS),
+Adam (lr 2e-4, β1 0.5), the learning rate constant for the first half and decayed linearly to 0 over the second.
+
+Deterministic for a seed on the CPU: weights are initialized after seeding, batches are drawn from a seeded
+generator, and a checkpoint holds everything the next step depends on (both networks, both Adam states, the
+sampler's RNG state, the step and the loss history), so training interrupted at step k and resumed reaches the
+same weights as an uninterrupted run. Checkpoints are written atomically (safetensors + JSON), every
+``checkpoint_every`` steps and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from store.files import atomic_write
+from store.progress import progress_bar
+
+from ..errors import EditorError
+from .model import PatchDiscriminator, StudentConfig, UNetGenerator
+
+CHECKPOINT = "checkpoint.safetensors"
+
+
+def lr_at(step: int, total: int, lr: float) -> float:
+    """Constant for the first half of ``total`` steps, then linearly down to 0."""
+    half = total // 2
+    if step < half:
+        return lr
+    return lr * max(0.0, 1.0 - (step - half) / max(total - half, 1))
+
+
+def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+    state = opt.state_dict()
+    tensors = {}
+    for idx, entry in state["state"].items():
+        for name, value in entry.items():
+            tensors[f"{prefix}/{idx}/{name}"] = torch.as_tensor(value).clone()
+    return tensors, {"param_groups": state["param_groups"]}
+
+
+def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+    state: dict = {}
+    for key, value in tensors.items():
+        if key.startswith(prefix + "/"):
+            _, idx, name = key.split("/", 2)
+            state.setdefault(int(idx), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+@dataclass
+class Trainer:
+    """The student being trained on ``sources`` → ``targets`` ([N, 3, S, S] in [−1, 1])."""
+
+    cfg: StudentConfig
+    sources: torch.Tensor
+    targets: torch.Tensor
+    total_steps: int
+    lpips: object | None = None
+    step: int = 0
+    history: list = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.sources.shape != self.targets.shape or self.sources.dim() != 4 or self.sources.shape[1] != 3:
+            raise EditorError("sources and targets must both be [N, 3, S, S]")
+        if self.sources.shape[-1] != self.cfg.size or self.sources.shape[-2] != self.cfg.size:
+            raise EditorError(f"pairs are {tuple(self.sources.shape[-2:])} but the student trains at {self.cfg.size}")
+        torch.manual_seed(self.cfg.seed)
+        self.generator = UNetGenerator(self.cfg)
+        self.discriminator = PatchDiscriminator(self.cfg)
+        betas = (self.cfg.beta1, 0.999)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.cfg.lr, betas=betas)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr, betas=betas)
+        self.sampler = torch.Generator().manual_seed(self.cfg.seed)
+
+    # --- one step --------------------------------------------------------------------------------------
+    def train_step(self) -> dict:
+        n = self.sources.shape[0]
+        idx = torch.randint(0, n, (min(self.cfg.batch, n),), generator=self.sampler)
+        x, y = self.sources[idx], self.targets[idx]  # [B, 3, S, S]
+        lr = lr_at(self.step, self.total_steps, self.cfg.lr)
+        for opt in (self.opt_g, self.opt_d):
+            for group in opt.param_groups:
+                group["lr"] = lr
+        fake = self.generator(x)
+        # (1) discriminator: LSGAN, real pairs → 1, generated pairs → 0
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d = 0.5 * ((self.discriminator(x, y) - 1) ** 2).mean() + \
+            0.5 * (self.discriminator(x, fake.detach()) ** 2).mean()
+        loss_d.backward()
+        self.opt_d.step()
+        # (2) generator: fool the discriminator and stay close to the teacher's edit
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_gan = ((self.discriminator(x, fake) - 1) ** 2).mean()
+        loss_l1 = (fake - y).abs().mean()
+        loss_g = loss_gan + self.cfg.lambda_l1 * loss_l1
+        record = {"step": self.step + 1, "lr": lr, "loss_d": loss_d.item(), "loss_gan": loss_gan.item(),
+                  "loss_l1": loss_l1.item()}
+        if self.lpips is not None and self.cfg.lambda_lpips > 0:
+            loss_lp = self.lpips.distance(fake, y).mean()
+            loss_g = loss_g + self.cfg.lambda_lpips * loss_lp
+            record["loss_lpips"] = loss_lp.item()
+        loss_g.backward()
+        self.opt_g.step()
+        self.step += 1
+        self.history.append(record)
+        return record
+
+    def run(self, steps: int | None = None, *, out_dir: Path | None = None, checkpoint_every: int = 0,
+            progress: bool = False) -> list[dict]:
+        """Train up to ``total_steps`` (or ``steps`` more); checkpoints to ``out_dir`` as it goes and on Ctrl-C."""
+        end = self.total_steps if steps is None else min(self.total_steps, self.step + steps)
+        with progress_bar(end - self.step, "training student", enabled=progress, unit="step") as bar:
+            try:
+                while self.step < end:
+                    rec = self.train_step()
+                    bar.update()
+                    bar.set_postfix(l1=f"{rec['loss_l1']:.4f}", d=f"{rec['loss_d']:.3f}")
+                    if out_dir is not None and checkpoint_every and self.step % checkpoint_every == 0:
+                        self.save(out_dir)
+            except KeyboardInterrupt:
+                if out_dir is not None:
+                    self.save(out_dir)
+                raise
+        if out_dir is not None:
+            self.save(out_dir)
+        return self.history
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+    def save(self, out_dir: Path) -> Path:
+        from safetensors.torch import save_file
+
+        tensors = {f"generator/{k}": v.detach().clone() for k, v in self.generator.state_dict().items()}
+        tensors.update({f"discriminator/{k}": v.detach().clone() for k, v in self.discriminator.state_dict().items()})
+        og, og_meta = _flatten_optimizer("opt_g", self.opt_g)
+        od, od_meta = _flatten_optimizer("opt_d", self.opt_d)
+        tensors.update(og)
+        tensors.update(od)
+        tensors["sampler_state"] = self.sampler.get_state()
+        meta = {"step": self.step, "total_steps": self.total_steps, "config": self.cfg.to_dict(), "opt_g": og_meta,
+                "opt_d": od_meta, "history": self.history}
+        path = Path(out_dir) / CHECKPOINT
+        atomic_write(path, writer=lambda tmp: save_file(tensors, str(tmp),
+                                                        metadata={"p2pz": json.dumps(meta)}))
+        return path
+
+    @classmethod
+    def resume(cls, out_dir: Path, sources: torch.Tensor, targets: torch.Tensor, lpips=None) -> "Trainer":
+        """The trainer exactly as the last checkpoint in ``out_dir`` left it."""
+        from safetensors import safe_open
+
+        path = Path(out_dir) / CHECKPOINT
+        if not path.is_file():
+            raise EditorError(f"no checkpoint in {out_dir}; start training without --resume")
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads(f.metadata()["p2pz"])
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+        trainer = cls(StudentConfig(**meta["config"]), sources, targets, meta["total_steps"], lpips=lpips)
+        trainer.generator.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items()
+                                           if k.startswith("generator/")})
+        trainer.discriminator.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items()
+                                               if k.startswith("discriminator/")})
+        _restore_optimizer("opt_g", trainer.opt_g, tensors, meta["opt_g"])
+        _restore_optimizer("opt_d", trainer.opt_d, tensors, meta["opt_d"])
+        trainer.sampler.set_state(tensors["sampler_state"])
+        trainer.step, trainer.history = meta["step"], meta["history"]
+        return trainer
+
+    @torch.no_grad()
+    def predict(self, sources: torch.Tensor) -> torch.Tensor:
+        self.generator.eval()
+        try:
+            return self.generator(sources)
+        finally:
+            self.generator.train()
