@@ -79,6 +79,14 @@ def rows(results: list[dict]) -> list[list[str]]:
                     f"{p['images']} image{'s' if p['images'] != 1 else ''}", f"scoring {v['score_s']:.1f} s = **{100 * v['overhead_ratio']:.1f} %** "
                     "of the edit time", f"editing {v['edit_s']:.1f} s", "< 5 %",
                     "`python bench/evaluate_overhead.py`"])
+    t = by.get("student")
+    if t:
+        p = t["params"]
+        out.append([f"student vs diffusion edit, SD-1.5-sized teacher, {p['size']} px, 50 steps (scaled from "
+                    f"{p['teacher_steps_timed']})", f"{t['student_latency_s'] * 1000:.0f} ms per image, "
+                    f"**{t['speedup']:.0f}×** faster; {t['student_images_per_s_batch8']:.1f} images/s at batch 8; "
+                    f"{t['student_parameters'] / 1e6:.1f} M parameters, {t['student_file_bytes'] / 2**20:.0f} MiB",
+                    f"teacher {t['teacher_s_50_steps']:.0f} s", "≥ 3800×", "`python bench/student.py`"])
     f = by.get("edit-full")
     if f:
         p = f["params"]

@@ -189,3 +189,32 @@ def _version() -> str:
         return version("p2pz")
     except Exception:
         return "unknown"
+
+
+def student_files(students: list, images: list[Path], out_dir: Path, *, force: bool = False,
+                  report: Callable[[EditOutcome], None] | None = None) -> list[EditOutcome]:
+    """Apply trained students (``(label, student, provenance)`` each) to image files: the same output names and
+    provenance as diffusion edits, plus the student's version and weights."""
+    from .image import load_image
+
+    outcomes = []
+    for path in images:
+        t0 = time.perf_counter()
+        outcome = EditOutcome(image=str(path), ok=False)
+        targets = [out_dir / output_name(path.stem, label) for label, _, _ in students]
+        try:
+            _refuse_existing(targets, force)
+            image = load_image(path, outcome.warnings)
+            for (label, model, prov), target in zip(students, targets):
+                save_png(model(image), target, {"p2pz": _version(), "source_image": path.name,
+                                                "source_path": str(path.resolve()), "direction": label, **prov})
+                outcome.outputs.append(str(target))
+            outcome.ok = True
+        except (EditorError, ImageError, OSError) as exc:
+            outcome.error = " ".join(str(exc).split()) if not isinstance(exc, OSError) or not exc.filename else \
+                f"{exc.strerror} ({exc.filename})"
+        outcome.seconds = time.perf_counter() - t0
+        outcomes.append(outcome)
+        if report:
+            report(outcome)
+    return outcomes

@@ -182,6 +182,27 @@ class Registry:
 
         return latest(self.db, directions)
 
+    # --- students -------------------------------------------------------------------------------------
+    @_translated
+    def student(self, ref: str, version: int | None = None, with_weights: bool = True):
+        """The latest (or ``version``) student of a direction version (``p2pz student show``)."""
+        from .students import get
+
+        return get(self.db, ref, version, with_weights)
+
+    @_translated
+    def students(self):
+        from .students import listing
+
+        return listing(self.db)
+
+    @_translated
+    def store_student(self, ref: str, **fields):
+        """Store a trained student for a direction version (content-addressed by its weights)."""
+        from .students import store
+
+        return store(self.db, ref, **fields)
+
     # --- search ---------------------------------------------------------------------------------------
     @_translated
     def search(self, ref: str, k: int = 10) -> list[SearchHit]:

@@ -154,6 +154,27 @@ class Evaluation(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 
+class Student(Base):
+    """A real-time network distilled from one direction version (revision 0005). Immutable; versions per
+    direction version, content-addressed by the weights' sha256."""
+
+    __tablename__ = "students"
+    __table_args__ = (
+        UniqueConstraint("direction_id", "version", name="uq_students_direction_version"),
+        UniqueConstraint("direction_id", "weights_sha256", name="uq_students_direction_weights"),
+    )
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    direction_id: Mapped[int] = mapped_column(ForeignKey("directions.id", ondelete="RESTRICT"), nullable=False)
+    version: Mapped[int] = mapped_column(Integer, nullable=False)
+    config: Mapped[dict] = mapped_column(JSON, nullable=False)
+    weights: Mapped[bytes] = mapped_column(LargeBinary, nullable=False, deferred=True)  # safetensors
+    weights_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    dataset_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
+    params: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    metrics: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+
+
 class Meta(Base):
     """Key/value counters. ``generation`` grows with every change that affects search (revision 0002)."""
 

@@ -386,3 +386,38 @@ def latest_scores(s: Session, direction_ids) -> dict[int, dict]:
             entry = out[did] = {"run_id": run_id, "created_at": created, "n_images": n_images, "scores": {}}
         entry["scores"][metric] = value
     return out
+
+
+# --- students ---------------------------------------------------------------------------------------------------
+
+def insert_student(s: Session, *, direction_id: int, config: dict, weights: bytes, weights_sha256: str,
+                   dataset_sha256: str, params: dict, metrics: dict) -> tuple[m.Student, bool]:
+    """Content-addressed (by weights), versioned per direction version → (row, created)."""
+    lock(s, "student", direction_id)
+    row = s.scalar(select(m.Student).where(m.Student.direction_id == direction_id,
+                                           m.Student.weights_sha256 == weights_sha256))
+    if row is not None:
+        return row, False
+    version = (s.scalar(select(func.max(m.Student.version)).where(m.Student.direction_id == direction_id)) or 0) + 1
+    row = m.Student(direction_id=direction_id, version=version, config=config, weights=weights,
+                    weights_sha256=weights_sha256, dataset_sha256=dataset_sha256, params=params, metrics=metrics)
+    s.add(row)
+    s.flush()
+    return row, True
+
+
+def student_row(s: Session, direction_id: int, version: int | None) -> m.Student:
+    q = select(m.Student).where(m.Student.direction_id == direction_id)
+    q = q.where(m.Student.version == version) if version is not None else q.order_by(m.Student.version.desc()).limit(1)
+    row = s.scalar(q)
+    if row is None:
+        raise NotFoundError("this direction version has no student" + (f" version {version}" if version else "")
+                            + "; distil one with p2pz distill pairs … and p2pz distill train …")
+    return row
+
+
+def students(s: Session, direction_ids=None) -> list[m.Student]:
+    q = select(m.Student).order_by(m.Student.direction_id, m.Student.version)
+    if direction_ids is not None:
+        q = q.where(m.Student.direction_id.in_(list(direction_ids)))
+    return list(s.scalars(q))

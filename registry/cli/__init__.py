@@ -170,4 +170,4 @@ def gen_options(kind, template_file, file):
 
 
 # The command groups register themselves on ``main`` when imported.
-from . import admin, banks, directions, edit, evaluate, library  # noqa: E402,F401
+from . import admin, banks, directions, distill, edit, evaluate, library  # noqa: E402,F401

@@ -1,0 +1,156 @@
+"""Training pairs for a student: the teacher (the diffusion editor) edits sources; each source/edit pair is written
+to a dataset folder with a manifest (PAPER §4.4 trains on generated pairs, as InstructPix2Pix filters its own).
+
+Layout::
+
+    DATASET/manifest.json              direction, encoder and model fingerprints, every parameter, the filter, pairs
+    DATASET/pairs/<id>_source.png      the source at the student's size
+    DATASET/pairs/<id>_target.png      the teacher's edit at the same size
+
+A pair's id is derived from its input (the image's pixels, or the synthetic seed and prompt), so a rerun skips
+finished pairs; both images are written before the manifest names the pair, each atomically, so an interrupted
+run leaves no half-written pair. With scorers, a pair is kept only if its directional CLIP similarity and its
+structure distance pass the recorded thresholds; without them every pair is kept and the manifest says so.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from store.files import atomic_write
+from store.hashing import sha256_json
+from store.progress import progress_bar
+
+from ..errors import EditorError
+
+MANIFEST = "manifest.json"
+FORMAT = "p2pz-student-pairs"
+
+
+@dataclass(frozen=True)
+class PairFilter:
+    """InstructPix2Pix-style filtering thresholds (kept when both hold)."""
+
+    min_clip_directional: float = 0.2
+    max_structure_distance: float = 0.1
+
+    def keeps(self, scores: dict) -> bool:
+        return (scores.get("clip_directional", 1.0) >= self.min_clip_directional
+                and scores.get("structure_distance", 0.0) <= self.max_structure_distance)
+
+
+def read_manifest(folder: Path) -> dict:
+    path = Path(folder) / MANIFEST
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EditorError(f"{folder} is not a student dataset ({MANIFEST}: {exc})") from None
+    if data.get("format") != FORMAT or not isinstance(data.get("pairs"), list):
+        raise EditorError(f"{folder}/{MANIFEST} is not a p2pz student dataset manifest")
+    return data
+
+
+def dataset_sha256(folder: Path) -> str:
+    """Content address of a dataset: its manifest's kept pairs (ids and image sha256s)."""
+    data = read_manifest(folder)
+    return sha256_json([[p["id"], p["source_sha256"], p["target_sha256"]] for p in data["pairs"] if p["kept"]])
+
+
+def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None, synthetic: int = 0,
+               prompt: str | None = None, size: int = 256, inversion=None, edit=None, scorers=None,
+               pair_filter: PairFilter | None = None, source_concept: str = "", target_concept: str = "",
+               seed: int = 0, progress: bool = False) -> dict:
+    """Write (or complete) a pairs dataset in ``out`` → its manifest."""
+    from PIL import Image
+
+    from ..config import EditConfig, InversionConfig
+    from ..image import load_image, pixels_sha256
+
+    if not images and synthetic < 1:
+        raise EditorError("give source images (--images DIR) or a number of synthetic sources (--synthetic N)")
+    if synthetic and not prompt:
+        prompt = f"a photo of a {source_concept}" if source_concept else None
+        if not prompt:
+            raise EditorError("synthetic sources need a prompt (--prompt TEXT)")
+    inversion, edit = inversion or InversionConfig(), edit or EditConfig()
+    out = Path(out)
+    label = getattr(direction, "ref", "tensor")
+    manifest_path = out / MANIFEST
+    if manifest_path.is_file():
+        manifest = read_manifest(out)
+        if manifest["direction"] != label or manifest["size"] != size:
+            raise EditorError(f"{out} holds pairs of {manifest['direction']} at {manifest['size']} px; use another "
+                              "--out folder")
+    else:
+        manifest = {"format": FORMAT, "direction": label, "encoder": getattr(direction, "encoder", None),
+                    "model": editor.model_id, "model_fingerprint": editor.model_fingerprint, "size": size,
+                    "inversion": {"steps": inversion.steps, **inversion.params()},
+                    "edit": {"scale": edit.scale, "xa_guidance": edit.xa_guidance,
+                             "guidance_scale": edit.guidance_scale},
+                    "filter": None if scorers is None else (pair_filter or PairFilter()).__dict__,
+                    "filtered": scorers is not None, "pairs": []}
+    done = {p["id"] for p in manifest["pairs"]}
+    jobs = [("image", p) for p in (images or [])] + [("synthetic", seed + i) for i in range(synthetic)]
+    pair_filter = pair_filter or PairFilter()
+    (out / "pairs").mkdir(parents=True, exist_ok=True)
+    with progress_bar(len(jobs), "teacher pairs", enabled=progress, unit="pair") as bar:
+        for kind, item in jobs:
+            if kind == "image":
+                image = load_image(item)
+                pid = pixels_sha256(image)[:16]
+            else:
+                pid = sha256_json({"prompt": prompt, "seed": item, "size": size})[:16]
+            if pid in done:
+                bar.update()
+                continue
+            if kind == "image":
+                inv = editor.invert(image, editor.caption(image), inversion)
+                res = editor.edit(inv, direction, edit)
+                source = image
+            else:
+                inv = editor.synthetic(prompt, seed=item, steps=inversion.steps)
+                res = editor.edit(inv, direction, edit)
+                source = res.reconstruction
+            src = source.convert("RGB").resize((size, size), Image.BICUBIC)
+            tgt = res.edited.convert("RGB").resize((size, size), Image.BICUBIC)
+            scores = {}
+            if scorers is not None:
+                from ..evaluate import score_pair
+
+                scores = score_pair(scorers, src, tgt, source_concept, target_concept)
+            entry = {"id": pid, "kind": kind, "input": str(item), "source": f"pairs/{pid}_source.png",
+                     "target": f"pairs/{pid}_target.png", "source_sha256": pixels_sha256(src),
+                     "target_sha256": pixels_sha256(tgt), "scores": scores,
+                     "kept": scorers is None or pair_filter.keeps(scores)}
+            atomic_write(out / entry["source"], writer=lambda p, im=src: im.save(p, format="PNG"))
+            atomic_write(out / entry["target"], writer=lambda p, im=tgt: im.save(p, format="PNG"))
+            manifest["pairs"].append(entry)  # named only once both images are in place
+            atomic_write(manifest_path, json.dumps(manifest, indent=1))
+            done.add(pid)
+            bar.update()
+    atomic_write(manifest_path, json.dumps(manifest, indent=1))
+    return manifest
+
+
+def load_pairs(folder: Path, size: int | None = None):
+    """The kept pairs of a dataset as tensors (sources, targets) [N, 3, S, S] in [−1, 1], and their ids."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    data = read_manifest(folder)
+    size = size or data["size"]
+    kept = [p for p in data["pairs"] if p["kept"]]
+    if not kept:
+        raise EditorError(f"{folder} has no kept pairs; make more with p2pz distill pairs, or loosen the filter")
+
+    def tensor(rel: str) -> torch.Tensor:
+        with Image.open(Path(folder) / rel) as im:
+            im = im.convert("RGB").resize((size, size), Image.BICUBIC)
+            return torch.from_numpy(np.asarray(im, dtype=np.float32) / 127.5 - 1.0).permute(2, 0, 1)
+
+    sources = torch.stack([tensor(p["source"]) for p in kept])
+    targets = torch.stack([tensor(p["target"]) for p in kept])
+    return sources, targets, [p["id"] for p in kept]

@@ -1,0 +1,180 @@
+"""``p2pz distill`` (pairs, train) and ``p2pz student`` (list, show): real-time students of directions."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from . import P2PZGroup, echo_json, echo_table, json_option, main, pass_state
+
+
+@main.group(cls=P2PZGroup)
+def distill():
+    """Distil a direction into a fast student network (the paper's conditional GAN).
+
+    \b
+    Example:
+      p2pz distill pairs cat-to-dog --images cats/ --out cat-to-dog-pairs
+      p2pz distill train cat-to-dog-pairs --out cat-to-dog-student --steps 2000
+    """
+
+
+@distill.command("pairs")
+@click.argument("ref", metavar="NAME[@V]")
+@click.option("--images", "images_dir", type=click.Path(exists=True, file_okay=False), help="Source images.")
+@click.option("--synthetic", type=click.IntRange(0), default=0, help="Also this many generated sources (seeds).")
+@click.option("--prompt", help="Prompt of the synthetic sources [a photo of a SOURCE].")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
+@click.option("--size", type=click.IntRange(16, 2048), default=256, show_default=True, help="Pair image size.")
+@click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True, help="Teacher DDIM steps.")
+@click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the direction's).")
+@click.option("--captioner", default=None, help="BLIP model for real sources.")
+@click.option("--no-filter", is_flag=True, help="Keep every pair (no CLIP/DINO filtering).")
+@click.option("--clip-model", default=None, help="CLIP model for filtering [openai/clip-vit-large-patch14].")
+@click.option("--dino-model", default=None, help="DINO model for filtering [facebook/dino-vitb8].")
+@click.option("--min-directional", type=float, default=0.2, show_default=True, help="Keep pairs with CLIP "
+              "directional similarity at least this.")
+@click.option("--max-structure", type=float, default=0.1, show_default=True, help="Keep pairs with structure "
+              "distance at most this.")
+@click.option("--device", help="cpu or cuda (default: cuda when available).")
+@json_option
+@pass_state
+def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, steps, model, captioner, no_filter,
+                  clip_model, dino_model, min_directional, max_structure, device, as_json):
+    """Let the diffusion editor (the teacher) edit sources and write source/edit pairs (resumable).
+
+    \b
+    Examples:
+      p2pz distill pairs cat-to-dog --images cats/ --out cat-to-dog-pairs
+      p2pz distill pairs cat-to-dog --synthetic 200 --prompt "a photo of a cat" --out pairs --no-filter
+    """
+    from editor.batch import expand_inputs
+    from editor.config import EditConfig, InversionConfig
+    from editor.student.pairs import PairFilter, make_pairs
+
+    from ..editing import open_editor
+    from ..evaluations import concepts
+
+    reg = state.registry()
+    d = reg.get(ref)
+    source, target = concepts(d)
+    images = expand_inputs([images_dir]) if images_dir else []
+    scorers = None
+    if no_filter:
+        click.echo("warning: pairs are not filtered (--no-filter)", err=True)
+    else:
+        from editor.evaluate import Scorers
+        from editor.loader import default_device
+
+        try:
+            scorers = Scorers.load(clip_model, dino_model, device=device or default_device())
+        except Exception as exc:  # the filter's models are optional: without them, every pair is kept
+            click.echo(f"warning: pairs are not filtered ({' '.join(str(exc).split())[:200]})", err=True)
+    kwargs = {"captioner": captioner} if captioner else {}
+    ed = open_editor([d], model, device=device, progress=state.progress, **kwargs)
+    manifest = make_pairs(ed, d, Path(out_dir), images=images, synthetic=synthetic, prompt=prompt, size=size,
+                          inversion=InversionConfig(steps=steps), edit=EditConfig(steps=steps), scorers=scorers,
+                          pair_filter=PairFilter(min_directional, max_structure), source_concept=source,
+                          target_concept=target, progress=state.progress)
+    kept = sum(p["kept"] for p in manifest["pairs"])
+    if as_json:
+        echo_json({"dataset": out_dir, "pairs": len(manifest["pairs"]), "kept": kept, "filter": manifest["filter"]})
+    else:
+        click.echo(f"{out_dir}: {len(manifest['pairs'])} pairs of {d.ref}, {kept} kept")
+
+
+@distill.command("train")
+@click.argument("dataset", type=click.Path(exists=True, file_okay=False))
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, "
+              "samples.png, losses.png).")
+@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--size", type=click.IntRange(16, 2048), default=None, help="Training size [the dataset's].")
+@click.option("--width", type=click.IntRange(1), default=64, show_default=True, help="Generator width (ngf).")
+@click.option("--depth", type=click.IntRange(1, 10), default=None, help="U-Net levels [log2(size), at most 8].")
+@click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(0), default=200, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue from the run folder's checkpoint.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@json_option
+@pass_state
+def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, checkpoint_every, resume, seed,
+                  as_json):
+    """Train a student on a pairs dataset and store it with its direction version.
+
+    \b
+    Example:
+      p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --steps 2000
+    """
+    from editor.student import StudentConfig, weights_bytes
+    from editor.student.pairs import read_manifest
+    from editor.student.train import train_dataset
+
+    size = size or read_manifest(Path(dataset))["size"]
+    depth = depth or min(8, int(math.log2(size & -size)))
+    cfg = StudentConfig(size=size, base_channels=width, depth=depth, disc_channels=width, batch=batch, seed=seed)
+    result = train_dataset(Path(dataset), Path(out_dir), cfg, steps, held_out=held_out, resume=resume,
+                           checkpoint_every=checkpoint_every, progress=state.progress)
+    trainer = result["trainer"]
+    record = state.registry().store_student(
+        result["direction"], config=trainer.cfg.to_dict(), weights=weights_bytes(trainer.generator),
+        dataset_sha256=result["dataset_sha256"], metrics=result["metrics"],
+        params={"steps": trainer.step, "train_pairs": result["train_pairs"], "held_out": held_out,
+                "run": str(Path(out_dir).resolve())})
+    if as_json:
+        echo_json(record.to_dict())
+    else:
+        m = result["metrics"]
+        click.echo(f"{record.ref}: {trainer.step} steps on {result['train_pairs']} pairs"
+                   + (f"; held-out L1 {m['l1']:.4f} (identity {m['identity_l1']:.4f}), PSNR {m['psnr']:.2f} dB"
+                      if m else ""))
+
+
+@main.group(cls=P2PZGroup)
+def student():
+    """Trained students: list, show.
+
+    \b
+    Example:
+      p2pz student show cat-to-dog
+    """
+
+
+@student.command("list")
+@json_option
+@pass_state
+def student_list(state, as_json):
+    """Every stored student.
+
+    \b
+    Example:
+      p2pz student list --json
+    """
+    records = state.registry().students()
+    if as_json:
+        echo_json([r.to_dict() for r in records])
+    else:
+        echo_table([[r.direction, r.version, r.metrics.get("l1"), r.metrics.get("psnr"), r.weights_sha256[:12]]
+                    for r in records], ["direction", "student", "held-out L1", "PSNR", "weights"])
+
+
+@student.command("show")
+@click.argument("ref", metavar="NAME[@V]")
+@click.option("--version", type=click.IntRange(1), default=None, help="Student version [latest].")
+@json_option
+@pass_state
+def student_show(state, ref, version, as_json):
+    """One student: configuration, dataset, training and held-out metrics.
+
+    \b
+    Example:
+      p2pz student show cat-to-dog@1 --version 2
+    """
+    record = state.registry().student(ref, version)
+    if as_json:
+        echo_json(record.to_dict())
+        return
+    for k, v in record.to_dict().items():
+        click.echo(f"{k:<16}{v}")

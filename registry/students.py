@@ -1,0 +1,68 @@
+"""Students in the registry: a trained student is a versioned, immutable record linked to its direction version
+(table ``students``): configuration, weights (safetensors, sha256), the dataset it learnt from, training parameters
+and held-out metrics. ``Student.load(registry, ref)`` (:mod:`editor.student.apply`) applies one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass, field
+
+from store import models as m
+from store import repository as repo
+
+from .naming import parse_ref
+
+
+@dataclass
+class StudentRecord:
+    direction: str  # "cat-to-dog@1"
+    version: int
+    config: dict
+    weights_sha256: str
+    dataset_sha256: str
+    params: dict
+    metrics: dict
+    created_at: dt.datetime
+    weights: bytes | None = field(default=None, repr=False)
+
+    @property
+    def ref(self) -> str:
+        return f"{self.direction} student {self.version}"
+
+    def to_dict(self) -> dict:
+        return {"direction": self.direction, "version": self.version, "config": self.config,
+                "weights_sha256": self.weights_sha256, "weights_bytes": len(self.weights) if self.weights else None,
+                "dataset_sha256": self.dataset_sha256, "params": self.params, "metrics": self.metrics,
+                "created_at": self.created_at.isoformat()}
+
+
+def _record(row: m.Student, direction: m.Direction, with_weights: bool) -> StudentRecord:
+    return StudentRecord(direction=f"{direction.name}@{direction.version}", version=row.version, config=dict(row.config),
+                         weights_sha256=row.weights_sha256, dataset_sha256=row.dataset_sha256,
+                         params=dict(row.params or {}), metrics=dict(row.metrics or {}), created_at=row.created_at,
+                         weights=bytes(row.weights) if with_weights else None)
+
+
+def store(db, direction_ref: str, *, config: dict, weights: bytes, dataset_sha256: str, params: dict,
+          metrics: dict) -> StudentRecord:
+    name, version = parse_ref(direction_ref, "direction")
+    with db.write() as s:
+        d = repo.direction_row(s, name, version)
+        row, _ = repo.insert_student(s, direction_id=d.id, config=config, weights=weights,
+                                     weights_sha256=hashlib.sha256(weights).hexdigest(),
+                                     dataset_sha256=dataset_sha256, params=params, metrics=metrics)
+        return _record(row, d, with_weights=True)
+
+
+def get(db, direction_ref: str, version: int | None = None, with_weights: bool = True) -> StudentRecord:
+    name, dversion = parse_ref(direction_ref, "direction")
+    with db.read() as s:
+        d = repo.direction_row(s, name, dversion)
+        return _record(repo.student_row(s, d.id, version), d, with_weights)
+
+
+def listing(db) -> list[StudentRecord]:
+    with db.read() as s:
+        return [_record(row, s.get(m.Direction, row.direction_id), False) for row in repo.students(s)]

@@ -1,0 +1,123 @@
+"""Distillation end to end on the tiny model: teacher pairs (resumable), training, the stored student, applying it."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from editor.errors import EditorError
+from editor.student import Student
+from editor.student.pairs import read_manifest
+from registry import Registry
+from registry.cli import main
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--db", db, "direction", "build", "cat", "dog", "--model", str(tiny_model), "-n",
+                                "10"]).exit_code == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):
+        Image.fromarray((np.random.RandomState(i).rand(48, 48, 3) * 255).astype(np.uint8)).save(photos / f"c{i}.png")
+    return db, photos
+
+
+def _pairs(db, photos, out, tiny_model, *extra):
+    return CliRunner().invoke(main, ["--db", db, "-q", "distill", "pairs", "cat-to-dog", "--images", str(photos),
+                                     "--synthetic", "2", "--out", str(out), "--size", "32", "--steps", "2",
+                                     "--captioner", str(tiny_model / "captioner"), "--no-filter", *extra])
+
+
+def test_pairs_are_resumable_without_duplicates(setup, tmp_path, tiny_model, monkeypatch):
+    db, photos = setup
+    out = tmp_path / "pairs"
+    import editor.student.pairs as pairs_mod
+
+    plain = pairs_mod.atomic_write
+    writes = []
+
+    def interrupted(path, *a, **k):  # the 4th file written (the 2nd pair's target) is interrupted
+        writes.append(path)
+        if len(writes) == 4:
+            raise KeyboardInterrupt
+        return plain(path, *a, **k)
+
+    monkeypatch.setattr(pairs_mod, "atomic_write", interrupted)
+    res = _pairs(db, photos, out, tiny_model)
+    assert res.exit_code != 0
+    assert len(read_manifest(out)["pairs"]) == 1  # only the finished pair is named
+    monkeypatch.setattr(pairs_mod, "atomic_write", plain)
+    res = _pairs(db, photos, out, tiny_model, "--json")
+    assert res.exit_code == 0, res.output
+    manifest = read_manifest(out)
+    ids = [p["id"] for p in manifest["pairs"]]
+    assert len(ids) == 5 and len(set(ids)) == 5 and json.loads(res.stdout)["kept"] == 5
+    assert manifest["direction"] == "cat-to-dog@1" and manifest["filtered"] is False and manifest["size"] == 32
+    assert manifest["encoder"] == Registry.open(db).get("cat-to-dog").encoder
+    for p in manifest["pairs"]:
+        assert Image.open(out / p["source"]).size == (32, 32) and (out / p["target"]).is_file()
+    assert _pairs(db, photos, out, tiny_model).exit_code == 0  # a third run adds nothing
+    assert len(read_manifest(out)["pairs"]) == 5
+
+
+def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model):
+    db, photos = setup
+    runner = CliRunner()
+    assert _pairs(db, photos, tmp_path / "pairs", tiny_model).exit_code == 0
+    res = runner.invoke(main, ["--db", db, "-q", "distill", "train", str(tmp_path / "pairs"), "--out",
+                               str(tmp_path / "run"), "--steps", "20", "--width", "8", "--held-out", "0.2", "--json"])
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    assert record["direction"] == "cat-to-dog@1" and record["version"] == 1
+    assert record["config"]["size"] == 32 and record["config"]["depth"] == 5 and record["params"]["steps"] == 20
+    assert record["metrics"]["held_out_pairs"] == 1 and record["metrics"]["l1"] > 0
+    for name in ("checkpoint.safetensors", "samples.png", "losses.png"):
+        assert (tmp_path / "run" / name).is_file()
+    listed = json.loads(runner.invoke(main, ["--db", db, "student", "list", "--json"]).stdout)
+    assert [(s["direction"], s["version"]) for s in listed] == [("cat-to-dog@1", 1)]
+    shown = json.loads(runner.invoke(main, ["--db", db, "student", "show", "cat-to-dog", "--json"]).stdout)
+    assert shown["weights_sha256"] == record["weights_sha256"]
+
+    res = runner.invoke(main, ["--db", db, "-q", "edit", str(photos), "--direction", "cat-to-dog", "--student",
+                               "--out", str(tmp_path / "fast")])
+    assert res.exit_code == 0, res.output
+    from editor.batch import read_provenance
+
+    outs = sorted((tmp_path / "fast").glob("*.png"))
+    assert len(outs) == 3 and Image.open(outs[0]).size == (48, 48)
+    prov = read_provenance(outs[0])
+    assert prov["student"] == 1 and prov["direction"] == "cat-to-dog@1"
+
+    reg = Registry.open(db)
+    student = Student.load(reg, "cat-to-dog")
+    assert student(Image.open(photos / "c0.png")).size == (48, 48)
+    with pytest.raises(EditorError, match="do not fit|unusable"):
+        Student.from_weights(b"not safetensors", record["config"])
+    wrong = dict(record["config"], base_channels=4)
+    with pytest.raises(EditorError, match="do not fit"):
+        Student.from_weights(reg.student("cat-to-dog").weights, wrong)
+    missing = runner.invoke(main, ["--db", db, "student", "show", "cat-to-dog", "--version", "9"])
+    assert missing.exit_code == 1 and "no student" in missing.stderr
+
+
+def test_the_students_revision_upgrades_and_downgrades_a_populated_database(db_url, tiny_model):
+    from migrations import current_revision, downgrade
+    from store.db import make_engine
+
+    reg = Registry.open(db_url)
+    reg.build_direction("cat", "dog", str(tiny_model), n=5)
+    reg.store_student("cat-to-dog", config={"size": 32}, weights=b"w", dataset_sha256="0" * 64, params={},
+                      metrics={})
+    reg.close()
+    engine = make_engine(db_url)
+    downgrade(engine, "0004")
+    assert current_revision(engine) == "0004"
+    engine.dispose()
+    reg = Registry.open(db_url)
+    assert reg.students() == [] and reg.get("cat-to-dog").ref == "cat-to-dog@1"
+    reg.close()
