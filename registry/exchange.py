@@ -114,6 +114,20 @@ class DirectionEntry(_Entry):
     components: list[ComponentEntry] | None = Field(default=None, description="combination")
 
 
+class StudentEntry(_Entry):
+    """A trained student of a direction (tensor ``student/<i>/weights``: the safetensors file's bytes, uint8)."""
+
+    direction: int = Field(description="index into directions")
+    version: int | None = Field(default=None, description="its version in the exporting registry")
+    config: dict
+    weights_bytes: int = Field(gt=0, le=2 << 30)
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    dataset_sha256: str
+    params: dict
+    metrics: dict
+    created_at: str | None = None
+
+
 class Manifest(_Entry):
     """``manifest.json`` of a ``.p2pz`` library."""
 
@@ -124,6 +138,7 @@ class Manifest(_Entry):
     banks: list[BankEntry]
     embeddings: list[EmbeddingEntry]
     directions: list[DirectionEntry]
+    students: list[StudentEntry] = Field(default_factory=list)
 
 
 # --- export -------------------------------------------------------------------------------------------
@@ -181,12 +196,22 @@ def export_library(db, refs: list[str], path: Path) -> dict:
             directions[row.id] = i
             return i
 
-        for ref in refs:
-            add_direction(repo.direction_row(s, *parse_ref(ref, "direction")))
+        exported = [repo.direction_row(s, *parse_ref(ref, "direction")) for ref in refs]
+        for row in exported:
+            add_direction(row)
+        student_entries = []
+        for st in repo.students(s, [row.id for row in exported]):
+            weights = bytes(st.weights)
+            tensors[f"student/{len(student_entries)}/weights"] = np.frombuffer(weights, dtype=np.uint8)
+            student_entries.append(StudentEntry(
+                direction=directions[st.direction_id], version=st.version, config=st.config,
+                weights_bytes=len(weights), weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
+                params=st.params, metrics=st.metrics, created_at=st.created_at.isoformat()))
 
     manifest = Manifest(format=FORMAT, format_version=FORMAT_VERSION,
                         created_at=dt.datetime.now(dt.timezone.utc).isoformat(), encoders=list(encoders.values()),
-                        banks=list(banks.values()), embeddings=emb_entries, directions=dir_entries)
+                        banks=list(banks.values()), embeddings=emb_entries, directions=dir_entries,
+                        students=student_entries)
     from safetensors.numpy import save as st_save
 
     blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
@@ -198,7 +223,7 @@ def export_library(db, refs: list[str], path: Path) -> dict:
 
     atomic_write(path, writer=write)
     return {"path": str(path), "directions": len(dir_entries), "embeddings": len(emb_entries), "banks": len(banks),
-            "bytes": path.stat().st_size}
+            "students": len(student_entries), "bytes": path.stat().st_size}
 
 
 # --- import -------------------------------------------------------------------------------------------
@@ -257,8 +282,8 @@ def _tensor_budget(man: Manifest) -> int:
         elements += length * d + d
     for r in man.directions:
         elements += dims.get(r.encoder, (0, 0))[1]
-    tensors = 2 * len(man.embeddings) + len(man.directions)
-    return 8 * elements + 256 * tensors + 4096
+    tensors = 2 * len(man.embeddings) + len(man.directions) + len(man.students)
+    return 8 * elements + sum(st.weights_bytes for st in man.students) + 256 * tensors + 4096
 
 
 def _read_archive(path: Path) -> tuple[Manifest, dict[str, np.ndarray]]:
@@ -379,6 +404,29 @@ def validate_manifest(raw) -> Manifest:
     return man
 
 
+def _student_weights(man: Manifest, tensors: dict, i: int) -> bytes:
+    """A student's weights: exactly the declared bytes, their sha256, and a safetensors file of float tensors."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    st = man.students[i]
+    name = f"student/{i}/weights"
+    _check(name in tensors, f"tensor {name!r} is missing")
+    arr = tensors[name]
+    _check(arr.dtype == np.uint8 and arr.ndim == 1 and arr.size == st.weights_bytes,
+           f"students[{i}] weights are not the declared {st.weights_bytes} bytes")
+    blob = arr.tobytes()
+    _check(hashlib.sha256(blob).hexdigest() == st.weights_sha256,
+           f"students[{i}]: weights_sha256 does not match its weights (tampered?)")
+    try:
+        inner = st_load(blob)
+    except (SafetensorError, ValueError, TypeError, OverflowError):
+        raise _invalid(f"students[{i}] weights are not a safetensors file") from None
+    _check(bool(inner) and all(v.dtype.kind == "f" for v in inner.values()),
+           f"students[{i}] weights must be floating-point tensors")
+    return blob
+
+
 def check_tensors(man: Manifest, tensors: dict) -> dict[str, np.ndarray]:
     """Every tensor the manifest needs, with its exact shape, finite, as float32."""
     encoders = {e.fingerprint: e for e in man.encoders}
@@ -389,6 +437,9 @@ def check_tensors(man: Manifest, tensors: dict) -> dict[str, np.ndarray]:
         checked[f"embedding/{i}/key"] = _tensor(tensors, f"embedding/{i}/key", (enc.hidden_size,))
     for i, r in enumerate(man.directions):
         checked[f"direction/{i}/key"] = _tensor(tensors, f"direction/{i}/key", (encoders[r.encoder].hidden_size,))
+    for i, st in enumerate(man.students):
+        _check(0 <= st.direction < len(man.directions), f"students[{i}].direction points nowhere")
+        checked[f"student/{i}"] = _student_weights(man, tensors, i)
     return checked
 
 
@@ -400,7 +451,7 @@ def validate(raw, tensors: dict) -> tuple[Manifest, dict[str, np.ndarray]]:
 
 def import_library(db, path: Path) -> dict:
     man, tensors = _read_archive(path)
-    added = {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0}
+    added = {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0, "students": 0}
     imported = []
     with db.write() as s:
         enc_ids = {}
@@ -440,6 +491,11 @@ def import_library(db, path: Path) -> dict:
             added["directions"] += created
             dir_rows.append(row)
             imported.append(f"{row.name}@{row.version}")
+        for i, st in enumerate(man.students):
+            _, created = repo.insert_student(s, direction_id=dir_rows[st.direction].id, config=st.config,
+                                             weights=tensors[f"student/{i}"], weights_sha256=st.weights_sha256,
+                                             dataset_sha256=st.dataset_sha256, params=st.params, metrics=st.metrics)
+            added["students"] += created
     return {"path": str(path), "added": added, "directions": imported}
 
 

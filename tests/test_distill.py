@@ -65,17 +65,19 @@ def test_pairs_are_resumable_without_duplicates(setup, tmp_path, tiny_model, mon
     assert len(read_manifest(out)["pairs"]) == 5
 
 
-def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model):
+def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model, alex_backbone):
     db, photos = setup
     runner = CliRunner()
     assert _pairs(db, photos, tmp_path / "pairs", tiny_model).exit_code == 0
     res = runner.invoke(main, ["--db", db, "-q", "distill", "train", str(tmp_path / "pairs"), "--out",
-                               str(tmp_path / "run"), "--steps", "20", "--width", "8", "--held-out", "0.2", "--json"])
+                               str(tmp_path / "run"), "--steps", "20", "--width", "8", "--held-out", "0.2",
+                               "--lpips-weights", str(alex_backbone), "--json"])
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert record["direction"] == "cat-to-dog@1" and record["version"] == 1
     assert record["config"]["size"] == 32 and record["config"]["depth"] == 5 and record["params"]["steps"] == 20
     assert record["metrics"]["held_out_pairs"] == 1 and record["metrics"]["l1"] > 0
+    assert record["metrics"]["lpips"] >= 0 and record["config"]["lambda_lpips"] == 10.0
     for name in ("checkpoint.safetensors", "samples.png", "losses.png"):
         assert (tmp_path / "run" / name).is_file()
     listed = json.loads(runner.invoke(main, ["--db", db, "student", "list", "--json"]).stdout)
@@ -121,3 +123,55 @@ def test_the_students_revision_upgrades_and_downgrades_a_populated_database(db_u
     reg = Registry.open(db_url)
     assert reg.students() == [] and reg.get("cat-to-dog").ref == "cat-to-dog@1"
     reg.close()
+
+
+def test_a_student_travels_in_a_library_bit_exactly_and_tampering_is_refused(tmp_path, tiny_model):
+    import io
+    import pickle
+    import zipfile
+
+    from registry import RegistryError
+    from editor.student import StudentConfig, UNetGenerator, weights_bytes
+
+    src = Registry.open(f"sqlite:///{tmp_path / 'src.db'}")
+    src.build_direction("cat", "dog", str(tiny_model), n=5)
+    cfg = StudentConfig(size=32, base_channels=4, depth=5)
+    weights = weights_bytes(UNetGenerator(cfg))
+    stored = src.store_student("cat-to-dog", config=cfg.to_dict(), weights=weights, dataset_sha256="d" * 64,
+                               params={"steps": 3}, metrics={"l1": 0.1})
+    info = src.export(["cat-to-dog"], tmp_path / "lib.p2pz")
+    assert info["students"] == 1
+    dst = Registry.open(f"sqlite:///{tmp_path / 'dst.db'}")
+    assert dst.import_(tmp_path / "lib.p2pz")["added"]["students"] == 1
+    got = dst.student("cat-to-dog")
+    assert got.weights == weights and got.weights_sha256 == stored.weights_sha256 and got.metrics == {"l1": 0.1}
+    assert dst.import_(tmp_path / "lib.p2pz")["added"]["students"] == 0  # idempotent
+    Student.from_weights(got.weights, got.config)(Image.new("RGB", (32, 32)))
+
+    with zipfile.ZipFile(tmp_path / "lib.p2pz") as zf:
+        manifest, blob = json.loads(zf.read("manifest.json")), zf.read("tensors.safetensors")
+    from safetensors.numpy import load, save
+
+    def rewrite(name, student_bytes, sha=None):
+        tensors = load(blob)
+        tensors["student/0/weights"] = np.frombuffer(student_bytes, dtype=np.uint8)
+        m = json.loads(json.dumps(manifest))
+        m["students"][0].update(weights_bytes=len(student_bytes), weights_sha256=sha or m["students"][0]["weights_sha256"])
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            zf.writestr("manifest.json", json.dumps(m))
+            zf.writestr("tensors.safetensors", save(tensors))
+        (tmp_path / name).write_bytes(buf.getvalue())
+        return tmp_path / name
+
+    import hashlib
+
+    flipped = bytearray(weights)
+    flipped[-1] ^= 1
+    fresh = Registry.open(f"sqlite:///{tmp_path / 'fresh.db'}")
+    with pytest.raises(RegistryError, match="weights_sha256 does not match"):
+        fresh.import_(rewrite("tampered.p2pz", bytes(flipped)))
+    evil = pickle.dumps({"w": 1})
+    with pytest.raises(RegistryError, match="not a safetensors file"):
+        fresh.import_(rewrite("pickled.p2pz", evil, hashlib.sha256(evil).hexdigest()))
+    assert fresh.students() == []

@@ -29,7 +29,7 @@ def lib(reg, tiny_model, tmp_path):
 def test_round_trip_into_a_fresh_registry_is_exact_and_idempotent(reg, lib, tmp_path):
     fresh = Registry.open(f"sqlite:///{tmp_path / 'fresh.db'}")
     out = fresh.import_(lib)
-    assert out["added"] == {"encoders": 1, "banks": 4, "embeddings": 4, "directions": 3}
+    assert out["added"] == {"encoders": 1, "banks": 4, "embeddings": 4, "directions": 3, "students": 0}
     for ref in ("cat-to-dog@1", "day-to-night@1", "mix@1"):
         a, b = reg.get(ref), fresh.get(ref)
         assert a.vector_numpy().tobytes() == b.vector_numpy().tobytes()
@@ -39,7 +39,7 @@ def test_round_trip_into_a_fresh_registry_is_exact_and_idempotent(reg, lib, tmp_
     assert fresh.bank("cat@1").sentences == reg.bank("cat@1").sentences
     dump = db_dump(f"sqlite:///{tmp_path / 'fresh.db'}")
     again = fresh.import_(lib)
-    assert again["added"] == {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0}
+    assert again["added"] == {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0, "students": 0}
     assert db_dump(f"sqlite:///{tmp_path / 'fresh.db'}") == dump
     assert [h.direction.name for h in fresh.search("cat-to-dog", k=1)] == ["cat-to-dog"]
 

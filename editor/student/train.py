@@ -186,9 +186,12 @@ def held_out_metrics(trainer: Trainer, sources: torch.Tensor, targets: torch.Ten
     pred = trainer.predict(sources)
     a, b = (pred + 1) / 2, (targets + 1) / 2
     mse = float(((a - b) ** 2).mean())
-    return {"held_out_pairs": len(sources), "l1": float((pred - targets).abs().mean()),
-            "identity_l1": float((sources - targets).abs().mean()),
-            "psnr": float(10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))}
+    out = {"held_out_pairs": len(sources), "l1": float((pred - targets).abs().mean()),
+           "identity_l1": float((sources - targets).abs().mean()),
+           "psnr": float(10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))}
+    if trainer.lpips is not None:
+        out["lpips"] = float(trainer.lpips(pred, targets).mean())
+    return out
 
 
 def write_samples(path: Path, trainer: Trainer, sources: torch.Tensor, targets: torch.Tensor, k: int = 4) -> None:

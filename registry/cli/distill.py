@@ -98,10 +98,14 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
 @click.option("--checkpoint-every", type=click.IntRange(0), default=200, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue from the run folder's checkpoint.")
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--lpips-weights", type=click.Path(dir_okay=False), default=None,
+              help="Add an LPIPS term to the generator's loss: a torchvision-layout AlexNet state dict.")
+@click.option("--lambda-lpips", type=click.FloatRange(0), default=10.0, show_default=True,
+              help="Weight of the LPIPS term (with --lpips-weights).")
 @json_option
 @pass_state
 def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, checkpoint_every, resume, seed,
-                  as_json):
+                  lpips_weights, lambda_lpips, as_json):
     """Train a student on a pairs dataset and store it with its direction version.
 
     \b
@@ -114,9 +118,15 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
 
     size = size or read_manifest(Path(dataset))["size"]
     depth = depth or min(8, int(math.log2(size & -size)))
-    cfg = StudentConfig(size=size, base_channels=width, depth=depth, disc_channels=width, batch=batch, seed=seed)
+    lpips = None
+    if lpips_weights:
+        from editor.metrics import LPIPS
+
+        lpips = LPIPS.from_weights(lpips_weights)
+    cfg = StudentConfig(size=size, base_channels=width, depth=depth, disc_channels=width, batch=batch, seed=seed,
+                        lambda_lpips=lambda_lpips if lpips is not None else 0.0)
     result = train_dataset(Path(dataset), Path(out_dir), cfg, steps, held_out=held_out, resume=resume,
-                           checkpoint_every=checkpoint_every, progress=state.progress)
+                           checkpoint_every=checkpoint_every, progress=state.progress, lpips=lpips)
     trainer = result["trainer"]
     record = state.registry().store_student(
         result["direction"], config=trainer.cfg.to_dict(), weights=weights_bytes(trainer.generator),
