@@ -80,6 +80,20 @@ class EditOutcome:
     seconds: float = 0.0
 
 
+def _one_line(exc: Exception) -> str:
+    """A per-image error as one line (an OS error names its file)."""
+    if isinstance(exc, OSError) and exc.filename:
+        return f"{exc.strerror} ({exc.filename})"
+    return " ".join(str(exc).split())
+
+
+def _finish(outcome: EditOutcome, t0: float, outcomes: list, report) -> None:
+    outcome.seconds = time.perf_counter() - t0
+    outcomes.append(outcome)
+    if report:
+        report(outcome)
+
+
 def _refuse_existing(paths: list[Path], force: bool) -> None:
     existing = [str(p) for p in paths if p.exists()]
     if existing and not force:
@@ -142,12 +156,8 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
                 outcome.outputs.append(str(recon_path))
             outcome.ok = True
         except (EditorError, ImageError, OSError) as exc:
-            outcome.error = " ".join(str(exc).split()) if not isinstance(exc, OSError) or not exc.filename else \
-                f"{exc.strerror} ({exc.filename})"
-        outcome.seconds = time.perf_counter() - t0
-        outcomes.append(outcome)
-        if report:
-            report(outcome)
+            outcome.error = _one_line(exc)
+        _finish(outcome, t0, outcomes, report)
     return outcomes
 
 
@@ -211,10 +221,6 @@ def student_files(students: list, images: list[Path], out_dir: Path, *, force: b
                 outcome.outputs.append(str(target))
             outcome.ok = True
         except (EditorError, ImageError, OSError) as exc:
-            outcome.error = " ".join(str(exc).split()) if not isinstance(exc, OSError) or not exc.filename else \
-                f"{exc.strerror} ({exc.filename})"
-        outcome.seconds = time.perf_counter() - t0
-        outcomes.append(outcome)
-        if report:
-            report(outcome)
+            outcome.error = _one_line(exc)
+        _finish(outcome, t0, outcomes, report)
     return outcomes
