@@ -86,7 +86,7 @@ def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model, alex_
     assert shown["weights_sha256"] == record["weights_sha256"]
 
     res = runner.invoke(main, ["--db", db, "-q", "edit", str(photos), "--direction", "cat-to-dog", "--student",
-                               "--out", str(tmp_path / "fast")])
+                               "@1", "--out", str(tmp_path / "fast")])
     assert res.exit_code == 0, res.output
     from editor.batch import read_provenance
 
@@ -105,6 +105,12 @@ def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model, alex_
         Student.from_weights(reg.student("cat-to-dog").weights, wrong)
     missing = runner.invoke(main, ["--db", db, "student", "show", "cat-to-dog", "--version", "9"])
     assert missing.exit_code == 1 and "no student" in missing.stderr
+    latest = runner.invoke(main, ["--db", db, "-q", "edit", str(photos / "c0.png"), "--direction", "cat-to-dog",
+                                  "--student", "--out", str(tmp_path / "fast2")])
+    assert latest.exit_code == 0, latest.output
+    bad = runner.invoke(main, ["--db", db, "edit", str(photos / "c0.png"), "--direction", "cat-to-dog", "--student",
+                               "two", "--out", str(tmp_path / "fast3")])
+    assert bad.exit_code == 1 and "@VERSION" in bad.stderr
 
 
 def test_the_students_revision_upgrades_and_downgrades_a_populated_database(db_url, tiny_model):

@@ -38,7 +38,7 @@ def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, d
     tensors = {}
     for idx, entry in state["state"].items():
         for name, value in entry.items():
-            tensors[f"{prefix}/{idx}/{name}"] = torch.as_tensor(value).clone()
+            tensors[f"{prefix}/{idx}/{name}"] = torch.as_tensor(value).detach().cpu().clone()
     return tensors, {"param_groups": state["param_groups"]}
 
 
@@ -60,6 +60,7 @@ class Trainer:
     targets: torch.Tensor
     total_steps: int
     lpips: object | None = None
+    device: str = "cpu"
     step: int = 0
     history: list = field(default_factory=list)
 
@@ -69,8 +70,12 @@ class Trainer:
         if self.sources.shape[-1] != self.cfg.size or self.sources.shape[-2] != self.cfg.size:
             raise EditorError(f"pairs are {tuple(self.sources.shape[-2:])} but the student trains at {self.cfg.size}")
         torch.manual_seed(self.cfg.seed)
-        self.generator = UNetGenerator(self.cfg)
-        self.discriminator = PatchDiscriminator(self.cfg)
+        self.generator = UNetGenerator(self.cfg).to(self.device)
+        self.discriminator = PatchDiscriminator(self.cfg).to(self.device)
+        if self.lpips is not None:
+            self.lpips = self.lpips.to(self.device)
+        # mixed precision on CUDA (bfloat16 autocast: no loss scaling needed); full float32 on the CPU
+        self.amp = str(self.device).startswith("cuda")
         betas = (self.cfg.beta1, 0.999)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr, betas=betas)
@@ -80,22 +85,24 @@ class Trainer:
     def train_step(self) -> dict:
         n = self.sources.shape[0]
         idx = torch.randint(0, n, (min(self.cfg.batch, n),), generator=self.sampler)
-        x, y = self.sources[idx], self.targets[idx]  # [B, 3, S, S]
+        x, y = self.sources[idx].to(self.device), self.targets[idx].to(self.device)  # [B, 3, S, S]
         lr = lr_at(self.step, self.total_steps, self.cfg.lr)
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
-        fake = self.generator(x)
-        # (1) discriminator: LSGAN, real pairs → 1, generated pairs → 0
-        self.opt_d.zero_grad(set_to_none=True)
-        loss_d = 0.5 * ((self.discriminator(x, y) - 1) ** 2).mean() + \
-            0.5 * (self.discriminator(x, fake.detach()) ** 2).mean()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            fake = self.generator(x)
+            # (1) discriminator: LSGAN, real pairs → 1, generated pairs → 0
+            self.opt_d.zero_grad(set_to_none=True)
+            loss_d = 0.5 * ((self.discriminator(x, y).float() - 1) ** 2).mean() + \
+                0.5 * (self.discriminator(x, fake.detach()).float() ** 2).mean()
         loss_d.backward()
         self.opt_d.step()
         # (2) generator: fool the discriminator and stay close to the teacher's edit
         self.opt_g.zero_grad(set_to_none=True)
-        loss_gan = ((self.discriminator(x, fake) - 1) ** 2).mean()
-        loss_l1 = (fake - y).abs().mean()
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+            loss_gan = ((self.discriminator(x, fake).float() - 1) ** 2).mean()
+            loss_l1 = (fake.float() - y).abs().mean()
         loss_g = loss_gan + self.cfg.lambda_l1 * loss_l1
         record = {"step": self.step + 1, "lr": lr, "loss_d": loss_d.item(), "loss_gan": loss_gan.item(),
                   "loss_l1": loss_l1.item()}
@@ -133,8 +140,9 @@ class Trainer:
     def save(self, out_dir: Path) -> Path:
         from safetensors.torch import save_file
 
-        tensors = {f"generator/{k}": v.detach().clone() for k, v in self.generator.state_dict().items()}
-        tensors.update({f"discriminator/{k}": v.detach().clone() for k, v in self.discriminator.state_dict().items()})
+        tensors = {f"generator/{k}": v.detach().cpu().clone() for k, v in self.generator.state_dict().items()}
+        tensors.update({f"discriminator/{k}": v.detach().cpu().clone()
+                        for k, v in self.discriminator.state_dict().items()})
         og, og_meta = _flatten_optimizer("opt_g", self.opt_g)
         od, od_meta = _flatten_optimizer("opt_d", self.opt_d)
         tensors.update(og)
@@ -148,7 +156,8 @@ class Trainer:
         return path
 
     @classmethod
-    def resume(cls, out_dir: Path, sources: torch.Tensor, targets: torch.Tensor, lpips=None) -> "Trainer":
+    def resume(cls, out_dir: Path, sources: torch.Tensor, targets: torch.Tensor, lpips=None,
+               device: str = "cpu") -> "Trainer":
         """The trainer exactly as the last checkpoint in ``out_dir`` left it."""
         from safetensors import safe_open
 
@@ -158,7 +167,7 @@ class Trainer:
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["p2pz"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        trainer = cls(StudentConfig(**meta["config"]), sources, targets, meta["total_steps"], lpips=lpips)
+        trainer = cls(StudentConfig(**meta["config"]), sources, targets, meta["total_steps"], lpips=lpips, device=device)
         trainer.generator.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items()
                                            if k.startswith("generator/")})
         trainer.discriminator.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items()
@@ -173,7 +182,7 @@ class Trainer:
     def predict(self, sources: torch.Tensor) -> torch.Tensor:
         self.generator.eval()
         try:
-            return self.generator(sources)
+            return self.generator(sources.to(self.device)).float().cpu()
         finally:
             self.generator.train()
 
@@ -190,7 +199,7 @@ def held_out_metrics(trainer: Trainer, sources: torch.Tensor, targets: torch.Ten
            "identity_l1": float((sources - targets).abs().mean()),
            "psnr": float(10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))}
     if trainer.lpips is not None:
-        out["lpips"] = float(trainer.lpips(pred, targets).mean())
+        out["lpips"] = float(trainer.lpips(pred.to(trainer.device), targets.to(trainer.device)).mean())
     return out
 
 
@@ -226,7 +235,8 @@ def write_loss_plot(path: Path, history: list[dict]) -> None:
 
 
 def train_dataset(dataset: Path, out: Path, cfg: StudentConfig, steps: int, *, held_out: float = 0.1,
-                  resume: bool = False, checkpoint_every: int = 200, progress: bool = False, lpips=None) -> dict:
+                  resume: bool = False, checkpoint_every: int = 200, progress: bool = False, lpips=None,
+                  device: str = "cpu") -> dict:
     """Train on a pairs dataset (the last ``held_out`` share of its kept pairs, by id, held out) → a summary with
     the trainer, held-out metrics and the files written to ``out``."""
     from .pairs import dataset_sha256, load_pairs, read_manifest
@@ -238,7 +248,8 @@ def train_dataset(dataset: Path, out: Path, cfg: StudentConfig, steps: int, *, h
     tx, ty = sources[train_idx], targets[train_idx]
     hx, hy = sources[held_idx], targets[held_idx]
     out = Path(out)
-    trainer = Trainer.resume(out, tx, ty, lpips=lpips) if resume else Trainer(cfg, tx, ty, steps, lpips=lpips)
+    trainer = (Trainer.resume(out, tx, ty, lpips=lpips, device=device) if resume
+               else Trainer(cfg, tx, ty, steps, lpips=lpips, device=device))
     trainer.run(out_dir=out, checkpoint_every=checkpoint_every, progress=progress)
     metrics = held_out_metrics(trainer, hx, hy)
     write_samples(out / "samples.png", trainer, hx if len(hx) else tx, hy if len(hy) else ty)

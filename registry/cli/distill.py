@@ -102,10 +102,11 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
               help="Add an LPIPS term to the generator's loss: a torchvision-layout AlexNet state dict.")
 @click.option("--lambda-lpips", type=click.FloatRange(0), default=10.0, show_default=True,
               help="Weight of the LPIPS term (with --lpips-weights).")
+@click.option("--device", help="cpu or cuda (default: cuda when available; mixed precision there).")
 @json_option
 @pass_state
 def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, checkpoint_every, resume, seed,
-                  lpips_weights, lambda_lpips, as_json):
+                  lpips_weights, lambda_lpips, device, as_json):
     """Train a student on a pairs dataset and store it with its direction version.
 
     \b
@@ -125,8 +126,11 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
         lpips = LPIPS.from_weights(lpips_weights)
     cfg = StudentConfig(size=size, base_channels=width, depth=depth, disc_channels=width, batch=batch, seed=seed,
                         lambda_lpips=lambda_lpips if lpips is not None else 0.0)
+    from editor.loader import default_device
+
     result = train_dataset(Path(dataset), Path(out_dir), cfg, steps, held_out=held_out, resume=resume,
-                           checkpoint_every=checkpoint_every, progress=state.progress, lpips=lpips)
+                           checkpoint_every=checkpoint_every, progress=state.progress, lpips=lpips,
+                           device=device or default_device())
     trainer = result["trainer"]
     record = state.registry().store_student(
         result["direction"], config=trainer.cfg.to_dict(), weights=weights_bytes(trainer.generator),

@@ -55,16 +55,15 @@ def _open_editor(state, model, directions, device, dtype, no_safety_checker, no_
 @click.option("--schedule", type=click.Choice(["symmetric", "reference"]), default="symmetric", show_default=True,
               help="Inversion schedule.")
 @click.option("--save-reconstruction", is_flag=True, help="Also write the reconstruction.")
-@click.option("--student", "use_student", is_flag=True, help="Apply each direction's trained student instead of "
-              "the diffusion editor (milliseconds; see p2pz distill).")
-@click.option("--student-version", type=click.IntRange(1), default=None, help="With --student: this student "
-              "version [the latest].")
+@click.option("--student", "student", is_flag=False, flag_value="latest", default=None, metavar="[@V]",
+              help="Apply each direction's trained student instead of the diffusion editor (milliseconds; see p2pz "
+                   "distill): the latest one, or --student @V for version V.")
 @click.option("--maps-fp16", is_flag=True, help="Hold the current timestep's reference maps in float16 in memory "
               "(half the memory; results change slightly).")
 @pass_state
 def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
          no_safety_checker, no_cache, cache_maps, as_json, caption, captioner, xa_guidance, keep_aspect, schedule,
-         save_reconstruction, use_student, student_version, maps_fp16):
+         save_reconstruction, student, maps_fp16):
     """Apply stored directions to real images with pix2pix-zero.
 
     Writes OUT/<image stem>__<direction>@<version>.png with the full provenance in a PNG text chunk.
@@ -82,8 +81,13 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
     dirs = [state.registry().get(ref) for ref in directions]
     paths = expand_inputs(list(images))
-    if use_student:
-        _edit_with_students(state, dirs, paths, Path(out_dir), student_version, device, force, as_json)
+    if student is not None:
+        version = None
+        if student != "latest":
+            if not (student.startswith("@") and student[1:].isdigit() and int(student[1:]) >= 1):
+                raise P2PZError(f"--student takes no value or @VERSION (e.g. --student @2), not {student!r}")
+            version = int(student[1:])
+        _edit_with_students(state, dirs, paths, Path(out_dir), version, device, force, as_json)
         return
     kwargs = {"map_dtype": "float16" if maps_fp16 else "float32"}
     if captioner is not None:
