@@ -65,19 +65,20 @@ def test_pairs_are_resumable_without_duplicates(setup, tmp_path, tiny_model, mon
     assert len(read_manifest(out)["pairs"]) == 5
 
 
-def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model, alex_backbone):
+def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model, alex_backbone, tiny_vit):
     db, photos = setup
     runner = CliRunner()
     assert _pairs(db, photos, tmp_path / "pairs", tiny_model).exit_code == 0
     res = runner.invoke(main, ["--db", db, "-q", "distill", "train", str(tmp_path / "pairs"), "--out",
                                str(tmp_path / "run"), "--steps", "20", "--width", "8", "--held-out", "0.2",
-                               "--lpips-weights", str(alex_backbone), "--json"])
+                               "--lpips-weights", str(alex_backbone), "--dino-model", str(tiny_vit), "--json"])
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
     assert record["direction"] == "cat-to-dog@1" and record["version"] == 1
     assert record["config"]["size"] == 32 and record["config"]["depth"] == 5 and record["params"]["steps"] == 20
     assert record["metrics"]["held_out_pairs"] == 1 and record["metrics"]["l1"] > 0
     assert record["metrics"]["lpips"] >= 0 and record["config"]["lambda_lpips"] == 10.0
+    assert record["metrics"]["structure_distance"] >= 0
     for name in ("checkpoint.safetensors", "samples.png", "losses.png"):
         assert (tmp_path / "run" / name).is_file()
     listed = json.loads(runner.invoke(main, ["--db", db, "student", "list", "--json"]).stdout)

@@ -187,9 +187,17 @@ class Trainer:
             self.generator.train()
 
 
-def held_out_metrics(trainer: Trainer, sources: torch.Tensor, targets: torch.Tensor) -> dict:
-    """Student vs teacher on held-out pairs: L1 and PSNR (images in [0, 1]), and the identity mapping's L1 for
-    scale (what the student would score by copying its input)."""
+def _pil(t: torch.Tensor):
+    import numpy as np
+    from PIL import Image
+
+    return Image.fromarray(((t.permute(1, 2, 0).clamp(-1, 1).numpy() + 1) * 127.5).round().astype(np.uint8))
+
+
+def held_out_metrics(trainer: Trainer, sources: torch.Tensor, targets: torch.Tensor, structure=None) -> dict:
+    """Student vs teacher on held-out pairs: L1 and PSNR (images in [0, 1]), LPIPS when the trainer has it,
+    structure distance when a DINO ``structure`` scorer is given, and the identity mapping's L1 for scale (what the
+    student would score by copying its input)."""
     if len(sources) == 0:
         return {}
     pred = trainer.predict(sources)
@@ -200,6 +208,9 @@ def held_out_metrics(trainer: Trainer, sources: torch.Tensor, targets: torch.Ten
            "psnr": float(10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))}
     if trainer.lpips is not None:
         out["lpips"] = float(trainer.lpips(pred.to(trainer.device), targets.to(trainer.device)).mean())
+    if structure is not None:
+        values = structure([_pil(t) for t in targets], [_pil(t) for t in pred])
+        out["structure_distance"] = float(sum(values) / len(values))
     return out
 
 
@@ -236,7 +247,7 @@ def write_loss_plot(path: Path, history: list[dict]) -> None:
 
 def train_dataset(dataset: Path, out: Path, cfg: StudentConfig, steps: int, *, held_out: float = 0.1,
                   resume: bool = False, checkpoint_every: int = 200, progress: bool = False, lpips=None,
-                  device: str = "cpu") -> dict:
+                  device: str = "cpu", structure=None) -> dict:
     """Train on a pairs dataset (the last ``held_out`` share of its kept pairs, by id, held out) → a summary with
     the trainer, held-out metrics and the files written to ``out``."""
     from .pairs import dataset_sha256, load_pairs, read_manifest
@@ -251,7 +262,7 @@ def train_dataset(dataset: Path, out: Path, cfg: StudentConfig, steps: int, *, h
     trainer = (Trainer.resume(out, tx, ty, lpips=lpips, device=device) if resume
                else Trainer(cfg, tx, ty, steps, lpips=lpips, device=device))
     trainer.run(out_dir=out, checkpoint_every=checkpoint_every, progress=progress)
-    metrics = held_out_metrics(trainer, hx, hy)
+    metrics = held_out_metrics(trainer, hx, hy, structure)
     write_samples(out / "samples.png", trainer, hx if len(hx) else tx, hy if len(hy) else ty)
     write_loss_plot(out / "losses.png", trainer.history)
     return {"trainer": trainer, "metrics": metrics, "dataset_sha256": dataset_sha256(dataset),

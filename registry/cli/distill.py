@@ -102,11 +102,12 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
               help="Add an LPIPS term to the generator's loss: a torchvision-layout AlexNet state dict.")
 @click.option("--lambda-lpips", type=click.FloatRange(0), default=10.0, show_default=True,
               help="Weight of the LPIPS term (with --lpips-weights).")
+@click.option("--dino-model", default=None, help="DINO ViT for the held-out structure distance (hub id or folder).")
 @click.option("--device", help="cpu or cuda (default: cuda when available; mixed precision there).")
 @json_option
 @pass_state
 def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, checkpoint_every, resume, seed,
-                  lpips_weights, lambda_lpips, device, as_json):
+                  lpips_weights, lambda_lpips, dino_model, device, as_json):
     """Train a student on a pairs dataset and store it with its direction version.
 
     \b
@@ -128,9 +129,14 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
                         lambda_lpips=lambda_lpips if lpips is not None else 0.0)
     from editor.loader import default_device
 
+    structure = None
+    if dino_model:
+        from editor.metrics import StructureDistance
+
+        structure = StructureDistance.from_pretrained(dino_model)
     result = train_dataset(Path(dataset), Path(out_dir), cfg, steps, held_out=held_out, resume=resume,
                            checkpoint_every=checkpoint_every, progress=state.progress, lpips=lpips,
-                           device=device or default_device())
+                           device=device or default_device(), structure=structure)
     trainer = result["trainer"]
     record = state.registry().store_student(
         result["direction"], config=trainer.cfg.to_dict(), weights=weights_bytes(trainer.generator),
