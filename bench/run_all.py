@@ -69,6 +69,8 @@ def main():
             keep(run("evaluate_overhead.py"))
         if want("student"):
             keep(run("student.py"))
+            if args.full:
+                keep(run("student.py", "--check-steps", "50"))
     print(f"wrote {args.out}", file=sys.stderr)
 
 

@@ -25,6 +25,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--teacher-steps", type=int, default=2)
+    ap.add_argument("--check-steps", type=int, default=0, help="Also time a full teacher run of this many steps "
+                    "(make bench-full: 50) to check the per-step scaling.")
     args = ap.parse_args()
     from editor import EditConfig, Editor, InversionConfig
     from editor.student import Student, StudentConfig, UNetGenerator, parameter_count, weights_bytes
@@ -44,6 +46,14 @@ def main():
     ed.edit(inv, delta, EditConfig(steps=steps))
     edit_s = time.perf_counter() - t
     teacher_50 = (invert_s + edit_s) / steps * 50
+    check = {}
+    if args.check_steps:
+        t = time.perf_counter()
+        inv_full = ed.invert(image, "a photo of a cat", InversionConfig(steps=args.check_steps, size=args.size))
+        ed.edit(inv_full, delta, EditConfig(steps=args.check_steps))
+        measured = time.perf_counter() - t
+        scaled = (invert_s + edit_s) / steps * args.check_steps
+        check = {"teacher_measured_s": measured, "teacher_scaled_s": scaled, "scaled_over_measured": scaled / measured}
 
     torch.manual_seed(0)
     cfg = StudentConfig(size=args.size, depth=8)
@@ -61,11 +71,13 @@ def main():
     batch_s = time.perf_counter() - t
     emit("student", {
         "params": {"size": args.size, "teacher_steps_timed": steps, "teacher_scaled_to_steps": 50,
+                   "steps": args.check_steps or None,
                    "student": "pix2pix U-Net, width 64, 8 levels", "note": "teacher per-step cost scaled to 50 steps"},
         "teacher_invert_s_per_step": invert_s / steps, "teacher_edit_s_per_step": edit_s / steps,
         "teacher_s_50_steps": teacher_50, "student_latency_s": latency, "speedup": teacher_50 / latency,
         "student_images_per_s_batch8": 8 / batch_s, "student_parameters": parameter_count(student.generator),
         "student_file_bytes": len(weights_bytes(student.generator)),
+        **({"scaling_check": {"steps": args.check_steps, **check}} if check else {}),
         "targets": {"speedup": ">= 3800"},
     })
 

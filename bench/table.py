@@ -79,7 +79,14 @@ def rows(results: list[dict]) -> list[list[str]]:
                     f"{p['images']} image{'s' if p['images'] != 1 else ''}", f"scoring {v['score_s']:.1f} s = **{100 * v['overhead_ratio']:.1f} %** "
                     "of the edit time", f"editing {v['edit_s']:.1f} s", "< 5 %",
                     "`python bench/evaluate_overhead.py`"])
-    t = by.get("student")
+    t = next((r for r in results if r["benchmark"] == "student" and not r["params"].get("steps")), None)
+    c = next((r for r in results if r["benchmark"] == "student" and r["params"].get("steps")), None)
+    if c:
+        sc = c["scaling_check"]
+        out.append([f"teacher per-step scaling check, {c['params']['size']} px, {sc['steps']} steps",
+                    f"scaled from {c['params']['teacher_steps_timed']} steps {sc['teacher_scaled_s']:.0f} s = "
+                    f"**{sc['scaled_over_measured']:.2f}×** the measured run", f"measured {sc['teacher_measured_s']:.0f} s",
+                    "≈ 1×", "`python bench/student.py --check-steps 50`"])
     if t:
         p = t["params"]
         out.append([f"student vs diffusion edit, SD-1.5-sized teacher, {p['size']} px, 50 steps (scaled from "
