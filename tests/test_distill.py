@@ -71,9 +71,11 @@ def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model, alex_
     assert _pairs(db, photos, tmp_path / "pairs", tiny_model).exit_code == 0
     res = runner.invoke(main, ["--db", db, "-q", "distill", "train", str(tmp_path / "pairs"), "--out",
                                str(tmp_path / "run"), "--steps", "20", "--width", "8", "--held-out", "0.2",
-                               "--lpips-weights", str(alex_backbone), "--dino-model", str(tiny_vit), "--json"])
+                               "--lpips-weights", str(alex_backbone), "--dino-model", str(tiny_vit), "--precision", "bf16",
+                               "--json"])
     assert res.exit_code == 0, res.output
     record = json.loads(res.stdout)
+    assert record["params"]["precision"] == "bf16"
     assert record["direction"] == "cat-to-dog@1" and record["version"] == 1
     assert record["config"]["size"] == 32 and record["config"]["depth"] == 5 and record["params"]["steps"] == 20
     assert record["metrics"]["held_out_pairs"] == 1 and record["metrics"]["l1"] > 0

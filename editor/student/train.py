@@ -51,6 +51,21 @@ def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, m
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    """``auto`` → mixed precision (bfloat16 autocast, which needs no loss scaling) on CUDA, float32 elsewhere.
+
+    ``bf16`` forces the autocast on any device (the CPU supports it too: slower there, but it runs the same
+    mixed-precision code path). Weights, optimizer state and checkpoints stay float32 either way."""
+    if precision not in PRECISIONS:
+        raise EditorError(f"unknown precision {precision!r}; use one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "bf16" if str(device).startswith("cuda") else "fp32"
+    return precision
+
+
 @dataclass
 class Trainer:
     """The student being trained on ``sources`` → ``targets`` ([N, 3, S, S] in [−1, 1])."""
@@ -61,6 +76,7 @@ class Trainer:
     total_steps: int
     lpips: object | None = None
     device: str = "cpu"
+    precision: str = "auto"
     step: int = 0
     history: list = field(default_factory=list)
 
@@ -74,8 +90,8 @@ class Trainer:
         self.discriminator = PatchDiscriminator(self.cfg).to(self.device)
         if self.lpips is not None:
             self.lpips = self.lpips.to(self.device)
-        # mixed precision on CUDA (bfloat16 autocast: no loss scaling needed); full float32 on the CPU
-        self.amp = str(self.device).startswith("cuda")
+        self.amp_device = str(self.device).split(":")[0]
+        self.amp = resolve_precision(self.precision, self.device) == "bf16"
         betas = (self.cfg.beta1, 0.999)
         self.opt_g = torch.optim.Adam(self.generator.parameters(), lr=self.cfg.lr, betas=betas)
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), lr=self.cfg.lr, betas=betas)
@@ -90,7 +106,7 @@ class Trainer:
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:
                 group["lr"] = lr
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.amp_device, dtype=torch.bfloat16, enabled=self.amp):
             fake = self.generator(x)
             # (1) discriminator: LSGAN, real pairs → 1, generated pairs → 0
             self.opt_d.zero_grad(set_to_none=True)
@@ -100,7 +116,7 @@ class Trainer:
         self.opt_d.step()
         # (2) generator: fool the discriminator and stay close to the teacher's edit
         self.opt_g.zero_grad(set_to_none=True)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.amp):
+        with torch.autocast(self.amp_device, dtype=torch.bfloat16, enabled=self.amp):
             loss_gan = ((self.discriminator(x, fake).float() - 1) ** 2).mean()
             loss_l1 = (fake.float() - y).abs().mean()
         loss_g = loss_gan + self.cfg.lambda_l1 * loss_l1
@@ -157,7 +173,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, out_dir: Path, sources: torch.Tensor, targets: torch.Tensor, lpips=None,
-               device: str = "cpu") -> "Trainer":
+               device: str = "cpu", precision: str = "auto") -> "Trainer":
         """The trainer exactly as the last checkpoint in ``out_dir`` left it."""
         from safetensors import safe_open
 
@@ -167,7 +183,8 @@ class Trainer:
         with safe_open(str(path), "pt") as f:
             meta = json.loads(f.metadata()["p2pz"])
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-        trainer = cls(StudentConfig(**meta["config"]), sources, targets, meta["total_steps"], lpips=lpips, device=device)
+        trainer = cls(StudentConfig(**meta["config"]), sources, targets, meta["total_steps"], lpips=lpips, device=device,
+                      precision=precision)
         trainer.generator.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items()
                                            if k.startswith("generator/")})
         trainer.discriminator.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items()
@@ -247,7 +264,7 @@ def write_loss_plot(path: Path, history: list[dict]) -> None:
 
 def train_dataset(dataset: Path, out: Path, cfg: StudentConfig, steps: int, *, held_out: float = 0.1,
                   resume: bool = False, checkpoint_every: int = 200, progress: bool = False, lpips=None,
-                  device: str = "cpu", structure=None) -> dict:
+                  device: str = "cpu", precision: str = "auto", structure=None) -> dict:
     """Train on a pairs dataset (the last ``held_out`` share of its kept pairs, by id, held out) → a summary with
     the trainer, held-out metrics and the files written to ``out``."""
     from .pairs import dataset_sha256, load_pairs, read_manifest
@@ -259,12 +276,12 @@ def train_dataset(dataset: Path, out: Path, cfg: StudentConfig, steps: int, *, h
     tx, ty = sources[train_idx], targets[train_idx]
     hx, hy = sources[held_idx], targets[held_idx]
     out = Path(out)
-    trainer = (Trainer.resume(out, tx, ty, lpips=lpips, device=device) if resume
-               else Trainer(cfg, tx, ty, steps, lpips=lpips, device=device))
+    trainer = (Trainer.resume(out, tx, ty, lpips=lpips, device=device, precision=precision) if resume
+               else Trainer(cfg, tx, ty, steps, lpips=lpips, device=device, precision=precision))
     trainer.run(out_dir=out, checkpoint_every=checkpoint_every, progress=progress)
     metrics = held_out_metrics(trainer, hx, hy, structure)
     write_samples(out / "samples.png", trainer, hx if len(hx) else tx, hy if len(hy) else ty)
     write_loss_plot(out / "losses.png", trainer.history)
     return {"trainer": trainer, "metrics": metrics, "dataset_sha256": dataset_sha256(dataset),
             "direction": read_manifest(dataset)["direction"], "train_pairs": len(train_idx),
-            "held_out_pairs": len(held_idx)}
+            "held_out_pairs": len(held_idx), "precision": resolve_precision(precision, device)}

@@ -103,11 +103,13 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
 @click.option("--lambda-lpips", type=click.FloatRange(0), default=10.0, show_default=True,
               help="Weight of the LPIPS term (with --lpips-weights).")
 @click.option("--dino-model", default=None, help="DINO ViT for the held-out structure distance (hub id or folder).")
-@click.option("--device", help="cpu or cuda (default: cuda when available; mixed precision there).")
+@click.option("--device", help="cpu or cuda (default: cuda when available).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
+              help="bf16: mixed precision (bfloat16 autocast; auto picks it on CUDA, float32 on the CPU).")
 @json_option
 @pass_state
 def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, checkpoint_every, resume, seed,
-                  lpips_weights, lambda_lpips, dino_model, device, as_json):
+                  lpips_weights, lambda_lpips, dino_model, device, precision, as_json):
     """Train a student on a pairs dataset and store it with its direction version.
 
     \b
@@ -136,13 +138,13 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
         structure = StructureDistance.from_pretrained(dino_model)
     result = train_dataset(Path(dataset), Path(out_dir), cfg, steps, held_out=held_out, resume=resume,
                            checkpoint_every=checkpoint_every, progress=state.progress, lpips=lpips,
-                           device=device or default_device(), structure=structure)
+                           device=device or default_device(), precision=precision, structure=structure)
     trainer = result["trainer"]
     record = state.registry().store_student(
         result["direction"], config=trainer.cfg.to_dict(), weights=weights_bytes(trainer.generator),
         dataset_sha256=result["dataset_sha256"], metrics=result["metrics"],
         params={"steps": trainer.step, "train_pairs": result["train_pairs"], "held_out": held_out,
-                "run": str(Path(out_dir).resolve())})
+                "precision": result["precision"], "run": str(Path(out_dir).resolve())})
     if as_json:
         echo_json(record.to_dict())
     else:
