@@ -113,6 +113,7 @@ class Editor:
         self.cache = TensorCache(cache_dir)
         self.model_id = model_id
         self.progress = progress
+        self.on_step = None  # on_step(stage, done, total) after every denoising step (progress of web jobs)
         self.map_dtype = map_dtype
         self.cache_maps = cache_maps  # keep reference maps in the disk cache (float16) for later directions
         self.stats = {"inversions": 0, "inversions_cached": 0, "reference_passes": 0, "reference_cached": 0,
@@ -212,7 +213,7 @@ class Editor:
 
     # --- helpers ------------------------------------------------------------------------------------
     def _bar(self, total: int, desc: str):
-        return progress_bar(total, desc, enabled=self.progress, unit="step")
+        return progress_bar(total, desc, enabled=self.progress, unit="step", on_update=self.on_step)
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

@@ -136,6 +136,15 @@ class Registry:
         return _directions.listing(self.db, include_deprecated, tag)
 
     @_translated
+    def page(self, *, query: str | None = None, tag: str | None = None, include_deprecated: bool = False,
+             sort: str = "name", offset: int = 0, limit: int | None = 24) -> tuple[int, list[Direction]]:
+        """One page of directions → (total matching, page). ``query`` matches name, concepts and tags
+        (case-insensitive); ``sort`` is ``name``, ``date`` (newest first) or a metric (best first, by each
+        direction's most recent value of it; never-evaluated directions last)."""
+        return _directions.page(self.db, query=query, tag=tag, include_deprecated=include_deprecated, sort=sort,
+                                offset=offset, limit=limit)
+
+    @_translated
     def build_direction(self, source: str, target: str, model: str | None = None, *, name: str | None = None,
                         generator: str | None = None, n: int = 1000, seed: int = 0, scale: float = 1.0,
                         tags: Iterable[str] = (), note: str | None = None, device: str | None = None,

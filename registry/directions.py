@@ -66,6 +66,16 @@ def listing(db, include_deprecated: bool = False, tag: str | None = None) -> lis
     return [d for d in out if tag is None or tag in d.tags]
 
 
+def page(db, *, query: str | None = None, tag: str | None = None, include_deprecated: bool = False,
+         sort: str = "name", offset: int = 0, limit: int | None = 24) -> tuple[int, list[Direction]]:
+    """One page of the listing, filtered and ordered in the database (:func:`store.repository.page_directions`)
+    → (total matching, directions)."""
+    make = direction_maker(lambda rid: materialize(db, rid), lambda rid: key_bytes(db, rid))
+    with db.read() as s:
+        return repo.page_directions(s, query=query, tag=tag, include_deprecated=include_deprecated, sort=sort,
+                                    offset=offset, limit=limit, make=make)
+
+
 # --- building -----------------------------------------------------------------------------------------
 
 def _side(db, ref: str, sentences, generator, n, seed, options, progress) -> BankSource:

@@ -20,15 +20,23 @@ class RegistryError(Exception):
     """A user mistake or an unusable input; the message is one line naming the problem and the fix."""
 
 
+class NotFound(RegistryError, LookupError):
+    """What was asked for does not exist (an unknown name, version, bank, student or job); the HTTP API answers
+    404 for it, the CLI the same one line as for any :class:`RegistryError`."""
+
+
 @contextlib.contextmanager
 def user_errors():
     """Turn the lower layers' user-facing errors (store, generators, vectors) into :class:`RegistryError`."""
     from generators import GeneratorError
     from store.db import StoreError
+    from store.repository import NotFoundError
     from store.vectors import VectorError
 
     try:
         yield
+    except NotFoundError as exc:
+        raise NotFound(str(exc)) from None
     except (StoreError, GeneratorError, VectorError) as exc:
         raise RegistryError(str(exc)) from None
 

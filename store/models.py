@@ -175,6 +175,25 @@ class Student(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 
+class Job(Base):
+    """Background work of the web app (revision 0006): an edit or a preview render. Mutable while it runs:
+    status queued → running → done | failed, progress [0, 1], stage, results, error."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (Index("ix_jobs_status_created", "status", "created_at"),)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20), nullable=False)
+    status: Mapped[str] = mapped_column(String(10), nullable=False)
+    progress: Mapped[float] = mapped_column(Float, nullable=False, default=0.0)
+    stage: Mapped[str | None] = mapped_column(String(50))
+    params: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    results: Mapped[list] = mapped_column(JSON, nullable=False, default=list)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+
+
 class Meta(Base):
     """Key/value counters. ``generation`` grows with every change that affects search (revision 0002)."""
 
@@ -183,7 +202,8 @@ class Meta(Base):
     value: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
-MUTABLE_COLUMNS = {Direction: {"tags", "deprecated", "note"}, Meta: {"value"}}
+MUTABLE_COLUMNS = {Direction: {"tags", "deprecated", "note"}, Meta: {"value"},
+                   Job: {"status", "progress", "stage", "results", "error", "started_at", "finished_at"}}
 
 
 @event.listens_for(Base, "before_update", propagate=True)

@@ -23,7 +23,7 @@ import json
 from dataclasses import dataclass
 from typing import Iterable
 
-from sqlalchemy import Text, func, select, text, type_coerce, update
+from sqlalchemy import Text, case, cast, func, or_, select, text, type_coerce, update
 from sqlalchemy.orm import Session, aliased
 
 from store import models as m
@@ -285,22 +285,38 @@ def _json_list(value) -> list:
     return list(value)
 
 
-def list_directions(s: Session, *where, order: bool = True, make=DirectionListing) -> list:
+def _listing_query(columns, where):
+    d = m.Direction
+    se, te, sb, tb = aliased(m.Embedding), aliased(m.Embedding), aliased(m.Bank), aliased(m.Bank)
+    q = (select(*columns(sb, tb))
+         .join(m.Encoder, d.encoder_id == m.Encoder.id)
+         .outerjoin(se, d.source_id == se.id).outerjoin(sb, se.bank_id == sb.id)
+         .outerjoin(te, d.target_id == te.id).outerjoin(tb, te.bank_id == tb.id))
+    return q.where(*where(sb, tb)), sb, tb
+
+
+def list_directions(s: Session, *where, order: bool = True, make=DirectionListing, query=None,
+                    order_by=None, offset: int = 0, limit: int | None = None) -> list:
     """Directions matching ``where`` in one Core query with only the columns a listing needs (no ORM objects, no
     blobs): listing 10k directions stays well under a second. ``make`` builds each record from the
-    :class:`DirectionListing` fields as keywords (the registry builds its ``Direction`` directly)."""
+    :class:`DirectionListing` fields as keywords (the registry builds its ``Direction`` directly). ``query``
+    (``text``, matched case-insensitively against the name, the source and target concepts and the tags),
+    ``order_by`` (SQL expressions), ``offset`` and ``limit`` page in SQL (:func:`page_directions`)."""
     d, e = m.Direction, m.Encoder
-    se, te, sb, tb = aliased(m.Embedding), aliased(m.Embedding), aliased(m.Bank), aliased(m.Bank)
     # JSON columns come back as text and are parsed only when not empty.
-    q = (select(d.id, d.name, d.version, d.kind, d.scale, type_coerce(d.components, Text), d.content_sha256,
-                type_coerce(d.tags, Text), d.note, d.deprecated, type_coerce(d.created_at, Text), e.fingerprint,
-                e.model, e.hidden_size, sb.concept, sb.version, tb.concept, tb.version)
-         .join(e, d.encoder_id == e.id)
-         .outerjoin(se, d.source_id == se.id).outerjoin(sb, se.bank_id == sb.id)
-         .outerjoin(te, d.target_id == te.id).outerjoin(tb, te.bank_id == tb.id)
-         .where(*where))
-    if order:
+    q, sb, tb = _listing_query(
+        lambda sb, tb: (d.id, d.name, d.version, d.kind, d.scale, type_coerce(d.components, Text), d.content_sha256,
+                        type_coerce(d.tags, Text), d.note, d.deprecated, type_coerce(d.created_at, Text),
+                        e.fingerprint, e.model, e.hidden_size, sb.concept, sb.version, tb.concept, tb.version),
+        lambda sb, tb: list(where) + _text_filter(query, sb, tb))
+    if order_by is not None:
+        q = q.order_by(*order_by)
+    elif order:
         q = q.order_by(d.name, d.version)
+    if offset:
+        q = q.offset(offset)
+    if limit is not None:
+        q = q.limit(limit)
     out = []
     for (rid, name, version, kind, scale, comps, sha, tags, note, deprecated, created, fp, model, hidden,
          sc, sv, tc, tv) in s.connection().execute(q):
@@ -312,6 +328,55 @@ def list_directions(s: Session, *where, order: bool = True, make=DirectionListin
             encoder=fp, encoder_model=model, hidden_size=hidden, source=f"{sc}@{sv}" if sc else None,
             target=f"{tc}@{tv}" if tc else None))
     return out
+
+
+def _text_filter(query: str | None, sb, tb) -> list:
+    if not query:
+        return []
+    like = _contains(query.lower())
+    d = m.Direction
+    return [or_(*(func.lower(col).like(like, escape="\\")
+                  for col in (d.name, sb.concept, tb.concept, cast(d.tags, Text))))]
+
+
+def _contains(value: str) -> str:
+    """A LIKE pattern matching ``value`` anywhere, its wildcards escaped (escape character ``\\``)."""
+    return "%" + value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+SORTS = ("name", "date")  # besides every metric in METRICS
+
+
+def page_directions(s: Session, *, query: str | None = None, tag: str | None = None,
+                    include_deprecated: bool = False, sort: str = "name", offset: int = 0, limit: int = 24,
+                    make=DirectionListing) -> tuple[int, list]:
+    """One page of the directions listing → (total matching, records), filtered and ordered in SQL.
+
+    ``sort``: ``name`` (then version), ``date`` (newest first) or a metric of :data:`METRICS`, best first (lowest
+    for :data:`LOWER_IS_BETTER`), by each direction's most recent stored value of it; never-evaluated ones last."""
+    d = m.Direction
+    where = [] if include_deprecated else [d.deprecated.is_(False)]
+    if tag:
+        where.append(cast(d.tags, Text).like(_contains(json.dumps(tag)), escape="\\"))
+    if sort == "name":
+        order = [d.name, d.version]
+    elif sort == "date":
+        order = [d.created_at.desc(), d.id.desc()]
+    elif sort in METRICS:
+        ev = m.Evaluation
+        value = (select(ev.value).where(ev.direction_id == d.id, ev.metric == sort)
+                 .order_by(ev.created_at.desc(), ev.id.desc()).limit(1).correlate(d).scalar_subquery())
+        order = [case((value.is_(None), 1), else_=0), value.asc() if sort in LOWER_IS_BETTER else value.desc(),
+                 d.name, d.version]
+    else:
+        raise StoreError(f"unknown sort {sort!r}; choose one of {', '.join(SORTS + METRICS)}")
+    count_q, _, _ = _listing_query(lambda sb, tb: (func.count(d.id),),
+                                   lambda sb, tb: list(where) + _text_filter(query, sb, tb))
+    total = s.execute(count_q.select_from(d)).scalar_one()
+    rows = list_directions(s, *where, make=make, query=query, order_by=order, offset=offset, limit=limit)
+    if tag:  # the LIKE above may over-match a tag that is a substring of a longer JSON string; check exactly
+        rows = [r for r in rows if tag in r.tags]
+    return total, rows
 
 
 def direction_key_bytes(s: Session, direction_id: int) -> bytes:
@@ -421,3 +486,53 @@ def students(s: Session, direction_ids=None) -> list[m.Student]:
     if direction_ids is not None:
         q = q.where(m.Student.direction_id.in_(list(direction_ids)))
     return list(s.scalars(q))
+
+
+# --- jobs (the web app's background work) -----------------------------------------------------------------------
+
+JOB_STATES = ("queued", "running", "done", "failed")
+
+
+def insert_job(s: Session, *, job_id: str, kind: str, params: dict) -> m.Job:
+    row = m.Job(id=job_id, kind=kind, status="queued", progress=0.0, params=params, results=[])
+    s.add(row)
+    s.flush()
+    return row
+
+
+def job_row(s: Session, job_id: str) -> m.Job:
+    row = s.get(m.Job, job_id)
+    if row is None:
+        raise NotFoundError(f"no job {job_id}; job ids come from POST /api/edits")
+    return row
+
+
+def jobs(s: Session, *, status: str | None = None, limit: int = 50) -> list[m.Job]:
+    q = select(m.Job).order_by(m.Job.created_at.desc(), m.Job.id).limit(limit)
+    return list(s.scalars(q.where(m.Job.status == status) if status else q))
+
+
+def claim_next_job(s: Session, kinds: Iterable[str] | None = None) -> m.Job | None:
+    """The oldest queued job, marked running — atomically, so two workers never take the same job."""
+    q = select(m.Job.id).where(m.Job.status == "queued").order_by(m.Job.created_at, m.Job.id)
+    if kinds is not None:
+        q = q.where(m.Job.kind.in_(list(kinds)))
+    for job_id in s.scalars(q.limit(5)).all():
+        taken = s.execute(update(m.Job).where(m.Job.id == job_id, m.Job.status == "queued")
+                          .values(status="running", started_at=m.utcnow(), stage="starting")).rowcount
+        if taken == 1:
+            return s.get(m.Job, job_id)
+    return None
+
+
+def update_job(s: Session, job_id: str, **values) -> None:
+    """Progress, stage, results, or the end of a job (``status`` done | failed, with ``finished_at``)."""
+    if values.get("status") in ("done", "failed"):
+        values.setdefault("finished_at", m.utcnow())
+    s.execute(update(m.Job).where(m.Job.id == job_id).values(**values))
+
+
+def fail_interrupted_jobs(s: Session, reason: str) -> int:
+    """Mark every running job failed (the server that ran it stopped) → how many."""
+    return s.execute(update(m.Job).where(m.Job.status == "running")
+                     .values(status="failed", error=reason, finished_at=m.utcnow())).rowcount

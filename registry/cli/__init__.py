@@ -4,7 +4,7 @@ This module holds the main group, the options and output helpers the command gro
 of every layer's user errors to one line on stderr (``error: …``, exit status 1; usage errors are click's,
 status 2). The commands live one group per file: :mod:`.banks`, :mod:`.directions` (with search),
 :mod:`.library` (export, import, import-pt), :mod:`.edit` (edit, generate), :mod:`.admin` (db, index, dev,
-demo). Heavy modules (torch, transformers, diffusers, faiss) are imported inside the commands that need them,
+demo), :mod:`.web` (serve, preview build). Heavy modules (torch, transformers, diffusers, faiss) are imported inside the commands that need them,
 so ``p2pz --help``, ``p2pz direction list`` and ``p2pz bank show`` never import torch.
 """
 
@@ -170,4 +170,4 @@ def gen_options(kind, template_file, file):
 
 
 # The command groups register themselves on ``main`` when imported.
-from . import admin, banks, directions, distill, edit, evaluate, library  # noqa: E402,F401
+from . import admin, banks, directions, distill, edit, evaluate, library, web  # noqa: E402,F401

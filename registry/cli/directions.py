@@ -102,25 +102,19 @@ def direction_list(state, include_deprecated, tag, sort_metric, as_json):
       p2pz direction list --sort clip_acc
     """
     reg = state.registry()
-    ds = reg.directions(include_deprecated=include_deprecated, tag=tag)
     if sort_metric is None:
+        ds = reg.directions(include_deprecated=include_deprecated, tag=tag)
         if as_json:
             echo_json([d.to_dict() for d in ds])
         else:
             echo_table([_dir_row(d) for d in ds], _DIR_HEADERS)
         return
-    from store.repository import LOWER_IS_BETTER, METRICS
+    from store.repository import METRICS
 
     if sort_metric not in METRICS:
         raise P2PZError(f"unknown metric {sort_metric!r}; choose one of {', '.join(METRICS)}")
+    _, ds = reg.page(tag=tag, include_deprecated=include_deprecated, sort=sort_metric, limit=None)
     latest = reg.scores(ds)
-    sign = 1 if sort_metric in LOWER_IS_BETTER else -1
-
-    def order(d):
-        value = latest.get(d.ref, {}).get("scores", {}).get(sort_metric)
-        return (value is None, sign * value if value is not None else 0, d.name, d.version)
-
-    ds = sorted(ds, key=order)
     if as_json:
         echo_json([{**d.to_dict(), "scores": latest.get(d.ref, {}).get("scores", {})} for d in ds])
     else:

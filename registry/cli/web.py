@@ -1,0 +1,119 @@
+"""``p2pz serve`` (the web gallery and HTTP API) and ``p2pz preview build`` (the gallery's preview renders)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from . import P2PZError, P2PZGroup, echo_json, echo_table, json_option, main, pass_state
+
+
+@main.command("serve")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind; anything but loopback needs --token or --read-only.")
+@click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
+@click.option("--token", envvar="P2PZ_TOKEN", help="Writes need 'Authorization: Bearer TOKEN' [$P2PZ_TOKEN].")
+@click.option("--read-only", is_flag=True, help="Refuse every write (build, tag, import, edits).")
+@click.option("--model", envvar="P2PZ_MODEL", help="SD model for edits and builds (hub id or folder) "
+              "[default: the model the directions were built with].")
+@click.option("--device", help="cpu or cuda (default: cuda when available).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
+@click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
+@click.option("--work-dir", type=click.Path(file_okay=False), help="Jobs' inputs and results "
+              "[default: $P2PZ_HOME/web].")
+@click.option("--max-upload-mb", type=click.FloatRange(0.01), default=20.0, show_default=True)
+@click.option("--max-pixels", type=click.IntRange(1), default=25_000_000, show_default=True)
+@click.option("--preview-steps", type=click.IntRange(1, 1000), default=50, show_default=True,
+              help="Steps of previews rendered from the gallery.")
+@pass_state
+def serve(state, host, port, token, read_only, model, device, dtype, captioner, work_dir, max_upload_mb, max_pixels,
+          preview_steps):
+    """Serve the web gallery and the HTTP API (OpenAPI at /docs) over this registry.
+
+    Edits submitted through the API or the apply page run in one background worker, in order; queued jobs
+    survive a restart. The token is never printed or logged.
+
+    \b
+    Examples:
+      p2pz serve
+      P2PZ_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe())') p2pz serve --host 0.0.0.0
+      p2pz serve --read-only --host 0.0.0.0 --port 8080
+    """
+    from ..web import Settings, create_app
+
+    settings = Settings(db_url=state.db, work_dir=Path(work_dir) if work_dir else None, token=token or None,
+                        read_only=read_only, host=host, model=model, device=device, dtype=dtype,
+                        captioner=captioner,
+                        max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
+                        preview_steps=preview_steps)
+    app = create_app(settings)
+    import uvicorn
+
+    shown = f"[{host}]" if ":" in host else host
+    state.info(f"p2pz serving {state.db or 'the default registry'} on http://{shown}:{port}/ "
+               f"({'read-only' if read_only else 'writes need the token' if token else 'writes open to loopback'})")
+    uvicorn.run(app, host=host, port=port, log_level="warning" if state.quiet else "info",
+                server_header=False, access_log=not state.quiet)
+
+
+@main.group(cls=P2PZGroup)
+def preview():
+    """Preview renders shown by the web gallery: build.
+
+    \b
+    Example:
+      p2pz preview build cat-to-dog
+    """
+
+
+@preview.command("build")
+@click.argument("refs", nargs=-1, metavar="[NAME[@V]]...")
+@click.option("--images", type=click.Path(exists=True), help="A folder (or one image) of preview images "
+              "[default: the bundled sample].")
+@click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the one each direction was built with).")
+@click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", help="cpu or cuda (default: cuda when available).")
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
+@click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
+@click.option("--force", is_flag=True, help="Render again even when a preview with these settings exists.")
+@json_option
+@pass_state
+def preview_build(state, refs, images, model, steps, seed, device, dtype, captioner, force, as_json):
+    """Render what each direction (default: every one) does to the preview images.
+
+    Previews are content-addressed (direction content, image, model, steps, seed) in $P2PZ_HOME/previews:
+    rerunning skips what exists, and the same Δ under another name shares its preview.
+
+    \b
+    Examples:
+      p2pz preview build
+      p2pz preview build cat-to-dog day-to-night@2 --images previews/ --steps 50
+    """
+    from ..previews import build_previews
+
+    paths = None
+    if images:
+        p = Path(images)
+        exts = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+        paths = sorted(x for x in p.iterdir() if x.suffix.lower() in exts) if p.is_dir() else [p]
+        if not paths:
+            raise P2PZError(f"no images in {images}; give a folder of PNG/JPEG/WebP files")
+    reg = state.registry()
+
+    def report(r):
+        if not as_json:
+            state.info(f"{r['direction']} on {r['image']}: {r['status']}" + (f" ({r['error']})" if r.get("error") else ""))
+
+    done = build_previews(reg, list(refs) or None, paths, model=model, device=device, dtype=dtype,
+                          captioner=captioner, steps=steps,
+                          seed=seed, force=force, report=report, progress=state.progress)
+    if as_json:
+        echo_json(done)
+    else:
+        echo_table([[r["direction"], r["image"], r["status"], r["key"][:12]] for r in done],
+                   ["direction", "image", "status", "key"])
+    if any(r["status"] == "failed" for r in done):
+        raise SystemExit(1)
+

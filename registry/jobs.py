@@ -1,0 +1,307 @@
+"""Background jobs: edits (and preview renders) submitted to a server, run one at a time, in order.
+
+A job is a row of table ``jobs`` (revision 0006) plus a folder ``<work>/jobs/<id>/`` holding what the job read
+and wrote — its input image, saved under a name the server chose, and its result PNGs with their provenance.
+Nothing about a job's files comes from a client: results are addressed by their index in the job's record.
+Because the queue lives in the database, a restart loses nothing: :meth:`JobRunner.recover` marks a job that
+was running when the server stopped as failed (saying so), and queued jobs simply run next.
+
+The edit itself is :func:`editor.batch.edit_files` — the same code, outputs and provenance as ``p2pz edit``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import shutil
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from store import repository as repo
+
+from .records import NotFound, RegistryError, user_errors
+
+INTERRUPTED = "the server stopped while this job was running; submit it again"
+IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
+
+
+class UploadError(RegistryError):
+    """An upload the server refuses; ``status`` is the HTTP status that says why (400 unreadable, 413 too big)."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Job:
+    id: str
+    kind: str
+    status: str
+    progress: float
+    stage: str | None
+    params: dict
+    results: list = field(default_factory=list)
+    error: str | None = None
+    created_at: dt.datetime | None = None
+    started_at: dt.datetime | None = None
+    finished_at: dt.datetime | None = None
+
+    def to_dict(self) -> dict:
+        iso = lambda t: t.isoformat() if t else None  # noqa: E731
+        return {"id": self.id, "kind": self.kind, "status": self.status, "progress": round(self.progress, 4),
+                "stage": self.stage, "params": self.params, "results": self.results, "error": self.error,
+                "created_at": iso(self.created_at), "started_at": iso(self.started_at),
+                "finished_at": iso(self.finished_at)}
+
+
+def _record(row) -> Job:
+    return Job(id=row.id, kind=row.kind, status=row.status, progress=row.progress, stage=row.stage,
+               params=dict(row.params or {}), results=list(row.results or []), error=row.error,
+               created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at)
+
+
+def valid_job_id(job_id: str) -> bool:
+    return len(job_id) == 32 and all(c in "0123456789abcdef" for c in job_id)
+
+
+def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, int, int]:
+    """(format extension, width, height) of an uploaded image, or :class:`UploadError`: over ``max_bytes``
+    or ``max_pixels`` (413, checked from the header before decoding — the decompression-bomb guard), or not a
+    readable image (400)."""
+    from PIL import Image
+
+    if len(data) > max_bytes:
+        raise UploadError(f"the image is {len(data)} bytes, over this server's limit of {max_bytes}; "
+                          "send a smaller file", 413)
+    if not data:
+        raise UploadError("the upload is empty; attach an image file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise UploadError(f"the image is {w}×{h} pixels, over this server's limit of {max_pixels}; "
+                                  "resize it first", 413)
+            fmt = IMAGE_FORMATS.get(im.format or "")
+            if fmt is None:
+                raise UploadError(f"{im.format} images are not accepted; send PNG, JPEG, WebP, GIF, BMP or TIFF")
+            im.load()
+    except UploadError:
+        raise
+    except Image.DecompressionBombError:
+        raise UploadError("the image is larger than the decompression-bomb limit; resize it first", 413) from None
+    except Exception as exc:  # noqa: BLE001 — anything PIL raises on a hostile file means: not an image
+        raise UploadError(f"the upload is not a readable image ({type(exc).__name__}); send PNG, JPEG or WebP") \
+            from None
+    return fmt, w, h
+
+
+def edit_params(*, steps: int = 50, seed: int = 0, scale: float = 1.0, xa_guidance: float | None = None,
+                guidance_scale: float = 5.0, caption: str | None = None) -> dict:
+    """The parameters of an edit job, checked by the editor's own configuration classes."""
+    from editor.config import EditConfig, InversionConfig
+    from editor.errors import EditorError
+
+    try:
+        InversionConfig(steps=steps, seed=seed)
+        EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale)
+    except EditorError as exc:
+        raise RegistryError(str(exc)) from None
+    if caption is not None and not caption.strip():
+        caption = None
+    return {"steps": steps, "seed": seed, "scale": scale, "xa_guidance": xa_guidance,
+            "guidance_scale": guidance_scale, "caption": caption}
+
+
+class Jobs:
+    """The job queue of one registry, with its files under ``work_dir``."""
+
+    def __init__(self, registry, work_dir: str | Path):
+        self.registry = registry
+        self.db = registry.db
+        self.work_dir = Path(work_dir)
+        self.wakeup = threading.Event()
+
+    def folder(self, job_id: str) -> Path:
+        if not valid_job_id(job_id):
+            raise NotFound(f"no job {job_id!r}; job ids are 32 hexadecimal characters")
+        return self.work_dir / "jobs" / job_id
+
+    def submit_edit(self, image: bytes, directions: list[str], params: dict, *, max_bytes: int,
+                    max_pixels: int, model: str | None = None) -> Job:
+        """Queue an edit of ``image`` with every one of ``directions`` (refs, checked now) → the queued job."""
+        if not directions:
+            raise RegistryError("choose at least one direction")
+        if len(directions) > 8:
+            raise RegistryError("at most 8 directions per job; submit several jobs")
+        refs = [self.registry.get(r).ref for r in directions]  # unknown ones fail here, before anything is stored
+        ext, w, h = check_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
+        job_id = uuid.uuid4().hex
+        folder = self.folder(job_id)
+        folder.mkdir(parents=True)
+        try:
+            from store.files import atomic_write
+
+            atomic_write(folder / f"input.{ext}", image)
+            with user_errors(), self.db.write() as s:
+                row = repo.insert_job(s, job_id=job_id, kind="edit", params={
+                    **params, "directions": refs, "model": model, "input": f"input.{ext}", "width": w,
+                    "height": h})
+                job = _record(row)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
+        self.wakeup.set()
+        return job
+
+    def submit_preview(self, ref: str, *, steps: int, model: str | None = None) -> Job:
+        """Queue the preview render of one direction (on the bundled sample image) → the queued job."""
+        d = self.registry.get(ref)
+        edit_params(steps=steps)
+        job_id = uuid.uuid4().hex
+        with user_errors(), self.db.write() as s:
+            job = _record(repo.insert_job(s, job_id=job_id, kind="preview",
+                                          params={"directions": [d.ref], "steps": steps, "model": model}))
+        self.wakeup.set()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        self.folder(job_id)  # refuses a malformed id
+        with user_errors(), self.db.read() as s:
+            return _record(repo.job_row(s, job_id))
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[Job]:
+        with user_errors(), self.db.read() as s:
+            return [_record(r) for r in repo.jobs(s, status=status, limit=limit)]
+
+    def result_file(self, job_id: str, index: int) -> Path:
+        """The ``index``-th result file of a finished job (a path the server wrote, never one a client gave)."""
+        job = self.get(job_id)
+        if not 0 <= index < len(job.results):
+            raise NotFound(f"job {job_id} has no result {index}; it has {len(job.results)}")
+        path = self.folder(job_id) / Path(job.results[index]["file"]).name
+        if not path.is_file():
+            raise NotFound(f"the result file of job {job_id} is gone from the server's work folder")
+        return path
+
+    def input_file(self, job_id: str) -> Path:
+        job = self.get(job_id)
+        return self.folder(job_id) / Path(job.params["input"]).name
+
+
+class JobRunner:
+    """Runs queued jobs one at a time, oldest first, keeping the last editor loaded between jobs."""
+
+    def __init__(self, jobs: Jobs, *, model: str | None = None, device: str | None = None,
+                 dtype: str | None = None, captioner: str | None = None):
+        self.jobs = jobs
+        self.model, self.device, self.dtype, self.captioner = model, device, dtype, captioner
+        self._editor_key = None
+        self._editor = None
+
+    def recover(self) -> int:
+        """At start: jobs left running by a server that stopped are failed, with the reason → how many."""
+        with user_errors(), self.jobs.db.write() as s:
+            return repo.fail_interrupted_jobs(s, INTERRUPTED)
+
+    def run_next(self) -> Job | None:
+        """Claim and run the oldest queued job → its final record (None when the queue is empty)."""
+        with user_errors(), self.jobs.db.write() as s:
+            row = repo.claim_next_job(s)
+            job = _record(row) if row is not None else None
+        if job is None:
+            return None
+        try:
+            results = self._run_preview(job) if job.kind == "preview" else self._run_edit(job)
+        except Exception as exc:  # noqa: BLE001 — a job's failure is recorded, the worker goes on
+            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self._update(job.id, status="failed", error=message, stage=None)
+        else:
+            self._update(job.id, status="done", progress=1.0, stage=None, results=results)
+        return self.jobs.get(job.id)
+
+    def loop(self, stop: threading.Event, poll_s: float = 1.0) -> None:
+        """Run jobs until ``stop`` is set, waking on submissions (or every ``poll_s``)."""
+        while not stop.is_set():
+            try:
+                job = self.run_next()
+            except RegistryError:
+                job = None
+            if job is None:
+                self.jobs.wakeup.wait(poll_s)
+                self.jobs.wakeup.clear()
+
+    # --- the work --------------------------------------------------------------------------------------
+    def _update(self, job_id: str, **values) -> None:
+        with user_errors(), self.jobs.db.write() as s:
+            repo.update_job(s, job_id, **values)
+
+    def editor(self, directions):
+        from .editing import choose_model, open_editor
+
+        key = (choose_model(directions, self.model), self.device, self.dtype)
+        if key != self._editor_key:
+            self._editor = None  # free the previous model first
+            kwargs = {k: v for k, v in (("device", self.device), ("dtype", self.dtype),
+                                        ("captioner", self.captioner)) if v}
+            self._editor = open_editor(directions, self.model, **kwargs)
+            self._editor_key = key
+        return self._editor
+
+    def _reporter(self, job_id: str, steps: int):
+        """An ``on_step`` callback writing a job's progress: the inversion, then the lockstep reference + edit
+        pass, ``steps`` each (at most five writes a second)."""
+        expected = 2 * steps
+        state = {"done": 0, "base": 0, "stage": None, "last": 0.0}
+
+        def on_step(stage: str, done: int, total: int | None) -> None:
+            if stage != state["stage"]:
+                state["stage"], state["base"] = stage, state["done"]
+            state["done"] = state["base"] + done
+            now = time.monotonic()
+            if now - state["last"] >= 0.2 or done == total:
+                state["last"] = now
+                self._update(job_id, stage=stage, progress=min(0.99, state["done"] / expected))
+        return on_step
+
+    def _run_preview(self, job: Job) -> list[dict]:
+        from .previews import build_previews
+
+        self._update(job.id, stage="loading model", progress=0.0)
+        done = build_previews(self.jobs.registry, job.params["directions"], model=self.model, steps=job.params["steps"],
+                              editor_for=self.editor, on_step=self._reporter(job.id, int(job.params["steps"])))
+        failed = [r for r in done if r["status"] == "failed"]
+        if failed:
+            raise RegistryError(failed[0]["error"])
+        return [{"direction": r["direction"], "preview": r["key"]} for r in done]
+
+    def _run_edit(self, job: Job) -> list[dict]:
+        from editor.batch import edit_files, read_provenance
+        from editor.config import EditConfig, InversionConfig
+
+        p = job.params
+        directions = [self.jobs.registry.get(r) for r in p["directions"]]
+        self._update(job.id, stage="loading model", progress=0.0)
+        editor = self.editor(directions)
+        editor.on_step = self._reporter(job.id, int(p["steps"]))
+        try:
+            self._update(job.id, stage="caption" if not p.get("caption") else "inversion")
+            folder = self.jobs.folder(job.id)
+            outcome = edit_files(editor, [folder / p["input"]], directions, folder,
+                                 inversion=InversionConfig(steps=int(p["steps"]), seed=int(p["seed"])),
+                                 edit=EditConfig(scale=float(p["scale"]), xa_guidance=p.get("xa_guidance"),
+                                                 guidance_scale=float(p["guidance_scale"])),
+                                 caption=p.get("caption"), force=True)[0]
+        finally:
+            editor.on_step = None
+        if not outcome.ok:
+            raise RegistryError(outcome.error or "the edit failed")
+        results = []
+        for d, out in zip(directions, outcome.outputs):
+            provenance = read_provenance(out)
+            provenance.pop("source_path", None)  # the server's own folder layout is not the client's business
+            results.append({"direction": d.ref, "file": Path(out).name, "provenance": provenance})
+        return results

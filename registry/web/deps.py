@@ -1,0 +1,54 @@
+"""Dependencies shared by the routers: the registry, the job queue, the settings and write authorization."""
+
+from __future__ import annotations
+
+import hmac
+import threading
+
+from fastapi import Depends, Header, Request
+
+from ..api import Registry
+from ..jobs import Jobs
+from .errors import HTTPError
+from .settings import Settings
+
+
+class State:
+    """What one app instance holds: settings, the registry, the job queue, a search lock and caches."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.registry = Registry.open(settings.db_url)
+        self.jobs = Jobs(self.registry, settings.resolved_work_dir())
+        self.search_lock = threading.Lock()  # the FAISS index cache is rebuilt in place when stale
+        self.diagnostics: dict[str, dict] = {}  # ref → inspect() result (immutable per direction version)
+
+
+def state(request: Request) -> State:
+    return request.app.state.p2pz
+
+
+def registry(st: State = Depends(state)) -> Registry:
+    return st.registry
+
+
+def jobs(st: State = Depends(state)) -> Jobs:
+    return st.jobs
+
+
+def settings(st: State = Depends(state)) -> Settings:
+    return st.settings
+
+
+def require_write(st: State = Depends(state), authorization: str | None = Header(
+        None, description="Bearer TOKEN; needed for writes when the server has a token.")) -> None:
+    """Writes: refused on a read-only server (403); with a token set, only with ``Authorization: Bearer TOKEN``
+    (401 otherwise). The comparison takes constant time."""
+    s = st.settings
+    if s.read_only:
+        raise HTTPError(403, "this server is read-only (started with --read-only); writes are refused")
+    if s.token:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), s.token.encode()):
+            raise HTTPError(401, "this server needs Authorization: Bearer TOKEN for writes "
+                                 "(the token given to p2pz serve)")

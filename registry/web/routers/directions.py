@@ -1,0 +1,122 @@
+"""``/api/directions``: list, show, diagnostics, build, tag, deprecate, render a preview."""
+
+from __future__ import annotations
+
+import math
+
+from fastapi import APIRouter, Depends, Query
+
+from store.repository import METRICS, SORTS
+
+from ... import previews as _previews
+from ..deps import State, require_write, state
+from ..schemas import BuildIn, DirectionDetail, DirectionOut, DirectionPage, Error, JobOut, TagIn
+from ..views import direction_out, directions_out, job_out, preview_out
+
+router = APIRouter(prefix="/api/directions", tags=["directions"])
+ERRORS = {400: {"model": Error}, 404: {"model": Error}}
+WRITE_ERRORS = {**ERRORS, 401: {"model": Error}, 403: {"model": Error}}
+SORT_HELP = f"{' or '.join(SORTS)} (date: newest first), or a metric, best first: {', '.join(METRICS)}"
+
+
+@router.get("", response_model=DirectionPage, responses=ERRORS)
+def list_directions(q: str | None = Query(None, max_length=200, description="Matches name, concepts and tags."),
+                    tag: str | None = Query(None, max_length=100),
+                    sort: str = Query("name", description=SORT_HELP),
+                    page: int = Query(1, ge=1), per_page: int | None = Query(None, ge=1, le=200),
+                    deprecated: bool = Query(False, description="Include deprecated versions."),
+                    st: State = Depends(state)):
+    """One page of directions with their latest scores and preview thumbnails."""
+    per_page = per_page or st.settings.per_page
+    total, ds = st.registry.page(query=q, tag=tag, include_deprecated=deprecated, sort=sort,
+                                 offset=(page - 1) * per_page, limit=per_page)
+    return {"total": total, "page": page, "per_page": per_page, "pages": max(1, math.ceil(total / per_page)),
+            "sort": sort, "q": q, "items": directions_out(st.registry, ds)}
+
+
+def detail(st: State, ref: str) -> dict:
+    """Everything the direction page shows (diagnostics come separately: they may need the text encoder)."""
+    import numpy as np
+
+    reg = st.registry
+    d = reg.get(ref)
+    v = d.vector_numpy()
+    banks = {}
+    for side in ("source", "target"):
+        bank_ref = getattr(d, side)
+        if bank_ref:
+            b = reg.bank(bank_ref)
+            banks[side] = {"ref": b.ref, "concept": b.concept, "version": b.version, "generator": b.generator,
+                           "n_sentences": b.n_sentences, "sha256": b.sha256, "sample": b.sentences[:8]}
+    versions = reg.versions(d.name)
+    scores = reg.scores(versions)
+    evaluation = scores.get(d.ref)
+    if evaluation:
+        evaluation = {**evaluation, "created_at": evaluation["created_at"].isoformat()}
+    students = []
+    for s in reg.students():
+        if s.direction == d.ref:
+            info = s.to_dict()
+            info["params"] = {k: val for k, val in info["params"].items() if k != "run"}  # a server path
+            students.append(info)
+    return {"direction": direction_out(d, scores.get(d.ref)),
+            "vector": {"shape": list(v.shape), "norm": float(np.linalg.norm(v)),
+                       "bos_row_norm": float(np.linalg.norm(v[0, 0]))},
+            "banks": banks, "evaluation": evaluation,
+            "versions": [direction_out(x, scores.get(x.ref), with_preview=False) for x in versions],
+            "students": students, "previews": [preview_out(e) for e in _previews.lookup(d)],
+            "diagnostics_url": f"/api/directions/{d.ref}/diagnostics"}
+
+
+@router.get("/{ref}", response_model=DirectionDetail, responses=ERRORS)
+def show_direction(ref: str, st: State = Depends(state)):
+    """A direction (``name`` for the latest version, or ``name@v``): provenance, banks with sample sentences,
+    Δ's statistics, the latest scores, every version, students and previews."""
+    return detail(st, ref)
+
+
+@router.get("/{ref}/diagnostics", responses=ERRORS)
+def direction_diagnostics(ref: str, st: State = Depends(state)):
+    """Text-side diagnostics (``p2pz direction inspect``): stability, word-swap baseline, token profile, bank
+    health, neighbours, checks. The first call per version may load the text encoder."""
+    d = st.registry.get(ref)
+    if d.ref not in st.diagnostics:
+        with st.search_lock:
+            st.diagnostics[d.ref] = st.registry.inspect(d.ref).to_dict()
+    return st.diagnostics[d.ref]
+
+
+@router.post("", response_model=DirectionOut, status_code=201, responses=WRITE_ERRORS,
+             dependencies=[Depends(require_write)])
+def build_direction(body: BuildIn, st: State = Depends(state)):
+    """Build Δ = mean(target bank) − mean(source bank) with the server's model (``p2pz direction build``);
+    missing banks are made from templates. Building the same again returns the stored version."""
+    options = {"kind": body.kind} if body.kind else {}
+    with st.search_lock:
+        d = st.registry.build_direction(body.source, body.target, st.settings.model, name=body.name, n=body.n,
+                                        seed=body.seed, scale=body.scale, tags=body.tags, note=body.note,
+                                        device=st.settings.device,
+                                        generator="templates" if options else None, **options)
+    return direction_out(d)
+
+
+@router.post("/{ref}/tags", response_model=DirectionOut, responses=WRITE_ERRORS,
+             dependencies=[Depends(require_write)])
+def tag_direction(ref: str, body: TagIn, st: State = Depends(state)):
+    """Add a tag to a direction version."""
+    return direction_out(st.registry.tag(ref, body.tag))
+
+
+@router.post("/{ref}/deprecate", response_model=DirectionOut, responses=WRITE_ERRORS,
+             dependencies=[Depends(require_write)])
+def deprecate_direction(ref: str, st: State = Depends(state)):
+    """Deprecate a direction version (kept, hidden from listings and search)."""
+    return direction_out(st.registry.deprecate(ref))
+
+
+@router.post("/{ref}/preview", response_model=JobOut, status_code=202, responses=WRITE_ERRORS,
+             dependencies=[Depends(require_write)])
+def render_preview(ref: str, st: State = Depends(state)):
+    """Queue the preview render of a direction on the bundled sample image → the job."""
+    return job_out(st.jobs.submit_preview(ref, steps=st.settings.preview_steps, model=st.settings.model))
+

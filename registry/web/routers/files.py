@@ -1,0 +1,42 @@
+"""Preview images, the bundled sample image and the health check."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+from fastapi.responses import FileResponse
+
+from ... import previews as _previews
+from ...records import NotFound
+from ..deps import State, state
+from ..schemas import Error, Health
+
+router = APIRouter(prefix="/api", tags=["files"])
+
+
+@router.get("/previews/{key}/{which}", response_class=FileResponse, responses={404: {"model": Error}})
+def preview(key: str, which: str):
+    """A preview image: ``which`` is source, edit, source_thumb or edit_thumb (``key`` from a direction's
+    ``preview``)."""
+    return FileResponse(_previews.preview_file(key, which), media_type="image/png",
+                        headers={"Cache-Control": "public, max-age=31536000, immutable"})
+
+
+@router.get("/samples/{name}", response_class=FileResponse, responses={404: {"model": Error}})
+def sample(name: str):
+    """The bundled sample image (``sample.png``), for trying an edit without an upload."""
+    if name != _previews.SAMPLE_IMAGE.name:
+        raise NotFound(f"no sample {name!r}; the sample image is {_previews.SAMPLE_IMAGE.name}")
+    return FileResponse(_previews.SAMPLE_IMAGE, media_type="image/png")
+
+
+@router.get("/health", response_model=Health)
+def health(st: State = Depends(state)):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        v = version("p2pz")
+    except PackageNotFoundError:
+        v = "unknown"
+    total, _ = st.registry.page(limit=0)
+    return {"ok": True, "version": v, "read_only": st.settings.read_only, "auth": bool(st.settings.token),
+            "directions": total}

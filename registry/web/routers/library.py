@@ -1,0 +1,53 @@
+"""``/api/export`` and ``/api/import``: ``.p2pz`` libraries (safetensors + manifest, verified on import)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi.responses import FileResponse
+from starlette.background import BackgroundTask
+
+from ...jobs import UploadError
+from ..deps import State, require_write, state
+from ..schemas import Error, ImportOut
+
+router = APIRouter(prefix="/api", tags=["library"])
+
+
+@router.get("/export", response_class=FileResponse, responses={400: {"model": Error}, 404: {"model": Error}})
+def export(names: str = Query(..., max_length=10_000, description="Comma-separated name[@v] refs."),
+           st: State = Depends(state)):
+    """Download a ``.p2pz`` library of the named directions with full provenance."""
+    refs = [n.strip() for n in names.split(",") if n.strip()]
+    tmp = tempfile.TemporaryDirectory()
+    try:
+        path = Path(tmp.name) / "library.p2pz"
+        st.registry.export(refs, path)
+    except BaseException:
+        tmp.cleanup()
+        raise
+    filename = (refs[0].replace("@", "-v") if len(refs) == 1 else "library") + ".p2pz"
+    return FileResponse(path, media_type="application/zip", filename=filename,
+                        background=BackgroundTask(tmp.cleanup))
+
+
+@router.post("/import", response_model=ImportOut, dependencies=[Depends(require_write)],
+             responses={400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 413: {"model": Error}})
+def import_library(file: UploadFile = File(..., description="A .p2pz library."), st: State = Depends(state)):
+    """Import a library (idempotent; every tensor and student checked before anything is stored)."""
+    limit = st.settings.max_library_bytes
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "upload.p2pz"
+        size = 0
+        with open(path, "wb") as out:
+            while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:
+                    raise UploadError(f"the library is over this server's limit of {limit} bytes", 413)
+                out.write(chunk)
+        with st.search_lock:
+            result = st.registry.import_(path)
+    result.pop("path", None)
+    return result

@@ -1,0 +1,50 @@
+"""The web app's configuration (``p2pz serve`` options), one dataclass."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..records import RegistryError
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass
+class Settings:
+    db_url: str | None = None  # the registry (default: $P2PZ_DB_URL or $P2PZ_HOME/registry.db)
+    work_dir: Path | None = None  # jobs' inputs and results (default: $P2PZ_HOME/web)
+    token: str | None = None  # writes need "Authorization: Bearer <token>" when set
+    read_only: bool = False  # refuse every write (403)
+    host: str = "127.0.0.1"
+    model: str | None = None  # SD model for edits (default: the one the directions were built with)
+    device: str | None = None
+    dtype: str | None = None
+    captioner: str | None = None  # BLIP model for captions (default: the editor's)
+    max_upload_bytes: int = 20 * 2**20  # an image upload
+    max_pixels: int = 25_000_000  # width × height of an uploaded image (checked from its header)
+    max_library_bytes: int = 512 * 2**20  # a .p2pz library upload
+    preview_steps: int = 50  # steps of a preview rendered from the gallery's "render preview"
+    per_page: int = 24
+    worker: bool = True  # run queued jobs in a background thread
+
+    def __post_init__(self):
+        if self.token is not None and len(self.token) < 8:
+            raise RegistryError("the token must be at least 8 characters; generate one with: "
+                                "python -c 'import secrets; print(secrets.token_urlsafe())'")
+        if not is_loopback(self.host) and not self.token and not self.read_only:
+            raise RegistryError(f"binding {self.host} exposes the registry beyond this machine: set a token "
+                                "(--token or $P2PZ_TOKEN) or serve --read-only")
+
+    def resolved_work_dir(self) -> Path:
+        from store.paths import data_home
+
+        return Path(self.work_dir) if self.work_dir else data_home() / "web"
