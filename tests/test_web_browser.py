@@ -1,0 +1,176 @@
+"""The web app in a real browser: Debian's Chromium driven by Playwright against ``p2pz serve`` on 127.0.0.1,
+on the tiny model. Screenshots of every page are kept under the pytest temp folder (``web-screenshots/``)."""
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from registry import Registry
+
+CHROMIUM = os.environ.get("P2PZ_CHROMIUM", "/usr/bin/chromium")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--no-first-run", "--disable-dev-shm-usage"]
+TOKEN = "browser-test-token"
+
+pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
+                                reason="Chromium is not installed (.ci/run installs Debian's chromium with apt-get)")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tmp_path, tiny_model):
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    with Registry.open(db) as reg:
+        reg.build_direction("cat", "dog", str(tiny_model), n=5, tags=["animals"])
+        reg.build_direction("day", "night", str(tiny_model), n=5, tags=["scenes"])
+        reg.build_direction("summer", "winter", str(tiny_model), n=5, tags=["scenes"])
+    p2pz = [sys.executable, "-m", "registry.cli", "--db", db, "-q"]
+    built = subprocess.run(p2pz + ["preview", "build", "cat-to-dog", "day-to-night", "--steps", "2", "--captioner",
+                                   str(tiny_model / "captioner")], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    port = free_port()
+    log = open(tmp_path / "serve.log", "w")
+    proc = subprocess.Popen(p2pz + ["serve", "--port", str(port), "--token", TOKEN, "--model", str(tiny_model),
+                                    "--captioner", str(tiny_model / "captioner"), "--preview-steps", "2", "--work-dir",
+                                    str(tmp_path / "work")], stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    t0 = time.monotonic()
+    while True:
+        try:
+            with urllib.request.urlopen(url + "/api/health", timeout=1) as r:
+                assert json.load(r)["directions"] == 3
+                break
+        except OSError:
+            if proc.poll() is not None or time.monotonic() - t0 > 30:
+                proc.kill()
+                raise AssertionError("p2pz serve did not start: " + (tmp_path / "serve.log").read_text())
+            time.sleep(0.1)
+    print(f"server ready in {time.monotonic() - t0:.2f} s")
+    yield url
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
+                              args=ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("web-screenshots")
+
+
+def test_gallery_search_direction_apply_and_download(server, browser, shots, tmp_path):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900}, accept_downloads=True)
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+
+    # 1. the gallery: three cards, two with before/after previews, one with the render-preview action
+    page.goto(server + "/")
+    cards = page.locator("article.card")
+    expect(cards).to_have_count(3)
+    expect(page.locator("article.card[data-ref='cat-to-dog@1'] img")).to_have_count(2)
+    expect(page.locator("article.card[data-ref='summer-to-winter@1'] .render-preview")).to_be_visible()
+    loaded = page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)")
+    assert loaded, "a preview thumbnail did not load"
+    page.screenshot(path=str(shots / "1-gallery.png"), full_page=True)
+
+    # 2. search by name, then by similarity
+    page.fill("#q", "night")
+    page.click("#search-button")
+    expect(cards).to_have_count(1)
+    expect(page.locator("#count")).to_contain_text("1 direction")
+    page.screenshot(path=str(shots / "2-search.png"), full_page=True)
+    page.goto(server + "/")
+    page.fill("#similar", "day-to-night")
+    page.click("#search-button")
+    expect(page.locator("#count")).to_contain_text("nearest to")
+    expect(page.locator("article.card").first).to_have_attribute("data-ref", "day-to-night@1")
+
+    # 3. a direction's page, with its diagnostics computed on demand
+    page.goto(server + "/")
+    page.click("article.card[data-ref='cat-to-dog@1'] h2 a")
+    expect(page).to_have_url(server + "/d/cat-to-dog@1")
+    expect(page.locator("h1")).to_contain_text("cat-to-dog")
+    expect(page.locator(".bank")).to_have_count(2)
+    page.click("#load-diagnostics")
+    expect(page.locator("#diagnostics table")).to_contain_text("word-swap cosine", timeout=60_000)
+    page.screenshot(path=str(shots / "3-direction.png"), full_page=True)
+
+    # 4. apply it to an uploaded photo: the job's progress, then the result
+    page.click("#apply-link")
+    expect(page.locator("#directions")).to_have_value("cat-to-dog@1")
+    photo = tmp_path / "photo.png"
+    Image.fromarray((np.random.RandomState(0).rand(64, 64, 3) * 255).astype(np.uint8)).save(photo)
+    page.set_input_files("#image", str(photo))
+    page.locator("#steps").fill("3")
+    expect(page.locator("#steps + output")).to_have_text("3")
+    page.fill("#token", TOKEN)
+    page.screenshot(path=str(shots / "4-apply.png"), full_page=True)
+    page.click("#submit")
+    expect(page.locator("#job")).to_be_visible()
+    result = page.locator("img.result-image")
+    expect(result).to_be_visible(timeout=120_000)
+    assert page.evaluate("document.querySelector('img.result-image').naturalWidth") > 0
+    expect(page.locator("#job-status")).to_have_text("done")
+    assert page.locator("#job-progress").evaluate("p => p.value") == 1
+    page.screenshot(path=str(shots / "5-result.png"), full_page=True)
+
+    # 5. download it: a PNG carrying its provenance
+    with page.expect_download() as info:
+        page.click("a.download")
+    saved = tmp_path / "downloaded.png"
+    info.value.save_as(saved)
+    with Image.open(saved) as im:
+        provenance = json.loads(im.text["p2pz"])
+    assert provenance["direction"] == "cat-to-dog@1" and provenance["steps"] == 3
+    assert errors == [], errors
+    print("screenshots:", sorted(p.name for p in shots.iterdir()))
+
+
+def test_a_refused_edit_shows_the_servers_error(server, browser, shots):
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    page.goto(server + "/apply")
+    page.check("#use-sample")
+    page.fill("#directions", "no-such-direction")
+    page.fill("#token", TOKEN)
+    page.click("#submit")
+    expect(page.locator("#job-error")).to_contain_text("no direction named 'no-such-direction'")
+    page.fill("#token", "wrong-token-1234")
+    page.fill("#directions", "cat-to-dog")
+    page.click("#submit")
+    expect(page.locator("#job-error")).to_contain_text("Authorization: Bearer")
+    page.screenshot(path=str(shots / "6-refused.png"), full_page=True)
+    # the gallery's "render preview" action runs a preview job and shows the preview
+    page.goto(server + "/d/summer-to-winter@1")
+    page.evaluate(f"sessionStorage.setItem('p2pz-token', {TOKEN!r})")
+    page.click(".render-preview")
+    expect(page.locator(".previews img")).to_have_count(2, timeout=300_000)
