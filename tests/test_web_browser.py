@@ -174,3 +174,17 @@ def test_a_refused_edit_shows_the_servers_error(server, browser, shots):
     page.evaluate(f"sessionStorage.setItem('p2pz-token', {TOKEN!r})")
     page.click(".render-preview")
     expect(page.locator(".previews img")).to_have_count(2, timeout=300_000)
+
+
+def test_the_openapi_page_works_offline(server, browser, shots):
+    """``/docs`` loads Swagger UI from the server itself (the browser cannot reach a CDN here)."""
+    from playwright.sync_api import expect
+
+    page = browser.new_page()
+    outside = []
+    page.on("request", lambda r: outside.append(r.url) if not r.url.startswith((server, "data:")) else None)
+    page.goto(server + "/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("p2pz", timeout=20_000)
+    expect(page.locator(".opblock-summary-path", has_text="/api/edits")).to_have_count(1)
+    page.screenshot(path=str(shots / "7-openapi.png"))
+    assert outside == []

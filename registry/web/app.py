@@ -58,7 +58,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         v = version("p2pz")
     except PackageNotFoundError:
         v = "unknown"
-    app = FastAPI(title="p2pz", version=v, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="p2pz", version=v, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
+                  redoc_url=None)
     app.state.p2pz = st
     errors.install(app)
     limit = max(settings.max_upload_bytes, settings.max_library_bytes) + 2**20
@@ -77,4 +78,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                    pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static")
+    _offline_docs(app)
     return app
+
+
+def _offline_docs(app: FastAPI) -> None:
+    """The OpenAPI page at ``/docs`` from the Swagger UI 5 files shipped in the ``swagger-ui-py`` wheel (OpenAPI
+    3.1, which FastAPI writes, needs Swagger UI 5), so it works without reaching a CDN — FastAPI's default page
+    loads Swagger UI from jsDelivr."""
+    import swagger_ui
+    from fastapi.openapi.docs import get_swagger_ui_html
+
+    assets = Path(swagger_ui.__file__).resolve().parent / "static"
+    app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="swagger-ui")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs():
+        return get_swagger_ui_html(openapi_url=app.openapi_url, title="p2pz API",
+                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="data:,")
