@@ -31,7 +31,7 @@ def _key(result: dict) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
-    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,store,cli,inspect,edit,evaluate,student) to run "
+    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,store,cli,web,inspect,edit,evaluate,student) to run "
                     "again; their entries in --out are replaced, the others kept")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
@@ -52,12 +52,14 @@ def main():
             keep(run("encode.py"))
         if want("search"):
             keep(run("search.py"))
-        if want("store") or want("cli"):
+        if want("store") or want("cli") or want("web"):
             store = run("store.py", "--keep", tmp)
             if want("store"):
                 keep(store)
         if want("cli"):
             keep(run("cli.py", "--registry", str(Path(tmp) / "registry.db")))
+        if want("web"):
+            keep(run("web.py", "--registry", str(Path(tmp) / "registry.db")))
         if want("inspect"):
             keep(run("inspect_direction.py"))
         if want("edit"):

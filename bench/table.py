@@ -65,6 +65,22 @@ def rows(results: list[dict]) -> list[list[str]]:
             ["`p2pz direction list --json`, 10k", f"**+{c['list_over_bare_s']:.2f} s** over bare Python, "
              f"{'torch imported' if c['torch_imported_list'] else 'no torch'}", "`python -c pass`",
              "≤ 0.5 s, no torch", "`python bench/cli.py`"]]
+    w = by.get("web")
+    if w:
+        n = f"{w['params']['directions'] / 1000:.0f}k"
+        out += [
+            [f"web API, {n} directions: `GET /api/directions` (first page) / `GET /api/search`",
+             f"p50 **{w['list_p50_ms']:.1f} ms** / **{w['search_p50_ms']:.1f} ms** (p99 {w['list_p99_ms']:.0f} / "
+             f"{w['search_p99_ms']:.0f} ms)", f"a static file from the same server {w['static_p50_ms']:.1f} ms",
+             "p50 ≤ 20 ms", "`python bench/web.py`"],
+            [f"gallery's first page in headless Chromium, {n} directions, 24 cards with previews",
+             f"**{w['gallery_load_s'] * 1000:.0f} ms** to the load event",
+             f"a page with only the sample image {w['image_page_load_s'] * 1000:.0f} ms", "≤ 1 s",
+             "`python bench/web.py`"],
+            ["`p2pz serve` start to first answer", f"**{w['server_start_s']:.2f} s**, "
+             f"{'torch imported' if w['torch_imported'] else 'no torch'} after listing, search and gallery",
+             f"bare FastAPI on uvicorn {w['bare_fastapi_start_s']:.2f} s", "≤ 2 s, no torch",
+             "`python bench/web.py`"]]
     i = by.get("inspect")
     if i:
         out.append([f"`direction inspect`, two {i['params']['sentences_per_bank']}-sentence banks already encoded",

@@ -389,7 +389,7 @@ def test_previews_are_built_cached_shared_and_served(client, db, tiny_model):
     assert bad.exit_code == 1 and "no direction named 'nope'" in bad.stderr
 
 
-def test_pages_render_and_unknown_directions_are_404_pages(client):
+def test_pages_render_and_unknown_directions_are_404_pages(client, db):
     gallery = client.get("/")
     assert gallery.status_code == 200 and gallery.headers["content-type"].startswith("text/html")
     assert gallery.text.count('class="card"') == 3 and "no preview yet" in gallery.text
@@ -401,6 +401,14 @@ def test_pages_render_and_unknown_directions_are_404_pages(client):
     assert page.status_code == 200 and "cat@1 → dog@1" in page.text and "Sentence banks" in page.text
     missing = client.get("/d/nope")
     assert missing.status_code == 404 and "no direction named" in missing.text
+    with Registry.open(db) as reg, reg.db.write() as s:
+        repo.insert_evaluation(s, run_id="r1", direction_id=reg.get("cat-to-dog").id, n_images=1, params={},
+                               scores={"bg_lpips": 0.2, "clip_acc": 0.5, "clip_score": 0.3, "structure_distance": 0.1})
+    card = client.get("/", params={"sort": "structure_distance"}).text
+    shown = card[card.index('data-ref="cat-to-dog@1"'):].split("</dl>")[0]
+    # the sort metric first, then the others alphabetically, three at most
+    assert [shown.index(m) for m in ("structure_distance", "bg_lpips", "clip_acc")] == sorted(
+        shown.index(m) for m in ("structure_distance", "bg_lpips", "clip_acc")) and "clip_score" not in shown
     apply = client.get("/apply", params={"d": "cat-to-dog"})
     assert apply.status_code == 200 and 'value="cat-to-dog@1"' in apply.text
     assert client.get("/static/app.js").status_code == 200
