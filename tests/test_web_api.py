@@ -24,8 +24,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def db(tmp_path, tiny_model):
-    url = f"sqlite:///{tmp_path / 'r.db'}"
+def db(db_url, tiny_model):
+    """Three directions, on SQLite and on PostgreSQL (listing, sorting and the job queue are SQL)."""
+    url = db_url
     with Registry.open(url) as reg:
         reg.build_direction("cat", "dog", str(tiny_model), n=5)
         reg.build_direction("day", "night", str(tiny_model), n=5, tags=["scenes"])
@@ -146,7 +147,12 @@ def test_banks(client):
 
 def test_openapi_health_and_errors_are_json(client):
     assert client.get("/openapi.json").json()["info"]["title"] == "p2pz"
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200 and "/docs-assets/swagger-ui-bundle.js" in docs.text and "cdn" not in docs.text
+    assert client.get("/docs-assets/swagger-ui-bundle.js").status_code == 200
+    sample = client.get("/api/samples/sample.png")
+    assert sample.status_code == 200 and sample.headers["content-type"] == "image/png"
+    assert client.get("/api/samples/other.png").status_code == 404
     health = client.get("/api/health").json()
     assert health == {**health, "ok": True, "auth": True, "read_only": False, "directions": 3}
     r = client.get("/api/nothing-here")
