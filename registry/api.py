@@ -232,9 +232,16 @@ class Registry:
         return search_pair(self.indexes, source, target, k, model=model, progress=self.progress)
 
     @_translated
-    def rebuild_index(self) -> dict[str, int]:
-        """Drop and rebuild every FAISS index from the database (``p2pz index rebuild``)."""
-        return self.indexes.rebuild()
+    def rebuild_index(self, kind: str | None = None) -> dict[str, dict]:
+        """Drop and rebuild every FAISS index from the database (``p2pz index rebuild``), as ``kind`` (auto,
+        exact, ivf-sq8, hnsw) when given → {encoder fingerprint: {"kind", "requested", "params", "size", …}}."""
+        return self.indexes.rebuild(kind)
+
+    @_translated
+    def index_bench(self, queries: int = 200, k: int = 10) -> dict[str, dict]:
+        """Recall@k of each search index against exact search on this registry's own keys, and the latency of
+        both (``p2pz index bench``)."""
+        return self.indexes.bench(queries, k)
 
     # --- exchange -------------------------------------------------------------------------------------
     @_translated

@@ -12,7 +12,7 @@ from pathlib import Path
 from store import models as m
 from store import repository as repo
 from store.hashing import sha256_json
-from store.index import DirectionIndex
+from store.index import AUTO_THRESHOLD, KINDS, DirectionIndex
 from store.lazy import numpy as np
 from store.paths import data_home
 from store.vectors import from_bytes
@@ -36,12 +36,23 @@ def default_index_dir(engine) -> Path | None:
 
 
 class SearchIndexes:
-    """The search indexes of one registry database, one per encoder fingerprint."""
+    """The search indexes of one registry database, one per encoder fingerprint.
 
-    def __init__(self, db, folder: Path | None):
+    Each is built with the kind last asked for (``p2pz index rebuild --kind``; recorded in the index's sidecar,
+    or held here for an in-memory registry), ``auto`` by default: exact below ``auto_threshold`` keys, an
+    approximate index with exact re-ranking above."""
+
+    def __init__(self, db, folder: Path | None, auto_threshold: int = AUTO_THRESHOLD):
         self.db = db
         self.folder = folder
+        self.auto_threshold = auto_threshold
         self._loaded: dict[str, DirectionIndex] = {}
+        self._requested: dict[str, str] = {}
+
+    def requested(self, fingerprint: str) -> str:
+        if fingerprint in self._requested:
+            return self._requested[fingerprint]
+        return (DirectionIndex.requested_kind(self.folder, fingerprint) if self.folder else None) or "auto"
 
     def index(self, fingerprint: str) -> DirectionIndex:
         with self.db.read() as s:
@@ -55,7 +66,8 @@ class SearchIndexes:
             index = DirectionIndex.load(self.folder, fingerprint, dim, generation) if self.folder else None
             if index is None:
                 ids, keys = repo.index_keys(s, enc.id, dim)
-                index = DirectionIndex.build(fingerprint, dim, generation, ids, keys)
+                index = DirectionIndex.build(fingerprint, dim, generation, ids, keys,
+                                             kind=self.requested(fingerprint), threshold=self.auto_threshold)
                 if self.folder:
                     try:
                         index.save(self.folder)
@@ -64,17 +76,58 @@ class SearchIndexes:
         self._loaded[fingerprint] = index
         return index
 
-    def rebuild(self) -> dict[str, int]:
-        """Drop and rebuild every index from the database (``p2pz index rebuild``) → {fingerprint: size}."""
+    def rebuild(self, kind: str | None = None) -> dict[str, dict]:
+        """Drop and rebuild every index from the database (``p2pz index rebuild``), as ``kind`` when given (auto,
+        exact, ivf-sq8, hnsw; remembered for later rebuilds) → {fingerprint: kind, parameters, size, …}."""
+        if kind is not None and kind != "auto" and kind not in KINDS:
+            raise RegistryError(f"unknown index kind {kind!r}; use auto, {', '.join(KINDS)}")
         self._loaded.clear()
         with self.db.read() as s:
             fingerprints = [e.fingerprint for e in repo.encoders(s)]
         out = {}
         for fp in fingerprints:
+            requested = kind or self.requested(fp)
+            self._requested[fp] = requested
             if self.folder:
-                for p in DirectionIndex.paths(self.folder, fp):
+                for p in DirectionIndex.paths(self.folder, fp) + DirectionIndex.key_paths(self.folder, fp):
                     p.unlink(missing_ok=True)
-            out[fp] = self.index(fp).size
+            out[fp] = self.index(fp).describe()
+        return out
+
+    def bench(self, queries: int = 200, k: int = 10, seed: int = 0) -> dict[str, dict]:
+        """Recall@k of each index against exact search on the registry's own keys (queries: stored keys chosen
+        at random, each searched for itself), and p50/p99 latency of both (``p2pz index bench``)."""
+        import time
+
+        out = {}
+        with self.db.read() as s:
+            encoders = [(e.fingerprint, e.id, e.hidden_size) for e in repo.encoders(s)]
+        for fp, enc_id, dim in encoders:
+            index = self.index(fp)
+            if index.size == 0:
+                continue
+            with self.db.read() as s:
+                ids, keys = repo.index_keys(s, enc_id, dim)
+            rng = np.random.default_rng(seed)
+            qs = keys.reshape(len(ids), dim)[rng.integers(0, len(ids), queries)]
+            exact = index if index.kind == "exact" else DirectionIndex.build(fp, dim, index.generation, ids, keys,
+                                                                              kind="exact")
+
+            def timed(ix):
+                lat, found = [], []
+                for q in qs:
+                    t = time.perf_counter()
+                    found.append({i for i, _ in ix.search(q, k)})
+                    lat.append(time.perf_counter() - t)
+                return np.asarray(lat), found
+
+            lat_a, found_a = timed(index)
+            lat_e, found_e = timed(exact)
+            recall = float(np.mean([len(a & e) / max(1, len(e)) for a, e in zip(found_a, found_e)]))
+            ms = lambda x, p: float(np.percentile(x, p) * 1000)  # noqa: E731
+            out[fp] = {**index.describe(), "queries": queries, "k": k, "recall_at_k": recall,
+                       "p50_ms": ms(lat_a, 50), "p99_ms": ms(lat_a, 99), "exact_p50_ms": ms(lat_e, 50),
+                       "exact_p99_ms": ms(lat_e, 99)}
         return out
 
     def hits(self, fingerprint: str, key: np.ndarray, k: int) -> list[SearchHit]:

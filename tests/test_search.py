@@ -84,8 +84,8 @@ def test_indexes_are_per_encoder(reg, tiny_model, tiny_model_b):
     reg.build_direction("cat", "dog", str(tiny_model_b), n=N, name="cat-to-dog-b")
     assert [h.direction.name for h in reg.search("cat-to-dog", k=5)] == ["cat-to-dog"]
     assert [h.direction.name for h in reg.search("cat-to-dog-b", k=5)] == ["cat-to-dog-b"]
-    sizes = reg.rebuild_index()
-    assert sorted(sizes.values()) == [1, 1]
+    built = reg.rebuild_index()
+    assert sorted(v["size"] for v in built.values()) == [1, 1] and {v["kind"] for v in built.values()} == {"exact"}
 
 
 def test_search_pair_does_not_store_unless_asked(reg, tiny_model):

@@ -50,16 +50,50 @@ def index():
 
 
 @index.command("rebuild")
+@click.option("--kind", type=click.Choice(["auto", "exact", "ivf-sq8", "hnsw"]), default=None,
+              help="Index kind, remembered for later rebuilds [default: the last one asked for, else auto: exact "
+              "below 50k keys, ivf-sq8 above]. Approximate kinds re-rank their candidates exactly.")
+@json_option
 @pass_state
-def index_rebuild(state):
+def index_rebuild(state, kind, as_json):
     """Rebuild every FAISS index from the database (never needed for correctness: stale indexes rebuild).
 
     \b
-    Example:
+    Examples:
       p2pz index rebuild
+      p2pz index rebuild --kind ivf-sq8
     """
-    for fp, n in state.registry().rebuild_index().items():
-        click.echo(f"encoder {fp[:12]}: {n} directions indexed")
+    built = state.registry().rebuild_index(kind)
+    if as_json:
+        echo_json(built)
+        return
+    for fp, info in built.items():
+        params = ", ".join(f"{k} {v}" for k, v in info["params"].items())
+        click.echo(f"encoder {fp[:12]}: {info['size']} directions indexed, {info['kind']}"
+                   + (f" ({params})" if params else "") + (f", asked {info['requested']}"
+                                                            if info["requested"] != info["kind"] else ""))
+
+
+@index.command("bench")
+@click.option("--queries", type=click.IntRange(1, 100_000), default=200, show_default=True)
+@click.option("-k", "k", type=click.IntRange(1, 1000), default=10, show_default=True)
+@json_option
+@pass_state
+def index_bench(state, queries, k, as_json):
+    """Recall@k of each search index against exact search on this registry's own keys, and p50/p99 latency.
+
+    \b
+    Example:
+      p2pz index bench --queries 500
+    """
+    out = state.registry().index_bench(queries, k)
+    if as_json:
+        echo_json(out)
+        return
+    rows = [[fp[:12], info["kind"], info["size"], f"{info['recall_at_k']:.4f}",
+             f"{info['p50_ms']:.2f} / {info['p99_ms']:.2f}", f"{info['exact_p50_ms']:.2f} / {info['exact_p99_ms']:.2f}"]
+            for fp, info in out.items()]
+    echo_table(rows, ["encoder", "kind", "keys", f"recall@{k}", "p50 / p99 ms", "exact p50 / p99 ms"])
 
 
 @main.group(cls=P2PZGroup)
