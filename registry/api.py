@@ -162,6 +162,20 @@ class Registry:
                                  target_sentences=target_sentences, progress=self.progress, **options)
 
     @_translated
+    def build_many(self, pairs, model: str | None = None, *, engine=None, generator: str | None = None,
+                   n: int = 1000, seed: int = 0, tags: Iterable[str] = (), device: str | None = None, report=None,
+                   **options) -> list[dict]:
+        """Build many directions from (source, target, name | None) pairs (``p2pz direction build-many``). With
+        a Ray :class:`registry.engines.Engine`, banks are made and encoded in parallel workers first; records
+        are written here. One ``{"source", "target", "name", "ref" | "error"}`` per pair; failures don't stop
+        the rest."""
+        from .engines import Engine
+
+        return _directions.build_many(self.db, list(pairs), model, engine or Engine(), generator=generator, n=n,
+                                      seed=seed, tags=tags, device=device, progress=self.progress, report=report,
+                                      **options)
+
+    @_translated
     def combine(self, weights: dict[str, float], name: str, *, tags: Iterable[str] = (),
                 note: str | None = None) -> Direction:
         """A weighted sum Σ wᵢ Δᵢ of stored directions, recorded as such (materialized on read)."""

@@ -158,6 +158,30 @@ def llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_to
     return opts
 
 
+def engine_options(f):
+    """``--engine local|ray``, ``--address``, ``--workers``, ``--gpus-per-worker`` (registry.engines)."""
+    for opt in reversed([
+        click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+                     help="Run here, or on Ray (one model per worker; pip install 'p2pz[ray]')."),
+        click.option("--address", default=None, help="Ray cluster to use, e.g. auto or ray://head:10001 "
+                     "[default: start a local Ray]."),
+        click.option("--workers", type=click.IntRange(1, 10_000), default=1, show_default=True,
+                     help="Ray workers (each loads the model once)."),
+        click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
+                     help="GPUs per Ray worker (fractions share a GPU)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def make_engine(engine, address, workers, gpus_per_worker):
+    from ..engines import Engine
+
+    if engine == "local" and (address or workers != 1 or gpus_per_worker):
+        raise P2PZError("--address, --workers and --gpus-per-worker need --engine ray")
+    return Engine(engine, address, workers, gpus_per_worker)
+
+
 def gen_options(kind, template_file, file):
     opts = {}
     if kind:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import click
 
-from . import P2PZError, P2PZGroup, echo_json, echo_table, gen_options, json_option, llm_options, llm_opts, main, pass_state
+from . import (P2PZError, P2PZGroup, echo_json, echo_table, engine_options, gen_options, json_option, llm_options,
+               llm_opts, main, make_engine, pass_state)
 
 
 @main.group(cls=P2PZGroup)
@@ -83,6 +84,61 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
         echo_json(d.to_dict())
     else:
         click.echo(f"direction {d.ref}: {d.source} → {d.target} (encoder {d.encoder_model}, {d.encoder[:12]})")
+
+
+@direction.command("build-many")
+@click.argument("pairs_file", metavar="PAIRS.csv", type=click.Path(dir_okay=False))
+@click.option("--model", envvar="P2PZ_MODEL", help="SD model (hub id or folder) whose text encoder is used "
+              "[default: CompVis/stable-diffusion-v1-4].")
+@click.option("--from", "generator", type=click.Choice(["templates", "llm"]), default=None,
+              help="Make the banks with this generator (default: latest stored bank, else templates).")
+@click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Sentences per bank.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--kind", type=click.Choice(["object", "style", "attribute"]), default=None, help="Template set.")
+@click.option("--tag", "tags", multiple=True, help="Tag every direction (repeatable).")
+@click.option("--device", help="cpu or cuda (default: cuda when available).")
+@llm_options("--llm-model")
+@engine_options
+@json_option
+@pass_state
+def direction_build_many(state, pairs_file, model, generator, n, seed, kind, tags, device, llm_model, base_url,
+                         temperature, concurrency, max_requests, max_total_tokens, timeout, max_retries, no_cache,
+                         engine, address, workers, gpus_per_worker, as_json):
+    """Build one direction per line of PAIRS.csv: source,target[,name].
+
+    With --engine ray the banks are made and encoded in parallel workers (one encoder per worker) and the
+    records written here; a failing pair is reported and the rest are built (exit 1 says how many failed).
+    Building again what exists returns the stored versions.
+
+    \b
+    Examples:
+      p2pz direction build-many pairs.csv --model CompVis/stable-diffusion-v1-4
+      p2pz direction build-many pairs.csv --engine ray --workers 4 --gpus-per-worker 0.5
+    """
+    from ..directions import read_pairs
+
+    eng = make_engine(engine, address, workers, gpus_per_worker)
+    opts = gen_options(kind, None, None)
+    if opts and generator is None:
+        generator = "templates"
+    if generator == "llm":
+        opts.update(llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
+                              timeout, max_retries, no_cache))
+    pairs = read_pairs(pairs_file)
+
+    def report(r):
+        if "error" in r:
+            click.echo(f"error: {r['source']} → {r['target']}: {r['error']}", err=True)
+        else:
+            state.info(f"direction {r['ref']}: {r['source']} → {r['target']}")
+
+    results = state.registry().build_many(pairs, model, engine=eng, generator=generator, n=n, seed=seed, tags=tags,
+                                          device=device, report=None if as_json else report, **opts)
+    if as_json:
+        echo_json(results)
+    failed = [r for r in results if "error" in r]
+    if failed:
+        raise P2PZError(f"{len(failed)} of {len(results)} pairs failed")
 
 
 @direction.command("list")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import P2PZError, echo_json, json_option, main, pass_state
+from . import P2PZError, echo_json, engine_options, json_option, main, make_engine, pass_state
 
 
 def _editing_options(f):
@@ -60,10 +60,13 @@ def _open_editor(state, model, directions, device, dtype, no_safety_checker, no_
                    "distill): the latest one, or --student @V for version V.")
 @click.option("--maps-fp16", is_flag=True, help="Hold the current timestep's reference maps in float16 in memory "
               "(half the memory; results change slightly).")
+@click.option("--skip-existing", is_flag=True, help="Skip images whose outputs all exist (rerun an interrupted "
+              "batch) instead of refusing them.")
+@engine_options
 @pass_state
 def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
          no_safety_checker, no_cache, cache_maps, as_json, caption, captioner, xa_guidance, keep_aspect, schedule,
-         save_reconstruction, student, maps_fp16):
+         save_reconstruction, student, maps_fp16, skip_existing, engine, address, workers, gpus_per_worker):
     """Apply stored directions to real images with pix2pix-zero.
 
     Writes OUT/<image stem>__<direction>@<version>.png with the full provenance in a PNG text chunk.
@@ -73,15 +76,22 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
       p2pz edit cat.png --direction cat-to-dog
       p2pz edit photos/ --direction cat-to-dog --direction cat-to-lion@2 --out edits
       p2pz edit "shots/*.jpg" --direction day-to-night --caption "a street" --steps 100
+      p2pz edit photos/ --direction cat-to-dog --engine ray --workers 4 --gpus-per-worker 1
     """
-    from editor.batch import edit_files, expand_inputs
+    from editor.batch import expand_inputs
+
+    from ..engines import edit_many
+
     from editor.config import EditConfig, InversionConfig
 
     inversion = InversionConfig(steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule)
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
     dirs = [state.registry().get(ref) for ref in directions]
     paths = expand_inputs(list(images))
+    eng = make_engine(engine, address, workers, gpus_per_worker)
     if student is not None:
+        if eng.kind != "local":
+            raise P2PZError("--student runs locally (milliseconds per image); drop --engine ray")
         version = None
         if student != "latest":
             if not (student.startswith("@") and student[1:].isdigit() and int(student[1:]) >= 1):
@@ -92,20 +102,28 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
     kwargs = {"map_dtype": "float16" if maps_fp16 else "float32"}
     if captioner is not None:
         kwargs["captioner"] = captioner
-    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, no_cache, cache_maps, **kwargs)
+    if no_cache and cache_maps:
+        raise click.UsageError("--cache-maps needs the cache; drop --no-cache")
 
     def report(o):
         for note in o.warnings:
             click.echo(f"warning: {note}", err=True)
-        if o.ok:
+        if o.skipped:
+            state.info(f"{o.image}: skipped, its outputs exist")
+        elif o.ok:
             state.info(f"{o.image}: {', '.join(o.outputs)}" + (" (inversion cached)" if o.inversion_cached else ""))
         else:
             click.echo(f"error: {o.image}: {o.error}", err=True)
         for flagged in o.nsfw:
             click.echo(f"warning: the safety checker blanked {flagged}; --no-safety-checker turns it off", err=True)
 
-    outcomes = edit_files(ed, paths, dirs, Path(out_dir), inversion=inversion, edit=edit_cfg, caption=caption,
-                          save_reconstruction=save_reconstruction, force=force, report=None if as_json else report)
+    editor_kwargs = {"device": device, "dtype": dtype, "safety_checker": not no_safety_checker,
+                     "cache": not no_cache, "cache_maps": cache_maps, **kwargs}
+    outcomes = edit_many(eng, dirs, paths, Path(out_dir), model=model, editor_kwargs=editor_kwargs,
+                         inversion=inversion, edit=edit_cfg, caption=caption, save_reconstruction=save_reconstruction,
+                         force=force, skip_existing=skip_existing, progress=state.progress, report=None if as_json else report,
+                         open_local=lambda: _open_editor(state, model, dirs, device, dtype, no_safety_checker,
+                                                         no_cache, cache_maps, **kwargs))
     if as_json:
         echo_json([o.__dict__ for o in outcomes])
     failed = [o for o in outcomes if not o.ok]
