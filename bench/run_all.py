@@ -63,6 +63,8 @@ def main():
             keep(run("cli.py", "--registry", str(Path(tmp) / "registry.db")))
         if want("web"):
             keep(run("web.py", "--registry", str(Path(tmp) / "registry.db")))
+        if want("ray"):
+            keep(run("ray_overhead.py"))
         if want("inspect"):
             keep(run("inspect_direction.py"))
         if want("edit"):

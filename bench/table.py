@@ -94,6 +94,13 @@ def rows(results: list[dict]) -> list[list[str]]:
              f"{'torch imported' if w['torch_imported'] else 'no torch'} after listing, search and gallery",
              f"bare FastAPI on uvicorn {w['bare_fastapi_start_s']:.2f} s", "≤ 2 s, no torch",
              "`python bench/web.py`"]]
+    ry = by.get("ray")
+    if ry:
+        p = ry["params"]
+        out.append([f"`edit --engine ray --workers 1`, {p['images']} tiny-model images, {p['steps']} steps",
+                    f"{ry['ray_s']:.0f} s = **{ry['ratio']:.2f}×** the local run, outputs "
+                    f"{'identical' if ry['identical_outputs'] else 'DIFFERENT'}", f"local engine {ry['local_s']:.0f} s",
+                    "≤ 1.15×", "`python bench/ray_overhead.py`"])
     i = by.get("inspect")
     if i:
         out.append([f"`direction inspect`, two {i['params']['sentences_per_bank']}-sentence banks already encoded",

@@ -91,14 +91,22 @@ def ray_map(engine: Engine, items: list[dict], worker, args: tuple, *, desc: str
     """``worker(*args)`` on each actor, called with one item at a time → the result rows, in item order."""
     from store.progress import progress_bar
 
+    import logging
+
     ray = start_ray(engine)
+    from ray.data import ActorPoolStrategy
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no execution plans on the user's terminal
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
     cpus = engine.cpus_per_worker or (1.0 if engine.gpus_per_worker else 0.5)
+    # One call at a time per actor, on the actor's main thread: Ray Data's default moves the call to a helper
+    # thread and overlaps batching with it, which costs a CPU-bound model ≈ 1.5× here (bench/ray_overhead.py).
+    compute = ActorPoolStrategy(size=engine.workers, enable_true_multi_threading=True)
     ds = ray.data.from_items(items).map_batches(
-        worker, fn_constructor_args=args, batch_size=1, concurrency=engine.workers, num_cpus=cpus,
-        num_gpus=engine.gpus_per_worker or None)
+        worker, fn_constructor_args=args, batch_size=1, compute=compute, num_cpus=cpus,
+        num_gpus=engine.gpus_per_worker or None, max_restarts=0)
     out = []
     with progress_bar(len(items), desc, enabled=progress, unit="item") as bar:
         for row in ds.iter_rows():
