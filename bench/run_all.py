@@ -31,7 +31,7 @@ def _key(result: dict) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
-    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,index,store,cli,web,inspect,edit,evaluate,student,ray) to run "
+    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,index,store,bulk,cli,web,inspect,edit,evaluate,student,ray) to run "
                     "again; their entries in --out are replaced, the others kept")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
@@ -55,6 +55,8 @@ def main():
         if want("index"):
             keep(run("index_scale.py", "--n", "100000"))
             keep(run("index_scale.py", "--n", "1000000", "--exact-queries", "50"))
+        if want("bulk"):
+            keep(run("bulk_import.py"))
         if want("store") or want("cli") or want("web"):
             store = run("store.py", "--keep", tmp)
             if want("store"):

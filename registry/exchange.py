@@ -472,25 +472,38 @@ def import_library(db, path: Path) -> dict:
                                                  key=tensors[f"embedding/{i}/key"], key_kind=e.key_kind)
             emb_rows.append(row)
             added["embeddings"] += created
-        dir_rows = []
+        # Directions go in batches (repo.insert_directions: a few statements per batch, not per direction); a
+        # combination first flushes the batch, as it links to the rows of its components.
+        dir_rows: list = [None] * len(man.directions)
+        batch: list[tuple[int, dict]] = []
+
+        def flush() -> None:
+            for (i, _), rec in zip(batch, repo.insert_directions(s, [item for _, item in batch])):
+                dir_rows[i] = rec
+            batch.clear()
+
+        sides = {}  # embedding index → (concept, bank sha256)
+        for j, e in enumerate(man.embeddings):
+            sides[j] = (man.banks[e.bank].concept, man.banks[e.bank].sha256)
         for i, r in enumerate(man.directions):
+            item = {"name": r.name, "encoder_id": enc_ids[r.encoder], "key": tensors[f"direction/{i}/key"],
+                    "tags": r.tags, "note": r.note, "deprecated": bool(r.deprecated)}
             if r.kind == "pair":
-                src, tgt = emb_rows[r.source], emb_rows[r.target]
-                content = repo.direction_content("pair", r.encoder, source=(src.bank.concept, src.bank.sha256),
-                                                 target=(tgt.bank.concept, tgt.bank.sha256), scale=r.scale)
-                links = {"source_id": src.id, "target_id": tgt.id, "scale": r.scale}
-            else:
-                comps = [(dir_rows[c.direction], c.weight) for c in r.components]
-                content = repo.direction_content("combination", r.encoder,
-                                                 components=[(d.content_sha256, w) for d, w in comps])
-                links = {"components": [{"id": d.id, "name": d.name, "version": d.version, "weight": w}
-                                        for d, w in comps]}
-            row, created = repo.insert_direction(s, name=r.name, content=content, encoder_id=enc_ids[r.encoder],
-                                                 key=tensors[f"direction/{i}/key"], tags=r.tags, note=r.note,
-                                                 deprecated=bool(r.deprecated), **links)
-            added["directions"] += created
-            dir_rows.append(row)
-            imported.append(f"{row.name}@{row.version}")
+                item.update(content=repo.direction_content("pair", r.encoder, source=sides[r.source],
+                                                           target=sides[r.target], scale=r.scale),
+                            source_id=emb_rows[r.source].id, target_id=emb_rows[r.target].id, scale=r.scale)
+                batch.append((i, item))
+                continue
+            flush()
+            comps = [(dir_rows[c.direction], c.weight) for c in r.components]
+            item.update(content=repo.direction_content("combination", r.encoder,
+                                                       components=[(d.content_sha256, w) for d, w in comps]),
+                        components=[{"id": d.id, "name": d.name, "version": d.version, "weight": w}
+                                    for d, w in comps])
+            dir_rows[i] = repo.insert_directions(s, [item])[0]
+        flush()
+        added["directions"] = len({rec.id for rec in dir_rows if rec.created})
+        imported = [f"{rec.name}@{rec.version}" for rec in dir_rows]
         for i, st in enumerate(man.students):
             _, created = repo.insert_student(s, direction_id=dir_rows[st.direction].id, config=st.config,
                                              weights=tensors[f"student/{i}"], weights_sha256=st.weights_sha256,

@@ -157,3 +157,33 @@ def test_import_pt_refuses_pickled_objects_and_wrong_shapes(reg, tiny_model, tmp
             reg.import_pt(tmp_path / "ok.pt", tmp_path / bad, model=str(tiny_model))
     assert "pwned" not in capsys.readouterr().out
     assert db_dump(db_url) == before
+
+
+def test_bulk_inserts_follow_the_versioning_rules(reg, tiny_model):
+    """store.repository.insert_directions (library imports) = insert_direction's rules, many at a time."""
+    from store import repository as repo
+
+    d = reg.build_direction("cat", "dog", str(tiny_model), n=5)
+    with reg.db.read() as s:
+        row = repo.direction_row(s, "cat-to-dog", 1)
+        base = {"encoder_id": row.encoder_id, "source_id": row.source_id, "target_id": row.target_id}
+    content = lambda scale: repo.direction_content(  # noqa: E731
+        "pair", d.encoder, source=("cat", reg.bank("cat").sha256), target=("dog", reg.bank("dog").sha256),
+        scale=scale)
+    key = d.key
+    items = [{"name": "cat-to-dog", "content": content(1.0), "key": key, **base},  # stored: version 1, not new
+             {"name": "cat-to-dog", "content": content(2.0), "key": 2 * key, "scale": 2.0, **base},  # new: v2
+             {"name": "cat-to-dog", "content": content(2.0), "key": 2 * key, "scale": 2.0, **base},  # same again
+             {"name": "other", "content": content(1.0), "key": key, "tags": ["b", "a"], **base}]  # new name: v1
+    generation = reg.generation()
+    with reg.db.write() as s:
+        out = repo.insert_directions(s, items)
+    assert [(o.name, o.version, o.created) for o in out] == [("cat-to-dog", 1, False), ("cat-to-dog", 2, True),
+                                                             ("cat-to-dog", 2, True), ("other", 1, True)]
+    assert out[1].id == out[2].id and reg.generation() == generation + 1
+    assert reg.get("other").tags == ["a", "b"] and reg.get("cat-to-dog@2").scale == 2.0
+    assert np.allclose(reg.get("cat-to-dog@2").key, 2 * key)
+    assert [h.direction.ref for h in reg.search("other", k=3)][0] in ("other@1", "cat-to-dog@1", "cat-to-dog@2")
+    with reg.db.write() as s:
+        again = repo.insert_directions(s, items)
+    assert not any(o.created for o in again) and reg.generation() == generation + 1
