@@ -76,7 +76,10 @@ def start_ray(engine: Engine):
         raise RegistryError("--engine ray needs Ray: pip install 'p2pz[ray]'") from None
     if not ray.is_initialized():
         env = {k: os.environ[k] for k in _ENV if k in os.environ}
-        kwargs = {"include_dashboard": False, "log_to_driver": False, "runtime_env": {"env_vars": env}}
+        import logging
+
+        kwargs = {"include_dashboard": False, "log_to_driver": False, "runtime_env": {"env_vars": env},
+                  "logging_level": logging.ERROR}
         try:
             ray.init(address=engine.address, **kwargs)
         except (ConnectionError, RuntimeError, ValueError) as exc:
@@ -91,12 +94,25 @@ def ray_map(engine: Engine, items: list[dict], worker, args: tuple, *, desc: str
     """``worker(*args)`` on each actor, called with one item at a time → the result rows, in item order."""
     from store.progress import progress_bar
 
+    out = []
+    with progress_bar(len(items), desc, enabled=progress, unit="item") as bar:
+        for row in ray_iter(engine, items, worker, args):
+            out.append(row)
+            if on_result:
+                on_result(row)
+            bar.update()
+    return out
+
+
+def ray_iter(engine: Engine, items: list[dict], worker, args: tuple):
+    """The result rows of ``worker(*args)`` over ``items``, one by one as they finish (in item order)."""
     import logging
 
     ray = start_ray(engine)
     from ray.data import ActorPoolStrategy
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)  # no execution plans on the user's terminal
+    # p2pz reports outcomes and failures itself: no execution plans or stack traces from Ray Data's logger
+    logging.getLogger("ray.data").setLevel(logging.CRITICAL)
     ctx = ray.data.DataContext.get_current()
     ctx.execution_options.preserve_order = True
     ctx.enable_progress_bars = False
@@ -104,18 +120,24 @@ def ray_map(engine: Engine, items: list[dict], worker, args: tuple, *, desc: str
     # One call at a time per actor, on the actor's main thread: Ray Data's default moves the call to a helper
     # thread and overlaps batching with it, which costs a CPU-bound model ≈ 1.5× here (bench/ray_overhead.py).
     compute = ActorPoolStrategy(size=engine.workers, enable_true_multi_threading=True)
-    ds = ray.data.from_items(items).map_batches(
-        worker, fn_constructor_args=args, batch_size=1, compute=compute, num_cpus=cpus,
-        num_gpus=engine.gpus_per_worker or None, max_restarts=0)
-    out = []
-    with progress_bar(len(items), desc, enabled=progress, unit="item") as bar:
+    import warnings
+
+    with warnings.catch_warnings():  # max_restarts has no named parameter yet (Ray 2.60; pinned below 2.64)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        # no restarts: an actor whose model cannot load fails the job at once, with its error, instead of
+        # reloading forever (and Ray would warn about restarting actors whose arguments live in the object store)
+        ds = ray.data.from_items(items).map_batches(
+            worker, fn_constructor_args=args, batch_size=1, compute=compute, num_cpus=cpus,
+            num_gpus=engine.gpus_per_worker or None, max_restarts=0)
+    try:
         for row in ds.iter_rows():
-            row = json.loads(row["result"])
-            out.append(row)
-            if on_result:
-                on_result(row)
-            bar.update()
-    return out
+            yield json.loads(row["result"])
+    except ray.exceptions.RayError as exc:  # a worker could not start (its model did not load, …)
+        cause = getattr(exc, "cause", None) or exc
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        message = next((ln for ln in reversed(lines) if "Error" in ln or "error" in ln), lines[-1] if lines else "")
+        message = message.split(": ", 1)[1] if message.split(": ", 1)[0].endswith("Error") else message
+        raise RegistryError(f"the Ray job failed: {message[:300]}") from None
 
 
 # --- editing ------------------------------------------------------------------------------------------------
@@ -233,3 +255,116 @@ def encode_item(encoder, item: dict) -> dict:
     return {"ref": item["ref"], "concept": item["concept"], "sha256": sha, "generator": generator,
             "params": params, "sentences": sentences if drafted else None, "mean": b64(encoded.mean),
             "key": b64(encoded.key), "key_kind": encoded.key_kind}
+
+
+class PreviewWorker:
+    """A Ray actor rendering previews (registry.previews): one editor per model, loaded on first use; each call
+    edits one image with a chunk of directions and returns the edited PNGs' bytes."""
+
+    def __init__(self, spec: dict):
+        import torch
+
+        torch.set_num_threads(spec["threads"])
+        self.spec = spec
+        self.editors: dict = {}
+
+    def __call__(self, batch: dict) -> dict:
+        import base64
+        import tempfile
+
+        from editor.batch import edit_files, output_name
+        from editor.config import EditConfig, InversionConfig
+
+        from .editing import open_editor
+
+        s = self.spec
+        results = []
+        for raw in batch["item"]:
+            item = json.loads(str(raw))
+            dirs = [s["directions"][r] for r in item["refs"]]
+            try:
+                if item["model"] not in self.editors:
+                    self.editors = {item["model"]: open_editor(dirs, item["model"], **s["editor"])}
+                image = Path(item["image"])
+                with tempfile.TemporaryDirectory() as tmp:
+                    outcome = edit_files(self.editors[item["model"]], [image], dirs, Path(tmp),
+                                         inversion=InversionConfig(steps=s["steps"], seed=s["seed"]),
+                                         edit=EditConfig(), force=True)[0]
+                    pngs = {d.ref: base64.b64encode((Path(tmp) / output_name(image.stem, d.ref)).read_bytes())
+                            .decode() for d in dirs} if outcome.ok else {}
+                results.append(json.dumps({"error": None if outcome.ok else outcome.error, "pngs": pngs}))
+            except Exception as exc:  # noqa: BLE001
+                results.append(json.dumps({"error": f"{type(exc).__name__}: {exc}", "pngs": {}}))
+        return {"result": results}
+
+
+class PairsWorker:
+    """A Ray actor of ``distill pairs``: the teacher editor (and the filter's scorers) loaded once; each call
+    makes one training pair (editor.student.pairs.teacher_pair) and returns both images as PNG bytes."""
+
+    def __init__(self, spec: dict):
+        import torch
+
+        from .editing import open_editor
+
+        torch.set_num_threads(spec["threads"])
+        self.spec = spec
+        self.editor = open_editor([spec["direction"]], spec["model"], **spec["editor"])
+        self.scorers = None
+        if spec["filter"]:
+            from editor.evaluate import Scorers
+
+            self.scorers = Scorers.load(spec["clip_model"], spec["dino_model"], device=spec["editor"].get("device"))
+
+    def __call__(self, batch: dict) -> dict:
+        import base64
+        import io
+
+        from editor.student.pairs import teacher_pair
+
+        s = self.spec
+        results = []
+        for raw in batch["item"]:
+            kind, item, pid = json.loads(str(raw))
+            try:
+                src, tgt, scores = teacher_pair(self.editor, s["direction"], kind, item, prompt=s["prompt"],
+                                                size=s["size"], inversion=s["inversion"], edit=s["edit"],
+                                                scorers=self.scorers, source_concept=s["source_concept"],
+                                                target_concept=s["target_concept"])
+                png = []
+                for im in (src, tgt):
+                    buf = io.BytesIO()
+                    im.save(buf, format="PNG")
+                    png.append(base64.b64encode(buf.getvalue()).decode())
+                results.append(json.dumps({"job": [kind, item, pid], "png": png, "scores": scores, "model": {
+                    "model": self.editor.model_id, "model_fingerprint": self.editor.model_fingerprint}}))
+            except Exception as exc:  # noqa: BLE001 — this pair fails, the others go on
+                results.append(json.dumps({"job": [kind, item, pid], "error": f"{type(exc).__name__}: {exc}"}))
+        return {"result": results}
+
+
+def pairs_runner(engine: Engine, spec: dict, progress: bool = False):
+    """A ``runner`` for :func:`editor.student.pairs.make_pairs` computing the pairs on Ray workers."""
+    import torch
+
+    spec = {**spec, "direction": freeze(spec["direction"]), "threads": torch.get_num_threads()}
+
+    def run(jobs):
+        import base64
+        import io
+
+        from PIL import Image
+
+        if not jobs:
+            return
+        items = [{"item": json.dumps([kind, str(item) if kind == "image" else item, pid])}
+                 for kind, item, pid in jobs]
+        originals = {pid: (kind, item, pid) for kind, item, pid in jobs}
+        for row in ray_iter(engine, items, PairsWorker, (spec,)):
+            job = originals[row["job"][2]]
+            if "error" in row:
+                yield job, None, None, None, row["error"]
+                continue
+            src, tgt = (Image.open(io.BytesIO(base64.b64decode(p))).convert("RGB") for p in row["png"])
+            yield job, src, tgt, row["scores"], row["model"]
+    return run

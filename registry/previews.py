@@ -104,12 +104,14 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
                    device: str | None = None, dtype: str | None = None, captioner: str | None = None,
                    steps: int = DEFAULT_STEPS, seed: int = 0,
                    force: bool = False, editor_for: Callable | None = None, on_step: Callable | None = None,
+                   engine=None,
                    report: Callable[[dict], None] | None = None, progress: bool = False) -> list[dict]:
     """Render the preview of every direction in ``refs`` (default: every non-deprecated one) on every image of
     ``images`` (default: the bundled sample) → one summary per (direction, image): ``{"direction", "image",
     "key", "status": "rendered" | "cached" | "failed", "error"}``. Directions sharing a model share one
     inversion per image. ``editor_for(directions)`` supplies the editor (default: loaded here, once per model;
-    the web app's job runner passes the one it keeps loaded)."""
+    the web app's job runner passes the one it keeps loaded). With a Ray ``engine``
+    (:class:`registry.engines.Engine`), the renders run on its workers and are stored here."""
     from editor.batch import edit_files, output_name
     from editor.config import EditConfig, InversionConfig
 
@@ -126,6 +128,20 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
     by_model: dict[str | None, list[Direction]] = {}
     for d in directions:
         by_model.setdefault(choose_model([d], model), []).append(d)
+    work: list[tuple[str | None, Path, list]] = []  # (model, image, [(direction, entry)]) still to render
+
+    def finish(image: Path, chunk: list, error: str | None, edited: Callable[[Direction], Path]) -> None:
+        for d, entry in chunk:
+            summary = {"direction": d.ref, "image": image.name, "key": entry["key"]}
+            if error is not None:
+                out.append({**summary, "status": "failed", "error": error})
+            else:
+                _store(edited(d), image, entry["key"])
+                _record(d, entry)
+                out.append({**summary, "status": "rendered"})
+            if report:
+                report(out[-1])
+
     for chosen, group in by_model.items():
         mkey = model_key(chosen)
         for image in images:
@@ -142,32 +158,56 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
                         report(out[-1])
                 else:
                     todo.append((d, entry))
-            for i in range(0, len(todo), BATCH):
-                chunk = todo[i:i + BATCH]
-                if editor_for is not None:
-                    editor = editor_for([d for d, _ in chunk])
-                elif loaded.get("model", ()) != chosen:
-                    loaded.update(model=chosen, editor=None)
-                    loaded["editor"] = open_editor([d for d, _ in chunk], chosen, progress=progress, **{
-                        k: v for k, v in (("device", device), ("dtype", dtype), ("captioner", captioner)) if v})
-                editor = editor if editor_for is not None else loaded["editor"]
-                editor.on_step = on_step
-                with tempfile.TemporaryDirectory(dir=_ensure(previews_dir())) as tmp:
-                    outcome = edit_files(editor, [image], [d for d, _ in chunk], Path(tmp),
-                                         inversion=InversionConfig(steps=steps, seed=seed), edit=EditConfig(),
-                                         force=True)[0]
-                    for d, entry in chunk:
-                        summary = {"direction": d.ref, "image": image.name, "key": entry["key"]}
-                        if not outcome.ok:
-                            out.append({**summary, "status": "failed", "error": outcome.error})
-                        else:
-                            _store(Path(tmp) / output_name(image.stem, d.ref), image, entry["key"])
-                            _record(d, entry)
-                            out.append({**summary, "status": "rendered"})
-                        if report:
-                            report(out[-1])
-                editor.on_step = None
+            work += [(chosen, image, todo[i:i + BATCH]) for i in range(0, len(todo), BATCH)]
+    if engine is not None and engine.kind == "ray" and work:
+        _render_on_ray(engine, work, steps, seed, {k: v for k, v in (("device", device), ("dtype", dtype),
+                                                                    ("captioner", captioner)) if v},
+                       finish, progress)
+        return out
+    for chosen, image, chunk in work:
+        if editor_for is not None:
+            editor = editor_for([d for d, _ in chunk])
+        else:
+            if loaded.get("model", ()) != chosen:
+                loaded.update(model=chosen, editor=None)
+                loaded["editor"] = open_editor([d for d, _ in chunk], chosen, progress=progress, **{
+                    k: v for k, v in (("device", device), ("dtype", dtype), ("captioner", captioner)) if v})
+            editor = loaded["editor"]
+        editor.on_step = on_step
+        with tempfile.TemporaryDirectory(dir=_ensure(previews_dir())) as tmp:
+            outcome = edit_files(editor, [image], [d for d, _ in chunk], Path(tmp),
+                                 inversion=InversionConfig(steps=steps, seed=seed), edit=EditConfig(), force=True)[0]
+            finish(image, chunk, None if outcome.ok else outcome.error,
+                   lambda d, tmp=tmp, image=image: Path(tmp) / output_name(image.stem, d.ref))
+        editor.on_step = None
     return out
+
+
+def _render_on_ray(engine, work: list, steps: int, seed: int, editor_kwargs: dict, finish, progress: bool) -> None:
+    """Each (model, image, chunk) of ``work`` rendered by a Ray worker; the edited PNGs come back as bytes and
+    are stored here (one writer)."""
+    import base64
+    import json
+
+    import torch
+
+    from . import engines
+
+    frozen, items = {}, []
+    for chosen, image, chunk in work:
+        for d, _ in chunk:
+            frozen.setdefault(d.ref, engines.freeze(d))
+        items.append({"item": json.dumps({"model": chosen, "image": str(image), "refs": [d.ref for d, _ in chunk]})})
+    spec = {"directions": frozen, "editor": editor_kwargs, "steps": steps, "seed": seed,
+            "threads": torch.get_num_threads()}
+    rows = engines.ray_map(engine, items, engines.PreviewWorker, (spec,), desc="previews (ray)", progress=progress)
+    for (chosen, image, chunk), row in zip(work, rows):
+        with tempfile.TemporaryDirectory(dir=_ensure(previews_dir())) as tmp:
+            def edited(d, tmp=tmp, row=row):
+                path = Path(tmp) / f"{len(list(Path(tmp).iterdir()))}.png"
+                path.write_bytes(base64.b64decode(row["pngs"][d.ref]))
+                return path
+            finish(image, chunk, row.get("error"), edited)
 
 
 def _ensure(folder: Path) -> Path:

@@ -127,3 +127,51 @@ def test_build_many_reports_bad_lines_and_failing_pairs(tmp_path, tiny_model):
     assert "cat@7" in res.stderr
     with Registry.open(db) as reg:
         assert [d.ref for d in reg.directions()] == ["cat-to-dog@1"]
+
+
+def test_preview_build_on_ray_stores_the_previews_a_local_build_makes(local_ray, setup, tmp_path, tiny_model,
+                                                                        monkeypatch):
+    db, _ = setup
+    runner = CliRunner()
+    args = ["--db", db, "-q", "preview", "build", "--steps", "2", "--captioner", str(tiny_model / "captioner"),
+            "--json"]
+    local = runner.invoke(main, args)
+    assert local.exit_code == 0, local.output
+    from registry.previews import previews_dir
+
+    rendered = {p.parent.name + "/" + p.name: p.read_bytes() for p in previews_dir().glob("*/edit.png")}
+    assert len(rendered) == 2
+    monkeypatch.setenv("P2PZ_HOME", str(tmp_path / "other-home"))  # a second, empty preview store
+    remote = runner.invoke(main, args + ["--engine", "ray", "--workers", "2"])
+    assert remote.exit_code == 0, remote.output
+    assert [r["status"] for r in json.loads(remote.stdout)] == ["rendered", "rendered"]
+    assert {p.parent.name + "/" + p.name: p.read_bytes() for p in previews_dir().glob("*/edit.png")} == rendered
+    again = runner.invoke(main, args + ["--engine", "ray"])
+    assert [r["status"] for r in json.loads(again.stdout)] == ["cached", "cached"]
+
+
+def test_distill_pairs_on_ray_writes_the_dataset_a_local_run_writes(local_ray, setup, tmp_path, tiny_model):
+    from editor.student.pairs import read_manifest
+
+    db, photos = setup
+    runner = CliRunner()
+    args = ["--db", db, "-q", "distill", "pairs", "cat-to-dog", "--images", str(photos), "--synthetic", "2",
+            "--size", "32", "--steps", "2", "--captioner", str(tiny_model / "captioner"), "--no-filter"]
+    local = runner.invoke(main, args + ["--out", str(tmp_path / "local")])
+    assert local.exit_code == 0, local.output
+    remote = runner.invoke(main, args + ["--out", str(tmp_path / "ray"), "--engine", "ray", "--workers", "2"])
+    assert remote.exit_code == 0, remote.output
+    a, b = read_manifest(tmp_path / "local"), read_manifest(tmp_path / "ray")
+    assert len(a["pairs"]) == 5
+    key = lambda m: sorted((p["id"], p["source_sha256"], p["target_sha256"]) for p in m["pairs"])  # noqa: E731
+    assert key(a) == key(b)  # the same pairs, pixel for pixel (ray may finish them in another order)
+    assert {k: v for k, v in a.items() if k != "pairs"} == {k: v for k, v in b.items() if k != "pairs"}
+    again = runner.invoke(main, args + ["--out", str(tmp_path / "ray"), "--engine", "ray"])
+    assert again.exit_code == 0 and len(read_manifest(tmp_path / "ray")["pairs"]) == 5  # resumed: nothing new
+
+
+def test_a_worker_that_cannot_start_is_one_line(local_ray, setup, tmp_path, tiny_model):
+    db, photos = setup
+    res = _edit(db, photos, tmp_path / "out", tiny_model, "--engine", "ray", "--model", str(tmp_path / "missing"))
+    assert res.exit_code == 1 and "Traceback" not in res.stderr
+    assert res.stderr.startswith("error: the Ray job failed") and "missing" in res.stderr

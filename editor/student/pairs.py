@@ -58,13 +58,43 @@ def dataset_sha256(folder: Path) -> str:
     return sha256_json([[p["id"], p["source_sha256"], p["target_sha256"]] for p in data["pairs"] if p["kept"]])
 
 
+def teacher_pair(editor, direction, kind: str, item, *, prompt: str | None, size: int, inversion, edit,
+                 scorers=None, source_concept: str = "", target_concept: str = ""):
+    """One training pair: the teacher's edit of a real image (``kind="image"``, ``item`` its path) or of a
+    synthetic source (``kind="synthetic"``, ``item`` its seed) → (source, target) at ``size`` px and the scores."""
+    from PIL import Image
+
+    from ..image import load_image
+
+    if kind == "image":
+        image = load_image(item)
+        inv = editor.invert(image, editor.caption(image), inversion)
+        res = editor.edit(inv, direction, edit)
+        source = image
+    else:
+        inv = editor.synthetic(prompt, seed=item, steps=inversion.steps)
+        res = editor.edit(inv, direction, edit)
+        source = res.reconstruction
+    src = source.convert("RGB").resize((size, size), Image.BICUBIC)
+    tgt = res.edited.convert("RGB").resize((size, size), Image.BICUBIC)
+    scores = {}
+    if scorers is not None:
+        from ..evaluate import score_pair
+
+        scores = score_pair(scorers, src, tgt, source_concept, target_concept)
+    return src, tgt, scores
+
+
 def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None, synthetic: int = 0,
                prompt: str | None = None, size: int = 256, inversion=None, edit=None, scorers=None,
                pair_filter: PairFilter | None = None, source_concept: str = "", target_concept: str = "",
-               seed: int = 0, progress: bool = False) -> dict:
-    """Write (or complete) a pairs dataset in ``out`` → its manifest."""
-    from PIL import Image
+               seed: int = 0, progress: bool = False, runner=None, filtered: bool | None = None) -> dict:
+    """Write (or complete) a pairs dataset in ``out`` → its manifest.
 
+    ``runner(jobs)`` computes the pending pairs elsewhere (the registry's Ray engine): it gets ``(kind, item,
+    pid)`` jobs and yields ``(job, source, target, scores, model)`` as they finish, in any order, ``model`` being
+    ``{"model", "model_fingerprint"}`` of the teacher that made it (or ``(job, None, None, None, error)`` for
+    a job that failed); then ``editor`` may be None and ``filtered`` says whether its scorers filter."""
     from ..config import EditConfig, InversionConfig
     from ..image import load_image, pixels_sha256
 
@@ -75,6 +105,7 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
         if not prompt:
             raise EditorError("synthetic sources need a prompt (--prompt TEXT)")
     inversion, edit = inversion or InversionConfig(), edit or EditConfig()
+    filtered = (scorers is not None) if filtered is None else filtered
     out = Path(out)
     label = getattr(direction, "ref", "tensor")
     manifest_path = out / MANIFEST
@@ -85,52 +116,53 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
                               "--out folder")
     else:
         manifest = {"format": FORMAT, "direction": label, "encoder": getattr(direction, "encoder", None),
-                    "model": editor.model_id, "model_fingerprint": editor.model_fingerprint, "size": size,
+                    "model": editor.model_id if editor else None,
+                    "model_fingerprint": editor.model_fingerprint if editor else None, "size": size,
                     "inversion": {"steps": inversion.steps, **inversion.params()},
                     "edit": {"scale": edit.scale, "xa_guidance": edit.xa_guidance,
                              "guidance_scale": edit.guidance_scale},
-                    "filter": None if scorers is None else (pair_filter or PairFilter()).__dict__,
-                    "filtered": scorers is not None, "pairs": []}
+                    "filter": (pair_filter or PairFilter()).__dict__ if filtered else None,
+                    "filtered": filtered, "pairs": []}
     done = {p["id"] for p in manifest["pairs"]}
-    jobs = [("image", p) for p in (images or [])] + [("synthetic", seed + i) for i in range(synthetic)]
+    jobs = []
+    for p in images or []:
+        jobs.append(("image", p, pixels_sha256(load_image(p))[:16]))
+    for i in range(synthetic):
+        jobs.append(("synthetic", seed + i, sha256_json({"prompt": prompt, "seed": seed + i, "size": size})[:16]))
+    pending = [j for j in jobs if j[2] not in done]
     pair_filter = pair_filter or PairFilter()
     (out / "pairs").mkdir(parents=True, exist_ok=True)
-    with progress_bar(len(jobs), "teacher pairs", enabled=progress, unit="pair") as bar:
-        for kind, item in jobs:
-            if kind == "image":
-                image = load_image(item)
-                pid = pixels_sha256(image)[:16]
-            else:
-                pid = sha256_json({"prompt": prompt, "seed": item, "size": size})[:16]
-            if pid in done:
-                bar.update()
-                continue
-            if kind == "image":
-                inv = editor.invert(image, editor.caption(image), inversion)
-                res = editor.edit(inv, direction, edit)
-                source = image
-            else:
-                inv = editor.synthetic(prompt, seed=item, steps=inversion.steps)
-                res = editor.edit(inv, direction, edit)
-                source = res.reconstruction
-            src = source.convert("RGB").resize((size, size), Image.BICUBIC)
-            tgt = res.edited.convert("RGB").resize((size, size), Image.BICUBIC)
-            scores = {}
-            if scorers is not None:
-                from ..evaluate import score_pair
 
-                scores = score_pair(scorers, src, tgt, source_concept, target_concept)
+    def local(todo):
+        model = {"model": editor.model_id, "model_fingerprint": editor.model_fingerprint}
+        for job in todo:
+            src, tgt, scores = teacher_pair(editor, direction, job[0], job[1], prompt=prompt, size=size,
+                                            inversion=inversion, edit=edit, scorers=scorers,
+                                            source_concept=source_concept, target_concept=target_concept)
+            yield job, src, tgt, scores, model
+
+    failed = []
+    with progress_bar(len(jobs), "teacher pairs", enabled=progress, unit="pair") as bar:
+        bar.update(len(jobs) - len(pending))
+        for (kind, item, pid), src, tgt, scores, model in (runner or local)(pending):
+            bar.update()
+            if src is None:
+                failed.append(f"{item}: {model}")
+                continue
+            if manifest["model"] is None:
+                manifest.update(model)
             entry = {"id": pid, "kind": kind, "input": str(item), "source": f"pairs/{pid}_source.png",
                      "target": f"pairs/{pid}_target.png", "source_sha256": pixels_sha256(src),
                      "target_sha256": pixels_sha256(tgt), "scores": scores,
-                     "kept": scorers is None or pair_filter.keeps(scores)}
+                     "kept": not filtered or pair_filter.keeps(scores)}
             atomic_write(out / entry["source"], writer=lambda p, im=src: im.save(p, format="PNG"))
             atomic_write(out / entry["target"], writer=lambda p, im=tgt: im.save(p, format="PNG"))
             manifest["pairs"].append(entry)  # named only once both images are in place
             atomic_write(manifest_path, json.dumps(manifest, indent=1))
             done.add(pid)
-            bar.update()
     atomic_write(manifest_path, json.dumps(manifest, indent=1))
+    if failed:
+        manifest["failed"] = failed
     return manifest
 
 

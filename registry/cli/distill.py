@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import P2PZGroup, echo_json, echo_table, json_option, main, pass_state
+from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main, make_engine, pass_state
 
 
 @main.group(cls=P2PZGroup)
@@ -39,16 +39,22 @@ def distill():
 @click.option("--max-structure", type=float, default=0.1, show_default=True, help="Keep pairs with structure "
               "distance at most this.")
 @click.option("--device", help="cpu or cuda (default: cuda when available).")
+@engine_options
 @json_option
 @pass_state
 def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, steps, model, captioner, no_filter,
-                  clip_model, dino_model, min_directional, max_structure, device, as_json):
+                  clip_model, dino_model, min_directional, max_structure, device, engine, address, workers,
+                  gpus_per_worker, as_json):
     """Let the diffusion editor (the teacher) edit sources and write source/edit pairs (resumable).
 
     \b
     Examples:
       p2pz distill pairs cat-to-dog --images cats/ --out cat-to-dog-pairs
       p2pz distill pairs cat-to-dog --synthetic 200 --prompt "a photo of a cat" --out pairs --no-filter
+      p2pz distill pairs cat-to-dog --synthetic 15000 --out pairs --engine ray --workers 8 --gpus-per-worker 1
+
+    With --engine ray the teacher (and the filter's CLIP/DINO models) load once per worker; a worker that cannot
+    load the filter's models fails its pairs (reported) instead of keeping them unfiltered.
     """
     from editor.batch import expand_inputs
     from editor.config import EditConfig, InversionConfig
@@ -57,11 +63,29 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     from ..editing import open_editor
     from ..evaluations import concepts
 
+    eng = make_engine(engine, address, workers, gpus_per_worker)
     reg = state.registry()
     d = reg.get(ref)
     source, target = concepts(d)
     images = expand_inputs([images_dir]) if images_dir else []
     scorers = None
+    kwargs = {"captioner": captioner} if captioner else {}
+    common = dict(images=images, synthetic=synthetic, prompt=prompt, size=size, inversion=InversionConfig(steps=steps),
+                  edit=EditConfig(steps=steps), pair_filter=PairFilter(min_directional, max_structure),
+                  source_concept=source, target_concept=target, progress=state.progress)
+    if eng.kind == "ray":
+        from ..engines import pairs_runner
+
+        if no_filter:
+            click.echo("warning: pairs are not filtered (--no-filter)", err=True)
+        spec = {"direction": d, "model": model, "editor": {"device": device, **kwargs}, "filter": not no_filter,
+                "clip_model": clip_model, "dino_model": dino_model, "prompt": prompt or f"a photo of a {source}",
+                "size": size, "inversion": common["inversion"], "edit": common["edit"], "source_concept": source,
+                "target_concept": target}
+        manifest = make_pairs(None, d, Path(out_dir), runner=pairs_runner(eng, spec), filtered=not no_filter,
+                              **common)
+        _pairs_summary(manifest, out_dir, d, as_json)
+        return
     if no_filter:
         click.echo("warning: pairs are not filtered (--no-filter)", err=True)
     else:
@@ -72,17 +96,21 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
             scorers = Scorers.load(clip_model, dino_model, device=device or default_device())
         except Exception as exc:  # the filter's models are optional: without them, every pair is kept
             click.echo(f"warning: pairs are not filtered ({' '.join(str(exc).split())[:200]})", err=True)
-    kwargs = {"captioner": captioner} if captioner else {}
     ed = open_editor([d], model, device=device, progress=state.progress, **kwargs)
-    manifest = make_pairs(ed, d, Path(out_dir), images=images, synthetic=synthetic, prompt=prompt, size=size,
-                          inversion=InversionConfig(steps=steps), edit=EditConfig(steps=steps), scorers=scorers,
-                          pair_filter=PairFilter(min_directional, max_structure), source_concept=source,
-                          target_concept=target, progress=state.progress)
+    manifest = make_pairs(ed, d, Path(out_dir), scorers=scorers, **common)
+    _pairs_summary(manifest, out_dir, d, as_json)
+
+
+def _pairs_summary(manifest: dict, out_dir: str, d, as_json: bool) -> None:
+    for line in manifest.get("failed", []):
+        click.echo(f"error: {line}", err=True)
     kept = sum(p["kept"] for p in manifest["pairs"])
     if as_json:
         echo_json({"dataset": out_dir, "pairs": len(manifest["pairs"]), "kept": kept, "filter": manifest["filter"]})
     else:
         click.echo(f"{out_dir}: {len(manifest['pairs'])} pairs of {d.ref}, {kept} kept")
+    if manifest.get("failed"):
+        raise P2PZError(f"{len(manifest['failed'])} pairs failed; run again to retry them")
 
 
 @distill.command("train")

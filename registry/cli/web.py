@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import P2PZError, P2PZGroup, echo_json, echo_table, json_option, main, pass_state
+from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main, make_engine, pass_state
 
 
 @main.command("serve")
@@ -78,9 +78,11 @@ def preview():
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
 @click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
 @click.option("--force", is_flag=True, help="Render again even when a preview with these settings exists.")
+@engine_options
 @json_option
 @pass_state
-def preview_build(state, refs, images, model, steps, seed, device, dtype, captioner, force, as_json):
+def preview_build(state, refs, images, model, steps, seed, device, dtype, captioner, force, engine, address, workers,
+                  gpus_per_worker, as_json):
     """Render what each direction (default: every one) does to the preview images.
 
     Previews are content-addressed (direction content, image, model, steps, seed) in $P2PZ_HOME/previews:
@@ -90,6 +92,7 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
     Examples:
       p2pz preview build
       p2pz preview build cat-to-dog day-to-night@2 --images previews/ --steps 50
+      p2pz preview build --engine ray --workers 4 --gpus-per-worker 1
     """
     from ..previews import build_previews
 
@@ -100,6 +103,7 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
         paths = sorted(x for x in p.iterdir() if x.suffix.lower() in exts) if p.is_dir() else [p]
         if not paths:
             raise P2PZError(f"no images in {images}; give a folder of PNG/JPEG/WebP files")
+    eng = make_engine(engine, address, workers, gpus_per_worker)
     reg = state.registry()
 
     def report(r):
@@ -107,7 +111,7 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
             state.info(f"{r['direction']} on {r['image']}: {r['status']}" + (f" ({r['error']})" if r.get("error") else ""))
 
     done = build_previews(reg, list(refs) or None, paths, model=model, device=device, dtype=dtype,
-                          captioner=captioner, steps=steps,
+                          captioner=captioner, steps=steps, engine=eng,
                           seed=seed, force=force, report=report, progress=state.progress)
     if as_json:
         echo_json(done)
