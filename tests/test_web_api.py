@@ -433,3 +433,22 @@ def test_the_app_starts_without_importing_torch(db, tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
+
+
+def test_the_jobs_revision_upgrades_and_downgrades_a_populated_database(db, tmp_path, tiny_model):
+    from sqlalchemy import inspect
+
+    from migrations import HEAD_REVISION, current_revision, downgrade, upgrade
+    from store.db import make_engine
+
+    with TestClient(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
+        assert edit(c).status_code == 202
+    engine = make_engine(db)
+    assert "jobs" in inspect(engine).get_table_names()
+    downgrade(engine, "0005")
+    assert current_revision(engine) == "0005" and "jobs" not in inspect(engine).get_table_names()
+    upgrade(engine)
+    assert current_revision(engine) == HEAD_REVISION == "0006" and "jobs" in inspect(engine).get_table_names()
+    engine.dispose()
+    with Registry.open(db) as reg:
+        assert [d.ref for d in reg.directions()] == ["cat-to-dog@1", "day-to-night@1", "kitten-to-puppy@1"]

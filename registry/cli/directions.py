@@ -28,6 +28,16 @@ def _dir_row(d):
 _DIR_HEADERS = ["direction", "from", "scale", "encoder", "fingerprint", "tags", ""]
 
 
+def _bank_options(generator, kind, llm_model, *llm_args):
+    """(generator, its options) from ``--from``, ``--kind`` and the LLM flags of a build command."""
+    opts = gen_options(kind, None, None)
+    if opts and generator is None:
+        generator = "templates"
+    if generator == "llm":
+        opts.update(llm_opts(llm_model, *llm_args))
+    return generator, opts
+
+
 @direction.command("build")
 @click.argument("source")
 @click.argument("target")
@@ -72,12 +82,8 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
         sides = {"source_sentences": read_sentence_file(source_file, n),
                  "target_sentences": read_sentence_file(target_file, n)}
         generator = None
-    opts = gen_options(kind, None, None)
-    if opts and generator is None:
-        generator = "templates"
-    if generator == "llm":
-        opts.update(llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
-                              timeout, max_retries, no_cache))
+    generator, opts = _bank_options(generator, kind, llm_model, base_url, temperature, concurrency, max_requests,
+                                    max_total_tokens, timeout, max_retries, no_cache)
     d = state.registry().build_direction(source, target, model, name=name, generator=generator, n=n, seed=seed,
                                          scale=scale, tags=tags, note=note, device=device, **sides, **opts)
     if as_json:
@@ -118,12 +124,8 @@ def direction_build_many(state, pairs_file, model, generator, n, seed, kind, tag
     from ..directions import read_pairs
 
     eng = make_engine(engine, address, workers, gpus_per_worker)
-    opts = gen_options(kind, None, None)
-    if opts and generator is None:
-        generator = "templates"
-    if generator == "llm":
-        opts.update(llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
-                              timeout, max_retries, no_cache))
+    generator, opts = _bank_options(generator, kind, llm_model, base_url, temperature, concurrency, max_requests,
+                                    max_total_tokens, timeout, max_retries, no_cache)
     pairs = read_pairs(pairs_file)
 
     def report(r):
