@@ -20,7 +20,8 @@ class State:
         self.settings = settings
         self.registry = Registry.open(settings.db_url)
         self.jobs = Jobs(self.registry, settings.resolved_work_dir())
-        self.search_lock = threading.Lock()  # the FAISS index cache is rebuilt in place when stale
+        # one search at a time: a stale FAISS index is rebuilt by the first search that sees it, not by several
+        self.search_lock = threading.Lock()
         self.diagnostics: dict[str, dict] = {}  # ref → inspect() result (immutable per direction version)
 
 

@@ -81,8 +81,7 @@ def direction_diagnostics(ref: str, st: State = Depends(state)):
     health, neighbours, checks. The first call per version may load the text encoder."""
     d = st.registry.get(ref)
     if d.ref not in st.diagnostics:
-        with st.search_lock:
-            st.diagnostics[d.ref] = st.registry.inspect(d.ref).to_dict()
+        st.diagnostics[d.ref] = st.registry.inspect(d.ref).to_dict()
     return st.diagnostics[d.ref]
 
 
@@ -92,11 +91,10 @@ def build_direction(body: BuildIn, st: State = Depends(state)):
     """Build Δ = mean(target bank) − mean(source bank) with the server's model (``p2pz direction build``);
     missing banks are made from templates. Building the same again returns the stored version."""
     options = {"kind": body.kind} if body.kind else {}
-    with st.search_lock:
-        d = st.registry.build_direction(body.source, body.target, st.settings.model, name=body.name, n=body.n,
-                                        seed=body.seed, scale=body.scale, tags=body.tags, note=body.note,
-                                        device=st.settings.device,
-                                        generator="templates" if options else None, **options)
+    d = st.registry.build_direction(body.source, body.target, st.settings.model, name=body.name, n=body.n,
+                                    seed=body.seed, scale=body.scale, tags=body.tags, note=body.note,
+                                    device=st.settings.device, generator="templates" if options else None,
+                                    **options)
     return direction_out(d)
 
 

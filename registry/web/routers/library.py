@@ -47,7 +47,6 @@ def import_library(file: UploadFile = File(..., description="A .p2pz library."),
                 if size > limit:
                     raise UploadError(f"the library is over this server's limit of {limit} bytes", 413)
                 out.write(chunk)
-        with st.search_lock:
-            result = st.registry.import_(path)
+        result = st.registry.import_(path)
     result.pop("path", None)
     return result
