@@ -172,6 +172,7 @@ class Student(Base):
     dataset_sha256: Mapped[str] = mapped_column(String(64), nullable=False)
     params: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     metrics: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    deprecated: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)  # revision 0007
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
 
 
@@ -192,6 +193,8 @@ class Job(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
     started_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
     finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    owner: Mapped[str | None] = mapped_column(String(64))  # the server running it (revision 0007)
+    heartbeat_at: Mapped[dt.datetime | None] = mapped_column(DateTime)  # refreshed while it runs
 
 
 class Meta(Base):
@@ -202,8 +205,9 @@ class Meta(Base):
     value: Mapped[int] = mapped_column(Integer, nullable=False)
 
 
-MUTABLE_COLUMNS = {Direction: {"tags", "deprecated", "note"}, Meta: {"value"},
-                   Job: {"status", "progress", "stage", "results", "error", "started_at", "finished_at"}}
+MUTABLE_COLUMNS = {Direction: {"tags", "deprecated", "note"}, Meta: {"value"}, Student: {"deprecated"},
+                   Job: {"status", "progress", "stage", "results", "error", "started_at", "finished_at", "owner",
+                         "heartbeat_at"}}
 
 
 @event.listens_for(Base, "before_update", propagate=True)

@@ -448,7 +448,7 @@ def test_the_jobs_revision_upgrades_and_downgrades_a_populated_database(db, tmp_
     downgrade(engine, "0005")
     assert current_revision(engine) == "0005" and "jobs" not in inspect(engine).get_table_names()
     upgrade(engine)
-    assert current_revision(engine) == HEAD_REVISION == "0006" and "jobs" in inspect(engine).get_table_names()
+    assert current_revision(engine) == HEAD_REVISION == "0007" and "jobs" in inspect(engine).get_table_names()
     engine.dispose()
     with Registry.open(db) as reg:
         assert [d.ref for d in reg.directions()] == ["cat-to-dog@1", "day-to-night@1", "kitten-to-puppy@1"]
