@@ -42,6 +42,10 @@ CASES = {
     "malformed ref": (["direction", "show", "cat-to-dog@x"], "malformed"),
     "malformed ref 2": (["direction", "show", "cat@1@2"], "malformed"),
     "malformed ref 3": (["bank", "show", "@3"], "malformed"),
+    "superscript version": (["direction", "show", "cat-to-dog@\u00b2"], "ASCII digits"),
+    "huge version": (["direction", "show", "cat-to-dog@99999999999999999999"], "from 1 to 2147483647"),
+    "arabic-indic version": (["direction", "show", "cat-to-dog@\u0662"], "ASCII digits"),  # never read as @2
+    "huge bank version": (["bank", "show", "cat@4611686018427387904"], "from 1 to 2147483647"),
     "empty bank file": (["bank", "create", "cat", "--from", "file", "--file", "{tmp}/empty.txt"], "no sentences"),
     "missing bank file": (["bank", "create", "cat", "--from", "file", "--file", "{tmp}/nope.txt"], "does not exist"),
     "pickled .pt": (["import-pt", "{tmp}/ok.pt", "{tmp}/evil.pt", "--model", "{model}"], "weights_only"),

@@ -161,6 +161,18 @@ def test_openapi_health_and_errors_are_json(client):
     assert r.status_code == 405 and set(r.json()) == {"error"}
 
 
+def test_versions_are_ascii_digits_within_bounds(client):
+    """A superscript, an overflowing or an Arabic-Indic version is a 400 naming the rule, never a 500 and never
+    read as another version (int("\u0662") is 2)."""
+    for ref in ("cat-to-dog@\u00b2", "cat-to-dog@99999999999999999999", "cat-to-dog@\u0662", "cat-to-dog@0"):
+        for url in (f"/api/directions/{ref}", f"/api/search?direction={ref}"):
+            r = client.get(url)
+            assert r.status_code == 400, (url, r.status_code, r.text)
+            assert "ASCII digits" in r.json()["error"]
+    assert client.get("/api/banks/cat@4611686018427387904").status_code == 400
+    assert client.get("/api/directions/cat-to-dog@1").status_code == 200
+
+
 # --- writing and auth ------------------------------------------------------------------------------------------
 
 def test_writes_need_the_token_and_reads_do_not(client):

@@ -94,9 +94,12 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
             raise P2PZError("--student runs locally (milliseconds per image); drop --engine ray")
         version = None
         if student != "latest":
-            if not (student.startswith("@") and student[1:].isdigit() and int(student[1:]) >= 1):
-                raise P2PZError(f"--student takes no value or @VERSION (e.g. --student @2), not {student!r}")
-            version = int(student[1:])
+            from ..naming import RefError, parse_version
+
+            try:
+                version = parse_version(student[1:] if student.startswith("@") else "", "--student version")
+            except RefError:
+                raise P2PZError(f"--student takes no value or @VERSION (e.g. --student @2), not {student!r}") from None
         _edit_with_students(state, dirs, paths, Path(out_dir), version, device, force, as_json)
         return
     kwargs = {"map_dtype": "float16" if maps_fp16 else "float32"}
