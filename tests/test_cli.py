@@ -179,3 +179,20 @@ def test_a_failed_build_from_files_leaves_no_bank(tiny_model, db_url, tmp_path):
               db_url, ok=False)
     assert res.exit_code == 1 and "does not exist" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert db_dump(db_url) == before  # neither file's bank was stored
+
+
+@pytest.mark.parametrize("args", [["bank", "show", "cat", "--sentences"], ["direction", "list"]])
+def test_a_closed_pipe_ends_quietly(args, tmp_path, home):
+    """``p2pz … | head``: the reader goes away (here before the first byte: a big output fails mid-command,
+    a small one at the final flush); p2pz exits quietly with 141 (128 + SIGPIPE, as a tool killed by SIGPIPE)."""
+    from registry import Registry
+
+    url = f"sqlite:///{tmp_path / 'pipe.db'}"
+    with Registry.open(url) as reg:
+        reg.make_bank("cat", n=1000)  # --sentences prints ≈ 40 KB: more than a pipe or stdout buffer holds
+    proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "--db", url] + args, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env={**os.environ, "P2PZ_HOME": str(home)}, cwd=tmp_path)
+    proc.stdout.close()  # no reader left: every write of the child fails with EPIPE
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141, err
+    assert err == ""

@@ -38,12 +38,37 @@ def _user_errors() -> tuple:
             ImageError)
 
 
+def _reader_gone() -> None:
+    """``p2pz … | head``: the reader closed the pipe. Exit quietly as Unix tools do: point stdout at /dev/null
+    (so the interpreter's last flush cannot fail again) and exit 141 (128 + SIGPIPE, what a shell reports for a
+    tool that SIGPIPE ended)."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # no real stdout (click's test runner): nothing to silence
+        pass
+    raise SystemExit(141)
+
+
 class P2PZGroup(click.Group):
+    def main(self, *args, **kwargs):
+        try:
+            try:
+                return super().main(*args, **kwargs)
+            finally:
+                sys.stdout.flush()  # inside the try: a closed pipe found by the last flush is handled too
+        except BrokenPipeError:
+            _reader_gone()
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort, KeyboardInterrupt):
             raise
+        except BrokenPipeError:
+            _reader_gone()
         except Exception as exc:
             if isinstance(exc, _user_errors()):
                 msg = " ".join(str(exc).split()) or type(exc).__name__
