@@ -184,3 +184,108 @@ def test_a_student_travels_in_a_library_bit_exactly_and_tampering_is_refused(tmp
     with pytest.raises(RegistryError, match="not a safetensors file"):
         fresh.import_(rewrite("pickled.p2pz", evil, hashlib.sha256(evil).hexdigest()))
     assert fresh.students() == []
+
+
+def _dataset(out, n=6, size=32, direction="cat-to-dog@1"):
+    """A pairs dataset written directly (no teacher): smooth random sources, their colour-rotated targets."""
+    from editor.image import pixels_sha256
+
+    (out / "pairs").mkdir(parents=True)
+    pairs = []
+    for i in range(n):
+        src = Image.fromarray((np.random.RandomState(i).rand(size, size, 3) * 255).astype(np.uint8))
+        tgt = Image.fromarray(np.asarray(src)[:, :, [2, 0, 1]])
+        pid = f"{i:016x}"
+        src.save(out / "pairs" / f"{pid}_source.png")
+        tgt.save(out / "pairs" / f"{pid}_target.png")
+        pairs.append({"id": pid, "kind": "image", "input": f"{i}.png", "source": f"pairs/{pid}_source.png",
+                      "target": f"pairs/{pid}_target.png", "source_sha256": pixels_sha256(src),
+                      "target_sha256": pixels_sha256(tgt), "scores": {}, "kept": True})
+    (out / "manifest.json").write_text(json.dumps({"format": "p2pz-student-pairs", "direction": direction,
+                                                   "size": size, "filtered": False, "filter": None, "pairs": pairs}))
+    return out
+
+
+INTERRUPTED_TRAIN = r"""
+import sys, time
+import torch
+
+plain = torch.optim.Adam.step
+calls = []
+def held(self, *a, **k):  # after the discriminator's update of step 5, before the generator's: press Ctrl-C here
+    out = plain(self, *a, **k)
+    calls.append(1)
+    if len(calls) == 9:
+        print("mid-step", flush=True)
+        time.sleep(3)
+    return out
+torch.optim.Adam.step = held
+from registry.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_ctrl_c_during_training_then_resume_gives_the_weights_of_an_uninterrupted_run(setup, tmp_path):
+    """A real SIGINT in the middle of a step (the discriminator updated, the generator not yet): the step is
+    finished and checkpointed, the user is told how to resume, and resuming reaches the uninterrupted weights."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+    from .test_interrupts import _default_sigint
+
+    db, _ = setup
+    data = _dataset(tmp_path / "pairs")
+    args = ["--db", db, "-q", "distill", "train", str(data), "--steps", "12", "--width", "4", "--batch", "2",
+            "--checkpoint-every", "0", "--held-out", "0", "--json"]
+    straight = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "straight")])
+    assert straight.exit_code == 0, straight.output
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-c", INTERRUPTED_TRAIN, *args, "--out", str(run)],
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
+    assert proc.stdout.readline().startswith("mid-step")
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "checkpoint saved at step 5 of 12" in err
+    assert f"--out {run} --resume" in err
+    resumed = CliRunner().invoke(main, [*args[:-1], "--out", str(run), "--resume", "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert json.loads(resumed.stdout)["weights_sha256"] == json.loads(straight.stdout)["weights_sha256"]
+    assert json.loads(resumed.stdout)["params"]["steps"] == 12
+
+
+def test_resume_refuses_a_damaged_checkpoint_and_other_settings_and_a_rerun_needs_force(setup, tmp_path):
+    db, _ = setup
+    data = _dataset(tmp_path / "pairs")
+    run = tmp_path / "run"
+    base = ["--db", db, "-q", "distill", "train", str(data), "--out", str(run)]
+    runner = CliRunner()
+    first = runner.invoke(main, [*base, "--steps", "4", "--width", "4", "--batch", "2", "--json"])
+    assert first.exit_code == 0, first.output
+    ckpt = run / "checkpoint.safetensors"
+    before = ckpt.read_bytes()
+
+    again = runner.invoke(main, [*base, "--steps", "4", "--width", "4"])  # would overwrite the checkpoint
+    assert again.exit_code == 1 and "already holds a checkpoint (step 4 of 4)" in again.stderr
+    assert "--resume" in again.stderr and "--force" in again.stderr and ckpt.read_bytes() == before
+    for extra, held in ((["--width", "8"], "--width 4"), (["--steps", "9"], "--steps 4"),
+                        (["--batch", "3"], "--batch 2"), (["--seed", "1"], "--seed 0")):
+        res = runner.invoke(main, [*base, "--resume", *extra])
+        assert res.exit_code == 1 and held in res.stderr and "--force" in res.stderr, (extra, res.output)
+        assert ckpt.read_bytes() == before
+    same = runner.invoke(main, [*base, "--resume", "--width", "4", "--json"])  # the same settings: fine
+    assert same.exit_code == 0, same.output
+    assert json.loads(same.stdout)["weights_sha256"] == json.loads(first.stdout)["weights_sha256"]
+
+    ckpt.write_bytes(before[: len(before) // 2])  # truncated
+    res = runner.invoke(main, [*base, "--resume"])
+    assert res.exit_code == 1 and "unreadable" in res.stderr and "--force" in res.stderr
+    assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
+    assert len(res.stderr.strip().splitlines()) == 1
+    forced = runner.invoke(main, [*base, "--steps", "4", "--width", "4", "--batch", "2", "--force", "--json"])
+    assert forced.exit_code == 0, forced.output
+    assert json.loads(forced.stdout)["weights_sha256"] == json.loads(first.stdout)["weights_sha256"]

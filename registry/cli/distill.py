@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import click
@@ -117,46 +116,61 @@ def _pairs_summary(manifest: dict, out_dir: str, d, as_json: bool) -> None:
 @click.argument("dataset", type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Run folder (checkpoints, "
               "samples.png, losses.png).")
-@click.option("--steps", type=click.IntRange(1), default=2000, show_default=True)
-@click.option("--batch", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=None, help="Training steps [2000; on --resume: the "
+              "checkpoint's].")
+@click.option("--batch", type=click.IntRange(1), default=None, help="Pairs per step [8].")
 @click.option("--size", type=click.IntRange(16, 2048), default=None, help="Training size [the dataset's].")
-@click.option("--width", type=click.IntRange(1), default=64, show_default=True, help="Generator width (ngf).")
+@click.option("--width", type=click.IntRange(1), default=None, help="Generator and discriminator width (ngf) "
+              "[size/4, between 8 and 64: 64 at 256 px, 16 at 64 px].")
 @click.option("--depth", type=click.IntRange(1, 10), default=None, help="U-Net levels [log2(size), at most 8].")
-@click.option("--held-out", type=click.FloatRange(0, 0.9), default=0.1, show_default=True)
+@click.option("--held-out", type=click.FloatRange(0, 0.9), default=None, help="Share of pairs held out [0.1].")
 @click.option("--checkpoint-every", type=click.IntRange(0), default=200, show_default=True)
-@click.option("--resume", is_flag=True, help="Continue from the run folder's checkpoint.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run folder's checkpoint (with the settings it holds).")
+@click.option("--force", is_flag=True, help="Start a new run even though the run folder holds a checkpoint "
+              "(it is replaced).")
+@click.option("--seed", type=int, default=None, help="Seed of the weights and the batches [0].")
 @click.option("--lpips-weights", type=click.Path(dir_okay=False), default=None,
               help="Add an LPIPS term to the generator's loss: a torchvision-layout AlexNet state dict.")
-@click.option("--lambda-lpips", type=click.FloatRange(0), default=10.0, show_default=True,
-              help="Weight of the LPIPS term (with --lpips-weights).")
+@click.option("--lambda-lpips", type=click.FloatRange(0), default=None,
+              help="Weight of the LPIPS term (with --lpips-weights) [10].")
 @click.option("--dino-model", default=None, help="DINO ViT for the held-out structure distance (hub id or folder).")
 @click.option("--device", help="cpu or cuda (default: cuda when available).")
 @click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto", show_default=True,
               help="bf16: mixed precision (bfloat16 autocast; auto picks it on CUDA, float32 on the CPU).")
 @json_option
 @pass_state
-def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, checkpoint_every, resume, seed,
-                  lpips_weights, lambda_lpips, dino_model, device, precision, as_json):
+def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, checkpoint_every, resume,
+                  force, seed, lpips_weights, lambda_lpips, dino_model, device, precision, as_json):
     """Train a student on a pairs dataset and store it with its direction version.
 
-    \b
-    Example:
-      p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --steps 2000
-    """
-    from editor.student import StudentConfig, weights_bytes
-    from editor.student.pairs import read_manifest
-    from editor.student.train import train_dataset
+    Ctrl-C finishes the step under way, checkpoints it and says how to resume; --resume continues exactly (the
+    same weights as an uninterrupted run) and refuses options other than the checkpoint holds.
 
-    size = size or read_manifest(Path(dataset))["size"]
-    depth = depth or min(8, int(math.log2(size & -size)))
+    \b
+    Examples:
+      p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --steps 2000
+      p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --resume
+    """
+    import shlex
+
+    from editor.student import weights_bytes
+    from editor.student.train import TrainingInterrupted, train_dataset
+
+    if resume and force:
+        raise P2PZError("--resume continues the checkpoint and --force replaces it; pass one of them")
     lpips = None
     if lpips_weights:
         from editor.metrics import LPIPS
 
         lpips = LPIPS.from_weights(lpips_weights)
-    cfg = StudentConfig(size=size, base_channels=width, depth=depth, disc_channels=width, batch=batch, seed=seed,
-                        lambda_lpips=lambda_lpips if lpips is not None else 0.0)
+    options = {k: v for k, v in {"size": size, "base_channels": width, "depth": depth, "batch": batch,
+                                 "seed": seed}.items() if v is not None}
+    if width is not None and not resume:
+        options["disc_channels"] = width
+    if lpips is not None and (lambda_lpips is not None or not resume):
+        options["lambda_lpips"] = 10.0 if lambda_lpips is None else lambda_lpips
+    elif lambda_lpips is not None:
+        raise P2PZError("--lambda-lpips weighs the LPIPS term: pass --lpips-weights FILE too")
     from editor.loader import default_device
 
     structure = None
@@ -164,14 +178,24 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
         from editor.metrics import StructureDistance
 
         structure = StructureDistance.from_pretrained(dino_model)
-    result = train_dataset(Path(dataset), Path(out_dir), cfg, steps, held_out=held_out, resume=resume,
-                           checkpoint_every=checkpoint_every, progress=state.progress, lpips=lpips,
-                           device=device or default_device(), precision=precision, structure=structure)
+    try:
+        result = train_dataset(Path(dataset), Path(out_dir), None, steps, options=options, held_out=held_out,
+                               resume=resume, force=force, checkpoint_every=checkpoint_every,
+                               progress=state.progress, lpips=lpips, device=device or default_device(),
+                               precision=precision, structure=structure)
+    except TrainingInterrupted as stop:
+        again = f"p2pz distill train {shlex.quote(dataset)} --out {shlex.quote(out_dir)} --resume"
+        if stop.saved_step is None:
+            click.echo("interrupted: no checkpoint was saved; run again without --resume", err=True)
+        else:
+            click.echo(f"interrupted: checkpoint saved at step {stop.saved_step} of {stop.total_steps} in "
+                       f"{out_dir}; resume with: {again}", err=True)
+        raise SystemExit(130) from None
     trainer = result["trainer"]
     record = state.registry().store_student(
         result["direction"], config=trainer.cfg.to_dict(), weights=weights_bytes(trainer.generator),
         dataset_sha256=result["dataset_sha256"], metrics=result["metrics"],
-        params={"steps": trainer.step, "train_pairs": result["train_pairs"], "held_out": held_out,
+        params={"steps": trainer.step, "train_pairs": result["train_pairs"], "held_out": result["held_out"],
                 "precision": result["precision"], "run": str(Path(out_dir).resolve())})
     if as_json:
         echo_json(record.to_dict())
