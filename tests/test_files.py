@@ -58,3 +58,47 @@ def test_edits_and_libraries_are_readable_by_others(tmp_path, tiny_model, umask_
     assert res.exit_code == 0, res.output
     written = sorted((tmp_path / "out").iterdir()) + [tmp_path / "lib.p2pz"]
     assert len(written) == 3 and all(mode(p) == 0o644 for p in written), [(p.name, oct(mode(p))) for p in written]
+
+
+def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path, tiny_model):
+    """kill -9 during a write leaves its temporary; the next p2pz write into that folder removes it (and the
+    older naming's when old), but never a live writer's, another host's recent one, or the user's files."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from registry import Registry
+
+    out = tmp_path / "out"
+    out.mkdir()
+    writer = ("import sys, time\nfrom store.files import atomic_write\n"
+              "def slow(p):\n    p.write_bytes(b'half a library')\n    print('writing', flush=True)\n"
+              "    time.sleep(600)\n"
+              f"atomic_write({str(out / 'lib.p2pz')!r}, writer=slow)\n")
+    proc = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "writing\n"
+    live = subprocess.Popen([sys.executable, "-c", writer], stdout=subprocess.PIPE, text=True)  # stays alive
+    assert live.stdout.readline() == "writing\n"
+    try:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        temps = sorted(p.name for p in out.glob(".lib.p2pz.p2pz-*.tmp"))
+        assert len(temps) == 2 and all(f"-{proc.pid}-" in t or f"-{live.pid}-" in t for t in temps)
+        legacy = out / ".lib.p2pz.abc123_x.tmp"  # the naming before owners were recorded, two hours old
+        legacy.write_bytes(b"x")
+        os.utime(legacy, (time.time() - 7200,) * 2)
+        foreign = out / ".lib.p2pz.p2pz-00000000-1-abcdefgh.tmp"  # another host's write, a minute old
+        foreign.write_bytes(b"x")
+        os.utime(foreign, (time.time() - 60,) * 2)
+        (out / ".notes.tmp").write_text("mine")
+        db = f"sqlite:///{tmp_path / 'r.db'}"
+        Registry.open(db).build_direction("cat", "dog", str(tiny_model), n=5)
+        res = CliRunner().invoke(main, ["--db", db, "export", "cat-to-dog", "-o", str(out / "lib.p2pz")])
+        assert res.exit_code == 0, res.output
+        left = sorted(p.name for p in out.iterdir())
+        assert left == sorted([".notes.tmp", foreign.name, "lib.p2pz"] +
+                              [t for t in temps if f"-{live.pid}-" in t]), left
+    finally:
+        live.kill()
+        live.wait(timeout=30)
