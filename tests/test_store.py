@@ -188,3 +188,27 @@ def test_wheel_ships_migrations_and_upgrades_from_an_installed_copy(tmp_path):
                          timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == HEAD_REVISION
+
+
+def test_the_job_owner_and_student_flag_revision_round_trips_a_populated_database(db_url, tiny_model):
+    """Revision 0007 adds jobs.owner/heartbeat_at and students.deprecated: a populated database goes down to
+    0006 and back up with its students intact and the new flag false."""
+    reg = Registry.open(db_url)
+    reg.build_direction("cat", "dog", str(tiny_model), n=5)
+    reg.store_student("cat-to-dog", config={"size": 32}, weights=b"w", dataset_sha256="0" * 64, params={},
+                      metrics={})
+    reg.close()
+    engine = make_engine(db_url)
+    downgrade(engine, "0006")
+    assert current_revision(engine) == "0006"
+    cols = {c["name"] for c in inspect(engine).get_columns("students")}
+    assert "deprecated" not in cols and "owner" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
+    upgrade(engine)
+    assert current_revision(engine) == HEAD_REVISION == "0007"
+    with engine.connect() as c:
+        assert c.execute(text("SELECT deprecated FROM students")).scalars().all() in ([False], [0])
+    assert {"owner", "heartbeat_at"} <= {c["name"] for c in inspect(engine).get_columns("jobs")}
+    engine.dispose()
+    reg = Registry.open(db_url)
+    assert [s.direction for s in reg.students()] == ["cat-to-dog@1"]
+    reg.close()
