@@ -1,6 +1,11 @@
 """Students in the registry: a trained student is a versioned, immutable record linked to its direction version
 (table ``students``): configuration, weights (safetensors, sha256), the dataset it learnt from, training parameters
 and held-out metrics. ``Student.load(registry, ref)`` (:mod:`editor.student.apply`) applies one.
+
+The weights live in the row (a BLOB / ``bytea``), not in files beside the database: a registry shared on
+PostgreSQL serves them to every machine, a backup or ``export`` of the database holds them, and a record can never
+point to a file that is gone. The column is deferred (listings never read it; sizes are measured by the database),
+and the default width keeps a student proportionate to its resolution (``editor.student.train.default_width``).
 """
 
 from __future__ import annotations
@@ -26,23 +31,36 @@ class StudentRecord:
     metrics: dict
     created_at: dt.datetime
     weights: bytes | None = field(default=None, repr=False)
+    weights_bytes: int | None = None
+    deprecated: bool = False
 
     @property
     def ref(self) -> str:
         return f"{self.direction} student {self.version}"
 
+    @property
+    def parameters(self) -> int | None:
+        """The generator's parameter count: recorded at training, else from the float32 weights' size."""
+        n = self.params.get("parameters")
+        if isinstance(n, int) and not isinstance(n, bool):
+            return n
+        return self.weights_bytes // 4 if self.weights_bytes else None
+
     def to_dict(self) -> dict:
         return {"direction": self.direction, "version": self.version, "config": self.config,
-                "weights_sha256": self.weights_sha256, "weights_bytes": len(self.weights) if self.weights else None,
+                "weights_sha256": self.weights_sha256, "weights_bytes": self.weights_bytes,
+                "parameters": self.parameters, "deprecated": self.deprecated,
                 "dataset_sha256": self.dataset_sha256, "params": self.params, "metrics": self.metrics,
                 "created_at": self.created_at.isoformat()}
 
 
-def _record(row: m.Student, direction: m.Direction, with_weights: bool) -> StudentRecord:
+def _record(row: m.Student, direction: m.Direction, with_weights: bool, size: int | None = None) -> StudentRecord:
+    weights = bytes(row.weights) if with_weights else None
     return StudentRecord(direction=f"{direction.name}@{direction.version}", version=row.version, config=dict(row.config),
                          weights_sha256=row.weights_sha256, dataset_sha256=row.dataset_sha256,
                          params=dict(row.params or {}), metrics=dict(row.metrics or {}), created_at=row.created_at,
-                         weights=bytes(row.weights) if with_weights else None)
+                         weights=weights, weights_bytes=len(weights) if weights is not None else size,
+                         deprecated=bool(row.deprecated))
 
 
 def store(db, direction_ref: str, *, config: dict, weights: bytes, dataset_sha256: str, params: dict,
@@ -60,9 +78,13 @@ def get(db, direction_ref: str, version: int | None = None, with_weights: bool =
     name, dversion = parse_ref(direction_ref, "direction")
     with db.read() as s:
         d = repo.direction_row(s, name, dversion)
-        return _record(repo.student_row(s, d.id, version), d, with_weights)
+        row = repo.student_row(s, d.id, version)
+        size = None if with_weights else repo.student_weight_bytes(s, [row.id]).get(row.id)
+        return _record(row, d, with_weights, size)
 
 
 def listing(db) -> list[StudentRecord]:
     with db.read() as s:
-        return [_record(row, s.get(m.Direction, row.direction_id), False) for row in repo.students(s)]
+        rows = repo.students(s)
+        sizes = repo.student_weight_bytes(s, [row.id for row in rows])
+        return [_record(row, s.get(m.Direction, row.direction_id), False, sizes.get(row.id)) for row in rows]

@@ -557,6 +557,15 @@ def students(s: Session, direction_ids=None) -> list[m.Student]:
     return list(s.scalars(q))
 
 
+def student_weight_bytes(s: Session, student_ids) -> dict[int, int]:
+    """{student id: size of its weights in bytes}, measured by the database (the weights are not read)."""
+    ids = list(student_ids)
+    if not ids:
+        return {}
+    rows = s.execute(select(m.Student.id, func.length(m.Student.weights)).where(m.Student.id.in_(ids)))
+    return {sid: int(n or 0) for sid, n in rows}
+
+
 # --- jobs (the web app's background work) -----------------------------------------------------------------------
 
 JOB_STATES = ("queued", "running", "done", "failed")

@@ -289,3 +289,40 @@ def test_resume_refuses_a_damaged_checkpoint_and_other_settings_and_a_rerun_need
     forced = runner.invoke(main, [*base, "--steps", "4", "--width", "4", "--batch", "2", "--force", "--json"])
     assert forced.exit_code == 0, forced.output
     assert json.loads(forced.stdout)["weights_sha256"] == json.loads(first.stdout)["weights_sha256"]
+
+
+def test_a_small_student_is_sized_to_its_resolution_and_listed_with_rounded_sizes(setup, tmp_path):
+    """At 64 px the default width is 16 (not pix2pix's 64, which made a 117 MB record); the checkpoint is the
+    two networks' weights and their two Adam moments; ``student list`` shows sizes and rounded metrics."""
+    from safetensors import safe_open
+
+    from editor.student import PatchDiscriminator, StudentConfig, UNetGenerator, parameter_count
+
+    db, _ = setup
+    data = _dataset(tmp_path / "pairs", n=4, size=64)
+    runner = CliRunner()
+    res = runner.invoke(main, ["--db", db, "-q", "distill", "train", str(data), "--out", str(tmp_path / "run"),
+                               "--steps", "1", "--batch", "2", "--held-out", "0.25", "--json"])
+    assert res.exit_code == 0, res.output
+    record = json.loads(res.stdout)
+    assert record["config"]["base_channels"] == 16 and record["config"]["disc_channels"] == 16
+    cfg = StudentConfig(**record["config"])
+    p_g, p_d = parameter_count(UNetGenerator(cfg)), parameter_count(PatchDiscriminator(cfg))
+    assert record["parameters"] == p_g and record["weights_bytes"] < 4 * p_g + 65536
+    assert record["weights_bytes"] < 10e6  # was 117 MB at width 64
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    with safe_open(str(ckpt), "pt") as f:
+        floats = sum(int(np.prod(f.get_slice(k).get_shape())) for k in f.keys()
+                     if f.get_slice(k).get_shape() and f.get_slice(k).get_dtype() == "F32")
+    assert floats == 3 * (p_g + p_d)  # weights + Adam's exp_avg and exp_avg_sq, of both networks (+ scalars)
+    assert ckpt.stat().st_size < 3 * 4 * (p_g + p_d) + 65536
+
+    listed = runner.invoke(main, ["--db", db, "student", "list"])
+    assert listed.exit_code == 0, listed.output
+    row = listed.stdout.splitlines()[2].split()
+    assert row[:4] == ["cat-to-dog@1", "1", "64", "px"]
+    assert f"{record['weights_bytes'] / 1e6:.1f}" in row and "MB" in row
+    assert f"{record['metrics']['l1']:.4f}" in row and f"{record['metrics']['psnr']:.2f}" in row
+    assert not any(len(cell.split(".")[-1]) > 4 for cell in row if cell.replace(".", "").isdigit())
+    shown = json.loads(runner.invoke(main, ["--db", db, "student", "show", "cat-to-dog", "--json"]).stdout)
+    assert shown["weights_bytes"] == record["weights_bytes"] and shown["parameters"] == p_g

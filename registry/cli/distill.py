@@ -153,7 +153,7 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
     """
     import shlex
 
-    from editor.student import weights_bytes
+    from editor.student import parameter_count, weights_bytes
     from editor.student.train import TrainingInterrupted, train_dataset
 
     if resume and force:
@@ -196,7 +196,8 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
         result["direction"], config=trainer.cfg.to_dict(), weights=weights_bytes(trainer.generator),
         dataset_sha256=result["dataset_sha256"], metrics=result["metrics"],
         params={"steps": trainer.step, "train_pairs": result["train_pairs"], "held_out": result["held_out"],
-                "precision": result["precision"], "run": str(Path(out_dir).resolve())})
+                "precision": result["precision"], "parameters": parameter_count(trainer.generator),
+                "run": str(Path(out_dir).resolve())})
     if as_json:
         echo_json(record.to_dict())
     else:
@@ -230,8 +231,25 @@ def student_list(state, as_json):
     if as_json:
         echo_json([r.to_dict() for r in records])
     else:
-        echo_table([[r.direction, r.version, r.metrics.get("l1"), r.metrics.get("psnr"), r.weights_sha256[:12]]
-                    for r in records], ["direction", "student", "held-out L1", "PSNR", "weights"])
+        echo_table([[r.direction, r.version, f"{r.config.get('size', '?')} px", _count(r.parameters),
+                     _megabytes(r.weights_bytes), _rounded(r.metrics.get("l1"), 4), _rounded(r.metrics.get("psnr"), 2),
+                     "deprecated" if r.deprecated else "", r.weights_sha256[:12]]
+                    for r in records], ["direction", "student", "size", "parameters", "weights", "held-out L1",
+                                        "PSNR dB", "status", "sha256"])
+
+
+def _rounded(value, digits: int) -> str | None:
+    return f"{value:.{digits}f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _count(n: int | None) -> str | None:
+    if n is None:
+        return None
+    return f"{n / 1e6:.1f} M" if n >= 100_000 else f"{n / 1e3:.1f} k" if n >= 1000 else str(n)
+
+
+def _megabytes(n: int | None) -> str | None:
+    return None if n is None else f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
 
 
 @student.command("show")
@@ -246,7 +264,7 @@ def student_show(state, ref, version, as_json):
     Example:
       p2pz student show cat-to-dog@1 --version 2
     """
-    record = state.registry().student(ref, version)
+    record = state.registry().student(ref, version, with_weights=False)
     if as_json:
         echo_json(record.to_dict())
         return
