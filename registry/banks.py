@@ -13,8 +13,16 @@ from generators import BankDraft, bank_sha256, check_concept, get_generator
 from store import repository as repo
 from store.progress import progress_bar
 
-from .naming import parse_ref
+from .naming import check_name, parse_ref
 from .records import RegistryError
+
+
+def check_bank_concept(concept: str) -> str:
+    """A new bank's concept: the generators' rule (no '@', line breaks, ≤ 100 characters) and the address rule
+    (``bank show CONCEPT`` must find it: no '/', tabs, backslashes, invisible characters) → the cleaned concept."""
+    clean = check_concept(concept)
+    check_name(concept, "bank")
+    return clean
 
 
 @dataclass
@@ -33,13 +41,13 @@ class BankSource:
 
     @classmethod
     def from_sentences(cls, concept: str, sentences: list[str], generator: str, params: dict) -> "BankSource":
-        return cls(concept=check_concept(concept), sha256=bank_sha256(sentences), generator=generator,
+        return cls(concept=check_bank_concept(concept), sha256=bank_sha256(sentences), generator=generator,
                    draft=BankDraft(list(sentences), dict(params)))
 
 
 def draft_bank(concept: str, generator: str, n: int, seed: int, options: dict, *, progress: bool = False) -> BankSource:
     """Run a generator (``templates``, ``llm``, ``file``) for ``concept`` → an unsaved :class:`BankSource`."""
-    concept = check_concept(concept)
+    concept = check_bank_concept(concept)
     bar = None
     if generator == "llm":
         options = llm_options(options)

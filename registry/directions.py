@@ -19,7 +19,7 @@ from store.vectors import from_bytes
 
 from .banks import BankSource, resolve_bank
 from .encoding import embed, encoder_facts, load_encoder, store_embedding
-from .naming import direction_name, parse_ref
+from .naming import check_name, check_tag, check_tags, direction_name, parse_ref
 from .records import Direction, RegistryError, direction_maker, user_errors
 
 
@@ -113,6 +113,7 @@ def build(db, source: str, target: str, model: str | None = None, *, name: str |
     name = name or direction_name(src.concept, tgt.concept)
     if parse_ref(name, "direction")[1] is not None:
         raise RegistryError(f"a direction name carries no version: {name!r}")
+    name, tags = check_name(name, "direction"), check_tags(tags)
     enc = load_encoder(model, device)
     src_e = embed(db, src, enc, progress=progress)
     same = (tgt.concept, tgt.sha256) == (src.concept, src.sha256)
@@ -251,7 +252,7 @@ def combine(db, weights: dict[str, float], name: str, *, tags: Iterable[str] = (
     """A weighted sum Σ wᵢ Δᵢ of stored directions, recorded as such (materialized on read)."""
     if not weights:
         raise RegistryError("combine needs at least one NAME=WEIGHT")
-    parse_ref(name, "direction")
+    name, tags = check_name(name, "direction"), check_tags(tags)
     with db.write() as s:
         rows = []
         for ref, w in weights.items():
@@ -274,9 +275,7 @@ def combine(db, weights: dict[str, float], name: str, *, tags: Iterable[str] = (
 # --- annotations (the only mutable fields) ------------------------------------------------------------
 
 def tag(db, ref: str, label: str) -> Direction:
-    label = (label or "").strip()
-    if not label or "," in label:
-        raise RegistryError("a tag must be a non-empty word without commas")
+    label = check_tag(label)
     with db.write() as s:
         row = repo.direction_row(s, *parse_ref(ref, "direction"))
         if label not in (row.tags or []):

@@ -23,7 +23,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from generators import BankDraft, bank_sha256, check_concept
+from generators import BankDraft, bank_sha256
 from store import models as m
 from store import repository as repo
 from store.files import atomic_write
@@ -31,10 +31,10 @@ from store.hashing import sha256_json
 from store.lazy import numpy as np
 from store.vectors import VectorError, from_bytes, to_bytes
 
-from .banks import BankSource
+from .banks import BankSource, check_bank_concept
 from .directions import record_of
 from .encoding import EmbeddingSource, encoder_facts, load_encoder, store_embedding
-from .naming import direction_name, parse_ref
+from .naming import RefError, check_name, check_tag, direction_name, name_problem, parse_ref
 from .records import Direction, RegistryError
 
 FORMAT = "p2pz-library"
@@ -366,6 +366,8 @@ def validate_manifest(raw) -> Manifest:
         _check(e.fingerprint not in encoders, f"encoder {e.fingerprint[:12]} is listed twice")
         encoders[e.fingerprint] = e
     for i, b in enumerate(man.banks):
+        problem = name_problem(b.concept, "bank")
+        _check(problem is None, f"banks[{i}]: {problem}")
         if b.sentences:
             _check(bank_sha256(b.sentences) == b.sha256, f"banks[{i}]: sha256 does not match its sentences (tampered?)")
     for i, e in enumerate(man.embeddings):
@@ -374,8 +376,14 @@ def validate_manifest(raw) -> Manifest:
     contents: list[str] = []  # each direction's recomputed content hash, for the combinations after it
     for i, r in enumerate(man.directions):
         where = f"directions[{i}]"
-        _, version = parse_ref(r.name, "direction")
-        _check(version is None, f"{where}.name must not carry a version")
+        _check("@" not in r.name, f"{where}.name must not carry a version")
+        problem = name_problem(r.name, "direction")
+        _check(problem is None, f"{where}: {problem}")
+        for t in r.tags:
+            try:
+                check_tag(t)
+            except RefError as exc:
+                raise _invalid(f"{where}: {exc}") from None
         _check(r.encoder in encoders, f"{where} uses encoder {r.encoder[:12]}, which the library does not declare")
         if r.kind == "pair":
             sides = []
@@ -556,7 +564,7 @@ def load_pt_embedding(path: Path, hidden_size: int) -> np.ndarray:
 
 def _pt_side(path: Path, hidden_size: int) -> EmbeddingSource:
     arr = load_pt_embedding(path, hidden_size)  # [1, 77, D]
-    concept = check_concept(path.stem)  # a proper extension split: "text.pt" → "text" (the reference's strip() bug)
+    concept = check_bank_concept(path.stem)  # a proper extension split: "text.pt" → "text" (the reference's strip() bug)
     params = {"file": path.name, "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
               "sentences": "unknown (imported mean embedding)"}
     bank = BankSource(concept=concept, sha256=hashlib.sha256(b"pt:" + arr.tobytes()).hexdigest(),
@@ -569,8 +577,7 @@ def import_pt(db, source: Path, target: Path, name: str | None, model: str | Non
     """A direction from two official per-concept ``.pt`` means, tied to ``model``'s text encoder."""
     enc = load_encoder(model)
     src, tgt = _pt_side(source, enc.hidden_size), _pt_side(target, enc.hidden_size)
-    name = name or direction_name(src.bank.concept, tgt.bank.concept)
-    parse_ref(name, "direction")
+    name = check_name(name or direction_name(src.bank.concept, tgt.bank.concept), "direction")
     content = repo.direction_content("pair", enc.fingerprint, source=(src.bank.concept, src.bank.sha256),
                                      target=(tgt.bank.concept, tgt.bank.sha256), scale=1.0)
     with db.write() as s:

@@ -34,11 +34,18 @@ def name_problem(name: str, what: str = "direction") -> str | None:
 
 
 def check_name(name: str, what: str = "direction") -> str:
-    """Validate a name once, where it is created (``bank create``, builds, imports) → the name."""
+    """Validate a new name once, where it is created (``bank create``, builds, combinations, imports), with the
+    rule addresses use, so whatever is stored can be addressed → the name without surrounding spaces."""
+    name = name.strip() if isinstance(name, str) else name
     problem = name_problem(name, what)
     if problem:
         raise RefError(problem)
     return name
+
+
+def check_tags(tags) -> list[str]:
+    """Every tag checked (:func:`check_tag`) → the cleaned tags."""
+    return [check_tag(t) for t in tags]
 
 
 def check_tag(tag: str) -> str:

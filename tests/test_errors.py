@@ -25,6 +25,7 @@ def populated(db_url, tiny_model, tiny_model_b, tmp_path):
     reg.build_direction("cat", "dog", str(tiny_model_b), n=30, name="cat-to-dog-b")
     reg.close()
     (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "three.txt").write_text("a photo of x\nx in the sun\nx at night\n")
     torch.save(torch.zeros(1, 77, 32), tmp_path / "ok.pt")
     with open(tmp_path / "evil.pt", "wb") as f:
         pickle.dump(Evil(), f)
@@ -46,6 +47,18 @@ CASES = {
     "huge version": (["direction", "show", "cat-to-dog@99999999999999999999"], "from 1 to 2147483647"),
     "arabic-indic version": (["direction", "show", "cat-to-dog@\u0662"], "ASCII digits"),  # never read as @2
     "huge bank version": (["bank", "show", "cat@4611686018427387904"], "from 1 to 2147483647"),
+    # names are checked once, at creation, with the rule addresses use (else stored, then unaddressable)
+    "bank name with a slash": (["bank", "create", "x/y", "-n", "5"], "malformed bank name"),
+    "bank name with a tab": (["bank", "create", "x\ty", "-n", "5"], "malformed bank name"),
+    "bank name with a backslash": (["bank", "create", "x\\y", "-n", "5"], "malformed bank name"),
+    "bank name with a zero-width space": (["bank", "create", "x\u200by", "-n", "5"], "malformed bank name"),
+    "bank from a file, name with a slash": (["bank", "create", "x/y", "--from", "file", "--file", "{tmp}/three.txt"],
+                                            "malformed bank name"),
+    "direction named with a slash": (["direction", "combine", "cat-to-dog=1", "--name", "a/b"],
+                                     "malformed direction name"),
+    "tag too long": (["direction", "tag", "cat-to-dog@1", "t" * 65], "at most 64"),
+    "tag with a control character": (["direction", "tag", "cat-to-dog@1", "a\x07b"], "control or invisible"),
+    "tag with a zero-width space": (["direction", "tag", "cat-to-dog@1", "a\u200bb"], "control or invisible"),
     "empty bank file": (["bank", "create", "cat", "--from", "file", "--file", "{tmp}/empty.txt"], "no sentences"),
     "missing bank file": (["bank", "create", "cat", "--from", "file", "--file", "{tmp}/nope.txt"], "does not exist"),
     "pickled .pt": (["import-pt", "{tmp}/ok.pt", "{tmp}/evil.pt", "--model", "{model}"], "weights_only"),
