@@ -208,7 +208,7 @@ class Registry:
     # --- students -------------------------------------------------------------------------------------
     @_translated
     def student(self, ref: str, version: int | None = None, with_weights: bool = True):
-        """The latest (or ``version``) student of a direction version (``p2pz student show``)."""
+        """The latest non-deprecated (or ``version``) student of a direction version (``p2pz student show``)."""
         from .students import get
 
         return get(self.db, ref, version, with_weights)
@@ -218,6 +218,21 @@ class Registry:
         from .students import listing
 
         return listing(self.db)
+
+    @_translated
+    def deprecate_student(self, ref: str, version: int):
+        """Deprecate student ``version`` of a direction version: ``student``/``Student.load`` without a version
+        then pick the latest other one (``p2pz student deprecate``); reversible."""
+        from .students import set_deprecated
+
+        return set_deprecated(self.db, ref, version, True)
+
+    @_translated
+    def undeprecate_student(self, ref: str, version: int):
+        """Undo :meth:`deprecate_student` (``p2pz student undeprecate``)."""
+        from .students import set_deprecated
+
+        return set_deprecated(self.db, ref, version, False)
 
     @_translated
     def store_student(self, ref: str, **fields):

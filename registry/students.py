@@ -18,6 +18,7 @@ from store import models as m
 from store import repository as repo
 
 from .naming import parse_ref
+from .records import RegistryError
 
 
 @dataclass
@@ -72,6 +73,21 @@ def store(db, direction_ref: str, *, config: dict, weights: bytes, dataset_sha25
                                      weights_sha256=hashlib.sha256(weights).hexdigest(),
                                      dataset_sha256=dataset_sha256, params=params, metrics=metrics)
         return _record(row, d, with_weights=True)
+
+
+def set_deprecated(db, direction_ref: str, version: int | None, deprecated: bool) -> StudentRecord:
+    """Deprecate (or undeprecate) student ``version`` of a direction version: a deprecated student is applied
+    only when asked for by version (the record itself never changes)."""
+    name, dversion = parse_ref(direction_ref, "direction")
+    if version is None:
+        verb = "deprecate" if deprecated else "undeprecate"
+        raise RegistryError(f"student {verb} needs the student's version, e.g. --version 1 (see p2pz student list)")
+    with db.write() as s:
+        d = repo.direction_row(s, name, dversion)
+        row = repo.student_row(s, d.id, version)
+        row.deprecated = bool(deprecated)
+        s.flush()
+        return _record(row, d, False, repo.student_weight_bytes(s, [row.id]).get(row.id))
 
 
 def get(db, direction_ref: str, version: int | None = None, with_weights: bool = True) -> StudentRecord:

@@ -541,9 +541,15 @@ def insert_student(s: Session, *, direction_id: int, config: dict, weights: byte
 
 
 def student_row(s: Session, direction_id: int, version: int | None) -> m.Student:
+    """Student ``version`` of a direction version, or (None) its latest non-deprecated one."""
     q = select(m.Student).where(m.Student.direction_id == direction_id)
-    q = q.where(m.Student.version == version) if version is not None else q.order_by(m.Student.version.desc()).limit(1)
-    row = s.scalar(q)
+    if version is not None:
+        row = s.scalar(q.where(m.Student.version == version))
+    else:
+        row = s.scalar(q.where(m.Student.deprecated.is_(False)).order_by(m.Student.version.desc()).limit(1))
+        if row is None and s.scalar(q.limit(1)) is not None:
+            raise NotFoundError("every student of this direction version is deprecated; ask for one by version "
+                                "(--version N, --student @N) or undeprecate it (p2pz student undeprecate)")
     if row is None:
         raise NotFoundError("this direction version has no student" + (f" version {version}" if version else "")
                             + "; distil one with p2pz distill pairs … and p2pz distill train …")

@@ -326,3 +326,58 @@ def test_a_small_student_is_sized_to_its_resolution_and_listed_with_rounded_size
     assert not any(len(cell.split(".")[-1]) > 4 for cell in row if cell.replace(".", "").isdigit())
     shown = json.loads(runner.invoke(main, ["--db", db, "student", "show", "cat-to-dog", "--json"]).stdout)
     assert shown["weights_bytes"] == record["weights_bytes"] and shown["parameters"] == p_g
+
+
+def test_a_deprecated_student_is_used_only_when_asked_for_and_can_be_undeprecated(setup, tmp_path, tiny_model):
+    from fastapi.testclient import TestClient
+
+    from editor.batch import read_provenance
+    from editor.student import StudentConfig, UNetGenerator, weights_bytes
+    from registry.web import Settings, create_app
+
+    db, photos = setup
+    reg = Registry.open(db)
+    for seed in (1, 2):  # two students of cat-to-dog@1 (different weights)
+        cfg = StudentConfig(size=32, base_channels=4, depth=5, seed=seed)
+        import torch
+
+        torch.manual_seed(seed)
+        reg.store_student("cat-to-dog", config=cfg.to_dict(), weights=weights_bytes(UNetGenerator(cfg)),
+                          dataset_sha256="d" * 64, params={}, metrics={"l1": 0.123456789})
+    runner = CliRunner()
+    res = runner.invoke(main, ["--db", db, "student", "deprecate", "cat-to-dog@1", "--version", "2"])
+    assert res.exit_code == 0 and "deprecated" in res.stdout, res.output
+    assert Student.load(reg, "cat-to-dog").label == "cat-to-dog@1 student 1"
+    assert Student.load(reg, "cat-to-dog", version=2).label == "cat-to-dog@1 student 2"  # asked for: still there
+    shown = json.loads(runner.invoke(main, ["--db", db, "student", "show", "cat-to-dog", "--json"]).stdout)
+    assert shown["version"] == 1 and shown["deprecated"] is False
+    rows = runner.invoke(main, ["--db", db, "student", "list"]).stdout.splitlines()[2:]
+    assert "deprecated" in rows[1] and "deprecated" not in rows[0] and "0.1235" in rows[0]
+    edited = runner.invoke(main, ["--db", db, "-q", "edit", str(photos / "c0.png"), "--direction", "cat-to-dog",
+                                  "--student", "--out", str(tmp_path / "a")])
+    assert edited.exit_code == 0, edited.output
+    assert read_provenance(next((tmp_path / "a").glob("*.png")))["student"] == 1
+
+    assert runner.invoke(main, ["--db", db, "student", "deprecate", "cat-to-dog", "--version", "1"]).exit_code == 0
+    none_left = runner.invoke(main, ["--db", db, "edit", str(photos / "c0.png"), "--direction", "cat-to-dog",
+                                     "--student", "--out", str(tmp_path / "b")])
+    assert none_left.exit_code == 1 and "every student" in none_left.stderr and "undeprecate" in none_left.stderr
+    no_version = runner.invoke(main, ["--db", db, "student", "undeprecate", "cat-to-dog"])
+    assert no_version.exit_code == 1 and "--version" in no_version.stderr
+    assert len(no_version.stderr.strip().splitlines()) == 1
+    missing = runner.invoke(main, ["--db", db, "student", "deprecate", "cat-to-dog", "--version", "7"])
+    assert missing.exit_code == 1 and "no student version 7" in missing.stderr
+
+    settings = Settings(db_url=db, work_dir=tmp_path / "work", token="t0ken-t0ken-t0ken", model=str(tiny_model))
+    with TestClient(create_app(settings), base_url="http://127.0.0.1:8000") as client:
+        assert client.post("/api/students/cat-to-dog@1/2/undeprecate").status_code == 401  # a write
+        res = client.post("/api/students/cat-to-dog@1/2/undeprecate", headers={"Authorization": "Bearer t0ken-t0ken-t0ken"})
+        assert res.status_code == 200 and res.json()["deprecated"] is False and res.json()["version"] == 2
+        assert client.post("/api/students/cat-to-dog@1/9/deprecate",
+                           headers={"Authorization": "Bearer t0ken-t0ken-t0ken"}).status_code == 404
+        listed = client.get("/api/students").json()
+        assert [(s["version"], s["deprecated"]) for s in listed] == [(1, True), (2, False)]
+        assert all("run" not in s["params"] for s in listed)
+    assert Student.load(Registry.open(db), "cat-to-dog").label == "cat-to-dog@1 student 2"
+    assert runner.invoke(main, ["--db", db, "student", "undeprecate", "cat-to-dog", "--version", "1"]).exit_code == 0
+    assert not any(s.deprecated for s in Registry.open(db).students())

@@ -209,11 +209,12 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
 
 @main.group(cls=P2PZGroup)
 def student():
-    """Trained students: list, show.
+    """Trained students: list, show, deprecate, undeprecate.
 
     \b
-    Example:
+    Examples:
       p2pz student show cat-to-dog
+      p2pz student deprecate cat-to-dog@1 --version 2
     """
 
 
@@ -270,3 +271,45 @@ def student_show(state, ref, version, as_json):
         return
     for k, v in record.to_dict().items():
         click.echo(f"{k:<16}{v}")
+
+
+def _set_deprecated(state, ref, version, deprecated: bool, as_json: bool) -> None:
+    reg = state.registry()
+    record = reg.deprecate_student(ref, version) if deprecated else reg.undeprecate_student(ref, version)
+    if as_json:
+        echo_json(record.to_dict())
+    else:
+        click.echo(f"{record.ref}: {'deprecated' if deprecated else 'no longer deprecated'}")
+
+
+@student.command("deprecate")
+@click.argument("ref", metavar="NAME[@V]")
+@click.option("--version", type=click.IntRange(1), default=None, help="The student's version (see p2pz student "
+              "list).")
+@json_option
+@pass_state
+def student_deprecate(state, ref, version, as_json):
+    """Withdraw a student: edit --student and Student.load without a version then use the latest other one
+    (the record stays; undo with p2pz student undeprecate).
+
+    \b
+    Example:
+      p2pz student deprecate cat-to-dog@1 --version 2
+    """
+    _set_deprecated(state, ref, version, True, as_json)
+
+
+@student.command("undeprecate")
+@click.argument("ref", metavar="NAME[@V]")
+@click.option("--version", type=click.IntRange(1), default=None, help="The student's version (see p2pz student "
+              "list).")
+@json_option
+@pass_state
+def student_undeprecate(state, ref, version, as_json):
+    """Undo p2pz student deprecate.
+
+    \b
+    Example:
+      p2pz student undeprecate cat-to-dog@1 --version 2
+    """
+    _set_deprecated(state, ref, version, False, as_json)

@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from ..jobs import JobRunner
 from . import errors
 from .deps import State
-from .routers import banks, directions, files, jobs, library, pages, search
+from .routers import banks, directions, files, jobs, library, pages, search, students
 from .settings import Settings
 
 log = logging.getLogger("p2pz.web")
@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         return response
 
     for router in (directions.router, search.router, banks.router, library.router, jobs.router, files.router,
-                   pages.router):
+                   students.router, pages.router):
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static")
     _offline_docs(app)

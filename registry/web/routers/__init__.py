@@ -1,1 +1,2 @@
-"""The API's routers, one per resource (directions, search, banks, library, jobs, files) and the HTML pages."""
+"""The API's routers, one per resource (directions, search, banks, library, jobs, files, students) and the HTML
+pages."""
