@@ -186,8 +186,19 @@ class Registry:
         return _directions.tag(self.db, ref, tag)
 
     @_translated
+    def untag(self, ref: str, tag: str) -> Direction:
+        """Remove ``tag`` from a direction version (:class:`~registry.records.NotFound` when it lacks it)."""
+        return _directions.untag(self.db, ref, tag)
+
+    @_translated
     def deprecate(self, ref: str) -> Direction:
+        """Hide ``NAME@V`` from listings, search and bare-name lookups (still addressable); reversible."""
         return _directions.deprecate(self.db, ref)
+
+    @_translated
+    def undeprecate(self, ref: str) -> Direction:
+        """Undo :meth:`deprecate`: ``NAME@V`` is listed, searchable and a bare-name candidate again."""
+        return _directions.undeprecate(self.db, ref)
 
     @_translated
     def inspect(self, ref: str, *, splits: int = 20, seed: int = 0):

@@ -20,7 +20,7 @@ from store.vectors import from_bytes
 from .banks import BankSource, resolve_bank
 from .encoding import embed, encoder_facts, load_encoder, store_embedding
 from .naming import check_name, check_tag, check_tags, direction_name, parse_ref
-from .records import Direction, RegistryError, direction_maker, user_errors
+from .records import Direction, NotFound, RegistryError, direction_maker, user_errors
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -272,7 +272,7 @@ def combine(db, weights: dict[str, float], name: str, *, tags: Iterable[str] = (
         return record_of(db, s, row)
 
 
-# --- annotations (the only mutable fields) ------------------------------------------------------------
+# --- annotations (the only mutable fields; each reversible) ------------------------------------------------------------
 
 def tag(db, ref: str, label: str) -> Direction:
     label = check_tag(label)
@@ -283,13 +283,36 @@ def tag(db, ref: str, label: str) -> Direction:
         return record_of(db, s, row)
 
 
-def deprecate(db, ref: str) -> Direction:
+def untag(db, ref: str, label: str) -> Direction:
+    """Remove a tag (the reverse of :func:`tag`); a tag the direction does not carry is a :class:`NotFound`."""
+    label = (label or "").strip()
+    with db.write() as s:
+        row = repo.direction_row(s, *parse_ref(ref, "direction"))
+        if label not in (row.tags or []):
+            raise NotFound(f"{row.name}@{row.version} has no tag {label!r}; its tags: "
+                           f"{', '.join(row.tags) if row.tags else 'none'}")
+        row.tags = sorted(set(row.tags) - {label})
+        return record_of(db, s, row)
+
+
+def set_deprecated(db, ref: str, deprecated: bool) -> Direction:
+    """Deprecate (hide from listings, search and bare-name lookups) or undeprecate one version. Search depends
+    on it, so a change moves the generation on (the indexes rebuild)."""
     name, version = parse_ref(ref, "direction")
     if version is None:
-        raise RegistryError(f"deprecate needs an explicit version, e.g. {name}@1")
+        verb = "deprecate" if deprecated else "undeprecate"
+        raise RegistryError(f"{verb} needs an explicit version, e.g. {name}@1")
     with db.write() as s:
         row = repo.direction_row(s, name, version)
-        if not row.deprecated:
-            row.deprecated = True
+        if bool(row.deprecated) != deprecated:
+            row.deprecated = deprecated
             repo.bump_generation(s)
         return record_of(db, s, row)
+
+
+def deprecate(db, ref: str) -> Direction:
+    return set_deprecated(db, ref, True)
+
+
+def undeprecate(db, ref: str) -> Direction:
+    return set_deprecated(db, ref, False)

@@ -196,3 +196,30 @@ def test_a_closed_pipe_ends_quietly(args, tmp_path, home):
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141, err
     assert err == ""
+
+
+def test_tags_and_deprecation_are_reversible_and_the_readme_sequence_works(tiny_model, db_url):
+    """README "Using it": tag, untag, deprecate, then search — and undo each (records stay immutable; tags and
+    deprecation are flags). Deprecation moves the search generation on, both ways."""
+    from registry import Registry
+
+    model = str(tiny_model)
+    run(["direction", "build", "cat", "dog", "--model", model, "-n", "20"], db_url)
+    run(["direction", "build", "cat", "dog", "--model", model, "-n", "20", "--scale", "1.5", "--name",
+         "cat-to-dog-strong"], db_url)
+    assert "tags animals" in run(["direction", "tag", "cat-to-dog@1", "animals"], db_url).stdout
+    assert "tags (none)" in run(["direction", "untag", "cat-to-dog@1", "animals"], db_url).stdout
+    gone = run(["direction", "untag", "cat-to-dog", "animals"], db_url, ok=False)
+    assert gone.exit_code == 1 and "has no tag 'animals'" in gone.stderr
+    with Registry.open(db_url) as reg:
+        g0 = reg.generation()
+    run(["direction", "deprecate", "cat-to-dog-strong@1"], db_url)
+    refs = [h["ref"] for h in js(["search", "cat-to-dog", "-k", "10"], db_url)]
+    assert refs == ["cat-to-dog@1"]
+    assert "not deprecated" in run(["direction", "undeprecate", "cat-to-dog-strong@1"], db_url).stdout
+    refs = [h["ref"] for h in js(["search", "cat-to-dog", "-k", "10"], db_url)]
+    assert sorted(refs) == ["cat-to-dog-strong@1", "cat-to-dog@1"]
+    with Registry.open(db_url) as reg:
+        assert reg.generation() == g0 + 2
+    vague = run(["direction", "undeprecate", "cat-to-dog-strong"], db_url, ok=False)
+    assert vague.exit_code == 1 and "explicit version" in vague.stderr

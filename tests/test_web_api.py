@@ -209,6 +209,24 @@ def test_read_only_server_refuses_writes_and_binding_rules(db, tmp_path, tiny_mo
         assert c.app.state.worker is None  # no worker on a read-only server
     with TestClient(create_app(settings(db, tmp_path, tiny_model, token=None))) as c:  # loopback, no token
         assert c.post("/api/directions/cat-to-dog/tags", json={"tag": "x"}).status_code == 200
+def test_tags_and_deprecation_are_reversible_through_the_api(client):
+    assert client.post("/api/directions/day-to-night@1/untag", json={"tag": "scenes"}).status_code == 401
+    r = client.post("/api/directions/day-to-night@1/untag", json={"tag": "scenes"}, headers=AUTH)
+    assert r.status_code == 200 and r.json()["tags"] == []
+    assert client.get("/api/directions", params={"tag": "scenes"}).json()["total"] == 0
+    missing = client.post("/api/directions/day-to-night@1/untag", json={"tag": "scenes"}, headers=AUTH)
+    assert missing.status_code == 404 and "no tag 'scenes'" in missing.json()["error"]
+    assert client.post("/api/directions/kitten-to-puppy@1/deprecate", headers=AUTH).json()["deprecated"] is True
+    hits = client.get("/api/search", params={"direction": "cat-to-dog"}).json()
+    assert "kitten-to-puppy@1" not in [h["direction"]["ref"] for h in hits["items"]]
+    assert client.post("/api/directions/kitten-to-puppy@1/undeprecate").status_code == 401
+    back = client.post("/api/directions/kitten-to-puppy@1/undeprecate", headers=AUTH)
+    assert back.status_code == 200 and back.json()["deprecated"] is False
+    hits = client.get("/api/search", params={"direction": "cat-to-dog"}).json()
+    assert "kitten-to-puppy@1" in [h["direction"]["ref"] for h in hits["items"]]
+    assert client.post("/api/directions/kitten-to-puppy/undeprecate", headers=AUTH).status_code == 400
+
+
     runner = CliRunner()
     res = runner.invoke(main, ["--db", db, "serve", "--host", "0.0.0.0"], env={"P2PZ_TOKEN": ""})
     assert res.exit_code == 1 and "--token" in res.stderr and "--read-only" in res.stderr

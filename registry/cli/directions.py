@@ -1,4 +1,5 @@
-"""``p2pz direction`` (build, list, show, versions, combine, tag, deprecate) and ``p2pz search``."""
+"""``p2pz direction`` (build, list, show, versions, combine, tag, untag, deprecate, undeprecate) and
+``p2pz search``."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from . import (P2PZError, P2PZGroup, echo_json, echo_table, engine_options, gen_
 
 @main.group(cls=P2PZGroup)
 def direction():
-    """Edit directions: build, list, show, versions, combine, tag, deprecate.
+    """Edit directions: build, list, show, inspect, versions, combine, tag/untag, deprecate/undeprecate.
 
     \b
     Example:
@@ -320,6 +321,35 @@ def direction_deprecate(state, ref):
     """
     d = state.registry().deprecate(ref)
     click.echo(f"{d.ref}: deprecated")
+
+
+@direction.command("undeprecate")
+@click.argument("ref", metavar="NAME@V")
+@pass_state
+def direction_undeprecate(state, ref):
+    """Undo deprecate: the version is listed, searchable and a bare-name candidate again.
+
+    \b
+    Example:
+      p2pz direction undeprecate cat-to-dog@1
+    """
+    d = state.registry().undeprecate(ref)
+    click.echo(f"{d.ref}: not deprecated")
+
+
+@direction.command("untag")
+@click.argument("ref", metavar="NAME[@V]")
+@click.argument("tag")
+@pass_state
+def direction_untag(state, ref, tag):
+    """Remove TAG from a direction (an error when it does not carry it).
+
+    \b
+    Example:
+      p2pz direction untag cat-to-dog@1 animals
+    """
+    d = state.registry().untag(ref, tag)
+    click.echo(f"{d.ref}: tags {','.join(d.tags) if d.tags else '(none)'}")
 
 
 # --- search -----------------------------------------------------------------------------------------

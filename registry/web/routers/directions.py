@@ -1,4 +1,4 @@
-"""``/api/directions``: list, show, diagnostics, build, tag, deprecate, render a preview."""
+"""``/api/directions``: list, show, diagnostics, build, tag/untag, deprecate/undeprecate, render a preview."""
 
 from __future__ import annotations
 
@@ -113,6 +113,20 @@ def deprecate_direction(ref: str, st: State = Depends(state)):
 
 
 @router.post("/{ref}/preview", response_model=JobOut, status_code=202, responses=WRITE_ERRORS,
+@router.post("/{ref}/untag", response_model=DirectionOut, responses=WRITE_ERRORS,
+             dependencies=[Depends(require_write)])
+def untag_direction(ref: str, body: TagIn, st: State = Depends(state)):
+    """Remove a tag from a direction version (the reverse of ``…/tags``; 404 when it does not carry it)."""
+    return direction_out(st.registry.untag(ref, body.tag))
+
+
+@router.post("/{ref}/undeprecate", response_model=DirectionOut, responses=WRITE_ERRORS,
+             dependencies=[Depends(require_write)])
+def undeprecate_direction(ref: str, st: State = Depends(state)):
+    """Undo a deprecation: the version is listed and searchable again."""
+    return direction_out(st.registry.undeprecate(ref))
+
+
              dependencies=[Depends(require_write)])
 def render_preview(ref: str, st: State = Depends(state)):
     """Queue the preview render of a direction on the bundled sample image → the job."""
