@@ -289,7 +289,7 @@ class PreviewWorker:
                 with tempfile.TemporaryDirectory() as tmp:
                     outcome = edit_files(self.editors[item["model"]], [image], dirs, Path(tmp),
                                          inversion=InversionConfig(steps=s["steps"], seed=s["seed"]),
-                                         edit=EditConfig(), force=True)[0]
+                                         edit=EditConfig(), caption=s.get("caption"), force=True)[0]
                     pngs = {d.ref: base64.b64encode((Path(tmp) / output_name(image.stem, d.ref)).read_bytes())
                             .decode() for d in dirs} if outcome.ok else {}
                 results.append(json.dumps({"error": None if outcome.ok else outcome.error, "pngs": pngs}))
@@ -330,7 +330,7 @@ class PairsWorker:
                 src, tgt, scores = teacher_pair(self.editor, s["direction"], kind, item, prompt=s["prompt"],
                                                 size=s["size"], inversion=s["inversion"], edit=s["edit"],
                                                 scorers=self.scorers, source_concept=s["source_concept"],
-                                                target_concept=s["target_concept"])
+                                                target_concept=s["target_concept"], caption=s.get("caption"))
                 png = []
                 for im in (src, tgt):
                     buf = io.BytesIO()

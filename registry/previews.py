@@ -102,7 +102,7 @@ def _thumb(src: Path, dst: Path) -> None:
 
 def build_previews(registry, refs: list[str] | None, images: list[Path] | None = None, *, model: str | None = None,
                    device: str | None = None, dtype: str | None = None, captioner: str | None = None,
-                   steps: int = DEFAULT_STEPS, seed: int = 0,
+                   caption: str | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
                    force: bool = False, editor_for: Callable | None = None, on_step: Callable | None = None,
                    engine=None,
                    report: Callable[[dict], None] | None = None, progress: bool = False) -> list[dict]:
@@ -122,7 +122,7 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
     for p in images:
         if not p.is_file():
             raise RegistryError(f"preview image {p} does not exist")
-    params = {"steps": steps, "seed": seed}
+    params = {"steps": steps, "seed": seed, **({"caption": caption} if caption else {})}  # caption: not BLIP's
     out: list[dict] = []
     loaded: dict = {}
     by_model: dict[str | None, list[Direction]] = {}
@@ -162,7 +162,7 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
     if engine is not None and engine.kind == "ray" and work:
         _render_on_ray(engine, work, steps, seed, {k: v for k, v in (("device", device), ("dtype", dtype),
                                                                     ("captioner", captioner)) if v},
-                       finish, progress)
+                       finish, progress, caption)
         return out
     for chosen, image, chunk in work:
         if editor_for is not None:
@@ -176,14 +176,16 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
         editor.on_step = on_step
         with tempfile.TemporaryDirectory(dir=_ensure(previews_dir())) as tmp:
             outcome = edit_files(editor, [image], [d for d, _ in chunk], Path(tmp),
-                                 inversion=InversionConfig(steps=steps, seed=seed), edit=EditConfig(), force=True)[0]
+                                 inversion=InversionConfig(steps=steps, seed=seed), edit=EditConfig(),
+                                 caption=caption, force=True)[0]
             finish(image, chunk, None if outcome.ok else outcome.error,
                    lambda d, tmp=tmp, image=image: Path(tmp) / output_name(image.stem, d.ref))
         editor.on_step = None
     return out
 
 
-def _render_on_ray(engine, work: list, steps: int, seed: int, editor_kwargs: dict, finish, progress: bool) -> None:
+def _render_on_ray(engine, work: list, steps: int, seed: int, editor_kwargs: dict, finish, progress: bool,
+                   caption: str | None = None) -> None:
     """Each (model, image, chunk) of ``work`` rendered by a Ray worker; the edited PNGs come back as bytes and
     are stored here (one writer)."""
     import base64
@@ -198,7 +200,7 @@ def _render_on_ray(engine, work: list, steps: int, seed: int, editor_kwargs: dic
         for d, _ in chunk:
             frozen.setdefault(d.ref, engines.freeze(d))
         items.append({"item": json.dumps({"model": chosen, "image": str(image), "refs": [d.ref for d, _ in chunk]})})
-    spec = {"directions": frozen, "editor": editor_kwargs, "steps": steps, "seed": seed,
+    spec = {"directions": frozen, "editor": editor_kwargs, "steps": steps, "seed": seed, "caption": caption,
             "threads": torch.get_num_threads()}
     rows = engines.ray_map(engine, items, engines.PreviewWorker, (spec,), desc="previews (ray)", progress=progress)
     for (chosen, image, chunk), row in zip(work, rows):

@@ -381,3 +381,59 @@ def test_a_deprecated_student_is_used_only_when_asked_for_and_can_be_undeprecate
     assert Student.load(Registry.open(db), "cat-to-dog").label == "cat-to-dog@1 student 2"
     assert runner.invoke(main, ["--db", db, "student", "undeprecate", "cat-to-dog", "--version", "1"]).exit_code == 0
     assert not any(s.deprecated for s in Registry.open(db).students())
+
+
+def test_a_rerun_applies_its_own_filter_to_the_pairs_it_reuses(setup, tmp_path, tiny_model, tiny_clip, tiny_vit):
+    db, photos = setup
+    out = tmp_path / "pairs"
+
+    def pairs(*extra):
+        res = CliRunner().invoke(main, ["--db", db, "-q", "distill", "pairs", "cat-to-dog", "--images", str(photos),
+                                        "--out", str(out), "--size", "32", "--steps", "2", "--captioner",
+                                        str(tiny_model / "captioner"), "--json", *extra])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    scorers = ["--clip-model", str(tiny_clip), "--dino-model", str(tiny_vit)]
+    assert pairs(*scorers, "--min-directional", "2")["kept"] == 0  # no pair passes (cosines are ≤ 1)
+    unfiltered = pairs("--no-filter")
+    assert unfiltered["kept"] == 3 and unfiltered["filter"] is None
+    manifest = read_manifest(out)
+    assert manifest["filtered"] is False and all(p["kept"] for p in manifest["pairs"])
+    loose = pairs(*scorers, "--min-directional", "-2", "--max-structure", "100")
+    assert loose["kept"] == 3 and loose["filter"]["min_clip_directional"] == -2
+    assert read_manifest(out)["filtered"] is True
+
+    fresh = tmp_path / "fresh"  # made unfiltered, then filtered: the reused pairs are scored
+    out = fresh
+    assert pairs("--no-filter")["kept"] == 3
+    assert all(p["scores"] == {} for p in read_manifest(fresh)["pairs"])
+    assert pairs(*scorers, "--min-directional", "2")["kept"] == 0
+    assert all("clip_directional" in p["scores"] for p in read_manifest(fresh)["pairs"])
+
+
+def test_caption_skips_the_captioner_in_distill_pairs_and_preview_build(setup, tmp_path, tiny_model, monkeypatch):
+    monkeypatch.setenv("P2PZ_HOME", str(tmp_path / "home"))
+    db, photos = setup
+    runner = CliRunner()
+    base = ["--db", db, "distill", "pairs", "cat-to-dog", "--images", str(photos), "--size", "32", "--steps", "2",
+            "--captioner", str(tmp_path / "no-blip")]
+    without = runner.invoke(main, [*base, "--out", str(tmp_path / "a"), "--no-filter"])
+    assert without.exit_code == 1 and "--caption TEXT" in without.stderr
+    res = runner.invoke(main, [*base, "--out", str(tmp_path / "b"), "--no-filter", "--caption", "a photo of a cat",
+                               "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout)["pairs"] == 3 and read_manifest(tmp_path / "b")["caption"] == "a photo of a cat"
+    unfiltered = runner.invoke(main, [*base, "--out", str(tmp_path / "b"), "--caption", "a photo of a cat",
+                                      "--clip-model", str(tmp_path / "no-clip")])
+    assert unfiltered.exit_code == 0, unfiltered.output
+    warning = next(line for line in unfiltered.stderr.splitlines() if line.startswith("warning: pairs are not"))
+    assert warning.endswith("with a hub id or a folder)"), warning  # the whole hint, not cut mid-word
+
+    preview = ["--db", db, "preview", "build", "cat-to-dog", "--images", str(photos / "c0.png"), "--steps", "2",
+               "--model", str(tiny_model), "--captioner", str(tmp_path / "no-blip"), "--json"]
+    failed = runner.invoke(main, preview)
+    assert failed.exit_code == 1 and "--caption TEXT" in failed.output
+    rendered = runner.invoke(main, [*preview, "--caption", "a photo of a cat"])
+    assert rendered.exit_code == 0, rendered.output
+    assert [r["status"] for r in json.loads(rendered.stdout)] == ["rendered"]

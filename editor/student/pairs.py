@@ -10,7 +10,8 @@ Layout::
 A pair's id is derived from its input (the image's pixels, or the synthetic seed and prompt), so a rerun skips
 finished pairs; both images are written before the manifest names the pair, each atomically, so an interrupted
 run leaves no half-written pair. With scorers, a pair is kept only if its directional CLIP similarity and its
-structure distance pass the recorded thresholds; without them every pair is kept and the manifest says so.
+structure distance pass the recorded thresholds; without them every pair is kept and the manifest says so. A rerun
+re-applies its own filter (or ``--no-filter``) to the pairs it reuses, scoring those made unfiltered.
 """
 
 from __future__ import annotations
@@ -59,16 +60,17 @@ def dataset_sha256(folder: Path) -> str:
 
 
 def teacher_pair(editor, direction, kind: str, item, *, prompt: str | None, size: int, inversion, edit,
-                 scorers=None, source_concept: str = "", target_concept: str = ""):
-    """One training pair: the teacher's edit of a real image (``kind="image"``, ``item`` its path) or of a
-    synthetic source (``kind="synthetic"``, ``item`` its seed) → (source, target) at ``size`` px and the scores."""
+                 scorers=None, source_concept: str = "", target_concept: str = "", caption: str | None = None):
+    """One training pair: the teacher's edit of a real image (``kind="image"``, ``item`` its path; captioned
+    ``caption``, else by the editor's captioner) or of a synthetic source (``kind="synthetic"``, ``item`` its
+    seed) → (source, target) at ``size`` px and the scores."""
     from PIL import Image
 
     from ..image import load_image
 
     if kind == "image":
         image = load_image(item)
-        inv = editor.invert(image, editor.caption(image), inversion)
+        inv = editor.invert(image, caption or editor.caption(image), inversion)
         res = editor.edit(inv, direction, edit)
         source = image
     else:
@@ -88,7 +90,8 @@ def teacher_pair(editor, direction, kind: str, item, *, prompt: str | None, size
 def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None, synthetic: int = 0,
                prompt: str | None = None, size: int = 256, inversion=None, edit=None, scorers=None,
                pair_filter: PairFilter | None = None, source_concept: str = "", target_concept: str = "",
-               seed: int = 0, progress: bool = False, runner=None, filtered: bool | None = None) -> dict:
+               seed: int = 0, progress: bool = False, runner=None, filtered: bool | None = None,
+               caption: str | None = None) -> dict:
     """Write (or complete) a pairs dataset in ``out`` → its manifest.
 
     ``runner(jobs)`` computes the pending pairs elsewhere (the registry's Ray engine): it gets ``(kind, item,
@@ -122,7 +125,28 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
                     "edit": {"scale": edit.scale, "xa_guidance": edit.xa_guidance,
                              "guidance_scale": edit.guidance_scale},
                     "filter": (pair_filter or PairFilter()).__dict__ if filtered else None,
-                    "filtered": filtered, "pairs": []}
+                    "filtered": filtered, "caption": caption, "pairs": []}
+    # A rerun applies this run's filter (or none) to the pairs it reuses: the pairs are the teacher's, the
+    # filter is the run's. Pairs never scored are scored here when the filter is on and the scorers are local.
+    pair_filter = pair_filter or PairFilter()
+    manifest["filtered"], manifest["filter"] = filtered, pair_filter.__dict__ if filtered else None
+    unscored = 0
+    for entry in manifest["pairs"]:
+        if filtered and not entry.get("scores"):
+            if scorers is None:
+                unscored += 1
+                entry["kept"] = False
+                continue
+            from PIL import Image
+
+            from ..evaluate import score_pair
+
+            with Image.open(out / entry["source"]) as a, Image.open(out / entry["target"]) as b:
+                entry["scores"] = score_pair(scorers, a.convert("RGB"), b.convert("RGB"), source_concept,
+                                             target_concept)
+        entry["kept"] = not filtered or pair_filter.keeps(entry["scores"])
+    if manifest["pairs"]:
+        atomic_write(manifest_path, json.dumps(manifest, indent=1))
     done = {p["id"] for p in manifest["pairs"]}
     jobs = []
     for p in images or []:
@@ -130,7 +154,6 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
     for i in range(synthetic):
         jobs.append(("synthetic", seed + i, sha256_json({"prompt": prompt, "seed": seed + i, "size": size})[:16]))
     pending = [j for j in jobs if j[2] not in done]
-    pair_filter = pair_filter or PairFilter()
     (out / "pairs").mkdir(parents=True, exist_ok=True)
 
     def local(todo):
@@ -138,7 +161,8 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
         for job in todo:
             src, tgt, scores = teacher_pair(editor, direction, job[0], job[1], prompt=prompt, size=size,
                                             inversion=inversion, edit=edit, scorers=scorers,
-                                            source_concept=source_concept, target_concept=target_concept)
+                                            source_concept=source_concept, target_concept=target_concept,
+                                            caption=caption)
             yield job, src, tgt, scores, model
 
     failed = []
@@ -163,6 +187,8 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
     atomic_write(manifest_path, json.dumps(manifest, indent=1))
     if failed:
         manifest["failed"] = failed
+    if unscored:
+        manifest["unscored"] = unscored
     return manifest
 
 

@@ -30,6 +30,8 @@ def distill():
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True, help="Teacher DDIM steps.")
 @click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the direction's).")
 @click.option("--captioner", default=None, help="BLIP model for real sources.")
+@click.option("--caption", default=None, help="Use this caption for every real source instead of BLIP's (no "
+              "captioner is loaded).")
 @click.option("--no-filter", is_flag=True, help="Keep every pair (no CLIP/DINO filtering).")
 @click.option("--clip-model", default=None, help="CLIP model for filtering [openai/clip-vit-large-patch14].")
 @click.option("--dino-model", default=None, help="DINO model for filtering [facebook/dino-vitb8].")
@@ -41,18 +43,20 @@ def distill():
 @engine_options
 @json_option
 @pass_state
-def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, steps, model, captioner, no_filter,
-                  clip_model, dino_model, min_directional, max_structure, device, engine, address, workers,
+def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, steps, model, captioner, caption,
+                  no_filter, clip_model, dino_model, min_directional, max_structure, device, engine, address, workers,
                   gpus_per_worker, as_json):
     """Let the diffusion editor (the teacher) edit sources and write source/edit pairs (resumable).
 
     \b
     Examples:
       p2pz distill pairs cat-to-dog --images cats/ --out cat-to-dog-pairs
+      p2pz distill pairs cat-to-dog --images cats/ --caption "a photo of a cat" --out pairs
       p2pz distill pairs cat-to-dog --synthetic 200 --prompt "a photo of a cat" --out pairs --no-filter
       p2pz distill pairs cat-to-dog --synthetic 15000 --out pairs --engine ray --workers 8 --gpus-per-worker 1
 
-    With --engine ray the teacher (and the filter's CLIP/DINO models) load once per worker; a worker that cannot
+    A rerun reuses the pairs made and applies its own filter (or --no-filter) to all of them, scoring those
+    made unfiltered. With --engine ray the teacher (and the filter's CLIP/DINO models) load once per worker; a worker that cannot
     load the filter's models fails its pairs (reported) instead of keeping them unfiltered.
     """
     from editor.batch import expand_inputs
@@ -71,7 +75,7 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     kwargs = {"captioner": captioner} if captioner else {}
     common = dict(images=images, synthetic=synthetic, prompt=prompt, size=size, inversion=InversionConfig(steps=steps),
                   edit=EditConfig(steps=steps), pair_filter=PairFilter(min_directional, max_structure),
-                  source_concept=source, target_concept=target, progress=state.progress)
+                  source_concept=source, target_concept=target, progress=state.progress, caption=caption)
     if eng.kind == "ray":
         from ..engines import pairs_runner
 
@@ -80,7 +84,7 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
         spec = {"direction": d, "model": model, "editor": {"device": device, **kwargs}, "filter": not no_filter,
                 "clip_model": clip_model, "dino_model": dino_model, "prompt": prompt or f"a photo of a {source}",
                 "size": size, "inversion": common["inversion"], "edit": common["edit"], "source_concept": source,
-                "target_concept": target}
+                "target_concept": target, "caption": caption}
         manifest = make_pairs(None, d, Path(out_dir), runner=pairs_runner(eng, spec), filtered=not no_filter,
                               **common)
         _pairs_summary(manifest, out_dir, d, as_json)
@@ -94,7 +98,8 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
         try:
             scorers = Scorers.load(clip_model, dino_model, device=device or default_device())
         except Exception as exc:  # the filter's models are optional: without them, every pair is kept
-            click.echo(f"warning: pairs are not filtered ({' '.join(str(exc).split())[:200]})", err=True)
+            click.echo(f"warning: pairs are not filtered ({' '.join(str(exc).split()) or type(exc).__name__})",
+                       err=True)
     ed = open_editor([d], model, device=device, progress=state.progress, **kwargs)
     manifest = make_pairs(ed, d, Path(out_dir), scorers=scorers, **common)
     _pairs_summary(manifest, out_dir, d, as_json)
@@ -103,6 +108,10 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
 def _pairs_summary(manifest: dict, out_dir: str, d, as_json: bool) -> None:
     for line in manifest.get("failed", []):
         click.echo(f"error: {line}", err=True)
+    if manifest.get("unscored"):
+        click.echo(f"warning: {manifest['unscored']} pairs made without the filter are left out unscored (the Ray "
+                   "workers score only new pairs); rerun without --engine ray to score them, or pass --no-filter",
+                   err=True)
     kept = sum(p["kept"] for p in manifest["pairs"])
     if as_json:
         echo_json({"dataset": out_dir, "pairs": len(manifest["pairs"]), "kept": kept, "filter": manifest["filter"]})

@@ -77,12 +77,14 @@ def preview():
 @click.option("--device", help="cpu or cuda (default: cuda when available).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default=None)
 @click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
+@click.option("--caption", default=None, help="Use this caption for every preview image instead of BLIP's (no "
+              "captioner is loaded).")
 @click.option("--force", is_flag=True, help="Render again even when a preview with these settings exists.")
 @engine_options
 @json_option
 @pass_state
-def preview_build(state, refs, images, model, steps, seed, device, dtype, captioner, force, engine, address, workers,
-                  gpus_per_worker, as_json):
+def preview_build(state, refs, images, model, steps, seed, device, dtype, captioner, caption, force, engine, address,
+                  workers, gpus_per_worker, as_json):
     """Render what each direction (default: every one) does to the preview images.
 
     Previews are content-addressed (direction content, image, model, steps, seed) in $P2PZ_HOME/previews:
@@ -92,6 +94,7 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
     Examples:
       p2pz preview build
       p2pz preview build cat-to-dog day-to-night@2 --images previews/ --steps 50
+      p2pz preview build cat-to-dog --images cat.png --caption "a photo of a cat"
       p2pz preview build --engine ray --workers 4 --gpus-per-worker 1
     """
     from ..previews import build_previews
@@ -111,7 +114,7 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
             state.info(f"{r['direction']} on {r['image']}: {r['status']}" + (f" ({r['error']})" if r.get("error") else ""))
 
     done = build_previews(reg, list(refs) or None, paths, model=model, device=device, dtype=dtype,
-                          captioner=captioner, steps=steps, engine=eng,
+                          captioner=captioner, caption=caption, steps=steps, engine=eng,
                           seed=seed, force=force, report=report, progress=state.progress)
     if as_json:
         echo_json(done)
