@@ -113,9 +113,9 @@ class Registry:
         """The mean embedding [1, 77, D] of a bank under a model (encoding and storing it when missing)."""
         from store.vectors import from_bytes
 
-        from .encoding import embed, encoder_facts, load_encoder, store_embedding
+        from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding
 
-        enc = load_encoder(model)
+        enc = load_encoder(registry_model(self.db, model))
         source = embed(self.db, _banks.resolve_bank(self.db, ref, None, 0, 0, {}), enc, progress=self.progress)
         with self.db.write() as s:
             enc_row, _ = repo.encoder_row(s, encoder_facts(enc))

@@ -18,7 +18,7 @@ from store.lazy import numpy as np
 from store.vectors import from_bytes
 
 from .banks import BankSource, resolve_bank
-from .encoding import embed, encoder_facts, load_encoder, store_embedding
+from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding
 from .naming import check_name, check_tag, check_tags, direction_name, parse_ref
 from .records import Direction, NotFound, RegistryError, direction_maker, user_errors
 
@@ -104,10 +104,9 @@ def build(db, source: str, target: str, model: str | None = None, *, name: str |
     """Δ = scale · (mean(target) − mean(source)) under ``model``'s text encoder (see ``Registry.build_direction``)."""
     if not np.isfinite(scale):
         raise RegistryError("scale must be a finite number")
+    model = registry_model(db, model)
     if generator == "llm":  # check lengths with this model's own tokenizer (before spending tokens)
-        from editor.loader import default_model
-
-        options.setdefault("tokenizer_model", model or default_model())
+        options.setdefault("tokenizer_model", model)
     src = _side(db, source, source_sentences, generator, n, seed, options, progress)
     tgt = _side(db, target, target_sentences, generator, n, seed, options, progress)
     name = name or direction_name(src.concept, tgt.concept)
@@ -218,6 +217,7 @@ def build_many(db, pairs: list[tuple[str, str, str | None]], model: str | None, 
     workers; local: as each build needs them) → one ``{"source", "target", "name", "ref" | "error"}`` per pair.
     A failing pair is reported and the others are built; building what exists returns the stored version."""
     bank_errors = {}
+    model = registry_model(db, model)
     if engine.kind == "ray":
         bank_errors = prepare_banks(db, [r for p in pairs for r in p[:2]], model, engine, generator=generator,
                                     n=n, seed=seed, device=device, progress=progress, options=options)

@@ -161,8 +161,35 @@ def load_stats(bank_sha: str, fingerprint: str) -> BankStats | None:
 
 # --- the registry's side: load an encoder, embed a bank once, store the embedding ---------------------------
 
+def registry_model(db, model: str | None) -> str:
+    """The model an entry point uses (every build, word-pair search, import and embedding; CLI and web alike):
+    ``model`` when named; else ``$P2PZ_MODEL``; else the registry's own when its encoders all come from one
+    model; else, for a registry without encoders, CompVis/stable-diffusion-v1-4. A registry with several models
+    is asked which (a :class:`RegistryError` listing them)."""
+    import os
+
+    from editor.loader import DEFAULT_MODEL
+    from store import repository as repo
+
+    from .records import RegistryError
+
+    if model:
+        return model
+    if os.environ.get("P2PZ_MODEL"):
+        return os.environ["P2PZ_MODEL"]
+    with db.read() as s:
+        models = list(dict.fromkeys(e.model for e in repo.encoders(s)))
+    if not models:
+        return DEFAULT_MODEL
+    if len(models) == 1:
+        return models[0]
+    raise RegistryError(f"this registry holds directions of {len(models)} models ({', '.join(models[:5])}"
+                        f"{', …' if len(models) > 5 else ''}); name one with --model (or $P2PZ_MODEL)")
+
+
 def load_encoder(model: str | None, device: str | None = None):
-    """The text encoder of ``model`` (default: $P2PZ_MODEL, else CompVis/stable-diffusion-v1-4)."""
+    """The text encoder of ``model`` (``None``: $P2PZ_MODEL, else CompVis/stable-diffusion-v1-4; entry points
+    pass :func:`registry_model`'s choice)."""
     from editor.loader import ModelLoadError, default_model, load_text_encoder
 
     from .records import RegistryError

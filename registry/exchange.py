@@ -33,7 +33,7 @@ from store.vectors import VectorError, from_bytes, to_bytes
 
 from .banks import BankSource, check_bank_concept
 from .directions import record_of
-from .encoding import EmbeddingSource, encoder_facts, load_encoder, store_embedding
+from .encoding import EmbeddingSource, encoder_facts, load_encoder, registry_model, store_embedding
 from .naming import RefError, check_name, check_tag, direction_name, name_problem, parse_ref
 from .records import Direction, RegistryError
 
@@ -575,7 +575,7 @@ def _pt_side(path: Path, hidden_size: int) -> EmbeddingSource:
 
 def import_pt(db, source: Path, target: Path, name: str | None, model: str | None) -> Direction:
     """A direction from two official per-concept ``.pt`` means, tied to ``model``'s text encoder."""
-    enc = load_encoder(model)
+    enc = load_encoder(registry_model(db, model))
     src, tgt = _pt_side(source, enc.hidden_size), _pt_side(target, enc.hidden_size)
     name = check_name(name or direction_name(src.bank.concept, tgt.bank.concept), "direction")
     content = repo.direction_content("pair", enc.fingerprint, source=(src.bank.concept, src.bank.sha256),

@@ -19,7 +19,7 @@ from store.vectors import from_bytes
 
 from . import directions
 from .banks import resolve_bank
-from .encoding import embed, load_encoder
+from .encoding import embed, load_encoder, registry_model
 from .records import RegistryError, SearchHit
 
 
@@ -163,6 +163,6 @@ def search_pair(indexes: SearchIndexes, source: str, target: str, k: int = 10, *
                         for b in (src, tgt)]
     if fingerprint is not None:
         return indexes.hits(fingerprint, keys[1] - keys[0], k)
-    enc = load_encoder(model)
+    enc = load_encoder(registry_model(db, model))
     se, te = embed(db, src, enc, progress=progress), embed(db, tgt, enc, progress=progress)
     return indexes.hits(enc.fingerprint, (te.key - se.key).astype(np.float32), k)

@@ -223,3 +223,21 @@ def test_tags_and_deprecation_are_reversible_and_the_readme_sequence_works(tiny_
         assert reg.generation() == g0 + 2
     vague = run(["direction", "undeprecate", "cat-to-dog-strong"], db_url, ok=False)
     assert vague.exit_code == 1 and "explicit version" in vague.stderr
+
+
+def test_without_a_model_the_registry_s_own_is_used_else_asked_for(tiny_model, tiny_model_b, db_url, monkeypatch):
+    """No --model and no $P2PZ_MODEL: builds and word-pair searches use the model the registry's directions
+    were built with (offline: CompVis cannot be fetched), and a registry of two models asks which."""
+    monkeypatch.delenv("P2PZ_MODEL", raising=False)
+    run(["direction", "build", "cat", "dog", "--model", str(tiny_model), "-n", "10"], db_url)
+    hits = js(["search", "--pair", "kitten", "puppy", "-k", "3"], db_url)  # new concepts: banks made, encoded
+    assert hits and hits[0]["encoder_model"] == str(tiny_model)
+    built = js(["direction", "build", "cow", "horse", "-n", "10"], db_url)
+    assert built["encoder_model"] == str(tiny_model)
+    run(["direction", "build", "cat", "dog", "--model", str(tiny_model_b), "-n", "10", "--name", "b"], db_url)
+    for args in (["search", "--pair", "kitten", "lion"], ["direction", "build", "cow", "sheep", "-n", "10"]):
+        r = run(args, db_url, ok=False)
+        assert r.exit_code == 1 and r.stderr.count("\n") == 1, r.output
+        assert "2 models" in r.stderr and str(tiny_model_b) in r.stderr and "--model" in r.stderr
+    monkeypatch.setenv("P2PZ_MODEL", str(tiny_model_b))  # the explicit default still wins
+    assert js(["search", "--pair", "kitten", "lion", "-k", "1"], db_url)[0]["encoder_model"] == str(tiny_model_b)

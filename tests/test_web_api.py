@@ -145,6 +145,19 @@ def test_banks(client):
     assert client.get("/api/banks/unicorn").status_code == 404
 
 
+def test_a_server_without_a_model_uses_the_registry_s_own(db, tmp_path, tiny_model, monkeypatch):
+    """``p2pz serve`` without --model: word-pair search of new concepts and builds use the model the directions
+    were built with (offline, CompVis cannot be fetched)."""
+    monkeypatch.delenv("P2PZ_MODEL", raising=False)
+    app = create_app(settings(db, tmp_path, tiny_model, model=None))
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
+        r = c.get("/api/search", params={"source": "kitten", "target": "lion", "k": 2})
+        assert r.status_code == 200, r.text
+        built = c.post("/api/directions", json={"source": "cow", "target": "sheep", "n": 5}, headers=AUTH)
+        assert built.status_code == 201, built.text
+        assert built.json()["encoder_model"] == str(tiny_model)
+
+
 def test_openapi_health_and_errors_are_json(client):
     assert client.get("/openapi.json").json()["info"]["title"] == "p2pz"
     docs = client.get("/docs")

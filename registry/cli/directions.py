@@ -44,7 +44,8 @@ def _bank_options(generator, kind, llm_model, *llm_args):
 @click.argument("target")
 @click.option("--name", help="Direction name (default SOURCE-to-TARGET).")
 @click.option("--model", envvar="P2PZ_MODEL", help="SD model (hub id or folder) whose text encoder is used "
-              "[default: CompVis/stable-diffusion-v1-4].")
+              "[default: $P2PZ_MODEL, else the model of the registry's directions when they all use one, else "
+              "CompVis/stable-diffusion-v1-4].")
 @click.option("--from", "generator", type=click.Choice(["templates", "llm", "file"]), default=None,
               help="Make the banks with this generator (default: latest stored bank, else templates).")
 @click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Sentences per bank.")
@@ -96,7 +97,8 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
 @direction.command("build-many")
 @click.argument("pairs_file", metavar="PAIRS.csv", type=click.Path(dir_okay=False))
 @click.option("--model", envvar="P2PZ_MODEL", help="SD model (hub id or folder) whose text encoder is used "
-              "[default: CompVis/stable-diffusion-v1-4].")
+              "[default: $P2PZ_MODEL, else the model of the registry's directions when they all use one, else "
+              "CompVis/stable-diffusion-v1-4].")
 @click.option("--from", "generator", type=click.Choice(["templates", "llm"]), default=None,
               help="Make the banks with this generator (default: latest stored bank, else templates).")
 @click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Sentences per bank.")
@@ -358,7 +360,8 @@ def direction_untag(state, ref, tag):
 @click.argument("ref", required=False, metavar="NAME[@V]")
 @click.option("--pair", nargs=2, metavar="SOURCE TARGET", help="Search with the direction two concepts would make.")
 @click.option("-k", "k", type=click.IntRange(1, 10_000), default=10, show_default=True)
-@click.option("--model", envvar="P2PZ_MODEL", help="With --pair: the SD model to encode with, if needed.")
+@click.option("--model", envvar="P2PZ_MODEL", help="With --pair: the SD model to encode with, if needed [default: $P2PZ_MODEL, else the "
+              "model of the registry's directions when they all use one].")
 @click.option("--save", is_flag=True, help="With --pair: also store the direction.")
 @json_option
 @pass_state

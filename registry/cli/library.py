@@ -52,7 +52,8 @@ def import_(state, path, as_json):
 @click.argument("target", type=click.Path(dir_okay=False))
 @click.option("--name", help="Direction name (default: SOURCE-to-TARGET from the file names).")
 @click.option("--model", envvar="P2PZ_MODEL", help="The SD model the embeddings were made with "
-              "[default: CompVis/stable-diffusion-v1-4].")
+              "[default: $P2PZ_MODEL, else the model of the registry's directions when they all use one, else "
+              "CompVis/stable-diffusion-v1-4].")
 @json_option
 @pass_state
 def import_pt(state, source, target, name, model, as_json):
