@@ -4,7 +4,9 @@ A job is a row of table ``jobs`` (revision 0006) plus a folder ``<work>/jobs/<id
 and wrote — its input image, saved under a name the server chose, and its result PNGs with their provenance.
 Nothing about a job's files comes from a client: results are addressed by their index in the job's record.
 Because the queue lives in the database, a restart loses nothing: :meth:`JobRunner.recover` marks a job that
-was running when the server stopped as failed (saying so), and queued jobs simply run next.
+was running when its server stopped as failed (saying so), and queued jobs simply run next. A running job names
+its server (``owner``) and carries a heartbeat that server refreshes: a second server on the same registry fails
+only jobs whose heartbeat is older than the lease, never a live server's.
 
 The edit itself is :func:`editor.batch.edit_files` — the same code, outputs and provenance as ``p2pz edit``.
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import shutil
+import socket
 import threading
 import time
 import uuid
@@ -196,32 +200,56 @@ class JobRunner:
     """Runs queued jobs one at a time, oldest first, keeping the last editor loaded between jobs."""
 
     def __init__(self, jobs: Jobs, *, model: str | None = None, device: str | None = None,
-                 dtype: str | None = None, captioner: str | None = None):
+                 dtype: str | None = None, captioner: str | None = None, owner: str | None = None,
+                 lease_s: float = 30.0):
         self.jobs = jobs
         self.model, self.device, self.dtype, self.captioner = model, device, dtype, captioner
+        # who runs a job (this process, this runner): another server on the same registry leaves its jobs alone
+        self.owner = (owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")[:64]
+        self.lease_s = lease_s  # a running job without a heartbeat for this long has lost its server
         self._editor_key = None
         self._editor = None
 
     def recover(self) -> int:
-        """At start: jobs left running by a server that stopped are failed, with the reason → how many."""
+        """At start: jobs left running by a server that is gone — no heartbeat for ``lease_s`` (or none at all:
+        a server from before owners) — are failed, with the reason → how many. Jobs another live server is
+        running keep running."""
+        cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=self.lease_s)
         with user_errors(), self.jobs.db.write() as s:
-            return repo.fail_interrupted_jobs(s, INTERRUPTED)
+            return repo.fail_interrupted_jobs(s, INTERRUPTED, stale_before=cutoff)
 
     def run_next(self) -> Job | None:
-        """Claim and run the oldest queued job → its final record (None when the queue is empty)."""
+        """Claim and run the oldest queued job → its final record (None when the queue is empty). While it
+        runs, a heartbeat thread refreshes its lease every ``lease_s / 3``."""
         with user_errors(), self.jobs.db.write() as s:
-            row = repo.claim_next_job(s)
+            row = repo.claim_next_job(s, owner=self.owner)
             job = _record(row) if row is not None else None
         if job is None:
             return None
+        done = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job.id, done), name="p2pz-job-heartbeat",
+                                daemon=True)
+        beat.start()
         try:
-            results = self._run_preview(job) if job.kind == "preview" else self._run_edit(job)
-        except Exception as exc:  # noqa: BLE001 — a job's failure is recorded, the worker goes on
-            message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            self._update(job.id, status="failed", error=message, stage=None)
-        else:
-            self._update(job.id, status="done", progress=1.0, stage=None, results=results)
+            try:
+                results = self._run_preview(job) if job.kind == "preview" else self._run_edit(job)
+            except Exception as exc:  # noqa: BLE001 — a job's failure is recorded, the worker goes on
+                message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                self._update(job.id, status="failed", error=message, stage=None)
+            else:  # a finished job carries no earlier error (one a wrongly-run recovery may have written)
+                self._update(job.id, status="done", progress=1.0, stage=None, results=results, error=None)
+        finally:
+            done.set()
+            beat.join()
         return self.jobs.get(job.id)
+
+    def _heartbeat(self, job_id: str, done: threading.Event) -> None:
+        while not done.wait(self.lease_s / 3):
+            try:
+                with self.jobs.db.write() as s:
+                    repo.heartbeat_job(s, job_id, self.owner)
+            except Exception:  # noqa: BLE001 — a missed beat is retried; the lease is three beats long
+                pass
 
     def loop(self, stop: threading.Event, poll_s: float = 1.0) -> None:
         """Run jobs until ``stop`` is set, waking on submissions (or every ``poll_s``)."""

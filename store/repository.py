@@ -442,7 +442,9 @@ def page_directions(s: Session, *, query: str | None = None, tag: str | None = N
     count_q, _, _ = _listing_query(lambda sb, tb: (func.count(d.id),),
                                    lambda sb, tb: list(where) + _text_filter(query, sb, tb))
     total = s.execute(count_q.select_from(d)).scalar_one()
-    rows = list_directions(s, *where, make=make, query=query, order_by=order, offset=offset, limit=limit)
+    # past the end there is nothing to fetch: no query, so an absurd offset (> int64) is no database error
+    rows = list_directions(s, *where, make=make, query=query, order_by=order, offset=offset, limit=limit) \
+        if offset < total else []
     if tag:  # the LIKE above may over-match a tag that is a substring of a longer JSON string; check exactly
         rows = [r for r in rows if tag in r.tags]
     return total, rows
@@ -596,14 +598,17 @@ def jobs(s: Session, *, status: str | None = None, limit: int = 50) -> list[m.Jo
     return list(s.scalars(q.where(m.Job.status == status) if status else q))
 
 
-def claim_next_job(s: Session, kinds: Iterable[str] | None = None) -> m.Job | None:
-    """The oldest queued job, marked running — atomically, so two workers never take the same job."""
+def claim_next_job(s: Session, kinds: Iterable[str] | None = None, owner: str | None = None) -> m.Job | None:
+    """The oldest queued job, marked running by ``owner`` (with a first heartbeat) — atomically, so two workers
+    never take the same job."""
     q = select(m.Job.id).where(m.Job.status == "queued").order_by(m.Job.created_at, m.Job.id)
     if kinds is not None:
         q = q.where(m.Job.kind.in_(list(kinds)))
     for job_id in s.scalars(q.limit(5)).all():
+        now = m.utcnow()
         taken = s.execute(update(m.Job).where(m.Job.id == job_id, m.Job.status == "queued")
-                          .values(status="running", started_at=m.utcnow(), stage="starting")).rowcount
+                          .values(status="running", started_at=now, stage="starting", owner=owner,
+                                  heartbeat_at=now, error=None)).rowcount
         if taken == 1:
             return s.get(m.Job, job_id)
     return None
@@ -616,7 +621,16 @@ def update_job(s: Session, job_id: str, **values) -> None:
     s.execute(update(m.Job).where(m.Job.id == job_id).values(**values))
 
 
-def fail_interrupted_jobs(s: Session, reason: str) -> int:
-    """Mark every running job failed (the server that ran it stopped) → how many."""
-    return s.execute(update(m.Job).where(m.Job.status == "running")
-                     .values(status="failed", error=reason, finished_at=m.utcnow())).rowcount
+def heartbeat_job(s: Session, job_id: str, owner: str | None) -> bool:
+    """``owner`` still runs ``job_id``: refresh its heartbeat → False when the job is no longer its running job."""
+    return s.execute(update(m.Job).where(m.Job.id == job_id, m.Job.status == "running", m.Job.owner == owner)
+                     .values(heartbeat_at=m.utcnow())).rowcount == 1
+
+
+def fail_interrupted_jobs(s: Session, reason: str, stale_before: dt.datetime | None = None) -> int:
+    """Mark running jobs failed whose server is gone → how many: every running job, or with ``stale_before``
+    only those whose last heartbeat is older (or absent: a server from before revision 0007)."""
+    q = update(m.Job).where(m.Job.status == "running")
+    if stale_before is not None:
+        q = q.where(or_(m.Job.heartbeat_at.is_(None), m.Job.heartbeat_at < stale_before))
+    return s.execute(q.values(status="failed", error=reason, finished_at=m.utcnow())).rowcount

@@ -1,6 +1,7 @@
 """The HTTP API (registry.web) through FastAPI's TestClient, on the tiny model: every endpoint, bad input, auth,
 uploads, path traversal, jobs (one that fails, a restart with a queued job) and previews."""
 
+import datetime as dt
 import io
 import json
 import subprocess
@@ -17,10 +18,17 @@ from registry import Registry
 from registry.cli import main
 from registry.jobs import INTERRUPTED, Jobs
 from registry.web import Settings, create_app
+from store import models as m
 from store import repository as repo
 
 TOKEN = "correct-horse-battery"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def Client(app, **kw):
+    """A TestClient addressing the server as a browser on this machine would (Host 127.0.0.1, not TestClient's
+    "testserver", which the server refuses: it answers only for the hosts it serves)."""
+    return TestClient(app, base_url="http://127.0.0.1:8000", **kw)
 
 
 @pytest.fixture
@@ -42,7 +50,7 @@ def settings(db, tmp_path, tiny_model, **kw):
 
 @pytest.fixture
 def client(db, tmp_path, tiny_model):
-    with TestClient(create_app(settings(db, tmp_path, tiny_model))) as c:
+    with Client(create_app(settings(db, tmp_path, tiny_model))) as c:
         yield c
 
 
@@ -55,7 +63,7 @@ def png(w=48, h=48, seed=0) -> bytes:
 def wait(client, job_id, timeout=120):
     t = time.monotonic()
     while time.monotonic() - t < timeout:
-        job = client.get(f"/api/jobs/{job_id}").json()
+        job = client.get(f"/api/jobs/{job_id}", headers=AUTH).json()
         if job["status"] in ("done", "failed"):
             return job
         time.sleep(0.1)
@@ -137,14 +145,6 @@ def test_search_by_direction_and_by_word_pair(client):
     assert client.get("/api/search", params={"direction": "nothing"}).status_code == 404
 
 
-def test_banks(client):
-    versions = client.get("/api/banks/cat").json()
-    assert [b["ref"] for b in versions] == ["cat@1"] and "sentences" not in versions[0] or not versions[0]["sentences"]
-    one = client.get("/api/banks/cat@1").json()
-    assert len(one) == 1 and len(one[0]["sentences"]) == 5
-    assert client.get("/api/banks/unicorn").status_code == 404
-
-
 def test_a_server_without_a_model_uses_the_registry_s_own(db, tmp_path, tiny_model, monkeypatch):
     """``p2pz serve`` without --model: word-pair search of new concepts and builds use the model the directions
     were built with (offline, CompVis cannot be fetched)."""
@@ -156,6 +156,15 @@ def test_a_server_without_a_model_uses_the_registry_s_own(db, tmp_path, tiny_mod
         built = c.post("/api/directions", json={"source": "cow", "target": "sheep", "n": 5}, headers=AUTH)
         assert built.status_code == 201, built.text
         assert built.json()["encoder_model"] == str(tiny_model)
+
+
+def test_banks(client):
+    versions = client.get("/api/banks/cat").json()
+    assert [b["ref"] for b in versions] == ["cat@1"]
+    assert versions[0]["sentences"] is None and versions[0]["n_sentences"] == 5  # the listing leaves them out
+    one = client.get("/api/banks/cat@1").json()
+    assert len(one) == 1 and len(one[0]["sentences"]) == 5
+    assert client.get("/api/banks/unicorn").status_code == 404
 
 
 def test_openapi_health_and_errors_are_json(client):
@@ -213,15 +222,6 @@ def test_writes_need_the_token_and_reads_do_not(client):
         assert client.post(path).status_code == 401
 
 
-def test_read_only_server_refuses_writes_and_binding_rules(db, tmp_path, tiny_model):
-    with TestClient(create_app(settings(db, tmp_path, tiny_model, token=None, read_only=True))) as c:
-        assert c.get("/api/directions").status_code == 200
-        r = c.post("/api/directions/cat-to-dog/tags", json={"tag": "x"})
-        assert r.status_code == 403 and "read-only" in r.json()["error"]
-        assert edit(c, headers={}).status_code == 403
-        assert c.app.state.worker is None  # no worker on a read-only server
-    with TestClient(create_app(settings(db, tmp_path, tiny_model, token=None))) as c:  # loopback, no token
-        assert c.post("/api/directions/cat-to-dog/tags", json={"tag": "x"}).status_code == 200
 def test_tags_and_deprecation_are_reversible_through_the_api(client):
     assert client.post("/api/directions/day-to-night@1/untag", json={"tag": "scenes"}).status_code == 401
     r = client.post("/api/directions/day-to-night@1/untag", json={"tag": "scenes"}, headers=AUTH)
@@ -240,6 +240,15 @@ def test_tags_and_deprecation_are_reversible_through_the_api(client):
     assert client.post("/api/directions/kitten-to-puppy/undeprecate", headers=AUTH).status_code == 400
 
 
+def test_read_only_server_refuses_writes_and_binding_rules(db, tmp_path, tiny_model):
+    with Client(create_app(settings(db, tmp_path, tiny_model, token=None, read_only=True))) as c:
+        assert c.get("/api/directions").status_code == 200
+        r = c.post("/api/directions/cat-to-dog/tags", json={"tag": "x"})
+        assert r.status_code == 403 and "read-only" in r.json()["error"]
+        assert edit(c, headers={}).status_code == 403
+        assert c.app.state.worker is None  # no worker on a read-only server
+    with Client(create_app(settings(db, tmp_path, tiny_model, token=None))) as c:  # loopback, no token
+        assert c.post("/api/directions/cat-to-dog/tags", json={"tag": "x"}).status_code == 200
     runner = CliRunner()
     res = runner.invoke(main, ["--db", db, "serve", "--host", "0.0.0.0"], env={"P2PZ_TOKEN": ""})
     assert res.exit_code == 1 and "--token" in res.stderr and "--read-only" in res.stderr
@@ -254,7 +263,7 @@ def test_export_download_and_import_upload(client, tmp_path, tiny_model):
     assert 'filename="library.p2pz"' in r.headers["content-disposition"]
     assert client.get("/api/export", params={"names": "nope"}).status_code == 404
     other = f"sqlite:///{tmp_path / 'other.db'}"
-    with TestClient(create_app(settings(other, tmp_path / "o", tiny_model))) as c2:
+    with Client(create_app(settings(other, tmp_path / "o", tiny_model))) as c2:
         files = {"file": ("lib.p2pz", r.content, "application/zip")}
         assert c2.post("/api/import", files=files).status_code == 401
         done = c2.post("/api/import", files=files, headers=AUTH)
@@ -267,7 +276,7 @@ def test_export_download_and_import_upload(client, tmp_path, tiny_model):
 
 
 def test_import_over_the_size_cap_is_413(db, tmp_path, tiny_model):
-    with TestClient(create_app(settings(db, tmp_path, tiny_model, max_library_bytes=1000))) as c:
+    with Client(create_app(settings(db, tmp_path, tiny_model, max_library_bytes=1000))) as c:
         r = c.post("/api/import", files={"file": ("lib.p2pz", b"x" * 5000, "application/zip")}, headers=AUTH)
         assert r.status_code == 413 and "limit" in r.json()["error"]
 
@@ -286,13 +295,13 @@ def test_an_edit_job_runs_and_its_results_download_with_provenance(client):
     first = done["results"][0]
     assert first["provenance"]["scale"] == 1.2 and first["provenance"]["seed"] == 3
     assert first["provenance"]["steps"] == 2 and "source_path" not in first["provenance"]
-    img = client.get(first["url"])
+    img = client.get(first["url"], headers=AUTH)
     assert img.status_code == 200 and img.headers["content-type"] == "image/png"
     with Image.open(io.BytesIO(img.content)) as im:
         assert json.loads(im.text["p2pz"])["direction"] == "cat-to-dog@1"
-    assert client.get(done["input_url"]).content == png()
-    assert client.get(f"/api/jobs/{job['id']}/results/2").status_code == 404
-    assert [j["id"] for j in client.get("/api/jobs").json()] == [job["id"]]
+    assert client.get(done["input_url"], headers=AUTH).content == png()
+    assert client.get(f"/api/jobs/{job['id']}/results/2", headers=AUTH).status_code == 404
+    assert [j["id"] for j in client.get("/api/jobs", headers=AUTH).json()] == [job["id"]]
     sample = client.post("/api/edits", data={"directions": "cat-to-dog", "sample": "true", "steps": "2"},
                          headers=AUTH)
     assert sample.status_code == 202 and wait(client, sample.json()["id"])["status"] == "done"
@@ -332,8 +341,8 @@ def test_bad_edit_requests(client, db, tmp_path, tiny_model):
     assert text.status_code == 400
     none = client.post("/api/edits", data={"directions": "cat-to-dog"}, headers=AUTH)
     assert none.status_code == 400 and "attach an image" in none.json()["error"]
-    assert client.get("/api/jobs").json() == []  # nothing was queued by any of them
-    with TestClient(create_app(settings(db, tmp_path, tiny_model, max_upload_bytes=2000, max_pixels=50 * 50,
+    assert client.get("/api/jobs", headers=AUTH).json() == []  # nothing was queued by any of them
+    with Client(create_app(settings(db, tmp_path, tiny_model, max_upload_bytes=2000, max_pixels=50 * 50,
                                         worker=False))) as c:
         big = edit(c, image=png(100, 100))
         assert big.status_code == 413 and "limit of 2000" in big.json()["error"]
@@ -342,7 +351,7 @@ def test_bad_edit_requests(client, db, tmp_path, tiny_model):
         # a decompression bomb: a tiny file declaring 100k × 100k pixels is refused from its header
         bomb = edit(c, image=_png_header_only(100_000, 100_000))
         assert bomb.status_code == 413
-        assert c.get("/api/jobs").json() == []
+        assert c.get("/api/jobs", headers=AUTH).json() == []
     huge = client.post("/api/edits", content=b"x", headers={**AUTH, "Content-Length": str(10**12)})
     assert huge.status_code == 413
 
@@ -360,7 +369,7 @@ def _png_header_only(w, h) -> bytes:
 
 
 def test_a_job_that_fails_records_the_reason(db, tmp_path, tiny_model):
-    with TestClient(create_app(settings(db, tmp_path, tiny_model, model=str(tmp_path / "no-such-model")))) as c:
+    with Client(create_app(settings(db, tmp_path, tiny_model, model=str(tmp_path / "no-such-model")))) as c:
         job = wait(c, edit(c).json()["id"])
         assert job["status"] == "failed" and job["results"] == []
         assert "no-such-model" in job["error"] and "\n" not in job["error"]
@@ -370,16 +379,17 @@ def test_a_job_that_fails_records_the_reason(db, tmp_path, tiny_model):
 
 def test_a_restart_loses_nothing(db, tmp_path, tiny_model):
     s = settings(db, tmp_path, tiny_model, worker=False)
-    with TestClient(create_app(s)) as c:  # a server whose worker never ran
+    with Client(create_app(s)) as c:  # a server whose worker never ran
         first = edit(c).json()["id"]
         second = edit(c, directions=["day-to-night"]).json()["id"]
     jobs = Jobs(Registry.open(db), tmp_path / "work")
-    with jobs.db.write() as session:  # the first was running when that server was killed
-        assert repo.claim_next_job(session).id == first
+    with jobs.db.write() as session:  # the first was running when that server was killed, a minute ago
+        assert repo.claim_next_job(session, owner="killed-server").id == first
+        repo.update_job(session, first, heartbeat_at=m.utcnow() - dt.timedelta(minutes=1))
     assert jobs.get(first).status == "running" and jobs.get(second).status == "queued"
-    with TestClient(create_app(settings(db, tmp_path, tiny_model))) as c:  # restart
-        assert c.get(f"/api/jobs/{first}").json()["status"] in ("failed",)
-        assert c.get(f"/api/jobs/{first}").json()["error"] == INTERRUPTED
+    with Client(create_app(settings(db, tmp_path, tiny_model))) as c:  # restart
+        assert c.get(f"/api/jobs/{first}", headers=AUTH).json()["status"] in ("failed",)
+        assert c.get(f"/api/jobs/{first}", headers=AUTH).json()["error"] == INTERRUPTED
         assert wait(c, second)["status"] == "done"
 
 
@@ -396,7 +406,7 @@ def test_path_traversal_in_every_path_parameter_is_refused(client, tmp_path):
                  "/static/{x}"]
     for template in templates:
         for x in evil:
-            r = client.get(template.format(x=x))
+            r = client.get(template.format(x=x), headers=AUTH)
             if x == ".." and r.status_code == 200:  # the client resolved the dot segment: another, legitimate URL
                 assert ".." not in r.url.path and template.endswith("{x}"), (template, r.url)
                 continue
@@ -468,7 +478,7 @@ def test_the_app_starts_without_importing_torch(db, tmp_path):
             "from fastapi.testclient import TestClient\n"
             "from registry.web import Settings, create_app\n"
             f"app = create_app(Settings(db_url={db!r}, work_dir={str(tmp_path / 'w')!r}))\n"
-            "with TestClient(app) as c:\n"
+            "with TestClient(app, base_url='http://127.0.0.1') as c:\n"
             "    assert c.get('/api/directions').status_code == 200\n"
             "    assert c.get('/api/search', params={'direction': 'cat-to-dog'}).status_code == 200\n"
             "    assert c.get('/').status_code == 200\n"
@@ -484,7 +494,7 @@ def test_the_jobs_revision_upgrades_and_downgrades_a_populated_database(db, tmp_
     from migrations import HEAD_REVISION, current_revision, downgrade, upgrade
     from store.db import make_engine
 
-    with TestClient(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
         assert edit(c).status_code == 202
     engine = make_engine(db)
     assert "jobs" in inspect(engine).get_table_names()

@@ -1,6 +1,8 @@
 """The web app in a real browser: Debian's Chromium driven by Playwright against ``p2pz serve`` on 127.0.0.1,
 on the tiny model. Screenshots of every page are kept under the pytest temp folder (``web-screenshots/``)."""
 
+import contextlib
+import http.server
 import io
 import json
 import os
@@ -8,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -44,17 +47,26 @@ def server(tmp_path, tiny_model):
     built = subprocess.run(p2pz + ["preview", "build", "cat-to-dog", "day-to-night", "--steps", "2", "--captioner",
                                    str(tiny_model / "captioner")], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
+    with serving(tmp_path, db, tiny_model, token=TOKEN, directions=3) as url:
+        yield url
+
+
+@contextlib.contextmanager
+def serving(tmp_path, db, tiny_model, token=None, directions=3):
+    """``p2pz serve`` on 127.0.0.1 and a free port (the token, if any, from $P2PZ_TOKEN, the documented way)."""
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
-    proc = subprocess.Popen(p2pz + ["serve", "--port", str(port), "--token", TOKEN, "--model", str(tiny_model),
-                                    "--captioner", str(tiny_model / "captioner"), "--preview-steps", "2", "--work-dir",
-                                    str(tmp_path / "work")], stdout=log, stderr=subprocess.STDOUT)
+    env = {**os.environ, "P2PZ_TOKEN": token or ""}
+    proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "--db", db, "-q", "serve", "--port", str(port),
+                             "--model", str(tiny_model), "--captioner", str(tiny_model / "captioner"),
+                             "--preview-steps", "2", "--work-dir", str(tmp_path / "work")],
+                            stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     t0 = time.monotonic()
     while True:
         try:
             with urllib.request.urlopen(url + "/api/health", timeout=1) as r:
-                assert json.load(r)["directions"] == 3
+                assert json.load(r)["directions"] == directions
                 break
         except OSError:
             if proc.poll() is not None or time.monotonic() - t0 > 30:
@@ -62,10 +74,12 @@ def server(tmp_path, tiny_model):
                 raise AssertionError("p2pz serve did not start: " + (tmp_path / "serve.log").read_text())
             time.sleep(0.1)
     print(f"server ready in {time.monotonic() - t0:.2f} s")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=10)
-    log.close()
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        log.close()
 
 
 @pytest.fixture
@@ -188,3 +202,92 @@ def test_the_openapi_page_works_offline(server, browser, shots):
     expect(page.locator(".opblock-summary-path", has_text="/api/edits")).to_have_count(1)
     page.screenshot(path=str(shots / "7-openapi.png"))
     assert outside == []
+
+
+EVIL_PAGE = """<!doctype html><title>evil</title>
+<form id="f" method="POST" action="TARGET/api/directions/cat-to-dog@1/deprecate"><input name="x" value="1"></form>
+<script>
+(async () => {
+  try {
+    const lib = await (await fetch("/lib.p2pz")).blob();
+    const body = new FormData();
+    body.append("file", lib, "lib.p2pz");
+    await fetch("TARGET/api/import", { method: "POST", body: body, mode: "no-cors" });
+    await fetch("TARGET/api/edits", { method: "POST", mode: "no-cors",
+      body: new URLSearchParams({ directions: "cat-to-dog", sample: "true", steps: "2" }) });
+    document.title = "fetched";
+  } catch (e) { document.title = "fetch failed: " + e; }
+  document.getElementById("f").submit();
+})();
+</script>"""
+
+
+@contextlib.contextmanager
+def evil_site(target: str, library: bytes):
+    """Another origin (127.0.0.1 on another port: the same site, another origin) serving a page that tries to
+    drive ``target``: a form post and fetches, as any page the user visits could."""
+    page = EVIL_PAGE.replace("TARGET", target).encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body, kind = (library, "application/zip") if self.path == "/lib.p2pz" else (page, "text/html")
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
+def test_another_origin_cannot_drive_a_server_without_a_token(tmp_path, tiny_model, browser, shots):
+    """A loopback server without a token is still reachable from every page in the browser: a page of another
+    origin auto-submits a form post (deprecate) and fetches POST /api/import and /api/edits; all are refused and
+    nothing changes, while the server's own apply page still submits a job. No page breaks its own CSP."""
+    from playwright.sync_api import expect
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    with Registry.open(db) as reg:
+        reg.build_direction("cat", "dog", str(tiny_model), n=5)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with Registry.open(other) as reg:
+        reg.build_direction("sun", "moon", str(tiny_model), n=5)
+        reg.export(["sun-to-moon"], tmp_path / "lib.p2pz")
+    with serving(tmp_path, db, tiny_model, token=None, directions=1) as url, \
+            evil_site(url, (tmp_path / "lib.p2pz").read_bytes()) as evil:
+        page = browser.new_page()
+        blocked = []
+        page.on("console", lambda m: blocked.append(m.text) if "Content Security Policy" in m.text else None)
+        page.goto(evil + "/")
+        page.wait_for_url(url + "/api/directions/cat-to-dog@1/deprecate", timeout=20_000)  # the form went
+        expect(page.locator("body")).to_contain_text("request refused")
+        page.screenshot(path=str(shots / "8-evil-refused.png"))
+        with urllib.request.urlopen(url + "/api/directions/cat-to-dog@1") as r:
+            assert json.load(r)["direction"]["deprecated"] is False
+        with urllib.request.urlopen(url + "/api/health") as r:
+            assert json.load(r)["directions"] == 1  # sun-to-moon was not imported
+        with urllib.request.urlopen(url + "/api/jobs") as r:
+            assert json.load(r) == []  # and no edit was queued
+        # the server's own pages: the apply page submits a job and shows its result; no CSP violation anywhere
+        for path in ("/", "/d/cat-to-dog@1", "/docs"):
+            page.goto(url + path)
+        expect(page.locator(".swagger-ui .info .title")).to_contain_text("p2pz", timeout=20_000)
+        page.goto(url + "/apply?d=cat-to-dog")
+        page.check("#use-sample")
+        page.locator("#steps").fill("2")
+        page.click("#submit")
+        expect(page.locator("img.result-image")).to_be_visible(timeout=120_000)
+        expect(page.locator("#job-status")).to_have_text("done")
+        assert blocked == [], blocked
+        with urllib.request.urlopen(url + "/api/jobs") as r:
+            assert [j["status"] for j in json.load(r)] == ["done"]

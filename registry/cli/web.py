@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -13,7 +14,14 @@ from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind; anything but loopback needs --token or --read-only.")
 @click.option("--port", type=click.IntRange(0, 65535), default=8000, show_default=True)
-@click.option("--token", envvar="P2PZ_TOKEN", help="Writes need 'Authorization: Bearer TOKEN' [$P2PZ_TOKEN].")
+@click.option("--token", envvar="P2PZ_TOKEN", help="Writes and job reads need 'Authorization: Bearer TOKEN'. "
+              "Prefer $P2PZ_TOKEN or --token-file: a value on the command line is visible to every local user "
+              "in ps [$P2PZ_TOKEN].")
+@click.option("--token-file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Read the token from this file (first line; keep it chmod 600: a world-readable file is refused).")
+@click.option("--allowed-host", "allowed_hosts", multiple=True, metavar="NAME",
+              help="Also answer requests for this Host name (repeatable; e.g. the name a reverse proxy uses). "
+              "Loopback names and --host are always allowed; other Host headers get 400 (DNS rebinding).")
 @click.option("--read-only", is_flag=True, help="Refuse every write (build, tag, import, edits).")
 @click.option("--model", envvar="P2PZ_MODEL", help="SD model for edits and builds (hub id or folder) "
               "[default: the model the directions were built with].")
@@ -27,34 +35,66 @@ from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_
 @click.option("--preview-steps", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="Steps of previews rendered from the gallery.")
 @pass_state
-def serve(state, host, port, token, read_only, model, device, dtype, captioner, work_dir, max_upload_mb, max_pixels,
-          preview_steps):
+@click.pass_context
+def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, model, device, dtype, captioner,
+          work_dir, max_upload_mb, max_pixels, preview_steps):
     """Serve the web gallery and the HTTP API (OpenAPI at /docs) over this registry.
 
     Edits submitted through the API or the apply page run in one background worker, in order; queued jobs
-    survive a restart. The token is never printed or logged.
+    survive a restart. With a token, writes and reading jobs (their uploads and results) need it; the library
+    stays public. The server answers only for loopback names, --host and --allowed-host, and refuses writes
+    that another web page (another origin) sends. The token is never printed or logged.
 
     \b
     Examples:
       p2pz serve
-      P2PZ_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe())') p2pz serve --host 0.0.0.0
+      (umask 077; python -c 'import secrets; print(secrets.token_urlsafe())' > ~/.p2pz-token)
+      p2pz serve --host 0.0.0.0 --token-file ~/.p2pz-token --allowed-host gallery.example.org
+      P2PZ_TOKEN=$(cat ~/.p2pz-token) p2pz serve
       p2pz serve --read-only --host 0.0.0.0 --port 8080
     """
+    from click.core import ParameterSource
+
     from ..web import Settings, create_app
 
+    if token_file:
+        if token and ctx.get_parameter_source("token") == ParameterSource.COMMANDLINE:
+            raise P2PZError("give the token once: --token or --token-file, not both")
+        path = Path(token_file)
+        if os.name == "posix" and path.stat().st_mode & 0o004:
+            raise P2PZError(f"{token_file} is readable by every user; restrict it first: chmod 600 {token_file}")
+        lines = path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        token = lines[0].strip() if lines else ""
+        if not token:
+            raise P2PZError(f"{token_file} holds no token; write one line, e.g. python -c 'import secrets; "
+                            "print(secrets.token_urlsafe())'")
+    elif token and ctx.get_parameter_source("token") == ParameterSource.COMMANDLINE:
+        click.echo("warning: --token on the command line is visible to every local user (ps); use "
+                   "--token-file PATH or $P2PZ_TOKEN instead", err=True)
     settings = Settings(db_url=state.db, work_dir=Path(work_dir) if work_dir else None, token=token or None,
                         read_only=read_only, host=host, model=model, device=device, dtype=dtype,
-                        captioner=captioner,
+                        captioner=captioner, allowed_hosts=tuple(allowed_hosts),
                         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
                         preview_steps=preview_steps)
     app = create_app(settings)
     import uvicorn
 
     shown = f"[{host}]" if ":" in host else host
-    state.info(f"p2pz serving {state.db or 'the default registry'} on http://{shown}:{port}/ "
+    state.info(f"p2pz serving {_masked(state.db) if state.db else 'the default registry'} on "
+               f"http://{shown}:{port}/ "
                f"({'read-only' if read_only else 'writes need the token' if token else 'writes open to loopback'})")
     uvicorn.run(app, host=host, port=port, log_level="warning" if state.quiet else "info",
                 server_header=False, access_log=not state.quiet)
+
+
+def _masked(url: str) -> str:
+    """A database URL without its password, as the CLI's database errors show it (SQLAlchemy's masking)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 — not a URL: say nothing about it
+        return "the registry given by --db"
 
 
 @main.group(cls=P2PZGroup)

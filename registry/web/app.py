@@ -9,12 +9,14 @@ import logging
 import threading
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from ..jobs import JobRunner
 from . import errors
-from .deps import State
+from .deps import State, require_write
+from .guard import Gate
 from .routers import banks, directions, files, jobs, library, pages, search, students
 from .settings import Settings
 
@@ -36,10 +38,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker = None
         if settings.worker and not settings.read_only:
             runner = JobRunner(st.jobs, model=settings.model, device=settings.device, dtype=settings.dtype,
-                               captioner=settings.captioner)
+                               captioner=settings.captioner, lease_s=settings.job_lease_s)
             failed = runner.recover()
             if failed:
-                log.warning("%d job(s) were running when the server last stopped; marked failed", failed)
+                log.warning("%d job(s) were running on a server that stopped; marked failed", failed)
             worker = threading.Thread(target=runner.loop, args=(stop,), name="p2pz-jobs", daemon=True)
             worker.start()
         app.state.worker = worker
@@ -62,38 +64,43 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   redoc_url=None)
     app.state.p2pz = st
     errors.install(app)
-    limit = max(settings.max_upload_bytes, settings.max_library_bytes) + 2**20
-
-    @app.middleware("http")
-    async def guard(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return errors._json(413, f"the request body is over this server's limit of {limit} bytes")
-        response = await call_next(request)
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "same-origin")
-        return response
-
-    for router in (directions.router, search.router, banks.router, library.router, jobs.router, files.router,
-                   students.router, pages.router):
+    routers = (directions.router, search.router, banks.router, library.router, jobs.router, files.router,
+               students.router, pages.router)
+    for router in routers:
         app.include_router(router)
     app.mount("/static", StaticFiles(directory=str(Path(__file__).resolve().parent / "static")), name="static")
-    _offline_docs(app)
+    docs_hash = _offline_docs(app)
+
+    # the routes that declare require_write: the gate checks their authorization before the body is read
+    write_routes = [r for router in routers for r in router.routes
+                    if isinstance(r, APIRoute) and any(d.call is require_write for d in r.dependant.dependencies)]
+    app.add_middleware(Gate, settings=settings, write_routes=write_routes, docs_hash=docs_hash)
     return app
 
 
-def _offline_docs(app: FastAPI) -> None:
+def _offline_docs(app: FastAPI) -> str:
     """The OpenAPI page at ``/docs`` from the Swagger UI 5 files shipped in the ``swagger-ui-py`` wheel (OpenAPI
     3.1, which FastAPI writes, needs Swagger UI 5), so it works without reaching a CDN — FastAPI's default page
-    loads Swagger UI from jsDelivr."""
+    loads Swagger UI from jsDelivr. → the CSP hash of the page's one inline script (the gate allows only it)."""
+    import base64
+    import hashlib
+    import re
+
     import swagger_ui
     from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
 
     assets = Path(swagger_ui.__file__).resolve().parent / "static"
     app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="swagger-ui")
+    page = get_swagger_ui_html(openapi_url=app.openapi_url, title="p2pz API",
+                               swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+                               swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="data:,").body
+    inline = re.findall(rb"<script>(.*?)</script>", page, re.S)
+    if len(inline) != 1:
+        raise RuntimeError("Swagger UI's page changed: review the /docs Content-Security-Policy in guard.py")
 
     @app.get("/docs", include_in_schema=False)
     def docs():
-        return get_swagger_ui_html(openapi_url=app.openapi_url, title="p2pz API",
-                                   swagger_js_url="/docs-assets/swagger-ui-bundle.js",
-                                   swagger_css_url="/docs-assets/swagger-ui.css", swagger_favicon_url="data:,")
+        return HTMLResponse(page)
+
+    return "sha256-" + base64.b64encode(hashlib.sha256(inline[0]).digest()).decode()

@@ -10,6 +10,7 @@ from fastapi import Depends, Header, Request
 from ..api import Registry
 from ..jobs import Jobs
 from .errors import HTTPError
+from .guard import write_refusal
 from .settings import Settings
 
 
@@ -44,12 +45,19 @@ def settings(st: State = Depends(state)) -> Settings:
 def require_write(st: State = Depends(state), authorization: str | None = Header(
         None, description="Bearer TOKEN; needed for writes when the server has a token.")) -> None:
     """Writes: refused on a read-only server (403); with a token set, only with ``Authorization: Bearer TOKEN``
-    (401 otherwise). The comparison takes constant time."""
-    s = st.settings
-    if s.read_only:
-        raise HTTPError(403, "this server is read-only (started with --read-only); writes are refused")
-    if s.token:
+    (401 otherwise). The comparison takes constant time. The app's gate (``guard.py``) applies the same rule
+    before the request body is read; this dependency keeps it for any other way in and for the OpenAPI page."""
+    refused = write_refusal(st.settings, authorization)
+    if refused:
+        raise HTTPError(*refused)
+
+
+def require_token_for_private_reads(st: State = Depends(state), authorization: str | None = Header(
+        None, description="Bearer TOKEN; needed to read jobs when the server has a token.")) -> None:
+    """Jobs are their submitter's: with a token set, reading a job, its input or its results needs it (401);
+    the library (directions, banks, previews) stays public."""
+    if st.settings.token:
         scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), s.token.encode()):
-            raise HTTPError(401, "this server needs Authorization: Bearer TOKEN for writes "
-                                 "(the token given to p2pz serve)")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), st.settings.token.encode()):
+            raise HTTPError(401, "this server needs Authorization: Bearer TOKEN to read jobs, their uploads and "
+                                 "results (the token given to p2pz serve)")

@@ -1,5 +1,6 @@
 """Every error the API returns is JSON ``{"error": "…"}`` (one line naming the problem and the fix) with the
-status that fits: 400 bad input, 401/403 auth, 404 unknown, 413 too large, 422 malformed request, 500 a bug."""
+status that fits: 400 bad input, 401/403 auth, 404 unknown, 413 too large, 422 malformed request, 500 a bug or
+a database failure (whose details — the database's host, user, name — go to the server log, never to a client)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,22 @@ from ..jobs import UploadError
 from ..records import NotFound, RegistryError
 
 log = logging.getLogger("p2pz.web")
+
+
+DATABASE_ERROR = "the registry's database failed on this request; the server log has the details"
+
+
+def _from_database(exc: BaseException) -> bool:
+    """Whether ``exc`` comes from the database driver (directly, or translated into a store or registry error
+    along the way): its message is the server's business, not the client's."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    seen = 0
+    while exc is not None and seen < 10:
+        if isinstance(exc, SQLAlchemyError):
+            return True
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return False
 
 
 class HTTPError(Exception):
@@ -42,6 +59,9 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError):
+        if _from_database(exc):  # its text names the database's host, port, user and name: for the log only
+            log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+            return _json(500, DATABASE_ERROR)
         return _json(400, str(exc))
 
     @app.exception_handler(RequestValidationError)
@@ -60,5 +80,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
+        if _from_database(exc):
+            log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+            return _json(500, DATABASE_ERROR)
         log.exception("unexpected error on %s %s", request.method, request.url.path)
         return _json(500, f"internal error ({type(exc).__name__}); the server log has the details")

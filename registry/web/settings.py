@@ -35,14 +35,21 @@ class Settings:
     preview_steps: int = 50  # steps of a preview rendered from the gallery's "render preview"
     per_page: int = 24
     worker: bool = True  # run queued jobs in a background thread
+    allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback and `host` (--allowed-host; "*": any)
+    job_lease_s: float = 30.0  # a running job whose server sent no heartbeat for this long is failed at start-up
 
     def __post_init__(self):
+        self.allowed_hosts = tuple(h.strip() for h in self.allowed_hosts if h.strip())
+        for h in self.allowed_hosts:
+            if h != "*" and (any(c in h for c in "/@ \t\\?#") or "://" in h or len(h) > 255):
+                raise RegistryError(f"--allowed-host takes a host name or address (like gallery.example.org), "
+                                    f"not {h[:80]!r}")
         if self.token is not None and len(self.token) < 8:
             raise RegistryError("the token must be at least 8 characters; generate one with: "
                                 "python -c 'import secrets; print(secrets.token_urlsafe())'")
         if not is_loopback(self.host) and not self.token and not self.read_only:
             raise RegistryError(f"binding {self.host} exposes the registry beyond this machine: set a token "
-                                "(--token or $P2PZ_TOKEN) or serve --read-only")
+                                "($P2PZ_TOKEN or --token-file) or serve --read-only")
 
     def resolved_work_dir(self) -> Path:
         from store.paths import data_home

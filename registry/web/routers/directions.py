@@ -16,6 +16,7 @@ from ..views import direction_out, directions_out, job_out, preview_out
 router = APIRouter(prefix="/api/directions", tags=["directions"])
 ERRORS = {400: {"model": Error}, 404: {"model": Error}}
 WRITE_ERRORS = {**ERRORS, 401: {"model": Error}, 403: {"model": Error}}
+MAX_PAGE = 10**6  # pages are ASCII digits within bounds: page × per_page stays far inside a database integer
 SORT_HELP = f"{' or '.join(SORTS)} (date: newest first), or a metric, best first: {', '.join(METRICS)}"
 
 
@@ -23,7 +24,7 @@ SORT_HELP = f"{' or '.join(SORTS)} (date: newest first), or a metric, best first
 def list_directions(q: str | None = Query(None, max_length=200, description="Matches name, concepts and tags."),
                     tag: str | None = Query(None, max_length=100),
                     sort: str = Query("name", description=SORT_HELP),
-                    page: int = Query(1, ge=1), per_page: int | None = Query(None, ge=1, le=200),
+                    page: int = Query(1, ge=1, le=MAX_PAGE), per_page: int | None = Query(None, ge=1, le=200),
                     deprecated: bool = Query(False, description="Include deprecated versions."),
                     st: State = Depends(state)):
     """One page of directions with their latest scores and preview thumbnails."""
@@ -112,7 +113,6 @@ def deprecate_direction(ref: str, st: State = Depends(state)):
     return direction_out(st.registry.deprecate(ref))
 
 
-@router.post("/{ref}/preview", response_model=JobOut, status_code=202, responses=WRITE_ERRORS,
 @router.post("/{ref}/untag", response_model=DirectionOut, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
 def untag_direction(ref: str, body: TagIn, st: State = Depends(state)):
@@ -127,6 +127,7 @@ def undeprecate_direction(ref: str, st: State = Depends(state)):
     return direction_out(st.registry.undeprecate(ref))
 
 
+@router.post("/{ref}/preview", response_model=JobOut, status_code=202, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
 def render_preview(ref: str, st: State = Depends(state)):
     """Queue the preview render of a direction on the bundled sample image → the job."""

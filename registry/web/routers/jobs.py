@@ -7,13 +7,14 @@ from fastapi.responses import FileResponse
 
 from ... import previews as _previews
 from ...jobs import UploadError, edit_params
-from ..deps import State, require_write, state
+from ..deps import State, require_token_for_private_reads, require_write, state
 from ..errors import HTTPError
 from ..schemas import Error, JobOut
 from ..views import job_out
 
 router = APIRouter(prefix="/api", tags=["jobs"])
-READ_ERRORS = {404: {"model": Error}}
+READ_ERRORS = {401: {"model": Error}, 404: {"model": Error}}
+PRIVATE = [Depends(require_token_for_private_reads)]  # a job is its submitter's (the library is public)
 
 
 @router.post("/edits", response_model=JobOut, status_code=202, dependencies=[Depends(require_write)],
@@ -50,27 +51,27 @@ def submit_edit(image: UploadFile | None = File(None, description="The photo to 
     return job_out(job)
 
 
-@router.get("/jobs", response_model=list[JobOut])
+@router.get("/jobs", response_model=list[JobOut], dependencies=PRIVATE, responses={401: {"model": Error}})
 def list_jobs(status: str | None = Query(None, pattern="^(queued|running|done|failed)$"),
               limit: int = Query(50, ge=1, le=500), st: State = Depends(state)):
     """Recent jobs, newest first."""
     return [job_out(j) for j in st.jobs.list(status, limit)]
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses=READ_ERRORS)
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=READ_ERRORS, dependencies=PRIVATE)
 def get_job(job_id: str, st: State = Depends(state)):
     """A job's status, progress (0 … 1), stage, and, when done, its result URLs with their provenance."""
     return job_out(st.jobs.get(job_id))
 
 
-@router.get("/jobs/{job_id}/results/{index}", response_class=FileResponse, responses=READ_ERRORS)
+@router.get("/jobs/{job_id}/results/{index}", response_class=FileResponse, responses=READ_ERRORS, dependencies=PRIVATE)
 def job_result(job_id: str, index: int, st: State = Depends(state)):
     """Download one result image (PNG with its provenance in a ``p2pz`` text chunk)."""
     path = st.jobs.result_file(job_id, index)
     return FileResponse(path, media_type="image/png", filename=path.name)
 
 
-@router.get("/jobs/{job_id}/input", response_class=FileResponse, responses=READ_ERRORS)
+@router.get("/jobs/{job_id}/input", response_class=FileResponse, responses=READ_ERRORS, dependencies=PRIVATE)
 def job_input(job_id: str, st: State = Depends(state)):
     """The image a job edits, as uploaded."""
     path = st.jobs.input_file(job_id)

@@ -17,7 +17,7 @@ from ...records import NotFound, RegistryError
 from ..deps import State, state
 from ..errors import HTTPError
 from ..views import direction_out, directions_out
-from .directions import detail
+from .directions import MAX_PAGE, detail
 from .search import run_search
 
 router = APIRouter(include_in_schema=False)
@@ -37,7 +37,7 @@ def _error_page(request: Request, exc: Exception) -> HTMLResponse:
 
 @router.get("/", response_class=HTMLResponse)
 def gallery(request: Request, q: str | None = Query(None, max_length=200), sort: str = Query("name"),
-            page: int = Query(1, ge=1), similar: str | None = Query(None, max_length=210),
+            page: int = Query(1, ge=1, le=MAX_PAGE), similar: str | None = Query(None, max_length=210),
             source: str | None = Query(None, max_length=200), target: str | None = Query(None, max_length=200),
             st: State = Depends(state)):
     per_page = st.settings.per_page

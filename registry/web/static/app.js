@@ -19,7 +19,7 @@ async function errorOf(response) {
 
 async function pollJob(id, onUpdate) {
   for (;;) {
-    const r = await fetch("/api/jobs/" + id);
+    const r = await fetch("/api/jobs/" + id, { headers: authHeaders() });
     if (!r.ok) { throw new Error(await errorOf(r)); }
     const job = await r.json();
     onUpdate(job);
@@ -35,18 +35,27 @@ function el(tag, attrs, children) {
   return node;
 }
 
-function showResults(job) {
+// A job's input and results are its submitter's: with a token set, reading them needs it, and an <img> cannot
+// send a header, so they are fetched with the token and shown (and downloaded) from blob: URLs.
+async function blobUrl(url) {
+  const r = await fetch(url, { headers: authHeaders() });
+  if (!r.ok) { throw new Error(await errorOf(r)); }
+  return URL.createObjectURL(await r.blob());
+}
+
+async function showResults(job) {
   const box = document.getElementById("results");
   box.replaceChildren();
   box.append(el("figure", { class: "result" }, [
-    el("img", { src: job.input_url, alt: "source", width: "256" }), el("figcaption", {}, ["source"])]));
+    el("img", { src: await blobUrl(job.input_url), alt: "source", width: "256" }), el("figcaption", {}, ["source"])]));
   for (const r of job.results) {
     const name = r.direction.replace("@", "-v") + ".png";
+    const src = await blobUrl(r.url);
     const prov = el("details", {}, [el("summary", {}, ["provenance"]),
       el("pre", {}, [JSON.stringify(r.provenance, null, 1)])]);
     box.append(el("figure", { class: "result", "data-direction": r.direction }, [
-      el("img", { src: r.url, alt: "edited with " + r.direction, width: "256", class: "result-image" }),
-      el("figcaption", {}, [r.direction + " · ", el("a", { href: r.url, download: name, class: "download" },
+      el("img", { src: src, alt: "edited with " + r.direction, width: "256", class: "result-image" }),
+      el("figcaption", {}, [r.direction + " · ", el("a", { href: src, download: name, class: "download" },
         ["download"])]), prov]));
   }
 }
@@ -93,7 +102,7 @@ function setupApply() {
       if (job.status === "failed") { throw new Error(job.error); }
       status.textContent = "done";
       bar.value = 1;
-      showResults(job);
+      await showResults(job);
     } catch (e) {
       error.textContent = e.message;
       error.hidden = false;
