@@ -7,7 +7,9 @@ every sentence's key, kept in the cache when the bank is encoded), so the stabil
 * **stability** — split-half cosine of Δ: the sentences of each bank fall in K blocks by hash; a random half of the
   blocks of each side gives Δ_A, the other half Δ_B; cos(Δ_A, Δ_B) over many random splits (mean, sd). The same for
   the search key (``key_stability``). ``sentences_for_095`` extrapolates with Spearman–Brown: halves of n/2
-  sentences agree at r, so halves of m·n/2 agree at m·r / (1 + (m − 1)·r); solve for 0.95.
+  sentences agree at r, so halves of m·n/2 agree at m·r / (1 + (m − 1)·r); solve for 0.95. Banks of different
+  sizes count as two banks of their *effective* size n = 2 / (1/n_source + 1/n_target) each (the noise of a mean
+  difference is σ²(1/n_s + 1/n_t)), so a 3-sentence bank against a 1000-sentence one counts as ≈ 6, not ≈ 500.
 * **word swap** — the one-sentence direction "a photo of a SOURCE" → "a photo of a TARGET" (two encoder calls):
   its cosine with Δ and the norm ratio. The pix2pix-zero authors' claim is that banks beat a word swap; a bank
   direction far from the swap, or identical to it, is worth a look.
@@ -18,6 +20,10 @@ every sentence's key, kept in the cache when the bank is encoded), so the stabil
   zero), listed.
 * **entanglement** — the most similar other directions in the registry, by key.
 * **checks** — each with status ok/warn, its value and threshold.
+
+What cannot be computed is said, not guessed: a bank without sentences (imported from a ``.pt`` mean) or with
+fewer than two has no stability, no bank-size estimate and no diversity; ``unavailable`` names each missing
+figure and why, and the rest (token profile, word swap, neighbours, leakage) is reported as usual.
 """
 
 from __future__ import annotations
@@ -54,8 +60,8 @@ class Diagnostics:
     source: str
     target: str
     encoder: str
-    stability: dict  # {"mean", "sd", "splits", "half_sizes"}
-    key_stability: dict
+    stability: dict | None  # {"mean", "sd", "splits", "half_sizes" (effective), "source_half", "target_half"}
+    key_stability: dict | None
     sentences_for_095: float | None
     word_swap_cosine: float | None
     word_swap_norm_ratio: float | None
@@ -66,6 +72,7 @@ class Diagnostics:
     checks: list[Check]
     stability_curve: list[dict] = field(default_factory=list)  # [{"sentences", "split_half"}]
     encoder_calls: int = 0
+    unavailable: dict = field(default_factory=dict)  # {figure: why it cannot be computed}
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -90,11 +97,18 @@ def _half_means(sums: np.ndarray, counts: np.ndarray, rng, blocks: np.ndarray | 
     return mean(a), mean(b), int(counts[a].sum()), int(counts[b].sum())
 
 
+def effective_size(a: float, b: float) -> float:
+    """The size two equal banks would need to be as noisy as banks of ``a`` and ``b`` sentences: 2/(1/a + 1/b)."""
+    return 2.0 / (1.0 / a + 1.0 / b) if a > 0 and b > 0 else 0.0
+
+
 def split_half(src, tgt, splits: int = SPLITS, seed: int = 0, use_keys: bool = False,
                fraction: float = 1.0) -> dict:
-    """cos(Δ_A, Δ_B) over random splits of the blocks of both banks (optionally of a fraction of the blocks)."""
+    """cos(Δ_A, Δ_B) over random splits of the blocks of both banks (optionally of a fraction of the blocks).
+    ``half_sizes``: the halves' effective size (:func:`effective_size`); ``source_half``/``target_half``: each
+    side's sentences per half."""
     rng = np.random.default_rng(seed)
-    values, sizes = [], []
+    values, sizes, src_sizes, tgt_sizes = [], [], [], []
     for _ in range(splits):
         sides = []
         for stats in (src, tgt):
@@ -105,9 +119,12 @@ def split_half(src, tgt, splits: int = SPLITS, seed: int = 0, use_keys: bool = F
             sides.append(_half_means(sums, stats.block_counts, rng, usable))
         (sa, sb, na, nb), (ta, tb, ma, mb) = sides
         values.append(_cos(ta - sa, tb - sb))
-        sizes.append((na + nb + ma + mb) / 4)
+        sizes.append((effective_size(na, ma) + effective_size(nb, mb)) / 2)
+        src_sizes.append((na + nb) / 2)
+        tgt_sizes.append((ma + mb) / 2)
     v = np.array(values)
-    return {"mean": float(v.mean()), "sd": float(v.std()), "splits": splits, "half_sizes": float(np.mean(sizes))}
+    return {"mean": float(v.mean()), "sd": float(v.std()), "splits": splits, "half_sizes": float(np.mean(sizes)),
+            "source_half": float(np.mean(src_sizes)), "target_half": float(np.mean(tgt_sizes))}
 
 
 def spearman_brown_size(r_half: float, n: float, target: float = TARGET_STABILITY) -> float | None:
@@ -126,18 +143,22 @@ def _near_key(sentence: str) -> str:
 
 
 def bank_health(sentences: list[str], stats, other_concept: str, tokenizer=None) -> dict:
+    """Size, near-duplicates, diversity (None without sentence statistics or with < 2 sentences), truncation,
+    leakage."""
     seen, dups = set(), 0
     for s in sentences:
         k = _near_key(s)
         dups += k in seen
         seen.add(k)
-    keys = stats.sentence_keys.astype(np.float64)
-    unit = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
-    n = len(unit)
-    total = unit.sum(0)
-    diversity = float((total @ total - n) / (n * (n - 1))) if n > 1 else 1.0  # mean pairwise cosine
+    diversity = None
+    if stats is not None and len(stats.sentence_keys) > 1:
+        keys = stats.sentence_keys.astype(np.float64)
+        unit = keys / np.maximum(np.linalg.norm(keys, axis=1, keepdims=True), 1e-12)
+        n = len(unit)
+        total = unit.sum(0)
+        diversity = float((total @ total - n) / (n * (n - 1)))  # mean pairwise cosine
     truncated = None
-    if tokenizer is not None:
+    if tokenizer is not None and sentences:
         lengths = [len(ids) for ids in tokenizer(list(sentences), add_special_tokens=False, truncation=False)["input_ids"]]
         truncated = int(sum(n_tok > 75 for n_tok in lengths))
     leakage = [s for s in sentences if contains_concept(s, other_concept)]
@@ -149,15 +170,15 @@ def bank_health(sentences: list[str], stats, other_concept: str, tokenizer=None)
 
 def _stats_of(bank, sentences: list[str], fingerprint: str, encoder_loader, calls: list):
     """A bank's sentence statistics under an encoder: from the cache, else by encoding it once (and caching);
-    ``calls`` collects the size of every encoder batch this took."""
+    None for a bank without sentences (imported as a mean embedding). ``calls`` collects the size of every
+    encoder batch this took."""
     from .encoding import encode_bank, load_stats, save_stats
 
+    if not sentences:
+        return None
     stats = load_stats(bank.sha256, fingerprint)
     if stats is not None:
         return stats
-    if not sentences:
-        raise RegistryError(f"bank {bank.concept}@{bank.version} has no sentences (imported as a mean embedding); "
-                            "its stability cannot be measured")
     stats = encode_bank(encoder_loader(), sentences, progress=calls.append).stats
     save_stats(bank.sha256, fingerprint, stats)
     return stats
@@ -194,16 +215,32 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
     src_stats = _stats_of(src_bank, src_sentences, fingerprint, load, calls)
     tgt_stats = _stats_of(tgt_bank, tgt_sentences, fingerprint, load, calls)
     stability_calls = len(calls)  # encoder batches the stability part needed (0 when the banks' stats are cached)
+    unavailable = {}
+    short = [(b, n) for b, n in ((src_bank, len(src_sentences)), (tgt_bank, len(tgt_sentences))) if n < 2]
+    if short:
+        why = "; ".join(f"{b.concept}@{b.version} has " + ("no sentences (a mean embedding imported from a .pt file)"
+                                                           if n == 0 else "1 sentence")
+                        for b, n in short)
+        for figure in ("stability", "key_stability", "sentences_for_095", "stability_curve"):
+            unavailable[figure] = f"needs ≥ 2 sentences in each bank: {why}"
+    for side, b, n in (("source", src_bank, len(src_sentences)), ("target", tgt_bank, len(tgt_sentences))):
+        if n < 2:
+            unavailable[f"banks.{side}.diversity"] = f"{b.concept}@{b.version} has {n or 'no'} sentence{'s' * (n != 1)}"
+        if n == 0:
+            unavailable[f"banks.{side}.duplicates"] = unavailable[f"banks.{side}.truncated"] = \
+                f"{b.concept}@{b.version} has no sentences"
 
-    # 1. stability and its extrapolation
-    stab = split_half(src_stats, tgt_stats, splits, seed)
-    key_stab = split_half(src_stats, tgt_stats, splits, seed, use_keys=True)
-    n_mean = (len(src_sentences) + len(tgt_sentences)) / 2
-    needed = spearman_brown_size(stab["mean"], n_mean)
+    # 1. stability and its extrapolation (banks of different sizes count at their effective size)
+    n_eff = effective_size(len(src_sentences), len(tgt_sentences))
+    stab = key_stab = needed = None
     curve = []
-    for frac in (0.25, 0.5, 1.0):
-        point = split_half(src_stats, tgt_stats, max(5, splits // 2), seed + 1, fraction=frac)
-        curve.append({"sentences": 2 * point["half_sizes"], "split_half": point["mean"]})
+    if not short:
+        stab = split_half(src_stats, tgt_stats, splits, seed)
+        key_stab = split_half(src_stats, tgt_stats, splits, seed, use_keys=True)
+        needed = spearman_brown_size(stab["mean"], n_eff)
+        for frac in (0.25, 0.5, 1.0):
+            point = split_half(src_stats, tgt_stats, max(5, splits // 2), seed + 1, fraction=frac)
+            curve.append({"sentences": 2 * point["half_sizes"], "split_half": point["mean"]})
 
     # 2. word swap (two encoder calls) and the tokenizer's view of the banks
     swap_cos = swap_ratio = None
@@ -228,6 +265,9 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
     # 4. bank health
     banks = {"source": bank_health(src_sentences, src_stats, tgt_bank.concept, tokenizer),
              "target": bank_health(tgt_sentences, tgt_stats, src_bank.concept, tokenizer)}
+    for side in ("source", "target"):
+        if not banks[side]["size"]:
+            banks[side]["duplicates"] = None
     for side, b in (("source", src_bank), ("target", tgt_bank)):
         banks[side]["bank"] = f"{b.concept}@{b.version}"
 
@@ -235,26 +275,35 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
     near = [h for h in indexes.hits(fingerprint, key, neighbours + 1) if h.direction.ref != label][:neighbours]
     near_list = [{"direction": h.direction.ref, "cosine": round(h.score, 6)} for h in near]
 
-    checks = _checks(stab, key_stab, needed, n_mean, swap_cos, profile, banks, near_list, architecture)
+    checks = _checks(stab, key_stab, needed, n_eff, swap_cos, profile, banks, near_list, architecture, unavailable)
     return Diagnostics(direction=label, source=banks["source"]["bank"], target=banks["target"]["bank"],
                        encoder=fingerprint, stability=stab, key_stability=key_stab, sentences_for_095=needed,
                        word_swap_cosine=swap_cos, word_swap_norm_ratio=swap_ratio,
                        token_profile=[float(x) for x in profile], token_energy_head=head, banks=banks,
-                       neighbours=near_list, checks=checks, stability_curve=curve, encoder_calls=stability_calls)
+                       neighbours=near_list, checks=checks, stability_curve=curve, encoder_calls=stability_calls,
+                       unavailable=unavailable)
 
 
-def _checks(stab, key_stab, needed, n_mean, swap_cos, profile, banks, near, architecture) -> list[Check]:
+def _checks(stab, key_stab, needed, n_eff, swap_cos, profile, banks, near, architecture,
+            unavailable=None) -> list[Check]:
     def check(name, ok, value, threshold, note=""):
         return Check(name, "ok" if ok else "warn", value, threshold, note)
 
-    out = [
-        check("stability", stab["mean"] >= 0.9, round(stab["mean"], 4), "≥ 0.9",
-              "split-half cosine of Δ; low means the banks are too small or too mixed"),
-        check("key_stability", key_stab["mean"] >= 0.9, round(key_stab["mean"], 4), "≥ 0.9"),
-        check("bank_size", needed is not None and needed <= n_mean,
-              None if needed is None else round(needed), f"≤ {round(n_mean)} (sentences per bank for 0.95)",
-              "more sentences would make the direction more stable" if needed and needed > n_mean else ""),
-    ]
+    sizes = f"{banks['source']['size']} and {banks['target']['size']} sentences"
+    if stab is None:  # not measurable: a warning that says why, not a figure
+        out = [check("stability", False, None, "≥ 0.9", "cannot be measured: " + (unavailable or {}).get(
+            "stability", "the banks have too few sentences"))]
+    else:
+        out = [
+            check("stability", stab["mean"] >= 0.9, round(stab["mean"], 4), "≥ 0.9",
+                  "split-half cosine of Δ; low means the banks are too small or too mixed"),
+            check("key_stability", key_stab["mean"] >= 0.9, round(key_stab["mean"], 4), "≥ 0.9"),
+            check("bank_size", needed is not None and needed <= n_eff,
+                  None if needed is None else round(needed),
+                  f"≤ {n_eff:.0f} (sentences per bank for 0.95; {sizes} count as {n_eff:.0f} each)",
+                  "more sentences (in the smaller bank first) would make the direction more stable"
+                  if needed is None or needed > n_eff else ""),
+        ]
     if swap_cos is not None:
         out.append(check("word_swap", 0.2 <= swap_cos <= 0.995, round(swap_cos, 4), "0.2 … 0.995",
                          "cosine with the one-sentence word swap: near 0 is suspicious, near 1 adds nothing"))
@@ -266,9 +315,11 @@ def _checks(stab, key_stab, needed, n_mean, swap_cos, profile, banks, near, arch
         b = banks[side]
         out.append(check(f"{side}_leakage", not b["leakage"], len(b["leakage"]), "0",
                          "sentences that mention the other concept pull Δ toward zero"))
-        out.append(check(f"{side}_duplicates", b["duplicates"] == 0, b["duplicates"], "0"))
-        out.append(check(f"{side}_diversity", b["diversity"] <= 0.9, round(b["diversity"], 4), "≤ 0.9",
-                         "mean pairwise cosine of sentence keys; near 1 means the sentences barely differ"))
+        if b["duplicates"] is not None:
+            out.append(check(f"{side}_duplicates", b["duplicates"] == 0, b["duplicates"], "0"))
+        if b["diversity"] is not None:
+            out.append(check(f"{side}_diversity", b["diversity"] <= 0.9, round(b["diversity"], 4), "≤ 0.9",
+                             "mean pairwise cosine of sentence keys; near 1 means the sentences barely differ"))
         if b["truncated"] is not None:
             out.append(check(f"{side}_truncated", b["truncated"] == 0, b["truncated"], "0",
                              "sentences over 75 tokens lose their end"))
@@ -282,23 +333,32 @@ def _checks(stab, key_stab, needed, n_mean, swap_cos, profile, banks, near, arch
 
 def summary(d: Diagnostics) -> str:
     """A one-screen text summary."""
+    st = d.stability
     lines = [f"{d.direction}: {d.source} → {d.target} (encoder {d.encoder[:12]})",
-             f"stability        {d.stability['mean']:.4f} ± {d.stability['sd']:.4f} over {d.stability['splits']} "
-             f"splits (halves of ≈{d.stability['half_sizes']:.0f} sentences); key {d.key_stability['mean']:.4f}",
-             "bank size for 0.95 " + ("n/a" if d.sentences_for_095 is None else f"≈ {d.sentences_for_095:.0f} sentences"),
+             "stability        " + ("not computed (see below)" if st is None else
+                                    f"{st['mean']:.4f} ± {st['sd']:.4f} over {st['splits']} splits (halves of "
+                                    f"≈ {st['source_half']:.4g} and {st['target_half']:.4g} sentences, effective "
+                                    f"{st['half_sizes']:.4g}); key {d.key_stability['mean']:.4f}"),
+             "bank size for 0.95 " + ("n/a" if d.sentences_for_095 is None else
+                                      f"≈ {d.sentences_for_095:.0f} sentences per bank"),
              "word swap        " + ("n/a (model not available)" if d.word_swap_cosine is None else
                                     f"cosine {d.word_swap_cosine:.4f}, norm ratio {d.word_swap_norm_ratio:.3f}"),
              f"token profile    BOS {d.token_profile[0]:.3g}, max {max(d.token_profile):.3g}, "
              f"{100 * d.token_energy_head:.1f} % of the energy in the first {PROFILE_HEAD} positions"]
     for side in ("source", "target"):
         b = d.banks[side]
-        lines.append(f"{side:<7}{b['bank']:>10}  {b['size']} sentences, {b['duplicates']} near-duplicates, diversity "
-                     f"{b['diversity']:.3f}, truncated {b['truncated'] if b['truncated'] is not None else 'n/a'}, "
+        na = lambda v, f="{}": "n/a" if v is None else f.format(v)  # noqa: E731
+        lines.append(f"{side:<7}{b['bank']:>10}  {b['size']} sentences, {na(b['duplicates'])} near-duplicates, "
+                     f"diversity {na(b['diversity'], '{:.3f}')}, truncated {na(b['truncated'])}, "
                      f"leakage {len(b['leakage'])}")
         for s in b["leakage"][:3]:
             lines.append(f"         leak: {s}")
     if d.neighbours:
         lines.append("neighbours       " + ", ".join(f"{n['direction']} {n['cosine']:.3f}" for n in d.neighbours))
+    if d.unavailable:
+        lines.append("not computed")
+        for figure, why in d.unavailable.items():
+            lines.append(f"  {figure}: {why}")
     lines.append("checks")
     for c in d.checks:
         lines.append(f"  {'ok  ' if c.status == 'ok' else 'WARN'}  {c.name:<20} {c.value!s:<10} {c.threshold}"
@@ -334,9 +394,9 @@ def report_html(d: Diagnostics) -> str:
     fig, ax = plt.subplots(figsize=(5, 3))
     xs = [p["sentences"] for p in d.stability_curve]
     ax.plot(xs, [p["split_half"] for p in d.stability_curve], "o", label="measured (split-half)")
-    r = d.stability["mean"]
-    n_half = d.stability["half_sizes"]
-    if r > 0:
+    r = d.stability["mean"] if d.stability else 0.0
+    n_half = d.stability["half_sizes"] if d.stability else 0.0
+    if r > 0 and xs:
         grid = np.linspace(max(1.0, min(xs) / 2), max(xs + [d.sentences_for_095 or 0]) * 1.2, 100)
         k = grid / (2 * n_half)
         ax.plot(grid, k * r / (1 + (k - 1) * r), "-", color="#999", label="Spearman–Brown")

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from registry import Registry
 from registry.cli import main
-from registry.diagnostics import spearman_brown_size
+from registry.diagnostics import spearman_brown_size, summary
 
 CONTRACT = {"stability", "key_stability", "sentences_for_095", "word_swap_cosine", "token_profile", "banks",
             "neighbours", "checks"}
@@ -117,3 +117,35 @@ def test_cli_inspect_summary_json_and_self_contained_report(tmp_path, tiny_model
     res = runner.invoke(main, ["--db", db, "direction", "inspect", "half"])
     assert res.exit_code == 1 and "combination" in res.stderr
     assert np.isfinite(js["stability"]["mean"])
+
+
+def test_a_tiny_bank_counts_at_its_effective_size_and_a_pt_direction_says_what_it_cannot_compute(
+        sqlite_reg, tiny_model, tmp_path):
+    import torch
+
+    reg = sqlite_reg
+    three = ["a photo of a cat", "a cat on a sofa", "a sleepy cat in the sun"]
+    reg.build_direction("cat", "dog", str(tiny_model), n=300, source_sentences=three)
+    d = reg.inspect("cat-to-dog")
+    # halves of 1.5 and 150 sentences are as noisy as two halves of ≈ 3, not of the ≈ 76 an average says
+    assert d.stability["source_half"] == pytest.approx(1.5, abs=0.5) and d.stability["target_half"] > 100
+    assert d.stability["half_sizes"] < 4
+    size = next(c for c in d.checks if c.name == "bank_size")
+    assert size.threshold.startswith("≤ 6 ") and "3 and 300 sentences" in size.threshold, size.threshold
+    text = summary(d)
+    assert "effective" in text and "≈76" not in text and "≈ 76" not in text
+
+    torch.manual_seed(0)
+    torch.save(torch.randn(1, 77, 32), tmp_path / "horse.pt")
+    torch.save(torch.randn(1, 77, 32), tmp_path / "zebra.pt")
+    reg.import_pt(tmp_path / "horse.pt", tmp_path / "zebra.pt", model=str(tiny_model))
+    pt = reg.inspect("horse-to-zebra")  # no sentences: what can be computed is, the rest is said
+    assert pt.stability is None and pt.sentences_for_095 is None
+    assert "no sentences" in pt.unavailable["stability"] and "horse@1" in pt.unavailable["stability"]
+    assert len(pt.token_profile) == 77 and pt.word_swap_cosine is not None
+    assert pt.banks["source"]["size"] == 0 and pt.banks["source"]["diversity"] is None
+    assert next(c for c in pt.checks if c.name == "stability").status == "warn"
+    json.dumps(pt.to_dict())
+    res = CliRunner().invoke(main, ["--db", reg.url, "direction", "inspect", "horse-to-zebra"])
+    assert res.exit_code == 0, res.output
+    assert "not computed" in res.stdout and "no sentences" in res.stdout
