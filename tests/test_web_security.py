@@ -318,9 +318,11 @@ def test_database_errors_reach_the_client_as_one_generic_line(db, tmp_path, tiny
         r = c.get("/api/directions", params={"sort": "clip_acc"})
         assert r.status_code == 500 and set(r.json()) == {"error"}
         assert "database failed" in r.json()["error"] and "server log" in r.json()["error"]
+        page = c.get("/", params={"sort": "clip_acc"})  # the gallery's error page says as little
+        assert page.status_code == 500 and "database failed" in page.text
         url = engine.url
         for secret in filter(None, (url.host, str(url.port or ""), url.username, url.database, "evaluations")):
-            assert secret not in r.text, secret
+            assert secret not in r.text and secret not in page.text, secret
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import threading
 
 from fastapi import Depends, Header, Request
@@ -10,7 +9,7 @@ from fastapi import Depends, Header, Request
 from ..api import Registry
 from ..jobs import Jobs
 from .errors import HTTPError
-from .guard import write_refusal
+from .guard import has_token, write_refusal
 from .settings import Settings
 
 
@@ -56,8 +55,6 @@ def require_token_for_private_reads(st: State = Depends(state), authorization: s
         None, description="Bearer TOKEN; needed to read jobs when the server has a token.")) -> None:
     """Jobs are their submitter's: with a token set, reading a job, its input or its results needs it (401);
     the library (directions, banks, previews) stays public."""
-    if st.settings.token:
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), st.settings.token.encode()):
-            raise HTTPError(401, "this server needs Authorization: Bearer TOKEN to read jobs, their uploads and "
-                                 "results (the token given to p2pz serve)")
+    if not has_token(st.settings, authorization):
+        raise HTTPError(401, "this server needs Authorization: Bearer TOKEN to read jobs, their uploads and "
+                             "results (the token given to p2pz serve)")

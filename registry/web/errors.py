@@ -20,7 +20,7 @@ log = logging.getLogger("p2pz.web")
 DATABASE_ERROR = "the registry's database failed on this request; the server log has the details"
 
 
-def _from_database(exc: BaseException) -> bool:
+def from_database(exc: BaseException) -> bool:
     """Whether ``exc`` comes from the database driver (directly, or translated into a store or registry error
     along the way): its message is the server's business, not the client's."""
     from sqlalchemy.exc import SQLAlchemyError
@@ -59,7 +59,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError):
-        if _from_database(exc):  # its text names the database's host, port, user and name: for the log only
+        if from_database(exc):  # its text names the database's host, port, user and name: for the log only
             log.error("database error on %s %s: %s", request.method, request.url.path, exc)
             return _json(500, DATABASE_ERROR)
         return _json(400, str(exc))
@@ -80,7 +80,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(request: Request, exc: Exception):
-        if _from_database(exc):
+        if from_database(exc):
             log.error("database error on %s %s: %s", request.method, request.url.path, exc)
             return _json(500, DATABASE_ERROR)
         log.exception("unexpected error on %s %s", request.method, request.url.path)

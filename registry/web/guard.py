@@ -17,6 +17,7 @@ A server on loopback is still reachable from every web page in the user's browse
 
 from __future__ import annotations
 
+import hmac
 import json
 from urllib.parse import urlsplit
 
@@ -60,17 +61,22 @@ def _netloc_key(netloc: str, scheme: str) -> tuple[str, str | None]:
     return host, port
 
 
+def has_token(settings: Settings, authorization: str | None) -> bool:
+    """Whether ``Authorization`` is ``Bearer TOKEN`` with the server's token (compared in constant time); True
+    when the server has no token."""
+    if not settings.token:
+        return True
+    scheme, _, given = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), settings.token.encode())
+
+
 def write_refusal(settings: Settings, authorization: str | None) -> tuple[int, str] | None:
     """Why a write is refused → (status, message), or None: 403 on a read-only server, 401 without
-    ``Authorization: Bearer TOKEN`` when a token is set (compared in constant time)."""
-    import hmac
-
+    ``Authorization: Bearer TOKEN`` when a token is set."""
     if settings.read_only:
         return 403, "this server is read-only (started with --read-only); writes are refused"
-    if settings.token:
-        scheme, _, given = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), settings.token.encode()):
-            return 401, "this server needs Authorization: Bearer TOKEN for writes (the token given to p2pz serve)"
+    if not has_token(settings, authorization):
+        return 401, "this server needs Authorization: Bearer TOKEN for writes (the token given to p2pz serve)"
     return None
 
 

@@ -4,6 +4,7 @@ apply page's job progress and the direction page's diagnostics. No build step, n
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -15,12 +16,13 @@ from store.repository import METRICS, SORTS
 
 from ...records import NotFound, RegistryError
 from ..deps import State, state
-from ..errors import HTTPError
+from ..errors import DATABASE_ERROR, HTTPError, from_database
 from ..views import direction_out, directions_out
 from .directions import MAX_PAGE, detail
 from .search import run_search
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger("p2pz.web")
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
 
 
@@ -31,6 +33,9 @@ def _render(request: Request, name: str, status: int = 200, **context) -> HTMLRe
 
 
 def _error_page(request: Request, exc: Exception) -> HTMLResponse:
+    if from_database(exc):  # the database's host, user and name are for the server log only
+        log.error("database error on %s %s: %s", request.method, request.url.path, exc)
+        return _render(request, "error.html", status=500, message=DATABASE_ERROR)
     status = 404 if isinstance(exc, NotFound) else getattr(exc, "status", 400)
     return _render(request, "error.html", status=status, message=str(exc))
 
