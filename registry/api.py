@@ -209,6 +209,14 @@ class Registry:
         return inspect(self.db, self.indexes, ref, splits=splits, seed=seed)
 
     @_translated
+    def bank_advice(self, ref: str) -> dict | None:
+        """Which banks a pair direction uses (``{"source": {"bank", "size"}, "target": …}``) and a ``warning``
+        when they are far below the size :meth:`inspect` asks for (from stored statistics: no encoder call)."""
+        from .diagnostics import bank_advice
+
+        return bank_advice(self.db, ref)
+
+    @_translated
     def scores(self, directions: list[Direction]) -> dict[str, dict]:
         """The latest evaluation run of each direction that has one: {ref: {"run_id", "created_at", "n_images",
         "scores": {metric: value}}} (``p2pz eval``)."""

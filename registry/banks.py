@@ -120,11 +120,13 @@ def llm_options(options: dict) -> dict:
 
 def resolve_bank(db, ref: str, generator: str | None, n: int, seed: int, options: dict, *,
                  progress: bool = False) -> BankSource:
-    """A stored bank (``cat@2``, or the latest ``cat`` when no generator is asked for) or a new draft."""
+    """A stored bank (``cat@2``; for a bare ``cat`` with no generator asked for, its latest version *with
+    sentences*: a bank imported from a ``.pt`` mean is only used when named) or a new draft."""
     concept, version = parse_ref(ref, "bank")
     if version is not None or generator is None:
         with db.read() as s:
-            row = repo.bank_row(s, concept, version) if version is not None else repo.latest_bank(s, concept)
+            row = (repo.bank_row(s, concept, version) if version is not None
+                   else repo.latest_bank(s, concept, with_sentences=True))
             if row is not None:
                 return BankSource.from_row(row)
     return draft_bank(concept, generator or "templates", n, seed, options, progress=progress)

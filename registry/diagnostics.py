@@ -284,6 +284,49 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
                        unavailable=unavailable)
 
 
+FAR_BELOW = 4  # a build warns when its banks are worth less than 1/FAR_BELOW of what inspect asks for
+
+
+def bank_advice(db, ref: str, *, splits: int = 10, seed: int = 0) -> dict | None:
+    """Which banks a pair direction was built from and whether they are big enough, from the banks' statistics
+    kept when they were encoded (no encoder call) → ``{"source": {"bank", "size"}, "target": {…}, "effective",
+    "needed" (inspect's sentences per bank for split-half 0.95; None when unknown), "warning" (None or one
+    line)}``; None for a combination."""
+    from .encoding import load_stats
+
+    name, version = parse_ref(ref, "direction")
+    with db.read() as s:
+        row = repo.direction_row(s, name, version)
+        if row.kind != "pair":
+            return None
+        fingerprint, label = row.encoder.fingerprint, f"{row.name}@{row.version}"
+        sides = []
+        for emb_id in (row.source_id, row.target_id):
+            b = s.get(m.Embedding, emb_id).bank
+            sides.append({"bank": f"{b.concept}@{b.version}", "size": int(b.n_sentences), "sha256": b.sha256,
+                          "concept": b.concept})
+    src, tgt = sides
+    n_eff = effective_size(src["size"], tgt["size"])
+    needed, warning = None, None
+    small = min(sides, key=lambda x: x["size"])
+    if 0 < small["size"] < 2:
+        warning = (f"{small['bank']} has 1 sentence: too few to tell whether {label} is stable; give it more "
+                   f"(p2pz bank create {small['concept']!r} -n 1000)")
+    elif small["size"] >= 2:
+        stats = [load_stats(x["sha256"], fingerprint) for x in sides]
+        if all(x is not None for x in stats):
+            r = split_half(stats[0], stats[1], splits, seed)["mean"]
+            needed = spearman_brown_size(r, n_eff)
+            if needed is None or n_eff * FAR_BELOW < needed:
+                asks = "more than the banks can show" if needed is None else f"≈ {needed:.0f} sentences per bank"
+                warning = (f"{small['bank']} has {small['size']} sentences, far below what p2pz direction inspect "
+                           f"{label} asks for a stable direction ({asks}; these banks count as {n_eff:.0f} each); "
+                           f"grow it (p2pz bank create {small['concept']!r} -n 1000) or build from another version")
+    for x in sides:
+        del x["sha256"], x["concept"]
+    return {"source": src, "target": tgt, "effective": n_eff, "needed": needed, "warning": warning}
+
+
 def _checks(stab, key_stab, needed, n_eff, swap_cos, profile, banks, near, architecture,
             unavailable=None) -> list[Check]:
     def check(name, ok, value, threshold, note=""):

@@ -174,7 +174,8 @@ def prepare_banks(db, refs: list[str], model: str | None, engine, *, generator: 
             row = None
             if version is not None or generator is None:
                 with db.read() as s:
-                    row = repo.bank_row(s, concept, version) if version is not None else repo.latest_bank(s, concept)
+                    row = (repo.bank_row(s, concept, version) if version is not None
+                           else repo.latest_bank(s, concept, with_sentences=True))
                     if row is not None and repo.find_embedding(s, row.concept, row.sha256, enc.fingerprint):
                         continue  # already encoded under this encoder
                     sentences = list(row.sentences) if row is not None else None

@@ -103,8 +103,13 @@ def bank_by_sha(s: Session, concept: str, sha256: str) -> m.Bank | None:
     return s.scalar(select(m.Bank).where(m.Bank.concept == concept, m.Bank.sha256 == sha256))
 
 
-def latest_bank(s: Session, concept: str) -> m.Bank | None:
-    return s.scalar(select(m.Bank).where(m.Bank.concept == concept).order_by(m.Bank.version.desc()).limit(1))
+def latest_bank(s: Session, concept: str, with_sentences: bool = False) -> m.Bank | None:
+    """The concept's latest bank version; with ``with_sentences``, the latest that has sentences (what a build
+    takes for a bare concept: never a mean embedding imported from a ``.pt`` file)."""
+    q = select(m.Bank).where(m.Bank.concept == concept)
+    if with_sentences:
+        q = q.where(m.Bank.n_sentences > 0)
+    return s.scalar(q.order_by(m.Bank.version.desc()).limit(1))
 
 
 def bank_row(s: Session, concept: str, version: int | None) -> m.Bank:

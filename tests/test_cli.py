@@ -241,3 +241,38 @@ def test_without_a_model_the_registry_s_own_is_used_else_asked_for(tiny_model, t
         assert "2 models" in r.stderr and str(tiny_model_b) in r.stderr and "--model" in r.stderr
     monkeypatch.setenv("P2PZ_MODEL", str(tiny_model_b))  # the explicit default still wins
     assert js(["search", "--pair", "kitten", "lion", "-k", "1"], db_url)[0]["encoder_model"] == str(tiny_model_b)
+
+
+def test_a_build_says_which_banks_it_uses_and_never_picks_one_without_sentences(tiny_model, db_url, tmp_path):
+    import torch
+
+    model = str(tiny_model)
+
+    def build(*args):
+        r = CliRunner().invoke(main, ["--db", db_url, "direction", "build", *args, "--model", model, "--json"],
+                               catch_exceptions=False)
+        assert r.exit_code == 0, r.output
+        return json.loads(r.stdout), r.stderr
+
+    first, err = build("cat", "dog", "-n", "200")
+    assert "using banks cat@1 (200 sentences) and dog@1 (200 sentences)" in err and "warning" not in err
+    (tmp_path / "cat.txt").write_text("a photo of a cat\na cat on a sofa\na sleepy cat in the sun\n")
+    run(["bank", "create", "cat", "--from", "file", "--file", str(tmp_path / "cat.txt")], db_url)
+    small, err = build("cat", "dog")
+    assert small["source"] == "cat@2"
+    assert "using banks cat@2 (3 sentences) and dog@1 (200 sentences)" in err
+    assert "warning: cat@2 has 3 sentences, far below" in err and err.count("\n") == 2, err
+
+    # .pt means have no sentences: a bare concept never resolves to them for a build
+    torch.manual_seed(0)
+    for concept in ("cat", "dog", "horse", "zebra"):
+        torch.save(torch.randn(1, 77, 32), tmp_path / f"{concept}.pt")
+    for a, b in (("cat", "dog"), ("horse", "zebra")):
+        run(["import-pt", str(tmp_path / f"{a}.pt"), str(tmp_path / f"{b}.pt"), "--model", model], db_url)
+    again, err = build("cat", "dog")  # cat@3 and dog@2 are the imported means: cat@2 and dog@1 are used
+    assert again["ref"] == small["ref"] and "using banks cat@2 (3 sentences) and dog@1" in err
+    fresh, err = build("horse", "zebra", "-n", "20")  # only means stored: banks are made from templates
+    assert fresh["ref"] == "horse-to-zebra@2" and (fresh["source"], fresh["target"]) == ("horse@2", "zebra@2")
+    assert "using banks horse@2 (20 sentences) and zebra@2 (20 sentences)" in err
+    named, err = build("horse@1", "zebra@1")  # named explicitly, a mean is used (and said)
+    assert named["ref"] == "horse-to-zebra@1" and "horse@1 (a mean embedding, no sentences)" in err

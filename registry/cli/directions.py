@@ -86,8 +86,17 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
         generator = None
     generator, opts = _bank_options(generator, kind, llm_model, base_url, temperature, concurrency, max_requests,
                                     max_total_tokens, timeout, max_retries, no_cache)
-    d = state.registry().build_direction(source, target, model, name=name, generator=generator, n=n, seed=seed,
-                                         scale=scale, tags=tags, note=note, device=device, **sides, **opts)
+    reg = state.registry()
+    d = reg.build_direction(source, target, model, name=name, generator=generator, n=n, seed=seed,
+                            scale=scale, tags=tags, note=note, device=device, **sides, **opts)
+    advice = reg.bank_advice(d.ref)
+    if advice:
+        def said(b):
+            return f"{b['bank']} ({b['size']} sentences)" if b["size"] else f"{b['bank']} (a mean embedding, no sentences)"
+
+        state.info(f"using banks {said(advice['source'])} and {said(advice['target'])}")
+        if advice["warning"]:
+            click.echo(f"warning: {advice['warning']}", err=True)
     if as_json:
         echo_json(d.to_dict())
     else:
