@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError
 
-from store.db import StoreError, explain_db_error
+from store.db import StoreError, explain_db_error, is_read_only, shown_url
 
 # The newest revision in migrations/versions; a test checks it equals Alembic's own head.
 HEAD_REVISION = "0007"
@@ -86,6 +86,11 @@ def ensure_schema(engine: Engine) -> None:
     if rev == HEAD_REVISION:
         return
     _refuse_unknown(rev)
+    if is_read_only(engine):  # nothing is attempted on a database this process cannot write
+        where = shown_url(engine)
+        raise StoreError(f"{where} is read-only and its schema is " + (
+            "not created yet" if rev is None else f"at revision {rev}, older than this p2pz's {HEAD_REVISION}")
+            + "; run p2pz db upgrade as a user who can write it, or use the p2pz it was made with")
     try:
         if engine.dialect.name == "postgresql":
             _upgrade_under_advisory_lock(engine)

@@ -29,7 +29,11 @@ def default_index_dir(engine) -> Path | None:
     url = engine.url
     if url.get_backend_name() == "sqlite":
         db = url.database
-        if not db or db == ":memory:" or db.startswith("file:"):
+        if db and db.startswith("file:") and url.query.get("mode") == "ro":  # a read-only registry file: its
+            from urllib.parse import unquote  # index is read when current, else built in memory (never saved)
+
+            db = unquote(db.removeprefix("file:"))
+        elif not db or db == ":memory:" or db.startswith("file:"):
             return None
         return Path(db).expanduser().resolve().with_name(Path(db).name + ".index")
     return data_home() / "index" / sha256_json(url.render_as_string(hide_password=True))[:16]

@@ -8,7 +8,9 @@ this module: nothing here imports it.
 from __future__ import annotations
 
 import contextlib
+import os
 from pathlib import Path
+from urllib.parse import quote
 from typing import Iterator
 
 from sqlalchemy import create_engine, event
@@ -43,8 +45,45 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("p2pz_write") else "BEGIN")
 
 
+def _read_only_sqlite(parsed):
+    """A SQLite file this process may read but not write (the file, or the folder its journal and ``-shm`` files
+    go in) → the URL that opens it read-only (``mode=ro``), else None. When the folder is not writable either,
+    no ``-shm`` can be made beside it, so it is opened ``immutable`` — a snapshot, which is exact as long as no
+    ``-wal`` holds commits not yet merged into the file (then plain ``mode=ro``, which reads the WAL)."""
+    db = parsed.database
+    if not db or db == ":memory:" or db.startswith("file:") or parsed.query.get("uri"):
+        return None
+    path = Path(db).expanduser()
+    if not path.is_file():
+        return None
+    folder_writable = os.access(path.parent, os.W_OK | os.X_OK)
+    if os.access(path, os.W_OK) and folder_writable:
+        return None
+    query = {"mode": "ro", "uri": "true"}
+    wal = Path(f"{path}-wal")
+    if not folder_writable and not (wal.is_file() and wal.stat().st_size > 0):
+        query["immutable"] = "1"
+    return parsed.set(database="file:" + quote(str(path.resolve())), query=query)
+
+
+def is_read_only(engine: Engine) -> bool:
+    """Whether :func:`make_engine` opened this database read-only (a SQLite file this process cannot write)."""
+    return engine.url.get_backend_name() == "sqlite" and engine.url.query.get("mode") == "ro"
+
+
+def shown_url(engine: Engine) -> str:
+    """The database as messages name it: no password, and a read-only SQLite file by its path."""
+    if is_read_only(engine):
+        from urllib.parse import unquote
+
+        return f"sqlite:///{unquote(engine.url.database.removeprefix('file:'))}"
+    return engine.url.render_as_string(hide_password=True)
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine for ``url``; SQLite files get their folder created and the pragmas above."""
+    """Create an engine for ``url``; SQLite files get their folder created and the pragmas above. A SQLite file
+    this process cannot write is opened read-only (:func:`_read_only_sqlite`): reads work, writes fail with
+    one line saying so."""
     try:
         parsed = make_url(url)
     except Exception:
@@ -53,7 +92,10 @@ def make_engine(url: str) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         db = parsed.database
         kwargs["connect_args"] = {"timeout": BUSY_TIMEOUT_MS / 1000}
-        if db and db != ":memory:" and not db.startswith("file:"):
+        read_only = _read_only_sqlite(parsed)
+        if read_only is not None:
+            parsed = read_only
+        elif db and db != ":memory:" and not db.startswith("file:"):
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
         elif not db or db == ":memory:" or "mode=memory" in db:  # one shared in-memory database per engine
             from sqlalchemy.pool import StaticPool
@@ -75,7 +117,7 @@ def make_engine(url: str) -> Engine:
 def explain_db_error(engine: Engine, exc: Exception) -> str:
     """One line naming a database problem and its fix (no URL password)."""
     msg = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-    where = engine.url.render_as_string(hide_password=True)
+    where = shown_url(engine)
     if "file is not a database" in msg or "malformed" in msg:
         return (f"{where} is not a valid SQLite database ({msg}); it was left untouched — restore it from a backup "
                 "or point --db elsewhere")

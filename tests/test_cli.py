@@ -276,3 +276,107 @@ def test_a_build_says_which_banks_it_uses_and_never_picks_one_without_sentences(
     assert "using banks horse@2 (20 sentences) and zebra@2 (20 sentences)" in err
     named, err = build("horse@1", "zebra@1")  # named explicitly, a mean is used (and said)
     assert named["ref"] == "horse-to-zebra@1" and "horse@1 (a mean embedding, no sentences)" in err
+
+
+def _no_write_prefix(folder):
+    """The command prefix under which this process's files are really read-only: none for an ordinary user;
+    for root (who writes through any mode bits) the same uid without CAP_DAC_OVERRIDE, via setpriv."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    if not shutil.which("setpriv"):
+        pytest.skip("running as root without setpriv: file modes cannot make a registry read-only here")
+    prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", "--"]
+    probe = subprocess.run(prefix + [sys.executable, "-c", f"open({str(folder / 'probe')!r}, 'w')"],
+                           capture_output=True)
+    if probe.returncode == 0:
+        os.unlink(folder / "probe")
+        pytest.skip("capabilities cannot be dropped here: file modes cannot make a registry read-only")
+    return prefix
+
+
+def test_a_read_only_registry_can_be_read_by_the_cli_and_served(tiny_model, home):
+    """A registry this user cannot write (folder 0555, file 0444, stale index files): listings, search (the
+    index built in memory), bank show and serve --read-only work; a write is one line; a schema behind head is
+    refused, never upgraded."""
+    import socket
+    import sqlite3
+    import stat
+    import time
+    import urllib.request
+
+    from registry import Registry
+
+    model = str(tiny_model)
+    with Registry.open() as reg:  # $P2PZ_HOME/registry.db
+        reg.build_direction("cat", "dog", model, n=10)
+        reg.search("cat-to-dog")  # an index on disk …
+        reg.build_direction("cat", "bird", model, n=10)  # … that is now stale
+    db = home / "registry.db"
+    assert (home / "registry.db.index").is_dir()
+    paths = sorted(home.rglob("*"))
+
+    def lock(on: bool):
+        for p in paths + [home]:
+            if p.is_dir():
+                p.chmod(0o555 if on else 0o755)
+            else:
+                p.chmod(0o444 if on else 0o644)
+
+    env = {**os.environ, "P2PZ_HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    lock(True)
+    try:
+        prefix = _no_write_prefix(home)
+
+        def cli(*args, code=0):
+            r = subprocess.run(prefix + [sys.executable, "-m", "registry.cli", *args], env=env, capture_output=True,
+                               text=True, timeout=300, cwd=REPO)
+            assert r.returncode == code, r.stderr
+            return r
+
+        assert [d["ref"] for d in json.loads(cli("direction", "list", "--json").stdout)] == [
+            "cat-to-bird@1", "cat-to-dog@1"]
+        hits = json.loads(cli("search", "cat-to-dog", "--json").stdout)
+        assert {h["ref"] for h in hits} == {"cat-to-dog@1", "cat-to-bird@1"}  # the stale index was not used
+        assert "sentences" in cli("bank", "show", "cat").stdout
+        err = cli("direction", "tag", "cat-to-dog@1", "x", code=1).stderr
+        assert err.startswith("error: ") and err.count("\n") == 1 and "read-only" in err
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        server = subprocess.Popen(prefix + [sys.executable, "-m", "registry.cli", "serve", "--read-only", "--port",
+                                            str(port)], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.STDOUT, text=True)
+        try:
+            for _ in range(300):
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/directions", timeout=5) as r:
+                        listed = json.load(r)
+                    break
+                except OSError:
+                    assert server.poll() is None, server.stdout.read()
+                    time.sleep(0.2)
+            assert listed["total"] == 2
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/search?direction=cat-to-dog", timeout=30) as r:
+                assert {h["direction"]["ref"] for h in json.load(r)["items"]} == {"cat-to-dog@1", "cat-to-bird@1"}
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+        assert not (home / "web").exists()  # no job folder made on a read-only server
+        assert sorted(home.rglob("*")) == paths  # nothing was written anywhere in the registry's home
+
+        lock(False)  # a schema behind head, read-only: refused, not upgraded
+        with sqlite3.connect(db) as c:
+            c.execute("UPDATE alembic_version SET version_num = '0006'")
+        c.close()
+        lock(True)
+        err = cli("direction", "list", code=1).stderr
+        assert "read-only" in err and "0006" in err and "p2pz db upgrade" in err and err.count("\n") == 1
+        with sqlite3.connect(f"file:{db}?mode=ro&immutable=1", uri=True) as c:
+            assert c.execute("SELECT version_num FROM alembic_version").fetchone() == ("0006",)
+        c.close()
+    finally:
+        lock(False)
+    assert stat.S_IMODE(db.stat().st_mode) == 0o644
