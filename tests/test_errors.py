@@ -106,3 +106,11 @@ def test_corrupt_database_is_reported_and_left_untouched(tmp_path):
     result = CliRunner().invoke(main, ["--db", f"sqlite:///{bad}", "direction", "list"])
     assert result.exit_code == 1 and "not a valid SQLite database" in result.stderr
     assert bad.read_bytes() == before
+
+
+@pytest.mark.parametrize("value", ["\u0662", "\u00b2", "99999999999999999999", "0"])
+def test_version_options_take_ascii_digits_only(value, db_url):
+    """``--version N`` follows the NAME@V rule (click's int reads "٢" as 2 and lets 10**20 reach the database)."""
+    result = CliRunner().invoke(main, ["--db", db_url, "student", "show", "cat-to-dog", "--version", value])
+    assert result.exit_code == 2 and "ASCII digits" in result.stderr, result.output
+    assert "Traceback" not in result.output

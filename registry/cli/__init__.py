@@ -131,6 +131,26 @@ def echo_table(rows: list[list], headers: list[str]) -> None:
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
+class VersionType(click.ParamType):
+    """A version option (``--version N``): ASCII digits from 1 to 2³¹−1, the rule of ``NAME@V`` addresses
+    (click's own int would read "٢" as 2)."""
+
+    name = "integer"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        from ..naming import RefError, parse_version
+
+        try:
+            return parse_version(value)
+        except RefError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+VERSION = VersionType()
+
+
 @click.group(cls=P2PZGroup, epilog=EPILOG_DB, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", envvar="P2PZ_DB_URL", metavar="URL", help="Registry database URL (default: $P2PZ_HOME/registry.db).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or status lines.")

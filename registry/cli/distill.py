@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main, make_engine, pass_state
+from . import (VERSION, P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main, make_engine,
+               pass_state)
 
 
 @main.group(cls=P2PZGroup)
@@ -264,7 +265,7 @@ def _megabytes(n: int | None) -> str | None:
 
 @student.command("show")
 @click.argument("ref", metavar="NAME[@V]")
-@click.option("--version", type=click.IntRange(1), default=None, help="Student version [latest].")
+@click.option("--version", type=VERSION, default=None, help="Student version [latest].")
 @json_option
 @pass_state
 def student_show(state, ref, version, as_json):
@@ -293,7 +294,7 @@ def _set_deprecated(state, ref, version, deprecated: bool, as_json: bool) -> Non
 
 @student.command("deprecate")
 @click.argument("ref", metavar="NAME[@V]")
-@click.option("--version", type=click.IntRange(1), default=None, help="The student's version (see p2pz student "
+@click.option("--version", type=VERSION, default=None, help="The student's version (see p2pz student "
               "list).")
 @json_option
 @pass_state
@@ -310,7 +311,7 @@ def student_deprecate(state, ref, version, as_json):
 
 @student.command("undeprecate")
 @click.argument("ref", metavar="NAME[@V]")
-@click.option("--version", type=click.IntRange(1), default=None, help="The student's version (see p2pz student "
+@click.option("--version", type=VERSION, default=None, help="The student's version (see p2pz student "
               "list).")
 @json_option
 @pass_state
