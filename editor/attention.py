@@ -90,7 +90,13 @@ class AttentionMaps:
         if self.mode == "record":
             self.maps.setdefault(self.t, {})[layer] = probs.detach().to(self.store_device, self.store_dtype)
         elif self.mode == "guide":
-            ref = self.reference[self.t][layer].to(probs.device, torch.float32)
+            ref = self.reference[self.t].get(layer)
+            if ref is None or ref.shape != probs.shape:
+                from .cache import StaleEntry
+
+                raise StaleEntry(f"the reference map of {layer} at timestep {self.t} is "
+                                 f"{'missing' if ref is None else tuple(ref.shape)}, not {tuple(probs.shape)}")
+            ref = ref.to(probs.device, torch.float32)
             self.consumed.add((self.t, layer))
             diff = (probs.float() - ref) ** 2  # [2B·heads, HW, T]
             per_slice = diff.sum((1, 2))  # [2B·heads]

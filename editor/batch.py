@@ -2,7 +2,9 @@
 
 One inversion and one reference pass per image serve every requested direction. Outputs are written atomically
 (:func:`store.files.atomic_write`), so an interrupted batch never leaves a partial file under a final name; an
-existing output is never overwritten without ``force``. A bad image is reported and the others are still edited.
+existing output is never overwritten without ``force``. A bad image is reported and the others are still edited;
+what needs no model (missing inputs, existing outputs, two inputs writing one output) is settled by :func:`triage`
+before one is loaded.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from PIL.PngImagePlugin import PngInfo
 from store.files import atomic_write
 
 from .config import EditConfig, InversionConfig
-from .errors import EditorError, ImageError
+from .errors import ComponentLoadError, EditorError, ImageError, missing_image
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 
@@ -50,8 +52,26 @@ def expand_inputs(items: list[str]) -> list[Path]:
     return unique
 
 
+def output_stem(path: str | Path) -> str:
+    """What the outputs of one input are named after: its file name, without the extension when it is ``.png``
+    (``cat.png`` → ``cat``, ``cat.jpg`` → ``cat.jpg``), so two inputs of one folder (``img.bmp``, ``img.webp``,
+    ``img.png``) never share an output name."""
+    p = Path(path)
+    return p.stem if p.suffix.lower() == ".png" else p.name
+
+
 def output_name(stem: str, label: str) -> str:
+    """``<stem>__<label>.png``; ``stem`` is :func:`output_stem` of the input."""
     return f"{stem}__{label}.png"
+
+
+def source_fields(path: str | Path, record_path: bool = False) -> dict:
+    """How an output records its source image: its file name, and ``source_path`` — the path as the user gave it
+    when relative, the file name alone when absolute (an output shared with others does not show the layout of
+    the user's disk), or the absolute path with ``record_path`` (``--record-source-path``)."""
+    p = Path(path)
+    recorded = str(p.resolve()) if record_path else (p.name if p.is_absolute() else str(p))
+    return {"source_image": p.name, "source_path": recorded}
 
 
 def save_png(image: Image.Image, path: Path, provenance: dict) -> None:
@@ -101,6 +121,48 @@ def _refuse_existing(paths: list[Path], force: bool) -> None:
         raise EditorError(f"{existing[0]} exists; pass --force to overwrite")
 
 
+def _wanted(path: Path, labels: list[str], out_dir: Path, save_reconstruction: bool) -> list[Path]:
+    """Every output of one input: one per direction label, then the reconstruction when asked for."""
+    stem = output_stem(path)
+    return ([out_dir / output_name(stem, label) for label in labels]
+            + ([out_dir / output_name(stem, "reconstruction")] if save_reconstruction else []))
+
+
+def _settled(path: Path, wanted: list[Path], force: bool, skip_existing: bool) -> EditOutcome | None:
+    """The outcome of an input that needs no model — skipped (its outputs exist, ``skip_existing``), refused (an
+    output exists without ``force``) or missing — else None (it is to be edited)."""
+    if skip_existing and not force and all(p.exists() for p in wanted):
+        return EditOutcome(image=str(path), ok=True, skipped=True, outputs=[str(p) for p in wanted])
+    try:
+        _refuse_existing(wanted, force)
+        if not Path(path).is_file():
+            raise missing_image(path)
+    except EditorError as exc:
+        return EditOutcome(image=str(path), ok=False, error=_one_line(exc))
+    return None
+
+
+def triage(images: list[Path], labels: list[str], out_dir: Path, *, force: bool = False,
+           skip_existing: bool = False, save_reconstruction: bool = False) -> list[EditOutcome | None]:
+    """What can be settled about a batch before any model is loaded: per input, its outcome when it needs no
+    model (see :func:`_settled`), else None. Two inputs that would write the same output (``a/img.png`` and
+    ``b/img.png``) are refused as a whole (:class:`EditorError`)."""
+    seen: dict[Path, Path] = {}
+    for path in images:
+        for target in _wanted(Path(path), labels, Path(out_dir), save_reconstruction):
+            other = seen.setdefault(target, Path(path))
+            if other != Path(path):
+                raise EditorError(f"{other} and {path} would both be written as {target}; edit them into different "
+                                  "--out folders")
+    return [_settled(Path(p), _wanted(Path(p), labels, Path(out_dir), save_reconstruction), force, skip_existing)
+            for p in images]
+
+
+def labels_of(directions: list) -> list[str]:
+    """The output label of each direction (``name@version``)."""
+    return [_label(d, i) for i, d in enumerate(directions)]
+
+
 def _model_provenance(editor) -> dict:
     return {"p2pz": _version(), "model": editor.model_id, "model_fingerprint": editor.model_fingerprint,
             "encoder_fingerprint": editor.text_encoder_fingerprint, "prediction_type": editor.prediction_type}
@@ -119,28 +181,29 @@ def _label(d, i: int) -> str:
 def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
                inversion: InversionConfig | None = None, edit: EditConfig | None = None,
                caption: str | None = None, save_reconstruction: bool = False, force: bool = False,
-               skip_existing: bool = False,
+               skip_existing: bool = False, record_source_path: bool = False,
                report: Callable[[EditOutcome], None] | None = None) -> list[EditOutcome]:
-    """Edit every image with every direction; returns one outcome per image (errors included, not raised).
+    """Edit every image with every direction; returns one outcome per image (its errors included, not raised).
 
-    Writes ``OUT/<image stem>__<direction>@<version>.png`` (and ``__reconstruction.png``) with provenance. With
-    ``skip_existing``, an image whose outputs all exist is not edited again (a rerun of an interrupted batch)."""
+    Writes ``OUT/<stem>__<direction>@<version>.png`` (and ``__reconstruction.png``) with provenance, ``<stem>``
+    being :func:`output_stem` of the input. With ``skip_existing``, an image whose outputs all exist is not
+    edited again (a rerun of an interrupted batch). A component that cannot load (the captioner) is not an
+    image's failure: its :class:`ComponentLoadError` stops the batch. ``record_source_path``: see
+    :func:`source_fields`."""
     inversion = inversion or InversionConfig()
     edit = edit or EditConfig()
-    labels = [_label(d, i) for i, d in enumerate(directions)]
+    labels = labels_of(directions)
     outcomes = []
     for path in images:
         t0 = time.perf_counter()
-        outcome = EditOutcome(image=str(path), ok=False)
-        targets = [out_dir / output_name(path.stem, label) for label in labels]
-        recon_path = out_dir / output_name(path.stem, "reconstruction")
-        wanted = targets + ([recon_path] if save_reconstruction else [])
-        if skip_existing and not force and all(p.exists() for p in wanted):
-            outcome.ok, outcome.skipped, outcome.outputs = True, True, [str(p) for p in wanted]
-            _finish(outcome, t0, outcomes, report)
+        wanted = _wanted(path, labels, out_dir, save_reconstruction)
+        targets, recon_path = wanted[:len(labels)], (wanted[-1] if save_reconstruction else None)
+        settled = _settled(path, wanted, force, skip_existing)
+        if settled is not None:
+            _finish(settled, t0, outcomes, report)
             continue
+        outcome = EditOutcome(image=str(path), ok=False)
         try:
-            _refuse_existing(wanted, force)
             from .image import load_image
 
             image = load_image(path, outcome.warnings)  # read once: clear errors before any model work
@@ -150,7 +213,7 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
             outcome.caption = cap
             outcome.inversion_cached = inv.cached
             outcome.reference_cached = results[0].reference_cached
-            base = {**_model_provenance(editor), "source_image": path.name, "source_path": str(path.resolve()),
+            base = {**_model_provenance(editor), **source_fields(path, record_source_path),
                     "source_sha256": inv.image_sha256[0],
                     "caption": cap, "seed": inversion.seed, "steps": inv.steps, "schedule": inv.schedule,
                     "inversion": inv.params}
@@ -163,6 +226,8 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
                 save_png(results[0].reconstruction, recon_path, {**base, "direction": None, "reconstruction": True})
                 outcome.outputs.append(str(recon_path))
             outcome.ok = True
+        except ComponentLoadError:
+            raise
         except (EditorError, ImageError, OSError) as exc:
             outcome.error = _one_line(exc)
         _finish(outcome, t0, outcomes, report)
@@ -210,6 +275,7 @@ def _version() -> str:
 
 
 def student_files(students: list, images: list[Path], out_dir: Path, *, force: bool = False,
+                  record_source_path: bool = False,
                   report: Callable[[EditOutcome], None] | None = None) -> list[EditOutcome]:
     """Apply trained students (``(label, student, provenance)`` each) to image files: the same output names and
     provenance as diffusion edits, plus the student's version and weights."""
@@ -219,13 +285,13 @@ def student_files(students: list, images: list[Path], out_dir: Path, *, force: b
     for path in images:
         t0 = time.perf_counter()
         outcome = EditOutcome(image=str(path), ok=False)
-        targets = [out_dir / output_name(path.stem, label) for label, _, _ in students]
+        targets = [out_dir / output_name(output_stem(path), label) for label, _, _ in students]
         try:
             _refuse_existing(targets, force)
             image = load_image(path, outcome.warnings)
             for (label, model, prov), target in zip(students, targets):
-                save_png(model(image), target, {"p2pz": _version(), "source_image": path.name,
-                                                "source_path": str(path.resolve()), "direction": label, **prov})
+                save_png(model(image), target, {"p2pz": _version(), **source_fields(path, record_source_path),
+                                                "direction": label, **prov})
                 outcome.outputs.append(str(target))
             outcome.ok = True
         except (EditorError, ImageError, OSError) as exc:

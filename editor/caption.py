@@ -3,7 +3,8 @@
 The settings of the LAVIS ``blip_caption`` model the official code uses: decoding starts from the text prompt
 "a picture of", beam search with 3 beams, 10 to 30 tokens counted *with* the prompt's tokens (transformers'
 ``generate`` counts ``min_length``/``max_length`` over the whole sequence, as LAVIS does), and the prompt is cut
-off the returned caption. Default model: ``Salesforce/blip-image-captioning-base``.
+off the returned caption. Default model: a snapshot's own ``captioner/`` folder when it ships one, else
+``Salesforce/blip-image-captioning-base``.
 """
 
 from __future__ import annotations
@@ -11,8 +12,27 @@ from __future__ import annotations
 import torch
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
+
+
+class _SnapshotCaptioner:
+    """The default of ``Editor.from_pretrained(captioner=…)``: see :func:`snapshot_captioner`."""
+
+    def __repr__(self) -> str:
+        return f"<the snapshot's captioner/, else {DEFAULT_CAPTIONER}>"
+
+
+SNAPSHOT_CAPTIONER = _SnapshotCaptioner()
 PROMPT = "a picture of"
 GENERATE = {"num_beams": 3, "min_length": 10, "max_length": 30}
+
+
+def snapshot_captioner(folder) -> str:
+    """The captioner to use with the model snapshot in ``folder``: its own ``captioner/`` subfolder when it ships
+    one (a BLIP ``config.json`` there), else :data:`DEFAULT_CAPTIONER`."""
+    from pathlib import Path
+
+    own = Path(folder) / "captioner"
+    return str(own) if (own / "config.json").is_file() else DEFAULT_CAPTIONER
 
 
 def strip_prompt(text: str) -> str:

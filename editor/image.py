@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps
 
-from .errors import ImageError
+from .errors import ImageError, missing_image
 
 
 def load_image(source, notes: list[str] | None = None) -> Image.Image:
@@ -27,7 +27,7 @@ def load_image(source, notes: list[str] | None = None) -> Image.Image:
         name = str(source)
         path = Path(source)
         if not path.is_file():
-            raise ImageError(f"image {name!r} does not exist")
+            raise missing_image(name)
         try:
             img = Image.open(path)
             img.load()

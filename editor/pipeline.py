@@ -29,10 +29,10 @@ from store.hashing import sha256_json
 from store.progress import progress_bar
 
 from .attention import AttentionMaps, cross_attention_layers, guided_processors
-from .cache import TensorCache
-from .caption import DEFAULT_CAPTIONER, Captioner
+from .cache import Expected, StaleEntry, TensorCache
+from .caption import SNAPSHOT_CAPTIONER, Captioner, snapshot_captioner
 from .config import EditConfig, InversionConfig, with_overrides
-from .errors import EditorError
+from .errors import ComponentLoadError, EditorError
 from .image import load_image, pixels_sha256, preprocess, to_pil
 from .loader import compute_fingerprint, default_model
 from .regularize import regularize
@@ -74,6 +74,19 @@ class EditResult:
     nsfw: list[bool] | None = None
     timings: dict = field(default_factory=dict)
     reference_cached: bool = False  # True when the reference maps came from the disk cache
+
+
+def check_encoder(direction, fingerprint: str, model_id: str | None) -> None:
+    """Refuse a direction (anything with ``encoder``, the fingerprint of the text encoder it was built with)
+    that was not built with the text encoder whose fingerprint is ``fingerprint``."""
+    built = getattr(direction, "encoder", None)
+    if built is None or built == fingerprint:
+        return
+    ref = getattr(direction, "ref", "the direction")
+    raise EditorError(
+        f"direction {ref} was built with text encoder {built[:12]} ({getattr(direction, 'encoder_model', '?')}), "
+        f"but this model's text encoder is {fingerprint[:12]} ({model_id or 'loaded pipeline'}); rebuild it with "
+        f"--model {model_id or 'MODEL'}")
 
 
 def _dtype(dtype) -> torch.dtype:
@@ -131,38 +144,56 @@ class Editor:
 
     # --- construction ------------------------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, model: str | None = None, captioner: str | None = DEFAULT_CAPTIONER, *,
+    def from_pretrained(cls, model: str | None = None, captioner: str | None = SNAPSHOT_CAPTIONER, *,
                         device: str | None = None, dtype="float32", safety_checker: bool = True,
                         cache: bool = True, progress: bool = False, map_dtype="float32",
-                        cache_maps: bool = False) -> "Editor":
+                        cache_maps: bool = False, directions=()) -> "Editor":
         """Load every component through :mod:`editor.loader` (hub id or local snapshot folder).
 
-        ``model`` defaults to ``$P2PZ_MODEL``, else CompVis/stable-diffusion-v1-4."""
+        ``model`` defaults to ``$P2PZ_MODEL``, else CompVis/stable-diffusion-v1-4. ``captioner``: a BLIP hub id
+        or folder, None for none; by default the snapshot's own ``captioner/`` folder when it ships one (the tiny
+        test model does), else Salesforce/blip-image-captioning-base. ``directions`` (anything with ``encoder``,
+        a text-encoder fingerprint) are checked against the model's text encoder before the UNet and VAE load:
+        from the cached fingerprint when the encoder's files are unchanged, else after loading the encoder alone."""
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from diffusers.utils import logging as df_logging
 
         from store.paths import cache_dir
 
-        from .loader import ModelLoadError, default_device, folder_fingerprint, load_text_encoder, resolve_model
+        from .loader import (ModelLoadError, cached_fingerprint, folder_fingerprint, load_text_encoder, resolve_device,
+                             resolve_model)
 
         model = model or default_model()
         df_logging.disable_progress_bar()
-        device = device or default_device()
+        try:
+            device = resolve_device(device)
+        except ModelLoadError as exc:
+            raise EditorError(str(exc)) from None
         torch_dtype = _dtype(dtype)
         if torch_dtype == torch.float16 and str(device).startswith("cpu"):
             raise EditorError("float16 needs a GPU (--device cuda); use float32 on the CPU")
         try:
-            location = resolve_model(model, parts=("text_encoder", "tokenizer", "unet", "vae", "scheduler",
-                                                   "safety_checker", "feature_extractor"))
+            # the text encoder first (a hub snapshot: its parts alone), so that directions built with another
+            # encoder are refused before the UNet and VAE are fetched or loaded
+            location = resolve_model(model, parts=("text_encoder", "tokenizer"))
             if location.layout != "diffusers":
                 raise EditorError(f"{model} is a plain text encoder, not a Stable Diffusion snapshot "
                                   "(no unet/, vae/); give an SD model")
+            known = cached_fingerprint(location.part("text_encoder"))
+            for d in directions if known else ():
+                check_encoder(d, known, model)
+            text = load_text_encoder(model, device="cpu")  # fp32: its fingerprint matches the registry's
+            for d in directions:
+                check_encoder(d, text.fingerprint, model)
+            location = resolve_model(model, parts=("text_encoder", "tokenizer", "unet", "vae", "scheduler",
+                                                   "safety_checker", "feature_extractor"))
             for part in ("unet", "vae", "scheduler"):
                 if not location.part(part).is_dir():
                     raise EditorError(f"{location.folder} has no {part}/ folder; give a full Stable Diffusion snapshot")
-            text = load_text_encoder(model, device="cpu")  # fp32: its fingerprint matches the registry's
         except ModelLoadError as exc:
             raise EditorError(str(exc)) from None
+        if captioner is SNAPSHOT_CAPTIONER:
+            captioner = snapshot_captioner(location.folder)
         unet = UNet2DConditionModel.from_pretrained(location.part("unet"), torch_dtype=torch.float32)
         vae = AutoencoderKL.from_pretrained(location.part("vae"), torch_dtype=torch.float32)
         scheduler = DDIMScheduler.from_pretrained(location.part("scheduler"))
@@ -235,11 +266,7 @@ class Editor:
     def direction_vector(self, direction, scale: float = 1.0) -> tuple[torch.Tensor, str]:
         """Δ [1, 77, D] from a registry ``Direction`` or a raw tensor, checked against this text encoder."""
         if hasattr(direction, "vector") and hasattr(direction, "encoder"):
-            if direction.encoder != self.text_encoder_fingerprint:
-                raise EditorError(
-                    f"direction {direction.ref} was built with text encoder {direction.encoder[:12]} "
-                    f"({direction.encoder_model}), but this model's text encoder is {self.text_encoder_fingerprint[:12]}"
-                    f" ({self.model_id or 'loaded pipeline'}); rebuild it with --model {self.model_id or 'MODEL'}")
+            check_encoder(direction, self.text_encoder_fingerprint, self.model_id)
             vec, label = direction.vector, direction.ref
         elif isinstance(direction, torch.Tensor):
             vec, label = direction, "tensor"
@@ -256,20 +283,29 @@ class Editor:
 
     # --- 1. caption ---------------------------------------------------------------------------------
     def caption(self, image) -> str:
-        """BLIP caption of one image (loads the captioner on first use)."""
+        """BLIP caption of one image (loads the captioner on first use).
+
+        A captioner that cannot be loaded raises :class:`ComponentLoadError`: it would fail every image alike, so
+        a batch stops with that one error instead of skipping each image."""
         if self._captioner is None:
+            fix = "pass --caption TEXT to skip captioning, or --captioner with a BLIP folder or hub id you have"
             if not self.captioner_id:
-                raise EditorError("no captioner configured; pass caption=… or a captioner model")
+                raise ComponentLoadError("no captioner is configured; pass caption=… (--caption TEXT) or a "
+                                         "captioner model (--captioner)")
             from .loader import looks_like_path
 
             if not Path(self.captioner_id).expanduser().exists() and looks_like_path(self.captioner_id):
-                raise EditorError(f"captioner folder {self.captioner_id!r} does not exist; pass a BLIP folder or hub "
-                                  "id, or --caption TEXT to skip captioning")
+                raise ComponentLoadError(f"the captioner folder {self.captioner_id!r} does not exist; {fix}")
             try:
                 self._captioner = Captioner.from_pretrained(self.captioner_id, device=str(self.device))
             except Exception as exc:
-                raise EditorError(f"cannot load the captioner {self.captioner_id!r}: {str(exc).splitlines()[0]}; "
-                                  "pass --caption TEXT to skip captioning") from None
+                import os
+
+                offline = (" (HF_HUB_OFFLINE is set, so only the local Hugging Face cache is used)"
+                           if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") else "")
+                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+                raise ComponentLoadError(f"cannot load the captioner (BLIP) {self.captioner_id!r}{offline}: {first}; "
+                                         f"{fix}") from None
         return self._captioner([load_image(image)])[0]
 
     # --- 2. inversion -------------------------------------------------------------------------------
@@ -299,7 +335,7 @@ class Editor:
                            "steps": cfg.steps, "schedule": cfg.schedule, "dtype": str(self.dtype), **params})
         record = dict(caption=captions[0] if len(captions) == 1 else captions, steps=cfg.steps,
                       schedule=cfg.schedule, params=params, image_sha256=shas, key=key)
-        cached = None if force else self.cache.load("inversions", key)
+        cached = None if force else self.cache.load("inversions", key, {"x_T": self._latent_spec(images, cfg)})
         if cached is not None:
             self.stats["inversions_cached"] += 1
             return Inversion(latents=cached["x_T"].to(self.device), cached=True, **record)
@@ -320,6 +356,15 @@ class Editor:
         latents = self.invert_latents(z0, captions, cfg)
         self.cache.save("inversions", key, {"x_T": latents}, {"captions": json.dumps(captions)})
         return Inversion(latents=latents, **record)
+
+    def _latent_spec(self, images: list, cfg: InversionConfig) -> Expected:
+        """What x_T of these images must be: [B, C, H/f, W/f] in the model dtype (a cached one is checked)."""
+        from .image import target_size
+
+        size = cfg.size or self.native_size
+        w, h = target_size(images[0].width, images[0].height, size, self.vae_factor, cfg.keep_aspect)
+        return Expected((len(images), int(self.unet.config.in_channels), h // self.vae_factor, w // self.vae_factor),
+                        self.dtype)
 
     def invert_latents(self, z0: torch.Tensor, captions: list[str], config: InversionConfig | None = None,
                        **overrides) -> torch.Tensor:
@@ -367,11 +412,14 @@ class Editor:
                             "captions": inv.captions, "negative": negative, "cfg": guidance_scale, "steps": steps,
                             "dtype": str(self.dtype)})
 
-    def _stored_reference(self, key: str, force: bool):
-        """Cached reference maps (read one timestep at a time) and reconstruction, when kept and present."""
+    def _stored_reference(self, key: str, force: bool, inv: Inversion, steps: int):
+        """Cached reference maps (read one timestep at a time) and reconstruction, when kept, present and as
+        expected (latents like x_T, this schedule's timesteps, this UNet's layers)."""
         if not self.cache_maps or force:
             return None
-        found = self.cache.load_maps(key)
+        found = self.cache.load_maps(key, Expected(tuple(inv.latents.shape), self.dtype),
+                                     [m.t for m in sampling_plan(self.scheduler, steps)],
+                                     [layer.removesuffix(".processor") for layer in self.layers])
         if found is not None:
             self.stats["reference_cached"] += 1
             maps, latents = found
@@ -389,10 +437,14 @@ class Editor:
         steps = steps or inv.steps
         negative = self._negative(inv, negative)
         key = self._reference_key(inv, guidance_scale, negative, steps)
-        stored = self._stored_reference(key, force)
+        stored = self._stored_reference(key, force, inv, steps)
         if stored is not None:
             maps, latents = stored
-            return {t: dict(maps[t]) for t in maps}, latents
+            try:
+                return {t: dict(maps[t]) for t in maps}, latents
+            except StaleEntry:  # a damaged entry: recomputed (and rewritten) below
+                self.cache.drop_maps(key)
+                self.stats["reference_cached"] -= 1
         cond = torch.cat([self.encode_text(negative), self.encode_text(inv.captions)])  # [2B, 77, D]
         store = AttentionMaps(store_device="cpu", store_dtype=self.map_dtype)
         x = inv.latents.to(self.device, self.dtype)
@@ -451,16 +503,22 @@ class Editor:
         captions = inv.captions
         neg = self._negative(inv, negative)
         key = self._reference_key(inv, cfg.guidance_scale, neg, cfg.steps)
-        stored = self._stored_reference(key, force)
+        stored = self._stored_reference(key, force, inv, cfg.steps)
         timings = [{"reference_s": 0.0, "edit_s": 0.0} for _ in vectors]
         if stored is not None:
             maps, recon = stored
             edited = []
-            for (vec, _), tm in zip(vectors, timings):
-                t0 = time.perf_counter()
-                edited.append(self.edit_latents(inv.latents, captions, neg, vec, maps, cfg))
-                tm["edit_s"] = time.perf_counter() - t0
-        else:
+            try:
+                for (vec, _), tm in zip(vectors, timings):
+                    t0 = time.perf_counter()
+                    edited.append(self.edit_latents(inv.latents, captions, neg, vec, maps, cfg))
+                    tm["edit_s"] = time.perf_counter() - t0
+            except StaleEntry:  # a damaged entry, found as it is read: recompute the reference pass with the edits
+                self.cache.drop_maps(key)
+                self.stats["reference_cached"] -= 1
+                self.stats["edit_passes"] -= len(edited) + 1  # the finished ones and the one that stopped
+                stored = None
+        if stored is None:
             recon, edited = self._lockstep(inv, captions, neg, [v for v, _ in vectors], cfg, key, timings)
         recon_images = self.decode(recon) if decode else None
         one = inv.latents.shape[0] == 1

@@ -156,6 +156,7 @@ class EditWorker:
 
     def __call__(self, batch: dict) -> dict:
         from editor.batch import EditOutcome, edit_files
+        from editor.errors import ComponentLoadError
 
         s = self.spec
         results = []
@@ -164,7 +165,10 @@ class EditWorker:
                 outcome = edit_files(self.editor, [Path(str(image))], s["directions"], Path(s["out_dir"]),
                                      inversion=s["inversion"], edit=s["edit"], caption=s["caption"],
                                      save_reconstruction=s["save_reconstruction"], force=s["force"],
-                                     skip_existing=s["skip_existing"])[0]
+                                     skip_existing=s["skip_existing"],
+                                     record_source_path=s.get("record_source_path", False))[0]
+            except ComponentLoadError:
+                raise  # the captioner cannot load: every image would fail alike; the job fails with this line
             except Exception as exc:  # noqa: BLE001 — one item's failure is reported, the others go on
                 outcome = EditOutcome(image=str(image), ok=False, error=f"{type(exc).__name__}: {exc}")
             results.append(json.dumps(asdict(outcome)))
@@ -174,26 +178,39 @@ class EditWorker:
 def edit_many(engine: Engine, directions: list, paths: list[Path], out_dir: Path, *, model: str | None,
               editor_kwargs: dict, inversion, edit, caption: str | None = None, save_reconstruction: bool = False,
               force: bool = False, skip_existing: bool = False, progress: bool = False,
-              report: Callable | None = None,
+              report: Callable | None = None, record_source_path: bool = False,
               open_local: Callable | None = None) -> list:
-    """Edit every image with every direction on ``engine`` → one :class:`editor.batch.EditOutcome` per image."""
-    from editor.batch import EditOutcome, edit_files
+    """Edit every image with every direction on ``engine`` → one :class:`editor.batch.EditOutcome` per image.
 
-    if engine.kind == "local":
+    What needs no model is settled first (:func:`editor.batch.triage`: missing inputs, existing outputs, two
+    inputs writing one output), so the model is loaded only when some image is left to edit."""
+    from editor.batch import EditOutcome, edit_files, labels_of, triage
+
+    settled = triage(paths, labels_of(directions), out_dir, force=force, skip_existing=skip_existing,
+                     save_reconstruction=save_reconstruction)
+    for outcome in settled:
+        if outcome is not None and report:
+            report(outcome)
+    todo = [p for p, o in zip(paths, settled) if o is None]
+    done: list = []
+    if todo and engine.kind == "local":
         editor = open_local() if open_local else _open(directions, model, editor_kwargs)
-        return edit_files(editor, paths, directions, out_dir, inversion=inversion, edit=edit, caption=caption,
+        done = edit_files(editor, todo, directions, out_dir, inversion=inversion, edit=edit, caption=caption,
                           save_reconstruction=save_reconstruction, force=force, skip_existing=skip_existing,
-                          report=report)
-    import torch
+                          record_source_path=record_source_path, report=report)
+    elif todo:
+        import torch
 
-    frozen = [freeze(d) for d in directions]
-    spec = {"directions": frozen, "model": model, "editor": {**editor_kwargs, "progress": False},
-            "out_dir": str(out_dir), "inversion": inversion, "edit": edit, "caption": caption,
-            "save_reconstruction": save_reconstruction, "force": force, "skip_existing": skip_existing,
-            "threads": torch.get_num_threads()}
-    rows = ray_map(engine, [{"image": str(p)} for p in paths], EditWorker, (spec,), desc="editing (ray)",
-                   progress=progress, on_result=(lambda r: report(EditOutcome(**r))) if report else None)
-    return [EditOutcome(**r) for r in rows]
+        frozen = [freeze(d) for d in directions]
+        spec = {"directions": frozen, "model": model, "editor": {**editor_kwargs, "progress": False},
+                "out_dir": str(out_dir), "inversion": inversion, "edit": edit, "caption": caption,
+                "save_reconstruction": save_reconstruction, "force": force, "skip_existing": skip_existing,
+                "record_source_path": record_source_path, "threads": torch.get_num_threads()}
+        rows = ray_map(engine, [{"image": str(p)} for p in todo], EditWorker, (spec,), desc="editing (ray)",
+                       progress=progress, on_result=(lambda r: report(EditOutcome(**r))) if report else None)
+        done = [EditOutcome(**r) for r in rows]
+    edited = iter(done)
+    return [o if o is not None else next(edited) for o in settled]
 
 
 def _open(directions, model, kwargs):
@@ -272,7 +289,7 @@ class PreviewWorker:
         import base64
         import tempfile
 
-        from editor.batch import edit_files, output_name
+        from editor.batch import edit_files, output_name, output_stem
         from editor.config import EditConfig, InversionConfig
 
         from .editing import open_editor
@@ -290,7 +307,8 @@ class PreviewWorker:
                     outcome = edit_files(self.editors[item["model"]], [image], dirs, Path(tmp),
                                          inversion=InversionConfig(steps=s["steps"], seed=s["seed"]),
                                          edit=EditConfig(), caption=s.get("caption"), force=True)[0]
-                    pngs = {d.ref: base64.b64encode((Path(tmp) / output_name(image.stem, d.ref)).read_bytes())
+                    stem = output_stem(image)
+                    pngs = {d.ref: base64.b64encode((Path(tmp) / output_name(stem, d.ref)).read_bytes())
                             .decode() for d in dirs} if outcome.ok else {}
                 results.append(json.dumps({"error": None if outcome.ok else outcome.error, "pngs": pngs}))
             except Exception as exc:  # noqa: BLE001

@@ -60,8 +60,8 @@ def latest(db, directions: list[Direction]) -> dict[str, dict]:
 def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, edit, caption: str | None = None,
              limit: int | None = None, masks: dict | None = None, out_dir: Path | None = None,
              report=None) -> EvalRun:
-    from editor.batch import output_name, save_png
-    from editor.errors import EditorError
+    from editor.batch import output_name, output_stem, save_png, source_fields
+    from editor.errors import ComponentLoadError, EditorError
     from editor.evaluate import score_pair, summarize
     from editor.image import load_image
 
@@ -82,22 +82,26 @@ def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, e
             src = image.resize(res.edited.size, resample=3) if image.size != res.edited.size else image
             scores = score_pair(scorers, src, res.edited, source, target, (masks or {}).get(Path(path).name))
             score_s += time.perf_counter() - t1
+        except ComponentLoadError:
+            raise  # not this image's fault: every image would be skipped alike
         except (EditorError, OSError) as exc:
             skipped.append(f"{path}: {' '.join(str(exc).split())}")
             continue
         row = {"image": str(path), "caption": cap, "scores": scores, "output": None}
         thumbs.append(tuple(_thumb(im) for im in (src, res.reconstruction, res.edited)))
         if out_dir is not None:
-            target_path = Path(out_dir) / output_name(Path(path).stem, d.ref)
-            save_png(res.edited, target_path, {"direction": d.ref, "source_image": Path(path).name,
-                                               "source_path": str(Path(path).resolve()), "caption": cap,
+            target_path = Path(out_dir) / output_name(output_stem(path), d.ref)
+            save_png(res.edited, target_path, {"direction": d.ref, **source_fields(path), "caption": cap,
                                                "scores": scores, "evaluation": True})
             row["output"] = str(target_path)
         rows.append(row)
         if report:
             report(row)
-    if not rows:
-        raise RegistryError(f"no image could be evaluated ({len(skipped)} skipped); check --images")
+    if not rows:  # every image was skipped, each for its own reason: say the first
+        if not skipped:
+            raise RegistryError("no image could be evaluated: --images holds none")
+        more = f" (and {len(skipped) - 1} more skipped)" if len(skipped) > 1 else ""
+        raise RegistryError(f"no image could be evaluated: {skipped[0]}{more}; check --images")
     means = summarize([r["scores"] for r in rows])
     params = {**scorers.names, "editor_model": editor.model_id, "model_fingerprint": editor.model_fingerprint,
               "inversion": {"steps": inversion.steps, **inversion.params()},

@@ -112,7 +112,7 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
     inversion per image. ``editor_for(directions)`` supplies the editor (default: loaded here, once per model;
     the web app's job runner passes the one it keeps loaded). With a Ray ``engine``
     (:class:`registry.engines.Engine`), the renders run on its workers and are stored here."""
-    from editor.batch import edit_files, output_name
+    from editor.batch import edit_files, output_name, output_stem
     from editor.config import EditConfig, InversionConfig
 
     from .editing import choose_model, open_editor
@@ -179,7 +179,7 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
                                  inversion=InversionConfig(steps=steps, seed=seed), edit=EditConfig(),
                                  caption=caption, force=True)[0]
             finish(image, chunk, None if outcome.ok else outcome.error,
-                   lambda d, tmp=tmp, image=image: Path(tmp) / output_name(image.stem, d.ref))
+                   lambda d, tmp=tmp, image=image: Path(tmp) / output_name(output_stem(image), d.ref))
         editor.on_step = None
     return out
 

@@ -121,3 +121,125 @@ def test_safety_checker_blanks_are_reported_and_can_be_turned_off(setup, tmp_pat
     r = CliRunner().invoke(main, base + ["--out", str(tmp_path / "b"), "--no-safety-checker"])
     assert r.exit_code == 0 and "safety checker" not in r.stderr
     assert np.asarray(Image.open(tmp_path / "b" / "p0__cat-to-dog@1.png")).max() > 0
+
+
+# --- issue 19: device, captioner, output names, checks before loading, source paths ----------------------------
+
+@pytest.fixture
+def lib(tmp_path, tiny_model, tiny_model_b):
+    """A SQLite registry with cat-to-dog (the tiny model) and cat-to-dog-b (the second tiny text encoder)."""
+    url = f"sqlite:///{tmp_path / 'edit.db'}"
+    reg = Registry.open(url)
+    reg.build_direction("cat", "dog", str(tiny_model), n=20)
+    reg.build_direction("cat", "dog", str(tiny_model_b), n=20, name="cat-to-dog-b")
+    reg.close()
+    return url
+
+
+def _photo(path, seed=0):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray((np.random.RandomState(seed).rand(40, 48, 3) * 255).astype(np.uint8)).save(path)
+    return path
+
+
+def _one_line_error(r, *needles):
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception  # not a traceback
+    assert r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+
+
+def test_a_device_this_machine_lacks_is_one_line_in_edit_and_build(lib, tmp_path, tiny_model):
+    import torch
+
+    photo = _photo(tmp_path / "p.png")
+    for device in ["tpu"] + ([] if torch.cuda.is_available() else ["cuda"]):
+        for args in (["edit", str(photo), "--direction", "cat-to-dog", "--caption", "a cat", "--out",
+                      str(tmp_path / "out")],
+                     ["direction", "build", "cat", "dog", "--model", str(tiny_model), "-n", "10"]):
+            r = CliRunner().invoke(main, ["--db", lib, *args, "--device", device])
+            _one_line_error(r, repr(device), "cpu")
+
+
+def test_the_snapshot_captioner_is_the_default_offline(lib, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # BLIP from the hub cannot load: the tiny snapshot's own must be used
+    photo = _photo(tmp_path / "p.png")
+    r = CliRunner().invoke(main, ["--db", lib, "-q", "edit", str(photo), "--direction", "cat-to-dog", "--steps", "2",
+                                  "--out", str(tmp_path / "out")])
+    assert r.exit_code == 0, r.output
+    assert read_provenance(tmp_path / "out" / "p__cat-to-dog@1.png")["caption"]
+    from editor.caption import DEFAULT_CAPTIONER, snapshot_captioner
+
+    assert snapshot_captioner(tmp_path) == DEFAULT_CAPTIONER  # a snapshot without captioner/: BLIP base
+
+
+def test_a_captioner_that_cannot_load_stops_the_batch_with_one_error(lib, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for i in range(2):
+        _photo(tmp_path / "in" / f"p{i}.png", seed=i)
+    r = CliRunner().invoke(main, ["--db", lib, "-q", "edit", str(tmp_path / "in"), "--direction", "cat-to-dog",
+                                  "--steps", "2", "--captioner", "p2pz-test/no-such-blip", "--out",
+                                  str(tmp_path / "out")])
+    _one_line_error(r, "captioner", "p2pz-test/no-such-blip", "--caption")
+    assert "images failed" not in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_inputs_sharing_a_stem_get_distinct_outputs(lib, tmp_path):
+    folder = tmp_path / "in"
+    for i, ext in enumerate(("bmp", "webp", "png")):
+        _photo(folder / f"img.{ext}", seed=i)
+    out = tmp_path / "out"
+    r = CliRunner().invoke(main, ["--db", lib, "-q", "edit", str(folder), "--direction", "cat-to-dog", "--steps", "2",
+                                  "--caption", "a cat", "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["img.bmp__cat-to-dog@1.png", "img.webp__cat-to-dog@1.png", "img__cat-to-dog@1.png"]
+    assert {read_provenance(out / n)["source_image"] for n in names} == {"img.bmp", "img.webp", "img.png"}
+    # the same file name in two folders: refused as a whole, before the model loads
+    a, b = _photo(tmp_path / "a" / "x.png"), _photo(tmp_path / "b" / "x.png", seed=1)
+    r = CliRunner().invoke(main, ["--db", lib, "-q", "edit", str(a), str(b), "--direction", "cat-to-dog",
+                                  "--caption", "a cat", "--out", str(out)])
+    _one_line_error(r, "would both be written as", "x__cat-to-dog@1.png", "--out")
+
+
+def test_what_needs_no_model_is_refused_before_it_loads(lib, tmp_path, tiny_model, monkeypatch):
+    from diffusers import UNet2DConditionModel
+
+    from editor import Editor
+
+    loads = []
+
+    def spy(cls_, name):  # records each call of the loader entry point, then loads as usual
+        real = getattr(cls_, "from_pretrained").__func__
+        monkeypatch.setattr(cls_, "from_pretrained",
+                            classmethod(lambda cls, *a, **k: loads.append(name) or real(cls, *a, **k)))
+
+    spy(Editor, "editor")
+    spy(UNet2DConditionModel, "unet")
+    photo, out = _photo(tmp_path / "p.png"), tmp_path / "out"
+    base = ["--db", lib, "-q", "edit", "--steps", "2", "--caption", "a cat", "--out", str(out)]
+    r = CliRunner().invoke(main, [*base, str(tmp_path / "missing.png"), "--direction", "cat-to-dog"])
+    assert r.exit_code == 1 and "missing.png' does not exist" in r.stderr and loads == []
+    _photo(out / "p__cat-to-dog@1.png")
+    r = CliRunner().invoke(main, [*base, str(photo), "--direction", "cat-to-dog"])
+    assert r.exit_code == 1 and "exists; pass --force" in r.stderr and loads == []
+    r = CliRunner().invoke(main, [*base, str(photo), "--direction", "cat-to-dog-b", "--model", str(tiny_model)])
+    _one_line_error(r, "was built with text encoder", "rebuild it with --model")
+    assert "unet" not in loads
+    r = CliRunner().invoke(main, [*base, str(photo), "--direction", "cat-to-dog", "--force"])  # the spies see loads
+    assert r.exit_code == 0, r.output
+    assert loads.count("unet") == 1
+
+
+def test_outputs_record_the_source_path_as_given(lib, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    relative = _photo(tmp_path / "photos" / "p.png").relative_to(tmp_path)
+    absolute = _photo(tmp_path / "photos" / "q.png", seed=1)
+    base = ["--db", lib, "-q", "edit", "--direction", "cat-to-dog", "--steps", "2", "--caption", "a cat"]
+    r = CliRunner().invoke(main, [*base, str(relative), str(absolute), "--out", "o1"])
+    assert r.exit_code == 0, r.output
+    assert read_provenance(tmp_path / "o1" / "p__cat-to-dog@1.png")["source_path"] == str(relative)
+    assert read_provenance(tmp_path / "o1" / "q__cat-to-dog@1.png")["source_path"] == "q.png"  # not the disk layout
+    r = CliRunner().invoke(main, [*base, str(absolute), "--out", "o2", "--record-source-path"])
+    assert r.exit_code == 0, r.output
+    assert read_provenance(tmp_path / "o2" / "q__cat-to-dog@1.png")["source_path"] == str(absolute.resolve())

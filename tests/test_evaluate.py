@@ -85,7 +85,8 @@ def test_eval_score_reads_the_provenance_of_existing_edits(tmp_path, tiny_model,
                                 "10"]).exit_code == 0
     out = tmp_path / "edits"
     res = runner.invoke(main, ["--db", db, "-q", "edit", str(photos), "--direction", "cat-to-dog", "--steps", "2",
-                               "--caption", "a cat", "--out", str(out), "--save-reconstruction"])
+                               "--caption", "a cat", "--out", str(out), "--save-reconstruction",
+                               "--record-source-path"])  # absolute inputs: their path is recorded only on request
     assert res.exit_code == 0, res.output
     edits = sorted(str(p) for p in out.glob("*__cat-to-dog@1.png"))
     res = runner.invoke(main, ["--db", db, "eval", "score", *edits, "--json",
@@ -180,3 +181,29 @@ def test_pie_bench_layout(tmp_path, tiny_model, tiny_clip, tiny_vit, alex_backbo
     assert {r["source"] for r in out["rows"]} == {"cat"} and {r["target"] for r in out["rows"]} == {"dog"}
     reg = Registry.open(db)
     assert reg.bank("cat").n_sentences == 20 and reg.directions() == []  # banks kept, the direction temporary
+
+
+def test_eval_run_names_a_component_that_cannot_load_and_each_skip_says_why(tiny_model, photos, tiny_clip,
+                                                                            tiny_vit, alex_backbone, tmp_path,
+                                                                            monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    url = f"sqlite:///{tmp_path / 'eval.db'}"
+    runner = CliRunner()
+    assert runner.invoke(main, ["--db", url, "direction", "build", "cat", "dog", "--model", str(tiny_model),
+                                "-n", "10"]).exit_code == 0
+    base = ["--db", url, "-q", "eval", "run", "cat-to-dog", "--steps", "2",
+            *_scorer_args(tiny_clip, tiny_vit, alex_backbone)]
+    # the captioner cannot load: one error naming it and the fixes, not "no image could be evaluated (3 skipped)"
+    r = runner.invoke(main, [*base, "--images", str(photos), "--captioner", "p2pz-test/no-such-blip"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: cannot load the captioner"), r.stderr
+    assert "p2pz-test/no-such-blip" in r.stderr and "--caption" in r.stderr and "--captioner" in r.stderr
+    assert "skipped" not in r.stderr
+    # images that really cannot be used are skipped, and the error says why
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("a.png", "b.png"):
+        (broken / name).write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    r = runner.invoke(main, [*base, "--images", str(broken), "--caption", "a cat"])
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), r.exception
+    assert "a.png is not a readable image" in r.stderr and "1 more skipped" in r.stderr, r.stderr

@@ -94,7 +94,8 @@ def test_batch_with_odd_and_bad_images(db, tmp_path):
     r = run_edit(db, folder, out=tmp_path / "out")
     assert r.exit_code == 1 and "1 of 3 images failed" in r.stderr
     assert "broken.png" in r.stderr and "animated (2 frames)" in r.stderr
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim__cat-to-dog@1.png", "tiny__cat-to-dog@1.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["anim.gif__cat-to-dog@1.png",  # not a .png input
+                                                                    "tiny__cat-to-dog@1.png"]
 
 
 def test_unwritable_output_is_reported(db, tmp_path):

@@ -48,7 +48,8 @@ def _open_editor(state, model, directions, device, dtype, no_safety_checker, no_
 @click.argument("images", nargs=-1, required=True, metavar="IMAGE|DIR|GLOB...")
 @_editing_options
 @click.option("--caption", help="Use this caption instead of BLIP's.")
-@click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
+@click.option("--captioner", default=None, help="BLIP model, hub id or folder [default: the model snapshot's own "
+              "captioner/ folder when it ships one, else Salesforce/blip-image-captioning-base].")
 @click.option("--xa-guidance", type=click.FloatRange(0), default=None,
               help="Cross-attention guidance step size [0.1; 0.01 for v-prediction models such as SD 2.x].")
 @click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio (longer side = model size).")
@@ -62,14 +63,18 @@ def _open_editor(state, model, directions, device, dtype, no_safety_checker, no_
               "(half the memory; results change slightly).")
 @click.option("--skip-existing", is_flag=True, help="Skip images whose outputs all exist (rerun an interrupted "
               "batch) instead of refusing them.")
+@click.option("--record-source-path", is_flag=True, help="Record the input's absolute path in each output's "
+              "provenance (by default: the path as given when relative, else the file name alone).")
 @engine_options
 @pass_state
 def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
          no_safety_checker, no_cache, cache_maps, as_json, caption, captioner, xa_guidance, keep_aspect, schedule,
-         save_reconstruction, student, maps_fp16, skip_existing, engine, address, workers, gpus_per_worker):
+         save_reconstruction, student, maps_fp16, skip_existing, record_source_path, engine, address, workers,
+         gpus_per_worker):
     """Apply stored directions to real images with pix2pix-zero.
 
-    Writes OUT/<image stem>__<direction>@<version>.png with the full provenance in a PNG text chunk.
+    Writes OUT/<name>__<direction>@<version>.png with the full provenance in a PNG text chunk; <name> is the
+    input's file name, without its extension when that is .png (cat.png → cat__…, cat.jpg → cat.jpg__…).
 
     \b
     Examples:
@@ -88,6 +93,10 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
     dirs = [state.registry().get(ref) for ref in directions]
     paths = expand_inputs(list(images))
+    if device:
+        from editor.loader import resolve_device
+
+        device = resolve_device(device)  # a device this machine lacks is refused before anything is loaded
     eng = make_engine(engine, address, workers, gpus_per_worker)
     if student is not None:
         if eng.kind != "local":
@@ -100,7 +109,7 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
                 version = parse_version(student[1:] if student.startswith("@") else "", "--student version")
             except RefError:
                 raise P2PZError(f"--student takes no value or @VERSION (e.g. --student @2), not {student!r}") from None
-        _edit_with_students(state, dirs, paths, Path(out_dir), version, device, force, as_json)
+        _edit_with_students(state, dirs, paths, Path(out_dir), version, device, force, as_json, record_source_path)
         return
     kwargs = {"map_dtype": "float16" if maps_fp16 else "float32"}
     if captioner is not None:
@@ -124,7 +133,8 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
                      "cache": not no_cache, "cache_maps": cache_maps, **kwargs}
     outcomes = edit_many(eng, dirs, paths, Path(out_dir), model=model, editor_kwargs=editor_kwargs,
                          inversion=inversion, edit=edit_cfg, caption=caption, save_reconstruction=save_reconstruction,
-                         force=force, skip_existing=skip_existing, progress=state.progress, report=None if as_json else report,
+                         force=force, skip_existing=skip_existing, progress=state.progress,
+                         report=None if as_json else report, record_source_path=record_source_path,
                          open_local=lambda: _open_editor(state, model, dirs, device, dtype, no_safety_checker,
                                                          no_cache, cache_maps, **kwargs))
     if as_json:
@@ -134,18 +144,19 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
         raise P2PZError(f"{len(failed)} of {len(outcomes)} images failed")
 
 
-def _edit_with_students(state, dirs, paths, out_dir, version, device, force, as_json):
+def _edit_with_students(state, dirs, paths, out_dir, version, device, force, as_json, record_source_path=False):
     from editor.batch import student_files
-    from editor.loader import default_device
+    from editor.loader import resolve_device
     from editor.student import Student
 
     reg = state.registry()
+    device = resolve_device(device)
     students = []
     for d in dirs:
         record = reg.student(d.ref, version)
-        model = Student.from_weights(record.weights, record.config, record.ref, device or default_device())
+        model = Student.from_weights(record.weights, record.config, record.ref, device)
         students.append((d.ref, model, {"student": record.version, "student_weights_sha256": record.weights_sha256}))
-    outcomes = student_files(students, paths, out_dir, force=force,
+    outcomes = student_files(students, paths, out_dir, force=force, record_source_path=record_source_path,
                              report=None if as_json else (lambda o: state.info(f"{o.image}: {', '.join(o.outputs)}")
                                                           if o.ok else click.echo(f"error: {o.image}: {o.error}",
                                                                                   err=True)))

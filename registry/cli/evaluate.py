@@ -29,9 +29,9 @@ def _scorer_options(f):
 
 def _scorers(clip_model, dino_model, lpips_weights, lpips_net, device):
     from editor.evaluate import Scorers
-    from editor.loader import default_device
+    from editor.loader import resolve_device
 
-    return Scorers.load(clip_model, dino_model, lpips_weights, lpips_net, device or default_device())
+    return Scorers.load(clip_model, dino_model, lpips_weights, lpips_net, resolve_device(device))
 
 
 def _print_run(run) -> None:
