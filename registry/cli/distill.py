@@ -94,10 +94,11 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
         click.echo("warning: pairs are not filtered (--no-filter)", err=True)
     else:
         from editor.evaluate import Scorers
-        from editor.loader import default_device
+        from editor.loader import resolve_device
 
+        device = resolve_device(device)  # a device this machine lacks is one line, not an unfiltered run
         try:
-            scorers = Scorers.load(clip_model, dino_model, device=device or default_device())
+            scorers = Scorers.load(clip_model, dino_model, device=device)
         except Exception as exc:  # the filter's models are optional: without them, every pair is kept
             click.echo(f"warning: pairs are not filtered ({' '.join(str(exc).split()) or type(exc).__name__})",
                        err=True)
@@ -181,7 +182,7 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
         options["lambda_lpips"] = 10.0 if lambda_lpips is None else lambda_lpips
     elif lambda_lpips is not None:
         raise P2PZError("--lambda-lpips weighs the LPIPS term: pass --lpips-weights FILE too")
-    from editor.loader import default_device
+    from editor.loader import resolve_device
 
     structure = None
     if dino_model:
@@ -191,7 +192,7 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
     try:
         result = train_dataset(Path(dataset), Path(out_dir), None, steps, options=options, held_out=held_out,
                                resume=resume, force=force, checkpoint_every=checkpoint_every,
-                               progress=state.progress, lpips=lpips, device=device or default_device(),
+                               progress=state.progress, lpips=lpips, device=resolve_device(device),
                                precision=precision, structure=structure)
     except TrainingInterrupted as stop:
         again = f"p2pz distill train {shlex.quote(dataset)} --out {shlex.quote(out_dir)} --resume"
