@@ -74,10 +74,16 @@ def source_fields(path: str | Path, record_path: bool = False) -> dict:
     return {"source_image": p.name, "source_path": recorded}
 
 
-def save_png(image: Image.Image, path: Path, provenance: dict) -> None:
-    """Write atomically with the provenance as a PNG text chunk ``p2pz`` (JSON)."""
+def save_png(image: Image.Image, path: Path, provenance: dict, caption: str | None = None) -> None:
+    """Write atomically with the provenance as a PNG text chunk ``p2pz`` (JSON); ``caption`` (what the image
+    shows, e.g. the prompt of a generated image) goes into ``p2pz:caption``, read back by
+    :func:`editor.caption.recorded_caption`."""
+    from .caption import CAPTION_KEY
+
     info = PngInfo()
     info.add_text("p2pz", json.dumps(provenance, sort_keys=True, default=str))
+    if caption:
+        info.add_text(CAPTION_KEY, caption)
     atomic_write(path, writer=lambda tmp: image.save(tmp, format="PNG", pnginfo=info))
 
 
@@ -255,7 +261,7 @@ def generate_files(editor, prompt: str, directions: list, out_dir: Path, *, seed
     inv = editor.synthetic(prompt, seed=seed, size=size, steps=steps)
     results = editor.edit(inv, directions, edit)
     base = {**_model_provenance(editor), "prompt": prompt, "seed": seed, "steps": inv.steps, "synthetic": True}
-    save_png(results[0].reconstruction, sample, {**base, "direction": None})
+    save_png(results[0].reconstruction, sample, {**base, "direction": None}, caption=prompt)
     outcome = GenerateOutcome(generated=str(sample), edits=[])
     for label, res, target in zip(labels, results, targets):
         save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res)})

@@ -26,13 +26,44 @@ PROMPT = "a picture of"
 GENERATE = {"num_beams": 3, "min_length": 10, "max_length": 30}
 
 
+CAPTION_KEY = "p2pz:caption"  # the PNG text chunk in which p2pz records the caption of an image it rendered
+
+
 def snapshot_captioner(folder) -> str:
     """The captioner to use with the model snapshot in ``folder``: its own ``captioner/`` subfolder when it ships
-    one (a BLIP ``config.json`` there), else :data:`DEFAULT_CAPTIONER`."""
+    one (a BLIP ``config.json``, or a ``captioner.json`` naming a built-in captioner such as the shapes model's),
+    else :data:`DEFAULT_CAPTIONER`."""
     from pathlib import Path
 
     own = Path(folder) / "captioner"
-    return str(own) if (own / "config.json").is_file() else DEFAULT_CAPTIONER
+    return str(own) if (own / "config.json").is_file() or (own / "captioner.json").is_file() else DEFAULT_CAPTIONER
+
+
+def recorded_caption(image) -> str | None:
+    """The caption recorded in an image's ``p2pz:caption`` PNG text chunk (a PIL image or a path), else None."""
+    info = getattr(image, "info", None)
+    if info is None:
+        from PIL import Image
+
+        try:
+            with Image.open(image) as im:
+                info = dict(im.info)
+        except (OSError, ValueError):
+            return None
+    text = info.get(CAPTION_KEY)
+    if not isinstance(text, str):
+        return None
+    text = " ".join(text.split())[:500]
+    return text or None
+
+
+def png_info(caption: str):
+    """A ``PngInfo`` recording ``caption``: ``image.save(path, pnginfo=png_info(caption))``."""
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text(CAPTION_KEY, caption)
+    return info
 
 
 def strip_prompt(text: str) -> str:
@@ -52,6 +83,17 @@ class Captioner:
     @classmethod
     def from_pretrained(cls, name_or_path: str = DEFAULT_CAPTIONER, device: str = "cpu",
                         dtype: torch.dtype = torch.float32) -> "Captioner":
+        import json
+        from pathlib import Path
+
+        builtin = Path(str(name_or_path)) / "captioner.json"
+        if builtin.is_file():
+            kind = json.loads(builtin.read_text()).get("kind")
+            if kind == "shapes-parser":
+                from .shapes.caption import ShapesCaptioner
+
+                return ShapesCaptioner()
+            raise ValueError(f"{builtin} names an unknown captioner kind {kind!r}")
         from transformers import BlipForConditionalGeneration, BlipProcessor
         from transformers.utils import logging as hf_logging
 

@@ -23,6 +23,7 @@ from store.files import atomic_write
 from store.paths import cache_dir
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
+SHAPES_MODEL = "p2pz/shapes"  # the shapes-world model shipped in editor/shapes/weights (architecture §12)
 MAX_LENGTH = 77
 
 
@@ -65,6 +66,13 @@ def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokeniz
     (``local_only``: only the Hugging Face cache is looked at)."""
     if not model or not model.strip():
         raise ModelLoadError("no model given; pass --model with a hub id or a local folder")
+    if model.strip() == SHAPES_MODEL:  # the model p2pz trains and ships itself (architecture §12)
+        from .shapes.model import ShapesModelError, snapshot
+
+        try:
+            return _classify_folder(model, snapshot())
+        except ShapesModelError as exc:
+            raise ModelLoadError(str(exc)) from None
     path = Path(model).expanduser()
     if path.exists():
         return _classify_folder(model, path)

@@ -1,4 +1,10 @@
-"""``p2pz demo``: the registry end to end, offline, in a folder of its own."""
+"""``p2pz demo``: the registry end to end, offline, in a folder of its own.
+
+By default it runs on the shapes model (``p2pz/shapes``, architecture §12): a small text-to-image model p2pz
+trained on its synthetic shapes world, so the edits at the end are real edits a person can judge — a circle
+becomes a square, red becomes blue, day becomes night — and the parser says what each image shows. With
+``--model`` (a Stable Diffusion hub id or folder, or a ``p2pz dev tiny-model`` folder) it runs the same steps on
+cat/dog/day/night concepts and the bundled photo."""
 
 from __future__ import annotations
 
@@ -7,68 +13,82 @@ from pathlib import Path
 from typing import Callable
 
 CONCEPTS = [("cat", "dog"), ("kitten", "puppy"), ("day", "night"), ("horse", "zebra")]
+SHAPES_CONCEPTS = [("circle", "square"), ("red", "blue"), ("day", "night"), ("triangle", "star")]
+SHAPES_BANK_SIZE = 100  # sentences per bank on the shapes model: its 77-token MiniLM encodes ≈ 20 ms a sentence here
 
 
 SAMPLE_IMAGE = Path(__file__).parent / "data" / "sample.png"
 
 
-def run_demo(out: Path, model: str | None = None, n: int = 1000, db: str | None = None, progress: bool = False,
-             echo: Callable[[str], None] = print, edit_steps: int = 10, do_edit: bool = True) -> dict:
+def run_demo(out: Path, model: str | None = None, n: int | None = None, db: str | None = None,
+             progress: bool = False, echo: Callable[[str], None] = print, edit_steps: int | None = None,
+             do_edit: bool = True) -> dict:
+    from editor.loader import SHAPES_MODEL
+    from editor.tiny import is_random_weights
+
     from .api import Registry
-    from editor.tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
-    tiny = model is None
-    if tiny:
-        model_dir = out / "tiny-model"
-        if not (model_dir / "model_index.json").is_file():
-            info = build_tiny_model(model_dir, overwrite=True)
-            echo(f"built a tiny Stable Diffusion snapshot in {model_dir} (vocabulary: {info['vocab']})")
+    model = model or SHAPES_MODEL
+    shapes = model == SHAPES_MODEL
+    tiny = not shapes and is_random_weights(model)
+    n = n or (SHAPES_BANK_SIZE if shapes else 1000)
+    concepts = SHAPES_CONCEPTS if shapes else CONCEPTS
+    if shapes:
+        from editor.shapes.model import LABEL
+
+        echo(f"model: {LABEL}.")
+        echo("Pass --model CompVis/stable-diffusion-v1-4 (or a local SD folder) to run these steps on real photos.")
+    elif tiny:
+        from editor.tiny import RANDOM_WEIGHTS_NOTICE
+
         echo("")
         echo("!" * 100)
         echo(f"!! {RANDOM_WEIGHTS_NOTICE}")
-        echo("!! Pass --model CompVis/stable-diffusion-v1-4 (or a local SD folder) to use a real model.")
         echo("!" * 100)
         echo("")
-        model = str(model_dir)
     url = db or f"sqlite:///{(out / 'registry.db').resolve()}"
     echo(f"registry: {url}")
     echo(f"model:    {model}")
     reg = Registry.open(url, progress=progress)
 
-    echo(f"\n1. template banks ({n} sentences each)")
-    for pair in CONCEPTS:
+    echo(f"\n1. template banks ({n} sentences each; the template kind is chosen from the word)")
+    for pair in concepts:
         for concept in pair:
             b = reg.make_bank(concept, "templates", n=n, seed=0)
-            echo(f"   {b.ref:<10} {b.n_sentences} sentences, e.g. {b.sentences[0]!r}")
+            kind = (b.params or {}).get("template_kind", "?")
+            echo(f"   {b.ref:<10} {kind:<9} {b.n_sentences} sentences, e.g. {b.sentences[0]!r}")
 
     echo("\n2. directions Δ = mean(target) − mean(source)")
     built = []
-    for src, tgt in CONCEPTS:
+    for src, tgt in concepts:
         d = reg.build_direction(src, tgt, model)
         built.append(d)
         v = d.vector_numpy()
         echo(f"   {d.ref:<18} {d.source} → {d.target}  shape {list(v.shape)}  ‖Δ‖ {float((v ** 2).sum() ** 0.5):.4g}"
              f"  BOS row ‖·‖ {float((v[0, 0] ** 2).sum() ** 0.5):.2g}")
-    again = reg.build_direction("cat", "dog", model)
-    echo(f"   rebuilding cat-to-dog returns the stored version: {again.ref}")
+    first = built[0]
+    again = reg.build_direction(first.source, first.target, model)
+    echo(f"   rebuilding {first.name} returns the stored version: {again.ref}")
 
     echo("\n3. list")
     for d in reg.directions():
         echo(f"   {d.ref:<18} encoder {d.encoder[:12]}  tags {d.tags}")
 
-    echo("\n4. search: neighbours of cat-to-dog")
-    hits = reg.search("cat-to-dog", k=4)
+    echo(f"\n4. search: neighbours of {first.name}")
+    hits = reg.search(first.name, k=4)
     for h in hits:
         echo(f"   {h.score:+.4f}  {h.direction.ref}")
-    pair_hits = reg.search_pair("kitten", "puppy", k=2)
-    echo(f"   --pair kitten puppy → {[h.direction.ref for h in pair_hits]}")
+    probe = concepts[-1]
+    pair_hits = reg.search_pair(probe[0], probe[1], k=2)
+    echo(f"   --pair {probe[0]} {probe[1]} → {[h.direction.ref for h in pair_hits]}")
 
     echo("\n5. combine and tag")
-    combo = reg.combine({"cat-to-dog": 1.0, "day-to-night": 0.5}, name="cat-to-dog-at-night")
-    reg.tag("cat-to-dog@1", "animals")
-    echo(f"   {combo.ref} = 1.0·cat-to-dog + 0.5·day-to-night")
+    night = "day-to-night"
+    combo = reg.combine({first.name: 1.0, night: 0.5}, name=f"{first.name}-at-night")
+    reg.tag(first.ref, "shapes" if shapes else "animals")
+    echo(f"   {combo.ref} = 1.0·{first.name} + 0.5·{night}")
 
     lib = out / "demo-library.p2pz"
     info = reg.export([d.name for d in built] + [combo.name], lib)
@@ -80,12 +100,81 @@ def run_demo(out: Path, model: str | None = None, n: int = 1000, db: str | None 
     echo(f"   imported into {fresh_url}: {res['added']}; a second import adds {res2['added']['directions']} directions")
     fresh.close()
     edits = []
-    if do_edit:
-        edits = _edit_sample(reg, model, out, tiny, edit_steps, progress, echo)
+    if do_edit and shapes:
+        edits = _edit_shapes(reg, out, built[:3], edit_steps or 50, progress, echo)
+    elif do_edit:
+        edits = _edit_sample(reg, model, out, tiny, edit_steps or 10, progress, echo)
     reg.close()
     echo(f"\ndone in {time.perf_counter() - t0:.1f} s")
     return {"directions": [d.ref for d in built], "combination": combo.ref, "library": str(lib),
             "search": [(h.direction.ref, h.score) for h in hits], "edits": edits}
+
+
+DEMO_SEED = 10_000_000 + 424242  # a held-out shapes scene (world.HELD_OUT + …): never seen in training
+
+
+def _edit_shapes(reg, out: Path, directions: list, steps: int, progress: bool, echo) -> list[str]:
+    """7. pix2pix-zero on a held-out shapes image: inversion, one reference pass, three edits, a grid."""
+    from editor.batch import edit_files
+    from editor.caption import png_info
+    from editor.config import EditConfig, InversionConfig
+    from editor.loader import SHAPES_MODEL
+    from editor.shapes import parse as shapes_parse
+    from editor.shapes import world
+    from store.files import atomic_write
+
+    from .editing import open_editor
+
+    sample = world.sample(DEMO_SEED, shape="circle", colour="red", background="day", size="large",
+                          position="center")
+    src = out / "shapes-source.png"
+    atomic_write(src, writer=lambda p: sample.image().save(p, format="PNG", pnginfo=png_info(sample.caption)))
+    echo(f"\n7. edit a held-out shapes image ({src.name}: {sample.caption!r}) with pix2pix-zero, {steps} steps")
+    ed = open_editor(directions, SHAPES_MODEL, progress=progress)
+    t0 = time.perf_counter()
+    outcomes = edit_files(ed, [src], directions, out / "edits", inversion=InversionConfig(steps=steps),
+                          edit=EditConfig(steps=steps), force=True, save_reconstruction=True)
+    o = outcomes[0]
+    if not o.ok:
+        echo(f"   edit failed: {o.error}")
+        return []
+    echo(f"   caption (recorded in the PNG): {o.caption!r}")
+    from PIL import Image
+
+    panels = [("source", sample.image())]
+    recon = [p for p in o.outputs if p.endswith("__reconstruction.png")]
+    for path in o.outputs:
+        if path in recon:
+            continue
+        img = Image.open(path).convert("RGB")
+        p = shapes_parse.parse(img)
+        label = Path(path).stem.split("__", 1)[1]
+        echo(f"   wrote {path}: the parser reads a {p.colour} {p.shape} on {p.background}")
+        panels.append((label, img))
+    if recon:
+        panels.insert(1, ("reconstruction", Image.open(recon[0]).convert("RGB")))
+    grid = out / "edits" / "grid.png"
+    write_grid(grid, panels)
+    echo(f"   before/after grid: {grid}")
+    echo(f"   {time.perf_counter() - t0:.1f} s for one inversion, one reference pass and {len(directions)} edits")
+    return o.outputs + [str(grid)]
+
+
+def write_grid(path: Path, panels: list, scale: int = 3) -> None:
+    """A labelled row of images (each upscaled ``scale`` × with nearest-neighbour, so pixels stay pixels)."""
+    from PIL import Image, ImageDraw
+
+    from store.files import atomic_write
+
+    side = max(im.width for _, im in panels) * scale
+    pad, label_h = 6, 16
+    grid = Image.new("RGB", (len(panels) * (side + pad) + pad, side + label_h + 2 * pad), (255, 255, 255))
+    draw = ImageDraw.Draw(grid)
+    for i, (label, im) in enumerate(panels):
+        x = pad + i * (side + pad)
+        grid.paste(im.convert("RGB").resize((side, side), Image.Resampling.NEAREST), (x, pad))
+        draw.text((x + 2, side + pad + 2), label, fill=(0, 0, 0))
+    atomic_write(path, writer=lambda p: grid.save(p, format="PNG"))
 
 
 def _edit_sample(reg, model: str, out: Path, tiny: bool, steps: int, progress: bool, echo) -> list[str]:

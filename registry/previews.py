@@ -26,6 +26,16 @@ from .records import Direction, NotFound, RegistryError
 THUMB = 256
 DEFAULT_STEPS = 50
 SAMPLE_IMAGE = Path(__file__).parent / "data" / "sample.png"
+# a held-out shapes-world scene (red circle, day sky; its caption recorded in the PNG): the preview image of
+# directions on the shapes model, whose world has no cats on grass (architecture §12)
+SHAPES_SAMPLE_IMAGE = Path(__file__).parent / "data" / "shapes-sample.png"
+
+
+def default_images(model: str | None) -> list[Path]:
+    """The preview images of a model when none are given: the shapes sample on ``p2pz/shapes``, else the photo."""
+    from editor.loader import SHAPES_MODEL
+
+    return [SHAPES_SAMPLE_IMAGE] if model == SHAPES_MODEL else [SAMPLE_IMAGE]
 BATCH = 8  # directions edited together per inversion
 
 
@@ -107,8 +117,8 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
                    engine=None,
                    report: Callable[[dict], None] | None = None, progress: bool = False) -> list[dict]:
     """Render the preview of every direction in ``refs`` (default: every non-deprecated one) on every image of
-    ``images`` (default: the bundled sample) → one summary per (direction, image): ``{"direction", "image",
-    "key", "status": "rendered" | "cached" | "failed", "error"}``. Directions sharing a model share one
+    ``images`` (default: the bundled sample of the direction's model, :func:`default_images`) → one summary per
+    (direction, image): ``{"direction", "image", "key", "status": "rendered" | "cached" | "failed", "error"}``. Directions sharing a model share one
     inversion per image. ``editor_for(directions)`` supplies the editor (default: loaded here, once per model;
     the web app's job runner passes the one it keeps loaded). With a Ray ``engine``
     (:class:`registry.engines.Engine`), the renders run on its workers and are stored here."""
@@ -118,8 +128,8 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
     from .editing import choose_model, open_editor
 
     directions = [registry.get(r) for r in refs] if refs else registry.directions()
-    images = [Path(p) for p in (images or [SAMPLE_IMAGE])]
-    for p in images:
+    given = [Path(p) for p in images] if images else None
+    for p in given or ():
         if not p.is_file():
             raise RegistryError(f"preview image {p} does not exist")
     params = {"steps": steps, "seed": seed, **({"caption": caption} if caption else {})}  # caption: not BLIP's
@@ -144,7 +154,7 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
 
     for chosen, group in by_model.items():
         mkey = model_key(chosen)
-        for image in images:
+        for image in given or default_images(chosen or model):
             image_sha = hashlib.sha256(image.read_bytes()).hexdigest()
             todo = []
             for d in group:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import P2PZGroup, State, echo_json, echo_table, json_option, main, pass_state
+from . import P2PZError, P2PZGroup, State, echo_json, echo_table, json_option, main, pass_state
 
 
 @main.group(cls=P2PZGroup)
@@ -164,6 +164,7 @@ def dev():
     \b
     Example:
       p2pz dev tiny-model ./tiny-sd
+      p2pz dev shapes-model ./shapes-sd
     """
 
 
@@ -189,21 +190,104 @@ def dev_tiny_model(folder, vocab, v_prediction, seed, force):
     click.echo(f"WARNING: {RANDOM_WEIGHTS_NOTICE}", err=True)
 
 
+@dev.command("shapes-model")
+@click.argument("folder", type=click.Path(file_okay=False))
+@click.option("--force", is_flag=True, help="Write into a non-empty folder.")
+def dev_shapes_model(folder, force):
+    """Write the trained shapes-world model (a complete SD-layout snapshot, text encoder included) to FOLDER.
+
+    The same model ``--model p2pz/shapes`` loads: a small text-to-image model p2pz trained on its synthetic
+    shapes world (64 px), not Stable Diffusion.
+
+    \b
+    Example:
+      p2pz dev shapes-model ./shapes-sd && python -c "from diffusers import StableDiffusionPipeline; \\
+        StableDiffusionPipeline.from_pretrained('./shapes-sd')"
+    """
+    from editor.shapes.model import LABEL, ShapesModelError, write_snapshot
+
+    out = Path(folder)
+    if out.exists() and not out.is_dir():
+        raise P2PZError(f"{folder} is a file; give a folder")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise P2PZError(f"{folder} is not empty; pass --force to write into it")
+    try:
+        write_snapshot(out)
+    except ShapesModelError as exc:
+        raise P2PZError(str(exc)) from None
+    click.echo(f"wrote {out} — {LABEL}")
+
+
+@dev.command("train-shapes")
+@click.argument("out", type=click.Path(file_okay=False))
+@click.option("--steps", type=click.IntRange(1), default=None, help="UNet training steps [default: 6000].")
+@click.option("--vae-steps", type=click.IntRange(1), default=None, help="VAE training steps [default: 1000].")
+@click.option("--pool", type=click.IntRange(64), default=None, help="Training images encoded once [default: 8192].")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--resume", is_flag=True, help="Continue the run checkpointed in OUT (same options).")
+@click.option("--force", is_flag=True, help="Start again, replacing the run in OUT.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
+@pass_state
+def dev_train_shapes(state: State, out, steps, vae_steps, pool, seed, resume, force, threads):
+    """Train the shapes model from scratch into OUT (VAE, then UNet; resumable, deterministic for a seed).
+
+    Stop it at any moment (Ctrl-C or SIGTERM): the step under way finishes and is checkpointed; --resume
+    continues to the same weights. OUT then holds unet/, vae/, scheduler/, manifest.json and loss.png; copy
+    those into editor/shapes/weights/ to ship them. About 1 h on 2 CPU cores with the defaults.
+
+    \b
+    Example:
+      p2pz dev train-shapes ./shapes-run --steps 6000
+      p2pz dev train-shapes ./shapes-run --resume
+    """
+    import sys
+
+    import torch
+
+    from editor.shapes.model import ShapesModelError
+    from editor.shapes.train import ShapesTrainingError, Stopped, TrainConfig, train
+
+    if resume and force:
+        raise P2PZError("--resume and --force contradict each other; pass one")
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = TrainConfig(seed=seed)
+    for name, value in (("unet_steps", steps), ("vae_steps", vae_steps), ("pool", pool)):
+        if value is not None:
+            setattr(cfg, name, value)
+    command = "p2pz dev train-shapes " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [out])
+    try:
+        train(Path(out), cfg, resume=resume, force=force, progress=state.progress, command=command)
+    except Stopped as stop:
+        click.echo(f"stopped after {stop.stage} step {stop.step}; checkpoint in {out}. Continue with: "
+                   f"p2pz dev train-shapes {out} --resume (and the same options)", err=True)
+        raise SystemExit(130) from None
+    except (ShapesTrainingError, ShapesModelError) as exc:
+        raise P2PZError(str(exc)) from None
+    click.echo(f"trained the shapes model into {out} (manifest.json, loss.png)")
+
+
 @main.command("demo")
-@click.option("--model", help="A real SD model (hub id or folder); default: a tiny random-weight model.")
+@click.option("--model", help="Another model (SD hub id or folder, or a `p2pz dev tiny-model` folder); default: "
+              "p2pz/shapes, the shapes-world model p2pz trained itself.")
 @click.option("--out", "out", type=click.Path(file_okay=False), default="p2pz-demo", show_default=True,
-              help="Working folder (its own registry, model and outputs).")
-@click.option("-n", "n", type=click.IntRange(10, 100_000), default=1000, show_default=True, help="Sentences per bank.")
-@click.option("--steps", type=click.IntRange(2, 1000), default=10, show_default=True,
-              help="DDIM steps of the sample edit.")
+              help="Working folder (its own registry and outputs).")
+@click.option("-n", "n", type=click.IntRange(10, 100_000), default=None,
+              help="Sentences per bank [default: 100 on the shapes model, else 1000].")
+@click.option("--steps", type=click.IntRange(2, 1000), default=None,
+              help="DDIM steps of the sample edit [default: 50 on the shapes model, else 10].")
 @click.option("--no-edit", is_flag=True, help="Skip the image edit.")
 @click.pass_context
 def demo(ctx, model, out, n, steps, no_edit):
-    """Run p2pz offline: banks, directions, list, search, combine, export, import, and an image edit.
+    """Run p2pz offline: banks, directions, list, search, combine, export, import, and image edits.
+
+    On the shapes model (the default) the edits are real: a held-out image of a red circle in a day sky is
+    inverted and edited circle→square, red→blue and day→night, and a before/after grid is written.
 
     \b
     Example:
       p2pz demo --out demo-out
+      p2pz dev tiny-model ./tiny-sd && p2pz demo --model ./tiny-sd   # the random-weight plumbing model
     """
     from ..demo import run_demo
 

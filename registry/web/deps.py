@@ -24,6 +24,19 @@ class State:
         self.search_lock = threading.Lock()
         self.diagnostics: dict[str, dict] = {}  # ref → inspect() result (immutable per direction version)
 
+    def sample_image(self):
+        """The sample image for "try it without an upload": a shapes-world image when the server's model (or the
+        registry's one model) is the shapes model, else the bundled photo."""
+        from .. import previews
+        from ..encoding import registry_model
+        from ..records import RegistryError
+
+        try:
+            model = registry_model(self.registry.db, self.settings.model)
+        except RegistryError:  # several models: the photo
+            model = self.settings.model
+        return previews.default_images(model)[0]
+
 
 def state(request: Request) -> State:
     return request.app.state.p2pz

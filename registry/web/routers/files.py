@@ -23,10 +23,12 @@ def preview(key: str, which: str):
 
 @router.get("/samples/{name}", response_class=FileResponse, responses={404: {"model": Error}})
 def sample(name: str):
-    """The bundled sample image (``sample.png``), for trying an edit without an upload."""
-    if name != _previews.SAMPLE_IMAGE.name:
-        raise NotFound(f"no sample {name!r}; the sample image is {_previews.SAMPLE_IMAGE.name}")
-    return FileResponse(_previews.SAMPLE_IMAGE, media_type="image/png")
+    """A bundled sample image (``sample.png``, the photo; ``shapes-sample.png``, the shapes model's), for trying an
+    edit without an upload."""
+    samples = {p.name: p for p in (_previews.SAMPLE_IMAGE, _previews.SHAPES_SAMPLE_IMAGE)}
+    if name not in samples:
+        raise NotFound(f"no sample {name!r}; the samples are {', '.join(samples)}")
+    return FileResponse(samples[name], media_type="image/png")
 
 
 @router.get("/health", response_model=Health)

@@ -39,7 +39,7 @@ def submit_edit(image: UploadFile | None = File(None, description="The photo to 
     if sample:
         if image is not None and image.filename:
             raise HTTPError(400, "send an image or sample=true, not both")
-        data = _previews.SAMPLE_IMAGE.read_bytes()
+        data = st.sample_image().read_bytes()
     elif image is None:
         raise UploadError("attach an image (field 'image') or set sample=true")
     else:

@@ -83,4 +83,5 @@ def apply_page(request: Request, d: list[str] = Query([], max_length=8), st: Sta
     except RegistryError as exc:
         return _error_page(request, exc)
     _, options = st.registry.page(limit=200)
-    return _render(request, "apply.html", chosen=chosen, options=[o.ref for o in options])
+    return _render(request, "apply.html", chosen=chosen, options=[o.ref for o in options],
+                   sample=st.sample_image().name)

@@ -1,0 +1,105 @@
+"""The shapes world (architecture §12): seeded generator, captions, and the parser that judges every check."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from editor.shapes import parse, world
+
+
+def test_sample_is_a_pure_function_of_its_seed():
+    a, b = world.sample(123), world.sample(123)
+    assert a == b
+    assert np.array_equal(a.pixels(), b.pixels())
+    assert world.sample(124) != a
+
+
+def test_the_parser_is_exact_on_500_renderings():
+    wrong = []
+    for s in world.held_out(500):
+        got = parse.parse(s.pixels()).attributes()
+        want = {k: getattr(s.scene, k) for k in got}
+        if got != want:
+            wrong.append((s.seed, want, got))
+    assert wrong == [], wrong[:5]
+
+
+def test_the_parser_reads_every_shape_colour_and_background():
+    seen = set()
+    for s in world.held_out(500):
+        seen.add((s.scene.shape, "shape"))
+        seen.add((s.scene.colour, "colour"))
+        seen.add((s.scene.background, "background"))
+    assert {v for v, k in seen if k == "shape"} == set(world.SHAPES)
+    assert {v for v, k in seen if k == "colour"} == set(world.COLOURS)
+    assert {v for v, k in seen if k == "background"} == set(world.BACKGROUNDS)
+
+
+def test_an_empty_image_has_no_object():
+    p = parse.parse(world.background_pixels("night").astype(np.uint8))
+    assert not p.found and p.background == "night"
+
+
+def test_a_scene_edit_changes_only_the_background():
+    s = world.sample(world.HELD_OUT + 7, background="day", also_on=("night",))
+    night = world.with_(s.scene, background="night")
+    a, b = parse.parse(world.render(s.scene)), parse.parse(world.render(night))
+    assert (a.background, b.background) == ("day", "night")
+    assert a.shape == b.shape and a.colour == b.colour
+    assert parse.iou(a.mask, b.mask) > 0.95
+
+
+def test_objects_always_stand_out_and_stay_inside():
+    for s in world.held_out(300):
+        assert world.contrast(s.scene.colour, s.scene.background) >= world.MIN_CONTRAST
+        mask = world.object_mask(s.scene) > 0
+        assert not mask[:2].any() and not mask[-2:].any() and not mask[:, :2].any() and not mask[:, -2:].any()
+
+
+def test_captions_are_varied_english_that_name_the_attributes():
+    samples = world.held_out(200)
+    assert len({s.caption for s in samples}) > 150
+    for s in samples:
+        assert s.scene.shape in s.caption and s.scene.colour in s.caption
+        if s.scene.background in world.SKIES:
+            assert ("night" in s.caption) == (s.scene.background == "night")
+        else:
+            assert s.scene.background in s.caption
+        assert not re.search(r"\ba [aeiou]", s.caption), s.caption  # "an image", never "a image"
+
+
+def test_iou_and_background_change():
+    s = world.sample(world.HELD_OUT + 3)
+    p = parse.parse(s.pixels())
+    assert parse.iou(p.mask, p.mask) == 1.0
+    assert parse.iou(p.mask, ~p.mask) == 0.0
+    assert parse.background_change(s.pixels(), s.pixels(), p.mask) == 0.0
+    other = world.render(world.with_(s.scene, shape="star" if s.scene.shape != "star" else "circle"))
+    # outside both objects only the anti-aliased rims (coverage < ½) differ
+    assert 0 < parse.background_change(s.pixels(), other, p.mask | parse.parse(other).mask) < 0.01
+
+
+def test_the_parser_refuses_a_wrong_size():
+    with pytest.raises(ValueError, match="64"):
+        parse.parse(np.zeros((32, 32, 3)))
+
+
+def test_recorded_caption_round_trips_through_png(tmp_path):
+    from editor.caption import png_info, recorded_caption
+    from editor.shapes.caption import ShapesCaptioner
+
+    s = world.sample(world.HELD_OUT + 11)
+    path = tmp_path / "s.png"
+    s.image().save(path, pnginfo=png_info(s.caption))
+    assert recorded_caption(path) == s.caption
+    assert ShapesCaptioner()([Image.open(path)]) == [s.caption]
+    plain = tmp_path / "plain.png"
+    s.image().save(plain)
+    described = ShapesCaptioner()([Image.open(plain)])[0]
+    sc = s.scene
+    assert described == world.describe(sc.shape, sc.colour, sc.background, sc.size, sc.position)
+    assert sc.shape in described and sc.colour in described
