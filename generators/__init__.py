@@ -7,19 +7,20 @@ one from a kind name and its options.
 from .base import BankDraft, Generator, GeneratorError, bank_sha256, check_concept, contains_concept, normalize_sentences
 from .file import FileGenerator
 from .templates import KINDS as TEMPLATE_KINDS
-from .templates import TemplateFileGenerator, TemplateGenerator
+from .templates import TemplateFileGenerator, TemplateGenerator, choose_kind
 
 GENERATOR_KINDS = ("templates", "file", "llm")
 
 
 def get_generator(kind: str = "templates", **options) -> Generator:
-    """Build a generator: ``templates`` (``template_kind=object|style|attribute`` or ``template_file=``),
+    """Build a generator: ``templates`` (``template_kind=auto|object|style|attribute|scene``, default auto:
+    chosen from the concept by :func:`generators.templates.choose_kind`; or ``template_file=``),
     ``file`` (``path=``), ``llm`` (:class:`generators.llm.LLMGenerator` fields: ``model``, ``base_url``,
     ``temperature``, ``template_kind``, ``concurrency``, ``cache``, ``progress``, …)."""
     if kind == "templates":
         if options.get("template_file"):
             return TemplateFileGenerator(options["template_file"])
-        return TemplateGenerator(options.get("template_kind") or "object")
+        return TemplateGenerator(options.get("template_kind") or "auto")
     if kind == "llm":
         from .llm import LLMGenerator
 
@@ -36,5 +37,5 @@ def get_generator(kind: str = "templates", **options) -> Generator:
 __all__ = [
     "BankDraft", "Generator", "GeneratorError", "FileGenerator", "TemplateGenerator", "TemplateFileGenerator",
     "bank_sha256", "check_concept", "contains_concept", "normalize_sentences", "get_generator",
-    "GENERATOR_KINDS", "TEMPLATE_KINDS",
+    "GENERATOR_KINDS", "TEMPLATE_KINDS", "choose_kind",
 ]

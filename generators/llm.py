@@ -57,6 +57,11 @@ PROMPTS = {
         "{concept}. Vary who or what it is, the setting and the lighting. Every caption must contain the words "
         "\"{concept}\" and be at most 25 words long."
     ),
+    "scene": (
+        "Write {batch} different one-sentence captions for photographs of places, landscapes and things seen in "
+        "the {concept}. Vary the place, the subject and the viewpoint. Every caption must contain the words "
+        "\"{concept}\" and be at most 25 words long."
+    ),
 }
 TEXT_SUFFIX = " Answer with the captions only, one per line, without numbering."
 JSON_SUFFIX = " Answer with a JSON object {{\"captions\": [...]}}."
@@ -141,7 +146,7 @@ class LLMGenerator:
     kind: str = "llm"
 
     def __post_init__(self):
-        if self.template_kind not in PROMPTS:
+        if self.template_kind not in PROMPTS and self.template_kind != "auto":
             raise GeneratorError(f"unknown prompt kind {self.template_kind!r}; choose one of {', '.join(PROMPTS)}")
         if not (0.0 <= self.temperature <= 2.0):
             raise GeneratorError("temperature must be between 0 and 2")
@@ -293,6 +298,14 @@ class LLMGenerator:
     # --- the loop ----------------------------------------------------------------------------------
     def generate(self, concept: str, n: int = 1000, *, seed: int = 0) -> BankDraft:
         concept = check_concept(concept)
+        if self.template_kind == "auto":  # the prompt kind the templates would choose (scene, attribute, …)
+            from dataclasses import replace
+
+            from .templates import choose_kind
+
+            draft = replace(self, template_kind=choose_kind(concept)).generate(concept, n, seed=seed)
+            draft.params["prompt_kind_source"] = "auto"
+            return draft
         if n < 1:
             raise GeneratorError("n must be at least 1")
         key = None  # checked only when a request must really be sent: a fully cached bank needs no key

@@ -168,6 +168,16 @@ def bank_health(sentences: list[str], stats, other_concept: str, tokenizer=None)
 
 # --- the inspection -----------------------------------------------------------------------------------------
 
+
+def _made_with(bank) -> dict:
+    """How a bank was made: its generator and, for templates and LLM prompts, the kind (object, style, attribute,
+    scene) and whether it was given or chosen from the concept (``auto``; None for banks made before that was kept)."""
+    params = bank.params or {}
+    kind = params.get("template_kind", params.get("prompt_kind"))
+    source = params.get("template_kind_source", params.get("prompt_kind_source"))
+    return {"generator": bank.generator, "template_kind": kind,
+            "template_kind_source": source if kind is not None else None}
+
 def _stats_of(bank, sentences: list[str], fingerprint: str, encoder_loader, calls: list):
     """A bank's sentence statistics under an encoder: from the cache, else by encoding it once (and caching);
     None for a bank without sentences (imported as a mean embedding). ``calls`` collects the size of every
@@ -195,6 +205,7 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
         src_emb, tgt_emb = s.get(m.Embedding, row.source_id), s.get(m.Embedding, row.target_id)
         src_bank, tgt_bank = src_emb.bank, tgt_emb.bank
         src_sentences, tgt_sentences = list(src_bank.sentences), list(tgt_bank.sentences)
+        made = {side: _made_with(b) for side, b in (("source", src_bank), ("target", tgt_bank))}
         delta = repo.direction_vector(s, row)[0]  # [77, D]
         key = from_bytes(row.key, (enc_row.hidden_size,))
         label = f"{row.name}@{row.version}"
@@ -270,6 +281,7 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
             banks[side]["duplicates"] = None
     for side, b in (("source", src_bank), ("target", tgt_bank)):
         banks[side]["bank"] = f"{b.concept}@{b.version}"
+        banks[side].update(made[side])
 
     # 5. entanglement
     near = [h for h in indexes.hits(fingerprint, key, neighbours + 1) if h.direction.ref != label][:neighbours]
@@ -391,9 +403,12 @@ def summary(d: Diagnostics) -> str:
     for side in ("source", "target"):
         b = d.banks[side]
         na = lambda v, f="{}": "n/a" if v is None else f.format(v)  # noqa: E731
-        lines.append(f"{side:<7}{b['bank']:>10}  {b['size']} sentences, {na(b['duplicates'])} near-duplicates, "
-                     f"diversity {na(b['diversity'], '{:.3f}')}, truncated {na(b['truncated'])}, "
-                     f"leakage {len(b['leakage'])}")
+        made = " ".join(x for x in (b.get("generator"), b.get("template_kind")) if x)  # "templates scene"
+        if b.get("template_kind_source"):
+            made += f" ({b['template_kind_source']})"
+        lines.append(f"{side:<7}{b['bank']:>10}  {made + ', ' if made else ''}{b['size']} sentences, "
+                     f"{na(b['duplicates'])} near-duplicates, diversity {na(b['diversity'], '{:.3f}')}, "
+                     f"truncated {na(b['truncated'])}, leakage {len(b['leakage'])}")
         for s in b["leakage"][:3]:
             lines.append(f"         leak: {s}")
     if d.neighbours:

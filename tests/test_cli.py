@@ -380,3 +380,19 @@ def test_a_read_only_registry_can_be_read_by_the_cli_and_served(tiny_model, home
     finally:
         lock(False)
     assert stat.S_IMODE(db.stat().st_mode) == 0o644
+
+
+def test_kind_defaults_to_auto_and_an_unknown_kind_is_a_usage_error(tmp_path):
+    db = f"sqlite:///{tmp_path / 'k.db'}"
+    night = js(["bank", "create", "night", "-n", "30"], db)
+    assert night["params"]["template_kind"] == "scene" and night["params"]["template_kind_source"] == "auto"
+    red = js(["bank", "create", "red", "-n", "30", "--kind", "auto"], db)
+    assert red["params"]["template_kind"] == "attribute" and red["params"]["template_kind_source"] == "auto"
+    given = js(["bank", "create", "dusk", "-n", "30", "--kind", "scene"], db)
+    assert given["params"]["template_kind"] == "scene" and given["params"]["template_kind_source"] == "given"
+    bad = CliRunner().invoke(main, ["--db", db, "bank", "create", "cat", "--kind", "colour"])
+    errors = [ln for ln in bad.stderr.splitlines() if ln.startswith("Error:")]
+    assert bad.exit_code == 2 and len(errors) == 1 and "'colour' is not one of" in errors[0], bad.stderr
+    assert "scene" in errors[0] and "Traceback" not in bad.output
+    bad = CliRunner().invoke(main, ["--db", db, "direction", "build", "day", "night", "--kind", "weather"])
+    assert bad.exit_code == 2 and "'weather' is not one of" in bad.stderr

@@ -149,3 +149,33 @@ def test_a_tiny_bank_counts_at_its_effective_size_and_a_pt_direction_says_what_i
     res = CliRunner().invoke(main, ["--db", reg.url, "direction", "inspect", "horse-to-zebra"])
     assert res.exit_code == 0, res.output
     assert "not computed" in res.stdout and "no sentences" in res.stdout
+
+
+def test_day_to_night_banks_read_as_scenes_and_inspect_says_so(tmp_path, tiny_model):
+    """No --kind: the day and night banks get the scene templates (not "A photo of a vintage day …"), their
+    parameters say so, and ``direction inspect`` shows each bank's kind."""
+    from generators.templates import OBJECT_FRAMES, PLACES, ADJECTIVES, render
+
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    runner = CliRunner()
+    res = runner.invoke(main, ["--db", db, "direction", "build", "day", "night", "--model", str(tiny_model),
+                               "-n", "200"])
+    assert res.exit_code == 0, res.output
+    reg = Registry.open(db)
+    try:
+        for concept in ("day", "night"):
+            b = reg.bank(concept)
+            assert b.params["template_kind"] == "scene" and b.params["template_kind_source"] == "auto"
+            objects = {render("object", concept, f, (a, p)) for f in OBJECT_FRAMES for a in ADJECTIVES for p in PLACES}
+            assert not set(b.sentences) & objects
+            assert not any(f"vintage {concept}" in s or s.startswith(f"A photo of a {concept}") for s in b.sentences)
+        d = reg.inspect("day-to-night").to_dict()
+    finally:
+        reg.close()
+    for side in ("source", "target"):
+        assert d["banks"][side]["generator"] == "templates"
+        assert d["banks"][side]["template_kind"] == "scene" and d["banks"][side]["template_kind_source"] == "auto"
+    res = runner.invoke(main, ["--db", db, "direction", "inspect", "day-to-night"])
+    assert res.exit_code == 0, res.output
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith(("source", "target"))]
+    assert len(lines) == 2 and all("templates scene (auto)" in ln for ln in lines), res.stdout

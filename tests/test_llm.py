@@ -240,3 +240,18 @@ def test_credentials_in_the_base_url_are_never_stored_or_printed(tmp_path, home)
     assert secret not in gone.stderr and "alice" not in gone.stderr
     stored = (tmp_path / "r.db").read_bytes() + b"".join(p.read_bytes() for p in home.rglob("*") if p.is_file())
     assert secret.encode() not in stored
+
+
+def test_prompt_kinds_include_scene_and_auto_is_accepted():
+
+    assert "seen in the night" in LLMGenerator(template_kind="scene").prompt("night")
+    LLMGenerator(template_kind="auto")  # resolved per concept by generate (templates.choose_kind)
+    with pytest.raises(GeneratorError, match="unknown prompt kind"):
+        LLMGenerator(template_kind="weather")
+
+
+def test_auto_prompt_kind_is_chosen_from_the_concept(tmp_path):
+    with FakeLLM() as server:
+        draft = LLMGenerator(model="fake-llm", base_url=server.url, template_kind="auto").generate("night", 20)
+    assert draft.params["prompt_kind"] == "scene" and draft.params["prompt_kind_source"] == "auto"
+    assert "seen in the night" in draft.params["prompt"]

@@ -505,3 +505,18 @@ def test_the_jobs_revision_upgrades_and_downgrades_a_populated_database(db, tmp_
     engine.dispose()
     with Registry.open(db) as reg:
         assert [d.ref for d in reg.directions()] == ["cat-to-dog@1", "day-to-night@1", "kitten-to-puppy@1"]
+
+
+def test_built_banks_take_the_automatic_template_kind_and_a_given_one(client):
+    """The API builds missing banks like the CLI: no kind → chosen from the concept (day, night → scene); a
+    given kind is the generator's template kind (it used to be dropped on the way)."""
+    for concept in ("day", "night"):
+        params = client.get(f"/api/banks/{concept}").json()[0]["params"]
+        assert params["template_kind"] == "scene" and params["template_kind_source"] == "auto"
+    built = client.post("/api/directions", json={"source": "pencil", "target": "ink", "n": 5, "kind": "object"},
+                        headers=AUTH)
+    assert built.status_code == 201, built.text
+    params = client.get("/api/banks/ink").json()[0]["params"]
+    assert params["template_kind"] == "object" and params["template_kind_source"] == "given"
+    assert client.post("/api/directions", json={"source": "a", "target": "b", "kind": "weather"},
+                       headers=AUTH).status_code == 422

@@ -227,6 +227,12 @@ def make_engine(engine, address, workers, gpus_per_worker):
     return Engine(engine, address, workers, gpus_per_worker)
 
 
+# ``--kind`` of the bank-making commands (auto: chosen from the concept by generators.templates.choose_kind)
+TEMPLATE_KIND = click.Choice(["auto", "object", "style", "attribute", "scene"])
+KIND_HELP = ("Template set [default: auto, chosen from the concept's words: scene for day/night/seasons/weather, "
+             "attribute for colours, style for media and styles, else object].")
+
+
 def gen_options(kind, template_file, file):
     opts = {}
     if kind:

@@ -6,7 +6,10 @@ import json
 
 import click
 
-from . import P2PZGroup, echo_json, echo_table, gen_options, json_option, llm_options, llm_opts, main, pass_state
+from . import (
+    KIND_HELP, TEMPLATE_KIND, P2PZGroup, echo_json, echo_table, gen_options, json_option, llm_options, llm_opts, main,
+    pass_state,
+)
 
 
 @main.group(cls=P2PZGroup)
@@ -25,8 +28,8 @@ def bank():
               show_default=True, help="Where the sentences come from.")
 @click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Number of sentences.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed (template sampler; LLM request seeds).")
-@click.option("--kind", type=click.Choice(["object", "style", "attribute"]), default=None,
-              help="Template set, or LLM prompt kind (default: object).")
+@click.option("--kind", type=TEMPLATE_KIND, default=None,
+              help=KIND_HELP + " With --from llm: the prompt kind [default: object].")
 @click.option("--templates", "template_file", type=click.Path(dir_okay=False), help="Your own template file ({} = concept).")
 @click.option("--file", type=click.Path(dir_okay=False), help="Sentence file for --from file, one per line.")
 @llm_options("--model")
@@ -45,6 +48,7 @@ def bank_create(state, concept, generator, n, seed, kind, template_file, file, l
     Examples:
       p2pz bank create cat
       p2pz bank create "oil pastel" --kind style
+      p2pz bank create night            # kind auto: the scene templates
       p2pz bank create cat --from file --file cat.txt
       p2pz bank create cat --from llm --model gpt-4.1-mini
       p2pz bank create cat --from llm --base-url http://localhost:11434/v1 --model llama3.2

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from . import (P2PZError, P2PZGroup, echo_json, echo_table, engine_options, gen_options, json_option, llm_options,
-               llm_opts, main, make_engine, pass_state)
+from . import (KIND_HELP, TEMPLATE_KIND, P2PZError, P2PZGroup, echo_json, echo_table, engine_options, gen_options,
+               json_option, llm_options, llm_opts, main, make_engine, pass_state)
 
 
 @main.group(cls=P2PZGroup)
@@ -50,7 +50,7 @@ def _bank_options(generator, kind, llm_model, *llm_args):
               help="Make the banks with this generator (default: latest stored bank, else templates).")
 @click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Sentences per bank.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--kind", type=click.Choice(["object", "style", "attribute"]), default=None, help="Template set.")
+@click.option("--kind", type=TEMPLATE_KIND, default=None, help=KIND_HELP)
 @click.option("--source-file", type=click.Path(dir_okay=False), help="With --from file: the source sentences.")
 @click.option("--target-file", type=click.Path(dir_okay=False), help="With --from file: the target sentences.")
 @click.option("--scale", type=float, default=1.0, show_default=True, help="Multiplier of Δ.")
@@ -112,7 +112,7 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
               help="Make the banks with this generator (default: latest stored bank, else templates).")
 @click.option("-n", "n", type=click.IntRange(1, 100_000), default=1000, show_default=True, help="Sentences per bank.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--kind", type=click.Choice(["object", "style", "attribute"]), default=None, help="Template set.")
+@click.option("--kind", type=TEMPLATE_KIND, default=None, help=KIND_HELP)
 @click.option("--tag", "tags", multiple=True, help="Tag every direction (repeatable).")
 @click.option("--device", help="cpu or cuda (default: cuda when available).")
 @llm_options("--llm-model")

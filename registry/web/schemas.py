@@ -105,7 +105,8 @@ class BuildIn(BaseModel):
     scale: float = 1.0
     tags: list[str] = Field(default_factory=list)
     note: str | None = None
-    kind: Literal["object", "style", "attribute"] | None = None
+    kind: Literal["auto", "object", "style", "attribute", "scene"] | None = Field(
+        None, description="Template set for banks that are made [default: auto, chosen from the concept].")
 
 
 class TagIn(BaseModel):

@@ -91,7 +91,7 @@ def direction_diagnostics(ref: str, st: State = Depends(state)):
 def build_direction(body: BuildIn, st: State = Depends(state)):
     """Build Δ = mean(target bank) − mean(source bank) with the server's model (``p2pz direction build``);
     missing banks are made from templates. Building the same again returns the stored version."""
-    options = {"kind": body.kind} if body.kind else {}
+    options = {"template_kind": body.kind} if body.kind else {}  # the generator's option name
     d = st.registry.build_direction(body.source, body.target, st.settings.model, name=body.name, n=body.n,
                                     seed=body.seed, scale=body.scale, tags=body.tags, note=body.note,
                                     device=st.settings.device, generator="templates" if options else None,
