@@ -4,12 +4,14 @@ loss falls. Tiny settings (a few seconds of CPU); the real run is ``p2pz dev tra
 from __future__ import annotations
 
 import json
+import os
+import signal
 
 import pytest
 import torch
 from click.testing import CliRunner
 
-from editor.shapes.train import CHECKPOINT, ShapesTrainingError, Trainer, TrainConfig, train
+from editor.shapes.train import CHECKPOINT, ShapesTrainingError, Stopped, Trainer, TrainConfig, train
 
 TINY = dict(vae_steps=20, unet_steps=10, batch=4, vae_batch=4, pool=32, warmup=2, checkpoint_every=5,
             unet_widths=(16, 32, 32), vae_lr=3e-3)
@@ -31,36 +33,49 @@ def _losses(history):
     return [(h["stage"], h.get("mse", h.get("loss"))) for h in history]
 
 
-def test_thirty_steps_are_deterministic_and_the_loss_falls(tmp_path, monkeypatch):
-    _small_unet(monkeypatch)
-    runs = []
-    for name in ("a", "b"):
-        tr = Trainer(_cfg(), tmp_path / name)
-        tr.run()
-        runs.append(tr)
-    a, b = runs
-    assert len(a.history) == 30
-    assert _losses(a.history) == _losses(b.history)  # the same trajectory, bit for bit
-    for k, v in a.unet.state_dict().items():
-        assert torch.equal(v, b.unet.state_dict()[k]), k
-    vae = [h["mse"] for h in a.history if h["stage"] == "vae"]
-    assert sum(vae[-5:]) / 5 < 0.7 * sum(vae[:5]) / 5, vae  # reconstruction improves within 20 steps
+def _held_out_mse(vae) -> float:
+    """Reconstruction MSE on 8 fixed held-out images (the per-step loss of a batch of 4 is too noisy to judge)."""
+    import numpy as np
+
+    from editor.shapes import world
+    from editor.shapes.train import to_tensor
+
+    x = to_tensor(np.stack([s.pixels() for s in world.held_out(8)]))
+    with torch.no_grad():
+        return float(((vae.decode(vae.encode(x).latent_dist.mean).sample - x) ** 2).mean())
 
 
-def test_a_stopped_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+def test_thirty_steps_are_deterministic_resumable_and_the_loss_falls(tmp_path, monkeypatch):
+    """Run a trains 30 steps in one go; run b is stopped inside the VAE stage and again inside the UNet stage
+    and resumed each time from its checkpoint: the same loss trajectory and the same weights, bit for bit."""
     _small_unet(monkeypatch)
-    whole = Trainer(_cfg(), tmp_path / "whole")
-    whole.run()
-    part = Trainer(_cfg(), tmp_path / "part")
-    part.run(until_vae=7)  # stopped inside the VAE stage …
-    part = Trainer.resume(tmp_path / "part", _cfg())
-    part.run(until_unet=4)  # … and again inside the UNet stage
-    part = Trainer.resume(tmp_path / "part", _cfg())
-    part.run()
-    assert (part.vae_step, part.unet_step) == (20, 10)
-    assert _losses(part.history) == _losses(whole.history)
-    for k, v in whole.ema.items():
-        assert torch.equal(v, part.ema[k]), k
+    a = Trainer(_cfg(), tmp_path / "a")
+    before = _held_out_mse(a.vae)
+    a.run()
+    b = Trainer(_cfg(), tmp_path / "b")
+    step = b.vae_train_step
+
+    def interrupted_step():  # a real SIGINT arrives in the middle of VAE step 7
+        if b.vae_step == 6:
+            os.kill(os.getpid(), signal.SIGINT)
+        return step()
+
+    b.vae_train_step = interrupted_step
+    with pytest.raises(Stopped) as stop:
+        b.run()
+    assert (stop.value.stage, stop.value.step) == ("vae", 7)  # the step under way finished, then checkpointed
+    b = Trainer.resume(tmp_path / "b", _cfg())
+    b.run(until_unet=4)
+    b = Trainer.resume(tmp_path / "b", _cfg())
+    b.run()
+    assert (b.vae_step, b.unet_step) == (20, 10) and len(a.history) == 30
+    assert _losses(a.history) == _losses(b.history)
+    for k, v in a.ema.items():
+        assert torch.equal(v, b.ema[k]), k
+    for k, v in a.vae.state_dict().items():
+        assert torch.equal(v, b.vae.state_dict()[k]), k
+    after = _held_out_mse(a.vae)
+    assert after < 0.8 * before, (before, after)  # measured 0.70 → 0.44 in the 20 VAE steps
 
 
 def test_resume_refuses_other_settings_and_a_damaged_checkpoint(tmp_path, monkeypatch):
