@@ -20,8 +20,11 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/p2pz demo --out demo-out
 
+# Two pytest workers, one file each at a time (module fixtures stay in one process), one torch thread each: on a
+# 2-core machine two single-threaded workers finish sooner than one two-threaded run, whose OpenMP threads spin
+# against each other whenever anything else runs.
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -31,7 +31,7 @@ def _key(result: dict) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
-    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,index,store,bulk,cli,web,inspect,edit,evaluate,student,ray) to run "
+    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,index,store,bulk,cli,web,inspect,edit,evaluate,ablation,student,ray) to run "
                     "again; their entries in --out are replaced, the others kept")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
@@ -76,6 +76,8 @@ def main():
                 keep(run("edit.py", "--full", "--size", "512", "--steps", "1", "--stages-only"))
         if want("evaluate") and args.full:
             keep(run("evaluate_overhead.py"))
+        if want("ablation"):
+            keep(run("shapes_ablation.py"))
         if want("student"):
             keep(run("student.py"))
             if args.full:

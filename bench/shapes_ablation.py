@@ -21,6 +21,51 @@ PAPER = {"E": {"clip_acc": 0.924, "bg_lpips": 0.182, "structure_dist": 0.044},
          "row": "Table 2, cat→dog (Stable Diffusion v1.4, real images)"}
 
 
+def student_vs_teacher(editor, delta, tests, teacher_run, teacher_score, n_pairs: int, steps: int, edit_steps: int,
+                       tmp: Path) -> dict:
+    """Distill a student from ``n_pairs`` teacher edits of circles (seeds apart from the test images) and judge
+    it on the same held-out images as the teacher (PAPER §4.4)."""
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    from editor.caption import png_info
+    from editor.config import EditConfig, InversionConfig
+    from editor.shapes import world
+    from editor.shapes.judge import judge_edits
+    from editor.student.pairs import make_pairs
+    from editor.student.train import train_dataset
+
+    t0 = time.perf_counter()
+    paths = []
+    for s in world.held_out(n_pairs, offset=8_000_000, shape="circle"):
+        path = tmp / "student-src" / f"{s.seed}.png"
+        path.parent.mkdir(exist_ok=True)
+        s.image().save(path, pnginfo=png_info(s.caption))
+        paths.append(path)
+    make_pairs(editor, delta, tmp / "pairs", images=paths, size=64, inversion=InversionConfig(steps=edit_steps),
+               edit=EditConfig())
+    t_pairs = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run = train_dataset(tmp / "pairs", tmp / "student", steps=steps, held_out=0.0, checkpoint_every=0)
+    t_train = time.perf_counter() - t0
+    x = torch.stack([torch.from_numpy(s.pixels().astype(np.float32) / 127.5 - 1).permute(2, 0, 1) for s in tests])
+    t0 = time.perf_counter()
+    y = run["trainer"].predict(x)
+    t_student = (time.perf_counter() - t0) / len(tests)
+    edits = [Image.fromarray(((t.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()) for t in y]
+    score = judge_edits([s.pixels() for s in tests], edits, "shape", "square").to_dict()
+    teacher_s = teacher_run.seconds / len(tests)
+    return {"edit": "circle-to-square", "pairs": n_pairs, "steps": steps, **{k: score[k] for k in
+            ("success", "structure_iou", "background_change")},
+            "teacher_success": teacher_score["success"],
+            "ratio_to_teacher": round(score["success"] / max(teacher_score["success"], 1e-9), 3),
+            "student_s_per_image": round(t_student, 5), "teacher_s_per_image": round(teacher_s, 3),
+            "latency_ratio": round(teacher_s / max(t_student, 1e-9), 1),
+            "pairs_s": round(t_pairs, 1), "train_s": round(t_train, 1),
+            "parameters": sum(p.numel() for p in run["trainer"].generator.parameters())}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=100, help="held-out images per edit")
@@ -29,6 +74,9 @@ def main():
     ap.add_argument("--generate", type=int, default=200, help="held-out captions for text-to-image accuracy")
     ap.add_argument("--edits", default="circle-to-square,red-to-blue,day-to-night")
     ap.add_argument("--grid", type=Path, help="write a PNG grid of the first images of each method here")
+    ap.add_argument("--student-pairs", type=int, default=500, help="teacher pairs (circle → square) to distill a "
+                    "student from; 0 skips the student")
+    ap.add_argument("--student-steps", type=int, default=3000)
     args = ap.parse_args()
 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -62,6 +110,10 @@ def main():
                                                      (reg.bank(spec["source"]), reg.bank(spec["target"]))],
                                       "wall_s": round(time.perf_counter() - t0, 1)}
             print(f"{edit}: {scores} {psnrs}", file=sys.stderr)
+            if edit == "circle-to-square" and args.student_pairs:
+                results["student"] = student_vs_teacher(editor, deltas["bank"], samples, runs["E"], scores["E"],
+                                                        args.student_pairs, args.student_steps, args.steps, Path(tmp))
+                print(f"student: {results['student']}", file=sys.stderr)
             if args.grid:
                 from registry.demo import write_grid
 

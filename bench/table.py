@@ -191,6 +191,50 @@ def render(results: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+METHODS = {"A": "A · word swap, no guidance", "D": "D · sentence bank, no guidance",
+           "E": "E · bank + cross-attention guidance (full method)", "E'": "E′ · E with plain DDIM inversion (λ = 0)"}
+EDIT_LABELS = {"circle-to-square": "circle → square", "red-to-blue": "red → blue", "day-to-night": "day → night"}
+
+
+def _pct(x) -> str:
+    return "—" if x is None else f"{100 * x:.0f} %"
+
+
+def render_ablation(results: list[dict]) -> str:
+    """The README's shapes-world ablation table (``bench/shapes_ablation.py``), between ``<!-- ablation:begin -->``
+    and ``<!-- ablation:end -->``."""
+    runs = [r for r in results if r["benchmark"] == "shapes_ablation"]
+    if not runs:
+        return ""
+    r = runs[-1]
+    lines = ["| edit | method | edit success | structure kept (mask IoU) | background change | other attributes kept |",
+             "|---|---|---|---|---|---|"]
+    for edit, e in r["edits"].items():
+        for m, sc in e["methods"].items():
+            bg = "—" if sc["background_change"] is None else f"{sc['background_change']:.4f}"
+            lines.append(f"| {EDIT_LABELS.get(edit, edit)} | {METHODS.get(m, m)} | **{_pct(sc['success'])}** | "
+                         f"{sc['structure_iou']:.3f} | {bg} | {_pct(sc['kept'])} |")
+    p = r["params"]
+    lines.append("")
+    recon = "; ".join(f"{EDIT_LABELS.get(k, k)}: {e.get('psnr_regularized', 0):.1f} dB regularized, "
+                      f"{e.get('psnr_plain', 0):.1f} dB plain" for k, e in r["edits"].items())
+    lines.append(f"{p['n']} held-out images per edit, {p['steps']} DDIM steps, {p['bank_size']}-sentence template "
+                 f"banks. Reconstruction PSNR after inversion — {recon}.")
+    t = r.get("text_to_image")
+    if t:
+        lines.append(f"Text-to-image on {t['n']} held-out captions ({t['steps']} steps, CFG {t['guidance_scale']:g}): "
+                     f"shape {_pct(t['shape'])}, colour {_pct(t['colour'])}, background {_pct(t['background'])}.")
+    st = r.get("student")
+    if st:
+        lines.append(f"Student distilled from {st['pairs']} teacher pairs ({st['edit']}): edit success "
+                     f"{_pct(st['success'])} = {st['ratio_to_teacher']:.2f} × the teacher's {_pct(st['teacher_success'])}, "
+                     f"{st['latency_ratio']:.0f}× faster than the teacher per image.")
+    lines.append(f"Command: `python bench/shapes_ablation.py` ({r['wall_s'] / 60:.0f} min on "
+                 f"{r['machine'].get('cpu_count')} CPU cores).")
+    return "\n".join(lines) + "\n"
+
+
 if __name__ == "__main__":
-    path = Path(sys.argv[1]) if len(sys.argv) > 1 else HERE / "results.json"
-    print(render(json.loads(path.read_text())), end="")
+    path = Path(sys.argv[1]) if len(sys.argv) > 1 and not sys.argv[1].startswith("--") else HERE / "results.json"
+    data = json.loads(path.read_text())
+    print(render_ablation(data) if "--ablation" in sys.argv else render(data), end="")

@@ -137,14 +137,25 @@ def test_tiny_model_uses_the_real_clip_vocabulary(tiny_model):
     assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
 
 
-def test_demo_runs_offline(tmp_path, home):
-    r = CliRunner().invoke(main, ["-q", "demo", "--out", str(tmp_path / "demo"), "-n", "40", "--steps", "3"])
+def test_demo_runs_offline_on_the_shapes_model(tmp_path, home):
+    r = CliRunner().invoke(main, ["-q", "demo", "--out", str(tmp_path / "demo"), "-n", "40", "--steps", "10"])
     assert r.exit_code == 0, r.output
     out = r.stdout
-    assert "RANDOM WEIGHTS" in out
-    for needle in ("cat-to-dog@1", "search", "exported", "a second import adds 0 directions", "caption:"):
-        assert needle in out
+    assert "not Stable Diffusion" in out  # it says what the model is
+    for needle in ("circle-to-square@1", "red-to-blue@1", "day-to-night@1", "scene", "search", "exported",
+                   "a second import adds 0 directions", "caption (recorded in the PNG)", "the parser reads"):
+        assert needle in out, needle
     assert (tmp_path / "demo" / "demo-library.p2pz").is_file()
+    edits = sorted(p.name for p in (tmp_path / "demo" / "edits").iterdir())
+    assert edits == ["grid.png", "shapes-source__circle-to-square@1.png", "shapes-source__day-to-night@1.png",
+                     "shapes-source__reconstruction.png", "shapes-source__red-to-blue@1.png"]
+
+
+def test_demo_on_the_tiny_model_says_its_weights_are_random(tmp_path, home, tiny_model):
+    r = CliRunner().invoke(main, ["-q", "demo", "--model", str(tiny_model), "--out", str(tmp_path / "demo"),
+                                  "-n", "40", "--steps", "3"])
+    assert r.exit_code == 0, r.output
+    assert "RANDOM WEIGHTS" in r.stdout and "cat-to-dog@1" in r.stdout and "caption:" in r.stdout
     edits = sorted(p.name for p in (tmp_path / "demo" / "edits").iterdir())
     assert edits == ["sample__cat-to-dog@1.png", "sample__day-to-night@1.png", "sample__reconstruction.png"]
 

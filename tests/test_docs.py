@@ -87,3 +87,22 @@ def test_the_readme_performance_table_is_the_committed_results():
     expected = render(json.loads((REPO / "bench" / "results.json").read_text()))
     assert table == expected, "run: python bench/table.py and paste it between the perf markers"
     assert expected.count("\n") >= 12
+
+
+def test_the_readme_ablation_table_is_the_committed_result():
+    """The shapes-world ablation table in the README is rendered from bench/results.json."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        from table import render_ablation
+    finally:
+        sys.path.pop(0)
+    readme = (REPO / "README.md").read_text()
+    begin, end = "<!-- ablation:begin -->\n", "<!-- ablation:end -->"
+    assert begin in readme and end in readme, "README lacks the ablation table markers"
+    expected = render_ablation(json.loads((REPO / "bench" / "results.json").read_text()))
+    assert expected.count("| circle → square |") >= 4, "no shapes_ablation result in bench/results.json"
+    assert readme.split(begin, 1)[1].split(end, 1)[0] == expected, \
+        "run: python bench/table.py --ablation and paste it between the ablation markers"

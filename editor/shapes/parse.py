@@ -8,8 +8,10 @@ Steps (each one a measurement a person could make with a ruler and a colour char
    the background → object colour line, and the mask is coverage > ½ (the anti-aliased edge counts where
    more than half the pixel is object). The largest 4-connected component is the object.
 3. **Colour**: nearest palette colour to the mean of the mask's confidently covered pixels.
-4. **Shape** from the mask's geometry: fill = area / bounding-box area (square 1, circle π/4, triangle ½,
-   five-pointed star ≈ 0.38 as rendered), cut at the midpoints between the rendered values.
+4. **Shape** from the mask's geometry: a star is the one concave shape — solidity (area / convex-hull area) below
+   0.8 (rendered stars ≈ 0.5; generated ones, with fatter arms, ≈ 0.6–0.75; the convex shapes ≥ 0.9) — and the
+   convex ones are told apart by fill = area / bounding-box area (square 1, circle π/4, triangle ½), cut at the
+   midpoints. (A fill-only rule, star ≈ 0.38, read the model's fat-armed stars as triangles.)
 5. **Size** and **position**: the bounding box's side and centre, nearest named value.
 
 Exact on the world's own renderings (tested on 500); on generated images it reads what a person would.
@@ -25,7 +27,8 @@ from .world import BACKGROUNDS, COLOURS, POSITIONS, SIZES, SIZE, background_pixe
 
 FIRST_PASS = 40.0  # RGB distance of a pixel from its background that marks it as a candidate object pixel
 MIN_AREA = 12  # pixels; a smaller component is noise, not an object
-FILL_CUTS = ((0.45, "star"), (0.655, "triangle"), (0.895, "circle"), (9.0, "square"))  # midpoints of the measured fills
+FILL_CUTS = ((0.645, "triangle"), (0.895, "circle"), (9.0, "square"))  # midpoints of the rendered fills
+STAR_SOLIDITY = 0.8  # area / convex-hull area below this: a star
 
 _BG_REF = {name: (background_pixels(name)[:2, [0, 1, -2, -1]].reshape(-1, 3).mean(0),
                   background_pixels(name)[-2:, [0, 1, -2, -1]].reshape(-1, 3).mean(0)) for name in BACKGROUNDS}
@@ -85,6 +88,32 @@ def _largest_component(mask: np.ndarray) -> np.ndarray:
     return out
 
 
+def solidity(mask: np.ndarray) -> float:
+    """Mask area / area of the convex hull of its pixels' squares (1 for convex shapes, ≈ 0.5 for a star)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return 0.0
+    corners = {(x + dx, y + dy) for x, y in zip(xs.tolist(), ys.tolist()) for dx in (0, 1) for dy in (0, 1)}
+    pts = sorted(corners)
+
+    def cross(o, a, b):
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list = []
+    for p in pts:  # Andrew's monotone chain
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list = []
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    hull = lower[:-1] + upper[:-1]
+    area = 0.5 * abs(sum(hull[i][0] * hull[i - 1][1] - hull[i - 1][0] * hull[i][1] for i in range(len(hull))))
+    return float(len(xs) / area) if area else 0.0
+
+
 def _nearest(value: float, table: dict) -> str:
     return min(table, key=lambda k: abs(table[k] - value))
 
@@ -115,7 +144,10 @@ def parse(image) -> Parsed:
     ys, xs = np.nonzero(mask)
     w, h = xs.max() - xs.min() + 1, ys.max() - ys.min() + 1
     fill = area / float(w * h)
-    shape = next(name for cut, name in FILL_CUTS if fill < cut)
+    if solidity(mask) < STAR_SOLIDITY:
+        shape = "star"
+    else:
+        shape = next(name for cut, name in FILL_CUTS if fill < cut)
     cx, cy = (xs.max() + xs.min() + 1) / 2, (ys.max() + ys.min() + 1) / 2
     position = min(POSITIONS, key=lambda k: (POSITIONS[k][0] - cx) ** 2 + (POSITIONS[k][1] - cy) ** 2)
     return Parsed(background, shape, colour, _nearest(max(w, h), SIZES), position, fill, area, mask)

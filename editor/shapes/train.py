@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import platform
 import signal
 import threading
@@ -382,6 +383,10 @@ class Trainer:
                            "unet": _tail_mean(self.history, "unet", "loss")},
             "sha256": {},
         }
+        umask = os.umask(0)
+        os.umask(umask)
+        for rel in shipped_files(self.out):  # diffusers writes its safetensors 0600: ship them readable
+            (self.out / rel).chmod(0o666 & ~umask)
         manifest["sha256"] = {rel: sha256_file(self.out / rel) for rel in shipped_files(self.out)}
         (self.out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         return self.out
