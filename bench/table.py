@@ -229,7 +229,8 @@ def render_ablation(results: list[dict]) -> str:
         lines.append(f"Student distilled from {st['pairs']} teacher pairs ({st['edit']}): edit success "
                      f"{_pct(st['success'])} = {st['ratio_to_teacher']:.2f} × the teacher's {_pct(st['teacher_success'])}, "
                      f"{st['latency_ratio']:.0f}× faster than the teacher per image.")
-    lines.append(f"Command: `python bench/shapes_ablation.py` ({r['wall_s'] / 60:.0f} min on "
+    lines.append(f"Command: `python bench/shapes_ablation.py --n {p['n']} --steps {p['steps']} --bank-size "
+                 f"{p['bank_size']} --student-pairs 0` ({r['wall_s'] / 60:.0f} min on "
                  f"{r['machine'].get('cpu_count')} CPU cores).")
     return "\n".join(lines) + "\n"
 

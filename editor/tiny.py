@@ -59,11 +59,9 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from store.hashing import sha256_file
+
+    return sha256_file(path)
 
 
 def fetch_clip_bpe(timeout: float = 120.0) -> Path | None:

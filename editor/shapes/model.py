@@ -28,6 +28,8 @@ import os
 import shutil
 from pathlib import Path
 
+from store.hashing import sha256_file  # the manifest's sums
+
 MODEL_ID = "p2pz/shapes"
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MANIFEST = "manifest.json"
@@ -119,12 +121,6 @@ def model_index(tokenizer_class: str = "BertTokenizer") -> dict:
 
 # --- manifest and sums ----------------------------------------------------------------------------
 
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def shipped_files(folder: Path = WEIGHTS) -> list[str]:

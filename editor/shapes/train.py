@@ -38,6 +38,7 @@ import torch
 from store.files import atomic_write
 from store.progress import progress_bar
 
+from ..student.train import flatten_optimizer, restore_optimizer
 from . import world
 from .model import (LABEL, MANIFEST, SCHEDULER_CONFIG, model_index, sha256_file, shipped_files, text_encoder_folder,
                     unet_config, vae_config, write_text_parts)
@@ -115,22 +116,6 @@ def _torch_gen(cfg: TrainConfig, stage: int, step: int) -> torch.Generator:
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """uint8 [B, 64, 64, 3] → float [B, 3, 64, 64] in [−1, 1] (the VAE's input range)."""
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-
-
-def _flatten_optimizer(opt: torch.optim.Optimizer, prefix: str) -> tuple[dict, dict]:
-    state = opt.state_dict()
-    tensors = {f"{prefix}/{i}/{k}": torch.as_tensor(v).detach().clone()
-               for i, entry in state["state"].items() for k, v in entry.items()}
-    return tensors, {"param_groups": state["param_groups"]}
-
-
-def _restore_optimizer(opt: torch.optim.Optimizer, prefix: str, tensors: dict, meta: dict) -> None:
-    state: dict = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "/"):
-            _, i, name = key.split("/", 2)
-            state.setdefault(int(i), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 @dataclass
@@ -314,8 +299,8 @@ class Trainer:
         tensors = {f"vae/{k}": v.detach().clone() for k, v in self.vae.state_dict().items()}
         tensors.update({f"unet/{k}": v.detach().clone() for k, v in self.unet.state_dict().items()})
         tensors.update({f"ema/{k}": v.clone() for k, v in self.ema.items()})
-        ov, ov_meta = _flatten_optimizer(self.opt_vae, "opt_vae")
-        ou, ou_meta = _flatten_optimizer(self.opt_unet, "opt_unet")
+        ov, ov_meta = flatten_optimizer("opt_vae", self.opt_vae)
+        ou, ou_meta = flatten_optimizer("opt_unet", self.opt_unet)
         tensors.update(ov)
         tensors.update(ou)
         meta = {"config": self.cfg.to_dict(), "vae_step": self.vae_step, "unet_step": self.unet_step,
@@ -351,8 +336,8 @@ class Trainer:
         tr.vae.register_to_config(scaling_factor=meta["scaling_factor"])
         tr.unet.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("unet/")})
         tr.ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema/")}
-        _restore_optimizer(tr.opt_vae, "opt_vae", tensors, meta["opt_vae"])
-        _restore_optimizer(tr.opt_unet, "opt_unet", tensors, meta["opt_unet"])
+        restore_optimizer("opt_vae", tr.opt_vae, tensors, meta["opt_vae"])
+        restore_optimizer("opt_unet", tr.opt_unet, tensors, meta["opt_unet"])
         tr.vae_step, tr.unet_step = meta["vae_step"], meta["unet_step"]
         tr.history, tr.elapsed_s = meta["history"], meta["elapsed_s"]
         return tr

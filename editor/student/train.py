@@ -87,7 +87,7 @@ def lr_at(step: int, total: int, lr: float) -> float:
     return lr * max(0.0, 1.0 - (step - half) / max(total - half, 1))
 
 
-def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
+def flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
     state = opt.state_dict()
     tensors = {}
     for idx, entry in state["state"].items():
@@ -96,7 +96,7 @@ def _flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, d
     return tensors, {"param_groups": state["param_groups"]}
 
 
-def _restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
+def restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
     state: dict = {}
     for key, value in tensors.items():
         if key.startswith(prefix + "/"):
@@ -245,8 +245,8 @@ class Trainer:
         tensors = {f"generator/{k}": v.detach().cpu().clone() for k, v in self.generator.state_dict().items()}
         tensors.update({f"discriminator/{k}": v.detach().cpu().clone()
                         for k, v in self.discriminator.state_dict().items()})
-        og, og_meta = _flatten_optimizer("opt_g", self.opt_g)
-        od, od_meta = _flatten_optimizer("opt_d", self.opt_d)
+        og, og_meta = flatten_optimizer("opt_g", self.opt_g)
+        od, od_meta = flatten_optimizer("opt_d", self.opt_d)
         tensors.update(og)
         tensors.update(od)
         tensors["sampler_state"] = self.sampler.get_state()
@@ -271,8 +271,8 @@ class Trainer:
                                                if k.startswith("generator/")})
             trainer.discriminator.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items()
                                                    if k.startswith("discriminator/")})
-            _restore_optimizer("opt_g", trainer.opt_g, tensors, meta["opt_g"])
-            _restore_optimizer("opt_d", trainer.opt_d, tensors, meta["opt_d"])
+            restore_optimizer("opt_g", trainer.opt_g, tensors, meta["opt_g"])
+            restore_optimizer("opt_d", trainer.opt_d, tensors, meta["opt_d"])
             trainer.sampler.set_state(tensors["sampler_state"])
         except EditorError:
             raise
