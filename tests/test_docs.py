@@ -70,39 +70,32 @@ def test_every_citation_in_the_code_resolves_inside_the_repository():
     assert missing == [] and cited >= 30
 
 
-def test_the_readme_performance_table_is_the_committed_results():
-    """Every README figure is a committed result: the table is rendered from bench/results.json."""
+def _readme_table(renderer: str, begin: str, end: str) -> tuple[str, str]:
+    """(the README's text between ``begin`` and ``end``, what ``bench/table.py``'s ``renderer`` makes of
+    bench/results.json)."""
     import json
     import sys
 
     sys.path.insert(0, str(REPO / "bench"))
     try:
-        from table import render
+        import table
     finally:
         sys.path.pop(0)
     readme = (REPO / "README.md").read_text()
-    begin, end = "<!-- perf:begin -->\n", "<!-- perf:end -->"
-    assert begin in readme and end in readme, "README lacks the performance table markers"
-    table = readme.split(begin, 1)[1].split(end, 1)[0]
-    expected = render(json.loads((REPO / "bench" / "results.json").read_text()))
-    assert table == expected, "run: python bench/table.py and paste it between the perf markers"
+    assert begin in readme and end in readme, f"README lacks the markers {begin.strip()} … {end}"
+    expected = getattr(table, renderer)(json.loads((REPO / "bench" / "results.json").read_text()))
+    return readme.split(begin, 1)[1].split(end, 1)[0], expected
+
+
+def test_the_readme_performance_table_is_the_committed_results():
+    """Every README figure is a committed result: the table is rendered from bench/results.json."""
+    shown, expected = _readme_table("render", "<!-- perf:begin -->\n", "<!-- perf:end -->")
+    assert shown == expected, "run: python bench/table.py and paste it between the perf markers"
     assert expected.count("\n") >= 12
 
 
 def test_the_readme_ablation_table_is_the_committed_result():
     """The shapes-world ablation table in the README is rendered from bench/results.json."""
-    import json
-    import sys
-
-    sys.path.insert(0, str(REPO / "bench"))
-    try:
-        from table import render_ablation
-    finally:
-        sys.path.pop(0)
-    readme = (REPO / "README.md").read_text()
-    begin, end = "<!-- ablation:begin -->\n", "<!-- ablation:end -->"
-    assert begin in readme and end in readme, "README lacks the ablation table markers"
-    expected = render_ablation(json.loads((REPO / "bench" / "results.json").read_text()))
+    shown, expected = _readme_table("render_ablation", "<!-- ablation:begin -->\n", "<!-- ablation:end -->")
     assert expected.count("| circle → square |") >= 4, "no shapes_ablation result in bench/results.json"
-    assert readme.split(begin, 1)[1].split(end, 1)[0] == expected, \
-        "run: python bench/table.py --ablation and paste it between the ablation markers"
+    assert shown == expected, "run: python bench/table.py --ablation and paste it between the ablation markers"
