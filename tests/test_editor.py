@@ -138,6 +138,18 @@ def test_regularization_whitens_a_smooth_eps():
     assert half.dtype == torch.float16
 
 
+def test_a_regularized_batch_equals_its_samples_one_by_one():
+    """The batched steps (one autograd call for the batch) give each sample what regularizing it alone gives,
+    shifts drawn from its own generator: square, non-square and one-pixel-wide latents."""
+    for shape in [(5, 4, 16, 16), (3, 4, 64, 6), (2, 4, 32, 1), (2, 4, 13, 17)]:
+        eps = torch.randn(*shape, generator=torch.Generator().manual_seed(3)).cumsum(-1) / 4
+        batch = regularize(eps, [torch.Generator().manual_seed(10 + i) for i in range(shape[0])])
+        for i in range(shape[0]):
+            alone = regularize(eps[i:i + 1], [torch.Generator().manual_seed(10 + i)])
+            assert torch.allclose(batch[i:i + 1], alone, atol=1e-6, rtol=0), shape
+        assert (batch - eps).abs().max().item() > 1e-2  # and the steps did move ε
+
+
 def test_inversion_is_deterministic_and_posterior_is_a_switch(ed, photo):
     a = ed.invert(photo, "a cat", steps=3, seed=4).latents
     b = ed.invert(photo, "a cat", steps=3, seed=4).latents
