@@ -23,8 +23,9 @@ PAPER = {"E": {"clip_acc": 0.924, "bg_lpips": 0.182, "structure_dist": 0.044},
 
 def student_vs_teacher(editor, delta, tests, teacher_run, teacher_score, n_pairs: int, steps: int, edit_steps: int,
                        tmp: Path) -> dict:
-    """Distill a student from ``n_pairs`` teacher edits of circles (seeds apart from the test images) and judge
-    it on the same held-out images as the teacher (PAPER §4.4)."""
+    """Distill a student from ``n_pairs`` teacher edits of circles (seeds apart from the test images), the pairs
+    filtered by the parser as ``p2pz distill pairs`` does on this model, and judge it on the same held-out images as
+    the teacher (PAPER §4.4)."""
     import numpy as np
     import torch
     from PIL import Image
@@ -32,7 +33,7 @@ def student_vs_teacher(editor, delta, tests, teacher_run, teacher_score, n_pairs
     from editor.caption import png_info
     from editor.config import EditConfig, InversionConfig
     from editor.shapes import world
-    from editor.shapes.judge import judge_edits
+    from editor.shapes.judge import ShapesJudge, judge_edits
     from editor.student.pairs import make_pairs
     from editor.student.train import train_dataset
 
@@ -43,8 +44,10 @@ def student_vs_teacher(editor, delta, tests, teacher_run, teacher_score, n_pairs
         path.parent.mkdir(exist_ok=True)
         s.image().save(path, pnginfo=png_info(s.caption))
         paths.append(path)
-    make_pairs(editor, delta, tmp / "pairs", images=paths, size=64, inversion=InversionConfig(steps=edit_steps),
-               edit=EditConfig())
+    manifest = make_pairs(editor, delta, tmp / "pairs", images=paths, size=64,
+                          inversion=InversionConfig(steps=edit_steps), edit=EditConfig(),
+                          scorers=ShapesJudge.for_concepts("circle", "square"))
+    kept = sum(p["kept"] for p in manifest["pairs"])
     t_pairs = time.perf_counter() - t0
     t0 = time.perf_counter()
     run = train_dataset(tmp / "pairs", tmp / "student", steps=steps, held_out=0.0, checkpoint_every=0)
@@ -56,7 +59,7 @@ def student_vs_teacher(editor, delta, tests, teacher_run, teacher_score, n_pairs
     edits = [Image.fromarray(((t.permute(1, 2, 0).clamp(-1, 1) + 1) * 127.5).round().byte().numpy()) for t in y]
     score = judge_edits([s.pixels() for s in tests], edits, "shape", "square").to_dict()
     teacher_s = teacher_run.seconds / len(tests)
-    return {"edit": "circle-to-square", "pairs": n_pairs, "steps": steps, **{k: score[k] for k in
+    return {"edit": "circle-to-square", "pairs": n_pairs, "kept_pairs": kept, "steps": steps, **{k: score[k] for k in
             ("success", "structure_iou", "background_change")},
             "teacher_success": teacher_score["success"],
             "ratio_to_teacher": round(score["success"] / max(teacher_score["success"], 1e-9), 3),
@@ -77,6 +80,8 @@ def main():
     ap.add_argument("--student-pairs", type=int, default=500, help="teacher pairs (circle → square) to distill a "
                     "student from; 0 skips the student")
     ap.add_argument("--student-steps", type=int, default=3000)
+    ap.add_argument("--xa-sweep", default="0.5,2", help="also method E at these guidance strengths (comma-separated; "
+                    "empty: none)")
     args = ap.parse_args()
 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -110,6 +115,12 @@ def main():
                                                      (reg.bank(spec["source"]), reg.bank(spec["target"]))],
                                       "wall_s": round(time.perf_counter() - t0, 1)}
             print(f"{edit}: {scores} {psnrs}", file=sys.stderr)
+            strengths = [float(x) for x in args.xa_sweep.split(",") if x.strip()]
+            if strengths:
+                sweep = ablation.guidance_sweep(editor, samples, deltas["bank"], strengths, steps=args.steps)
+                results["edits"][edit]["xa_sweep"] = {str(x): s for x, s in
+                                                      ablation.score_methods(samples, sweep, edit).items()}
+                print(f"{edit} xa sweep: {results['edits'][edit]['xa_sweep']}", file=sys.stderr)
             if edit == "circle-to-square" and args.student_pairs:
                 results["student"] = student_vs_teacher(editor, deltas["bank"], samples, runs["E"], scores["E"],
                                                         args.student_pairs, args.student_steps, args.steps, Path(tmp))
@@ -137,7 +148,8 @@ def main():
         "model": {"id": SHAPES_MODEL, "parameters": manifest.get("parameters"),
                   "trained_on": manifest.get("trained_on")},
         "params": {"mode": "ablation", "n": args.n, "steps": args.steps, "bank_size": args.bank_size,
-                   "generate": args.generate},
+                   "generate": args.generate, "xa_sweep": args.xa_sweep, "student_pairs": args.student_pairs,
+                   "student_steps": args.student_steps},
         "wall_s": round(time.perf_counter() - t_start, 1),
     })
 

@@ -214,6 +214,10 @@ def render_ablation(results: list[dict]) -> str:
             bg = "—" if sc["background_change"] is None else f"{sc['background_change']:.4f}"
             lines.append(f"| {EDIT_LABELS.get(edit, edit)} | {METHODS.get(m, m)} | **{_pct(sc['success'])}** | "
                          f"{sc['structure_iou']:.3f} | {bg} | {_pct(sc['kept'])} |")
+        for x, sc in e.get("xa_sweep", {}).items():  # E at other guidance strengths than the paper's 0.1
+            bg = "—" if sc["background_change"] is None else f"{sc['background_change']:.4f}"
+            lines.append(f"| {EDIT_LABELS.get(edit, edit)} | E at λ_xa = {float(x):g} (paper: 0.1) | "
+                         f"**{_pct(sc['success'])}** | {sc['structure_iou']:.3f} | {bg} | {_pct(sc['kept'])} |")
     p = r["params"]
     lines.append("")
     recon = "; ".join(f"{EDIT_LABELS.get(k, k)}: {e.get('psnr_regularized', 0):.1f} dB regularized, "
@@ -226,11 +230,15 @@ def render_ablation(results: list[dict]) -> str:
                      f"shape {_pct(t['shape'])}, colour {_pct(t['colour'])}, background {_pct(t['background'])}.")
     st = r.get("student")
     if st:
-        lines.append(f"Student distilled from {st['pairs']} teacher pairs ({st['edit']}): edit success "
+        lines.append(f"Student distilled from {st.get('kept_pairs', st['pairs'])} of {st['pairs']} teacher pairs "
+                     f"({st['edit']}, kept by the parser), {st['steps']} steps: edit success "
                      f"{_pct(st['success'])} = {st['ratio_to_teacher']:.2f} × the teacher's {_pct(st['teacher_success'])}, "
                      f"{st['latency_ratio']:.0f}× faster than the teacher per image.")
+    extra = "".join(f" --{k.replace('_', '-')} {p[k]}" for k in ("student_pairs", "student_steps") if k in p)
+    if "xa_sweep" in p:
+        extra += f" --xa-sweep '{p['xa_sweep']}'"
     lines.append(f"Command: `python bench/shapes_ablation.py --n {p['n']} --steps {p['steps']} --bank-size "
-                 f"{p['bank_size']} --student-pairs 0` ({r['wall_s'] / 60:.0f} min on "
+                 f"{p['bank_size']}{extra if 'student_pairs' in p else ' --student-pairs 0'}` ({r['wall_s'] / 60:.0f} min on "
                  f"{r['machine'].get('cpu_count')} CPU cores).")
     return "\n".join(lines) + "\n"
 

@@ -39,6 +39,10 @@ class Scorers:
                    lpips, {"clip_model": clip_model, "dino_model": dino_model,
                            "lpips": None if lpips is None else {"net": lpips_net, "weights": lpips_weights}}, notes)
 
+    def score_pair(self, source_image, edit_image, source: str, target: str, mask=None) -> dict[str, float]:
+        """:func:`score_pair` with these models (the interface a student's pair filter calls)."""
+        return score_pair(self, source_image, edit_image, source, target, mask)
+
 
 def texts(source: str, target: str) -> tuple[str, str]:
     """The prompts CLIP compares against: "a photo of a SOURCE", "a photo of a TARGET"."""

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ..errors import EditorError
 from .parse import Parsed, background_change, iou, parse
 
 ATTRIBUTES = ("shape", "colour", "background")
@@ -56,6 +57,50 @@ def judge_edits(sources, edits, attribute: str, target: str) -> EditScore:
         kept.append(all(getattr(a, k) == getattr(b, k) for k in ATTRIBUTES if k != attribute))
     return EditScore(len(sources), float(np.mean(ok)), float(np.mean(ious)),
                      float(np.mean(bgs)) if bgs else None, float(np.mean(kept)))
+
+
+def attribute_of(value: str) -> str:
+    """Which attribute of the world a concept names ("square" → shape, "blue" → colour, "night" → background)."""
+    from . import world
+
+    if value in world.SHAPES:
+        return "shape"
+    if value in world.SKIES:
+        return "background"
+    if value in world.COLOURS:
+        return "colour"
+    raise EditorError(f"'{value}' is not a shape, colour or sky of the shapes world ({', '.join(world.SHAPES)}; "
+                      f"{', '.join(world.COLOURS)}; {', '.join(world.SKIES)}): filter its pairs with --no-filter "
+                      "or the CLIP/DINO scorers")
+
+
+@dataclass
+class ShapesJudge:
+    """The parser as a student's pair filter (PAPER §4.4 trains on filtered teacher pairs): for a direction
+    SOURCE → TARGET of the world's vocabulary, a pair scores ``target_read`` (the edit reads TARGET),
+    ``others_kept`` (the other attributes read as in the source) and ``mask_iou``. Same interface as
+    :class:`editor.evaluate.Scorers`."""
+
+    attribute: str
+    target: str
+
+    @classmethod
+    def for_concepts(cls, source: str, target: str) -> "ShapesJudge":
+        attribute = attribute_of(target)
+        if attribute_of(source) != attribute:
+            raise EditorError(f"'{source}' → '{target}' does not change one attribute of the shapes world")
+        return cls(attribute, target)
+
+    @property
+    def names(self) -> dict:
+        return {"judge": "shapes-parser", "attribute": self.attribute, "target": self.target}
+
+    def score_pair(self, source_image, edit_image, source: str = "", target: str = "", mask=None) -> dict:
+        a, b = parse(source_image), parse(edit_image)
+        others = [k for k in ATTRIBUTES if k != self.attribute]
+        return {"target_read": float(getattr(b, self.attribute) == self.target),
+                "others_kept": float(all(getattr(a, k) == getattr(b, k) for k in others)),
+                "mask_iou": round(float(iou(a.mask, b.mask)), 4)}
 
 
 def accuracy(images, scenes) -> dict:

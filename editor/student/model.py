@@ -30,11 +30,17 @@ class StudentConfig:
     beta1: float = 0.5
     batch: int = 8
     seed: int = 0
+    # pix2pix's augmentation (Isola et al. 2017, §6.2): each pair upscaled by ``jitter`` (286/256), randomly
+    # cropped back, and mirrored half the time — the same transform for source and target. 0 / False: off.
+    jitter: float = 286 / 256 - 1
+    mirror: bool = True
 
     def __post_init__(self):
         if self.size % (2 ** self.depth):
             raise EditorError(f"size {self.size} must be divisible by 2^depth = {2 ** self.depth}; lower --depth "
                               "or pick another size")
+        if not 0 <= self.jitter <= 1:
+            raise EditorError(f"jitter must be between 0 and 1 (pix2pix: {286 / 256 - 1:.3f}), got {self.jitter}")
         if min(self.base_channels, self.disc_channels, self.depth, self.disc_layers, self.batch) < 1:
             raise EditorError("widths, depths and the batch size must be ≥ 1")
 

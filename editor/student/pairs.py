@@ -9,8 +9,9 @@ Layout::
 
 A pair's id is derived from its input (the image's pixels, or the synthetic seed and prompt), so a rerun skips
 finished pairs; both images are written before the manifest names the pair, each atomically, so an interrupted
-run leaves no half-written pair. With scorers, a pair is kept only if its directional CLIP similarity and its
-structure distance pass the recorded thresholds; without them every pair is kept and the manifest says so. A rerun
+run leaves no half-written pair. With scorers, a pair is kept only if its scores pass the recorded thresholds:
+CLIP directional similarity and DINO structure distance (:class:`editor.evaluate.Scorers`), or, for the shapes
+world, the parser's reading (:class:`editor.shapes.judge.ShapesJudge`: the target read, the mask kept); without them every pair is kept and the manifest says so. A rerun
 re-applies its own filter (or ``--no-filter``) to the pairs it reuses, scoring those made unfiltered.
 """
 
@@ -32,14 +33,21 @@ FORMAT = "p2pz-student-pairs"
 
 @dataclass(frozen=True)
 class PairFilter:
-    """InstructPix2Pix-style filtering thresholds (kept when both hold)."""
+    """InstructPix2Pix-style filtering thresholds (kept when every threshold whose score was measured holds).
+
+    The CLIP/DINO scorers give ``clip_directional`` and ``structure_distance``; the shapes world's parser gives
+    ``target_read`` (1 when the edit shows the target), ``others_kept`` (1 when the other attributes read the
+    same) and ``mask_iou`` (object masks of source and edit)."""
 
     min_clip_directional: float = 0.2
     max_structure_distance: float = 0.1
+    min_mask_iou: float = 0.5
 
     def keeps(self, scores: dict) -> bool:
         return (scores.get("clip_directional", 1.0) >= self.min_clip_directional
-                and scores.get("structure_distance", 0.0) <= self.max_structure_distance)
+                and scores.get("structure_distance", 0.0) <= self.max_structure_distance
+                and scores.get("target_read", 1.0) >= 1.0 and scores.get("others_kept", 1.0) >= 1.0
+                and scores.get("mask_iou", 1.0) >= self.min_mask_iou)
 
 
 def read_manifest(folder: Path) -> dict:
@@ -81,9 +89,7 @@ def teacher_pair(editor, direction, kind: str, item, *, prompt: str | None, size
     tgt = res.edited.convert("RGB").resize((size, size), Image.BICUBIC)
     scores = {}
     if scorers is not None:
-        from ..evaluate import score_pair
-
-        scores = score_pair(scorers, src, tgt, source_concept, target_concept)
+        scores = scorers.score_pair(src, tgt, source_concept, target_concept)
     return src, tgt, scores
 
 
@@ -139,11 +145,9 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
                 continue
             from PIL import Image
 
-            from ..evaluate import score_pair
-
             with Image.open(out / entry["source"]) as a, Image.open(out / entry["target"]) as b:
-                entry["scores"] = score_pair(scorers, a.convert("RGB"), b.convert("RGB"), source_concept,
-                                             target_concept)
+                entry["scores"] = scorers.score_pair(a.convert("RGB"), b.convert("RGB"), source_concept,
+                                                     target_concept)
         entry["kept"] = not filtered or pair_filter.keeps(entry["scores"])
     if manifest["pairs"]:
         atomic_write(manifest_path, json.dumps(manifest, indent=1))

@@ -120,6 +120,28 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def augment(x: torch.Tensor, y: torch.Tensor, cfg: StudentConfig, generator: torch.Generator):
+    """pix2pix's random jitter and mirroring of pairs x, y [B, 3, S, S]: each pair resized to S·(1 + jitter),
+    cropped back to S at a random offset, and flipped left-right with probability ½ — source and target alike, so
+    the mapping they show is unchanged. Draws come from ``generator`` (checkpointed: a resumed run draws the same)."""
+    if cfg.jitter <= 0 and not cfg.mirror:
+        return x, y
+    s = x.shape[-1]
+    big = s + max(int(round(s * cfg.jitter)), 0)
+    pair = torch.cat([x, y], 1)  # [B, 6, S, S]
+    if big > s:
+        pair = torch.nn.functional.interpolate(pair, size=(big, big), mode="bilinear", align_corners=False)
+    out = []
+    for i in range(pair.shape[0]):
+        top, left = (int(v) for v in torch.randint(0, big - s + 1, (2,), generator=generator))
+        p = pair[i, :, top:top + s, left:left + s]
+        if cfg.mirror and bool(torch.rand((), generator=generator) < 0.5):
+            p = p.flip(-1)
+        out.append(p)
+    pair = torch.stack(out)
+    return pair[:, :3].contiguous(), pair[:, 3:].contiguous()
+
+
 @dataclass
 class Trainer:
     """The student being trained on ``sources`` → ``targets`` ([N, 3, S, S] in [−1, 1])."""
@@ -157,7 +179,8 @@ class Trainer:
         self._in_step = True  # state is inconsistent until the step ends: no checkpoint may be taken meanwhile
         n = self.sources.shape[0]
         idx = torch.randint(0, n, (min(self.cfg.batch, n),), generator=self.sampler)
-        x, y = self.sources[idx].to(self.device), self.targets[idx].to(self.device)  # [B, 3, S, S]
+        x, y = augment(self.sources[idx], self.targets[idx], self.cfg, self.sampler)
+        x, y = x.to(self.device), y.to(self.device)  # [B, 3, S, S]
         lr = lr_at(self.step, self.total_steps, self.cfg.lr)
         for opt in (self.opt_g, self.opt_d):
             for group in opt.param_groups:

@@ -40,13 +40,15 @@ def distill():
               "directional similarity at least this.")
 @click.option("--max-structure", type=float, default=0.1, show_default=True, help="Keep pairs with structure "
               "distance at most this.")
+@click.option("--min-iou", type=float, default=0.5, show_default=True, help="Shapes model: keep pairs whose "
+              "object masks overlap at least this much (the parser judges the pairs instead of CLIP/DINO).")
 @click.option("--device", help="cpu or cuda (default: cuda when available).")
 @engine_options
 @json_option
 @pass_state
 def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, steps, model, captioner, caption,
-                  no_filter, clip_model, dino_model, min_directional, max_structure, device, engine, address, workers,
-                  gpus_per_worker, as_json):
+                  no_filter, clip_model, dino_model, min_directional, max_structure, min_iou, device, engine, address,
+                  workers, gpus_per_worker, as_json):
     """Let the diffusion editor (the teacher) edit sources and write source/edit pairs (resumable).
 
     \b
@@ -55,6 +57,10 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
       p2pz distill pairs cat-to-dog --images cats/ --caption "a photo of a cat" --out pairs
       p2pz distill pairs cat-to-dog --synthetic 200 --prompt "a photo of a cat" --out pairs --no-filter
       p2pz distill pairs cat-to-dog --synthetic 15000 --out pairs --engine ray --workers 8 --gpus-per-worker 1
+      p2pz distill pairs circle-to-square --images circles/ --model p2pz/shapes --size 64 --out pairs
+
+    On the shapes model (p2pz/shapes) the world's parser filters the pairs: kept when the edit reads the target,
+    the other attributes read as before and the object masks overlap (--min-iou); CLIP and DINO are not used.
 
     A rerun reuses the pairs made and applies its own filter (or --no-filter) to all of them, scoring those
     made unfiltered. With --engine ray the teacher (and the filter's CLIP/DINO models) load once per worker; a worker that cannot
@@ -62,6 +68,7 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     """
     from editor.batch import expand_inputs
     from editor.config import EditConfig, InversionConfig
+    from editor.loader import SHAPES_MODEL
     from editor.student.pairs import PairFilter, make_pairs
 
     from ..editing import open_editor
@@ -92,7 +99,15 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
         return
     if no_filter:
         click.echo("warning: pairs are not filtered (--no-filter)", err=True)
-    else:
+    ed = open_editor([d], model, device=device, progress=state.progress, **kwargs)
+    if not no_filter and ed.model_id == SHAPES_MODEL:  # the world's parser judges its pairs (no CLIP needed)
+        from editor.shapes.judge import ShapesJudge
+
+        scorers = ShapesJudge.for_concepts(source, target)
+        common["pair_filter"] = PairFilter(min_directional, max_structure, min_iou)
+        click.echo(f"pairs filtered by the shapes world's parser: the edit reads '{target}', the other attributes "
+                   f"are kept, mask IoU ≥ {min_iou}", err=True)
+    elif not no_filter:
         from editor.evaluate import Scorers
         from editor.loader import resolve_device
 
@@ -102,7 +117,6 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
         except Exception as exc:  # the filter's models are optional: without them, every pair is kept
             click.echo(f"warning: pairs are not filtered ({' '.join(str(exc).split()) or type(exc).__name__})",
                        err=True)
-    ed = open_editor([d], model, device=device, progress=state.progress, **kwargs)
     manifest = make_pairs(ed, d, Path(out_dir), scorers=scorers, **common)
     _pairs_summary(manifest, out_dir, d, as_json)
 
@@ -135,6 +149,8 @@ def _pairs_summary(manifest: dict, out_dir: str, d, as_json: bool) -> None:
               "[size/4, between 8 and 64: 64 at 256 px, 16 at 64 px].")
 @click.option("--depth", type=click.IntRange(1, 10), default=None, help="U-Net levels [log2(size), at most 8].")
 @click.option("--held-out", type=click.FloatRange(0, 0.9), default=None, help="Share of pairs held out [0.1].")
+@click.option("--no-augment", is_flag=True, default=None, help="Train without pix2pix's random jitter and "
+              "mirroring of the pairs.")
 @click.option("--checkpoint-every", type=click.IntRange(0), default=200, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue the run folder's checkpoint (with the settings it holds).")
 @click.option("--force", is_flag=True, help="Start a new run even though the run folder holds a checkpoint "
@@ -150,8 +166,8 @@ def _pairs_summary(manifest: dict, out_dir: str, d, as_json: bool) -> None:
               help="bf16: mixed precision (bfloat16 autocast; auto picks it on CUDA, float32 on the CPU).")
 @json_option
 @pass_state
-def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, checkpoint_every, resume,
-                  force, seed, lpips_weights, lambda_lpips, dino_model, device, precision, as_json):
+def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, held_out, no_augment, checkpoint_every,
+                  resume, force, seed, lpips_weights, lambda_lpips, dino_model, device, precision, as_json):
     """Train a student on a pairs dataset and store it with its direction version.
 
     Ctrl-C finishes the step under way, checkpoints it and says how to resume; --resume continues exactly (the
@@ -178,6 +194,8 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
                                  "seed": seed}.items() if v is not None}
     if width is not None and not resume:
         options["disc_channels"] = width
+    if no_augment:
+        options.update(jitter=0.0, mirror=False)
     if lpips is not None and (lambda_lpips is not None or not resume):
         options["lambda_lpips"] = 10.0 if lambda_lpips is None else lambda_lpips
     elif lambda_lpips is not None:
