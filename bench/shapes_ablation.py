@@ -46,7 +46,7 @@ def student_vs_teacher(editor, delta, tests, teacher_run, teacher_score, n_pairs
         paths.append(path)
     manifest = make_pairs(editor, delta, tmp / "pairs", images=paths, size=64,
                           inversion=InversionConfig(steps=edit_steps), edit=EditConfig(),
-                          scorers=ShapesJudge.for_concepts("circle", "square"))
+                          scorers=ShapesJudge.for_concepts("circle", "square"), batch=25)
     kept = sum(p["kept"] for p in manifest["pairs"])
     t_pairs = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -72,21 +72,35 @@ def teacher_pair(editor, direction, kind: str, item, *, prompt: str | None, size
     """One training pair: the teacher's edit of a real image (``kind="image"``, ``item`` its path; captioned
     ``caption``, else by the editor's captioner) or of a synthetic source (``kind="synthetic"``, ``item`` its
     seed) → (source, target) at ``size`` px and the scores."""
-    from PIL import Image
+    if kind == "image":
+        return teacher_image_pairs(editor, direction, [item], size=size, inversion=inversion, edit=edit,
+                                   scorers=scorers, source_concept=source_concept, target_concept=target_concept,
+                                   caption=caption)[0]
+    inv = editor.synthetic(prompt, seed=item, steps=inversion.steps)
+    res = editor.edit(inv, direction, edit)
+    return _finish(res.reconstruction, res.edited, size, scorers, source_concept, target_concept)
 
+
+def teacher_image_pairs(editor, direction, paths: list, *, size: int, inversion, edit, scorers=None,
+                        source_concept: str = "", target_concept: str = "", caption: str | None = None) -> list:
+    """:func:`teacher_pair` for several real images at once: one batched inversion and one batched edit (each
+    image's inversion noise comes from its own generator, so a batch gives each image its own pair)."""
     from ..image import load_image
 
-    if kind == "image":
-        image = load_image(item)
-        inv = editor.invert(image, caption or editor.caption(image), inversion)
-        res = editor.edit(inv, direction, edit)
-        source = image
-    else:
-        inv = editor.synthetic(prompt, seed=item, steps=inversion.steps)
-        res = editor.edit(inv, direction, edit)
-        source = res.reconstruction
+    images = [load_image(p) for p in paths]
+    captions = [caption or editor.caption(im) for im in images]
+    inv = editor.invert(images if len(images) > 1 else images[0], captions if len(images) > 1 else captions[0],
+                        inversion)
+    res = editor.edit(inv, direction, edit)
+    edited = res.edited if isinstance(res.edited, list) else [res.edited]
+    return [_finish(im, out, size, scorers, source_concept, target_concept) for im, out in zip(images, edited)]
+
+
+def _finish(source, edited, size: int, scorers, source_concept: str, target_concept: str):
+    from PIL import Image
+
     src = source.convert("RGB").resize((size, size), Image.BICUBIC)
-    tgt = res.edited.convert("RGB").resize((size, size), Image.BICUBIC)
+    tgt = edited.convert("RGB").resize((size, size), Image.BICUBIC)
     scores = {}
     if scorers is not None:
         scores = scorers.score_pair(src, tgt, source_concept, target_concept)
@@ -97,13 +111,14 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
                prompt: str | None = None, size: int = 256, inversion=None, edit=None, scorers=None,
                pair_filter: PairFilter | None = None, source_concept: str = "", target_concept: str = "",
                seed: int = 0, progress: bool = False, runner=None, filtered: bool | None = None,
-               caption: str | None = None) -> dict:
+               caption: str | None = None, batch: int = 1) -> dict:
     """Write (or complete) a pairs dataset in ``out`` → its manifest.
 
     ``runner(jobs)`` computes the pending pairs elsewhere (the registry's Ray engine): it gets ``(kind, item,
     pid)`` jobs and yields ``(job, source, target, scores, model)`` as they finish, in any order, ``model`` being
     ``{"model", "model_fingerprint"}`` of the teacher that made it (or ``(job, None, None, None, error)`` for
-    a job that failed); then ``editor`` may be None and ``filtered`` says whether its scorers filter."""
+    a job that failed); then ``editor`` may be None and ``filtered`` says whether its scorers filter. Locally,
+    real images go through the teacher ``batch`` at a time (a batch's pairs are written once it is done)."""
     from ..config import EditConfig, InversionConfig
     from ..image import load_image, pixels_sha256
 
@@ -162,7 +177,15 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
 
     def local(todo):
         model = {"model": editor.model_id, "model_fingerprint": editor.model_fingerprint}
-        for job in todo:
+        images = [j for j in todo if j[0] == "image"]
+        for start in range(0, len(images), batch):  # real images: a batch at a time
+            chunk = images[start:start + batch]
+            made = teacher_image_pairs(editor, direction, [j[1] for j in chunk], size=size, inversion=inversion,
+                                       edit=edit, scorers=scorers, source_concept=source_concept,
+                                       target_concept=target_concept, caption=caption)
+            for job, (src, tgt, scores) in zip(chunk, made):
+                yield job, src, tgt, scores, model
+        for job in (j for j in todo if j[0] != "image"):
             src, tgt, scores = teacher_pair(editor, direction, job[0], job[1], prompt=prompt, size=size,
                                             inversion=inversion, edit=edit, scorers=scorers,
                                             source_concept=source_concept, target_concept=target_concept,

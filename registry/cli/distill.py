@@ -29,6 +29,8 @@ def distill():
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Dataset folder.")
 @click.option("--size", type=click.IntRange(16, 2048), default=256, show_default=True, help="Pair image size.")
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True, help="Teacher DDIM steps.")
+@click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True, help="Real images the teacher "
+              "inverts and edits at once (faster on small models and GPUs; memory grows with it).")
 @click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the direction's).")
 @click.option("--captioner", default=None, help="BLIP model for real sources.")
 @click.option("--caption", default=None, help="Use this caption for every real source instead of BLIP's (no "
@@ -46,7 +48,7 @@ def distill():
 @engine_options
 @json_option
 @pass_state
-def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, steps, model, captioner, caption,
+def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, steps, batch, model, captioner, caption,
                   no_filter, clip_model, dino_model, min_directional, max_structure, min_iou, device, engine, address,
                   workers, gpus_per_worker, as_json):
     """Let the diffusion editor (the teacher) edit sources and write source/edit pairs (resumable).
@@ -117,7 +119,7 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
         except Exception as exc:  # the filter's models are optional: without them, every pair is kept
             click.echo(f"warning: pairs are not filtered ({' '.join(str(exc).split()) or type(exc).__name__})",
                        err=True)
-    manifest = make_pairs(ed, d, Path(out_dir), scorers=scorers, **common)
+    manifest = make_pairs(ed, d, Path(out_dir), scorers=scorers, batch=batch, **common)
     _pairs_summary(manifest, out_dir, d, as_json)
 
 
