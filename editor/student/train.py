@@ -120,6 +120,12 @@ def resolve_precision(precision: str, device: str) -> str:
     return precision
 
 
+def checkpointed_config(meta: dict) -> StudentConfig:
+    """The configuration a checkpoint was trained with; one written before augmentation existed trained without
+    it, so it resumes without it (the same weights as had it run on)."""
+    return StudentConfig(**{"jitter": 0.0, "mirror": False, **meta["config"]})
+
+
 def augment(x: torch.Tensor, y: torch.Tensor, cfg: StudentConfig, generator: torch.Generator):
     """pix2pix's random jitter and mirroring of pairs x, y [B, 3, S, S]: each pair resized to S·(1 + jitter),
     cropped back to S at a random offset, and flipped left-right with probability ½ — source and target alike, so
@@ -288,7 +294,7 @@ class Trainer:
         meta, tensors = read_checkpoint(out_dir)
         path = Path(out_dir) / CHECKPOINT
         try:
-            trainer = cls(StudentConfig(**meta["config"]), sources, targets, meta["total_steps"], lpips=lpips,
+            trainer = cls(checkpointed_config(meta), sources, targets, meta["total_steps"], lpips=lpips,
                           device=device, precision=precision)
             trainer.generator.load_state_dict({k.split("/", 1)[1]: v for k, v in tensors.items()
                                                if k.startswith("generator/")})
@@ -422,7 +428,7 @@ def train_dataset(dataset: Path, out: Path, cfg: StudentConfig | None = None, st
     if resume:
         meta = read_checkpoint(out, tensors=False)[0]
         _resume_check(out, meta, options, steps, held_out, lpips is not None, mode, dataset_sha)
-        cfg = StudentConfig(**meta["config"])
+        cfg = checkpointed_config(meta)
         held_out = (meta.get("run") or {}).get("held_out", DEFAULT_HELD_OUT if held_out is None else held_out)
     else:
         if (out / CHECKPOINT).is_file() and not force:
