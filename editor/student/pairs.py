@@ -11,7 +11,8 @@ A pair's id is derived from its input (the image's pixels, or the synthetic seed
 finished pairs; both images are written before the manifest names the pair, each atomically, so an interrupted
 run leaves no half-written pair. With scorers, a pair is kept only if its scores pass the recorded thresholds:
 CLIP directional similarity and DINO structure distance (:class:`editor.evaluate.Scorers`), or, for the shapes
-world, the parser's reading (:class:`editor.shapes.judge.ShapesJudge`: the target read, the mask kept); without them every pair is kept and the manifest says so. A rerun
+world, the parser's reading (:class:`editor.shapes.judge.ShapesJudge`: the target read, the mask kept); without
+them every pair is kept and the manifest says so. A rerun
 re-applies its own filter (or ``--no-filter``) to the pairs it reuses, scoring those made unfiltered.
 """
 
