@@ -233,7 +233,9 @@ def render_ablation(results: list[dict]) -> str:
         lines.append(f"Student distilled from {st.get('kept_pairs', st['pairs'])} of {st['pairs']} teacher pairs "
                      f"({st['edit']}, kept by the parser), {st['steps']} steps: edit success "
                      f"{_pct(st['success'])} = {st['ratio_to_teacher']:.2f} × the teacher's {_pct(st['teacher_success'])}, "
-                     f"{st['latency_ratio']:.0f}× faster than the teacher per image.")
+                     f"{st['latency_ratio']:.0f}× faster than the teacher per image"
+                     + (f" (run alone: `{r['student_run']['command']}`, {r['student_run']['wall_s'] / 60:.0f} min)."
+                        if r.get("student_run") else "."))
     extra = "".join(f" --{k.replace('_', '-')} {p[k]}" for k in ("student_pairs", "student_steps") if k in p)
     if "xa_sweep" in p:
         extra += f" --xa-sweep '{p['xa_sweep']}'"

@@ -1,0 +1,257 @@
+"""Reading and writing ``.p2pz`` libraries: a zip of ``manifest.json`` and ``tensors.safetensors``.
+
+Import is all-or-nothing (one transaction), idempotent (the repository's content addressing), and defensive:
+member names, sizes and compression ratios are checked before anything is read, every field and tensor is
+validated (:mod:`.manifest`), and nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import zipfile
+from pathlib import Path
+
+from store import models as m
+from store import repository as repo
+from store.files import atomic_write
+from store.lazy import numpy as np
+from store.vectors import from_bytes
+
+from ..library.naming import parse_ref
+from ..library.records import RegistryError
+from .manifest import (FORMAT, FORMAT_VERSION, MAX_MANIFEST_BYTES, MAX_RATIO, MAX_TENSOR_BYTES, MEMBERS, BankEntry,
+                       ComponentEntry, DirectionEntry, EmbeddingEntry, EncoderEntry, Manifest, StudentEntry,
+                       check_tensors, validate_manifest)
+
+
+# --- export -------------------------------------------------------------------------------------------
+
+def export_library(db, refs: list[str], path: Path) -> dict:
+    """Write ``refs`` (with their embeddings, banks, encoders and combination components) to ``path``."""
+    if not refs:
+        raise RegistryError("export needs at least one direction name")
+    if path.exists() and path.is_dir():
+        raise RegistryError(f"{path} is a folder; give a file name such as lib.p2pz")
+    tensors: dict[str, np.ndarray] = {}
+    encoders: dict[str, EncoderEntry] = {}
+    banks: dict[int, BankEntry] = {}
+    embeddings: dict[int, int] = {}  # embedding row id → index
+    emb_entries: list[EmbeddingEntry] = []
+    directions: dict[int, int] = {}  # direction row id → index
+    dir_entries: list[DirectionEntry] = []
+    with db.read() as s:
+        def add_embedding(emb: m.Embedding) -> int:
+            if emb.id in embeddings:
+                return embeddings[emb.id]
+            enc, b = emb.encoder, emb.bank
+            encoders.setdefault(enc.fingerprint, EncoderEntry(**repo.encoder_facts(enc)))
+            if b.id not in banks:
+                banks[b.id] = BankEntry(index=len(banks), concept=b.concept, version=b.version,
+                                        generator=b.generator, params=b.params, sentences=b.sentences,
+                                        sha256=b.sha256, note=b.note, created_at=b.created_at.isoformat())
+            i = len(emb_entries)
+            tensors[f"embedding/{i}/mean"] = from_bytes(emb.mean, (1, None, enc.hidden_size))
+            tensors[f"embedding/{i}/key"] = from_bytes(emb.key, (enc.hidden_size,))
+            emb_entries.append(EmbeddingEntry(index=i, bank=banks[b.id].index, encoder=enc.fingerprint,
+                                              key_kind=emb.key_kind))
+            embeddings[emb.id] = i
+            return i
+
+        def add_direction(row: m.Direction, depth: int = 0) -> int:
+            if row.id in directions:
+                return directions[row.id]
+            if depth > repo.MAX_NESTING:
+                raise RegistryError(f"combination {row.name} is nested too deeply")
+            fields = {}
+            if row.kind == "pair":
+                fields["source"] = add_embedding(s.get(m.Embedding, row.source_id))
+                fields["target"] = add_embedding(s.get(m.Embedding, row.target_id))
+            else:
+                fields["components"] = [
+                    ComponentEntry(direction=add_direction(s.get(m.Direction, c["id"]), depth + 1), weight=c["weight"])
+                    for c in row.components]
+            i = len(dir_entries)
+            dir_entries.append(DirectionEntry(
+                index=i, name=row.name, version=row.version, kind=row.kind, encoder=row.encoder.fingerprint,
+                scale=row.scale, tags=row.tags, note=row.note, deprecated=row.deprecated,
+                content_sha256=row.content_sha256, created_at=row.created_at.isoformat(), **fields))
+            tensors[f"direction/{i}/key"] = from_bytes(row.key, (row.encoder.hidden_size,))
+            directions[row.id] = i
+            return i
+
+        exported = [repo.direction_row(s, *parse_ref(ref, "direction")) for ref in refs]
+        for row in exported:
+            add_direction(row)
+        student_entries = []
+        for st in repo.students(s, [row.id for row in exported]):
+            weights = bytes(st.weights)
+            tensors[f"student/{len(student_entries)}/weights"] = np.frombuffer(weights, dtype=np.uint8)
+            student_entries.append(StudentEntry(
+                direction=directions[st.direction_id], version=st.version, config=st.config,
+                weights_bytes=len(weights), weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
+                params=st.params, metrics=st.metrics, created_at=st.created_at.isoformat()))
+
+    manifest = Manifest(format=FORMAT, format_version=FORMAT_VERSION,
+                        created_at=dt.datetime.now(dt.timezone.utc).isoformat(), encoders=list(encoders.values()),
+                        banks=list(banks.values()), embeddings=emb_entries, directions=dir_entries,
+                        students=student_entries)
+    from safetensors.numpy import save as st_save
+
+    blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+
+    def write(tmp: Path) -> None:
+        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("manifest.json", json.dumps(manifest.model_dump(mode="json"), indent=1, ensure_ascii=False))
+            zf.writestr("tensors.safetensors", blob)
+
+    atomic_write(path, writer=write)
+    return {"path": str(path), "directions": len(dir_entries), "embeddings": len(emb_entries), "banks": len(banks),
+            "students": len(student_entries), "bytes": path.stat().st_size}
+
+
+# --- import -------------------------------------------------------------------------------------------
+
+def open_archive(path: Path) -> zipfile.ZipFile:
+    """The library's zip with exactly the two expected members, safe names, no encryption."""
+    if not path.is_file():
+        raise RegistryError(f"library file {str(path)!r} does not exist")
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError, ValueError, RuntimeError, EOFError) as exc:
+        raise RegistryError(f"{path} is not a p2pz library (not a zip archive: {exc})") from None
+    infos = zf.infolist()
+    for info in infos:
+        name = info.filename
+        if name.startswith(("/", "\\")) or ".." in Path(name).parts or ":" in name or "\\" in name:
+            zf.close()
+            raise RegistryError(f"{path} holds a member with an unsafe path ({name!r}); refusing to import it")
+    names = sorted(i.filename for i in infos)
+    if names != sorted(MEMBERS):
+        zf.close()
+        raise RegistryError(f"{path} is not a p2pz library: expected members {list(MEMBERS)}, found {names[:10]}")
+    for info in infos:
+        if info.flag_bits & 0x1:
+            zf.close()
+            raise RegistryError(f"{path}: member {info.filename} is encrypted; a p2pz library never is")
+    return zf
+
+
+def read_member(zf: zipfile.ZipFile, path: Path, name: str, limit: int) -> bytes:
+    """One member, refused from its declared size and compression ratio before a byte is expanded, and read
+    with a hard cap in case the declaration lies."""
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise RegistryError(f"{path}: member {name} is too large ({info.file_size} bytes; at most {limit} expected)")
+    if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 1 << 20:
+        raise RegistryError(f"{path}: member {name} expands {info.file_size // info.compress_size}× (a zip bomb?); "
+                            "refusing to import it")
+    try:
+        with zf.open(info) as f:
+            blob = f.read(limit + 1)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise RegistryError(f"{path}: member {name} cannot be read ({exc})") from None
+    if len(blob) > limit:
+        raise RegistryError(f"{path}: member {name} is larger than it claims")
+    return blob
+
+
+def tensor_budget(man: Manifest) -> int:
+    """The most bytes ``tensors.safetensors`` can legitimately hold for this manifest (float64 at most, plus
+    header): the tensors member is refused above it before it is read."""
+    dims = {e.fingerprint: (e.max_length, e.hidden_size) for e in man.encoders}
+    elements = 0
+    for e in man.embeddings:
+        length, d = dims.get(e.encoder, (0, 0))
+        elements += length * d + d
+    for r in man.directions:
+        elements += dims.get(r.encoder, (0, 0))[1]
+    tensors = 2 * len(man.embeddings) + len(man.directions) + len(man.students)
+    return 8 * elements + sum(st.weights_bytes for st in man.students) + 256 * tensors + 4096
+
+
+def read_archive(path: Path) -> tuple[Manifest, dict[str, np.ndarray]]:
+    with open_archive(path) as zf:
+        blob = read_member(zf, path, "manifest.json", MAX_MANIFEST_BYTES)
+        try:
+            raw = json.loads(blob.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            why = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)[:200]
+            raise RegistryError(f"{path}: manifest.json is not valid JSON ({why})") from None
+        del blob
+        man = validate_manifest(raw)
+        data = read_member(zf, path, "tensors.safetensors", min(MAX_TENSOR_BYTES, tensor_budget(man)))
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError, TypeError, OverflowError) as exc:
+        raise RegistryError(f"{path}: tensors.safetensors is not a valid safetensors file ({exc})") from None
+    del data
+    return man, check_tensors(man, tensors)
+
+
+
+def import_library(db, path: Path) -> dict:
+    man, tensors = read_archive(path)
+    added = {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0, "students": 0}
+    imported = []
+    with db.write() as s:
+        enc_ids = {}
+        for e in man.encoders:
+            row, created = repo.encoder_row(s, e.model_dump())
+            enc_ids[e.fingerprint] = row.id
+            added["encoders"] += created
+        bank_rows = []
+        for b in man.banks:
+            row, created = repo.insert_bank(s, concept=b.concept, sha256=b.sha256, generator=b.generator,
+                                            params=b.params, sentences=list(b.sentences), note=b.note)
+            bank_rows.append(row)
+            added["banks"] += created
+        emb_rows = []
+        for i, e in enumerate(man.embeddings):
+            row, created = repo.insert_embedding(s, bank_id=bank_rows[e.bank].id, encoder_id=enc_ids[e.encoder],
+                                                 mean=tensors[f"embedding/{i}/mean"],
+                                                 key=tensors[f"embedding/{i}/key"], key_kind=e.key_kind)
+            emb_rows.append(row)
+            added["embeddings"] += created
+        # Directions go in batches (repo.insert_directions: a few statements per batch, not per direction); a
+        # combination first flushes the batch, as it links to the rows of its components.
+        dir_rows: list = [None] * len(man.directions)
+        batch: list[tuple[int, dict]] = []
+
+        def flush() -> None:
+            for (i, _), rec in zip(batch, repo.insert_directions(s, [item for _, item in batch])):
+                dir_rows[i] = rec
+            batch.clear()
+
+        sides = {}  # embedding index → (concept, bank sha256)
+        for j, e in enumerate(man.embeddings):
+            sides[j] = (man.banks[e.bank].concept, man.banks[e.bank].sha256)
+        for i, r in enumerate(man.directions):
+            item = {"name": r.name, "encoder_id": enc_ids[r.encoder], "key": tensors[f"direction/{i}/key"],
+                    "tags": r.tags, "note": r.note, "deprecated": bool(r.deprecated)}
+            if r.kind == "pair":
+                item.update(content=repo.direction_content("pair", r.encoder, source=sides[r.source],
+                                                           target=sides[r.target], scale=r.scale),
+                            source_id=emb_rows[r.source].id, target_id=emb_rows[r.target].id, scale=r.scale)
+                batch.append((i, item))
+                continue
+            flush()
+            comps = [(dir_rows[c.direction], c.weight) for c in r.components]
+            item.update(content=repo.direction_content("combination", r.encoder,
+                                                       components=[(d.content_sha256, w) for d, w in comps]),
+                        components=[{"id": d.id, "name": d.name, "version": d.version, "weight": w}
+                                    for d, w in comps])
+            dir_rows[i] = repo.insert_directions(s, [item])[0]
+        flush()
+        added["directions"] = len({rec.id for rec in dir_rows if rec.created})
+        imported = [f"{rec.name}@{rec.version}" for rec in dir_rows]
+        for i, st in enumerate(man.students):
+            _, created = repo.insert_student(s, direction_id=dir_rows[st.direction].id, config=st.config,
+                                             weights=tensors[f"student/{i}"], weights_sha256=st.weights_sha256,
+                                             dataset_sha256=st.dataset_sha256, params=st.params, metrics=st.metrics)
+            added["students"] += created
+    return {"path": str(path), "added": added, "directions": imported}
+

@@ -1,0 +1,273 @@
+"""The ``.p2pz`` library format: its constants, the pydantic models that are both the validator and the
+documentation of ``manifest.json``, and every check a manifest and its tensors must pass before an import
+touches the database."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from generators import bank_sha256
+from store import repository as repo
+from store.hashing import sha256_json
+from store.lazy import numpy as np
+from store.vectors import VectorError, from_bytes, to_bytes
+
+from ..library.naming import RefError, check_tag, name_problem
+from ..library.records import RegistryError
+
+FORMAT = "p2pz-library"
+FORMAT_VERSION = 1
+MEMBERS = ("manifest.json", "tensors.safetensors")
+MAX_MANIFEST_BYTES = 256 << 20
+MAX_TENSOR_BYTES = 8 << 30
+MAX_RATIO = 200  # uncompressed / compressed; above this the archive is treated as a zip bomb
+
+
+# --- the manifest format ------------------------------------------------------------------------------
+
+class _Entry(BaseModel):
+    # Strict: no coercion ("1" is not 1, true is not 1), no unknown fields, no NaN or Inf.
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class EncoderEntry(_Entry):
+    """A text encoder, identified by its fingerprint (sha256 over its config and weights)."""
+
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    model: str = Field(description="hub id or folder it was loaded from")
+    subfolder: str | None = None
+    revision: str | None = None
+    architecture: str
+    hidden_size: int = Field(gt=0, le=65536, description="D")
+    max_length: int = Field(gt=0, le=4096, description="tokens per prompt (77)")
+    pad_id: int | None = None
+
+
+class BankEntry(_Entry):
+    """A sentence bank; ``sha256`` must match its sentences (checked on import)."""
+
+    index: int | None = None
+    concept: str
+    version: int | None = Field(default=None, description="its version in the exporting registry")
+    generator: str
+    params: dict
+    sentences: list[str] = Field(description="empty for banks imported from .pt means")
+    sha256: str
+    note: str | None = None
+    created_at: str | None = None
+
+
+class EmbeddingEntry(_Entry):
+    """A bank's mean embedding under one encoder (tensors ``embedding/<i>/mean`` and ``/key``)."""
+
+    index: int | None = None
+    bank: int = Field(description="index into banks")
+    encoder: str = Field(description="fingerprint of a listed encoder")
+    key_kind: str
+
+
+class ComponentEntry(_Entry):
+    direction: int = Field(description="index of an earlier direction")
+    weight: float
+
+
+class DirectionEntry(_Entry):
+    """A direction version: a pair of embeddings (``source``, ``target``, ``scale``) or a combination."""
+
+    index: int | None = None
+    name: str
+    version: int | None = Field(default=None, description="its version in the exporting registry")
+    kind: Literal["pair", "combination"]
+    encoder: str
+    scale: float
+    tags: list[str]
+    note: str | None = None
+    deprecated: bool | None = False
+    content_sha256: str | None = None
+    created_at: str | None = None
+    source: int | None = Field(default=None, description="index into embeddings (pair)")
+    target: int | None = Field(default=None, description="index into embeddings (pair)")
+    components: list[ComponentEntry] | None = Field(default=None, description="combination")
+
+
+class StudentEntry(_Entry):
+    """A trained student of a direction (tensor ``student/<i>/weights``: the safetensors file's bytes, uint8)."""
+
+    direction: int = Field(description="index into directions")
+    version: int | None = Field(default=None, description="its version in the exporting registry")
+    config: dict
+    weights_bytes: int = Field(gt=0, le=2 << 30)
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    dataset_sha256: str
+    params: dict
+    metrics: dict
+    created_at: str | None = None
+
+
+class Manifest(_Entry):
+    """``manifest.json`` of a ``.p2pz`` library."""
+
+    format: Literal["p2pz-library"]
+    format_version: Literal[1]
+    created_at: str | None = None
+    encoders: list[EncoderEntry]
+    banks: list[BankEntry]
+    embeddings: list[EmbeddingEntry]
+    directions: list[DirectionEntry]
+    students: list[StudentEntry] = Field(default_factory=list)
+
+
+
+# --- validation ---------------------------------------------------------------------------------------
+
+def _invalid(msg: str) -> RegistryError:
+    return RegistryError(f"invalid library: {msg}")
+
+
+def _where(loc) -> str:
+    """A pydantic error location as a path: ('directions', 0, 'scale') → directions[0].scale."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "manifest"
+
+
+def _explain(exc: ValidationError) -> RegistryError:
+    """The first problem pydantic found, as one line in the library's own terms."""
+    err = exc.errors()[0]
+    loc = tuple(err["loc"])
+    if err["type"] == "missing":
+        return _invalid(f"{_where(loc[:-1])} lacks the field {loc[-1]!r}")
+    if err["type"] == "extra_forbidden":
+        return _invalid(f"{_where(loc[:-1])} has unknown field(s) [{loc[-1]!r}]")
+    if err["type"].endswith("_type") or err["type"] in ("model_type", "list_type", "dict_type"):
+        return _invalid(f"{_where(loc)} has the wrong type ({type(err.get('input')).__name__})")
+    return _invalid(f"{_where(loc)}: {err['msg']}")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise _invalid(msg)
+
+
+def _tensor(tensors: dict, name: str, shape: tuple) -> np.ndarray:
+    _check(name in tensors, f"tensor {name!r} is missing")
+    try:
+        return from_bytes(to_bytes(tensors[name]), shape).astype(np.float32)
+    except VectorError as exc:
+        raise _invalid(f"tensor {name}: {exc}") from None
+
+
+def validate_manifest(raw) -> Manifest:
+    """Parse a manifest and check everything in it that needs no tensor: types, cross-references, bank hashes,
+    and each direction's ``content_sha256`` against what it is made of (a changed scale, weight or bank is
+    tampering, not a new direction)."""
+    _check(isinstance(raw, dict), "the manifest must be a JSON object")
+    _check(raw.get("format") == FORMAT, f"format is {raw.get('format')!r}, expected {FORMAT!r}")
+    _check(raw.get("format_version") == FORMAT_VERSION,
+           f"format_version {raw.get('format_version')!r} is not supported (this p2pz reads {FORMAT_VERSION})")
+    try:
+        man = Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise _explain(exc) from None
+    except RecursionError:
+        raise _invalid("the manifest is nested too deeply") from None
+    _check(bool(man.directions), "it holds no directions")
+    encoders = {}
+    for e in man.encoders:
+        _check(e.fingerprint not in encoders, f"encoder {e.fingerprint[:12]} is listed twice")
+        encoders[e.fingerprint] = e
+    for i, b in enumerate(man.banks):
+        problem = name_problem(b.concept, "bank")
+        _check(problem is None, f"banks[{i}]: {problem}")
+        if b.sentences:
+            _check(bank_sha256(b.sentences) == b.sha256, f"banks[{i}]: sha256 does not match its sentences (tampered?)")
+    for i, e in enumerate(man.embeddings):
+        _check(0 <= e.bank < len(man.banks), f"embeddings[{i}].bank points nowhere")
+        _check(e.encoder in encoders, f"embeddings[{i}] uses encoder {e.encoder[:12]}, which the library does not declare")
+    contents: list[str] = []  # each direction's recomputed content hash, for the combinations after it
+    for i, r in enumerate(man.directions):
+        where = f"directions[{i}]"
+        _check("@" not in r.name, f"{where}.name must not carry a version")
+        problem = name_problem(r.name, "direction")
+        _check(problem is None, f"{where}: {problem}")
+        for t in r.tags:
+            try:
+                check_tag(t)
+            except RefError as exc:
+                raise _invalid(f"{where}: {exc}") from None
+        _check(r.encoder in encoders, f"{where} uses encoder {r.encoder[:12]}, which the library does not declare")
+        if r.kind == "pair":
+            sides = []
+            for side in ("source", "target"):
+                j = getattr(r, side)
+                _check(j is not None, f"{where} lacks the field {side!r}")
+                _check(0 <= j < len(man.embeddings), f"{where}.{side} points nowhere")
+                _check(man.embeddings[j].encoder == r.encoder,
+                       f"{where} claims encoder {r.encoder[:12]} but its {side} embedding was made with "
+                       f"{man.embeddings[j].encoder[:12]}")
+                bank = man.banks[man.embeddings[j].bank]
+                sides.append((bank.concept, bank.sha256))
+            content = repo.direction_content("pair", r.encoder, source=sides[0], target=sides[1], scale=r.scale)
+        else:
+            _check(bool(r.components), f"{where}.components is empty")
+            for c in r.components:
+                _check(0 <= c.direction < i, f"{where}.components must point to earlier directions")
+                _check(man.directions[c.direction].encoder == r.encoder,
+                       f"{where} mixes encoders {r.encoder[:12]} and {man.directions[c.direction].encoder[:12]}")
+            content = repo.direction_content("combination", r.encoder,
+                                             components=[(contents[c.direction], c.weight) for c in r.components])
+        contents.append(sha256_json(content))
+        if r.content_sha256 is not None:
+            _check(r.content_sha256 == contents[-1], f"{where} ({r.name}): content_sha256 does not match what the "
+                   "direction is made of (its scale, weights or banks were changed: tampered?)")
+    return man
+
+
+def _student_weights(man: Manifest, tensors: dict, i: int) -> bytes:
+    """A student's weights: exactly the declared bytes, their sha256, and a safetensors file of float tensors."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load as st_load
+
+    st = man.students[i]
+    name = f"student/{i}/weights"
+    _check(name in tensors, f"tensor {name!r} is missing")
+    arr = tensors[name]
+    _check(arr.dtype == np.uint8 and arr.ndim == 1 and arr.size == st.weights_bytes,
+           f"students[{i}] weights are not the declared {st.weights_bytes} bytes")
+    blob = arr.tobytes()
+    _check(hashlib.sha256(blob).hexdigest() == st.weights_sha256,
+           f"students[{i}]: weights_sha256 does not match its weights (tampered?)")
+    try:
+        inner = st_load(blob)
+    except (SafetensorError, ValueError, TypeError, OverflowError):
+        raise _invalid(f"students[{i}] weights are not a safetensors file") from None
+    _check(bool(inner) and all(v.dtype.kind == "f" for v in inner.values()),
+           f"students[{i}] weights must be floating-point tensors")
+    return blob
+
+
+def check_tensors(man: Manifest, tensors: dict) -> dict[str, np.ndarray]:
+    """Every tensor the manifest needs, with its exact shape, finite, as float32."""
+    encoders = {e.fingerprint: e for e in man.encoders}
+    checked: dict[str, np.ndarray] = {}
+    for i, e in enumerate(man.embeddings):
+        enc = encoders[e.encoder]
+        checked[f"embedding/{i}/mean"] = _tensor(tensors, f"embedding/{i}/mean", (1, enc.max_length, enc.hidden_size))
+        checked[f"embedding/{i}/key"] = _tensor(tensors, f"embedding/{i}/key", (enc.hidden_size,))
+    for i, r in enumerate(man.directions):
+        checked[f"direction/{i}/key"] = _tensor(tensors, f"direction/{i}/key", (encoders[r.encoder].hidden_size,))
+    for i, st in enumerate(man.students):
+        _check(0 <= st.direction < len(man.directions), f"students[{i}].direction points nowhere")
+        checked[f"student/{i}"] = _student_weights(man, tensors, i)
+    return checked
+
+
+def validate(raw, tensors: dict) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """Parse and cross-check a manifest and its tensors → (manifest, tensors as float32, shapes checked)."""
+    man = validate_manifest(raw)
+    return man, check_tensors(man, tensors)
+
