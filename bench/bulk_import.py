@@ -30,7 +30,7 @@ def write_library(path: Path, n_dirs: int, n_concepts: int, dim: int = 768, seed
     from safetensors.numpy import save as st_save
 
     from generators import bank_sha256
-    from registry.exchange import (FORMAT, FORMAT_VERSION, BankEntry, DirectionEntry, EmbeddingEntry,
+    from registry.exchange.manifest import (FORMAT, FORMAT_VERSION, BankEntry, DirectionEntry, EmbeddingEntry,
                                    EncoderEntry, Manifest)
 
     rng = np.random.default_rng(seed)
@@ -69,10 +69,10 @@ def baseline(tmp: Path, library: Path, n: int) -> float:
     """The first ``n`` directions inserted one at a time (insert_direction), after the same encoders, banks and
     embeddings → directions per second."""
     from registry import Registry
-    from registry.exchange import _read_archive
+    from registry.exchange import read_archive
     from store import repository as repo
 
-    man, tensors = _read_archive(library)
+    man, tensors = read_archive(library)
     reg = Registry.open(f"sqlite:///{tmp / 'baseline.db'}")
     with reg.db.write() as s:
         enc_row, _ = repo.encoder_row(s, man.encoders[0].model_dump())

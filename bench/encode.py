@@ -58,7 +58,7 @@ def main():
     args = ap.parse_args()
     from generators import TemplateGenerator
     from registry import Registry
-    from registry.encoding import encode_bank, tokenize
+    from registry.library.encoding import encode_bank, tokenize
     from editor.loader import load_text_encoder
 
     with tempfile.TemporaryDirectory() as tmp:

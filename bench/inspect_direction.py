@@ -28,7 +28,7 @@ def main():
         os.environ["P2PZ_HOME"] = str(Path(tmp) / "home")
         from editor.tiny import build_tiny_model
         from registry import Registry
-        from registry.encoding import stats_path
+        from registry.library.encoding import stats_path
 
         model = build_tiny_model(Path(tmp) / "model", hidden_size=768, text_layers=2, vocab="auto")["path"]
         reg = Registry.open(f"sqlite:///{Path(tmp) / 'r.db'}")

@@ -26,7 +26,7 @@ def run_demo(out: Path, model: str | None = None, n: int | None = None, db: str 
     from editor.loader import SHAPES_MODEL
     from editor.tiny import is_random_weights
 
-    from .api import Registry
+    from registry.library.api import Registry
 
     t0 = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
@@ -123,7 +123,7 @@ def _edit_shapes(reg, out: Path, directions: list, steps: int, progress: bool, e
     from editor.shapes import world
     from store.files import atomic_write
 
-    from .editing import open_editor
+    from registry.library.editing import open_editor
 
     sample = world.sample(DEMO_SEED, shape="circle", colour="red", background="day", size="large",
                           position="center")
@@ -182,7 +182,7 @@ def _edit_sample(reg, model: str, out: Path, tiny: bool, steps: int, progress: b
     from editor.batch import edit_files
     from editor.config import EditConfig, InversionConfig
 
-    from .editing import open_editor
+    from registry.library.editing import open_editor
 
     echo(f"\n7. edit the bundled sample image ({SAMPLE_IMAGE.name}) with pix2pix-zero, {steps} steps")
     captioner = str(Path(model) / "captioner") if tiny else None

@@ -58,13 +58,66 @@ def test_the_parser_sees_function_local_and_relative_imports():
     found = {(t, tuple(n)) for _, where, t, n in all_imports() if where.startswith("registry/cli/__init__.py")}
     assert ("registry.cli.edit", ()) in found  # "from . import … edit …" at the bottom of the module
     assert any(t == "editor.loader" for t, _ in found)  # inside _user_errors()
-    assert ("registry.api", ("Registry",)) in found  # "from ..api import Registry", inside a method
+    assert ("registry.library.api", ("Registry",)) in found  # "from ..api import Registry", inside a method
 
 
 def test_imports_point_down_only():
     upward = [f"{where}: {pkg} imports {target}" for pkg, where, target, _ in all_imports()
               if target.split(".")[0] in PACKAGES and target.split(".")[0] not in ALLOWED[pkg] | {pkg}]
     assert upward == []
+
+
+# Inside registry/ (architecture §2): the library, exchange and analysis know neither front end nor an engine's
+# internals (``registry.engine`` itself is the interface they are handed); the two front ends never call each other,
+# except that ``p2pz serve`` starts the web app through the package's public face (``registry.web``, nothing inside).
+FORBIDDEN = {  # subpackage → the registry modules it must not import (a trailing dot: anything below that name)
+    "registry.library": ("registry.cli", "registry.web", "registry.demo", "registry.engine."),
+    "registry.exchange": ("registry.cli", "registry.web", "registry.demo", "registry.engine."),
+    "registry.analysis": ("registry.cli", "registry.web", "registry.demo", "registry.engine."),
+    "registry.engine": ("registry.cli", "registry.web", "registry.demo"),
+    "registry.web": ("registry.cli", "registry.demo"),
+    "registry.cli": ("registry.web.",),
+}
+
+
+def _subpackage(where: str) -> str:
+    parts = where.split(":")[0].removesuffix(".py").split("/")
+    return ".".join(parts[:2])
+
+
+def forbidden_imports(imports) -> list[str]:
+    found = []
+    for pkg, where, target, _ in imports:
+        if pkg != "registry":
+            continue
+        for bad in FORBIDDEN.get(_subpackage(where), ()):
+            if (target.startswith(bad) if bad.endswith(".") else (target == bad or target.startswith(bad + "."))):
+                found.append(f"{where}: {_subpackage(where)} imports {target}")
+    return found
+
+
+def test_registry_subpackages_keep_to_their_concern():
+    assert forbidden_imports(all_imports()) == []
+
+
+@pytest.mark.parametrize("where, bad", [
+    ("library/planted.py", "from registry.cli import main"),
+    ("analysis/planted.py", "from ..web.jobs import Jobs"),
+    ("web/planted.py", "from registry.cli.edit import edit"),
+    ("cli/planted.py", "from ..web.deps import state"),
+    ("library/planted2.py", "from registry.engine.ray import ray_iter"),
+])
+def test_the_subpackage_rules_catch_a_planted_import(tmp_path, monkeypatch, where, bad):
+    import shutil
+
+    from . import test_architecture as me
+
+    fake = tmp_path / "repo"
+    for pkg in PACKAGES:
+        shutil.copytree(REPO / pkg, fake / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (fake / "registry" / where).write_text(f"def f():\n    {bad}\n")
+    monkeypatch.setattr(me, "REPO", fake)
+    assert [f.split(": ", 1)[0] for f in forbidden_imports(me.all_imports())] == [f"registry/{where}:2"]
 
 
 def test_no_cycles_between_packages():
@@ -101,7 +154,7 @@ def test_no_package_imports_another_packages_private_names():
 
 
 @pytest.mark.parametrize("bad, expect", [
-    ("from registry.api import Registry", "store imports registry.api"),
+    ("from registry.library.api import Registry", "store imports registry.library.api"),
     ("import editor.loader", "store imports editor.loader"),
 ])
 def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, bad, expect):

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 from registry import Registry
 from registry.cli import main
-from registry.diagnostics import spearman_brown_size, summary
+from registry.analysis.diagnostics import spearman_brown_size, summary
 
 CONTRACT = {"stability", "key_stability", "sentences_for_095", "word_swap_cosine", "token_profile", "banks",
             "neighbours", "checks"}
@@ -23,7 +23,7 @@ def sqlite_reg(tmp_path):
 
 
 def test_contract_keys_bos_and_no_encoder_call_for_stability(sqlite_reg, tiny_model, monkeypatch):
-    import registry.encoding as encoding
+    import registry.library.encoding as encoding
 
     reg = sqlite_reg
     reg.build_direction("cat", "dog", str(tiny_model), n=300)
@@ -47,7 +47,7 @@ def test_contract_keys_bos_and_no_encoder_call_for_stability(sqlite_reg, tiny_mo
     assert d["word_swap_cosine"] is not None and -1 <= d["word_swap_cosine"] <= 1
 
     # without the cached statistics the banks are encoded once (and cached again): the same figures
-    from registry.encoding import stats_path
+    from registry.library.encoding import stats_path
 
     for concept in ("cat", "dog"):
         stats_path(reg.bank(concept).sha256, diag.encoder).unlink()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from registry import RegistryError
-from registry.encoding import encode_bank, encode_sentences, tokenize
+from registry.library.encoding import encode_bank, encode_sentences, tokenize
 from editor.loader import load_text_encoder
 from tests.numerics import assert_close_relative
 
@@ -89,12 +89,12 @@ def test_names_with_2_and_txt(reg, tiny_model, tmp_path):
 
 def test_rebuild_returns_the_stored_version_without_encoding(reg, tiny_model, monkeypatch):
     first = reg.build_direction("cat", "dog", str(tiny_model), n=N)
-    import registry.encoding
+    import registry.library.encoding
 
     def boom(*a, **k):
         raise AssertionError("the encoder must not run again")
 
-    monkeypatch.setattr(registry.encoding, "encode_bank", boom)
+    monkeypatch.setattr(registry.library.encoding, "encode_bank", boom)
     again = reg.build_direction("cat", "dog", str(tiny_model), n=N)
     assert again.ref == first.ref == "cat-to-dog@1"
     assert np.array_equal(again.vector_numpy(), first.vector_numpy())

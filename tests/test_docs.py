@@ -6,13 +6,44 @@ import shlex
 import click
 
 from registry.cli import main
-from registry.clidoc import render
+from registry.cli.doc import render
 
 from .conftest import REPO
 
 
 def test_cli_reference_is_current():
-    assert (REPO / "docs" / "cli.md").read_text() == render(), "run: python -m registry.clidoc > docs/cli.md"
+    assert (REPO / "docs" / "cli.md").read_text() == render(), "run: python -m registry.cli.doc > docs/cli.md"
+
+
+def _filemap():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("filemap", REPO / "docs" / "filemap.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_the_architecture_file_map_is_current_and_every_module_says_what_it_holds():
+    filemap = _filemap()
+    undocumented = [str(p.relative_to(REPO)) for p in filemap.modules() if filemap.summary(p) is None]
+    assert undocumented == []
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    assert filemap.BEGIN in doc and filemap.END in doc
+    assert filemap.update(doc) == doc, "run: python docs/filemap.py"
+
+
+def test_the_file_map_check_fails_on_a_new_module(tmp_path, monkeypatch):
+    """The check can fail: a module added to a copy of the packages is missing from the committed map."""
+    import shutil
+
+    filemap = _filemap()
+    for pkg in filemap.PACKAGES:
+        shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "registry" / "library" / "planted.py").write_text('"""A planted module."""\n')
+    monkeypatch.setattr(filemap, "REPO", tmp_path)
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    assert "registry/library/planted.py` | A planted module. |" in filemap.update(doc) != doc
 
 
 def test_readme_gives_the_two_commands_and_ci_runs_the_test_one():

@@ -1,4 +1,4 @@
-"""Batch work on Ray (registry.engines) against a local Ray started once per session: results equal the local
+"""Batch work on Ray (registry.engine) against a local Ray started once per session: results equal the local
 engine's byte for byte, a failing item leaves the others done, a rerun does nothing new."""
 
 import json
@@ -137,7 +137,7 @@ def test_preview_build_on_ray_stores_the_previews_a_local_build_makes(local_ray,
             "--json"]
     local = runner.invoke(main, args)
     assert local.exit_code == 0, local.output
-    from registry.previews import previews_dir
+    from registry.library.previews import previews_dir
 
     rendered = {p.parent.name + "/" + p.name: p.read_bytes() for p in previews_dir().glob("*/edit.png")}
     assert len(rendered) == 2

@@ -114,7 +114,7 @@ def test_the_evaluations_revision_upgrades_and_downgrades_a_populated_database(d
 
     reg = Registry.open(db_url)
     d = reg.build_direction("cat", "dog", str(tiny_model), n=5)
-    from registry.evaluations import record
+    from registry.analysis.evaluations import record
 
     record(reg.db, d.id, {"clip_acc": 1.0, "structure_distance": 0.01}, 3, {"test": True})
     reg.close()
@@ -151,7 +151,7 @@ def test_sweep_runs_once_per_value_and_reports(tmp_path, tiny_model, photos, tin
 
 
 def test_pie_bench_layout(tmp_path, tiny_model, tiny_clip, tiny_vit, alex_backbone, monkeypatch):
-    from registry.evaluations import PIE_COLUMNS, bracketed, unbracketed
+    from registry.analysis.pie_bench import PIE_COLUMNS, bracketed, unbracketed
 
     assert bracketed("a [black] [cat] on a mat") == "black cat" and unbracketed("a [cat] sat") == "a cat sat"
     images = tmp_path / "annotation_images"

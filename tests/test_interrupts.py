@@ -13,7 +13,7 @@ from .conftest import REPO, db_dump
 
 INTERRUPTED_BUILD = r"""
 import sys, time
-import registry.encoding as encoding
+import registry.library.encoding as encoding
 from registry import Registry
 
 plain = encoding.encode_sentences

@@ -106,7 +106,7 @@ def test_vectors_round_trip_bit_exactly():
 
 
 def test_stored_vectors_are_bit_exact(reg, tiny_model):
-    from registry.encoding import encode_bank
+    from registry.library.encoding import encode_bank
     from editor.loader import load_text_encoder
 
     d = reg.build_direction("cat", "dog", str(tiny_model), n=30)

@@ -16,7 +16,7 @@ from PIL import Image
 
 from registry import Registry
 from registry.cli import main
-from registry.jobs import INTERRUPTED, Jobs
+from registry.web.jobs import INTERRUPTED, Jobs
 from registry.web import Settings, create_app
 from store import models as m
 from store import repository as repo
@@ -308,7 +308,7 @@ def test_an_edit_job_runs_and_its_results_download_with_provenance(client):
 
 
 def test_progress_is_reported_while_a_job_runs(client, monkeypatch):
-    import registry.jobs as jobs_mod
+    import registry.web.jobs as jobs_mod
 
     seen = []
     plain = jobs_mod.JobRunner._update

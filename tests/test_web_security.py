@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from registry import Registry
 from registry.cli import main
-from registry.jobs import INTERRUPTED, Jobs
+from registry.web.jobs import INTERRUPTED, Jobs
 from registry.web import create_app
 from store import models as m
 from store import repository as repo
@@ -275,7 +275,7 @@ def test_a_stale_job_is_still_recovered_and_a_finished_job_carries_no_error(db, 
     # a job wrongly failed while it ran: finishing it clears the error
     with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
         job_id = edit(c).json()["id"]
-    from registry.jobs import JobRunner
+    from registry.web.jobs import JobRunner
 
     runner = JobRunner(jobs, model=str(tiny_model), captioner=str(tiny_model / "captioner"))
     plain = runner._run_edit

@@ -1,7 +1,7 @@
 """Direction diagnostics without images: is a direction stable, specific, and made from healthy banks?
 
 ``p2pz direction inspect NAME[@V]`` / ``Registry.inspect(ref)``. Everything here is computed from the stored banks
-and their sentence statistics (:class:`registry.encoding.BankStats`: per-block sums of the 77 × D hidden states and
+and their sentence statistics (:class:`registry.library.encoding.BankStats`: per-block sums of the 77 × D hidden states and
 every sentence's key, kept in the cache when the bank is encoded), so the stability part needs no encoder call.
 
 * **stability** — split-half cosine of Δ: the sentences of each bank fall in K blocks by hash; a random half of the
@@ -37,8 +37,8 @@ from store import repository as repo
 from store.lazy import numpy as np
 from store.vectors import from_bytes
 
-from .naming import parse_ref
-from .records import RegistryError
+from registry.library.naming import parse_ref
+from registry.library.records import RegistryError
 
 SPLITS = 20
 TARGET_STABILITY = 0.95
@@ -182,7 +182,7 @@ def _stats_of(bank, sentences: list[str], fingerprint: str, encoder_loader, call
     """A bank's sentence statistics under an encoder: from the cache, else by encoding it once (and caching);
     None for a bank without sentences (imported as a mean embedding). ``calls`` collects the size of every
     encoder batch this took."""
-    from .encoding import encode_bank, load_stats, save_stats
+    from registry.library.encoding import encode_bank, load_stats, save_stats
 
     if not sentences:
         return None
@@ -214,7 +214,7 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
 
     def load():
         if "enc" not in encoder:
-            from .encoding import load_encoder
+            from registry.library.encoding import load_encoder
 
             loaded = load_encoder(model)
             if loaded.fingerprint != fingerprint:
@@ -258,7 +258,7 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
     tokenizer = None
     try:
         enc = load()
-        from .encoding import encode_sentences
+        from registry.library.encoding import encode_sentences
 
         hidden, _ = encode_sentences(enc, [f"a photo of a {src_bank.concept}", f"a photo of a {tgt_bank.concept}"])
         swap = (hidden[1] - hidden[0]).float().cpu().numpy()  # [77, D]
@@ -304,7 +304,7 @@ def bank_advice(db, ref: str, *, splits: int = 10, seed: int = 0) -> dict | None
     kept when they were encoded (no encoder call) → ``{"source": {"bank", "size"}, "target": {…}, "effective",
     "needed" (inspect's sentences per bank for split-half 0.95; None when unknown), "warning" (None or one
     line)}``; None for a combination."""
-    from .encoding import load_stats
+    from registry.library.encoding import load_stats
 
     name, version = parse_ref(ref, "direction")
     with db.read() as s:

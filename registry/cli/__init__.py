@@ -32,7 +32,7 @@ def _user_errors() -> tuple:
     from store.db import StoreError
     from store.vectors import VectorError
 
-    from ..records import RegistryError
+    from registry.library.records import RegistryError
 
     return (RegistryError, GeneratorError, StoreError, VectorError, ModelLoadError, FileExistsError, EditorError,
             ImageError)
@@ -97,7 +97,7 @@ class State:
 
     def registry(self):
         if self._reg is None:
-            from ..api import Registry
+            from registry.library.api import Registry
 
             self._reg = Registry.open(self.db, progress=self.progress)
         return self._reg
@@ -140,7 +140,7 @@ class VersionType(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        from ..naming import RefError, parse_version
+        from registry.library.naming import RefError, parse_version
 
         try:
             return parse_version(value)
@@ -204,7 +204,7 @@ def llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_to
 
 
 def engine_options(f):
-    """``--engine local|ray``, ``--address``, ``--workers``, ``--gpus-per-worker`` (registry.engines)."""
+    """``--engine local|ray``, ``--address``, ``--workers``, ``--gpus-per-worker`` (registry.engine)."""
     for opt in reversed([
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      help="Run here, or on Ray (one model per worker; pip install 'p2pz[ray]')."),
@@ -220,11 +220,13 @@ def engine_options(f):
 
 
 def make_engine(engine, address, workers, gpus_per_worker):
-    from ..engines import Engine
+    from registry.engine import make_engine as engine_of
+    from registry.library.records import RegistryError
 
-    if engine == "local" and (address or workers != 1 or gpus_per_worker):
-        raise P2PZError("--address, --workers and --gpus-per-worker need --engine ray")
-    return Engine(engine, address, workers, gpus_per_worker)
+    try:
+        return engine_of(engine, address, workers, gpus_per_worker)
+    except RegistryError as exc:
+        raise P2PZError(str(exc)) from None
 
 
 # ``--kind`` of the bank-making commands (auto: chosen from the concept by generators.templates.choose_kind)

@@ -78,7 +78,7 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
     if generator == "file" or source_file or target_file:
         if not (source_file and target_file):
             raise P2PZError("--from file needs both --source-file and --target-file")
-        from ..banks import read_sentence_file
+        from registry.library.banks import read_sentence_file
 
         # exactly these files' sentences, stored with the direction in one transaction
         sides = {"source_sentences": read_sentence_file(source_file, n),
@@ -133,7 +133,7 @@ def direction_build_many(state, pairs_file, model, generator, n, seed, kind, tag
       p2pz direction build-many pairs.csv --model CompVis/stable-diffusion-v1-4
       p2pz direction build-many pairs.csv --engine ray --workers 4 --gpus-per-worker 0.5
     """
-    from ..directions import read_pairs
+    from registry.library.build_many import read_pairs
 
     eng = make_engine(engine, address, workers, gpus_per_worker)
     generator, opts = _bank_options(generator, kind, llm_model, base_url, temperature, concurrency, max_requests,
@@ -242,7 +242,7 @@ def direction_inspect(state, ref, splits, report, as_json):
       p2pz direction inspect cat-to-dog@2 --json
       p2pz direction inspect cat-to-dog --report cat-to-dog.html
     """
-    from ..diagnostics import report_html, summary
+    from registry.analysis.diagnostics import report_html, summary
 
     d = state.registry().inspect(ref, splits=splits)
     if report:

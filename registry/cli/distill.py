@@ -73,8 +73,8 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     from editor.loader import SHAPES_MODEL
     from editor.student.pairs import PairFilter, make_pairs
 
-    from ..editing import open_editor
-    from ..evaluations import concepts
+    from registry.library.editing import open_editor
+    from registry.analysis.evaluations import concepts
 
     eng = make_engine(engine, address, workers, gpus_per_worker)
     reg = state.registry()
@@ -86,16 +86,17 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     common = dict(images=images, synthetic=synthetic, prompt=prompt, size=size, inversion=InversionConfig(steps=steps),
                   edit=EditConfig(steps=steps), pair_filter=PairFilter(min_directional, max_structure),
                   source_concept=source, target_concept=target, progress=state.progress, caption=caption)
-    if eng.kind == "ray":
-        from ..engines import pairs_runner
+    if engine == "ray":  # the batched, parser-judged teacher below runs here only
+        from registry.library.editing import EditorOptions
+        from registry.library.pairs import PairsSetup, pairs_runner
 
         if no_filter:
             click.echo("warning: pairs are not filtered (--no-filter)", err=True)
-        spec = {"direction": d, "model": model, "editor": {"device": device, **kwargs}, "filter": not no_filter,
-                "clip_model": clip_model, "dino_model": dino_model, "prompt": prompt or f"a photo of a {source}",
-                "size": size, "inversion": common["inversion"], "edit": common["edit"], "source_concept": source,
-                "target_concept": target, "caption": caption}
-        manifest = make_pairs(None, d, Path(out_dir), runner=pairs_runner(eng, spec), filtered=not no_filter,
+        setup = PairsSetup(direction=d, model=model, options=EditorOptions(device=device, **kwargs),
+                           filter=not no_filter, clip_model=clip_model, dino_model=dino_model,
+                           prompt=prompt or f"a photo of a {source}", size=size, inversion=common["inversion"],
+                           edit=common["edit"], source_concept=source, target_concept=target, caption=caption)
+        manifest = make_pairs(None, d, Path(out_dir), runner=pairs_runner(eng, setup), filtered=not no_filter,
                               **common)
         _pairs_summary(manifest, out_dir, d, as_json)
         return

@@ -35,7 +35,7 @@ def _editing_options(f):
 
 
 def _open_editor(state, model, directions, device, dtype, no_safety_checker, no_cache, cache_maps, **kwargs):
-    from ..editing import choose_model, open_editor
+    from registry.library.editing import choose_model, open_editor
 
     if no_cache and cache_maps:
         raise click.UsageError("--cache-maps needs the cache; drop --no-cache")
@@ -85,9 +85,9 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
     """
     from editor.batch import expand_inputs
 
-    from ..engines import edit_many
-
     from editor.config import EditConfig, InversionConfig
+
+    from registry.library.editing import EditorOptions, EditSetup, edit_many
 
     inversion = InversionConfig(steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule)
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
@@ -99,11 +99,11 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
         device = resolve_device(device)  # a device this machine lacks is refused before anything is loaded
     eng = make_engine(engine, address, workers, gpus_per_worker)
     if student is not None:
-        if eng.kind != "local":
+        if engine != "local":
             raise P2PZError("--student runs locally (milliseconds per image); drop --engine ray")
         version = None
         if student != "latest":
-            from ..naming import RefError, parse_version
+            from registry.library.naming import RefError, parse_version
 
             try:
                 version = parse_version(student[1:] if student.startswith("@") else "", "--student version")
@@ -129,14 +129,13 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
         for flagged in o.nsfw:
             click.echo(f"warning: the safety checker blanked {flagged}; --no-safety-checker turns it off", err=True)
 
-    editor_kwargs = {"device": device, "dtype": dtype, "safety_checker": not no_safety_checker,
-                     "cache": not no_cache, "cache_maps": cache_maps, **kwargs}
-    outcomes = edit_many(eng, dirs, paths, Path(out_dir), model=model, editor_kwargs=editor_kwargs,
-                         inversion=inversion, edit=edit_cfg, caption=caption, save_reconstruction=save_reconstruction,
-                         force=force, skip_existing=skip_existing, progress=state.progress,
-                         report=None if as_json else report, record_source_path=record_source_path,
-                         open_local=lambda: _open_editor(state, model, dirs, device, dtype, no_safety_checker,
-                                                         no_cache, cache_maps, **kwargs))
+    options = EditorOptions(device=device, dtype=dtype, safety_checker=not no_safety_checker, cache=not no_cache,
+                            cache_maps=cache_maps, progress=state.progress, **kwargs)
+    setup = EditSetup(directions=dirs, model=model, options=options, out_dir=str(out_dir), inversion=inversion,
+                      edit=edit_cfg, caption=caption, save_reconstruction=save_reconstruction, force=force,
+                      skip_existing=skip_existing, record_source_path=record_source_path)
+    outcomes = edit_many(eng, setup, paths, progress=state.progress, report=None if as_json else report,
+                         info=state.info)
     if as_json:
         echo_json([o.__dict__ for o in outcomes])
     failed = [o for o in outcomes if not o.ok]

@@ -89,9 +89,9 @@ def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model
     from editor.config import EditConfig, InversionConfig
     from editor.metrics import load_mask
 
-    from ..editing import open_editor
-    from ..evaluations import evaluate, parse_sweep, report_html
-    from ..evaluations import sweep as run_sweep
+    from registry.library.editing import open_editor
+    from registry.analysis.evaluations import evaluate, parse_sweep, report_html
+    from registry.analysis.evaluations import sweep as run_sweep
 
     reg = state.registry()
     d = reg.get(ref)
@@ -146,7 +146,7 @@ def eval_score(state, edited, images_dir, clip_model, dino_model, lpips_weights,
     Example:
       p2pz eval score p2pz-out/*__cat-to-dog@1.png
     """
-    from ..evaluations import score_files
+    from registry.analysis.evaluations import score_files
 
     scorers = _scorers(clip_model, dino_model, lpips_weights, lpips_net, device)
     for note in scorers.notes:
@@ -186,7 +186,7 @@ def eval_pie_bench(state, mapping, images_dir, model, limit, bank_size, steps, x
     from editor import Editor
     from editor.config import EditConfig, InversionConfig
 
-    from ..evaluations import pie_bench
+    from registry.analysis.pie_bench import pie_bench
 
     scorers = _scorers(clip_model, dino_model, lpips_weights, lpips_net, device)
     for note in scorers.notes:

@@ -18,8 +18,8 @@ from store.files import atomic_write
 from store.lazy import numpy as np
 from store.vectors import from_bytes
 
-from ..library.naming import parse_ref
-from ..library.records import RegistryError
+from registry.library.naming import parse_ref
+from registry.library.records import RegistryError
 from .manifest import (FORMAT, FORMAT_VERSION, MAX_MANIFEST_BYTES, MAX_RATIO, MAX_TENSOR_BYTES, MEMBERS, BankEntry,
                        ComponentEntry, DirectionEntry, EmbeddingEntry, EncoderEntry, Manifest, StudentEntry,
                        check_tensors, validate_manifest)

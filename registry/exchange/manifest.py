@@ -15,8 +15,8 @@ from store.hashing import sha256_json
 from store.lazy import numpy as np
 from store.vectors import VectorError, from_bytes, to_bytes
 
-from ..library.naming import RefError, check_tag, name_problem
-from ..library.records import RegistryError
+from registry.library.naming import RefError, check_tag, name_problem
+from registry.library.records import RegistryError
 
 FORMAT = "p2pz-library"
 FORMAT_VERSION = 1

@@ -9,11 +9,11 @@ from generators import BankDraft
 from store import repository as repo
 from store.lazy import numpy as np
 
-from ..library.banks import BankSource, check_bank_concept
-from ..library.directions import record_of
-from ..library.encoding import EmbeddingSource, encoder_facts, load_encoder, registry_model, store_embedding
-from ..library.naming import check_name, direction_name
-from ..library.records import Direction, RegistryError
+from registry.library.banks import BankSource, check_bank_concept
+from registry.library.directions import record_of
+from registry.library.encoding import EmbeddingSource, encoder_facts, load_encoder, registry_model, store_embedding
+from registry.library.naming import check_name, direction_name
+from registry.library.records import Direction, RegistryError
 
 MAX_PT_BYTES = 1 << 30
 MAX_PT_ROWS = 100_000  # a raw bank [N, 77, D] of at most this many sentences

@@ -3,11 +3,11 @@
 A registry is a database (a SQLite file by default, any SQLAlchemy URL) plus a search-index cache beside it.
 Every method is one transaction: slow work (generating sentences, loading a model, encoding) happens first,
 outside any write lock, then everything it produced is written at once, so a failure or an interrupt leaves the
-database as it was. Returned objects are plain records (:mod:`registry.records`) holding no session. Errors
+database as it was. Returned objects are plain records (:mod:`registry.library.records`) holding no session. Errors
 from every layer below reach the caller as :class:`RegistryError`, one line naming the fix.
 
-Where things live: banks → :mod:`registry.banks`, encoding → :mod:`registry.encoding`, directions →
-:mod:`registry.directions`, search → :mod:`registry.search`, libraries and ``.pt`` files →
+Where things live: banks → :mod:`registry.library.banks`, encoding → :mod:`registry.library.encoding`, directions →
+:mod:`registry.library.directions`, search → :mod:`registry.library.search`, libraries and ``.pt`` files →
 :mod:`registry.exchange`, rows and inserts → :mod:`store.repository`.
 """
 
@@ -165,15 +165,16 @@ class Registry:
     def build_many(self, pairs, model: str | None = None, *, engine=None, generator: str | None = None,
                    n: int = 1000, seed: int = 0, tags: Iterable[str] = (), device: str | None = None, report=None,
                    **options) -> list[dict]:
-        """Build many directions from (source, target, name | None) pairs (``p2pz direction build-many``). With
-        a Ray :class:`registry.engines.Engine`, banks are made and encoded in parallel workers first; records
+        """Build many directions from (source, target, name | None) pairs (``p2pz direction build-many``): the
+        banks are made and encoded on ``engine``'s workers first (:mod:`registry.engine`; default here), records
         are written here. One ``{"source", "target", "name", "ref" | "error"}`` per pair; failures don't stop
-        the rest."""
-        from .engines import Engine
+        the rest (and don't undo it)."""
+        from registry.engine import LocalEngine
 
-        return _directions.build_many(self.db, list(pairs), model, engine or Engine(), generator=generator, n=n,
-                                      seed=seed, tags=tags, device=device, progress=self.progress, report=report,
-                                      **options)
+        from .build_many import build_many
+
+        return build_many(self.db, list(pairs), model, engine or LocalEngine(), generator=generator, n=n,
+                          seed=seed, tags=tags, device=device, progress=self.progress, report=report, **options)
 
     @_translated
     def combine(self, weights: dict[str, float], name: str, *, tags: Iterable[str] = (),
@@ -187,7 +188,7 @@ class Registry:
 
     @_translated
     def untag(self, ref: str, tag: str) -> Direction:
-        """Remove ``tag`` from a direction version (:class:`~registry.records.NotFound` when it lacks it)."""
+        """Remove ``tag`` from a direction version (:class:`~registry.library.records.NotFound` when it lacks it)."""
         return _directions.untag(self.db, ref, tag)
 
     @_translated
@@ -202,9 +203,9 @@ class Registry:
 
     @_translated
     def inspect(self, ref: str, *, splits: int = 20, seed: int = 0):
-        """Diagnostics of a direction without images (:mod:`registry.diagnostics`): stability, word-swap baseline,
+        """Diagnostics of a direction without images (:mod:`registry.analysis.diagnostics`): stability, word-swap baseline,
         token profile, bank health, entanglement and checks."""
-        from .diagnostics import inspect
+        from registry.analysis.diagnostics import inspect
 
         return inspect(self.db, self.indexes, ref, splits=splits, seed=seed)
 
@@ -212,7 +213,7 @@ class Registry:
     def bank_advice(self, ref: str) -> dict | None:
         """Which banks a pair direction uses (``{"source": {"bank", "size"}, "target": …}``) and a ``warning``
         when they are far below the size :meth:`inspect` asks for (from stored statistics: no encoder call)."""
-        from .diagnostics import bank_advice
+        from registry.analysis.diagnostics import bank_advice
 
         return bank_advice(self.db, ref)
 
@@ -220,7 +221,7 @@ class Registry:
     def scores(self, directions: list[Direction]) -> dict[str, dict]:
         """The latest evaluation run of each direction that has one: {ref: {"run_id", "created_at", "n_images",
         "scores": {metric: value}}} (``p2pz eval``)."""
-        from .evaluations import latest
+        from registry.analysis.evaluations import latest
 
         return latest(self.db, directions)
 
@@ -295,14 +296,14 @@ class Registry:
     @_translated
     def export(self, refs: Iterable[str], path: str | Path) -> dict:
         """Write a ``.p2pz`` library (zip: manifest.json + tensors.safetensors) with full provenance."""
-        from .exchange import export_library
+        from registry.exchange import export_library
 
         return export_library(self.db, list(refs), Path(path))
 
     @_translated
     def import_(self, path: str | Path) -> dict:
         """Import a ``.p2pz`` library (idempotent: importing twice adds nothing)."""
-        from .exchange import import_library
+        from registry.exchange import import_library
 
         return import_library(self.db, Path(path))
 
@@ -310,6 +311,6 @@ class Registry:
     def import_pt(self, source_pt: str | Path, target_pt: str | Path, name: str | None = None,
                   model: str | None = None) -> Direction:
         """A direction from the official pix2pix-zero per-concept ``.pt`` means (``torch.load(weights_only=True)``)."""
-        from .exchange import import_pt
+        from registry.exchange import import_pt
 
         return import_pt(self.db, Path(source_pt), Path(target_pt), name=name, model=model)

@@ -8,7 +8,6 @@ a failure leaves the database as it was.
 
 from __future__ import annotations
 
-import json
 from typing import Iterable
 
 from generators import BankDraft, normalize_sentences
@@ -20,7 +19,7 @@ from store.vectors import from_bytes
 from .banks import BankSource, resolve_bank
 from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding
 from .naming import check_name, check_tag, check_tags, direction_name, parse_ref
-from .records import Direction, NotFound, RegistryError, direction_maker, user_errors
+from .records import Direction, NotFound, RegistryError, direction_maker
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -127,119 +126,6 @@ def build(db, source: str, target: str, model: str | None = None, *, name: str |
         row, _ = repo.insert_direction(s, name=name, content=content, encoder_id=enc_row.id, key=key,
                                        source_id=se.id, target_id=te.id, scale=scale, tags=tags, note=note)
         return record_of(db, s, row)
-
-
-def read_pairs(path) -> list[tuple[str, str, str | None]]:
-    """``source,target[,name]`` per line (CSV; blank lines, ``#`` comments and a ``source,target`` header
-    skipped) → the pairs, or a :class:`RegistryError` naming the line."""
-    import csv
-
-    pairs = []
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            for number, row in enumerate(csv.reader(f), 1):
-                cells = [c.strip() for c in row]
-                if not cells or not any(cells) or cells[0].startswith("#"):
-                    continue
-                if number == 1 and [c.lower() for c in cells[:2]] == ["source", "target"]:
-                    continue
-                if len(cells) not in (2, 3) or not cells[0] or not cells[1]:
-                    raise RegistryError(f"{path}, line {number}: write source,target or source,target,name "
-                                        f"(got {','.join(row)!r})")
-                pairs.append((cells[0], cells[1], cells[2] if len(cells) == 3 and cells[2] else None))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RegistryError(f"cannot read {path}: {exc}") from None
-    if not pairs:
-        raise RegistryError(f"{path} holds no pairs; write one source,target[,name] per line")
-    return pairs
-
-
-def prepare_banks(db, refs: list[str], model: str | None, engine, *, generator: str | None, n: int, seed: int,
-                  device: str | None, progress: bool, options: dict) -> dict[str, str]:
-    """Make and encode, on ``engine``'s workers, every bank of ``refs`` not yet encoded under ``model``'s text
-    encoder, and store them through this process (one writer) → {ref: error} for the ones that failed."""
-    import base64
-
-    import torch
-
-    from . import engines
-    from .banks import BankSource
-    from .encoding import EmbeddingSource
-
-    enc = load_encoder(model, device)
-    items, errors = [], {}
-    for ref in dict.fromkeys(refs):
-        try:
-            concept, version = parse_ref(ref, "bank")
-            row = None
-            if version is not None or generator is None:
-                with db.read() as s:
-                    row = (repo.bank_row(s, concept, version) if version is not None
-                           else repo.latest_bank(s, concept, with_sentences=True))
-                    if row is not None and repo.find_embedding(s, row.concept, row.sha256, enc.fingerprint):
-                        continue  # already encoded under this encoder
-                    sentences = list(row.sentences) if row is not None else None
-            if row is not None:
-                items.append({"ref": ref, "concept": row.concept, "sentences": sentences,
-                              "generator": row.generator, "params": dict(row.params or {})})
-            else:
-                items.append({"ref": ref, "concept": concept, "generator": generator or "templates", "n": n,
-                              "seed": seed, "options": options})
-        except RegistryError as exc:
-            errors[ref] = str(exc)
-    if not items:
-        return errors
-    spec = {"model": model, "device": device, "threads": torch.get_num_threads()}
-    rows = engines.ray_map(engine, [{"item": json.dumps(i)} for i in items], engines.EncodeWorker, (spec,),
-                           desc="encoding banks (ray)", progress=progress)
-    with db.write() as s:  # the one writer
-        enc_row, _ = repo.encoder_row(s, encoder_facts(enc))
-        for r in rows:
-            if "error" in r:
-                errors[r["ref"]] = r["error"]
-                continue
-            sentences = r["sentences"]
-            if sentences is None:
-                bank = BankSource(concept=r["concept"], sha256=r["sha256"], generator=r["generator"])
-                with db.read() as rs:
-                    bank.row_id = repo.bank_by_sha(rs, r["concept"], r["sha256"]).id
-            else:
-                bank = BankSource.from_sentences(r["concept"], sentences, r["generator"], r["params"])
-            mean = from_bytes(base64.b64decode(r["mean"]), (1, None, enc.hidden_size))
-            key = from_bytes(base64.b64decode(r["key"]), (enc.hidden_size,))
-            store_embedding(s, EmbeddingSource(bank=bank, mean=mean, key=key, key_kind=r["key_kind"]), enc_row.id)
-    return errors
-
-
-def build_many(db, pairs: list[tuple[str, str, str | None]], model: str | None, engine, *,
-               generator: str | None = None, n: int = 1000, seed: int = 0, tags: Iterable[str] = (),
-               device: str | None = None, progress: bool = False, report=None, **options) -> list[dict]:
-    """Build every pair (``build``), with the banks made and encoded on ``engine`` first (Ray: in parallel
-    workers; local: as each build needs them) → one ``{"source", "target", "name", "ref" | "error"}`` per pair.
-    A failing pair is reported and the others are built; building what exists returns the stored version."""
-    bank_errors = {}
-    model = registry_model(db, model)
-    if engine.kind == "ray":
-        bank_errors = prepare_banks(db, [r for p in pairs for r in p[:2]], model, engine, generator=generator,
-                                    n=n, seed=seed, device=device, progress=progress, options=options)
-    out = []
-    for source, target, name in pairs:
-        result = {"source": source, "target": target, "name": name}
-        failed = bank_errors.get(source) or bank_errors.get(target)
-        if failed:
-            result["error"] = failed
-        else:
-            try:
-                with user_errors():
-                    d = build(db, source, target, model, name=name, generator=generator, n=n, seed=seed,
-                              tags=tags, device=device, progress=False, **dict(options))
-                result.update(name=d.name, ref=d.ref)
-            except RegistryError as exc:
-                result["error"] = str(exc)
-        out.append(result)
-        if report:
-            report(result)
-    return out
 
 
 def _encoder_mismatch(a: m.Direction, b: m.Direction) -> str:

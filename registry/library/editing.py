@@ -1,10 +1,40 @@
-"""Editing with stored directions: which model to load for them (the registry's policy) and the editor.
+"""Editing with stored directions: which model to load for them (the registry's policy), the editor, and the
+batch edit (``p2pz edit``) on any engine.
 
 The editor knows nothing of the registry; this is where the two meet. A direction records the text encoder it
 was built with, so by default the editor loads the model the directions were built with.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from editor.batch import EditOutcome, edit_files, labels_of, triage
+from editor.config import EditConfig, InversionConfig
+from editor.errors import ComponentLoadError
+
+
+@dataclass(frozen=True)
+class EditorOptions:
+    """How to load an editor (``editor.Editor.from_pretrained``'s settings). ``captioner`` None: the default one
+    (the snapshot's own ``captioner/``, else BLIP); ``dtype`` None: float32."""
+
+    device: str | None = None
+    dtype: str | None = None
+    captioner: str | None = None
+    safety_checker: bool = True
+    cache: bool = True
+    cache_maps: bool = False
+    map_dtype: str = "float32"
+    progress: bool = False
+
+    def kwargs(self) -> dict:
+        out = {"device": self.device, "safety_checker": self.safety_checker, "cache": self.cache,
+               "cache_maps": self.cache_maps, "map_dtype": self.map_dtype, "progress": self.progress}
+        out.update({k: v for k, v in (("dtype", self.dtype), ("captioner", self.captioner)) if v is not None})
+        return out
 
 
 def choose_model(directions, model: str | None = None) -> str | None:
@@ -23,3 +53,70 @@ def open_editor(directions, model: str | None = None, **kwargs):
     from editor import Editor
 
     return Editor.from_pretrained(choose_model(directions, model), directions=list(directions), **kwargs)
+
+
+# --- the batch edit on an engine ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class EditSetup:
+    """What every image of one ``p2pz edit`` shares: the directions (detached records), the model, the editor's
+    settings, the output folder and the two configs."""
+
+    directions: list
+    model: str | None
+    options: EditorOptions
+    out_dir: str
+    inversion: InversionConfig
+    edit: EditConfig
+    caption: str | None = None
+    save_reconstruction: bool = False
+    force: bool = False
+    skip_existing: bool = False
+    record_source_path: bool = False
+
+
+@dataclass
+class EditItem:
+    image: str
+
+
+class EditWorker:
+    """One editor, loaded once, then one image per call through :func:`editor.batch.edit_files`."""
+
+    Item, Result = EditItem, EditOutcome
+    fatal = (ComponentLoadError,)  # the captioner cannot load: every image would fail alike
+
+    def __init__(self, setup: EditSetup):
+        self.setup = setup
+        self.editor = open_editor(setup.directions, setup.model, **setup.options.kwargs())
+
+    def __call__(self, item: EditItem) -> EditOutcome:
+        s = self.setup
+        return edit_files(self.editor, [Path(item.image)], s.directions, Path(s.out_dir), inversion=s.inversion,
+                          edit=s.edit, caption=s.caption, save_reconstruction=s.save_reconstruction, force=s.force,
+                          skip_existing=s.skip_existing, record_source_path=s.record_source_path)[0]
+
+    @classmethod
+    def failed(cls, item: EditItem, error: str):
+        return EditOutcome(image=item.image, ok=False, error=error)
+
+
+def edit_many(engine, setup: EditSetup, paths: list[Path], *, progress: bool = False,
+              report: Callable | None = None, info: Callable[[str], None] | None = None) -> list:
+    """Edit every image with every direction of ``setup`` on ``engine`` → one :class:`editor.batch.EditOutcome`
+    per image, in input order.
+
+    What needs no model is settled first (:func:`editor.batch.triage`: missing inputs, existing outputs, two
+    inputs writing one output), so the model is loaded only when some image is left to edit."""
+    settled = triage(paths, labels_of(setup.directions), Path(setup.out_dir), force=setup.force,
+                     skip_existing=setup.skip_existing, save_reconstruction=setup.save_reconstruction)
+    for outcome in settled:
+        if outcome is not None and report:
+            report(outcome)
+    todo = [p for p, o in zip(paths, settled) if o is None]
+    if todo and info:
+        info(f"loading {choose_model(setup.directions, setup.model) or 'the default model'} …")
+    setup = replace(setup, directions=[d.detached() for d in setup.directions])
+    done = iter(engine.map(EditWorker, setup, [EditItem(str(p)) for p in todo], desc="editing",
+                           progress=progress, on_result=report))
+    return [o if o is not None else next(done) for o in settled]

@@ -211,7 +211,7 @@ def encoder_facts(enc) -> dict:
 class EmbeddingSource:
     """A bank's embedding under one encoder: stored (``row_id``) or freshly encoded (``mean``, ``key``)."""
 
-    bank: object  # registry.banks.BankSource
+    bank: object  # registry.library.banks.BankSource
     mean: np.ndarray | None = None  # [1, 77, D]
     key: np.ndarray | None = None  # [D]
     key_kind: str = "pooler"

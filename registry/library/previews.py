@@ -14,21 +14,26 @@ import hashlib
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+from editor.batch import edit_files, output_name, output_stem
+from editor.config import EditConfig, InversionConfig
 
 from store.files import atomic_write
 from store.hashing import sha256_json
 from store.paths import data_home
 
+from .editing import EditorOptions, choose_model, open_editor
 from .records import Direction, NotFound, RegistryError
 
 THUMB = 256
 DEFAULT_STEPS = 50
-SAMPLE_IMAGE = Path(__file__).parent / "data" / "sample.png"
+SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "sample.png"
 # a held-out shapes-world scene (red circle, day sky; its caption recorded in the PNG): the preview image of
 # directions on the shapes model, whose world has no cats on grass (architecture §12)
-SHAPES_SAMPLE_IMAGE = Path(__file__).parent / "data" / "shapes-sample.png"
+SHAPES_SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "shapes-sample.png"
 
 
 def default_images(model: str | None) -> list[Path]:
@@ -110,22 +115,88 @@ def _thumb(src: Path, dst: Path) -> None:
         atomic_write(dst, writer=lambda p: im.save(p, format="PNG"))
 
 
+@dataclass(frozen=True)
+class PreviewSetup:
+    """What every render of one ``build_previews`` shares. ``editor_for`` and ``on_step`` are local-only hooks
+    (the web app's job runner passes the editor it keeps loaded and its progress callback)."""
+
+    directions: dict  # ref → Direction (detached)
+    options: EditorOptions
+    steps: int = DEFAULT_STEPS
+    seed: int = 0
+    caption: str | None = None
+    editor_for: Callable | None = None
+    on_step: Callable | None = None
+
+
+@dataclass
+class PreviewItem:
+    """One image edited with a chunk of directions of one model (one inversion)."""
+
+    model: str | None
+    image: str
+    refs: list[str]
+
+
+@dataclass
+class PreviewResult:
+    pngs: dict = field(default_factory=dict)  # ref → the edited PNG's bytes (with its provenance)
+    error: str | None = None
+
+
+class PreviewWorker:
+    """Renders previews: one editor per model (loaded on first use, or the setup's ``editor_for``); each call
+    edits one image with a chunk of directions and returns the edited PNGs' bytes."""
+
+    Item, Result = PreviewItem, PreviewResult
+    fatal = ()
+
+    def __init__(self, setup: PreviewSetup):
+        self.setup = setup
+        self.loaded: tuple = ()  # (model, editor)
+
+    def _editor(self, model: str | None, dirs: list):
+        if self.setup.editor_for is not None:
+            return self.setup.editor_for(dirs)
+        if not self.loaded or self.loaded[0] != model:
+            self.loaded = ()  # the previous model's editor is released before the next one loads
+            self.loaded = (model, open_editor(dirs, model, **self.setup.options.kwargs()))
+        return self.loaded[1]
+
+    def __call__(self, item: PreviewItem) -> PreviewResult:
+        s = self.setup
+        dirs = [s.directions[r] for r in item.refs]
+        editor = self._editor(item.model, dirs)
+        image = Path(item.image)
+        editor.on_step = s.on_step
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                outcome = edit_files(editor, [image], dirs, Path(tmp), inversion=InversionConfig(steps=s.steps,
+                                     seed=s.seed), edit=EditConfig(), caption=s.caption, force=True)[0]
+                if not outcome.ok:
+                    return PreviewResult(error=outcome.error)
+                stem = output_stem(image)
+                return PreviewResult(pngs={d.ref: (Path(tmp) / output_name(stem, d.ref)).read_bytes() for d in dirs})
+        finally:
+            editor.on_step = None
+
+    @classmethod
+    def failed(cls, item: PreviewItem, error: str) -> PreviewResult:
+        return PreviewResult(error=error)
+
+
 def build_previews(registry, refs: list[str] | None, images: list[Path] | None = None, *, model: str | None = None,
                    device: str | None = None, dtype: str | None = None, captioner: str | None = None,
                    caption: str | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
                    force: bool = False, editor_for: Callable | None = None, on_step: Callable | None = None,
-                   engine=None,
-                   report: Callable[[dict], None] | None = None, progress: bool = False) -> list[dict]:
+                   engine=None, report: Callable[[dict], None] | None = None, progress: bool = False) -> list[dict]:
     """Render the preview of every direction in ``refs`` (default: every non-deprecated one) on every image of
     ``images`` (default: the bundled sample of the direction's model, :func:`default_images`) → one summary per
-    (direction, image): ``{"direction", "image", "key", "status": "rendered" | "cached" | "failed", "error"}``. Directions sharing a model share one
-    inversion per image. ``editor_for(directions)`` supplies the editor (default: loaded here, once per model;
-    the web app's job runner passes the one it keeps loaded). With a Ray ``engine``
-    (:class:`registry.engines.Engine`), the renders run on its workers and are stored here."""
-    from editor.batch import edit_files, output_name, output_stem
-    from editor.config import EditConfig, InversionConfig
-
-    from .editing import choose_model, open_editor
+    (direction, image): ``{"direction", "image", "key", "status": "rendered" | "cached" | "failed", "error"}``.
+    Directions sharing a model share one inversion per image (:data:`BATCH` at a time). ``editor_for(directions)``
+    supplies the editor (default: loaded once per model). The renders run on ``engine``'s workers
+    (:mod:`registry.engine`; default here) and are stored by this process."""
+    from registry.engine import LocalEngine
 
     directions = [registry.get(r) for r in refs] if refs else registry.directions()
     given = [Path(p) for p in images] if images else None
@@ -134,24 +205,16 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
             raise RegistryError(f"preview image {p} does not exist")
     params = {"steps": steps, "seed": seed, **({"caption": caption} if caption else {})}  # caption: not BLIP's
     out: list[dict] = []
-    loaded: dict = {}
+
+    def done(summary: dict) -> None:
+        out.append(summary)
+        if report:
+            report(summary)
+
     by_model: dict[str | None, list[Direction]] = {}
     for d in directions:
         by_model.setdefault(choose_model([d], model), []).append(d)
-    work: list[tuple[str | None, Path, list]] = []  # (model, image, [(direction, entry)]) still to render
-
-    def finish(image: Path, chunk: list, error: str | None, edited: Callable[[Direction], Path]) -> None:
-        for d, entry in chunk:
-            summary = {"direction": d.ref, "image": image.name, "key": entry["key"]}
-            if error is not None:
-                out.append({**summary, "status": "failed", "error": error})
-            else:
-                _store(edited(d), image, entry["key"])
-                _record(d, entry)
-                out.append({**summary, "status": "rendered"})
-            if report:
-                report(out[-1])
-
+    work: list[tuple[PreviewItem, list]] = []  # (item, [(direction, entry)]) still to render
     for chosen, group in by_model.items():
         mkey = model_key(chosen)
         for image in given or default_images(chosen or model):
@@ -163,63 +226,31 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
                 entry = {"key": key, "image": image.name, "params": params, "model": chosen or mkey}
                 if not force and (previews_dir() / key / "edit_thumb.png").is_file():
                     _record(d, entry)
-                    out.append({"direction": d.ref, "image": image.name, "key": key, "status": "cached"})
-                    if report:
-                        report(out[-1])
+                    done({"direction": d.ref, "image": image.name, "key": key, "status": "cached"})
                 else:
                     todo.append((d, entry))
-            work += [(chosen, image, todo[i:i + BATCH]) for i in range(0, len(todo), BATCH)]
-    if engine is not None and engine.kind == "ray" and work:
-        _render_on_ray(engine, work, steps, seed, {k: v for k, v in (("device", device), ("dtype", dtype),
-                                                                    ("captioner", captioner)) if v},
-                       finish, progress, caption)
+            work += [(PreviewItem(chosen, str(image), [d.ref for d, _ in todo[i:i + BATCH]]), todo[i:i + BATCH])
+                     for i in range(0, len(todo), BATCH)]
+    if not work:
         return out
-    for chosen, image, chunk in work:
-        if editor_for is not None:
-            editor = editor_for([d for d, _ in chunk])
-        else:
-            if loaded.get("model", ()) != chosen:
-                loaded.update(model=chosen, editor=None)
-                loaded["editor"] = open_editor([d for d, _ in chunk], chosen, progress=progress, **{
-                    k: v for k, v in (("device", device), ("dtype", dtype), ("captioner", captioner)) if v})
-            editor = loaded["editor"]
-        editor.on_step = on_step
+    options = EditorOptions(device=device, dtype=dtype, captioner=captioner, progress=progress)
+    setup = PreviewSetup(directions={d.ref: d.detached() for _, chunk in work for d, _ in chunk}, options=options,
+                         steps=steps, seed=seed, caption=caption, editor_for=editor_for, on_step=on_step)
+    results = (engine or LocalEngine()).iter(PreviewWorker, setup, [item for item, _ in work])
+    for (item, chunk), result in zip(work, results):
+        image = Path(item.image)
         with tempfile.TemporaryDirectory(dir=_ensure(previews_dir())) as tmp:
-            outcome = edit_files(editor, [image], [d for d, _ in chunk], Path(tmp),
-                                 inversion=InversionConfig(steps=steps, seed=seed), edit=EditConfig(),
-                                 caption=caption, force=True)[0]
-            finish(image, chunk, None if outcome.ok else outcome.error,
-                   lambda d, tmp=tmp, image=image: Path(tmp) / output_name(output_stem(image), d.ref))
-        editor.on_step = None
+            for d, entry in chunk:
+                summary = {"direction": d.ref, "image": image.name, "key": entry["key"]}
+                if result.error is not None:
+                    done({**summary, "status": "failed", "error": result.error})
+                    continue
+                edited = Path(tmp) / f"{entry['key']}.png"
+                edited.write_bytes(result.pngs[d.ref])
+                _store(edited, image, entry["key"])
+                _record(d, entry)
+                done({**summary, "status": "rendered"})
     return out
-
-
-def _render_on_ray(engine, work: list, steps: int, seed: int, editor_kwargs: dict, finish, progress: bool,
-                   caption: str | None = None) -> None:
-    """Each (model, image, chunk) of ``work`` rendered by a Ray worker; the edited PNGs come back as bytes and
-    are stored here (one writer)."""
-    import base64
-    import json
-
-    import torch
-
-    from . import engines
-
-    frozen, items = {}, []
-    for chosen, image, chunk in work:
-        for d, _ in chunk:
-            frozen.setdefault(d.ref, engines.freeze(d))
-        items.append({"item": json.dumps({"model": chosen, "image": str(image), "refs": [d.ref for d, _ in chunk]})})
-    spec = {"directions": frozen, "editor": editor_kwargs, "steps": steps, "seed": seed, "caption": caption,
-            "threads": torch.get_num_threads()}
-    rows = engines.ray_map(engine, items, engines.PreviewWorker, (spec,), desc="previews (ray)", progress=progress)
-    for (chosen, image, chunk), row in zip(work, rows):
-        with tempfile.TemporaryDirectory(dir=_ensure(previews_dir())) as tmp:
-            def edited(d, tmp=tmp, row=row):
-                path = Path(tmp) / f"{len(list(Path(tmp).iterdir()))}.png"
-                path.write_bytes(base64.b64decode(row["pngs"][d.ref]))
-                return path
-            finish(image, chunk, row.get("error"), edited)
 
 
 def _ensure(folder: Path) -> Path:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 from store.lazy import numpy as np
@@ -118,6 +118,12 @@ class Direction:
                 raise RegistryError(f"direction {self.ref} has no vector source")
             self._vector = self.load_vector()
         return self._vector
+
+    def detached(self) -> "Direction":
+        """This record with Δ and its key materialized and no link to the database: plain data another process
+        (a Ray worker) can receive."""
+        return replace(self, _vector=self.vector_numpy(), _key=self.key, key_bytes=None, load_vector=None,
+                       load_key=None)
 
     @property
     def vector(self):

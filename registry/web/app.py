@@ -13,7 +13,7 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from ..jobs import JobRunner
+from .jobs import JobRunner
 from . import errors
 from .deps import State, require_write
 from .guard import Gate

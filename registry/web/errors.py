@@ -11,8 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..jobs import UploadError
-from ..records import NotFound, RegistryError
+from .jobs import UploadError
+from registry.library.records import NotFound, RegistryError
 
 log = logging.getLogger("p2pz.web")
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from store import repository as repo
 
-from .records import NotFound, RegistryError, user_errors
+from registry.library.records import NotFound, RegistryError, user_errors
 
 INTERRUPTED = "the server stopped while this job was running; submit it again"
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
@@ -268,7 +268,7 @@ class JobRunner:
             repo.update_job(s, job_id, **values)
 
     def editor(self, directions):
-        from .editing import choose_model, open_editor
+        from registry.library.editing import choose_model, open_editor
 
         key = (choose_model(directions, self.model), self.device, self.dtype)
         if key != self._editor_key:
@@ -296,7 +296,7 @@ class JobRunner:
         return on_step
 
     def _run_preview(self, job: Job) -> list[dict]:
-        from .previews import build_previews
+        from registry.library.previews import build_previews
 
         self._update(job.id, stage="loading model", progress=0.0)
         done = build_previews(self.jobs.registry, job.params["directions"], model=self.model, steps=job.params["steps"],

@@ -6,7 +6,7 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..records import RegistryError
+from registry.library.records import RegistryError
 
 
 def is_loopback(host: str) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from .. import previews as _previews
+from registry.library import previews as _previews
 
 
 def direction_url(ref: str) -> str:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query
 
 from store.repository import METRICS, SORTS
 
-from ... import previews as _previews
+from registry.library import previews as _previews
 from ..deps import State, require_write, state
 from ..schemas import BuildIn, DirectionDetail, DirectionOut, DirectionPage, Error, JobOut, TagIn
 from ..views import direction_out, directions_out, job_out, preview_out

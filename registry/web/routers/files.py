@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from ... import previews as _previews
-from ...records import NotFound
+from registry.library import previews as _previews
+from registry.library.records import NotFound
 from ..deps import State, state
 from ..schemas import Error, Health
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, File, Query, UploadFile
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
-from ...jobs import UploadError
+from registry.web.jobs import UploadError
 from ..deps import State, require_write, state
 from ..schemas import Error, ImportOut
 

@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from store.repository import METRICS, SORTS
 
-from ...records import NotFound, RegistryError
+from registry.library.records import NotFound, RegistryError
 from ..deps import State, state
 from ..errors import DATABASE_ERROR, HTTPError, from_database
 from ..views import direction_out, directions_out

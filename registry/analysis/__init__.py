@@ -1,0 +1,1 @@
+"""What a direction does: diagnostics (`inspect`), evaluations and PIE-Bench."""
