@@ -14,7 +14,8 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError
 
-from store.db import StoreError, explain_db_error, is_read_only, shown_url
+from store.db import (StoreError, explain_db_error, foreign_key_violations, is_read_only, shown_url,
+                      sqlite_foreign_keys_off)
 
 # The newest revision in migrations/versions; a test checks it equals Alembic's own head.
 HEAD_REVISION = "0007"
@@ -37,10 +38,7 @@ def current_revision(engine: Engine) -> str | None:
     """The Alembic revision stamped in the database, or None for an empty database."""
     try:
         with engine.connect() as conn:
-            if not engine.dialect.has_table(conn, "alembic_version"):
-                return None
-            row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-            return row[0] if row else None
+            return _revision_on(conn)
     except DatabaseError as exc:
         raise StoreError(explain_db_error(engine, exc)) from None
 
@@ -142,21 +140,14 @@ def _upgrade_under_advisory_lock(engine: Engine) -> None:
 
 
 def _upgrade_under_write_lock(engine: Engine) -> None:
-    with engine.connect() as conn:
-        raw = conn.connection.driver_connection
-        # Table rebuilds (batch migrations) must not cascade into child tables: foreign keys off for the upgrade.
-        # The pragma only works outside a transaction, so it comes before BEGIN IMMEDIATE.
-        raw.execute("PRAGMA foreign_keys=OFF")
-        try:
-            conn.execution_options(p2pz_write=True)
-            with conn.begin():  # BEGIN IMMEDIATE: the database's write lock, held until the upgrade commits
-                rev = _revision_on(conn)
-                _refuse_unknown(rev)
-                if rev != HEAD_REVISION:
-                    _upgrade_on(conn)
-                    bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                    if bad:
-                        raise StoreError(f"the schema upgrade left {len(bad)} rows with broken foreign keys; the "
-                                         "database was left as it was")
-        finally:
-            raw.execute("PRAGMA foreign_keys=ON")
+    with engine.connect() as conn, sqlite_foreign_keys_off(conn):
+        conn.execution_options(p2pz_write=True)
+        with conn.begin():  # BEGIN IMMEDIATE: the database's write lock, held until the upgrade commits
+            rev = _revision_on(conn)
+            _refuse_unknown(rev)
+            if rev != HEAD_REVISION:
+                _upgrade_on(conn)
+                bad = foreign_key_violations(conn)
+                if bad:
+                    raise StoreError(f"the schema upgrade left {bad} rows with broken foreign keys; the "
+                                     "database was left as it was")

@@ -4,6 +4,7 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+from store.db import foreign_key_violations, sqlite_foreign_keys_off
 from store.models import Base
 
 config = context.config
@@ -32,27 +33,15 @@ def run_migrations_online() -> None:
         url = config.get_main_option("sqlalchemy.url")
         engine = make_engine(url) if url else engine_from_config(
             config.get_section(config.config_ini_section, {}), prefix="sqlalchemy.", poolclass=pool.NullPool)
-    with engine.connect() as connection:
-        sqlite = connection.dialect.name == "sqlite"
-        if sqlite:
-            # SQLite "batch" migrations recreate tables (copy, DROP, RENAME); with foreign keys on, the DROP would
-            # cascade into child tables. Switch them off for the migration (it must happen outside a transaction,
-            # so on the raw connection), check integrity at the end, and switch them back on.
-            connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
-        try:
-            context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
-                              transaction_per_migration=False)
-            with context.begin_transaction():
-                context.run_migrations()
-                if sqlite:
-                    bad = connection.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
-                    if bad:
-                        raise RuntimeError(f"migration left {len(bad)} rows with broken foreign keys: {bad[:3]}")
-        finally:
-            if sqlite:
-                if connection.in_transaction():
-                    connection.commit()
-                connection.connection.driver_connection.execute("PRAGMA foreign_keys=ON")
+    # SQLite "batch" migrations recreate tables; foreign keys are off while they run and checked at the end
+    with engine.connect() as connection, sqlite_foreign_keys_off(connection):
+        context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True,
+                          transaction_per_migration=False)
+        with context.begin_transaction():
+            context.run_migrations()
+            bad = foreign_key_violations(connection)
+            if bad:
+                raise RuntimeError(f"migration left {bad} rows with broken foreign keys")
 
 
 if context.is_offline_mode():

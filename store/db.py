@@ -66,6 +66,32 @@ def _read_only_sqlite(parsed):
     return parsed.set(database="file:" + quote(str(path.resolve())), query=query)
 
 
+@contextlib.contextmanager
+def sqlite_foreign_keys_off(conn) -> Iterator[None]:
+    """SQLite's foreign keys off on ``conn`` for a schema change, then back on. Batch migrations recreate tables
+    (copy, DROP, RENAME) and the DROP must not cascade into child tables. The pragma only works outside a
+    transaction, so it is set on the raw connection before the caller begins one; the caller checks
+    :func:`foreign_key_violations` before it commits. No-op on other databases."""
+    if conn.dialect.name != "sqlite":
+        yield
+        return
+    raw = conn.connection.driver_connection
+    raw.execute("PRAGMA foreign_keys=OFF")
+    try:
+        yield
+    finally:
+        if conn.in_transaction():
+            conn.commit()
+        raw.execute("PRAGMA foreign_keys=ON")
+
+
+def foreign_key_violations(conn) -> int:
+    """Rows whose foreign keys point nowhere (SQLite's ``foreign_key_check``; 0 elsewhere)."""
+    if conn.dialect.name != "sqlite":
+        return 0
+    return len(conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall())
+
+
 def is_read_only(engine: Engine) -> bool:
     """Whether :func:`make_engine` opened this database read-only (a SQLite file this process cannot write)."""
     return engine.url.get_backend_name() == "sqlite" and engine.url.query.get("mode") == "ro"

@@ -25,6 +25,23 @@ class NotFound(RegistryError, LookupError):
     404 for it, the CLI the same one line as for any :class:`RegistryError`."""
 
 
+# How to act on a missing record, in the front ends' terms (the store only says what is missing): the CLI and the
+# HTTP API show the same line.
+FIXES = {
+    "bank": "create one with: p2pz bank create {name}",
+    "direction": "see p2pz direction list, or build it with p2pz direction build SOURCE TARGET",
+    "student": "distil one with p2pz distill pairs … and p2pz distill train …",
+    "deprecated-student": "ask for one by version (--version N, --student @N) or undeprecate it "
+                          "(p2pz student undeprecate)",
+}
+
+
+def not_found_message(exc) -> str:
+    """A store :class:`~store.repository.NotFoundError`'s message with the fix it names."""
+    fix = FIXES.get(getattr(exc, "fix", None) or "")
+    return f"{exc}; {fix.format(name=exc.name)}" if fix else str(exc)
+
+
 @contextlib.contextmanager
 def user_errors():
     """Turn the lower layers' user-facing errors (store, generators, vectors) into :class:`RegistryError`."""
@@ -36,7 +53,7 @@ def user_errors():
     try:
         yield
     except NotFoundError as exc:
-        raise NotFound(str(exc)) from None
+        raise NotFound(not_found_message(exc)) from None
     except (StoreError, GeneratorError, VectorError) as exc:
         raise RegistryError(str(exc)) from None
 

@@ -174,8 +174,11 @@ class Jobs:
 
     def get(self, job_id: str) -> Job:
         self.folder(job_id)  # refuses a malformed id
-        with user_errors(), self.db.read() as s:
-            return _record(repo.job_row(s, job_id))
+        try:
+            with user_errors(), self.db.read() as s:
+                return _record(repo.job_row(s, job_id))
+        except NotFound as exc:
+            raise NotFound(f"{exc}; job ids come from POST /api/edits") from None
 
     def list(self, status: str | None = None, limit: int = 50) -> list[Job]:
         with user_errors(), self.db.read() as s:

@@ -1,0 +1,73 @@
+"""Job rows: the web app's background work (edits, preview renders), claimed by one owner at a time."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.orm import Session
+
+from store import models as m
+
+from .core import NotFoundError
+
+
+JOB_STATES = ("queued", "running", "done", "failed")
+
+
+def insert_job(s: Session, *, job_id: str, kind: str, params: dict) -> m.Job:
+    row = m.Job(id=job_id, kind=kind, status="queued", progress=0.0, params=params, results=[])
+    s.add(row)
+    s.flush()
+    return row
+
+
+def job_row(s: Session, job_id: str) -> m.Job:
+    row = s.get(m.Job, job_id)
+    if row is None:
+        raise NotFoundError(f"no job {job_id}", fix="job", name=job_id)
+    return row
+
+
+def jobs(s: Session, *, status: str | None = None, limit: int = 50) -> list[m.Job]:
+    q = select(m.Job).order_by(m.Job.created_at.desc(), m.Job.id).limit(limit)
+    return list(s.scalars(q.where(m.Job.status == status) if status else q))
+
+
+def claim_next_job(s: Session, kinds: Iterable[str] | None = None, owner: str | None = None) -> m.Job | None:
+    """The oldest queued job, marked running by ``owner`` (with a first heartbeat) — atomically, so two workers
+    never take the same job."""
+    q = select(m.Job.id).where(m.Job.status == "queued").order_by(m.Job.created_at, m.Job.id)
+    if kinds is not None:
+        q = q.where(m.Job.kind.in_(list(kinds)))
+    for job_id in s.scalars(q.limit(5)).all():
+        now = m.utcnow()
+        taken = s.execute(update(m.Job).where(m.Job.id == job_id, m.Job.status == "queued")
+                          .values(status="running", started_at=now, stage="starting", owner=owner,
+                                  heartbeat_at=now, error=None)).rowcount
+        if taken == 1:
+            return s.get(m.Job, job_id)
+    return None
+
+
+def update_job(s: Session, job_id: str, **values) -> None:
+    """Progress, stage, results, or the end of a job (``status`` done | failed, with ``finished_at``)."""
+    if values.get("status") in ("done", "failed"):
+        values.setdefault("finished_at", m.utcnow())
+    s.execute(update(m.Job).where(m.Job.id == job_id).values(**values))
+
+
+def heartbeat_job(s: Session, job_id: str, owner: str | None) -> bool:
+    """``owner`` still runs ``job_id``: refresh its heartbeat → False when the job is no longer its running job."""
+    return s.execute(update(m.Job).where(m.Job.id == job_id, m.Job.status == "running", m.Job.owner == owner)
+                     .values(heartbeat_at=m.utcnow())).rowcount == 1
+
+
+def fail_interrupted_jobs(s: Session, reason: str, stale_before: dt.datetime | None = None) -> int:
+    """Mark running jobs failed whose server is gone → how many: every running job, or with ``stale_before``
+    only those whose last heartbeat is older (or absent: a server from before revision 0007)."""
+    q = update(m.Job).where(m.Job.status == "running")
+    if stale_before is not None:
+        q = q.where(or_(m.Job.heartbeat_at.is_(None), m.Job.heartbeat_at < stale_before))
+    return s.execute(q.values(status="failed", error=reason, finished_at=m.utcnow())).rowcount
