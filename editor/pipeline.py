@@ -28,7 +28,7 @@ import torch
 from store.hashing import sha256_json
 from store.progress import progress_bar
 
-from .attention import AttentionMaps, cross_attention_layers, guided_processors
+from .attention import cross_attention_layers
 from .cache import Expected, StaleEntry, TensorCache
 from .caption import SNAPSHOT_CAPTIONER, Captioner, snapshot_captioner
 from .config import EditConfig, InversionConfig, with_overrides
@@ -36,6 +36,7 @@ from .errors import ComponentLoadError, EditorError
 from .image import load_image, pixels_sha256, preprocess, to_pil
 from .loader import compute_fingerprint, default_model
 from .regularize import regularize
+from .sampler import edit_condition, guided_sample
 from .schedule import ddim_step, inversion_plan, sampling_plan, to_epsilon
 
 
@@ -446,39 +447,23 @@ class Editor:
                 self.cache.drop_maps(key)
                 self.stats["reference_cached"] -= 1
         cond = torch.cat([self.encode_text(negative), self.encode_text(inv.captions)])  # [2B, 77, D]
-        store = AttentionMaps(store_device="cpu", store_dtype=self.map_dtype)
-        x = inv.latents.to(self.device, self.dtype)
         self.stats["reference_passes"] += 1
         plan = sampling_plan(self.scheduler, steps)
-        with guided_processors(self.unet, store), self._bar(len(plan), "reference") as bar:
-            for move in plan:
-                x = self._reference_step(x, move, cond, guidance_scale, store)
-                if self.cache_maps:
-                    self.cache.save_map_step(key, move.t, store.maps[move.t])
-                bar.update()
+        with self._bar(len(plan), "reference") as bar:
+            out = guided_sample(self.unet, plan, inv.latents.to(self.device, self.dtype), cond, [],
+                                guidance_scale=guidance_scale, xa_guidance=0.0, prediction_type=self.prediction_type,
+                                keep_maps=True, map_dtype=self.map_dtype, on_step=self._step_hook(key, bar))
         if self.cache_maps:
-            self.cache.finish_maps(key, x)
-        return store.maps, x
+            self.cache.finish_maps(key, out.reference)
+        return out.maps, out.reference
 
-    def _reference_step(self, x: torch.Tensor, move, cond: torch.Tensor, guidance_scale: float,
-                        store: AttentionMaps) -> torch.Tensor:
-        """One reference step (algorithm §6.2): record the maps of this timestep, then step the latent."""
-        with torch.inference_mode():
-            # (1) one UNet call on the CFG pair, recording every attn2 probability map at this timestep
-            with store.at(move.t, "record"):
-                out = self._unet(torch.cat([x, x]), move.t, cond)
-            # (2) classifier-free guidance and a DDIM step down the schedule
-            return self._cfg_step(out, x, move, guidance_scale)
-
-    def _cfg_step(self, out: torch.Tensor, x: torch.Tensor, move, guidance_scale: float) -> torch.Tensor:
-        """CFG on the raw model outputs, out_u + s(out_c − out_u), then ε at ``x`` (the unconditional half, the
-        latent being stepped) and a DDIM step — as diffusers does, also for v-prediction, where the two halves'
-        latents differ after a guidance step (algorithm §6.3)."""
-        b = x.shape[0]
-        out = out.float()
-        guided = out[:b] + guidance_scale * (out[b:] - out[:b])
-        eps = self._eps(guided, x.float(), move.a_from)
-        return ddim_step(eps, x.float(), move.a_from, move.a_to).to(self.dtype)
+    def _step_hook(self, key: str | None, bar):
+        """After every timestep of the sampler: its maps to the disk cache (with ``cache_maps``), the bar on."""
+        def after(i, move, maps_t):
+            if key is not None and self.cache_maps:
+                self.cache.save_map_step(key, move.t, maps_t)
+            bar.update()
+        return after
 
     # --- 4. edit pass -------------------------------------------------------------------------------
     def edit(self, inv: Inversion, direction, config: EditConfig | None = None, *, negative: list[str] | None = None,
@@ -540,70 +525,21 @@ class Editor:
         """Reference and edit passes in one loop over the timesteps (algorithm §6.2–§6.3) → (reconstruction
         latents, edited latents per direction). Each timestep's maps are dropped once every direction used them
         (and written to the disk cache first, with ``cache_maps``)."""
-        b = inv.latents.shape[0]
         cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
-        conds = [self._edit_condition(cond, delta, b) for delta in deltas]
-        store = AttentionMaps(store_device="cpu", store_dtype=self.map_dtype)
-        store.reference = store.maps  # each timestep's guide reads what its reference step just recorded
-        store.batch_groups = b
-        x_ref = inv.latents.to(self.device, self.dtype)
-        xs = [x_ref for _ in deltas]
         plan = sampling_plan(self.scheduler, cfg.steps)
         self.stats["reference_passes"] += 1
         self.stats["edit_passes"] += len(deltas)
-        with guided_processors(self.unet, store), self._bar(len(plan), "edit") as bar:
-            for i, move in enumerate(plan):
-                t0 = time.perf_counter()
-                x_ref = self._reference_step(x_ref, move, cond, cfg.guidance_scale, store)
-                for tm in timings:
-                    tm["reference_s"] += (time.perf_counter() - t0) / len(timings)
-                for j, cond_edit in enumerate(conds):
-                    t1 = time.perf_counter()
-                    xs[j] = self._guided_step(xs[j], i, move, cond_edit, store, cfg)
-                    timings[j]["edit_s"] += time.perf_counter() - t1
-                if self.cache_maps:
-                    self.cache.save_map_step(key, move.t, store.maps[move.t])
-                del store.maps[move.t]  # one timestep of maps at a time
-                bar.update()
+        with self._bar(len(plan), "edit") as bar:
+            out = guided_sample(self.unet, plan, inv.latents.to(self.device, self.dtype), cond,
+                                [edit_condition(cond, d) for d in deltas], guidance_scale=cfg.guidance_scale,
+                                xa_guidance=cfg.xa_guidance, prediction_type=self.prediction_type,
+                                map_dtype=self.map_dtype, on_step=self._step_hook(key, bar))
+        for tm, edit_s in zip(timings, out.timings["edit_s"]):
+            tm["reference_s"] += out.timings["reference_s"] / len(timings)
+            tm["edit_s"] += edit_s
         if self.cache_maps:
-            self.cache.finish_maps(key, x_ref)
-        return x_ref, [x.detach() for x in xs]
-
-    @staticmethod
-    def _edit_condition(cond: torch.Tensor, delta: torch.Tensor, b: int) -> torch.Tensor:
-        cond_edit = cond.clone()
-        cond_edit[b:] = cond_edit[b:] + delta.to(cond.dtype)  # c + Δ in every conditional row (fixes HFD's [1:2])
-        return cond_edit
-
-    def _guided_step(self, x: torch.Tensor, i: int, move, cond_edit: torch.Tensor, store: AttentionMaps,
-                     cfg: EditConfig, callback=None) -> torch.Tensor:
-        """One edit step (algorithm §6.3) against ``store.reference[move.t]``; checks every map was used."""
-        b = x.shape[0]
-        x_in = torch.cat([x, x]).detach()  # [2B, 4, h, w]
-        layers = set(store.reference[move.t])
-        store.consumed.clear()
-        if cfg.xa_guidance > 0:
-            # (1) L_xa = Σ_layers ‖M_t − M_t^ref‖² with a graph through the latent only
-            x_in.requires_grad_(True)
-            store.loss = None
-            with torch.enable_grad(), store.at(move.t, "guide"):
-                self._unet(x_in, move.t, cond_edit)
-                (grad,) = torch.autograd.grad(store.loss, x_in)
-            if callback is not None:
-                callback(i, move.t, store.loss.detach(), grad.detach())
-            # (2) one SGD step on the doubled latent
-            x_in = (x_in - cfg.xa_guidance * grad).detach()
-        else:
-            store.consumed.update((move.t, layer) for layer in layers)
-        unused = {(move.t, layer) for layer in layers} - store.consumed
-        if unused:
-            raise EditorError(f"{len(unused)} reference maps were never used; the reference pass and the edit "
-                              "pass disagree on timesteps or layers")
-        # (3) predict the noise again from the guided latent, without a graph
-        with torch.no_grad():
-            out = self._unet(x_in, move.t, cond_edit)
-        # (4) classifier-free guidance on the raw outputs and a DDIM step from the guided unconditional half
-        return self._cfg_step(out, x_in[:b], move, cfg.guidance_scale)
+            self.cache.finish_maps(key, out.reference)
+        return out.reference, out.edited
 
     def edit_latents(self, x_t: torch.Tensor, captions: list[str], negative: list[str], delta: torch.Tensor,
                      maps, config: EditConfig, callback=None) -> torch.Tensor:
@@ -614,13 +550,7 @@ class Editor:
         sees L_xa and its gradient on the doubled latent."""
         if config.steps is None or config.xa_guidance is None:
             raise EditorError("edit_latents needs an EditConfig with steps and xa_guidance set")
-        b = x_t.shape[0]
         cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
-        cond_edit = self._edit_condition(cond, delta, b)
-        store = AttentionMaps()
-        store.reference = maps
-        store.batch_groups = b
-        x = x_t.to(self.device, self.dtype)
         plan = sampling_plan(self.scheduler, config.steps)
         missing = [m.t for m in plan if m.t not in maps]
         if missing:
@@ -630,11 +560,12 @@ class Editor:
             raise EditorError(f"{len(extra)} timesteps of reference maps are not in this edit's schedule; the "
                               "reference pass and the edit pass disagree on steps")
         self.stats["edit_passes"] += 1
-        with guided_processors(self.unet, store), self._bar(len(plan), "edit") as bar:
-            for i, move in enumerate(plan):
-                x = self._guided_step(x, i, move, cond_edit, store, config, callback)
-                bar.update()
-        return x.detach()
+        with self._bar(len(plan), "edit") as bar:
+            out = guided_sample(self.unet, plan, x_t.to(self.device, self.dtype), cond, [edit_condition(cond, delta)],
+                                guidance_scale=config.guidance_scale, xa_guidance=config.xa_guidance,
+                                prediction_type=self.prediction_type, reference_maps=maps,
+                                on_step=self._step_hook(None, bar), callback=callback)
+        return out.edited[0]
 
     def _postprocess(self, latents: torch.Tensor):
         with torch.inference_mode():

@@ -243,3 +243,16 @@ def test_outputs_record_the_source_path_as_given(lib, tmp_path, monkeypatch):
     r = CliRunner().invoke(main, [*base, str(absolute), "--out", "o2", "--record-source-path"])
     assert r.exit_code == 0, r.output
     assert read_provenance(tmp_path / "o2" / "q__cat-to-dog@1.png")["source_path"] == str(absolute.resolve())
+
+
+def test_p2pz_model_does_not_override_the_directions_own_model(setup, tmp_path, tiny_model, db_url, monkeypatch):
+    """A direction edits with the model it was built with: $P2PZ_MODEL (the default for builds) does not replace
+    it; --model does."""
+    monkeypatch.setenv("P2PZ_MODEL", str(tmp_path / "no-such-model"))
+    r = edit(db_url, tiny_model, str(setup / "p0.png"), "--direction", "cat-to-dog", "--out", str(tmp_path / "a"),
+             "--json")
+    assert r.exit_code == 0, r.output
+    assert read_provenance(tmp_path / "a" / "p0__cat-to-dog@1.png")["model"] == str(tiny_model)
+    r = edit(db_url, tiny_model, str(setup / "p0.png"), "--direction", "cat-to-dog", "--out", str(tmp_path / "b"),
+             "--model", str(tmp_path / "no-such-model"))
+    assert r.exit_code == 1 and "no-such-model" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -436,6 +436,30 @@ def test_lockstep_edit_is_bit_identical_to_two_passes(ed, inv):
         assert torch.equal(res.reconstruction_latents, recon)
 
 
+def test_the_guided_sampler_is_a_function_of_its_inputs(ed, inv):
+    """editor.sampler.guided_sample called directly — the UNet, the plan, x_T, the CFG pair, the edit
+    conditionings, the guidance settings — gives the editor's edit and reconstruction bit for bit; a wrong Δ
+    (zero) or no guidance gives another edit, so the comparison can fail."""
+    from editor.sampler import edit_condition, guided_sample
+    from editor.schedule import sampling_plan
+
+    d = delta(seed=3)
+    res = ed.edit(inv, d, decode=False)
+    cond = torch.cat([ed.encode_text(inv.captions), ed.encode_text(inv.captions)])  # [2B, 77, D]: negative, caption
+    plan = sampling_plan(ed.scheduler, STEPS)
+    x_T = inv.latents.to(ed.device, ed.dtype)
+
+    def run(dd, xa):
+        return guided_sample(ed.unet, plan, x_T, cond, [edit_condition(cond, dd)], guidance_scale=5.0,
+                             xa_guidance=xa, prediction_type=ed.prediction_type)
+
+    out = run(d, 0.1)
+    assert torch.equal(out.edited[0], res.latents) and torch.equal(out.reference, res.reconstruction_latents)
+    assert out.maps is None and len(out.timings["edit_s"]) == 1
+    assert not torch.equal(run(torch.zeros_like(d), 0.1).edited[0], res.latents)
+    assert not torch.equal(run(d, 0.0).edited[0], res.latents)
+
+
 def test_lockstep_holds_one_timestep_of_maps(ed, inv, monkeypatch):
     import editor.attention as attention
 

@@ -31,7 +31,7 @@ def distill():
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True, help="Teacher DDIM steps.")
 @click.option("--batch", type=click.IntRange(1, 256), default=1, show_default=True, help="Real images the teacher "
               "inverts and edits at once (faster on small models and GPUs; memory grows with it).")
-@click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the direction's).")
+@click.option("--model", help="SD model (default: the direction's; $P2PZ_MODEL does not override it).")
 @click.option("--captioner", default=None, help="BLIP model for real sources.")
 @click.option("--caption", default=None, help="Use this caption for every real source instead of BLIP's (no "
               "captioner is loaded).")

@@ -14,7 +14,8 @@ def _editing_options(f):
         click.option("--direction", "directions", multiple=True, required=True, metavar="NAME[@V]",
                      help="Direction to apply (repeatable: one inversion serves them all)."),
         click.option("--scale", type=float, default=1.0, show_default=True, help="Multiplier of Δ."),
-        click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the model the direction was built with)."),
+        click.option("--model", help="SD model (default: the model the direction was built with; $P2PZ_MODEL does not "
+                     "override it)."),
         click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True, help="DDIM steps."),
         click.option("--guidance-scale", type=float, default=5.0, show_default=True, help="CFG scale (> 1)."),
         click.option("--seed", type=int, default=0, show_default=True),

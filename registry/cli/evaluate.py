@@ -61,7 +61,8 @@ def eval_():
               help="Folder of PNG masks named like the images (edited region non-zero): bg_ metrics outside them.")
 @click.option("--caption", help="One caption for every image instead of BLIP's.")
 @click.option("--captioner", default=None, help="BLIP model [default: Salesforce/blip-image-captioning-base].")
-@click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the model the direction was built with).")
+@click.option("--model", help="SD model (default: the model the direction was built with; $P2PZ_MODEL does not "
+              "override it).")
 @click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True)
 @click.option("--xa-guidance", type=click.FloatRange(0), default=None, help="Cross-attention guidance [0.1].")
 @click.option("--guidance-scale", type=float, default=5.0, show_default=True)

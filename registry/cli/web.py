@@ -111,7 +111,7 @@ def preview():
 @click.argument("refs", nargs=-1, metavar="[NAME[@V]]...")
 @click.option("--images", type=click.Path(exists=True), help="A folder (or one image) of preview images "
               "[default: the bundled sample].")
-@click.option("--model", envvar="P2PZ_MODEL", help="SD model (default: the one each direction was built with).")
+@click.option("--model", help="SD model (default: the one each direction was built with; $P2PZ_MODEL does not override it).")
 @click.option("--steps", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", help="cpu or cuda (default: cuda when available).")
