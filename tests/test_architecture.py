@@ -26,10 +26,13 @@ def _module_name(path: Path) -> str:
 
 def imports_of(path: Path) -> list[tuple[int, str, list[str]]]:
     """(line, absolute module, imported names) for every import statement anywhere in the file."""
-    module = _module_name(path)
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    return imports_of_tree(ast.parse(path.read_text(), str(path)), _module_name(path), path.name == "__init__.py")
+
+
+def imports_of_tree(tree, module: str, is_package: bool) -> list[tuple[int, str, list[str]]]:
+    package = module if is_package else module.rpartition(".")[0]
     out = []
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+    for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             out += [(node.lineno, alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
@@ -118,6 +121,51 @@ def test_the_subpackage_rules_catch_a_planted_import(tmp_path, monkeypatch, wher
     (fake / "registry" / where).write_text(f"def f():\n    {bad}\n")
     monkeypatch.setattr(me, "REPO", fake)
     assert [f.split(": ", 1)[0] for f in forbidden_imports(me.all_imports())] == [f"registry/{where}:2"]
+
+
+def private_uses(root=None) -> list[str]:
+    """Every use of another module's ``_private`` name: imported by name, or read off an imported module
+    (``from store import repository as repo; repo._x``)."""
+    root = root or REPO
+    found = []
+    for pkg in PACKAGES:
+        for path in sorted((root / pkg).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            parts = list(path.relative_to(root).with_suffix("").parts)
+            module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            modules = set()  # local names bound to p2pz modules
+            for line, target, names in imports_of_tree(tree, module, path.name == "__init__.py"):
+                if target.split(".")[0] not in PACKAGES or target == module:
+                    continue
+                found += [f"{path.relative_to(root)}:{line}: {target}.{n}" for n in names
+                          if n.startswith("_") and not n.startswith("__")]
+            for node in ast.walk(tree):
+                if isinstance(node, ast.ImportFrom) and node.module is not None:
+                    modules.update(a.asname or a.name for a in node.names)
+                elif isinstance(node, ast.Import):
+                    modules.update((a.asname or a.name).split(".")[0] for a in node.names
+                                   if a.name.split(".")[0] in PACKAGES)
+            for node in ast.walk(tree):
+                if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
+                        and node.attr.startswith("_") and not node.attr.startswith("__")):
+                    found.append(f"{path.relative_to(root)}:{node.lineno}: {node.value.id}.{node.attr}")
+    return found
+
+
+def test_no_module_uses_another_modules_private_names():
+    assert private_uses() == []
+
+
+def test_the_private_name_check_catches_a_planted_use(tmp_path):
+    import shutil
+
+    for pkg in PACKAGES:
+        shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "registry" / "planted.py").write_text(
+        "from store import repository as repo\nfrom store.db import _sqlite_pragmas\n\n\ndef f():\n"
+        "    return repo._hidden\n")
+    assert private_uses(tmp_path) == ["registry/planted.py:2: store.db._sqlite_pragmas",
+                                      "registry/planted.py:6: repo._hidden"]
 
 
 def test_no_cycles_between_packages():

@@ -1,5 +1,6 @@
 """Reference §10 invariants 1–6 on a tiny random CLIP text encoder, plus versioning of directions."""
 
+import json
 import random
 
 import numpy as np
@@ -123,6 +124,39 @@ def test_fingerprint_is_computed_once_per_folder(tiny_model, home, monkeypatch):
     monkeypatch.setattr(loader, "compute_fingerprint", lambda model: (_ for _ in ()).throw(AssertionError("recomputed")))
     assert loader.load_text_encoder(str(tiny_model), device="cpu").fingerprint == first
     loader._encoders.clear()
+
+
+def test_nested_combinations_materialize_and_a_chain_past_max_nesting_is_one_line(reg, tiny_model):
+    from store.repository import MAX_NESTING
+
+    a = reg.build_direction("cat", "dog", str(tiny_model), n=N)
+    b = reg.build_direction("day", "night", str(tiny_model), n=N)
+    inner = reg.combine({"cat-to-dog": 1.0, "day-to-night": -1.0}, name="inner")
+    outer = reg.combine({"inner": 2.0, "cat-to-dog": 0.5}, name="outer")
+    expect = np.float32(2.0) * (a.vector_numpy() - b.vector_numpy()) + np.float32(0.5) * a.vector_numpy()
+    np.testing.assert_allclose(reg.get("outer").vector_numpy(), expect, atol=1e-5)
+    assert [c["name"] for c in outer.components] == ["inner", "cat-to-dog"] and inner.kind == "combination"
+    name = "outer"
+    for i in range(MAX_NESTING):  # outer is at depth 1 already: this chain ends MAX_NESTING + 1 deep
+        name = reg.combine({name: 1.0}, name=f"chain-{i}").name
+    reg.combine({"chain-0": 1.0}, name="shallow").vector_numpy()  # a shallow one still materializes
+    with pytest.raises(RegistryError) as err:
+        reg.get(name).vector_numpy()
+    assert "nested too deeply" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_direction_list_filters_by_tag(reg, tiny_model, db_url):
+    from click.testing import CliRunner
+
+    from registry.cli import main
+
+    reg.build_direction("cat", "dog", str(tiny_model), n=N, tags=["animals"])
+    reg.build_direction("day", "night", str(tiny_model), n=N, tags=["scenes"])
+    res = CliRunner().invoke(main, ["--db", db_url, "direction", "list", "--tag", "scenes", "--json"])
+    assert res.exit_code == 0, res.output
+    assert [d["ref"] for d in json.loads(res.stdout)] == ["day-to-night@1"]
+    none = CliRunner().invoke(main, ["--db", db_url, "direction", "list", "--tag", "nothing", "--json"])
+    assert none.exit_code == 0 and json.loads(none.stdout) == []
 
 
 def test_combination_is_a_weighted_sum_and_refuses_mixed_encoders(reg, tiny_model, tiny_model_b):

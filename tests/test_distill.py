@@ -132,24 +132,6 @@ def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model, alex_
     assert bad.exit_code == 1 and "@VERSION" in bad.stderr
 
 
-def test_the_students_revision_upgrades_and_downgrades_a_populated_database(db_url, tiny_model):
-    from migrations import current_revision, downgrade
-    from store.db import make_engine
-
-    reg = Registry.open(db_url)
-    reg.build_direction("cat", "dog", str(tiny_model), n=5)
-    reg.store_student("cat-to-dog", config={"size": 32}, weights=b"w", dataset_sha256="0" * 64, params={},
-                      metrics={})
-    reg.close()
-    engine = make_engine(db_url)
-    downgrade(engine, "0004")
-    assert current_revision(engine) == "0004"
-    engine.dispose()
-    reg = Registry.open(db_url)
-    assert reg.students() == [] and reg.get("cat-to-dog").ref == "cat-to-dog@1"
-    reg.close()
-
-
 def test_a_student_travels_in_a_library_bit_exactly_and_tampering_is_refused(tmp_path, tiny_model):
     import io
     import pickle

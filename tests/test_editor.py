@@ -436,6 +436,20 @@ def test_lockstep_edit_is_bit_identical_to_two_passes(ed, inv):
         assert torch.equal(res.reconstruction_latents, recon)
 
 
+def test_from_pipe_wraps_a_loaded_pipeline_and_edits_the_same(ed, inv, tiny_model, photo):
+    """Editor.from_pipe on diffusers' own StableDiffusionPipeline (its scheduler swapped for DDIM) inverts and edits
+    exactly as the editor loaded from the same folder."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model), safety_checker=None, requires_safety_checker=False)
+    wrapped = Editor.from_pipe(pipe)  # no disk cache unless cache_dir= is given
+    assert type(wrapped.scheduler).__name__ == "DDIMScheduler" and wrapped.unet is pipe.unet
+    mine = wrapped.invert(photo, "a photo of a cat", steps=STEPS, seed=0)
+    assert torch.equal(mine.latents, inv.latents)
+    d = delta(seed=4)
+    assert torch.equal(wrapped.edit(mine, d, decode=False).latents, ed.edit(inv, d, decode=False).latents)
+
+
 def test_the_guided_sampler_is_a_function_of_its_inputs(ed, inv):
     """editor.sampler.guided_sample called directly — the UNet, the plan, x_T, the CFG pair, the edit
     conditionings, the guidance settings — gives the editor's edit and reconstruction bit for bit; a wrong Δ

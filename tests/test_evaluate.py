@@ -108,27 +108,6 @@ def test_missing_metric_models_are_one_line_errors(tmp_path, tiny_model, photos,
     assert res.exit_code == 1 and "--clip-model" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_the_evaluations_revision_upgrades_and_downgrades_a_populated_database(db_url, tiny_model):
-    from migrations import current_revision, downgrade
-    from store.db import make_engine
-
-    reg = Registry.open(db_url)
-    d = reg.build_direction("cat", "dog", str(tiny_model), n=5)
-    from registry.analysis.evaluations import record
-
-    record(reg.db, d.id, {"clip_acc": 1.0, "structure_distance": 0.01}, 3, {"test": True})
-    reg.close()
-    engine = make_engine(db_url)
-    downgrade(engine, "0003")
-    assert current_revision(engine) == "0003"
-    engine.dispose()
-    reg = Registry.open(db_url)  # upgraded again on open
-    assert reg.get("cat-to-dog").ref == "cat-to-dog@1" and reg.scores([reg.get("cat-to-dog")]) == {}
-    record(reg.db, reg.get("cat-to-dog").id, {"clip_acc": 0.5}, 2, {})
-    assert reg.scores([reg.get("cat-to-dog")])["cat-to-dog@1"]["scores"] == {"clip_acc": 0.5}
-    reg.close()
-
-
 def test_sweep_runs_once_per_value_and_reports(tmp_path, tiny_model, photos, tiny_clip, tiny_vit, alex_backbone):
     db = f"sqlite:///{tmp_path / 'r.db'}"
     runner = CliRunner()

@@ -207,3 +207,18 @@ def test_contains_concept_word_boundaries_and_plurals():
     assert contains_concept("Two Cats on a mat", "cat")
     assert contains_concept("the boxes", "box")
     assert not contains_concept("a concatenated string", "cat")
+
+
+@pytest.mark.parametrize("kind, options, named", [
+    ("templates", {"templat_kind": "scene"}, "templat_kind"),
+    ("file", {"path": "x.txt", "template_kind": "scene"}, "template_kind"),
+    ("llm", {"model": "m", "temprature": 0.5}, "temprature"),
+])
+def test_an_option_the_generator_does_not_take_is_an_error_not_dropped(kind, options, named):
+    from generators import GeneratorError, get_generator
+
+    with pytest.raises(GeneratorError) as err:
+        get_generator(kind, **options)
+    assert named in str(err.value) and "it takes" in str(err.value) and "\n" not in str(err.value)
+    quiet = {**{k: None for k in options}, **({"path": "x.txt"} if kind == "file" else {})}
+    get_generator(kind, **quiet)  # None means not given

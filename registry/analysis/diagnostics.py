@@ -424,7 +424,7 @@ def summary(d: Diagnostics) -> str:
     return "\n".join(lines)
 
 
-def _png(fig) -> str:
+def figure_png(fig) -> str:
     import base64
     import io
 
@@ -447,7 +447,7 @@ def report_html(d: Diagnostics) -> str:
     ax.set_xlabel("token position")
     ax.set_ylabel("‖Δ[i]‖")
     ax.set_title("token profile")
-    profile_png = _png(fig)
+    profile_png = figure_png(fig)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3))
     xs = [p["sentences"] for p in d.stability_curve]
@@ -463,7 +463,7 @@ def report_html(d: Diagnostics) -> str:
     ax.set_ylabel("split-half cosine")
     ax.legend(fontsize=8)
     ax.set_title("stability")
-    curve_png = _png(fig)
+    curve_png = figure_png(fig)
     plt.close(fig)
     esc = html.escape
     rows = "".join(f"<tr class='{c.status}'><td>{esc(c.name)}</td><td>{c.status}</td><td>{esc(str(c.value))}</td>"

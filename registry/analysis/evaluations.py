@@ -174,7 +174,7 @@ def report_html(runs: list[EvalRun]) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .diagnostics import _png
+        from .diagnostics import figure_png
 
         fig, ax = plt.subplots(figsize=(5, 3.5))
         xs = [r.means.get("structure_distance", float("nan")) for r in runs]
@@ -185,7 +185,7 @@ def report_html(runs: list[EvalRun]) -> str:
         ax.set_xlabel("structure_distance (lower keeps more structure)")
         ax.set_ylabel("clip_acc (higher edits more)")
         ax.set_title("edit strength vs structure")
-        parts.append(f"<h2>Sweep</h2><img alt='clip_acc vs structure_distance' src='{_png(fig)}'>")
+        parts.append(f"<h2>Sweep</h2><img alt='clip_acc vs structure_distance' src='{figure_png(fig)}'>")
         plt.close(fig)
     for run in runs:
         head = "".join(f"<th>{m}</th>" for m in METRICS)

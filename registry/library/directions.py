@@ -19,13 +19,14 @@ from store.vectors import from_bytes
 from .banks import BankSource, resolve_bank
 from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding
 from .naming import check_name, check_tag, check_tags, direction_name, parse_ref
-from .records import Direction, NotFound, RegistryError, direction_maker
+from .records import Direction, NotFound, RegistryError, direction_maker, user_errors
 
 
 # --- reading ------------------------------------------------------------------------------------------
 
 def materialize(db, direction_id: int) -> np.ndarray:
-    with db.read() as s:
+    """Δ of a stored direction (a combination nested past ``MAX_NESTING`` is a :class:`RegistryError`)."""
+    with user_errors(), db.read() as s:
         return repo.direction_vector(s, s.get(m.Direction, direction_id))
 
 
