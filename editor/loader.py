@@ -304,3 +304,82 @@ def load_text_encoder(model: str | None = None, device: str | None = None, dtype
     )
     _encoders[key] = enc
     return enc
+
+
+@dataclass
+class SDComponents:
+    """A Stable Diffusion snapshot's components, loaded in float32 on the CPU (the editor places them)."""
+
+    folder: Path
+    text: "TextEncoder"
+    unet: object
+    vae: object
+    scheduler: object
+    safety_checker: object | None
+    feature_extractor: object | None
+    model_fingerprint: str
+
+
+def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -> SDComponents:
+    """Every component of an SD snapshot (hub id or folder): the text encoder first — its parts alone for a hub
+    snapshot — and ``check(fingerprint)`` on it (from the cached fingerprint when the encoder's files are
+    unchanged, then from the loaded encoder), so that directions built with another encoder are refused before
+    the UNet and VAE are fetched or loaded; then the UNet, VAE, DDIM scheduler and, when asked and shipped, the
+    safety checker. Problems are one-line :class:`ModelLoadError`\ s."""
+    import torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    from store.hashing import sha256_json
+
+    location = resolve_model(model, parts=("text_encoder", "tokenizer"))
+    if location.layout != "diffusers":
+        raise ModelLoadError(f"{model} is a plain text encoder, not a Stable Diffusion snapshot (no unet/, vae/); "
+                             "give an SD model")
+    known = cached_fingerprint(location.part("text_encoder"))
+    if known and check:
+        check(known)
+    text = load_text_encoder(model, device="cpu")  # fp32: its fingerprint matches the registry's
+    if check:
+        check(text.fingerprint)
+    location = resolve_model(model, parts=("text_encoder", "tokenizer", "unet", "vae", "scheduler", "safety_checker",
+                                           "feature_extractor"))
+    for part in ("unet", "vae", "scheduler"):
+        if not location.part(part).is_dir():
+            raise ModelLoadError(f"{location.folder} has no {part}/ folder; give a full Stable Diffusion snapshot")
+    unet = UNet2DConditionModel.from_pretrained(location.part("unet"), torch_dtype=torch.float32)
+    vae = AutoencoderKL.from_pretrained(location.part("vae"), torch_dtype=torch.float32)
+    scheduler = DDIMScheduler.from_pretrained(location.part("scheduler"))
+    checker = extractor = None
+    if safety_checker and location.part("safety_checker").is_dir():
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
+        from transformers import CLIPImageProcessor
+
+        checker = StableDiffusionSafetyChecker.from_pretrained(location.part("safety_checker"))
+        extractor = CLIPImageProcessor.from_pretrained(location.part("feature_extractor"))
+    fps = [folder_fingerprint(location.part(part), lambda module=module: module)
+           for part, module in (("unet", unet), ("vae", vae))]
+    model_fp = sha256_json({"text": text.fingerprint, "unet": fps[0], "vae": fps[1], "scheduler": dict(scheduler.config)})
+    return SDComponents(folder=location.folder, text=text, unet=unet, vae=vae, scheduler=scheduler,
+                        safety_checker=checker, feature_extractor=extractor, model_fingerprint=model_fp)
+
+
+def load_captioner(captioner_id: str | None, device: str):
+    """The BLIP captioner (:class:`editor.caption.Captioner`) from a hub id or folder; a captioner that cannot load
+    is one :class:`~editor.errors.ComponentLoadError` line with the offline hint and the fix."""
+    from .caption import Captioner
+    from .errors import ComponentLoadError
+
+    fix = "pass --caption TEXT to skip captioning, or --captioner with a BLIP folder or hub id you have"
+    if not captioner_id:
+        raise ComponentLoadError("no captioner is configured; pass caption=… (--caption TEXT) or a captioner model "
+                                 "(--captioner)")
+    if not Path(captioner_id).expanduser().exists() and looks_like_path(captioner_id):
+        raise ComponentLoadError(f"the captioner folder {captioner_id!r} does not exist; {fix}")
+    try:
+        return Captioner.from_pretrained(captioner_id, device=device)
+    except Exception as exc:  # a model-loading boundary: any failure is this component's, reported in one line
+        offline = (" (HF_HUB_OFFLINE is set, so only the local Hugging Face cache is used)"
+                   if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") else "")
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise ComponentLoadError(f"cannot load the captioner (BLIP) {captioner_id!r}{offline}: {first}; {fix}") \
+            from None

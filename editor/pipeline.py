@@ -16,13 +16,12 @@ them; ``edit(inv, [d1, d2, …])`` runs one inversion and one reference pass for
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from store.hashing import sha256_json
@@ -30,74 +29,16 @@ from store.progress import progress_bar
 
 from .attention import cross_attention_layers
 from .cache import Expected, StaleEntry, TensorCache
-from .caption import SNAPSHOT_CAPTIONER, Captioner, snapshot_captioner
+from .caption import SNAPSHOT_CAPTIONER, snapshot_captioner
 from .config import EditConfig, InversionConfig, with_overrides
-from .errors import ComponentLoadError, EditorError
+from .errors import EditorError
 from .image import load_image, pixels_sha256, preprocess, to_pil
 from .loader import compute_fingerprint, default_model
+from .records import EditResult, Inversion, check_encoder, torch_dtype  # noqa: F401 (Inversion, EditResult: the editor's API)
 from .regularize import regularize
+from .safety import blank_flagged
 from .sampler import edit_condition, guided_sample
 from .schedule import ddim_step, inversion_plan, sampling_plan, to_epsilon
-
-
-@dataclass
-class Inversion:
-    """x_T and everything that made it. Constructible from raw latents: ``Inversion(latents=x_T, caption="…")``."""
-
-    latents: torch.Tensor  # x_T [B, 4, h, w]
-    caption: str | list[str]
-    steps: int = 50
-    schedule: str = "symmetric"
-    params: dict = field(default_factory=dict)
-    image_sha256: list[str] | None = None
-    synthetic: bool = False  # x_T drawn from a seed (negative prompt "" and xa 0.15 by default)
-    key: str | None = None  # cache key, when it came from / went to the cache
-    cached: bool = False  # True when x_T was read from the disk cache instead of computed
-
-    @property
-    def captions(self) -> list[str]:
-        b = self.latents.shape[0]
-        caps = [self.caption] * b if isinstance(self.caption, str) else list(self.caption)
-        if len(caps) != b:
-            raise EditorError(f"{len(caps)} captions for a batch of {b} latents")
-        return caps
-
-
-@dataclass
-class EditResult:
-    edited: object  # PIL image (a list for a batch)
-    reconstruction: object
-    latents: torch.Tensor  # final edited latents [B, 4, h, w]
-    reconstruction_latents: torch.Tensor
-    caption: str | list[str]
-    direction: str
-    params: dict = field(default_factory=dict)
-    nsfw: list[bool] | None = None
-    timings: dict = field(default_factory=dict)
-    reference_cached: bool = False  # True when the reference maps came from the disk cache
-
-
-def check_encoder(direction, fingerprint: str, model_id: str | None) -> None:
-    """Refuse a direction (anything with ``encoder``, the fingerprint of the text encoder it was built with)
-    that was not built with the text encoder whose fingerprint is ``fingerprint``."""
-    built = getattr(direction, "encoder", None)
-    if built is None or built == fingerprint:
-        return
-    ref = getattr(direction, "ref", "the direction")
-    raise EditorError(
-        f"direction {ref} was built with text encoder {built[:12]} ({getattr(direction, 'encoder_model', '?')}), "
-        f"but this model's text encoder is {fingerprint[:12]} ({model_id or 'loaded pipeline'}); rebuild it with "
-        f"--model {model_id or 'MODEL'}")
-
-
-def _dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
-             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
-    if dtype not in names:
-        raise EditorError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16")
-    return names[dtype]
 
 
 class Editor:
@@ -109,7 +50,7 @@ class Editor:
                  cache_dir: str | Path | None = None, model_id: str | None = None, captioner_id: str | None = None,
                  progress: bool = False, map_dtype: torch.dtype = torch.float32, cache_maps: bool = False):
         self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
+        self.dtype = torch_dtype(dtype)
         self.unet, self.vae, self.text_encoder = (self._place(m) for m in (unet, vae, text_encoder))
         self.tokenizer = tokenizer
         self.scheduler = scheduler
@@ -156,13 +97,11 @@ class Editor:
         test model does), else Salesforce/blip-image-captioning-base. ``directions`` (anything with ``encoder``,
         a text-encoder fingerprint) are checked against the model's text encoder before the UNet and VAE load:
         from the cached fingerprint when the encoder's files are unchanged, else after loading the encoder alone."""
-        from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from diffusers.utils import logging as df_logging
 
         from store.paths import cache_dir
 
-        from .loader import (ModelLoadError, cached_fingerprint, folder_fingerprint, load_text_encoder, resolve_device,
-                             resolve_model)
+        from .loader import ModelLoadError, load_sd_components, resolve_device
 
         model = model or default_model()
         df_logging.disable_progress_bar()
@@ -170,52 +109,25 @@ class Editor:
             device = resolve_device(device)
         except ModelLoadError as exc:
             raise EditorError(str(exc)) from None
-        torch_dtype = _dtype(dtype)
-        if torch_dtype == torch.float16 and str(device).startswith("cpu"):
+        dtype_t = torch_dtype(dtype)
+        if dtype_t == torch.float16 and str(device).startswith("cpu"):
             raise EditorError("float16 needs a GPU (--device cuda); use float32 on the CPU")
-        try:
-            # the text encoder first (a hub snapshot: its parts alone), so that directions built with another
-            # encoder are refused before the UNet and VAE are fetched or loaded
-            location = resolve_model(model, parts=("text_encoder", "tokenizer"))
-            if location.layout != "diffusers":
-                raise EditorError(f"{model} is a plain text encoder, not a Stable Diffusion snapshot "
-                                  "(no unet/, vae/); give an SD model")
-            known = cached_fingerprint(location.part("text_encoder"))
-            for d in directions if known else ():
-                check_encoder(d, known, model)
-            text = load_text_encoder(model, device="cpu")  # fp32: its fingerprint matches the registry's
+        def check(fingerprint: str) -> None:  # each direction against the model's text encoder
             for d in directions:
-                check_encoder(d, text.fingerprint, model)
-            location = resolve_model(model, parts=("text_encoder", "tokenizer", "unet", "vae", "scheduler",
-                                                   "safety_checker", "feature_extractor"))
-            for part in ("unet", "vae", "scheduler"):
-                if not location.part(part).is_dir():
-                    raise EditorError(f"{location.folder} has no {part}/ folder; give a full Stable Diffusion snapshot")
+                check_encoder(d, fingerprint, model)
+
+        try:
+            parts = load_sd_components(model, safety_checker=safety_checker, check=check)
         except ModelLoadError as exc:
             raise EditorError(str(exc)) from None
         if captioner is SNAPSHOT_CAPTIONER:
-            captioner = snapshot_captioner(location.folder)
-        unet = UNet2DConditionModel.from_pretrained(location.part("unet"), torch_dtype=torch.float32)
-        vae = AutoencoderKL.from_pretrained(location.part("vae"), torch_dtype=torch.float32)
-        scheduler = DDIMScheduler.from_pretrained(location.part("scheduler"))
-        checker = extractor = None
-        if safety_checker and location.part("safety_checker").is_dir():
-            from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-            from transformers import CLIPImageProcessor
-
-            checker = StableDiffusionSafetyChecker.from_pretrained(location.part("safety_checker"))
-            extractor = CLIPImageProcessor.from_pretrained(location.part("feature_extractor"))
-        parts = [folder_fingerprint(location.part(part), lambda module=module: module)
-                 for part, module in (("unet", unet), ("vae", vae))]
-        model_fp = sha256_json({"text": text.fingerprint, "unet": parts[0], "vae": parts[1],
-                                "scheduler": dict(scheduler.config)})
-        import copy
-
-        editor = cls(unet, vae, copy.deepcopy(text.model), text.tokenizer, scheduler, safety_checker=checker,
-                     feature_extractor=extractor, device=device, dtype=torch_dtype,
-                     text_encoder_fingerprint=text.fingerprint, model_fingerprint=model_fp,
+            captioner = snapshot_captioner(parts.folder)
+        checker, text = parts.safety_checker, parts.text
+        editor = cls(parts.unet, parts.vae, copy.deepcopy(text.model), text.tokenizer, parts.scheduler,
+                     safety_checker=checker, feature_extractor=parts.feature_extractor, device=device, dtype=dtype_t,
+                     text_encoder_fingerprint=text.fingerprint, model_fingerprint=parts.model_fingerprint,
                      cache_dir=(cache_dir() if cache else None), model_id=model, captioner_id=captioner,
-                     progress=progress, map_dtype=_dtype(map_dtype), cache_maps=cache_maps)
+                     progress=progress, map_dtype=torch_dtype(map_dtype), cache_maps=cache_maps)
         if checker is not None:
             editor.safety_checker = checker.to(editor.device, editor.dtype)
         return editor
@@ -289,24 +201,9 @@ class Editor:
         A captioner that cannot be loaded raises :class:`ComponentLoadError`: it would fail every image alike, so
         a batch stops with that one error instead of skipping each image."""
         if self._captioner is None:
-            fix = "pass --caption TEXT to skip captioning, or --captioner with a BLIP folder or hub id you have"
-            if not self.captioner_id:
-                raise ComponentLoadError("no captioner is configured; pass caption=… (--caption TEXT) or a "
-                                         "captioner model (--captioner)")
-            from .loader import looks_like_path
+            from .loader import load_captioner
 
-            if not Path(self.captioner_id).expanduser().exists() and looks_like_path(self.captioner_id):
-                raise ComponentLoadError(f"the captioner folder {self.captioner_id!r} does not exist; {fix}")
-            try:
-                self._captioner = Captioner.from_pretrained(self.captioner_id, device=str(self.device))
-            except Exception as exc:
-                import os
-
-                offline = (" (HF_HUB_OFFLINE is set, so only the local Hugging Face cache is used)"
-                           if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") else "")
-                first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-                raise ComponentLoadError(f"cannot load the captioner (BLIP) {self.captioner_id!r}{offline}: {first}; "
-                                         f"{fix}") from None
+            self._captioner = load_captioner(self.captioner_id, str(self.device))
         return self._captioner([load_image(image)])[0]
 
     # --- 2. inversion -------------------------------------------------------------------------------
@@ -570,17 +467,4 @@ class Editor:
     def _postprocess(self, latents: torch.Tensor):
         with torch.inference_mode():
             decoded = self.vae.decode(latents.to(self.dtype) / self.vae_scale).sample
-        images = to_pil(decoded)
-        if self.safety_checker is None or self.feature_extractor is None:
-            return images, [False] * len(images)
-        with torch.inference_mode():
-            clip_input = self.feature_extractor(images, return_tensors="pt").pixel_values.to(self.device, self.dtype)
-            arr = np.stack([np.asarray(im, dtype=np.float32) / 255.0 for im in images])
-            checked, flags = self.safety_checker(images=arr, clip_input=clip_input)
-        flags = [bool(f) for f in flags]
-        if any(flags):
-            from PIL import Image
-
-            images = [Image.fromarray((np.asarray(c) * 255).round().astype(np.uint8)) if f else im
-                      for im, c, f in zip(images, checked, flags)]
-        return images, flags
+        return blank_flagged(to_pil(decoded), self.safety_checker, self.feature_extractor, self.device, self.dtype)

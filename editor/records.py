@@ -1,0 +1,71 @@
+"""What the editor returns and checks: :class:`Inversion` (x_T and what made it), :class:`EditResult`, the
+text-encoder check of a direction, and dtype names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from .errors import EditorError
+
+
+@dataclass
+class Inversion:
+    """x_T and everything that made it. Constructible from raw latents: ``Inversion(latents=x_T, caption="…")``."""
+
+    latents: torch.Tensor  # x_T [B, 4, h, w]
+    caption: str | list[str]
+    steps: int = 50
+    schedule: str = "symmetric"
+    params: dict = field(default_factory=dict)
+    image_sha256: list[str] | None = None
+    synthetic: bool = False  # x_T drawn from a seed (negative prompt "" and xa 0.15 by default)
+    key: str | None = None  # cache key, when it came from / went to the cache
+    cached: bool = False  # True when x_T was read from the disk cache instead of computed
+
+    @property
+    def captions(self) -> list[str]:
+        b = self.latents.shape[0]
+        caps = [self.caption] * b if isinstance(self.caption, str) else list(self.caption)
+        if len(caps) != b:
+            raise EditorError(f"{len(caps)} captions for a batch of {b} latents")
+        return caps
+
+
+@dataclass
+class EditResult:
+    edited: object  # PIL image (a list for a batch)
+    reconstruction: object
+    latents: torch.Tensor  # final edited latents [B, 4, h, w]
+    reconstruction_latents: torch.Tensor
+    caption: str | list[str]
+    direction: str
+    params: dict = field(default_factory=dict)
+    nsfw: list[bool] | None = None
+    timings: dict = field(default_factory=dict)
+    reference_cached: bool = False  # True when the reference maps came from the disk cache
+
+
+def check_encoder(direction, fingerprint: str, model_id: str | None) -> None:
+    """Refuse a direction (anything with ``encoder``, the fingerprint of the text encoder it was built with)
+    that was not built with the text encoder whose fingerprint is ``fingerprint``."""
+    built = getattr(direction, "encoder", None)
+    if built is None or built == fingerprint:
+        return
+    ref = getattr(direction, "ref", "the direction")
+    raise EditorError(
+        f"direction {ref} was built with text encoder {built[:12]} ({getattr(direction, 'encoder_model', '?')}), "
+        f"but this model's text encoder is {fingerprint[:12]} ({model_id or 'loaded pipeline'}); rebuild it with "
+        f"--model {model_id or 'MODEL'}")
+
+
+def torch_dtype(dtype) -> torch.dtype:
+    """A torch dtype from its name (float32, float16, bfloat16 and their short forms) or itself."""
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
+             "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    if dtype not in names:
+        raise EditorError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16")
+    return names[dtype]
