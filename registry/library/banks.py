@@ -118,17 +118,23 @@ def llm_options(options: dict) -> dict:
     return options
 
 
+def stored_bank(s, concept: str, version: int | None, generator: str | None):
+    """The stored bank a ref names, or None when a new one is to be drafted: ``cat@2`` exactly; a bare ``cat``
+    with no generator asked for, its latest version *with sentences* (a bank imported from a ``.pt`` mean is
+    only used when named); with a generator, None."""
+    if version is not None:
+        return repo.bank_row(s, concept, version)
+    return repo.latest_bank(s, concept, with_sentences=True) if generator is None else None
+
+
 def resolve_bank(db, ref: str, generator: str | None, n: int, seed: int, options: dict, *,
                  progress: bool = False) -> BankSource:
-    """A stored bank (``cat@2``; for a bare ``cat`` with no generator asked for, its latest version *with
-    sentences*: a bank imported from a ``.pt`` mean is only used when named) or a new draft."""
+    """A stored bank (:func:`stored_bank`) or a new draft."""
     concept, version = parse_ref(ref, "bank")
-    if version is not None or generator is None:
-        with db.read() as s:
-            row = (repo.bank_row(s, concept, version) if version is not None
-                   else repo.latest_bank(s, concept, with_sentences=True))
-            if row is not None:
-                return BankSource.from_row(row)
+    with db.read() as s:
+        row = stored_bank(s, concept, version, generator)
+        if row is not None:
+            return BankSource.from_row(row)
     return draft_bank(concept, generator or "templates", n, seed, options, progress=progress)
 
 

@@ -11,7 +11,7 @@ from generators import bank_sha256
 from store import repository as repo
 from store.vectors import from_bytes, to_bytes
 
-from .banks import BankSource, draft_bank
+from .banks import BankSource, draft_bank, stored_bank
 from .directions import build
 from .encoding import EmbeddingSource, encode_bank, encoder_facts, load_encoder, registry_model, save_stats, \
     store_embedding
@@ -122,15 +122,13 @@ def _bank_item(db, ref: str, fingerprint: str, generator: str | None, n: int, se
     """What to encode for ``ref``: its stored bank (None when already encoded under the encoder ``fingerprint``)
     or a new one to draft with ``generator``."""
     concept, version = parse_ref(ref, "bank")
-    if version is not None or generator is None:
-        with db.read() as s:
-            row = (repo.bank_row(s, concept, version) if version is not None
-                   else repo.latest_bank(s, concept, with_sentences=True))
-            if row is not None:
-                if repo.find_embedding(s, row.concept, row.sha256, fingerprint):
-                    return None
-                return BankItem(ref=ref, concept=row.concept, generator=row.generator,
-                                sentences=list(row.sentences), params=dict(row.params or {}))
+    with db.read() as s:
+        row = stored_bank(s, concept, version, generator)
+        if row is not None:
+            if repo.find_embedding(s, row.concept, row.sha256, fingerprint):
+                return None
+            return BankItem(ref=ref, concept=row.concept, generator=row.generator, sentences=list(row.sentences),
+                            params=dict(row.params or {}))
     return BankItem(ref=ref, concept=concept, generator=generator or "templates", n=n, seed=seed,
                     options=dict(options))
 
