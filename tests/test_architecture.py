@@ -99,6 +99,14 @@ def forbidden_imports(imports) -> list[str]:
     return found
 
 
+def test_web_routers_share_views_not_each_other():
+    """What two routers both need (a direction's detail, a search) lives in registry/web/views.py."""
+    crossed = [f"{where}: {target}" for _, where, target, _ in all_imports()
+               if where.startswith("registry/web/routers/") and target.startswith("registry.web.routers.")
+               and target.rsplit(".", 1)[1] != Path(where.split(":")[0]).stem]
+    assert crossed == []
+
+
 def test_registry_subpackages_keep_to_their_concern():
     assert forbidden_imports(all_imports()) == []
 

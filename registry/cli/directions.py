@@ -204,12 +204,9 @@ def direction_show(state, ref, as_json):
     Example:
       p2pz direction show cat-to-dog@1
     """
-    import numpy as np
-
     reg = state.registry()
     d = reg.get(ref)
-    v = d.vector_numpy()
-    stats = {"shape": list(v.shape), "norm": float(np.linalg.norm(v)), "bos_row_norm": float(np.linalg.norm(v[0, 0]))}
+    stats = d.vector_stats()
     scores = reg.scores([d]).get(d.ref)
     if as_json:
         echo_json({**d.to_dict(), "vector": stats, "scores": scores})

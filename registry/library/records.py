@@ -136,6 +136,11 @@ class Direction:
             self._vector = self.load_vector()
         return self._vector
 
+    def vector_stats(self) -> dict:
+        """Δ's shape, norm ‖Δ‖ and the norm of its BOS row (what ``direction show`` and the web page report)."""
+        v = self.vector_numpy()
+        return {"shape": list(v.shape), "norm": float(np.linalg.norm(v)), "bos_row_norm": float(np.linalg.norm(v[0, 0]))}
+
     def detached(self) -> "Direction":
         """This record with Δ and its key materialized and no link to the database: plain data another process
         (a Ray worker) can receive."""

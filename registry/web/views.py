@@ -6,6 +6,11 @@ from urllib.parse import quote
 
 from registry.library import previews as _previews
 
+from .deps import State
+from .errors import HTTPError
+
+MAX_PAGE = 10**6  # pages are ASCII digits within bounds: page × per_page stays far inside a database integer
+
 
 def direction_url(ref: str) -> str:
     return "/d/" + quote(ref, safe="@")
@@ -45,3 +50,49 @@ def job_out(job) -> dict:
         results.append(r)
     out["results"] = results
     return out
+
+
+# --- what a direction's page and a search show (the JSON routes and the HTML pages alike) -------------------
+
+def detail(st: State, ref: str) -> dict:
+    """Everything the direction page shows (diagnostics come separately: they may need the text encoder)."""
+    reg = st.registry
+    d = reg.get(ref)
+    banks = {}
+    for side in ("source", "target"):
+        bank_ref = getattr(d, side)
+        if bank_ref:
+            b = reg.bank(bank_ref)
+            banks[side] = {"ref": b.ref, "concept": b.concept, "version": b.version, "generator": b.generator,
+                           "n_sentences": b.n_sentences, "sha256": b.sha256, "sample": b.sentences[:8]}
+    versions = reg.versions(d.name)
+    scores = reg.scores(versions)
+    evaluation = scores.get(d.ref)
+    if evaluation:
+        evaluation = {**evaluation, "created_at": evaluation["created_at"].isoformat()}
+    students = []
+    for s in reg.students():
+        if s.direction == d.ref:
+            info = s.to_dict()
+            info["params"] = {k: val for k, val in info["params"].items() if k != "run"}  # a server path
+            students.append(info)
+    return {"direction": direction_out(d, scores.get(d.ref)),
+            "vector": d.vector_stats(),
+            "banks": banks, "evaluation": evaluation,
+            "versions": [direction_out(x, scores.get(x.ref), with_preview=False) for x in versions],
+            "students": students, "previews": [preview_out(e) for e in _previews.lookup(d)],
+            "diagnostics_url": f"/api/directions/{d.ref}/diagnostics"}
+
+
+def run_search(st: State, direction: str | None, source: str | None, target: str | None, k: int):
+    if direction and (source or target):
+        raise HTTPError(400, "search by direction= or by source= and target=, not both")
+    if direction:
+        with st.search_lock:
+            hits = st.registry.search(direction, k)
+        return {"direction": direction}, hits
+    if source and target:
+        with st.search_lock:  # the first pair search of a model loads its text encoder
+            hits = st.registry.search_pair(source, target, k, model=st.settings.model)
+        return {"source": source, "target": target}, hits
+    raise HTTPError(400, "give direction=NAME[@V], or both source= and target= (a word pair)")

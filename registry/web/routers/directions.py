@@ -8,15 +8,13 @@ from fastapi import APIRouter, Depends, Query
 
 from store.repository import METRICS, SORTS
 
-from registry.library import previews as _previews
 from ..deps import State, require_write, state
 from ..schemas import BuildIn, DirectionDetail, DirectionOut, DirectionPage, Error, JobOut, TagIn
-from ..views import direction_out, directions_out, job_out, preview_out
+from ..views import MAX_PAGE, detail, direction_out, directions_out, job_out
 
 router = APIRouter(prefix="/api/directions", tags=["directions"])
 ERRORS = {400: {"model": Error}, 404: {"model": Error}}
 WRITE_ERRORS = {**ERRORS, 401: {"model": Error}, 403: {"model": Error}}
-MAX_PAGE = 10**6  # pages are ASCII digits within bounds: page × per_page stays far inside a database integer
 SORT_HELP = f"{' or '.join(SORTS)} (date: newest first), or a metric, best first: {', '.join(METRICS)}"
 
 
@@ -33,40 +31,6 @@ def list_directions(q: str | None = Query(None, max_length=200, description="Mat
                                  offset=(page - 1) * per_page, limit=per_page)
     return {"total": total, "page": page, "per_page": per_page, "pages": max(1, math.ceil(total / per_page)),
             "sort": sort, "q": q, "items": directions_out(st.registry, ds)}
-
-
-def detail(st: State, ref: str) -> dict:
-    """Everything the direction page shows (diagnostics come separately: they may need the text encoder)."""
-    import numpy as np
-
-    reg = st.registry
-    d = reg.get(ref)
-    v = d.vector_numpy()
-    banks = {}
-    for side in ("source", "target"):
-        bank_ref = getattr(d, side)
-        if bank_ref:
-            b = reg.bank(bank_ref)
-            banks[side] = {"ref": b.ref, "concept": b.concept, "version": b.version, "generator": b.generator,
-                           "n_sentences": b.n_sentences, "sha256": b.sha256, "sample": b.sentences[:8]}
-    versions = reg.versions(d.name)
-    scores = reg.scores(versions)
-    evaluation = scores.get(d.ref)
-    if evaluation:
-        evaluation = {**evaluation, "created_at": evaluation["created_at"].isoformat()}
-    students = []
-    for s in reg.students():
-        if s.direction == d.ref:
-            info = s.to_dict()
-            info["params"] = {k: val for k, val in info["params"].items() if k != "run"}  # a server path
-            students.append(info)
-    return {"direction": direction_out(d, scores.get(d.ref)),
-            "vector": {"shape": list(v.shape), "norm": float(np.linalg.norm(v)),
-                       "bos_row_norm": float(np.linalg.norm(v[0, 0]))},
-            "banks": banks, "evaluation": evaluation,
-            "versions": [direction_out(x, scores.get(x.ref), with_preview=False) for x in versions],
-            "students": students, "previews": [preview_out(e) for e in _previews.lookup(d)],
-            "diagnostics_url": f"/api/directions/{d.ref}/diagnostics"}
 
 
 @router.get("/{ref}", response_model=DirectionDetail, responses=ERRORS)

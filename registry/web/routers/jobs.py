@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
-from registry.library import previews as _previews
 from registry.web.jobs import UploadError, edit_params
 from ..deps import State, require_token_for_private_reads, require_write, state
 from ..errors import HTTPError

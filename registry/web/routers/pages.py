@@ -17,9 +17,7 @@ from store.repository import METRICS, SORTS
 from registry.library.records import NotFound, RegistryError
 from ..deps import State, state
 from ..errors import DATABASE_ERROR, HTTPError, from_database
-from ..views import direction_out, directions_out
-from .directions import MAX_PAGE, detail
-from .search import run_search
+from ..views import MAX_PAGE, detail, direction_out, directions_out, run_search
 
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("p2pz.web")

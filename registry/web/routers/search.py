@@ -5,25 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query
 
 from ..deps import State, state
-from ..errors import HTTPError
 from ..schemas import Error, SearchOut
-from ..views import direction_out
+from ..views import direction_out, run_search
 
 router = APIRouter(prefix="/api", tags=["search"])
-
-
-def run_search(st: State, direction: str | None, source: str | None, target: str | None, k: int):
-    if direction and (source or target):
-        raise HTTPError(400, "search by direction= or by source= and target=, not both")
-    if direction:
-        with st.search_lock:
-            hits = st.registry.search(direction, k)
-        return {"direction": direction}, hits
-    if source and target:
-        with st.search_lock:  # the first pair search of a model loads its text encoder
-            hits = st.registry.search_pair(source, target, k, model=st.settings.model)
-        return {"source": source, "target": target}, hits
-    raise HTTPError(400, "give direction=NAME[@V], or both source= and target= (a word pair)")
 
 
 @router.get("/search", response_model=SearchOut, responses={400: {"model": Error}, 404: {"model": Error}})
