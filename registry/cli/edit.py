@@ -102,15 +102,10 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
     if student is not None:
         if engine != "local":
             raise P2PZError("--student runs locally (milliseconds per image); drop --engine ray")
-        version = None
-        if student != "latest":
-            from registry.library.naming import RefError, parse_version
+        from registry.library.students import parse_choice
 
-            try:
-                version = parse_version(student[1:] if student.startswith("@") else "", "--student version")
-            except RefError:
-                raise P2PZError(f"--student takes no value or @VERSION (e.g. --student @2), not {student!r}") from None
-        _edit_with_students(state, dirs, paths, Path(out_dir), version, device, force, as_json, record_source_path)
+        _edit_with_students(state, dirs, paths, Path(out_dir), parse_choice(student), device, force, as_json,
+                            record_source_path)
         return
     kwargs = {"map_dtype": "float16" if maps_fp16 else "float32"}
     if captioner is not None:

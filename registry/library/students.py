@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from store import models as m
 from store import repository as repo
 
-from .naming import parse_ref
+from .naming import RefError, parse_ref, parse_version
 from .records import RegistryError
 
 
@@ -53,6 +53,17 @@ class StudentRecord:
                 "parameters": self.parameters, "deprecated": self.deprecated,
                 "dataset_sha256": self.dataset_sha256, "params": self.params, "metrics": self.metrics,
                 "created_at": self.created_at.isoformat()}
+
+
+def parse_choice(text: str) -> int | None:
+    """Which student ``--student`` asks for: ``latest`` (the flag alone) → None, ``@V`` → V; anything else is one
+    line naming the form."""
+    if text == "latest":
+        return None
+    try:
+        return parse_version(text[1:] if text.startswith("@") else "", "--student version")
+    except RefError:
+        raise RegistryError(f"--student takes no value or @VERSION (e.g. --student @2), not {text!r}") from None
 
 
 def _record(row: m.Student, direction: m.Direction, with_weights: bool, size: int | None = None) -> StudentRecord:
