@@ -27,16 +27,51 @@ def test_read_only_database_reads_work_and_writes_fail_clearly(tmp_path, tiny_mo
         ro.make_bank("lion", n=10)
 
 
-WRITER = r"""
+# A barrier for processes (files in $P2PZ_TEST_BARRIER, $P2PZ_TEST_PARTIES of them) and the times each one's work
+# started and ended, so a test can check the clients really overlapped instead of hoping they did.
+BARRIER = r"""
+import os, time
+def barrier():
+    folder, me, parties = os.environ["P2PZ_TEST_BARRIER"], os.environ["P2PZ_TEST_NAME"], int(os.environ["P2PZ_TEST_PARTIES"])
+    open(os.path.join(folder, "ready-" + me), "w").close()
+    t0 = time.time()
+    while sum(f.startswith("ready-") for f in os.listdir(folder)) < parties:
+        if time.time() - t0 > 120:
+            raise SystemExit("the barrier timed out")
+        time.sleep(0.005)
+def stamp(what):
+    folder, me = os.environ["P2PZ_TEST_BARRIER"], os.environ["P2PZ_TEST_NAME"]
+    with open(os.path.join(folder, what + "-" + me), "w") as f:
+        f.write(repr(time.time()))
+"""
+
+
+def barrier_env(folder, name: str, parties: int) -> dict:
+    folder.mkdir(exist_ok=True)
+    return {"P2PZ_TEST_BARRIER": str(folder), "P2PZ_TEST_NAME": name, "P2PZ_TEST_PARTIES": str(parties)}
+
+
+def overlapped(folder) -> bool:
+    """Every client started its work before any of them finished it."""
+    read = lambda what: [float(p.read_text()) for p in folder.glob(f"{what}-*")]  # noqa: E731
+    starts, ends = read("start"), read("end")
+    assert len(starts) == len(ends) > 1
+    return max(starts) < min(ends)
+
+
+WRITER = BARRIER + r"""
 import sys, json
 from registry import Registry
 reg = Registry.open(sys.argv[1])
 mode, model, start = sys.argv[2], sys.argv[3], int(sys.argv[4])
+barrier()
+stamp("start")
 if mode == "build":
     for i in range(start, start + 50):
         reg.build_direction(f"c{i}", f"c{i + 1}", model, n=5, name=f"d{i}")
 else:
     print(json.dumps(reg.import_(sys.argv[5])["added"]))
+stamp("end")
 """
 
 
@@ -49,14 +84,17 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path, tiny_model, home, 
     src.close()
     Registry.open(url).close()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sync = tmp_path / "barrier"
     t = time.perf_counter()
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, "build", str(tiny_model), "0"], env=env,
-                              stderr=subprocess.PIPE, text=True),
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, url, "build", str(tiny_model), "0"],
+                              env={**env, **barrier_env(sync, "build", 2)}, stderr=subprocess.PIPE, text=True),
              subprocess.Popen([sys.executable, "-c", WRITER, url, "import", str(tiny_model), "0",
-                               str(tmp_path / "lib.p2pz")], env=env, stderr=subprocess.PIPE, text=True)]
+                               str(tmp_path / "lib.p2pz")], env={**env, **barrier_env(sync, "import", 2)},
+                              stderr=subprocess.PIPE, text=True)]
     errors = [p.communicate(timeout=300)[1] for p in procs]
     assert all(p.returncode == 0 for p in procs), errors
     assert not any("locked" in e for e in errors)
+    assert overlapped(sync)  # the import ran while the builds were going on
     wall = time.perf_counter() - t
     reg = Registry.open(url)
     refs = [d.ref for d in reg.directions()]
@@ -135,7 +173,7 @@ def test_sigkill_inside_a_write_transaction_leaves_a_consistent_database(tmp_pat
     assert reg.build_direction("k4", "k5", str(tiny_model), n=5, name="k4").ref == "k4@1"  # a rerun completes it
 
 
-FIRST_USE = r"""
+FIRST_USE = BARRIER + r"""
 import sys, time
 from alembic.runtime.migration import MigrationContext
 
@@ -145,7 +183,12 @@ def slow(self, *args, **kwargs):  # widen the race: hold the upgrade's transacti
     time.sleep(1.0)
 MigrationContext._ensure_version_table = slow
 from registry.cli import main
-main(sys.argv[1:])
+barrier()  # all four reach the new database together
+stamp("start")
+try:
+    main(sys.argv[1:])
+finally:
+    stamp("end")
 """
 
 
@@ -153,13 +196,16 @@ def test_four_clients_first_use_of_a_new_database_at_once(tmp_path, tiny_model, 
     """Four `p2pz direction build` processes started together against a new, empty database: every client's
     first use checks the schema; the upgrade is serialized (re-checked under the lock), and all four succeed."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    sync = tmp_path / "barrier"
     procs = [subprocess.Popen([sys.executable, "-c", FIRST_USE, "--db", db_url, "-q", "direction", "build",
-                               "cat", f"dog{i}", "--model", str(tiny_model), "-n", "5"], env=env,
+                               "cat", f"dog{i}", "--model", str(tiny_model), "-n", "5"],
+                              env={**env, **barrier_env(sync, str(i), 4)},
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(4)]
     results = [p.communicate(timeout=300) for p in procs]
     errors = [err for _, err in results]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     assert not any("Traceback" in e for e in errors)
+    assert overlapped(sync)  # all four were inside their first use at once
     reg = Registry.open(db_url)
     assert sorted(d.ref for d in reg.directions()) == [f"cat-to-dog{i}@1" for i in range(4)]
     reg.close()
