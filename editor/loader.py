@@ -11,6 +11,7 @@ Heavy imports (torch, transformers) happen inside the functions, never at module
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -21,6 +22,8 @@ from pathlib import Path
 
 from store.files import atomic_write
 from store.paths import cache_dir
+
+from .errors import ComponentLoadError, EditorError
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 SHAPES_MODEL = "p2pz/shapes"  # the shapes-world model shipped in editor/shapes/weights (architecture §12)
@@ -325,7 +328,7 @@ def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -
     snapshot — and ``check(fingerprint)`` on it (from the cached fingerprint when the encoder's files are
     unchanged, then from the loaded encoder), so that directions built with another encoder are refused before
     the UNet and VAE are fetched or loaded; then the UNet, VAE, DDIM scheduler and, when asked and shipped, the
-    safety checker. Problems are one-line :class:`ModelLoadError`\ s."""
+    safety checker. Problems are one-line :class:`ModelLoadError` lines."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
 
@@ -363,11 +366,19 @@ def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -
                         safety_checker=checker, feature_extractor=extractor, model_fingerprint=model_fp)
 
 
+def _component_error(what: str, model_id: str, exc: BaseException, fix: str) -> str:
+    """One line for a component that did not load: what, the id, the offline hint when it applies, the first
+    line of the cause and the fix."""
+    offline = (" (HF_HUB_OFFLINE is set, so only the local Hugging Face cache is used)"
+               if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") else "")
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+    return f"cannot load {what} {model_id!r}{offline} ({first}); {fix}"
+
+
 def load_captioner(captioner_id: str | None, device: str):
     """The BLIP captioner (:class:`editor.caption.Captioner`) from a hub id or folder; a captioner that cannot load
     is one :class:`~editor.errors.ComponentLoadError` line with the offline hint and the fix."""
-    from .caption import Captioner
-    from .errors import ComponentLoadError
+    from .caption import Captioner  # transformers' BLIP: loaded only when captioning
 
     fix = "pass --caption TEXT to skip captioning, or --captioner with a BLIP folder or hub id you have"
     if not captioner_id:
@@ -378,8 +389,33 @@ def load_captioner(captioner_id: str | None, device: str):
     try:
         return Captioner.from_pretrained(captioner_id, device=device)
     except Exception as exc:  # a model-loading boundary: any failure is this component's, reported in one line
-        offline = (" (HF_HUB_OFFLINE is set, so only the local Hugging Face cache is used)"
-                   if os.environ.get("HF_HUB_OFFLINE") in ("1", "true", "True") else "")
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise ComponentLoadError(f"cannot load the captioner (BLIP) {captioner_id!r}{offline}: {first}; {fix}") \
-            from None
+        raise ComponentLoadError(_component_error("the captioner (BLIP)", captioner_id, exc, fix)) from None
+
+
+@functools.lru_cache(maxsize=4)
+def load_clip(model_id: str, device: str = "cpu"):
+    """The CLIP scorer (:class:`editor.metrics.ClipScorer`) from a hub id or folder, once per process and device
+    (read-only, so shared); one :class:`~editor.errors.EditorError` line when it cannot load."""
+    from transformers import CLIPModel, CLIPProcessor  # heavy: only the commands that score load it
+
+    from .metrics import ClipScorer
+
+    try:
+        return ClipScorer(CLIPModel.from_pretrained(model_id), CLIPProcessor.from_pretrained(model_id), device)
+    except Exception as exc:  # a model-loading boundary
+        raise EditorError(_component_error("the CLIP model", model_id, exc,
+                                           "pass --clip-model with a hub id or a folder")) from None
+
+
+@functools.lru_cache(maxsize=4)
+def load_dino(model_id: str, device: str = "cpu"):
+    """The DINO ViT structure scorer (:class:`editor.metrics.StructureDistance`), as :func:`load_clip`."""
+    from transformers import ViTModel  # heavy: only the commands that score load it
+
+    from .metrics import StructureDistance
+
+    try:
+        return StructureDistance(ViTModel.from_pretrained(model_id, add_pooling_layer=False), device=device)
+    except Exception as exc:  # a model-loading boundary
+        raise EditorError(_component_error("the DINO model", model_id, exc,
+                                           "pass --dino-model with a hub id or a folder")) from None

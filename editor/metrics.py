@@ -33,6 +33,7 @@ from PIL import Image
 from store.repository import METRICS  # noqa: F401  (the contract: names of the metrics below)
 
 from .errors import EditorError
+from .loader import load_clip, load_dino
 
 DEFAULT_CLIP = "openai/clip-vit-large-patch14"
 DEFAULT_DINO = "facebook/dino-vitb8"
@@ -62,13 +63,8 @@ class ClipScorer:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = DEFAULT_CLIP, device: str = "cpu") -> "ClipScorer":
-        from transformers import CLIPModel, CLIPProcessor
-
-        try:
-            return cls(CLIPModel.from_pretrained(name_or_path), CLIPProcessor.from_pretrained(name_or_path), device)
-        except Exception as exc:
-            raise EditorError(f"cannot load the CLIP model {name_or_path!r} ({str(exc).splitlines()[0][:200]}); "
-                              "pass --clip-model with a hub id or a folder") from None
+        """Through :func:`editor.loader.load_clip` (once per process and device)."""
+        return load_clip(name_or_path, device)
 
     @torch.inference_mode()
     def image_embeds(self, images: list[Image.Image]) -> torch.Tensor:
@@ -128,13 +124,8 @@ class StructureDistance:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str = DEFAULT_DINO, device: str = "cpu") -> "StructureDistance":
-        from transformers import ViTModel
-
-        try:
-            return cls(ViTModel.from_pretrained(name_or_path, add_pooling_layer=False), device=device)
-        except Exception as exc:
-            raise EditorError(f"cannot load the DINO model {name_or_path!r} ({str(exc).splitlines()[0][:200]}); "
-                              "pass --dino-model with a hub id or a folder") from None
+        """Through :func:`editor.loader.load_dino` (once per process and device)."""
+        return load_dino(name_or_path, device)
 
     def key_module(self) -> nn.Module:
         """The last block's key projection: its output is every head's keys, concatenated [B, T, heads·d]."""

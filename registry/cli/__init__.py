@@ -10,6 +10,7 @@ so ``p2pz --help``, ``p2pz direction list`` and ``p2pz bank show`` never import 
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -168,9 +169,28 @@ def main(ctx, db, quiet):
 
 
 
-def llm_options(model_flag: str):
-    """The LLM generator's flags (``model_flag``: --model for banks, --llm-model for directions)."""
+def folded(into: str, names: tuple[str, ...]):
+    """Gather the click parameters ``names`` into one argument ``into``: a dict of the ones given (None and
+    unset flags left out), so a command's signature names the group, not each flag."""
     def deco(f):
+        @functools.wraps(f)
+        def wrapper(*args, **kwargs):
+            kwargs[into] = {n: v for n in names if (v := kwargs.pop(n)) is not None and v is not False}
+            return f(*args, **kwargs)
+        return wrapper
+    return deco
+
+
+LLM_FLAGS = {"llm_model": None, "base_url": "--base-url", "temperature": "--temperature",
+             "concurrency": "--concurrency", "max_requests": "--max-requests", "max_total_tokens": "--max-tokens",
+             "timeout": "--timeout", "max_retries": "--max-retries", "no_cache": "--no-cache"}
+
+
+def llm_options(model_flag: str):
+    """The LLM generator's flags (``model_flag``: --model for banks, --llm-model for directions), folded into
+    one ``llm`` argument (see :func:`bank_options`)."""
+    def deco(f):
+        f = folded("llm", tuple(LLM_FLAGS))(f)
         for opt in reversed([
             click.option(model_flag, "llm_model", help="LLM chat model for --from llm "
                          "[default: $P2PZ_LLM_MODEL or gpt-4.1-mini]."),
@@ -192,19 +212,48 @@ def llm_options(model_flag: str):
     return deco
 
 
-def llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens, timeout, max_retries,
-             no_cache):
-    opts = {"llm_model": llm_model, "base_url": base_url, "temperature": temperature, "concurrency": concurrency,
-            "max_requests": max_requests, "max_total_tokens": max_total_tokens, "timeout": timeout,
-            "max_retries": max_retries}
-    opts = {k: v for k, v in opts.items() if v is not None}
-    if no_cache:
-        opts["use_cache"] = False
-    return opts
+def bank_options(generator: str | None, *, kind: str | None = None, template_file: str | None = None,
+                 path: str | None = None, llm: dict | None = None, tokenizer_model: str | None = None,
+                 model_flag: str = "--model"):
+    """The typed generator options (:mod:`generators.options`) the bank flags of a command describe, or None
+    (no ``--from`` and no ``--kind``: the stored banks, else templates). A flag of another generator is an
+    error naming the ``--from`` it needs."""
+    from generators import FileOptions, GeneratorError, LLMOptions, TemplateOptions
+
+    llm = dict(llm or {})
+    if generator is None and kind:
+        generator = "templates"
+    if llm and generator != "llm":
+        flags = ", ".join(LLM_FLAGS[k] or model_flag for k in llm)
+        raise P2PZError(f"{flags} {'needs' if len(llm) == 1 else 'need'} --from llm")
+    if tokenizer_model and generator != "llm":
+        raise P2PZError("--tokenizer needs --from llm")
+    if template_file and generator != "templates":
+        raise P2PZError("--templates needs --from templates")
+    try:
+        if generator == "llm":
+            use_cache = not llm.pop("no_cache", False)
+            return LLMOptions(model=llm.pop("llm_model", None), template_kind=kind, use_cache=use_cache,
+                              tokenizer_model=tokenizer_model, **llm)
+        if generator == "file":
+            if kind:
+                raise P2PZError("--kind needs --from templates or --from llm")
+            return FileOptions(path=path or "")
+        if generator == "templates":
+            return TemplateOptions(template_kind=kind or "auto", template_file=template_file)
+    except GeneratorError as exc:
+        raise P2PZError(str(exc)) from None
+    return None
 
 
 def engine_options(f):
-    """``--engine local|ray``, ``--address``, ``--workers``, ``--gpus-per-worker`` (registry.engine)."""
+    """``--engine local|ray``, ``--address``, ``--workers``, ``--gpus-per-worker``, folded into one ``engine``
+    argument: the :class:`registry.engine.Engine` they describe (a wrong combination is a one-line error)."""
+    @functools.wraps(f)
+    def wrapper(*args, **kwargs):
+        kwargs["engine"] = make_engine(*(kwargs.pop(k) for k in ("engine", "address", "workers", "gpus_per_worker")))
+        return f(*args, **kwargs)
+
     for opt in reversed([
         click.option("--engine", type=click.Choice(["local", "ray"]), default="local", show_default=True,
                      help="Run here, or on Ray (one model per worker; pip install 'p2pz[ray]')."),
@@ -215,8 +264,8 @@ def engine_options(f):
         click.option("--gpus-per-worker", type=click.FloatRange(0), default=0.0, show_default=True,
                      help="GPUs per Ray worker (fractions share a GPU)."),
     ]):
-        f = opt(f)
-    return f
+        wrapper = opt(wrapper)
+    return wrapper
 
 
 def make_engine(engine, address, workers, gpus_per_worker):
@@ -233,17 +282,6 @@ def make_engine(engine, address, workers, gpus_per_worker):
 TEMPLATE_KIND = click.Choice(["auto", "object", "style", "attribute", "scene"])
 KIND_HELP = ("Template set [default: auto, chosen from the concept's words: scene for day/night/seasons/weather, "
              "attribute for colours, style for media and styles, else object].")
-
-
-def gen_options(kind, template_file, file):
-    opts = {}
-    if kind:
-        opts["template_kind"] = kind
-    if template_file:
-        opts["template_file"] = template_file
-    if file:
-        opts["path"] = file
-    return opts
 
 
 # The command groups register themselves on ``main`` when imported.

@@ -7,7 +7,7 @@ import json
 import click
 
 from . import (
-    KIND_HELP, TEMPLATE_KIND, P2PZGroup, echo_json, echo_table, gen_options, json_option, llm_options, llm_opts, main,
+    KIND_HELP, TEMPLATE_KIND, P2PZGroup, bank_options, echo_json, echo_table, json_option, llm_options, main,
     pass_state,
 )
 
@@ -39,9 +39,7 @@ def bank():
 @click.option("--note", help="Free-text note stored with the bank.")
 @json_option
 @pass_state
-def bank_create(state, concept, generator, n, seed, kind, template_file, file, llm_model, base_url, temperature,
-                concurrency, max_requests, max_total_tokens, timeout, max_retries, no_cache, tokenizer_model, note,
-                as_json):
+def bank_create(state, concept, generator, n, seed, kind, template_file, file, llm, tokenizer_model, note, as_json):
     """Create a sentence bank for CONCEPT (content-addressed: the same sentences return the stored version).
 
     \b
@@ -55,13 +53,9 @@ def bank_create(state, concept, generator, n, seed, kind, template_file, file, l
     """
     if file and generator != "file":
         generator = "file"
-    options = gen_options(kind, template_file, file)
-    if generator == "llm":
-        options.update(llm_opts(llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
-                                 timeout, max_retries, no_cache))
-        if tokenizer_model:
-            options["tokenizer_model"] = tokenizer_model
-    b = state.registry().make_bank(concept, generator, n, seed, note=note, **options)
+    options = bank_options(generator, kind=kind, template_file=template_file, path=file, llm=llm,
+                           tokenizer_model=tokenizer_model)
+    b = state.registry().make_bank(concept, options, n, seed, note=note)
     if as_json:
         echo_json(b.to_dict())
     else:

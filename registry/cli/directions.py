@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import click
 
-from . import (KIND_HELP, TEMPLATE_KIND, P2PZError, P2PZGroup, echo_json, echo_table, engine_options, gen_options,
-               json_option, llm_options, llm_opts, main, make_engine, pass_state)
+from . import (KIND_HELP, TEMPLATE_KIND, P2PZError, P2PZGroup, bank_options, echo_json, echo_table, engine_options,
+               json_option, llm_options, main, pass_state)
 
 
 @main.group(cls=P2PZGroup)
@@ -27,16 +27,6 @@ def _dir_row(d):
 
 
 _DIR_HEADERS = ["direction", "from", "scale", "encoder", "fingerprint", "tags", ""]
-
-
-def _bank_options(generator, kind, llm_model, *llm_args):
-    """(generator, its options) from ``--from``, ``--kind`` and the LLM flags of a build command."""
-    opts = gen_options(kind, None, None)
-    if opts and generator is None:
-        generator = "templates"
-    if generator == "llm":
-        opts.update(llm_opts(llm_model, *llm_args))
-    return generator, opts
 
 
 @direction.command("build")
@@ -61,8 +51,7 @@ def _bank_options(generator, kind, llm_model, *llm_args):
 @json_option
 @pass_state
 def direction_build(state, source, target, name, model, generator, n, seed, kind, source_file, target_file, scale,
-                    tags, note, device, llm_model, base_url, temperature, concurrency, max_requests, max_total_tokens,
-                    timeout, max_retries, no_cache, as_json):
+                    tags, note, device, llm, as_json):
     """Build Δ = mean(TARGET bank) − mean(SOURCE bank) with an SD text encoder.
 
     SOURCE and TARGET are concepts (cat) or bank versions (cat@2). Missing banks are made.
@@ -84,11 +73,10 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
         sides = {"source_sentences": read_sentence_file(source_file, n),
                  "target_sentences": read_sentence_file(target_file, n)}
         generator = None
-    generator, opts = _bank_options(generator, kind, llm_model, base_url, temperature, concurrency, max_requests,
-                                    max_total_tokens, timeout, max_retries, no_cache)
+    options = bank_options(generator, kind=kind, llm=llm, model_flag="--llm-model")
     reg = state.registry()
-    d = reg.build_direction(source, target, model, name=name, generator=generator, n=n, seed=seed,
-                            scale=scale, tags=tags, note=note, device=device, **sides, **opts)
+    d = reg.build_direction(source, target, model, name=name, generator=options, n=n, seed=seed,
+                            scale=scale, tags=tags, note=note, device=device, **sides)
     advice = reg.bank_advice(d.ref)
     if advice:
         def said(b):
@@ -119,9 +107,7 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
 @engine_options
 @json_option
 @pass_state
-def direction_build_many(state, pairs_file, model, generator, n, seed, kind, tags, device, llm_model, base_url,
-                         temperature, concurrency, max_requests, max_total_tokens, timeout, max_retries, no_cache,
-                         engine, address, workers, gpus_per_worker, as_json):
+def direction_build_many(state, pairs_file, model, generator, n, seed, kind, tags, device, llm, engine, as_json):
     """Build one direction per line of PAIRS.csv: source,target[,name].
 
     With --engine ray the banks are made and encoded in parallel workers (one encoder per worker) and the
@@ -135,9 +121,7 @@ def direction_build_many(state, pairs_file, model, generator, n, seed, kind, tag
     """
     from registry.library.build_many import read_pairs
 
-    eng = make_engine(engine, address, workers, gpus_per_worker)
-    generator, opts = _bank_options(generator, kind, llm_model, base_url, temperature, concurrency, max_requests,
-                                    max_total_tokens, timeout, max_retries, no_cache)
+    options = bank_options(generator, kind=kind, llm=llm, model_flag="--llm-model")
     pairs = read_pairs(pairs_file)
 
     def report(r):
@@ -146,8 +130,8 @@ def direction_build_many(state, pairs_file, model, generator, n, seed, kind, tag
         else:
             state.info(f"direction {r['ref']}: {r['source']} → {r['target']}")
 
-    results = state.registry().build_many(pairs, model, engine=eng, generator=generator, n=n, seed=seed, tags=tags,
-                                          device=device, report=None if as_json else report, **opts)
+    results = state.registry().build_many(pairs, model, engine=engine, generator=options, n=n, seed=seed,
+                                          tags=tags, device=device, report=None if as_json else report)
     if as_json:
         echo_json(results)
     failed = [r for r in results if "error" in r]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from . import (VERSION, P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main, make_engine,
+from . import (VERSION, P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main,
                pass_state)
 
 
@@ -49,8 +49,7 @@ def distill():
 @json_option
 @pass_state
 def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, steps, batch, model, captioner, caption,
-                  no_filter, clip_model, dino_model, min_directional, max_structure, min_iou, device, engine, address,
-                  workers, gpus_per_worker, as_json):
+                  no_filter, clip_model, dino_model, min_directional, max_structure, min_iou, device, engine, as_json):
     """Let the diffusion editor (the teacher) edit sources and write source/edit pairs (resumable).
 
     \b
@@ -65,62 +64,29 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     the other attributes read as before and the object masks overlap (--min-iou); CLIP and DINO are not used.
 
     A rerun reuses the pairs made and applies its own filter (or --no-filter) to all of them, scoring those
-    made unfiltered. With --engine ray the teacher (and the filter's CLIP/DINO models) load once per worker; a worker that cannot
-    load the filter's models fails its pairs (reported) instead of keeping them unfiltered.
+    made unfiltered. With --engine ray the teacher (and the filter's CLIP/DINO models) load once per worker; a
+    worker that cannot load the filter's models fails its pairs (reported) instead of keeping them unfiltered.
     """
     from editor.batch import expand_inputs
     from editor.config import EditConfig, InversionConfig
-    from editor.loader import SHAPES_MODEL
-    from editor.student.pairs import PairFilter, make_pairs
+    from editor.student.pairs import PairFilter
 
-    from registry.library.editing import open_editor
     from registry.analysis.evaluations import concepts
+    from registry.library.editing import EditorOptions
+    from registry.library.pairs import PairsSetup, distill_pairs as make_dataset
 
-    eng = make_engine(engine, address, workers, gpus_per_worker)
-    reg = state.registry()
-    d = reg.get(ref)
+    d = state.registry().get(ref)
     source, target = concepts(d)
-    images = expand_inputs([images_dir]) if images_dir else []
-    scorers = None
-    kwargs = {"captioner": captioner} if captioner else {}
-    common = dict(images=images, synthetic=synthetic, prompt=prompt, size=size, inversion=InversionConfig(steps=steps),
-                  edit=EditConfig(steps=steps), pair_filter=PairFilter(min_directional, max_structure),
-                  source_concept=source, target_concept=target, progress=state.progress, caption=caption)
-    if engine == "ray":  # the batched, parser-judged teacher below runs here only
-        from registry.library.editing import EditorOptions
-        from registry.library.pairs import PairsSetup, pairs_runner
-
-        if no_filter:
-            click.echo("warning: pairs are not filtered (--no-filter)", err=True)
-        setup = PairsSetup(direction=d, model=model, options=EditorOptions(device=device, **kwargs),
-                           filter=not no_filter, clip_model=clip_model, dino_model=dino_model,
-                           prompt=prompt or f"a photo of a {source}", size=size, inversion=common["inversion"],
-                           edit=common["edit"], source_concept=source, target_concept=target, caption=caption)
-        manifest = make_pairs(None, d, Path(out_dir), runner=pairs_runner(eng, setup), filtered=not no_filter,
-                              **common)
-        _pairs_summary(manifest, out_dir, d, as_json)
-        return
-    if no_filter:
-        click.echo("warning: pairs are not filtered (--no-filter)", err=True)
-    ed = open_editor([d], model, device=device, progress=state.progress, **kwargs)
-    if not no_filter and ed.model_id == SHAPES_MODEL:  # the world's parser judges its pairs (no CLIP needed)
-        from editor.shapes.judge import ShapesJudge
-
-        scorers = ShapesJudge.for_concepts(source, target)
-        common["pair_filter"] = PairFilter(min_directional, max_structure, min_iou)
-        click.echo(f"pairs filtered by the shapes world's parser: the edit reads '{target}', the other attributes "
-                   f"are kept, mask IoU ≥ {min_iou}", err=True)
-    elif not no_filter:
-        from editor.evaluate import Scorers
-        from editor.loader import resolve_device
-
-        device = resolve_device(device)  # a device this machine lacks is one line, not an unfiltered run
-        try:
-            scorers = Scorers.load(clip_model, dino_model, device=device)
-        except Exception as exc:  # the filter's models are optional: without them, every pair is kept
-            click.echo(f"warning: pairs are not filtered ({' '.join(str(exc).split()) or type(exc).__name__})",
-                       err=True)
-    manifest = make_pairs(ed, d, Path(out_dir), scorers=scorers, batch=batch, **common)
+    options = EditorOptions(device=device, captioner=captioner, progress=state.progress)
+    setup = PairsSetup(direction=d, model=model, options=options, source_concept=source, target_concept=target,
+                       filter=not no_filter, clip_model=clip_model, dino_model=dino_model, prompt=prompt or "",
+                       size=size, inversion=InversionConfig(steps=steps), edit=EditConfig(steps=steps),
+                       caption=caption)
+    manifest = make_dataset(engine, setup, Path(out_dir), images=expand_inputs([images_dir]) if images_dir else [],
+                            synthetic=synthetic, pair_filter=PairFilter(min_directional, max_structure, min_iou),
+                            batch=batch, progress=state.progress,
+                            warn=lambda m: click.echo(f"warning: {m}", err=True),
+                            info=lambda m: click.echo(m, err=True))
     _pairs_summary(manifest, out_dir, d, as_json)
 
 

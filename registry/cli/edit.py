@@ -6,10 +6,14 @@ from pathlib import Path
 
 import click
 
-from . import P2PZError, echo_json, engine_options, json_option, main, make_engine, pass_state
+from . import P2PZError, echo_json, engine_options, folded, json_option, main, pass_state
+
+
+LOADING = ("device", "dtype", "no_safety_checker", "no_cache", "cache_maps")  # folded into ``loading``
 
 
 def _editing_options(f):
+    f = folded("loading", LOADING)(f)
     for opt in reversed([
         click.option("--direction", "directions", multiple=True, required=True, metavar="NAME[@V]",
                      help="Direction to apply (repeatable: one inversion serves them all)."),
@@ -35,14 +39,36 @@ def _editing_options(f):
     return f
 
 
-def _open_editor(state, model, directions, device, dtype, no_safety_checker, no_cache, cache_maps, **kwargs):
-    from registry.library.editing import choose_model, open_editor
+def _editor_options(state, loading: dict, **more):
+    """The editor's loading flags (``--device``, ``--dtype``, ``--no-safety-checker``, ``--no-cache``,
+    ``--cache-maps``) → :class:`registry.library.editing.EditorOptions`; a device this machine lacks is refused
+    before anything loads."""
+    from editor.loader import resolve_device
 
-    if no_cache and cache_maps:
+    from registry.library.editing import EditorOptions
+
+    if loading.get("no_cache") and loading.get("cache_maps"):
         raise click.UsageError("--cache-maps needs the cache; drop --no-cache")
-    state.info(f"loading {choose_model(directions, model) or 'the default model'} …")
-    return open_editor(directions, model, device=device, dtype=dtype, safety_checker=not no_safety_checker,
-                       progress=state.progress, cache=not no_cache, cache_maps=cache_maps, **kwargs)
+    device = loading.get("device")
+    return EditorOptions(device=resolve_device(device) if device else None, dtype=loading.get("dtype"),
+                         safety_checker=not loading.get("no_safety_checker"), cache=not loading.get("no_cache"),
+                         cache_maps=bool(loading.get("cache_maps")), progress=state.progress, **more)
+
+
+def _report(state):
+    """How ``p2pz edit`` tells each image's outcome (stderr; stdout stays for --json)."""
+    def report(o):
+        for note in o.warnings:
+            click.echo(f"warning: {note}", err=True)
+        if o.skipped:
+            state.info(f"{o.image}: skipped, its outputs exist")
+        elif o.ok:
+            state.info(f"{o.image}: {', '.join(o.outputs)}" + (" (inversion cached)" if o.inversion_cached else ""))
+        else:
+            click.echo(f"error: {o.image}: {o.error}", err=True)
+        for flagged in o.nsfw:
+            click.echo(f"warning: the safety checker blanked {flagged}; --no-safety-checker turns it off", err=True)
+    return report
 
 
 @main.command("edit")
@@ -68,10 +94,9 @@ def _open_editor(state, model, directions, device, dtype, no_safety_checker, no_
               "provenance (by default: the path as given when relative, else the file name alone).")
 @engine_options
 @pass_state
-def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
-         no_safety_checker, no_cache, cache_maps, as_json, caption, captioner, xa_guidance, keep_aspect, schedule,
-         save_reconstruction, student, maps_fp16, skip_existing, record_source_path, engine, address, workers,
-         gpus_per_worker):
+def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, force, as_json, loading,
+         caption, captioner, xa_guidance, keep_aspect, schedule, save_reconstruction, student, maps_fp16,
+         skip_existing, record_source_path, engine):
     """Apply stored directions to real images with pix2pix-zero.
 
     Writes OUT/<name>__<direction>@<version>.png with the full provenance in a PNG text chunk; <name> is the
@@ -85,76 +110,19 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
       p2pz edit photos/ --direction cat-to-dog --engine ray --workers 4 --gpus-per-worker 1
     """
     from editor.batch import expand_inputs
-
     from editor.config import EditConfig, InversionConfig
 
-    from registry.library.editing import EditorOptions, EditSetup, edit_many
+    from registry.library.editing import EditRequest, run_edits
 
-    inversion = InversionConfig(steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule)
-    edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
-    dirs = [state.registry().get(ref) for ref in directions]
-    paths = expand_inputs(list(images))
-    if device:
-        from editor.loader import resolve_device
-
-        device = resolve_device(device)  # a device this machine lacks is refused before anything is loaded
-    eng = make_engine(engine, address, workers, gpus_per_worker)
-    if student is not None:
-        if engine != "local":
-            raise P2PZError("--student runs locally (milliseconds per image); drop --engine ray")
-        from registry.library.students import parse_choice
-
-        _edit_with_students(state, dirs, paths, Path(out_dir), parse_choice(student), device, force, as_json,
-                            record_source_path)
-        return
-    kwargs = {"map_dtype": "float16" if maps_fp16 else "float32"}
-    if captioner is not None:
-        kwargs["captioner"] = captioner
-    if no_cache and cache_maps:
-        raise click.UsageError("--cache-maps needs the cache; drop --no-cache")
-
-    def report(o):
-        for note in o.warnings:
-            click.echo(f"warning: {note}", err=True)
-        if o.skipped:
-            state.info(f"{o.image}: skipped, its outputs exist")
-        elif o.ok:
-            state.info(f"{o.image}: {', '.join(o.outputs)}" + (" (inversion cached)" if o.inversion_cached else ""))
-        else:
-            click.echo(f"error: {o.image}: {o.error}", err=True)
-        for flagged in o.nsfw:
-            click.echo(f"warning: the safety checker blanked {flagged}; --no-safety-checker turns it off", err=True)
-
-    options = EditorOptions(device=device, dtype=dtype, safety_checker=not no_safety_checker, cache=not no_cache,
-                            cache_maps=cache_maps, progress=state.progress, **kwargs)
-    setup = EditSetup(directions=dirs, model=model, options=options, out_dir=str(out_dir), inversion=inversion,
-                      edit=edit_cfg, caption=caption, save_reconstruction=save_reconstruction, force=force,
-                      skip_existing=skip_existing, record_source_path=record_source_path)
-    outcomes = edit_many(eng, setup, paths, progress=state.progress, report=None if as_json else report,
-                         info=state.info)
-    if as_json:
-        echo_json([o.__dict__ for o in outcomes])
-    failed = [o for o in outcomes if not o.ok]
-    if failed:
-        raise P2PZError(f"{len(failed)} of {len(outcomes)} images failed")
-
-
-def _edit_with_students(state, dirs, paths, out_dir, version, device, force, as_json, record_source_path=False):
-    from editor.batch import student_files
-    from editor.loader import resolve_device
-    from editor.student import Student
-
-    reg = state.registry()
-    device = resolve_device(device)
-    students = []
-    for d in dirs:
-        record = reg.student(d.ref, version)
-        model = Student.from_weights(record.weights, record.config, record.ref, device)
-        students.append((d.ref, model, {"student": record.version, "student_weights_sha256": record.weights_sha256}))
-    outcomes = student_files(students, paths, out_dir, force=force, record_source_path=record_source_path,
-                             report=None if as_json else (lambda o: state.info(f"{o.image}: {', '.join(o.outputs)}")
-                                                          if o.ok else click.echo(f"error: {o.image}: {o.error}",
-                                                                                  err=True)))
+    options = _editor_options(state, loading, map_dtype="float16" if maps_fp16 else "float32", captioner=captioner)
+    request = EditRequest(
+        directions=tuple(directions), model=model, options=options, out_dir=str(out_dir), caption=caption,
+        inversion=InversionConfig(steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule),
+        edit=EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps),
+        save_reconstruction=save_reconstruction, force=force, skip_existing=skip_existing,
+        record_source_path=record_source_path, student=student)
+    outcomes = run_edits(state.registry(), engine, request, expand_inputs(list(images)),
+                         report=None if as_json else _report(state), info=state.info)
     if as_json:
         echo_json([o.__dict__ for o in outcomes])
     failed = [o for o in outcomes if not o.ok]
@@ -169,8 +137,8 @@ def _edit_with_students(state, dirs, paths, out_dir, version, device, force, as_
               help="Cross-attention guidance step size [0.15 for synthetic images; 0.01 for v-prediction models].")
 @click.option("--size", type=click.IntRange(16, 2048), default=None, help="Image size (default: the model's).")
 @pass_state
-def generate(state, prompt, directions, scale, model, steps, guidance_scale, seed, out_dir, device, dtype, force,
-             no_safety_checker, no_cache, cache_maps, as_json, xa_guidance, size):
+def generate(state, prompt, directions, scale, model, steps, guidance_scale, seed, out_dir, force, as_json, loading,
+             xa_guidance, size):
     """Generate an image from PROMPT (x_T from the seed) and edit it with stored directions.
 
     \b
@@ -181,8 +149,12 @@ def generate(state, prompt, directions, scale, model, steps, guidance_scale, see
     from editor.config import EditConfig
 
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
+    from registry.library.editing import choose_model, open_editor
+
     dirs = [state.registry().get(ref) for ref in directions]
-    ed = _open_editor(state, model, dirs, device, dtype, no_safety_checker, no_cache, cache_maps)
+    options = _editor_options(state, loading)
+    state.info(f"loading {choose_model(dirs, model) or 'the default model'} …")
+    ed = open_editor(dirs, model, **options.kwargs())
     out = generate_files(ed, prompt, dirs, Path(out_dir), seed=seed, size=size, steps=steps, edit=edit_cfg,
                          force=force)
     for flagged in out.nsfw:

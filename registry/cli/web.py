@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main, make_engine, pass_state
+from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main, pass_state
 
 
 @main.command("serve")
@@ -123,8 +123,7 @@ def preview():
 @engine_options
 @json_option
 @pass_state
-def preview_build(state, refs, images, model, steps, seed, device, dtype, captioner, caption, force, engine, address,
-                  workers, gpus_per_worker, as_json):
+def preview_build(state, refs, images, model, steps, seed, device, dtype, captioner, caption, force, engine, as_json):
     """Render what each direction (default: every one) does to the preview images.
 
     Previews are content-addressed (direction content, image, model, steps, seed) in $P2PZ_HOME/previews:
@@ -146,7 +145,6 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
         paths = sorted(x for x in p.iterdir() if x.suffix.lower() in exts) if p.is_dir() else [p]
         if not paths:
             raise P2PZError(f"no images in {images}; give a folder of PNG/JPEG/WebP files")
-    eng = make_engine(engine, address, workers, gpus_per_worker)
     reg = state.registry()
 
     def report(r):
@@ -154,7 +152,7 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
             state.info(f"{r['direction']} on {r['image']}: {r['status']}" + (f" ({r['error']})" if r.get("error") else ""))
 
     done = build_previews(reg, list(refs) or None, paths, model=model, device=device, dtype=dtype,
-                          captioner=captioner, caption=caption, steps=steps, engine=eng,
+                          captioner=captioner, caption=caption, steps=steps, engine=engine,
                           seed=seed, force=force, report=report, progress=state.progress)
     if as_json:
         echo_json(done)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import types
+import typing
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable, Iterator
 
@@ -116,8 +118,10 @@ def make_engine(kind: str = "local", address: str | None = None, workers: int = 
 # --- typed items as JSON (what crosses to a Ray worker and back) ------------------------------------------------
 
 def to_json(obj) -> dict:
-    """A dataclass as a JSON-able dict (bytes as base64)."""
+    """A dataclass as a JSON-able dict (bytes as base64; a field whose value has ``to_wire()`` as that)."""
     def plain(v):
+        if hasattr(v, "to_wire"):
+            return v.to_wire()
         if isinstance(v, bytes):
             return {"__bytes__": base64.b64encode(v).decode()}
         if dataclasses.is_dataclass(v):
@@ -131,11 +135,29 @@ def to_json(obj) -> dict:
 
 
 def from_json(cls: type, data: dict):
-    """``cls`` (a dataclass) rebuilt from :func:`to_json`'s output."""
-    def typed(v):
-        if isinstance(v, dict):
-            return base64.b64decode(v["__bytes__"]) if set(v) == {"__bytes__"} else {k: typed(x) for k, x in v.items()}
-        if isinstance(v, list):
-            return [typed(x) for x in v]
-        return v
-    return cls(**{k: typed(v) for k, v in data.items()})
+    """``cls`` (a dataclass) rebuilt from :func:`to_json`'s output, by its fields' type hints: a nested dataclass
+    (also in a list or ``| None``) is rebuilt, a class with ``from_wire`` rebuilds itself, bytes come back."""
+    hints = typing.get_type_hints(cls)
+    return cls(**{k: _typed(hints.get(k), v) for k, v in data.items()})
+
+
+def _typed(hint, v):
+    if v is None:
+        return None
+    if isinstance(v, dict) and set(v) == {"__bytes__"}:
+        return base64.b64decode(v["__bytes__"])
+    members = [a for a in typing.get_args(hint) if a is not type(None)] \
+        if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
+    for t in members:
+        if isinstance(v, dict) and hasattr(t, "from_wire"):
+            return t.from_wire(v)
+        if isinstance(v, dict) and dataclasses.is_dataclass(t):
+            return from_json(t, v)
+        if isinstance(v, list) and typing.get_origin(t) is list:
+            (item,) = typing.get_args(t) or (None,)
+            return [_typed(item, x) for x in v]
+    if isinstance(v, list):
+        return [_typed(None, x) for x in v]
+    if isinstance(v, dict):
+        return {k: _typed(None, x) for k, x in v.items()}
+    return v

@@ -17,6 +17,7 @@ import functools
 from pathlib import Path
 from typing import Iterable
 
+from generators import BankOptions
 from store import repository as repo
 from store.db import Database, StoreError
 
@@ -90,10 +91,13 @@ class Registry:
                      "hidden_size": r.hidden_size, "max_length": r.max_length} for r in repo.encoders(s)]
 
     @_translated
-    def make_bank(self, concept: str, generator: str = "templates", n: int = 1000, seed: int = 0, *,
+    def make_bank(self, concept: str, generator: str | BankOptions = "templates", n: int = 1000, seed: int = 0, *,
                   note: str | None = None, **options) -> Bank:
-        """Generate and store a bank; the same sentences for the same concept return the stored version."""
-        source = _banks.draft_bank(concept, generator, n, seed, options, progress=self.progress)
+        """Generate and store a bank; the same sentences for the same concept return the stored version.
+        ``generator``: a kind name with its options as keywords (``template_kind=``, ``path=``, the
+        :class:`~generators.options.LLMOptions` fields), or the typed options themselves."""
+        opts = _banks.bank_options(generator, options) or _banks.TemplateOptions()
+        source = _banks.draft_bank(concept, opts, n, seed, progress=self.progress)
         with self.db.write() as s:
             return bank_record(_banks.store_bank(s, source, note))
 
@@ -116,7 +120,7 @@ class Registry:
         from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding
 
         enc = load_encoder(registry_model(self.db, model))
-        source = embed(self.db, _banks.resolve_bank(self.db, ref, None, 0, 0, {}), enc, progress=self.progress)
+        source = embed(self.db, _banks.resolve_bank(self.db, ref, None, 0, 0), enc, progress=self.progress)
         with self.db.write() as s:
             enc_row, _ = repo.encoder_row(s, encoder_facts(enc))
             return from_bytes(store_embedding(s, source, enc_row.id).mean, (1, None, enc.hidden_size))
@@ -146,23 +150,25 @@ class Registry:
 
     @_translated
     def build_direction(self, source: str, target: str, model: str | None = None, *, name: str | None = None,
-                        generator: str | None = None, n: int = 1000, seed: int = 0, scale: float = 1.0,
+                        generator: str | BankOptions | None = None, n: int = 1000, seed: int = 0, scale: float = 1.0,
                         tags: Iterable[str] = (), note: str | None = None, device: str | None = None,
                         source_sentences=None, target_sentences=None, **options) -> Direction:
         """Δ = scale · (mean(target) − mean(source)) under ``model``'s text encoder, in one transaction.
 
         ``source``/``target`` are concepts (latest bank, made from templates when the concept has none) or bank
         refs (``cat@2``). With ``generator`` set, banks are (re)generated with it — content addressing returns the
-        stored bank when the sentences are the same. ``source_sentences``/``target_sentences`` (a list of
+        stored bank when the sentences are the same (its options as keywords, as in :meth:`make_bank`, with
+        ``llm_model`` for the LLM's model). ``source_sentences``/``target_sentences`` (a list of
         sentences or a generator's ``BankDraft``) use exactly those sentences for that side. Re-running the same
         build returns the stored direction version.
         """
-        return _directions.build(self.db, source, target, model, name=name, generator=generator, n=n, seed=seed,
-                                 scale=scale, tags=tags, note=note, device=device, source_sentences=source_sentences,
-                                 target_sentences=target_sentences, progress=self.progress, **options)
+        return _directions.build(self.db, source, target, model, name=name,
+                                 options=_banks.bank_options(generator, options), n=n, seed=seed, scale=scale,
+                                 tags=tags, note=note, device=device, source_sentences=source_sentences,
+                                 target_sentences=target_sentences, progress=self.progress)
 
     @_translated
-    def build_many(self, pairs, model: str | None = None, *, engine=None, generator: str | None = None,
+    def build_many(self, pairs, model: str | None = None, *, engine=None, generator: str | BankOptions | None = None,
                    n: int = 1000, seed: int = 0, tags: Iterable[str] = (), device: str | None = None, report=None,
                    **options) -> list[dict]:
         """Build many directions from (source, target, name | None) pairs (``p2pz direction build-many``): the
@@ -173,8 +179,9 @@ class Registry:
 
         from .build_many import build_many
 
-        return build_many(self.db, list(pairs), model, engine or LocalEngine(), generator=generator, n=n,
-                          seed=seed, tags=tags, device=device, progress=self.progress, report=report, **options)
+        return build_many(self.db, list(pairs), model, engine or LocalEngine(),
+                          options=_banks.bank_options(generator, options), n=n, seed=seed, tags=tags, device=device,
+                          progress=self.progress, report=report)
 
     @_translated
     def combine(self, weights: dict[str, float], name: str, *, tags: Iterable[str] = (),

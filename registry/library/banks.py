@@ -7,10 +7,17 @@ transaction; :func:`store_bank` then writes it content-addressed inside the call
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
-from generators import BankDraft, bank_sha256, check_concept, get_generator
+from editor.loader import ModelLoadError, load_tokenizer
+from generators import BankDraft, BankOptions, FileOptions, LLMOptions, TemplateOptions, bank_sha256, check_concept
+from generators import make_generator
+from store import models as m
 from store import repository as repo
+from store.files import atomic_write
+from store.paths import cache_dir
 from store.progress import progress_bar
 
 from .naming import check_name, parse_ref
@@ -45,63 +52,65 @@ class BankSource:
                    draft=BankDraft(list(sentences), dict(params)))
 
 
-def draft_bank(concept: str, generator: str, n: int, seed: int, options: dict, *, progress: bool = False) -> BankSource:
-    """Run a generator (``templates``, ``llm``, ``file``) for ``concept`` → an unsaved :class:`BankSource`."""
+def bank_options(generator, options: dict | None = None) -> BankOptions | None:
+    """The facade's edge: a generator (its name, or :class:`~generators.options.BankOptions` already built) and
+    keyword options → typed options, validated once; None when no generator is asked for (stored banks, else
+    templates)."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    if isinstance(generator, BankOptions):
+        if options:
+            raise RegistryError(f"give the generator's options in its {type(generator).__name__}, not as "
+                                f"keywords: {', '.join(sorted(options))}")
+        return generator
+    if generator is None:
+        if options:
+            raise RegistryError(f"{', '.join(sorted(options))} need a generator: pass generator='templates', "
+                                "'llm' or 'file'")
+        return None
+    return BankOptions.parse(generator, **options)
+
+
+def draft_bank(concept: str, options: BankOptions, n: int, seed: int, *, progress: bool = False) -> BankSource:
+    """Run the generator ``options`` describe for ``concept`` → an unsaved :class:`BankSource`."""
     concept = check_bank_concept(concept)
-    bar = None
-    if generator == "llm":
-        options = llm_options(options)
+    bar, runtime = None, {}
+    if isinstance(options, LLMOptions):
         bar = progress_bar(n, f"llm sentences for {concept}", enabled=progress, unit="sent")
-        options["progress"] = bar.update
+        runtime = {**llm_runtime(options), "progress": bar.update}
     try:
-        draft = get_generator(generator, **options).generate(concept, n, seed=seed)
+        draft = make_generator(options, **runtime).generate(concept, n, seed=seed)
     finally:
         if bar is not None:
             bar.close()
     if not draft.sentences:
-        raise RegistryError(f"the {generator} generator produced no sentences for {concept!r}")
-    return BankSource(concept=concept, sha256=bank_sha256(draft.sentences), generator=generator, draft=draft)
+        raise RegistryError(f"the {options.generator} generator produced no sentences for {concept!r}")
+    return BankSource(concept=concept, sha256=bank_sha256(draft.sentences), generator=options.generator, draft=draft)
 
 
 class LLMResponseCache:
     """The LLM generator's reply cache on disk: one JSON file per request hash under ``folder``."""
 
     def __init__(self, folder):
-        from pathlib import Path
-
         self.folder = Path(folder)
 
     def path(self, key: str):
         return self.folder / key[:2] / f"{key}.json"
 
     def get(self, key: str) -> dict | None:
-        import json
-
         try:
             return json.loads(self.path(key).read_text())
         except (OSError, ValueError):
             return None
 
     def put(self, key: str, value: dict) -> None:
-        import json
-
-        from store.files import atomic_write
-
         atomic_write(self.path(key), json.dumps(value))
 
 
-def llm_options(options: dict) -> dict:
-    """The registry's side of the LLM generator: its cache folder, and a CLIP token counter from
-    ``tokenizer_model`` (an SD model), or from the default model when it is already on disk."""
-    from editor.loader import ModelLoadError, load_tokenizer
-    from store.paths import cache_dir
-
-    options = dict(options)
-    llm_model = options.pop("llm_model", None)
-    if llm_model:
-        options["model"] = llm_model
-    tokenizer_model = options.pop("tokenizer_model", None)
-    options.setdefault("cache", LLMResponseCache(cache_dir() / "llm"))
+def llm_runtime(options: LLMOptions) -> dict:
+    """The registry's side of the LLM generator: its reply cache folder, and a CLIP token counter from
+    ``options.tokenizer_model`` (an SD model), or from the default model when it is already on disk."""
+    tokenizer_model = options.tokenizer_model
+    runtime = {"cache": LLMResponseCache(cache_dir() / "llm")}
     try:
         tok = load_tokenizer(tokenizer_model, local_only=tokenizer_model is None)
     except ModelLoadError as exc:
@@ -113,29 +122,29 @@ def llm_options(options: dict) -> dict:
             ids = tok(list(sentences), add_special_tokens=False, truncation=False)["input_ids"]
             return [len(x) for x in ids]
 
-        options["token_counter"] = count
-        options["token_counter_name"] = f"tokenizer of {tokenizer_model or 'the default model'}"
-    return options
+        runtime["token_counter"] = count
+        runtime["token_counter_name"] = f"tokenizer of {tokenizer_model or 'the default model'}"
+    return runtime
 
 
-def stored_bank(s, concept: str, version: int | None, generator: str | None):
+def stored_bank(s, concept: str, version: int | None, options: BankOptions | None):
     """The stored bank a ref names, or None when a new one is to be drafted: ``cat@2`` exactly; a bare ``cat``
-    with no generator asked for, its latest version *with sentences* (a bank imported from a ``.pt`` mean is
-    only used when named); with a generator, None."""
+    with no generator asked for (``options`` None), its latest version *with sentences* (a bank imported from a
+    ``.pt`` mean is only used when named); with a generator's options, None."""
     if version is not None:
         return repo.bank_row(s, concept, version)
-    return repo.latest_bank(s, concept, with_sentences=True) if generator is None else None
+    return repo.latest_bank(s, concept, with_sentences=True) if options is None else None
 
 
-def resolve_bank(db, ref: str, generator: str | None, n: int, seed: int, options: dict, *,
+def resolve_bank(db, ref: str, options: BankOptions | None, n: int, seed: int, *,
                  progress: bool = False) -> BankSource:
-    """A stored bank (:func:`stored_bank`) or a new draft."""
+    """A stored bank (:func:`stored_bank`) or a new draft (templates when ``options`` is None)."""
     concept, version = parse_ref(ref, "bank")
     with db.read() as s:
-        row = stored_bank(s, concept, version, generator)
+        row = stored_bank(s, concept, version, options)
         if row is not None:
             return BankSource.from_row(row)
-    return draft_bank(concept, generator or "templates", n, seed, options, progress=progress)
+    return draft_bank(concept, options or TemplateOptions(), n, seed, progress=progress)
 
 
 def store_bank(s, source: BankSource, note: str | None = None):
@@ -152,13 +161,11 @@ def store_bank(s, source: BankSource, note: str | None = None):
 
 def read_sentence_file(path, n: int | None = None) -> BankDraft:
     """A sentence file (one per line) as a bank draft, for ``build_direction(source_sentences=…)``."""
-    return get_generator("file", path=path).generate("file", n)
+    return make_generator(FileOptions(path=str(path))).generate("file", n)
 
 
 def bank_sentences(db, source: BankSource) -> list[str]:
     if source.draft is not None:
         return source.draft.sentences
     with db.read() as s:
-        from store import models as m
-
         return list(s.get(m.Bank, source.row_id).sentences)

@@ -4,10 +4,11 @@ pair is built from the stored embeddings; a failing pair is reported and the oth
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import csv
+from dataclasses import dataclass, replace
 from typing import Iterable
 
-from generators import bank_sha256
+from generators import BankOptions, LLMOptions, TemplateOptions, bank_sha256
 from store import repository as repo
 from store.vectors import from_bytes, to_bytes
 
@@ -22,8 +23,6 @@ from .records import RegistryError, user_errors
 def read_pairs(path) -> list[tuple[str, str, str | None]]:
     """``source,target[,name]`` per line (CSV; blank lines, ``#`` comments and a ``source,target`` header
     skipped) → the pairs, or a :class:`RegistryError` naming the line."""
-    import csv
-
     pairs = []
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -63,7 +62,7 @@ class BankItem:
     params: dict | None = None
     n: int = 1000
     seed: int = 0
-    options: dict | None = None
+    options: BankOptions | None = None  # a new bank's generator
 
 
 @dataclass
@@ -100,7 +99,7 @@ class EncodeWorker:
     def _encode(self, item: BankItem) -> EncodedBank:
         sentences, generator, params, drafted = item.sentences, item.generator, item.params, False
         if sentences is None:
-            src = draft_bank(item.concept, item.generator, item.n, item.seed, dict(item.options or {}))
+            src = draft_bank(item.concept, item.options or TemplateOptions(), item.n, item.seed)
             sentences, generator, params, drafted = src.draft.sentences, src.generator, src.draft.params, True
         encoded = encode_bank(self.encoder, sentences)
         sha = bank_sha256(sentences)
@@ -117,31 +116,31 @@ class EncodeWorker:
         return EncodedBank(ref=item.ref, error=error)
 
 
-def _bank_item(db, ref: str, fingerprint: str, generator: str | None, n: int, seed: int,
-               options: dict) -> BankItem | None:
+def _bank_item(db, ref: str, fingerprint: str, options: BankOptions | None, n: int,
+               seed: int) -> BankItem | None:
     """What to encode for ``ref``: its stored bank (None when already encoded under the encoder ``fingerprint``)
-    or a new one to draft with ``generator``."""
+    or a new one to draft with ``options``' generator (templates when None)."""
     concept, version = parse_ref(ref, "bank")
     with db.read() as s:
-        row = stored_bank(s, concept, version, generator)
+        row = stored_bank(s, concept, version, options)
         if row is not None:
             if repo.find_embedding(s, row.concept, row.sha256, fingerprint):
                 return None
             return BankItem(ref=ref, concept=row.concept, generator=row.generator, sentences=list(row.sentences),
                             params=dict(row.params or {}))
-    return BankItem(ref=ref, concept=concept, generator=generator or "templates", n=n, seed=seed,
-                    options=dict(options))
+    options = options or TemplateOptions()
+    return BankItem(ref=ref, concept=concept, generator=options.generator, n=n, seed=seed, options=options)
 
 
-def _bank_items(db, refs: list[str], fingerprint: str, *, generator: str | None, n: int, seed: int,
-                options: dict) -> tuple[list[BankItem], dict[str, str]]:
+def _bank_items(db, refs: list[str], fingerprint: str, *, options: BankOptions | None, n: int,
+                seed: int) -> tuple[list[BankItem], dict[str, str]]:
     """The banks of ``refs`` still to encode → (items, {ref: error}): a missing bank version is that ref's
     error, not the run's."""
     items, errors = [], {}
     for ref in dict.fromkeys(refs):
         try:
             with user_errors():
-                item = _bank_item(db, ref, fingerprint, generator, n, seed, options)
+                item = _bank_item(db, ref, fingerprint, options, n, seed)
         except RegistryError as exc:
             errors[ref] = str(exc)
             continue
@@ -150,12 +149,12 @@ def _bank_items(db, refs: list[str], fingerprint: str, *, generator: str | None,
     return items, errors
 
 
-def prepare_banks(db, refs: list[str], model: str | None, engine, *, generator: str | None, n: int, seed: int,
-                  device: str | None, progress: bool, options: dict) -> dict[str, str]:
+def prepare_banks(db, refs: list[str], model: str | None, engine, *, options: BankOptions | None, n: int,
+                  seed: int, device: str | None, progress: bool) -> dict[str, str]:
     """Make and encode, on ``engine``'s workers, every bank of ``refs`` not yet encoded under ``model``'s text
     encoder, and store them through this process (one writer) → {ref: error} for the ones that failed."""
     enc = load_encoder(model, device)
-    items, errors = _bank_items(db, refs, enc.fingerprint, generator=generator, n=n, seed=seed, options=options)
+    items, errors = _bank_items(db, refs, enc.fingerprint, options=options, n=n, seed=seed)
     results = engine.map(EncodeWorker, EncodeSetup(model, device), items, desc="encoding banks", progress=progress)
     if not results:
         return errors
@@ -178,15 +177,17 @@ def prepare_banks(db, refs: list[str], model: str | None, engine, *, generator: 
 
 
 def build_many(db, pairs: list[tuple[str, str, str | None]], model: str | None, engine, *,
-               generator: str | None = None, n: int = 1000, seed: int = 0, tags: Iterable[str] = (),
-               device: str | None = None, progress: bool = False, report=None, **options) -> list[dict]:
+               options: BankOptions | None = None, n: int = 1000, seed: int = 0, tags: Iterable[str] = (),
+               device: str | None = None, progress: bool = False, report=None) -> list[dict]:
     """Build every pair (:func:`registry.library.directions.build`), with the banks made and encoded on ``engine``
     first → one ``{"source", "target", "name", "ref" | "error"}`` per pair. A failing pair is reported and the
     others are built (and kept: a failed pair does not undo the good ones); building what exists returns the
     stored version."""
     model = registry_model(db, model)
-    bank_errors = prepare_banks(db, [r for p in pairs for r in p[:2]], model, engine, generator=generator,
-                                n=n, seed=seed, device=device, progress=progress, options=options)
+    if isinstance(options, LLMOptions) and options.tokenizer_model is None:
+        options = replace(options, tokenizer_model=model)  # check lengths with this model's own tokenizer
+    bank_errors = prepare_banks(db, [r for p in pairs for r in p[:2]], model, engine, options=options, n=n,
+                                seed=seed, device=device, progress=progress)
     out = []
     for source, target, name in pairs:
         result = {"source": source, "target": target, "name": name}
@@ -196,8 +197,8 @@ def build_many(db, pairs: list[tuple[str, str, str | None]], model: str | None, 
         else:
             try:
                 with user_errors():
-                    d = build(db, source, target, model, name=name, generator=generator, n=n, seed=seed,
-                              tags=tags, device=device, progress=False, **dict(options))
+                    d = build(db, source, target, model, name=name, options=options, n=n, seed=seed,
+                              tags=tags, device=device, progress=False)
                 result.update(name=d.name, ref=d.ref)
             except RegistryError as exc:
                 result["error"] = str(exc)

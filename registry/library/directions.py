@@ -8,9 +8,10 @@ a failure leaves the database as it was.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Iterable
 
-from generators import BankDraft, normalize_sentences
+from generators import BankDraft, BankOptions, LLMOptions, normalize_sentences
 from store import models as m
 from store import repository as repo
 from store.lazy import numpy as np
@@ -79,10 +80,10 @@ def page(db, *, query: str | None = None, tag: str | None = None, include_deprec
 
 # --- building -----------------------------------------------------------------------------------------
 
-def _side(db, ref: str, sentences, generator, n, seed, options, progress) -> BankSource:
+def _side(db, ref: str, sentences, options: BankOptions | None, n, seed, progress) -> BankSource:
     """One side of a build: the given sentences (exactly them, as a new or stored bank) or a bank ref."""
     if sentences is None:
-        return resolve_bank(db, ref, generator, n, seed, options, progress=progress)
+        return resolve_bank(db, ref, options, n, seed, progress=progress)
     concept, version = parse_ref(ref, "bank")
     if version is not None:
         raise RegistryError(f"{ref} names a stored bank version; with sentences give the bare concept "
@@ -98,17 +99,17 @@ def _side(db, ref: str, sentences, generator, n, seed, options, progress) -> Ban
 
 
 def build(db, source: str, target: str, model: str | None = None, *, name: str | None = None,
-          generator: str | None = None, n: int = 1000, seed: int = 0, scale: float = 1.0,
+          options: BankOptions | None = None, n: int = 1000, seed: int = 0, scale: float = 1.0,
           tags: Iterable[str] = (), note: str | None = None, device: str | None = None,
-          source_sentences=None, target_sentences=None, progress: bool = False, **options) -> Direction:
+          source_sentences=None, target_sentences=None, progress: bool = False) -> Direction:
     """Δ = scale · (mean(target) − mean(source)) under ``model``'s text encoder (see ``Registry.build_direction``)."""
     if not np.isfinite(scale):
         raise RegistryError("scale must be a finite number")
     model = registry_model(db, model)
-    if generator == "llm":  # check lengths with this model's own tokenizer (before spending tokens)
-        options.setdefault("tokenizer_model", model)
-    src = _side(db, source, source_sentences, generator, n, seed, options, progress)
-    tgt = _side(db, target, target_sentences, generator, n, seed, options, progress)
+    if isinstance(options, LLMOptions) and options.tokenizer_model is None:
+        options = replace(options, tokenizer_model=model)  # check lengths with this model's own tokenizer
+    src = _side(db, source, source_sentences, options, n, seed, progress)
+    tgt = _side(db, target, target_sentences, options, n, seed, progress)
     name = name or direction_name(src.concept, tgt.concept)
     if parse_ref(name, "direction")[1] is not None:
         raise RegistryError(f"a direction name carries no version: {name!r}")

@@ -7,13 +7,18 @@ was built with, so by default the editor loads the model the directions were bui
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
 from editor.batch import EditOutcome, edit_files, labels_of, triage
 from editor.config import EditConfig, InversionConfig
 from editor.errors import ComponentLoadError
+
+from registry.engine import LocalEngine
+
+from .records import RegistryError
+from .students import edit_with_students, parse_choice
 
 
 @dataclass(frozen=True)
@@ -29,6 +34,10 @@ class EditorOptions:
     cache_maps: bool = False
     map_dtype: str = "float32"
     progress: bool = False
+
+    def __post_init__(self):
+        if self.cache_maps and not self.cache:
+            raise RegistryError("--cache-maps needs the cache; drop --no-cache")
 
     def kwargs(self) -> dict:
         out = {"device": self.device, "safety_checker": self.safety_checker, "cache": self.cache,
@@ -99,6 +108,50 @@ class EditWorker:
     @classmethod
     def failed(cls, item: EditItem, error: str):
         return EditOutcome(image=item.image, ok=False, error=error)
+
+
+@dataclass(frozen=True)
+class EditRequest:
+    """A batch edit (``p2pz edit``) as a front end states it, checked when built: the directions by ref, the
+    model (None: the directions' own), how to load the editor, the two configs, the outputs, and ``student``
+    (``latest`` or ``@V``: the directions' trained students instead of the diffusion editor)."""
+
+    directions: tuple[str, ...]
+    model: str | None = None
+    options: EditorOptions = field(default_factory=EditorOptions)
+    inversion: InversionConfig = field(default_factory=InversionConfig)
+    edit: EditConfig = field(default_factory=EditConfig)
+    out_dir: str = "p2pz-out"
+    caption: str | None = None
+    save_reconstruction: bool = False
+    force: bool = False
+    skip_existing: bool = False
+    record_source_path: bool = False
+    student: str | None = None
+
+    def __post_init__(self):
+        if not self.directions:
+            raise RegistryError("give at least one direction to apply (--direction NAME[@V])")
+        if self.student is not None:
+            parse_choice(self.student)  # the form is checked here, the version when the records are read
+
+
+def run_edits(registry, engine, request: EditRequest, paths: list[Path], *, report: Callable | None = None,
+              info: Callable[[str], None] | None = None) -> list:
+    """Apply ``request`` to ``paths`` → one :class:`editor.batch.EditOutcome` per image: with the diffusion
+    editor on ``engine`` (:func:`edit_many`), or with the directions' students here (milliseconds each)."""
+    directions = [registry.get(ref) for ref in request.directions]
+    if request.student is not None:
+        if not isinstance(engine, LocalEngine):
+            raise RegistryError("--student runs locally (milliseconds per image); drop --engine ray")
+        return edit_with_students(registry, directions, paths, request.out_dir, parse_choice(request.student),
+                                  device=request.options.device, force=request.force,
+                                  record_source_path=request.record_source_path, report=report)
+    setup = EditSetup(directions=directions, model=request.model, options=request.options,
+                      out_dir=request.out_dir, inversion=request.inversion, edit=request.edit,
+                      caption=request.caption, save_reconstruction=request.save_reconstruction, force=request.force,
+                      skip_existing=request.skip_existing, record_source_path=request.record_source_path)
+    return edit_many(engine, setup, paths, progress=request.options.progress, report=report, info=info)
 
 
 def edit_many(engine, setup: EditSetup, paths: list[Path], *, progress: bool = False,

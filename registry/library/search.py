@@ -156,8 +156,8 @@ def search_pair(indexes: SearchIndexes, source: str, target: str, k: int = 10, *
     When both banks are already encoded under a common encoder (and no model is named), their stored keys are
     used and no model is loaded."""
     db = indexes.db
-    src = resolve_bank(db, source, None, 1000, 0, {}, progress=progress)
-    tgt = resolve_bank(db, target, None, 1000, 0, {}, progress=progress)
+    src = resolve_bank(db, source, None, 1000, 0, progress=progress)
+    tgt = resolve_bank(db, target, None, 1000, 0, progress=progress)
     fingerprint = None
     if model is None and src.row_id is not None and tgt.row_id is not None:
         with db.read() as s:

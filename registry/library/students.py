@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from store import models as m
 from store import repository as repo
@@ -115,3 +116,22 @@ def listing(db) -> list[StudentRecord]:
         rows = repo.students(s)
         sizes = repo.student_weight_bytes(s, [row.id for row in rows])
         return [_record(row, s.get(m.Direction, row.direction_id), False, sizes.get(row.id)) for row in rows]
+
+
+def edit_with_students(registry, directions, paths, out_dir, version: int | None = None, *, device: str | None = None,
+                       force: bool = False, record_source_path: bool = False, report=None) -> list:
+    """``p2pz edit --student``: each direction's trained student (the latest, or ``version``) applied to every
+    image (milliseconds each) → one :class:`editor.batch.EditOutcome` per image, written as diffusion edits are
+    (same names and provenance, plus the student's version and weights)."""
+    from editor.batch import student_files  # torch: only when students are applied
+    from editor.loader import resolve_device
+    from editor.student import Student
+
+    device = resolve_device(device)
+    students = []
+    for d in directions:
+        record = registry.student(d.ref, version)  # the facade's errors: not-found messages with their fix
+        model = Student.from_weights(record.weights, record.config, record.ref, device)
+        students.append((d.ref, model, {"student": record.version, "student_weights_sha256": record.weights_sha256}))
+    return student_files(students, list(paths), Path(out_dir), force=force, record_source_path=record_source_path,
+                         report=report)

@@ -6,6 +6,7 @@ import math
 
 from fastapi import APIRouter, Depends, Query
 
+from generators import TemplateOptions
 from store.repository import METRICS, SORTS
 
 from ..deps import State, require_write, state
@@ -55,11 +56,10 @@ def direction_diagnostics(ref: str, st: State = Depends(state)):
 def build_direction(body: BuildIn, st: State = Depends(state)):
     """Build Δ = mean(target bank) − mean(source bank) with the server's model (``p2pz direction build``);
     missing banks are made from templates. Building the same again returns the stored version."""
-    options = {"template_kind": body.kind} if body.kind else {}  # the generator's option name
+    options = TemplateOptions(template_kind=body.kind) if body.kind else None
     d = st.registry.build_direction(body.source, body.target, st.settings.model, name=body.name, n=body.n,
                                     seed=body.seed, scale=body.scale, tags=body.tags, note=body.note,
-                                    device=st.settings.device, generator="templates" if options else None,
-                                    **options)
+                                    device=st.settings.device, generator=options)
     return direction_out(d)
 
 
