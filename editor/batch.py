@@ -20,6 +20,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from store.files import atomic_write
+from store.version import package_version
 
 from .config import EditConfig, InversionConfig
 from .errors import ComponentLoadError, EditorError, ImageError, missing_image
@@ -170,7 +171,7 @@ def labels_of(directions: list) -> list[str]:
 
 
 def _model_provenance(editor) -> dict:
-    return {"p2pz": _version(), "model": editor.model_id, "model_fingerprint": editor.model_fingerprint,
+    return {"p2pz": package_version(), "model": editor.model_id, "model_fingerprint": editor.model_fingerprint,
             "encoder_fingerprint": editor.text_encoder_fingerprint, "prediction_type": editor.prediction_type}
 
 
@@ -271,15 +272,6 @@ def generate_files(editor, prompt: str, directions: list, out_dir: Path, *, seed
     return outcome
 
 
-def _version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("p2pz")
-    except Exception:
-        return "unknown"
-
-
 def student_files(students: list, images: list[Path], out_dir: Path, *, force: bool = False,
                   record_source_path: bool = False,
                   report: Callable[[EditOutcome], None] | None = None) -> list[EditOutcome]:
@@ -296,7 +288,8 @@ def student_files(students: list, images: list[Path], out_dir: Path, *, force: b
             _refuse_existing(targets, force)
             image = load_image(path, outcome.warnings)
             for (label, model, prov), target in zip(students, targets):
-                save_png(model(image), target, {"p2pz": _version(), **source_fields(path, record_source_path),
+                save_png(model(image), target, {"p2pz": package_version(),
+                                                **source_fields(path, record_source_path),
                                                 "direction": label, **prov})
                 outcome.outputs.append(str(target))
             outcome.ok = True

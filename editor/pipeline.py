@@ -16,6 +16,7 @@ them; ``edit(inv, [d1, d2, …])`` runs one inversion and one reference pass for
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
@@ -68,7 +69,7 @@ class Editor:
         self.cache = TensorCache(cache_dir)
         self.model_id = model_id
         self.progress = progress
-        self.on_step = None  # on_step(stage, done, total) after every denoising step (progress of web jobs)
+        self._on_step = None  # on_step(stage, done, total) after every denoising step: see reporting()
         self.map_dtype = map_dtype
         self.cache_maps = cache_maps  # keep reference maps in the disk cache (float16) for later directions
         self.stats = {"inversions": 0, "inversions_cached": 0, "reference_passes": 0, "reference_cached": 0,
@@ -156,8 +157,18 @@ class Editor:
         return module.eval().requires_grad_(False)
 
     # --- helpers ------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def reporting(self, on_step):
+        """Within the block, ``on_step(stage, done, total)`` hears every denoising step (the web app's job
+        progress, a preview's); the previous listener is back afterwards, whatever happens."""
+        before, self._on_step = self._on_step, on_step
+        try:
+            yield self
+        finally:
+            self._on_step = before
+
     def _bar(self, total: int, desc: str):
-        return progress_bar(total, desc, enabled=self.progress, unit="step", on_update=self.on_step)
+        return progress_bar(total, desc, enabled=self.progress, unit="step", on_update=self._on_step)
 
     @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:

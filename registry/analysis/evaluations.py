@@ -36,6 +36,28 @@ class EvalRun:
                 "params": self.params, "skipped": self.skipped, "edit_s": self.edit_s, "score_s": self.score_s}
 
 
+@dataclass(frozen=True)
+class ScorerOptions:
+    """Which scoring models to load (``--clip-model``, ``--dino-model``, ``--lpips-weights``, ``--lpips-net``;
+    None: the defaults, openai/clip-vit-large-patch14 and facebook/dino-vitb8)."""
+
+    clip_model: str | None = None
+    dino_model: str | None = None
+    lpips_weights: str | None = None
+    lpips_net: str = "alex"
+
+
+def load_scorers(options: ScorerOptions, device: str | None = None):
+    """The scorers (:class:`editor.evaluate.Scorers`: CLIP, DINO, LPIPS when it loads) on ``device`` (checked
+    first: a device this machine lacks is one line), loaded through :mod:`editor.loader`; ``.notes`` says what
+    was skipped."""
+    from editor.evaluate import Scorers  # torch and transformers: only when scoring
+    from editor.loader import resolve_device
+
+    return Scorers.load(options.clip_model, options.dino_model, options.lpips_weights, options.lpips_net,
+                        resolve_device(device))
+
+
 def concepts(d: Direction) -> tuple[str, str]:
     if d.kind != "pair" or not d.source or not d.target:
         raise RegistryError(f"{d.ref} is a combination; evaluate a pair direction (SOURCE → TARGET)")

@@ -6,13 +6,17 @@ from pathlib import Path
 
 import click
 
-from . import P2PZGroup, echo_json, echo_table, json_option, main, pass_state
+from . import P2PZGroup, echo_json, echo_table, folded, json_option, main, pass_state
 
 METRIC_COLUMNS = ("clip_acc", "clip_score", "clip_directional", "structure_distance", "bg_lpips", "bg_psnr",
                   "bg_ssim", "bg_mse")  # store.repository.METRICS, without importing the store for `p2pz --help`
 
 
+SCORER_FLAGS = ("clip_model", "dino_model", "lpips_weights", "lpips_net")  # folded into ``scoring``
+
+
 def _scorer_options(f):
+    f = folded("scoring", SCORER_FLAGS)(f)
     for opt in reversed([
         click.option("--clip-model", default=None, help="CLIP model, hub id or folder "
                      "[default: openai/clip-vit-large-patch14]."),
@@ -27,11 +31,14 @@ def _scorer_options(f):
     return f
 
 
-def _scorers(clip_model, dino_model, lpips_weights, lpips_net, device):
-    from editor.evaluate import Scorers
-    from editor.loader import resolve_device
+def _scorers(scoring: dict, device):
+    """The scorers the folded scorer flags name (loaded by the analysis layer); what was skipped is a warning."""
+    from registry.analysis.evaluations import ScorerOptions, load_scorers
 
-    return Scorers.load(clip_model, dino_model, lpips_weights, lpips_net, resolve_device(device))
+    scorers = load_scorers(ScorerOptions(**scoring), device)
+    for note in scorers.notes:
+        click.echo(f"warning: {note}", err=True)
+    return scorers
 
 
 def _print_run(run) -> None:
@@ -77,7 +84,7 @@ def eval_():
 @json_option
 @pass_state
 def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model, steps, xa_guidance, guidance_scale,
-             seed, out_dir, sweep, report, clip_model, dino_model, lpips_weights, lpips_net, device, as_json):
+             seed, out_dir, sweep, report, scoring, device, as_json):
     """Edit the images with a direction (cached inversions reused), score every edit, store the run's means.
 
     \b
@@ -102,9 +109,7 @@ def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model
     masks = None
     if masks_dir:
         masks = {p.name: load_mask(p) for p in Path(masks_dir).iterdir() if p.suffix.lower() == ".png"}
-    scorers = _scorers(clip_model, dino_model, lpips_weights, lpips_net, device)
-    for note in scorers.notes:
-        click.echo(f"warning: {note}", err=True)
+    scorers = _scorers(scoring, device)
     kwargs = {"captioner": captioner} if captioner else {}
     ed = open_editor([d], model, device=device, progress=state.progress, **kwargs)
     common = dict(editor=ed, scorers=scorers, inversion=InversionConfig(steps=steps, seed=seed), caption=caption,
@@ -140,7 +145,7 @@ def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model
 @_scorer_options
 @json_option
 @pass_state
-def eval_score(state, edited, images_dir, clip_model, dino_model, lpips_weights, lpips_net, device, as_json):
+def eval_score(state, edited, images_dir, scoring, device, as_json):
     """Score existing outputs of `p2pz edit` (direction and source image from each file's provenance).
 
     \b
@@ -149,9 +154,7 @@ def eval_score(state, edited, images_dir, clip_model, dino_model, lpips_weights,
     """
     from registry.analysis.evaluations import score_files
 
-    scorers = _scorers(clip_model, dino_model, lpips_weights, lpips_net, device)
-    for note in scorers.notes:
-        click.echo(f"warning: {note}", err=True)
+    scorers = _scorers(scoring, device)
     runs = score_files(state.registry(), [Path(p) for p in edited], scorers=scorers,
                        sources=Path(images_dir) if images_dir else None)
     if as_json:
@@ -174,8 +177,8 @@ def eval_score(state, edited, images_dir, clip_model, dino_model, lpips_weights,
 @_scorer_options
 @json_option
 @pass_state
-def eval_pie_bench(state, mapping, images_dir, model, limit, bank_size, steps, xa_guidance, clip_model, dino_model,
-                   lpips_weights, lpips_net, device, as_json):
+def eval_pie_bench(state, mapping, images_dir, model, limit, bank_size, steps, xa_guidance, scoring, device,
+                   as_json):
     """Run PIE-Bench (Ju et al.): each entry's bracketed words become a direction; print the published columns.
 
     Add/delete entries (no bracketed word on one side) are skipped and counted.
@@ -189,9 +192,7 @@ def eval_pie_bench(state, mapping, images_dir, model, limit, bank_size, steps, x
 
     from registry.analysis.pie_bench import pie_bench
 
-    scorers = _scorers(clip_model, dino_model, lpips_weights, lpips_net, device)
-    for note in scorers.notes:
-        click.echo(f"warning: {note}", err=True)
+    scorers = _scorers(scoring, device)
     ed = Editor.from_pretrained(model, captioner=None, device=device, progress=state.progress)
     out = pie_bench(state.registry(), Path(mapping), Path(images_dir), editor=ed, scorers=scorers, model=model,
                     inversion=InversionConfig(steps=steps), edit=EditConfig(xa_guidance=xa_guidance, steps=steps),

@@ -168,17 +168,13 @@ class PreviewWorker:
         dirs = [s.directions[r] for r in item.refs]
         editor = self._editor(item.model, dirs)
         image = Path(item.image)
-        editor.on_step = s.on_step
-        try:
-            with tempfile.TemporaryDirectory() as tmp:
-                outcome = edit_files(editor, [image], dirs, Path(tmp), inversion=InversionConfig(steps=s.steps,
-                                     seed=s.seed), edit=EditConfig(), caption=s.caption, force=True)[0]
-                if not outcome.ok:
-                    return PreviewResult(error=outcome.error)
-                stem = output_stem(image)
-                return PreviewResult(pngs={d.ref: (Path(tmp) / output_name(stem, d.ref)).read_bytes() for d in dirs})
-        finally:
-            editor.on_step = None
+        with editor.reporting(s.on_step), tempfile.TemporaryDirectory() as tmp:
+            outcome = edit_files(editor, [image], dirs, Path(tmp), inversion=InversionConfig(steps=s.steps,
+                                 seed=s.seed), edit=EditConfig(), caption=s.caption, force=True)[0]
+            if not outcome.ok:
+                return PreviewResult(error=outcome.error)
+            stem = output_stem(image)
+            return PreviewResult(pngs={d.ref: (Path(tmp) / output_name(stem, d.ref)).read_bytes() for d in dirs})
 
     @classmethod
     def failed(cls, item: PreviewItem, error: str) -> PreviewResult:

@@ -13,6 +13,8 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
+from store.version import package_version
+
 from .jobs import JobRunner
 from . import errors
 from .deps import State, require_write
@@ -54,14 +56,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 worker.join(timeout=2)  # a running edit finishes in the background or is failed at next start
             st.registry.close()
 
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        v = version("p2pz")
-    except PackageNotFoundError:
-        v = "unknown"
-    app = FastAPI(title="p2pz", version=v, description=DESCRIPTION, lifespan=lifespan, docs_url=None,
-                  redoc_url=None)
+    app = FastAPI(title="p2pz", version=package_version(), description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)
     app.state.p2pz = st
     errors.install(app)
     routers = (directions.router, search.router, banks.router, library.router, jobs.router, files.router,

@@ -317,8 +317,7 @@ class JobRunner:
         directions = [self.jobs.registry.get(r) for r in p["directions"]]
         self._update(job.id, stage="loading model", progress=0.0)
         editor = self.editor(directions)
-        editor.on_step = self._reporter(job.id, int(p["steps"]))
-        try:
+        with editor.reporting(self._reporter(job.id, int(p["steps"]))):
             self._update(job.id, stage="caption" if not p.get("caption") else "inversion")
             folder = self.jobs.folder(job.id)
             outcome = edit_files(editor, [folder / p["input"]], directions, folder,
@@ -326,8 +325,6 @@ class JobRunner:
                                  edit=EditConfig(scale=float(p["scale"]), xa_guidance=p.get("xa_guidance"),
                                                  guidance_scale=float(p["guidance_scale"])),
                                  caption=p.get("caption"), force=True)[0]
-        finally:
-            editor.on_step = None
         if not outcome.ok:
             raise RegistryError(outcome.error or "the edit failed")
         results = []

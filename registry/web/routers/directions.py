@@ -9,7 +9,9 @@ from fastapi import APIRouter, Depends, Query
 from generators import TemplateOptions
 from store.repository import METRICS, SORTS
 
-from ..deps import State, require_write, state
+from registry.library.api import Registry
+
+from ..deps import State, registry, require_write, state
 from ..schemas import BuildIn, DirectionDetail, DirectionOut, DirectionPage, Error, JobOut, TagIn
 from ..views import MAX_PAGE, detail, direction_out, directions_out, job_out
 
@@ -65,30 +67,30 @@ def build_direction(body: BuildIn, st: State = Depends(state)):
 
 @router.post("/{ref}/tags", response_model=DirectionOut, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
-def tag_direction(ref: str, body: TagIn, st: State = Depends(state)):
+def tag_direction(ref: str, body: TagIn, reg: Registry = Depends(registry)):
     """Add a tag to a direction version."""
-    return direction_out(st.registry.tag(ref, body.tag))
+    return direction_out(reg.tag(ref, body.tag))
 
 
 @router.post("/{ref}/deprecate", response_model=DirectionOut, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
-def deprecate_direction(ref: str, st: State = Depends(state)):
+def deprecate_direction(ref: str, reg: Registry = Depends(registry)):
     """Deprecate a direction version (kept, hidden from listings and search)."""
-    return direction_out(st.registry.deprecate(ref))
+    return direction_out(reg.deprecate(ref))
 
 
 @router.post("/{ref}/untag", response_model=DirectionOut, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
-def untag_direction(ref: str, body: TagIn, st: State = Depends(state)):
+def untag_direction(ref: str, body: TagIn, reg: Registry = Depends(registry)):
     """Remove a tag from a direction version (the reverse of ``…/tags``; 404 when it does not carry it)."""
-    return direction_out(st.registry.untag(ref, body.tag))
+    return direction_out(reg.untag(ref, body.tag))
 
 
 @router.post("/{ref}/undeprecate", response_model=DirectionOut, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
-def undeprecate_direction(ref: str, st: State = Depends(state)):
+def undeprecate_direction(ref: str, reg: Registry = Depends(registry)):
     """Undo a deprecation: the version is listed and searchable again."""
-    return direction_out(st.registry.undeprecate(ref))
+    return direction_out(reg.undeprecate(ref))
 
 
 @router.post("/{ref}/preview", response_model=JobOut, status_code=202, responses=WRITE_ERRORS,

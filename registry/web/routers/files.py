@@ -7,6 +7,8 @@ from fastapi.responses import FileResponse
 
 from registry.library import previews as _previews
 from registry.library.records import NotFound
+from store.version import package_version
+
 from ..deps import State, state
 from ..schemas import Error, Health
 
@@ -33,12 +35,6 @@ def sample(name: str):
 
 @router.get("/health", response_model=Health)
 def health(st: State = Depends(state)):
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        v = version("p2pz")
-    except PackageNotFoundError:
-        v = "unknown"
     total, _ = st.registry.page(limit=0)
-    return {"ok": True, "version": v, "read_only": st.settings.read_only, "auth": bool(st.settings.token),
+    return {"ok": True, "version": package_version(), "read_only": st.settings.read_only, "auth": bool(st.settings.token),
             "directions": total}

@@ -10,7 +10,9 @@ from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
 from registry.web.jobs import UploadError
-from ..deps import State, require_write, state
+from registry.library.api import Registry
+
+from ..deps import State, registry, require_write, state
 from ..schemas import Error, ImportOut
 
 router = APIRouter(prefix="/api", tags=["library"])
@@ -18,13 +20,13 @@ router = APIRouter(prefix="/api", tags=["library"])
 
 @router.get("/export", response_class=FileResponse, responses={400: {"model": Error}, 404: {"model": Error}})
 def export(names: str = Query(..., max_length=10_000, description="Comma-separated name[@v] refs."),
-           st: State = Depends(state)):
+           reg: Registry = Depends(registry)):
     """Download a ``.p2pz`` library of the named directions with full provenance."""
     refs = [n.strip() for n in names.split(",") if n.strip()]
     tmp = tempfile.TemporaryDirectory()
     try:
         path = Path(tmp.name) / "library.p2pz"
-        st.registry.export(refs, path)
+        reg.export(refs, path)
     except BaseException:
         tmp.cleanup()
         raise

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path
 
-from ..deps import State, require_write, state
+from registry.library.api import Registry
+
+from ..deps import registry, require_write
 from ..schemas import Error
 
 router = APIRouter(prefix="/api/students", tags=["students"])
@@ -20,21 +22,21 @@ def student_out(record) -> dict:
 
 
 @router.get("", response_model=list[dict], responses=ERRORS)
-def list_students(st: State = Depends(state)):
+def list_students(reg: Registry = Depends(registry)):
     """Every stored student (without weights), deprecated ones flagged."""
-    return [student_out(r) for r in st.registry.students()]
+    return [student_out(r) for r in reg.students()]
 
 
 @router.post("/{ref}/{version}/deprecate", response_model=dict, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
-def deprecate_student(ref: str, version: int = VERSION, st: State = Depends(state)):
+def deprecate_student(ref: str, version: int = VERSION, reg: Registry = Depends(registry)):
     """Deprecate student ``version`` of direction ``ref`` (``cat-to-dog@1``): applied only when asked for by
     version."""
-    return student_out(st.registry.deprecate_student(ref, version))
+    return student_out(reg.deprecate_student(ref, version))
 
 
 @router.post("/{ref}/{version}/undeprecate", response_model=dict, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
-def undeprecate_student(ref: str, version: int = VERSION, st: State = Depends(state)):
+def undeprecate_student(ref: str, version: int = VERSION, reg: Registry = Depends(registry)):
     """Undo a student's deprecation."""
-    return student_out(st.registry.undeprecate_student(ref, version))
+    return student_out(reg.undeprecate_student(ref, version))
