@@ -9,7 +9,8 @@ from click.testing import CliRunner
 
 from registry import Registry
 from registry.cli import main
-from registry.analysis.diagnostics import spearman_brown_size, summary
+from registry.analysis.diagnostics_report import summary
+from registry.analysis.statistics import spearman_brown_size
 
 CONTRACT = {"stability", "key_stability", "sentences_for_095", "word_swap_cosine", "token_profile", "banks",
             "neighbours", "checks"}

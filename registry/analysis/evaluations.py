@@ -196,7 +196,7 @@ def report_html(runs: list[EvalRun]) -> str:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        from .diagnostics import figure_png
+        from .diagnostics_report import figure_png
 
         fig, ax = plt.subplots(figsize=(5, 3.5))
         xs = [r.means.get("structure_distance", float("nan")) for r in runs]

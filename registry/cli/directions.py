@@ -223,7 +223,7 @@ def direction_inspect(state, ref, splits, report, as_json):
       p2pz direction inspect cat-to-dog@2 --json
       p2pz direction inspect cat-to-dog --report cat-to-dog.html
     """
-    from registry.analysis.diagnostics import report_html, summary
+    from registry.analysis.diagnostics_report import report_html, summary
 
     d = state.registry().inspect(ref, splits=splits)
     if report:
