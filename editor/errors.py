@@ -16,3 +16,7 @@ def missing_image(path) -> ImageError:
 class ComponentLoadError(EditorError):
     """A model component (the captioner, …) cannot be loaded. Not a per-image failure: a batch stops at once with
     this one line, which names the component and how to do without it or fix it."""
+
+
+class ModelLoadError(RuntimeError):
+    """A model could not be found or loaded; the message says how to fix it."""

@@ -23,7 +23,8 @@ from pathlib import Path
 from store.files import atomic_write
 from store.paths import cache_dir
 
-from .errors import ComponentLoadError, EditorError
+from .devices import default_device, resolve_device  # noqa: F401 (the loader's callers resolve devices too)
+from .errors import ComponentLoadError, EditorError, ModelLoadError
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 SHAPES_MODEL = "p2pz/shapes"  # the shapes-world model shipped in editor/shapes/weights (architecture §12)
@@ -35,10 +36,6 @@ def default_model() -> str:
 
     Read at call time, so setting the variable after import (a test, a notebook) takes effect."""
     return os.environ.get("P2PZ_MODEL") or DEFAULT_MODEL
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be found or loaded; the message says how to fix it."""
 
 
 @dataclass(frozen=True)
@@ -215,47 +212,6 @@ class TextEncoder:
 
 
 _encoders: dict[tuple, TextEncoder] = {}
-
-
-def default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def resolve_device(device: str | None = None) -> str:
-    """The device to run on: ``device`` checked against this torch and machine, else :func:`default_device`.
-
-    Every entry point that takes ``--device`` resolves it here, before any model is loaded, so that an unknown
-    name (``tpu``) or a device this torch cannot use (``cuda`` on a CPU-only build) is one line naming the fix
-    instead of an error from deep inside torch."""
-    import torch
-
-    if device is None or not str(device).strip():
-        return default_device()
-    name = str(device).strip()
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise ModelLoadError(f"unknown device {name!r}; use cpu, cuda or cuda:N") from None
-    if dev.type == "cpu":
-        return name
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            why = ("this torch is built without CUDA" if torch.version.cuda is None
-                   else "no CUDA GPU is visible (driver or CUDA_VISIBLE_DEVICES)")
-            raise ModelLoadError(f"device {name!r} is not available: {why}; use --device cpu, or install a CUDA "
-                                 "build of torch on a machine with an NVIDIA GPU")
-        count = torch.cuda.device_count()
-        if dev.index is not None and dev.index >= count:
-            raise ModelLoadError(f"device {name!r} does not exist: this machine has {count} CUDA GPU(s) "
-                                 f"(cuda:0 … cuda:{count - 1})")
-        return name
-    if dev.type == "mps":
-        if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ModelLoadError(f"device {name!r} is not available on this machine; use --device cpu")
-        return name
-    raise ModelLoadError(f"device {name!r} is not supported by p2pz; use cpu or cuda")
 
 
 def load_text_encoder(model: str | None = None, device: str | None = None, dtype: str = "float32") -> TextEncoder:

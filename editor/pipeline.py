@@ -33,13 +33,13 @@ from .cache import Expected, StaleEntry, TensorCache
 from .caption import SNAPSHOT_CAPTIONER, snapshot_captioner
 from .config import EditConfig, InversionConfig, with_overrides
 from .errors import EditorError
-from .image import load_image, pixels_sha256, preprocess, to_pil
+from .image import load_image, pixels_sha256, to_pil
+from .inversion import image_latents, inversion_loop, latent_spec, synthetic_inversion
 from .loader import compute_fingerprint, default_model
-from .records import EditResult, Inversion, check_encoder, torch_dtype  # noqa: F401 (Inversion, EditResult: the editor's API)
-from .regularize import regularize
+from .records import EditResult, Inversion, check_encoder, delta_tensor, torch_dtype  # noqa: F401 (Inversion, EditResult: the editor's API)
 from .safety import blank_flagged
 from .sampler import edit_condition, guided_sample
-from .schedule import ddim_step, inversion_plan, sampling_plan, to_epsilon
+from .schedule import sampling_plan, to_epsilon
 
 
 class Editor:
@@ -167,7 +167,7 @@ class Editor:
         finally:
             self._on_step = before
 
-    def _bar(self, total: int, desc: str):
+    def progress_bar(self, total: int, desc: str):
         return progress_bar(total, desc, enabled=self.progress, unit="step", on_update=self._on_step)
 
     @torch.inference_mode()
@@ -177,10 +177,10 @@ class Editor:
                              truncation=True, return_tensors="pt").input_ids.to(self.device)
         return self.text_encoder(ids)[0].to(self.dtype)
 
-    def _unet(self, x: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
+    def unet_out(self, x: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
         return self.unet(x, t, encoder_hidden_states=cond).sample
 
-    def _eps(self, out: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
+    def epsilon(self, out: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
         return to_epsilon(out, x, alpha, self.prediction_type)
 
     @torch.inference_mode()
@@ -189,21 +189,8 @@ class Editor:
 
     def direction_vector(self, direction, scale: float = 1.0) -> tuple[torch.Tensor, str]:
         """Δ [1, 77, D] from a registry ``Direction`` or a raw tensor, checked against this text encoder."""
-        if hasattr(direction, "vector") and hasattr(direction, "encoder"):
-            check_encoder(direction, self.text_encoder_fingerprint, self.model_id)
-            vec, label = direction.vector, direction.ref
-        elif isinstance(direction, torch.Tensor):
-            vec, label = direction, "tensor"
-        else:
-            raise EditorError(f"a direction must be a registry Direction or a tensor [1, 77, D], got {type(direction).__name__}")
-        if vec.dim() == 2:
-            vec = vec[None]
-        if vec.dim() != 3 or vec.shape[0] != 1 or vec.shape[-1] != self.hidden_size:
-            raise EditorError(f"direction {label} has shape {tuple(vec.shape)}, but this model needs [1, 77, "
-                              f"{self.hidden_size}] (a direction for another text encoder width?)")
-        if not torch.isfinite(vec).all():
-            raise EditorError(f"direction {label} contains NaN or Inf")
-        return vec.to(self.device, torch.float32) * float(scale), label
+        return delta_tensor(direction, self.text_encoder_fingerprint, self.model_id, self.hidden_size, self.device,
+                            scale)
 
     # --- 1. caption ---------------------------------------------------------------------------------
     def caption(self, image) -> str:
@@ -244,69 +231,25 @@ class Editor:
                            "steps": cfg.steps, "schedule": cfg.schedule, "dtype": str(self.dtype), **params})
         record = dict(caption=captions[0] if len(captions) == 1 else captions, steps=cfg.steps,
                       schedule=cfg.schedule, params=params, image_sha256=shas, key=key)
-        cached = None if force else self.cache.load("inversions", key, {"x_T": self._latent_spec(images, cfg)})
+        cached = None if force else self.cache.load("inversions", key, {"x_T": latent_spec(self, images, cfg)})
         if cached is not None:
             self.stats["inversions_cached"] += 1
             return Inversion(latents=cached["x_T"].to(self.device), cached=True, **record)
-        # 2a. pixels → [B, 3, H, W] in [−1, 1] → VAE latent z₀ (seeded posterior sample, scaled)
-        x = preprocess(images, size, self.vae_factor, cfg.keep_aspect).to(self.device, self.dtype)
-        with torch.inference_mode():
-            dist = self.vae.encode(x).latent_dist
-            if cfg.posterior == "mode":
-                z0 = dist.mode()
-            else:
-                # one CPU generator per image: the same seed gives the same sample on every device and batch size
-                noise = torch.cat([torch.randn((1, *dist.mean.shape[1:]),
-                                               generator=torch.Generator("cpu").manual_seed(cfg.seed))
-                                   for _ in images]).to(self.device, dist.mean.dtype)
-                z0 = dist.mean + dist.std * noise
-            z0 = z0 * self.vae_scale  # [B, 4, h, w]
+        # 2a. pixels → VAE latent z₀ (seeded posterior sample, scaled)
+        z0 = image_latents(self, images, cfg)  # [B, 4, h, w]
         # 2b. the inversion loop
         latents = self.invert_latents(z0, captions, cfg)
         self.cache.save("inversions", key, {"x_T": latents}, {"captions": json.dumps(captions)})
         return Inversion(latents=latents, **record)
 
-    def _latent_spec(self, images: list, cfg: InversionConfig) -> Expected:
-        """What x_T of these images must be: [B, C, H/f, W/f] in the model dtype (a cached one is checked)."""
-        from .image import target_size
-
-        size = cfg.size or self.native_size
-        w, h = target_size(images[0].width, images[0].height, size, self.vae_factor, cfg.keep_aspect)
-        return Expected((len(images), int(self.unet.config.in_channels), h // self.vae_factor, w // self.vae_factor),
-                        self.dtype)
-
     def invert_latents(self, z0: torch.Tensor, captions: list[str], config: InversionConfig | None = None,
                        **overrides) -> torch.Tensor:
         """The inversion loop on VAE latents z₀ [B, 4, h, w] (scaled) → x_T. CFG is off (scale 1)."""
-        cfg = with_overrides(config, InversionConfig, overrides)
-        try:
-            plan = inversion_plan(self.scheduler, cfg.steps, cfg.schedule)
-        except ValueError as exc:
-            raise EditorError(str(exc)) from None
-        cond = self.encode_text(captions)  # [B, 77, D]
-        gens = [torch.Generator("cpu").manual_seed(cfg.seed) for _ in captions]
-        x = z0.to(self.device, self.dtype)
-        self.stats["inversions"] += 1
-        with self._bar(len(plan), "inversion") as bar, torch.inference_mode(False), torch.no_grad():
-            for move in plan:
-                # (1) predict the noise at this level under the caption
-                out = self._unet(x, move.t, cond)
-                eps = self._eps(out.float(), x.float(), move.a_from)  # [B, 4, h, w], fp32
-                # (2) pull ε toward white Gaussian noise: autocorrelation + KL gradient steps (algorithm §5)
-                eps = regularize(eps, gens, cfg.lambda_ac, cfg.lambda_kl, cfg.reg_steps, cfg.ac_rolls)
-                # (3) one deterministic DDIM step up the noise schedule
-                x = ddim_step(eps, x.float(), move.a_from, move.a_to).to(self.dtype)
-                bar.update()
-        return x
+        return inversion_loop(self, z0, captions, with_overrides(config, InversionConfig, overrides))
 
     def synthetic(self, prompt: str, seed: int = 0, size: int | None = None, steps: int = 50) -> Inversion:
         """x_T ~ N(0, I) from a seed, for editing a generated image (algorithm §0 "synthetic images")."""
-        size = size or self.native_size
-        h = size // self.vae_factor
-        g = torch.Generator("cpu").manual_seed(seed)
-        x_t = torch.randn((1, self.unet.config.in_channels, h, h), generator=g).to(self.device, self.dtype)
-        return Inversion(latents=x_t, caption=prompt, steps=steps, params={"seed": seed, "size": size},
-                         synthetic=True)
+        return synthetic_inversion(self, prompt, seed, size, steps)
 
     # --- 3. reference pass --------------------------------------------------------------------------
     def _negative(self, inv: Inversion, negative: list[str] | None) -> list[str]:
@@ -357,7 +300,7 @@ class Editor:
         cond = torch.cat([self.encode_text(negative), self.encode_text(inv.captions)])  # [2B, 77, D]
         self.stats["reference_passes"] += 1
         plan = sampling_plan(self.scheduler, steps)
-        with self._bar(len(plan), "reference") as bar:
+        with self.progress_bar(len(plan), "reference") as bar:
             out = guided_sample(self.unet, plan, inv.latents.to(self.device, self.dtype), cond, [],
                                 guidance_scale=guidance_scale, xa_guidance=0.0, prediction_type=self.prediction_type,
                                 keep_maps=True, map_dtype=self.map_dtype, on_step=self._step_hook(key, bar))
@@ -437,7 +380,7 @@ class Editor:
         plan = sampling_plan(self.scheduler, cfg.steps)
         self.stats["reference_passes"] += 1
         self.stats["edit_passes"] += len(deltas)
-        with self._bar(len(plan), "edit") as bar:
+        with self.progress_bar(len(plan), "edit") as bar:
             out = guided_sample(self.unet, plan, inv.latents.to(self.device, self.dtype), cond,
                                 [edit_condition(cond, d) for d in deltas], guidance_scale=cfg.guidance_scale,
                                 xa_guidance=cfg.xa_guidance, prediction_type=self.prediction_type,
@@ -468,7 +411,7 @@ class Editor:
             raise EditorError(f"{len(extra)} timesteps of reference maps are not in this edit's schedule; the "
                               "reference pass and the edit pass disagree on steps")
         self.stats["edit_passes"] += 1
-        with self._bar(len(plan), "edit") as bar:
+        with self.progress_bar(len(plan), "edit") as bar:
             out = guided_sample(self.unet, plan, x_t.to(self.device, self.dtype), cond, [edit_condition(cond, delta)],
                                 guidance_scale=config.guidance_scale, xa_guidance=config.xa_guidance,
                                 prediction_type=self.prediction_type, reference_maps=maps,

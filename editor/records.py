@@ -69,3 +69,25 @@ def torch_dtype(dtype) -> torch.dtype:
     if dtype not in names:
         raise EditorError(f"unknown dtype {dtype!r}; use float32, float16 or bfloat16")
     return names[dtype]
+
+
+def delta_tensor(direction, fingerprint: str, model_id: str | None, hidden_size: int, device,
+                 scale: float = 1.0) -> tuple[torch.Tensor, str]:
+    """(Δ [1, 77, D] on ``device`` in fp32, times ``scale``; its label) from a registry ``Direction`` (checked
+    against the text encoder ``fingerprint``) or a raw tensor [77, D] / [1, 77, D]."""
+    if hasattr(direction, "vector") and hasattr(direction, "encoder"):
+        check_encoder(direction, fingerprint, model_id)
+        vec, label = direction.vector, direction.ref
+    elif isinstance(direction, torch.Tensor):
+        vec, label = direction, "tensor"
+    else:
+        raise EditorError(f"a direction must be a registry Direction or a tensor [1, 77, D], got "
+                          f"{type(direction).__name__}")
+    if vec.dim() == 2:
+        vec = vec[None]
+    if vec.dim() != 3 or vec.shape[0] != 1 or vec.shape[-1] != hidden_size:
+        raise EditorError(f"direction {label} has shape {tuple(vec.shape)}, but this model needs [1, 77, "
+                          f"{hidden_size}] (a direction for another text encoder width?)")
+    if not torch.isfinite(vec).all():
+        raise EditorError(f"direction {label} contains NaN or Inf")
+    return vec.to(device, torch.float32) * float(scale), label

@@ -13,6 +13,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from editor.devices import resolve_device
 from store import repository as repo
 
 from registry.library.records import Direction, RegistryError
@@ -52,7 +53,6 @@ def load_scorers(options: ScorerOptions, device: str | None = None):
     first: a device this machine lacks is one line), loaded through :mod:`editor.loader`; ``.notes`` says what
     was skipped."""
     from editor.evaluate import Scorers  # torch and transformers: only when scoring
-    from editor.loader import resolve_device
 
     return Scorers.load(options.clip_model, options.dino_model, options.lpips_weights, options.lpips_net,
                         resolve_device(device))

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from editor.devices import resolve_device
+
 from . import (VERSION, P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main,
                pass_state)
 
@@ -169,7 +171,6 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
         options["lambda_lpips"] = 10.0 if lambda_lpips is None else lambda_lpips
     elif lambda_lpips is not None:
         raise P2PZError("--lambda-lpips weighs the LPIPS term: pass --lpips-weights FILE too")
-    from editor.loader import resolve_device
 
     structure = None
     if dino_model:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from editor.devices import resolve_device
+
 from . import P2PZError, echo_json, engine_options, folded, json_option, main, pass_state
 
 
@@ -43,7 +45,6 @@ def _editor_options(state, loading: dict, **more):
     """The editor's loading flags (``--device``, ``--dtype``, ``--no-safety-checker``, ``--no-cache``,
     ``--cache-maps``) → :class:`registry.library.editing.EditorOptions`; a device this machine lacks is refused
     before anything loads."""
-    from editor.loader import resolve_device
 
     from registry.library.editing import EditorOptions
 

@@ -19,7 +19,8 @@ from typing import Callable
 
 from editor.config import EditConfig, InversionConfig
 from editor.errors import EditorError
-from editor.loader import SHAPES_MODEL, resolve_device
+from editor.devices import resolve_device
+from editor.loader import SHAPES_MODEL
 from editor.student.pairs import PairFilter, make_pairs, teacher_image_pairs, teacher_pair
 
 from .editing import EditorOptions, choose_model, open_editor

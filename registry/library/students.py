@@ -15,6 +15,7 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from editor.devices import resolve_device
 from store import models as m
 from store import repository as repo
 
@@ -124,7 +125,6 @@ def edit_with_students(registry, directions, paths, out_dir, version: int | None
     image (milliseconds each) → one :class:`editor.batch.EditOutcome` per image, written as diffusion edits are
     (same names and provenance, plus the student's version and weights)."""
     from editor.batch import student_files  # torch: only when students are applied
-    from editor.loader import resolve_device
     from editor.student import Student
 
     device = resolve_device(device)
