@@ -31,50 +31,17 @@ import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 from urllib.parse import urlparse
 
 from .base import BankDraft, GeneratorError, check_concept, clean_sentence, contains_concept
+from .prompts import JSON_SUFFIX, PROMPTS, SCHEMA, TEXT_SUFFIX
+from .templates import choose_kind
 
 DEFAULT_LLM_MODEL = os.environ.get("P2PZ_LLM_MODEL", "gpt-4.1-mini")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CLIP_CONTENT_TOKENS = 75  # 77 minus BOS and EOS
-
-PROMPTS = {
-    "object": (
-        "Write {batch} different one-sentence captions for photographs that show {a_concept}. Vary the setting, "
-        "the viewpoint, the lighting, what the {concept} is doing and what surrounds it. Every caption must "
-        "contain the word \"{concept}\" and be at most 25 words long."
-    ),
-    "style": (
-        "Write {batch} different one-sentence captions for pictures made in the {concept} style. Vary the "
-        "subject (people, animals, places, objects), the setting and the mood. Every caption must contain the "
-        "words \"{concept}\" and be at most 25 words long."
-    ),
-    "attribute": (
-        "Write {batch} different one-sentence captions for photographs of people, animals or things with "
-        "{concept}. Vary who or what it is, the setting and the lighting. Every caption must contain the words "
-        "\"{concept}\" and be at most 25 words long."
-    ),
-    "scene": (
-        "Write {batch} different one-sentence captions for photographs of places, landscapes and things seen in "
-        "the {concept}. Vary the place, the subject and the viewpoint. Every caption must contain the words "
-        "\"{concept}\" and be at most 25 words long."
-    ),
-}
-TEXT_SUFFIX = " Answer with the captions only, one per line, without numbering."
-JSON_SUFFIX = " Answer with a JSON object {{\"captions\": [...]}}."
-SCHEMA = {
-    "name": "captions",
-    "strict": True,
-    "schema": {
-        "type": "object",
-        "properties": {"captions": {"type": "array", "items": {"type": "string"}}},
-        "required": ["captions"],
-        "additionalProperties": False,
-    },
-}
 
 _PREFIX = re.compile(
     r"^\s*(?:(?:[-*•·‣–—>]+|\(?\d{1,4}\s*[.):\]]|\d{1,4}\s*-(?=\s))\s*)+"  # bullets and list numbers
@@ -297,102 +264,110 @@ class LLMGenerator:
 
     # --- the loop ----------------------------------------------------------------------------------
     def generate(self, concept: str, n: int = 1000, *, seed: int = 0) -> BankDraft:
+        """≈ ``n`` clean, distinct sentences for ``concept``: requests of ``batch`` captions, ``concurrency`` at a
+        time, each reply cached, until ``n`` are kept or a limit (requests, tokens) is reached (an error saying
+        which flag raises it)."""
         concept = check_concept(concept)
         if self.template_kind == "auto":  # the prompt kind the templates would choose (scene, attribute, …)
-            from dataclasses import replace
-
-            from .templates import choose_kind
-
             draft = replace(self, template_kind=choose_kind(concept)).generate(concept, n, seed=seed)
             draft.params["prompt_kind_source"] = "auto"
             return draft
         if n < 1:
             raise GeneratorError("n must be at least 1")
-        key = None  # checked only when a request must really be sent: a fully cached bank needs no key
-        cache = self.cache
-        use_cache = self.use_cache and cache is not None
-        max_requests = self.max_requests or 3 * math.ceil(n / self.batch) + 5
-        structured = True
-        kept: list[str] = []
-        seen: set[str] = set()
-        drops = {"empty": 0, "no_concept": 0, "duplicates": 0, "too_long": 0}
-        usage = {"prompt_tokens": 0, "completion_tokens": 0}
-        made = cached = 0
-        index = 0
+        run = _Run(concept=concept, n=n, seed=seed, max_requests=self.max_requests or 3 * math.ceil(n / self.batch) + 5)
         self._formats: set[str] = set()
-        client = None
         try:
             with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
-                while len(kept) < n:
-                    if index >= max_requests:
-                        raise GeneratorError(
-                            f"only {len(kept)} of {n} valid sentences for {concept!r} after {index} requests (the "
-                            f"limit); raise --max-requests, lower -n, or check the model's answers")
-                    if usage["prompt_tokens"] + usage["completion_tokens"] >= self.max_total_tokens:
-                        raise GeneratorError(
-                            f"token budget of {self.max_total_tokens} used with {len(kept)} of {n} sentences; "
-                            "raise --max-tokens or lower -n")
-                    need = n - len(kept)
-                    window = min(self.concurrency, max(1, math.ceil(need / self.batch)), max_requests - index)
-                    reqs = [self._request(concept, index + j, seed, structured) for j in range(window)]
-                    keys = [self._cache_key(concept, index + j, seed) for j in range(window)]
-                    results: list[dict | None] = []
-                    pending = []
-                    for req, ck in zip(reqs, keys):
-                        hit = cache.get(ck) if use_cache else None
-                        if hit is not None:
-                            results.append(dict(hit, cached=True))
-                            pending.append(None)
-                        else:
-                            if client is None:
-                                key = self._key()
-                                client = self._client(key)
-                            results.append(None)
-                            pending.append(pool.submit(self._call, client, req, key))
-                    try:
-                        for j, fut in enumerate(pending):
-                            if fut is not None:
-                                results[j] = dict(fut.result(), cached=False)
-                    except _NoStructuredOutput:
-                        for fut in pending:
-                            if fut is not None:
-                                fut.cancel()
-                        structured = False  # this server has no JSON schema support: plain lines from now on
+                while len(run.kept) < n:
+                    self._check_limits(run)
+                    window = min(self.concurrency, max(1, math.ceil((n - len(run.kept)) / self.batch)),
+                                 run.max_requests - run.index)
+                    keys = [self._cache_key(concept, run.index + j, seed) for j in range(window)]
+                    results = self._replies(run, pool, keys, window)
+                    if results is None:  # this server has no JSON schema support: plain lines from now on
+                        run.structured = False
                         continue
-                    for ck, res in zip(keys, results):
-                        if res["cached"]:
-                            cached += 1
-                        else:
-                            made += 1
-                            if cache is not None:
-                                cache.put(ck, {k: res[k] for k in ("content", "usage", "model")})
-                        usage["prompt_tokens"] += res["usage"]["prompt_tokens"]
-                        usage["completion_tokens"] += res["usage"]["completion_tokens"]
-                        added = self._collect(concept, res["content"], kept, seen, drops, n)
-                        if self.progress is not None:
-                            self.progress(added)
-                    index += window
+                    self._record(run, keys, results)
+                    run.index += window
         finally:
-            if client is not None:
-                client.close()
-        params = {
+            if run.client is not None:
+                run.client.close()
+        return BankDraft(sentences=run.kept[:n], params=self._params(run))
+
+    def _check_limits(self, run: "_Run") -> None:
+        if run.index >= run.max_requests:
+            raise GeneratorError(
+                f"only {len(run.kept)} of {run.n} valid sentences for {run.concept!r} after {run.index} requests "
+                "(the limit); raise --max-requests, lower -n, or check the model's answers")
+        if run.usage["prompt_tokens"] + run.usage["completion_tokens"] >= self.max_total_tokens:
+            raise GeneratorError(f"token budget of {self.max_total_tokens} used with {len(run.kept)} of {run.n} "
+                                 "sentences; raise --max-tokens or lower -n")
+
+    def _replies(self, run: "_Run", pool, keys: list[str], window: int) -> list[dict] | None:
+        """The replies of the next ``window`` requests: cached ones read, the others sent concurrently (the key
+        is checked only when a request must really be sent: a fully cached bank needs none); None when the server
+        refused the JSON schema (the window is asked again as plain text)."""
+        use_cache = self.use_cache and self.cache is not None
+        results: list[dict | None] = []
+        pending = []
+        for j, ck in enumerate(keys):
+            hit = self.cache.get(ck) if use_cache else None
+            if hit is not None:
+                results.append(dict(hit, cached=True))
+                pending.append(None)
+                continue
+            if run.client is None:
+                run.key = self._key()
+                run.client = self._client(run.key)
+            req = self._request(run.concept, run.index + j, run.seed, run.structured)
+            results.append(None)
+            pending.append(pool.submit(self._call, run.client, req, run.key))
+        try:
+            for j, fut in enumerate(pending):
+                if fut is not None:
+                    results[j] = dict(fut.result(), cached=False)
+        except _NoStructuredOutput:
+            for fut in pending:
+                if fut is not None:
+                    fut.cancel()
+            return None
+        return results
+
+    def _record(self, run: "_Run", keys: list[str], results: list[dict]) -> None:
+        """Count and cache the replies, and keep their new valid sentences."""
+        for ck, res in zip(keys, results):
+            if res["cached"]:
+                run.cached += 1
+            else:
+                run.made += 1
+                if self.cache is not None:
+                    self.cache.put(ck, {k: res[k] for k in ("content", "usage", "model")})
+            run.usage["prompt_tokens"] += res["usage"]["prompt_tokens"]
+            run.usage["completion_tokens"] += res["usage"]["completion_tokens"]
+            added = self._collect(run.concept, res["content"], run.kept, run.seen, run.drops, run.n)
+            if self.progress is not None:
+                self.progress(added)
+
+    def _params(self, run: "_Run") -> dict:
+        """What the bank records of how it was made (never the key, nor the credentials a URL may carry)."""
+        usage = run.usage
+        return {
             "model": self.model,
-            "base_url_host": self.host,  # never the credentials a URL may carry
-            "prompt": self.prompt(concept),
+            "base_url_host": self.host,
+            "prompt": self.prompt(run.concept),
             "prompt_kind": self.template_kind,
             "format": "+".join(sorted(self._formats)),  # how the replies came back: json_schema, text or both
             "temperature": self.temperature,
-            "seed": seed,
-            "n": n,
+            "seed": run.seed,
+            "n": run.n,
             "batch": self.batch,
-            "requests": made + cached,
-            "requests_sent": made,
-            "requests_cached": cached,
+            "requests": run.made + run.cached,
+            "requests_sent": run.made,
+            "requests_cached": run.cached,
             "usage": {**usage, "total_tokens": usage["prompt_tokens"] + usage["completion_tokens"]},
-            "dropped": drops,
+            "dropped": run.drops,
             "length_check": self.token_counter_name,
         }
-        return BankDraft(sentences=kept[:n], params=params)
 
     def _collect(self, concept: str, content: str, kept: list, seen: set, drops: dict, n: int) -> int:
         candidates = []
@@ -422,6 +397,26 @@ class LLMGenerator:
                     kept.append(s)
             return len(kept) - before
         return 0
+
+
+@dataclass
+class _Run:
+    """One ``generate`` call's progress: what was kept and dropped, the tokens used, the requests made."""
+
+    concept: str
+    n: int
+    seed: int
+    max_requests: int
+    kept: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    drops: dict = field(default_factory=lambda: {"empty": 0, "no_concept": 0, "duplicates": 0, "too_long": 0})
+    usage: dict = field(default_factory=lambda: {"prompt_tokens": 0, "completion_tokens": 0})
+    made: int = 0
+    cached: int = 0
+    index: int = 0
+    structured: bool = True
+    client: object = None
+    key: str | None = None
 
 
 class _NoStructuredOutput(Exception):

@@ -23,13 +23,12 @@ weights as one that never stopped. A loss plot (``loss.png``) is rewritten at ev
 from __future__ import annotations
 
 import json
-import math
 import os
 import platform
 import signal
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +37,10 @@ import torch
 from store.files import atomic_write
 from store.progress import progress_bar
 
-from ..student.train import flatten_optimizer, restore_optimizer
+from ..checkpoints import flatten_optimizer, restore_optimizer
+from ..plots import save_loss_plot
 from . import world
+from .train_config import TrainConfig, lr_at
 from .model import (LABEL, MANIFEST, SCHEDULER_CONFIG, model_index, sha256_file, shipped_files, text_encoder_folder,
                     unet_config, vae_config, write_text_parts)
 
@@ -57,50 +58,6 @@ class Stopped(KeyboardInterrupt):
     def __init__(self, stage: str, step: int):
         super().__init__()
         self.stage, self.step = stage, step
-
-
-@dataclass
-class TrainConfig:
-    seed: int = 0
-    vae_steps: int = 1000
-    unet_steps: int = 6000
-    batch: int = 32
-    vae_batch: int = 16
-    vae_lr: float = 2e-3
-    unet_lr: float = 8e-4
-    warmup: int = 200
-    ema_decay: float = 0.999
-    pool: int = 8192
-    p_uncond: float = 0.1
-    kl_weight: float = 1e-6
-    min_snr_gamma: float = 5.0
-    unet_widths: tuple = (32, 64, 64)
-    checkpoint_every: int = 100
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["unet_widths"] = list(self.unet_widths)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(d)
-        d["unet_widths"] = tuple(d["unet_widths"])
-        return cls(**d)
-
-    def identity(self) -> dict:
-        """The settings a resumed run must share (checkpoint_every may change)."""
-        d = self.to_dict()
-        d.pop("checkpoint_every")
-        return d
-
-
-def lr_at(step: int, total: int, lr: float, warmup: int) -> float:
-    """Linear warm-up over ``warmup`` steps, then cosine decay to 10 % of ``lr`` at ``total``."""
-    if step < warmup:
-        return lr * (step + 1) / warmup
-    progress = (step - warmup) / max(total - warmup, 1)
-    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def _rng(cfg: TrainConfig, stage: int, step: int) -> np.random.Generator:
@@ -383,26 +340,14 @@ def _tail_mean(history: list, stage: str, key: str, n: int = 100) -> float | Non
 
 
 def write_loss_plot(path: Path, history: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(8, 3))
-    for ax, stage, key, title in ((axes[0], "vae", "mse", "VAE reconstruction MSE"),
-                                  (axes[1], "unet", "loss", "UNet ε loss (Min-SNR weighted)")):
+    """The VAE's and the UNet's losses, raw and smoothed (``loss.png``)."""
+    def series(stage, key):
         pts = [(h["step"], h[key]) for h in history if h["stage"] == stage]
-        if pts:
-            s, v = zip(*pts)
-            ax.plot(s, v, lw=0.5, alpha=0.4)
-            w = max(1, len(v) // 50)
-            ax.plot(s[w - 1:], np.convolve(v, np.ones(w) / w, mode="valid"), lw=1.5)
-        ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    atomic_write(path, writer=lambda p: fig.savefig(p, format="png", dpi=90))
-    plt.close(fig)
+        return [p[0] for p in pts], [p[1] for p in pts]
+
+    save_loss_plot(path, [("VAE reconstruction MSE", {"mse": series("vae", "mse")}),
+                          ("UNet ε loss (Min-SNR weighted)", {"loss": series("unet", "loss")})],
+                   smooth=True, size=(8, 3), dpi=90)
 
 
 def train(out: Path, cfg: TrainConfig, *, resume: bool = False, force: bool = False, progress: bool = False,

@@ -27,8 +27,10 @@ import torch
 from store.files import atomic_write
 from store.progress import progress_bar
 
+from ..checkpoints import flatten_optimizer, restore_optimizer
 from ..errors import EditorError
 from .model import PatchDiscriminator, StudentConfig, UNetGenerator
+from .results import held_out_metrics, write_loss_plot, write_samples
 
 CHECKPOINT = "checkpoint.safetensors"
 
@@ -85,24 +87,6 @@ def lr_at(step: int, total: int, lr: float) -> float:
     if step < half:
         return lr
     return lr * max(0.0, 1.0 - (step - half) / max(total - half, 1))
-
-
-def flatten_optimizer(prefix: str, opt: torch.optim.Optimizer) -> tuple[dict, dict]:
-    state = opt.state_dict()
-    tensors = {}
-    for idx, entry in state["state"].items():
-        for name, value in entry.items():
-            tensors[f"{prefix}/{idx}/{name}"] = torch.as_tensor(value).detach().cpu().clone()
-    return tensors, {"param_groups": state["param_groups"]}
-
-
-def restore_optimizer(prefix: str, opt: torch.optim.Optimizer, tensors: dict, meta: dict) -> None:
-    state: dict = {}
-    for key, value in tensors.items():
-        if key.startswith(prefix + "/"):
-            _, idx, name = key.split("/", 2)
-            state.setdefault(int(idx), {})[name] = value
-    opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -318,64 +302,6 @@ class Trainer:
             return self.generator(sources.to(self.device)).float().cpu()
         finally:
             self.generator.train()
-
-
-def _pil(t: torch.Tensor):
-    import numpy as np
-    from PIL import Image
-
-    return Image.fromarray(((t.permute(1, 2, 0).clamp(-1, 1).numpy() + 1) * 127.5).round().astype(np.uint8))
-
-
-def held_out_metrics(trainer: Trainer, sources: torch.Tensor, targets: torch.Tensor, structure=None) -> dict:
-    """Student vs teacher on held-out pairs: L1 and PSNR (images in [0, 1]), LPIPS when the trainer has it,
-    structure distance when a DINO ``structure`` scorer is given, and the identity mapping's L1 for scale (what the
-    student would score by copying its input)."""
-    if len(sources) == 0:
-        return {}
-    pred = trainer.predict(sources)
-    a, b = (pred + 1) / 2, (targets + 1) / 2
-    mse = float(((a - b) ** 2).mean())
-    out = {"held_out_pairs": len(sources), "l1": float((pred - targets).abs().mean()),
-           "identity_l1": float((sources - targets).abs().mean()),
-           "psnr": float(10 * torch.log10(torch.tensor(1.0 / max(mse, 1e-12))))}
-    if trainer.lpips is not None:
-        out["lpips"] = float(trainer.lpips(pred.to(trainer.device), targets.to(trainer.device)).mean())
-    if structure is not None:
-        values = structure([_pil(t) for t in targets], [_pil(t) for t in pred])
-        out["structure_distance"] = float(sum(values) / len(values))
-    return out
-
-
-def write_samples(path: Path, trainer: Trainer, sources: torch.Tensor, targets: torch.Tensor, k: int = 4) -> None:
-    """A grid, one row per pair: source | teacher | student."""
-    import numpy as np
-    from PIL import Image
-
-    k = min(k, len(sources))
-    if k == 0:
-        return
-    pred = trainer.predict(sources[:k])
-    rows = [torch.cat([sources[i], targets[i], pred[i]], dim=2) for i in range(k)]  # [3, S, 3S]
-    grid = ((torch.cat(rows, dim=1).permute(1, 2, 0).clamp(-1, 1).numpy() + 1) * 127.5).round().astype(np.uint8)
-    atomic_write(path, writer=lambda p: Image.fromarray(grid).save(p, format="PNG"))
-
-
-def write_loss_plot(path: Path, history: list[dict]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3))
-    steps = [h["step"] for h in history]
-    for key in ("loss_l1", "loss_gan", "loss_d"):
-        ax.plot(steps, [h[key] for h in history], label=key)
-    ax.set_yscale("log")
-    ax.set_xlabel("step")
-    ax.legend(fontsize=8)
-    atomic_write(path, writer=lambda p: fig.savefig(p, format="png", dpi=100, bbox_inches="tight"))
-    plt.close(fig)
 
 
 OPTION_NAMES = {"size": "--size", "base_channels": "--width", "depth": "--depth", "batch": "--batch",
