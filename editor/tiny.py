@@ -183,6 +183,57 @@ def write_clip_tokenizer(folder: Path, vocab_source: str = "auto") -> str:
     return used
 
 
+TINY_MODEL_INDEX = {
+    "_class_name": "StableDiffusionPipeline",
+    "_diffusers_version": "0.42.1",
+    "feature_extractor": [None, None],
+    "requires_safety_checker": False,
+    "safety_checker": [None, None],
+    "scheduler": ["diffusers", "DDIMScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+
+
+def _empty_folder(folder: Path, overwrite: bool) -> None:
+    if folder.exists() and any(folder.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{folder} is not empty; pass overwrite=True (CLI: --force) to replace it")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+def _tiny_text_encoder(folder: Path, vocab_map: dict, hidden_size: int, layers: int) -> None:
+    from transformers import CLIPTextConfig, CLIPTextModel  # heavy: only when a tiny model is built
+
+    config = CLIPTextConfig(vocab_size=len(vocab_map), hidden_size=hidden_size, intermediate_size=37,
+                            num_attention_heads=4, num_hidden_layers=layers, max_position_embeddings=77,
+                            projection_dim=hidden_size, bos_token_id=vocab_map[BOS], eos_token_id=vocab_map[EOS],
+                            pad_token_id=vocab_map[EOS])
+    CLIPTextModel(config).eval().save_pretrained(folder)
+
+
+def _tiny_unet_vae_scheduler(folder: Path, seed: int, hidden_size: int, prediction_type: str) -> None:
+    import torch  # heavy: only when a tiny model is built
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+
+    torch.manual_seed(seed + 1)
+    UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
+                         out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+                         cross_attention_dim=hidden_size).save_pretrained(folder / "unet")
+    torch.manual_seed(seed + 2)
+    AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                  down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                  up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
+                  latent_channels=4).save_pretrained(folder / "vae")
+    DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+                  set_alpha_to_one=False, steps_offset=1,
+                  prediction_type=prediction_type).save_pretrained(folder / "scheduler")
+
+
 def build_tiny_model(
     folder: str | os.PathLike,
     *,
@@ -199,89 +250,23 @@ def build_tiny_model(
     an SD-2.x-like snapshot. ``vocab`` is "auto" (real CLIP BPE if it can be fetched, else trained),
     "clip" or "trained".
     """
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    import torch  # heavy: only when a tiny model is built
     from diffusers.utils import logging as df_logging
-    from transformers import CLIPTextConfig, CLIPTextModel
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     df_logging.disable_progress_bar()
-
     folder = Path(folder)
-    if folder.exists() and any(folder.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{folder} is not empty; pass overwrite=True (CLI: --force) to replace it")
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-
+    _empty_folder(folder, overwrite)
     used_vocab = write_clip_tokenizer(folder / "tokenizer", vocab)
-    vocab_size = len(json.loads((folder / "tokenizer" / "vocab.json").read_text()))
     vocab_map = json.loads((folder / "tokenizer" / "vocab.json").read_text())
-
     torch.manual_seed(seed)
-    text_config = CLIPTextConfig(
-        vocab_size=vocab_size,
-        hidden_size=hidden_size,
-        intermediate_size=37,
-        num_attention_heads=4,
-        num_hidden_layers=text_layers,
-        max_position_embeddings=77,
-        projection_dim=hidden_size,
-        bos_token_id=vocab_map[BOS],
-        eos_token_id=vocab_map[EOS],
-        pad_token_id=vocab_map[EOS],
-    )
-    CLIPTextModel(text_config).eval().save_pretrained(folder / "text_encoder")
-
-    torch.manual_seed(seed + 1)
-    UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=2,
-        sample_size=32,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=hidden_size,
-    ).save_pretrained(folder / "unet")
-
-    torch.manual_seed(seed + 2)
-    AutoencoderKL(
-        block_out_channels=[32, 64],
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
-        up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"],
-        latent_channels=4,
-    ).save_pretrained(folder / "vae")
-
-    DDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
-        prediction_type=prediction_type,
-    ).save_pretrained(folder / "scheduler")
-
-    model_index = {
-        "_class_name": "StableDiffusionPipeline",
-        "_diffusers_version": "0.42.1",
-        "feature_extractor": [None, None],
-        "requires_safety_checker": False,
-        "safety_checker": [None, None],
-        "scheduler": ["diffusers", "DDIMScheduler"],
-        "text_encoder": ["transformers", "CLIPTextModel"],
-        "tokenizer": ["transformers", "CLIPTokenizer"],
-        "unet": ["diffusers", "UNet2DConditionModel"],
-        "vae": ["diffusers", "AutoencoderKL"],
-    }
-    (folder / "model_index.json").write_text(json.dumps(model_index, indent=2))
+    _tiny_text_encoder(folder / "text_encoder", vocab_map, hidden_size, text_layers)
+    _tiny_unet_vae_scheduler(folder, seed, hidden_size, prediction_type)
+    (folder / "model_index.json").write_text(json.dumps(TINY_MODEL_INDEX, indent=2))
     build_tiny_captioner(folder / "captioner", seed=seed + 3)
     (folder / "RANDOM_WEIGHTS.txt").write_text(RANDOM_WEIGHTS_NOTICE + "\n")
-    return {"path": str(folder), "vocab": used_vocab, "vocab_size": vocab_size, "hidden_size": hidden_size,
+    return {"path": str(folder), "vocab": used_vocab, "vocab_size": len(vocab_map), "hidden_size": hidden_size,
             "prediction_type": prediction_type, "seed": seed}
 
 

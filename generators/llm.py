@@ -35,51 +35,13 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Protocol
 from urllib.parse import urlparse
 
-from .base import BankDraft, GeneratorError, check_concept, clean_sentence, contains_concept
-from .prompts import JSON_SUFFIX, PROMPTS, SCHEMA, TEXT_SUFFIX
+from .base import BankDraft, GeneratorError, check_concept, contains_concept
+from .prompts import JSON_SUFFIX, PROMPTS, SCHEMA, TEXT_SUFFIX, article, clean_line, estimate_tokens, normal_key
 from .templates import choose_kind
 
 DEFAULT_LLM_MODEL = os.environ.get("P2PZ_LLM_MODEL", "gpt-4.1-mini")
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 CLIP_CONTENT_TOKENS = 75  # 77 minus BOS and EOS
-
-_PREFIX = re.compile(
-    r"^\s*(?:(?:[-*•·‣–—>]+|\(?\d{1,4}\s*[.):\]]|\d{1,4}\s*-(?=\s))\s*)+"  # bullets and list numbers
-    r"|^\s*(?:caption|sentence)\s*#?\s*\d*\s*[:.\-)]\s*",  # "Caption 3:" / "Sentence:"
-    re.IGNORECASE,
-)
-_QUOTES = "\"'“”‘’«»`"
-
-
-def clean_line(line: str) -> str:
-    """Strip numbering, bullets, 'Caption N:' prefixes, surrounding quotes and markdown emphasis."""
-    s = line.strip()
-    for _ in range(3):
-        new = _PREFIX.sub("", s).strip().strip("*_").strip()
-        if len(new) >= 2 and new[0] in _QUOTES and new[-1] in _QUOTES + ".":
-            new = new.strip(_QUOTES + " ").strip()
-            if new and new[-1] in _QUOTES:
-                new = new[:-1]
-        if new == s:
-            break
-        s = new
-    s = s.strip(_QUOTES).strip()
-    return clean_sentence(s)
-
-
-def _normal_key(s: str) -> str:
-    """Duplicate test: case-, space- and final-punctuation-insensitive."""
-    return re.sub(r"[\s.!]+$", "", re.sub(r"\s+", " ", s.lower())).strip()
-
-
-def estimate_tokens(sentence: str) -> int:
-    """A lower bound on CLIP BPE tokens (each word and punctuation mark is at least one token)."""
-    return len(re.findall(r"\w+|[^\w\s]", sentence))
-
-
-def _article(concept: str) -> str:
-    return ("an " if concept[:1].lower() in "aeiou" else "a ") + concept
-
 
 class ResponseCache(Protocol):
     """Where raw replies are kept: ``get(key) -> reply | None`` and ``put(key, reply)`` (replies are JSON objects)."""
@@ -163,7 +125,7 @@ class LLMGenerator:
 
     # --- requests ----------------------------------------------------------------------------------
     def prompt(self, concept: str) -> str:
-        return PROMPTS[self.template_kind].format(batch=self.batch, concept=concept, a_concept=_article(concept))
+        return PROMPTS[self.template_kind].format(batch=self.batch, concept=concept, a_concept=article(concept))
 
     def _request(self, concept: str, index: int, seed: int, structured: bool) -> dict:
         text = self.prompt(concept) + (JSON_SUFFIX if structured else TEXT_SUFFIX)
@@ -381,7 +343,7 @@ class LLMGenerator:
             if not contains_concept(s, concept):
                 drops["no_concept"] += 1
                 continue
-            k = _normal_key(s)
+            k = normal_key(s)
             if k in seen:
                 drops["duplicates"] += 1
                 continue

@@ -26,7 +26,9 @@ from store.files import atomic_write
 from store.hashing import sha256_json
 from store.progress import progress_bar
 
+from ..config import EditConfig, InversionConfig
 from ..errors import EditorError
+from ..image import load_image, pixels_sha256
 
 MANIFEST = "manifest.json"
 FORMAT = "p2pz-student-pairs"
@@ -86,8 +88,6 @@ def teacher_image_pairs(editor, direction, paths: list, *, size: int, inversion,
                         source_concept: str = "", target_concept: str = "", caption: str | None = None) -> list:
     """:func:`teacher_pair` for several real images at once: one batched inversion and one batched edit (each
     image's inversion noise comes from its own generator, so a batch gives each image its own pair)."""
-    from ..image import load_image
-
     images = [load_image(p) for p in paths]
     captions = [caption or editor.caption(im) for im in images]
     inv = editor.invert(images if len(images) > 1 else images[0], captions if len(images) > 1 else captions[0],
@@ -108,49 +108,30 @@ def _finish(source, edited, size: int, scorers, source_concept: str, target_conc
     return src, tgt, scores
 
 
-def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None, synthetic: int = 0,
-               prompt: str | None = None, size: int = 256, inversion=None, edit=None, scorers=None,
-               pair_filter: PairFilter | None = None, source_concept: str = "", target_concept: str = "",
-               seed: int = 0, progress: bool = False, runner=None, filtered: bool | None = None,
-               caption: str | None = None, batch: int = 1) -> dict:
-    """Write (or complete) a pairs dataset in ``out`` → its manifest.
-
-    ``runner(jobs)`` computes the pending pairs elsewhere (the registry's Ray engine): it gets ``(kind, item,
-    pid)`` jobs and yields ``(job, source, target, scores, model)`` as they finish, in any order, ``model`` being
-    ``{"model", "model_fingerprint"}`` of the teacher that made it (or ``(job, None, None, None, error)`` for
-    a job that failed); then ``editor`` may be None and ``filtered`` says whether its scorers filter. Locally,
-    real images go through the teacher ``batch`` at a time (a batch's pairs are written once it is done)."""
-    from ..config import EditConfig, InversionConfig
-    from ..image import load_image, pixels_sha256
-
-    if not images and synthetic < 1:
-        raise EditorError("give source images (--images DIR) or a number of synthetic sources (--synthetic N)")
-    if synthetic and not prompt:
-        prompt = f"a photo of a {source_concept}" if source_concept else None
-        if not prompt:
-            raise EditorError("synthetic sources need a prompt (--prompt TEXT)")
-    inversion, edit = inversion or InversionConfig(), edit or EditConfig()
-    filtered = (scorers is not None) if filtered is None else filtered
-    out = Path(out)
+def _open_manifest(out: Path, editor, direction, *, size: int, inversion, edit, filtered: bool, pair_filter,
+                   caption) -> dict:
+    """The dataset's manifest: the one in ``out`` (it must be of the same direction and size) or a new one."""
     label = getattr(direction, "ref", "tensor")
-    manifest_path = out / MANIFEST
-    if manifest_path.is_file():
+    if (out / MANIFEST).is_file():
         manifest = read_manifest(out)
         if manifest["direction"] != label or manifest["size"] != size:
             raise EditorError(f"{out} holds pairs of {manifest['direction']} at {manifest['size']} px; use another "
                               "--out folder")
-    else:
-        manifest = {"format": FORMAT, "direction": label, "encoder": getattr(direction, "encoder", None),
-                    "model": editor.model_id if editor else None,
-                    "model_fingerprint": editor.model_fingerprint if editor else None, "size": size,
-                    "inversion": {"steps": inversion.steps, **inversion.params()},
-                    "edit": {"scale": edit.scale, "xa_guidance": edit.xa_guidance,
-                             "guidance_scale": edit.guidance_scale},
-                    "filter": (pair_filter or PairFilter()).__dict__ if filtered else None,
-                    "filtered": filtered, "caption": caption, "pairs": []}
-    # A rerun applies this run's filter (or none) to the pairs it reuses: the pairs are the teacher's, the
-    # filter is the run's. Pairs never scored are scored here when the filter is on and the scorers are local.
-    pair_filter = pair_filter or PairFilter()
+        return manifest
+    return {"format": FORMAT, "direction": label, "encoder": getattr(direction, "encoder", None),
+            "model": editor.model_id if editor else None,
+            "model_fingerprint": editor.model_fingerprint if editor else None, "size": size,
+            "inversion": {"steps": inversion.steps, **inversion.params()},
+            "edit": {"scale": edit.scale, "xa_guidance": edit.xa_guidance, "guidance_scale": edit.guidance_scale},
+            "filter": pair_filter.__dict__ if filtered else None, "filtered": filtered, "caption": caption,
+            "pairs": []}
+
+
+def _refilter(manifest: dict, out: Path, filtered: bool, pair_filter: PairFilter, scorers, source_concept: str,
+              target_concept: str) -> int:
+    """Apply this run's filter (or none) to the pairs a rerun reuses: the pairs are the teacher's, the filter is
+    the run's. Pairs never scored are scored here when the filter is on and the scorers are local → how many
+    could not be scored (then not kept)."""
     manifest["filtered"], manifest["filter"] = filtered, pair_filter.__dict__ if filtered else None
     unscored = 0
     for entry in manifest["pairs"]:
@@ -159,60 +140,96 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
                 unscored += 1
                 entry["kept"] = False
                 continue
-            from PIL import Image
+            from PIL import Image  # only when reused pairs are scored
 
             with Image.open(out / entry["source"]) as a, Image.open(out / entry["target"]) as b:
                 entry["scores"] = scorers.score_pair(a.convert("RGB"), b.convert("RGB"), source_concept,
                                                      target_concept)
         entry["kept"] = not filtered or pair_filter.keeps(entry["scores"])
-    if manifest["pairs"]:
-        atomic_write(manifest_path, json.dumps(manifest, indent=1))
-    done = {p["id"] for p in manifest["pairs"]}
-    jobs = []
-    for p in images or []:
-        jobs.append(("image", p, pixels_sha256(load_image(p))[:16]))
-    for i in range(synthetic):
-        jobs.append(("synthetic", seed + i, sha256_json({"prompt": prompt, "seed": seed + i, "size": size})[:16]))
-    pending = [j for j in jobs if j[2] not in done]
-    (out / "pairs").mkdir(parents=True, exist_ok=True)
+    return unscored
 
-    def local(todo):
+
+def _local_runner(editor, direction, *, batch: int, prompt, size, inversion, edit, scorers, source_concept,
+                  target_concept, caption):
+    """The teacher in this process: real images ``batch`` at a time (one batched inversion and edit), then
+    synthetic sources one by one; yields what a ``runner`` yields."""
+    common = dict(size=size, inversion=inversion, edit=edit, scorers=scorers, source_concept=source_concept,
+                  target_concept=target_concept, caption=caption)
+
+    def run(todo):
         model = {"model": editor.model_id, "model_fingerprint": editor.model_fingerprint}
         images = [j for j in todo if j[0] == "image"]
-        for start in range(0, len(images), batch):  # real images: a batch at a time
+        for start in range(0, len(images), batch):
             chunk = images[start:start + batch]
-            made = teacher_image_pairs(editor, direction, [j[1] for j in chunk], size=size, inversion=inversion,
-                                       edit=edit, scorers=scorers, source_concept=source_concept,
-                                       target_concept=target_concept, caption=caption)
+            made = teacher_image_pairs(editor, direction, [j[1] for j in chunk], **common)
             for job, (src, tgt, scores) in zip(chunk, made):
                 yield job, src, tgt, scores, model
         for job in (j for j in todo if j[0] != "image"):
-            src, tgt, scores = teacher_pair(editor, direction, job[0], job[1], prompt=prompt, size=size,
-                                            inversion=inversion, edit=edit, scorers=scorers,
-                                            source_concept=source_concept, target_concept=target_concept,
-                                            caption=caption)
+            src, tgt, scores = teacher_pair(editor, direction, job[0], job[1], prompt=prompt, **common)
             yield job, src, tgt, scores, model
+    return run
 
+
+def _write_pair(out: Path, manifest: dict, job, src, tgt, scores, kept: bool) -> None:
+    """Both images (atomically), then the manifest naming them: an interrupted run leaves no half pair."""
+    kind, item, pid = job
+    entry = {"id": pid, "kind": kind, "input": str(item), "source": f"pairs/{pid}_source.png",
+             "target": f"pairs/{pid}_target.png", "source_sha256": pixels_sha256(src),
+             "target_sha256": pixels_sha256(tgt), "scores": scores, "kept": kept}
+    atomic_write(out / entry["source"], writer=lambda p, im=src: im.save(p, format="PNG"))
+    atomic_write(out / entry["target"], writer=lambda p, im=tgt: im.save(p, format="PNG"))
+    manifest["pairs"].append(entry)  # named only once both images are in place
+    atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
+
+
+def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None, synthetic: int = 0,
+               prompt: str | None = None, size: int = 256, inversion=None, edit=None, scorers=None,
+               pair_filter: PairFilter | None = None, source_concept: str = "", target_concept: str = "",
+               seed: int = 0, progress: bool = False, runner=None, filtered: bool | None = None,
+               caption: str | None = None, batch: int = 1) -> dict:
+    """Write (or complete) a pairs dataset in ``out`` → its manifest.
+
+    ``runner(jobs)`` computes the pending pairs elsewhere (the registry's engines): it gets ``(kind, item,
+    pid)`` jobs and yields ``(job, source, target, scores, model)`` as they finish, in any order, ``model`` being
+    ``{"model", "model_fingerprint"}`` of the teacher that made it (or ``(job, None, None, None, error)`` for
+    a job that failed); then ``editor`` may be None and ``filtered`` says whether its scorers filter. Without
+    one, the teacher ``editor`` runs here, real images ``batch`` at a time (a batch's pairs are written once it
+    is done)."""
+    if not images and synthetic < 1:
+        raise EditorError("give source images (--images DIR) or a number of synthetic sources (--synthetic N)")
+    if synthetic and not prompt:
+        prompt = f"a photo of a {source_concept}" if source_concept else None
+        if not prompt:
+            raise EditorError("synthetic sources need a prompt (--prompt TEXT)")
+    inversion, edit = inversion or InversionConfig(), edit or EditConfig()
+    filtered = (scorers is not None) if filtered is None else filtered
+    pair_filter, out = pair_filter or PairFilter(), Path(out)
+    manifest = _open_manifest(out, editor, direction, size=size, inversion=inversion, edit=edit, filtered=filtered,
+                              pair_filter=pair_filter, caption=caption)
+    unscored = _refilter(manifest, out, filtered, pair_filter, scorers, source_concept, target_concept)
+    if manifest["pairs"]:
+        atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
+    done = {p["id"] for p in manifest["pairs"]}
+    jobs = [("image", p, pixels_sha256(load_image(p))[:16]) for p in images or []]
+    jobs += [("synthetic", seed + i, sha256_json({"prompt": prompt, "seed": seed + i, "size": size})[:16])
+             for i in range(synthetic)]
+    pending = [j for j in jobs if j[2] not in done]
+    (out / "pairs").mkdir(parents=True, exist_ok=True)
+    runner = runner or _local_runner(editor, direction, batch=batch, prompt=prompt, size=size, inversion=inversion,
+                                     edit=edit, scorers=scorers, source_concept=source_concept,
+                                     target_concept=target_concept, caption=caption)
     failed = []
     with progress_bar(len(jobs), "teacher pairs", enabled=progress, unit="pair") as bar:
         bar.update(len(jobs) - len(pending))
-        for (kind, item, pid), src, tgt, scores, model in (runner or local)(pending):
+        for job, src, tgt, scores, model in runner(pending):
             bar.update()
             if src is None:
-                failed.append(f"{item}: {model}")
+                failed.append(f"{job[1]}: {model}")
                 continue
             if manifest["model"] is None:
                 manifest.update(model)
-            entry = {"id": pid, "kind": kind, "input": str(item), "source": f"pairs/{pid}_source.png",
-                     "target": f"pairs/{pid}_target.png", "source_sha256": pixels_sha256(src),
-                     "target_sha256": pixels_sha256(tgt), "scores": scores,
-                     "kept": not filtered or pair_filter.keeps(scores)}
-            atomic_write(out / entry["source"], writer=lambda p, im=src: im.save(p, format="PNG"))
-            atomic_write(out / entry["target"], writer=lambda p, im=tgt: im.save(p, format="PNG"))
-            manifest["pairs"].append(entry)  # named only once both images are in place
-            atomic_write(manifest_path, json.dumps(manifest, indent=1))
-            done.add(pid)
-    atomic_write(manifest_path, json.dumps(manifest, indent=1))
+            _write_pair(out, manifest, job, src, tgt, scores, not filtered or pair_filter.keeps(scores))
+    atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
     if failed:
         manifest["failed"] = failed
     if unscored:

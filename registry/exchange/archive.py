@@ -27,78 +27,92 @@ from .manifest import (FORMAT, FORMAT_VERSION, MAX_MANIFEST_BYTES, MAX_RATIO, MA
 
 # --- export -------------------------------------------------------------------------------------------
 
+class _Collector:
+    """What an export gathers in one read transaction: each direction with what it depends on (its embeddings,
+    banks and encoders, or a combination's components, each once) and its students, with their tensors."""
+
+    def __init__(self, session):
+        self.s = session
+        self.tensors: dict[str, np.ndarray] = {}
+        self.encoders: dict[str, EncoderEntry] = {}
+        self.banks: dict[int, BankEntry] = {}  # bank row id → entry
+        self.embeddings: dict[int, int] = {}  # embedding row id → index
+        self.emb_entries: list[EmbeddingEntry] = []
+        self.directions: dict[int, int] = {}  # direction row id → index
+        self.dir_entries: list[DirectionEntry] = []
+        self.student_entries: list[StudentEntry] = []
+
+    def embedding(self, emb: m.Embedding) -> int:
+        if emb.id in self.embeddings:
+            return self.embeddings[emb.id]
+        enc, b = emb.encoder, emb.bank
+        self.encoders.setdefault(enc.fingerprint, EncoderEntry(**repo.encoder_facts(enc)))
+        if b.id not in self.banks:
+            self.banks[b.id] = BankEntry(index=len(self.banks), concept=b.concept, version=b.version,
+                                         generator=b.generator, params=b.params, sentences=b.sentences,
+                                         sha256=b.sha256, note=b.note, created_at=b.created_at.isoformat())
+        i = len(self.emb_entries)
+        self.tensors[f"embedding/{i}/mean"] = from_bytes(emb.mean, (1, None, enc.hidden_size))
+        self.tensors[f"embedding/{i}/key"] = from_bytes(emb.key, (enc.hidden_size,))
+        self.emb_entries.append(EmbeddingEntry(index=i, bank=self.banks[b.id].index, encoder=enc.fingerprint,
+                                               key_kind=emb.key_kind))
+        self.embeddings[emb.id] = i
+        return i
+
+    def direction(self, row: m.Direction, depth: int = 0) -> int:
+        if row.id in self.directions:
+            return self.directions[row.id]
+        if depth > repo.MAX_NESTING:
+            raise RegistryError(f"combination {row.name} is nested too deeply")
+        fields = {}
+        if row.kind == "pair":
+            fields["source"] = self.embedding(self.s.get(m.Embedding, row.source_id))
+            fields["target"] = self.embedding(self.s.get(m.Embedding, row.target_id))
+        else:
+            fields["components"] = [ComponentEntry(direction=self.direction(self.s.get(m.Direction, c["id"]),
+                                                                            depth + 1), weight=c["weight"])
+                                    for c in row.components]
+        i = len(self.dir_entries)
+        self.dir_entries.append(DirectionEntry(
+            index=i, name=row.name, version=row.version, kind=row.kind, encoder=row.encoder.fingerprint,
+            scale=row.scale, tags=row.tags, note=row.note, deprecated=row.deprecated,
+            content_sha256=row.content_sha256, created_at=row.created_at.isoformat(), **fields))
+        self.tensors[f"direction/{i}/key"] = from_bytes(row.key, (row.encoder.hidden_size,))
+        self.directions[row.id] = i
+        return i
+
+    def students(self, rows: list[m.Direction]) -> None:
+        for st in repo.students(self.s, [row.id for row in rows]):
+            weights = bytes(st.weights)
+            self.tensors[f"student/{len(self.student_entries)}/weights"] = np.frombuffer(weights, dtype=np.uint8)
+            self.student_entries.append(StudentEntry(
+                direction=self.directions[st.direction_id], version=st.version, config=st.config,
+                weights_bytes=len(weights), weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
+                params=st.params, metrics=st.metrics, created_at=st.created_at.isoformat()))
+
+    def manifest(self) -> Manifest:
+        return Manifest(format=FORMAT, format_version=FORMAT_VERSION,
+                        created_at=dt.datetime.now(dt.timezone.utc).isoformat(),
+                        encoders=list(self.encoders.values()), banks=list(self.banks.values()),
+                        embeddings=self.emb_entries, directions=self.dir_entries, students=self.student_entries)
+
+
 def export_library(db, refs: list[str], path: Path) -> dict:
     """Write ``refs`` (with their embeddings, banks, encoders and combination components) to ``path``."""
     if not refs:
         raise RegistryError("export needs at least one direction name")
     if path.exists() and path.is_dir():
         raise RegistryError(f"{path} is a folder; give a file name such as lib.p2pz")
-    tensors: dict[str, np.ndarray] = {}
-    encoders: dict[str, EncoderEntry] = {}
-    banks: dict[int, BankEntry] = {}
-    embeddings: dict[int, int] = {}  # embedding row id → index
-    emb_entries: list[EmbeddingEntry] = []
-    directions: dict[int, int] = {}  # direction row id → index
-    dir_entries: list[DirectionEntry] = []
     with db.read() as s:
-        def add_embedding(emb: m.Embedding) -> int:
-            if emb.id in embeddings:
-                return embeddings[emb.id]
-            enc, b = emb.encoder, emb.bank
-            encoders.setdefault(enc.fingerprint, EncoderEntry(**repo.encoder_facts(enc)))
-            if b.id not in banks:
-                banks[b.id] = BankEntry(index=len(banks), concept=b.concept, version=b.version,
-                                        generator=b.generator, params=b.params, sentences=b.sentences,
-                                        sha256=b.sha256, note=b.note, created_at=b.created_at.isoformat())
-            i = len(emb_entries)
-            tensors[f"embedding/{i}/mean"] = from_bytes(emb.mean, (1, None, enc.hidden_size))
-            tensors[f"embedding/{i}/key"] = from_bytes(emb.key, (enc.hidden_size,))
-            emb_entries.append(EmbeddingEntry(index=i, bank=banks[b.id].index, encoder=enc.fingerprint,
-                                              key_kind=emb.key_kind))
-            embeddings[emb.id] = i
-            return i
-
-        def add_direction(row: m.Direction, depth: int = 0) -> int:
-            if row.id in directions:
-                return directions[row.id]
-            if depth > repo.MAX_NESTING:
-                raise RegistryError(f"combination {row.name} is nested too deeply")
-            fields = {}
-            if row.kind == "pair":
-                fields["source"] = add_embedding(s.get(m.Embedding, row.source_id))
-                fields["target"] = add_embedding(s.get(m.Embedding, row.target_id))
-            else:
-                fields["components"] = [
-                    ComponentEntry(direction=add_direction(s.get(m.Direction, c["id"]), depth + 1), weight=c["weight"])
-                    for c in row.components]
-            i = len(dir_entries)
-            dir_entries.append(DirectionEntry(
-                index=i, name=row.name, version=row.version, kind=row.kind, encoder=row.encoder.fingerprint,
-                scale=row.scale, tags=row.tags, note=row.note, deprecated=row.deprecated,
-                content_sha256=row.content_sha256, created_at=row.created_at.isoformat(), **fields))
-            tensors[f"direction/{i}/key"] = from_bytes(row.key, (row.encoder.hidden_size,))
-            directions[row.id] = i
-            return i
-
+        got = _Collector(s)
         exported = [repo.direction_row(s, *parse_ref(ref, "direction")) for ref in refs]
         for row in exported:
-            add_direction(row)
-        student_entries = []
-        for st in repo.students(s, [row.id for row in exported]):
-            weights = bytes(st.weights)
-            tensors[f"student/{len(student_entries)}/weights"] = np.frombuffer(weights, dtype=np.uint8)
-            student_entries.append(StudentEntry(
-                direction=directions[st.direction_id], version=st.version, config=st.config,
-                weights_bytes=len(weights), weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
-                params=st.params, metrics=st.metrics, created_at=st.created_at.isoformat()))
+            got.direction(row)
+        got.students(exported)
+    manifest = got.manifest()
+    from safetensors.numpy import save as st_save  # numpy: not on the CLI's start-up path
 
-    manifest = Manifest(format=FORMAT, format_version=FORMAT_VERSION,
-                        created_at=dt.datetime.now(dt.timezone.utc).isoformat(), encoders=list(encoders.values()),
-                        banks=list(banks.values()), embeddings=emb_entries, directions=dir_entries,
-                        students=student_entries)
-    from safetensors.numpy import save as st_save
-
-    blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
+    blob = st_save({k: np.ascontiguousarray(v) for k, v in got.tensors.items()})
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -106,8 +120,9 @@ def export_library(db, refs: list[str], path: Path) -> dict:
             zf.writestr("tensors.safetensors", blob)
 
     atomic_write(path, writer=write)
-    return {"path": str(path), "directions": len(dir_entries), "embeddings": len(emb_entries), "banks": len(banks),
-            "students": len(student_entries), "bytes": path.stat().st_size}
+    return {"path": str(path), "directions": len(got.dir_entries), "embeddings": len(got.emb_entries),
+            "banks": len(got.banks), "students": len(got.student_entries), "bytes": path.stat().st_size}
+
 
 
 # --- import -------------------------------------------------------------------------------------------
@@ -192,60 +207,69 @@ def read_archive(path: Path) -> tuple[Manifest, dict[str, np.ndarray]]:
     return man, check_tensors(man, tensors)
 
 
+def _import_embeddings(s, man, tensors, added: dict) -> tuple[dict, list]:
+    """Encoders, banks and embeddings (each found or created) → the embedding rows, in manifest order."""
+    enc_ids = {}
+    for e in man.encoders:
+        row, created = repo.encoder_row(s, e.model_dump())
+        enc_ids[e.fingerprint] = row.id
+        added["encoders"] += created
+    bank_rows = []
+    for b in man.banks:
+        row, created = repo.insert_bank(s, concept=b.concept, sha256=b.sha256, generator=b.generator,
+                                        params=b.params, sentences=list(b.sentences), note=b.note)
+        bank_rows.append(row)
+        added["banks"] += created
+    emb_rows = []
+    for i, e in enumerate(man.embeddings):
+        row, created = repo.insert_embedding(s, bank_id=bank_rows[e.bank].id, encoder_id=enc_ids[e.encoder],
+                                             mean=tensors[f"embedding/{i}/mean"],
+                                             key=tensors[f"embedding/{i}/key"], key_kind=e.key_kind)
+        emb_rows.append(row)
+        added["embeddings"] += created
+    return enc_ids, emb_rows
+
+
+def _import_directions(s, man, tensors, enc_ids: dict, emb_rows: list) -> list:
+    """The directions → their records, in manifest order. They go in batches (repo.insert_directions: a few
+    statements per batch, not per direction); a combination first flushes the batch, as it links to the rows of
+    its components."""
+    dir_rows: list = [None] * len(man.directions)
+    batch: list[tuple[int, dict]] = []
+
+    def flush() -> None:
+        for (i, _), rec in zip(batch, repo.insert_directions(s, [item for _, item in batch])):
+            dir_rows[i] = rec
+        batch.clear()
+
+    sides = {j: (man.banks[e.bank].concept, man.banks[e.bank].sha256) for j, e in enumerate(man.embeddings)}
+    for i, r in enumerate(man.directions):
+        item = {"name": r.name, "encoder_id": enc_ids[r.encoder], "key": tensors[f"direction/{i}/key"],
+                "tags": r.tags, "note": r.note, "deprecated": bool(r.deprecated)}
+        if r.kind == "pair":
+            item.update(content=repo.direction_content("pair", r.encoder, source=sides[r.source],
+                                                       target=sides[r.target], scale=r.scale),
+                        source_id=emb_rows[r.source].id, target_id=emb_rows[r.target].id, scale=r.scale)
+            batch.append((i, item))
+            continue
+        flush()
+        comps = [(dir_rows[c.direction], c.weight) for c in r.components]
+        item.update(content=repo.direction_content("combination", r.encoder,
+                                                   components=[(d.content_sha256, w) for d, w in comps]),
+                    components=[{"id": d.id, "name": d.name, "version": d.version, "weight": w} for d, w in comps])
+        dir_rows[i] = repo.insert_directions(s, [item])[0]
+    flush()
+    return dir_rows
+
 
 def import_library(db, path: Path) -> dict:
+    """Read and check a ``.p2pz`` library (:func:`read_archive`), then store it in one transaction: what exists is
+    found (content addressing), the rest is added → what was added and every direction's ref."""
     man, tensors = read_archive(path)
     added = {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0, "students": 0}
-    imported = []
     with db.write() as s:
-        enc_ids = {}
-        for e in man.encoders:
-            row, created = repo.encoder_row(s, e.model_dump())
-            enc_ids[e.fingerprint] = row.id
-            added["encoders"] += created
-        bank_rows = []
-        for b in man.banks:
-            row, created = repo.insert_bank(s, concept=b.concept, sha256=b.sha256, generator=b.generator,
-                                            params=b.params, sentences=list(b.sentences), note=b.note)
-            bank_rows.append(row)
-            added["banks"] += created
-        emb_rows = []
-        for i, e in enumerate(man.embeddings):
-            row, created = repo.insert_embedding(s, bank_id=bank_rows[e.bank].id, encoder_id=enc_ids[e.encoder],
-                                                 mean=tensors[f"embedding/{i}/mean"],
-                                                 key=tensors[f"embedding/{i}/key"], key_kind=e.key_kind)
-            emb_rows.append(row)
-            added["embeddings"] += created
-        # Directions go in batches (repo.insert_directions: a few statements per batch, not per direction); a
-        # combination first flushes the batch, as it links to the rows of its components.
-        dir_rows: list = [None] * len(man.directions)
-        batch: list[tuple[int, dict]] = []
-
-        def flush() -> None:
-            for (i, _), rec in zip(batch, repo.insert_directions(s, [item for _, item in batch])):
-                dir_rows[i] = rec
-            batch.clear()
-
-        sides = {}  # embedding index → (concept, bank sha256)
-        for j, e in enumerate(man.embeddings):
-            sides[j] = (man.banks[e.bank].concept, man.banks[e.bank].sha256)
-        for i, r in enumerate(man.directions):
-            item = {"name": r.name, "encoder_id": enc_ids[r.encoder], "key": tensors[f"direction/{i}/key"],
-                    "tags": r.tags, "note": r.note, "deprecated": bool(r.deprecated)}
-            if r.kind == "pair":
-                item.update(content=repo.direction_content("pair", r.encoder, source=sides[r.source],
-                                                           target=sides[r.target], scale=r.scale),
-                            source_id=emb_rows[r.source].id, target_id=emb_rows[r.target].id, scale=r.scale)
-                batch.append((i, item))
-                continue
-            flush()
-            comps = [(dir_rows[c.direction], c.weight) for c in r.components]
-            item.update(content=repo.direction_content("combination", r.encoder,
-                                                       components=[(d.content_sha256, w) for d, w in comps]),
-                        components=[{"id": d.id, "name": d.name, "version": d.version, "weight": w}
-                                    for d, w in comps])
-            dir_rows[i] = repo.insert_directions(s, [item])[0]
-        flush()
+        enc_ids, emb_rows = _import_embeddings(s, man, tensors, added)
+        dir_rows = _import_directions(s, man, tensors, enc_ids, emb_rows)
         added["directions"] = len({rec.id for rec in dir_rows if rec.created})
         imported = [f"{rec.name}@{rec.version}" for rec in dir_rows]
         for i, st in enumerate(man.students):
@@ -254,4 +278,3 @@ def import_library(db, path: Path) -> dict:
                                              dataset_sha256=st.dataset_sha256, params=st.params, metrics=st.metrics)
             added["students"] += created
     return {"path": str(path), "added": added, "directions": imported}
-
