@@ -12,6 +12,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from editor.loader import SHAPES_MODEL
+from editor.tiny import RANDOM_WEIGHTS_NOTICE, is_random_weights
+
+from registry.library.api import Registry
+
 CONCEPTS = [("cat", "dog"), ("kitten", "puppy"), ("day", "night"), ("horse", "zebra")]
 SHAPES_CONCEPTS = [("circle", "square"), ("red", "blue"), ("day", "night"), ("triangle", "star")]
 SHAPES_BANK_SIZE = 100  # sentences per bank on the shapes model: its 77-token MiniLM encodes ≈ 20 ms a sentence here
@@ -20,46 +25,28 @@ SHAPES_BANK_SIZE = 100  # sentences per bank on the shapes model: its 77-token M
 SAMPLE_IMAGE = Path(__file__).parent / "data" / "sample.png"
 
 
-def run_demo(out: Path, model: str | None = None, n: int | None = None, db: str | None = None,
-             progress: bool = False, echo: Callable[[str], None] = print, edit_steps: int | None = None,
-             do_edit: bool = True) -> dict:
-    from editor.loader import SHAPES_MODEL
-    from editor.tiny import is_random_weights
-
-    from registry.library.api import Registry
-
-    t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    model = model or SHAPES_MODEL
-    shapes = model == SHAPES_MODEL
-    tiny = not shapes and is_random_weights(model)
-    n = n or (SHAPES_BANK_SIZE if shapes else 1000)
-    concepts = SHAPES_CONCEPTS if shapes else CONCEPTS
+def _banner(model: str, shapes: bool, tiny: bool, echo) -> None:
     if shapes:
-        from editor.shapes.model import LABEL
+        from editor.shapes.model import LABEL  # the world's model card: only for its demo
 
         echo(f"model: {LABEL}.")
         echo("Pass --model CompVis/stable-diffusion-v1-4 (or a local SD folder) to run these steps on real photos.")
     elif tiny:
-        from editor.tiny import RANDOM_WEIGHTS_NOTICE
-
         echo("")
         echo("!" * 100)
         echo(f"!! {RANDOM_WEIGHTS_NOTICE}")
         echo("!" * 100)
         echo("")
-    url = db or f"sqlite:///{(out / 'registry.db').resolve()}"
-    echo(f"registry: {url}")
-    echo(f"model:    {model}")
-    reg = Registry.open(url, progress=progress)
 
+
+def _banks_and_directions(reg, concepts, model: str, n: int, echo) -> list:
+    """Steps 1 and 2: a template bank per concept, a direction per pair (and a rebuild returning it)."""
     echo(f"\n1. template banks ({n} sentences each; the template kind is chosen from the word)")
     for pair in concepts:
         for concept in pair:
             b = reg.make_bank(concept, "templates", n=n, seed=0)
             kind = (b.params or {}).get("template_kind", "?")
             echo(f"   {b.ref:<10} {kind:<9} {b.n_sentences} sentences, e.g. {b.sentences[0]!r}")
-
     echo("\n2. directions Δ = mean(target) − mean(source)")
     built = []
     for src, tgt in concepts:
@@ -68,30 +55,29 @@ def run_demo(out: Path, model: str | None = None, n: int | None = None, db: str 
         v = d.vector_numpy()
         echo(f"   {d.ref:<18} {d.source} → {d.target}  shape {list(v.shape)}  ‖Δ‖ {float((v ** 2).sum() ** 0.5):.4g}"
              f"  BOS row ‖·‖ {float((v[0, 0] ** 2).sum() ** 0.5):.2g}")
-    first = built[0]
-    again = reg.build_direction(first.source, first.target, model)
-    echo(f"   rebuilding {first.name} returns the stored version: {again.ref}")
+    again = reg.build_direction(built[0].source, built[0].target, model)
+    echo(f"   rebuilding {built[0].name} returns the stored version: {again.ref}")
+    return built
 
+
+def _browse(reg, first, probe, echo) -> list:
+    """Steps 3 and 4: the listing, the neighbours of the first direction, a word-pair search."""
     echo("\n3. list")
     for d in reg.directions():
         echo(f"   {d.ref:<18} encoder {d.encoder[:12]}  tags {d.tags}")
-
     echo(f"\n4. search: neighbours of {first.name}")
     hits = reg.search(first.name, k=4)
     for h in hits:
         echo(f"   {h.score:+.4f}  {h.direction.ref}")
-    probe = concepts[-1]
     pair_hits = reg.search_pair(probe[0], probe[1], k=2)
     echo(f"   --pair {probe[0]} {probe[1]} → {[h.direction.ref for h in pair_hits]}")
+    return hits
 
-    echo("\n5. combine and tag")
-    night = "day-to-night"
-    combo = reg.combine({first.name: 1.0, night: 0.5}, name=f"{first.name}-at-night")
-    reg.tag(first.ref, "shapes" if shapes else "animals")
-    echo(f"   {combo.ref} = 1.0·{first.name} + 0.5·{night}")
 
+def _exchange(reg, out: Path, names: list[str], echo) -> Path:
+    """Step 6: export a library, import it twice into a fresh registry (the second adds nothing)."""
     lib = out / "demo-library.p2pz"
-    info = reg.export([d.name for d in built] + [combo.name], lib)
+    info = reg.export(names, lib)
     echo(f"\n6. exported {info['directions']} directions to {lib} ({info['bytes']} bytes)")
     fresh_url = f"sqlite:///{(out / 'imported.db').resolve()}"
     fresh = Registry.open(fresh_url)
@@ -99,6 +85,34 @@ def run_demo(out: Path, model: str | None = None, n: int | None = None, db: str 
     res2 = fresh.import_(lib)
     echo(f"   imported into {fresh_url}: {res['added']}; a second import adds {res2['added']['directions']} directions")
     fresh.close()
+    return lib
+
+
+def run_demo(out: Path, model: str | None = None, n: int | None = None, db: str | None = None,
+             progress: bool = False, echo: Callable[[str], None] = print, edit_steps: int | None = None,
+             do_edit: bool = True) -> dict:
+    """``p2pz demo``: every step of the product on one model (the shapes model by default), then its edits."""
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    model = model or SHAPES_MODEL
+    shapes = model == SHAPES_MODEL
+    tiny = not shapes and is_random_weights(model)
+    n = n or (SHAPES_BANK_SIZE if shapes else 1000)
+    concepts = SHAPES_CONCEPTS if shapes else CONCEPTS
+    _banner(model, shapes, tiny, echo)
+    url = db or f"sqlite:///{(out / 'registry.db').resolve()}"
+    echo(f"registry: {url}")
+    echo(f"model:    {model}")
+    reg = Registry.open(url, progress=progress)
+    built = _banks_and_directions(reg, concepts, model, n, echo)
+    first = built[0]
+    hits = _browse(reg, first, concepts[-1], echo)
+    echo("\n5. combine and tag")
+    night = "day-to-night"
+    combo = reg.combine({first.name: 1.0, night: 0.5}, name=f"{first.name}-at-night")
+    reg.tag(first.ref, "shapes" if shapes else "animals")
+    echo(f"   {combo.ref} = 1.0·{first.name} + 0.5·{night}")
+    lib = _exchange(reg, out, [d.name for d in built] + [combo.name], echo)
     edits = []
     if do_edit and shapes:
         edits = _edit_shapes(reg, out, built[:3], edit_steps or 50, progress, echo)

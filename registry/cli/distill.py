@@ -161,17 +161,7 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
         from editor.metrics import LPIPS
 
         lpips = LPIPS.from_weights(lpips_weights)
-    options = {k: v for k, v in {"size": size, "base_channels": width, "depth": depth, "batch": batch,
-                                 "seed": seed}.items() if v is not None}
-    if width is not None and not resume:
-        options["disc_channels"] = width
-    if no_augment:
-        options.update(jitter=0.0, mirror=False)
-    if lpips is not None and (lambda_lpips is not None or not resume):
-        options["lambda_lpips"] = 10.0 if lambda_lpips is None else lambda_lpips
-    elif lambda_lpips is not None:
-        raise P2PZError("--lambda-lpips weighs the LPIPS term: pass --lpips-weights FILE too")
-
+    options = _train_options(size, width, depth, batch, seed, resume, no_augment, lpips is not None, lambda_lpips)
     structure = None
     if dino_model:
         from editor.metrics import StructureDistance
@@ -197,6 +187,26 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
         params={"steps": trainer.step, "train_pairs": result["train_pairs"], "held_out": result["held_out"],
                 "precision": result["precision"], "parameters": parameter_count(trainer.generator),
                 "run": str(Path(out_dir).resolve())})
+    _trained_summary(record, trainer, result, as_json)
+
+
+def _train_options(size, width, depth, batch, seed, resume: bool, no_augment: bool, lpips: bool,
+                   lambda_lpips) -> dict:
+    """The student's configuration the flags set (only those given: a resumed run keeps its own)."""
+    options = {k: v for k, v in {"size": size, "base_channels": width, "depth": depth, "batch": batch,
+                                 "seed": seed}.items() if v is not None}
+    if width is not None and not resume:
+        options["disc_channels"] = width
+    if no_augment:
+        options.update(jitter=0.0, mirror=False)
+    if lpips and (lambda_lpips is not None or not resume):
+        options["lambda_lpips"] = 10.0 if lambda_lpips is None else lambda_lpips
+    elif lambda_lpips is not None:
+        raise P2PZError("--lambda-lpips weighs the LPIPS term: pass --lpips-weights FILE too")
+    return options
+
+
+def _trained_summary(record, trainer, result: dict, as_json: bool) -> None:
     if as_json:
         echo_json(record.to_dict())
     else:

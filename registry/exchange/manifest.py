@@ -161,6 +161,39 @@ def _tensor(tensors: dict, name: str, shape: tuple) -> np.ndarray:
         raise _invalid(f"tensor {name}: {exc}") from None
 
 
+def _direction_content(man: Manifest, encoders: dict, i: int, r, contents: list[str]) -> dict:
+    """Check direction ``i``'s name, tags and references → what it is made of (its content, to hash)."""
+    where = f"directions[{i}]"
+    _check("@" not in r.name, f"{where}.name must not carry a version")
+    problem = name_problem(r.name, "direction")
+    _check(problem is None, f"{where}: {problem}")
+    for t in r.tags:
+        try:
+            check_tag(t)
+        except RefError as exc:
+            raise _invalid(f"{where}: {exc}") from None
+    _check(r.encoder in encoders, f"{where} uses encoder {r.encoder[:12]}, which the library does not declare")
+    if r.kind == "pair":
+        sides = []
+        for side in ("source", "target"):
+            j = getattr(r, side)
+            _check(j is not None, f"{where} lacks the field {side!r}")
+            _check(0 <= j < len(man.embeddings), f"{where}.{side} points nowhere")
+            _check(man.embeddings[j].encoder == r.encoder,
+                   f"{where} claims encoder {r.encoder[:12]} but its {side} embedding was made with "
+                   f"{man.embeddings[j].encoder[:12]}")
+            bank = man.banks[man.embeddings[j].bank]
+            sides.append((bank.concept, bank.sha256))
+        return repo.direction_content("pair", r.encoder, source=sides[0], target=sides[1], scale=r.scale)
+    _check(bool(r.components), f"{where}.components is empty")
+    for c in r.components:
+        _check(0 <= c.direction < i, f"{where}.components must point to earlier directions")
+        _check(man.directions[c.direction].encoder == r.encoder,
+               f"{where} mixes encoders {r.encoder[:12]} and {man.directions[c.direction].encoder[:12]}")
+    return repo.direction_content("combination", r.encoder,
+                                  components=[(contents[c.direction], c.weight) for c in r.components])
+
+
 def validate_manifest(raw) -> Manifest:
     """Parse a manifest and check everything in it that needs no tensor: types, cross-references, bank hashes,
     and each direction's ``content_sha256`` against what it is made of (a changed scale, weight or bank is
@@ -190,40 +223,10 @@ def validate_manifest(raw) -> Manifest:
         _check(e.encoder in encoders, f"embeddings[{i}] uses encoder {e.encoder[:12]}, which the library does not declare")
     contents: list[str] = []  # each direction's recomputed content hash, for the combinations after it
     for i, r in enumerate(man.directions):
-        where = f"directions[{i}]"
-        _check("@" not in r.name, f"{where}.name must not carry a version")
-        problem = name_problem(r.name, "direction")
-        _check(problem is None, f"{where}: {problem}")
-        for t in r.tags:
-            try:
-                check_tag(t)
-            except RefError as exc:
-                raise _invalid(f"{where}: {exc}") from None
-        _check(r.encoder in encoders, f"{where} uses encoder {r.encoder[:12]}, which the library does not declare")
-        if r.kind == "pair":
-            sides = []
-            for side in ("source", "target"):
-                j = getattr(r, side)
-                _check(j is not None, f"{where} lacks the field {side!r}")
-                _check(0 <= j < len(man.embeddings), f"{where}.{side} points nowhere")
-                _check(man.embeddings[j].encoder == r.encoder,
-                       f"{where} claims encoder {r.encoder[:12]} but its {side} embedding was made with "
-                       f"{man.embeddings[j].encoder[:12]}")
-                bank = man.banks[man.embeddings[j].bank]
-                sides.append((bank.concept, bank.sha256))
-            content = repo.direction_content("pair", r.encoder, source=sides[0], target=sides[1], scale=r.scale)
-        else:
-            _check(bool(r.components), f"{where}.components is empty")
-            for c in r.components:
-                _check(0 <= c.direction < i, f"{where}.components must point to earlier directions")
-                _check(man.directions[c.direction].encoder == r.encoder,
-                       f"{where} mixes encoders {r.encoder[:12]} and {man.directions[c.direction].encoder[:12]}")
-            content = repo.direction_content("combination", r.encoder,
-                                             components=[(contents[c.direction], c.weight) for c in r.components])
-        contents.append(sha256_json(content))
+        contents.append(sha256_json(_direction_content(man, encoders, i, r, contents)))
         if r.content_sha256 is not None:
-            _check(r.content_sha256 == contents[-1], f"{where} ({r.name}): content_sha256 does not match what the "
-                   "direction is made of (its scale, weights or banks were changed: tampered?)")
+            _check(r.content_sha256 == contents[-1], f"directions[{i}] ({r.name}): content_sha256 does not match "
+                   "what the direction is made of (its scale, weights or banks were changed: tampered?)")
     return man
 
 

@@ -181,6 +181,32 @@ class PreviewWorker:
         return PreviewResult(error=error)
 
 
+def _plan(directions, given: list[Path] | None, model: str | None, params: dict, force: bool, done) -> list:
+    """The renders still to make → [(item, [(direction, entry)])]: per model, per image, the directions without a
+    stored preview of these settings, :data:`BATCH` at a time; a stored one is recorded and reported ``cached``."""
+    by_model: dict[str | None, list[Direction]] = {}
+    for d in directions:
+        by_model.setdefault(choose_model([d], model), []).append(d)
+    work: list[tuple[PreviewItem, list]] = []
+    for chosen, group in by_model.items():
+        mkey = model_key(chosen)
+        for image in given or default_images(chosen or model):
+            image_sha = hashlib.sha256(image.read_bytes()).hexdigest()
+            todo = []
+            for d in group:
+                key = sha256_json({"direction": d.content_sha256, "image": image_sha, "model": mkey,
+                                   "params": params})
+                entry = {"key": key, "image": image.name, "params": params, "model": chosen or mkey}
+                if not force and (previews_dir() / key / "edit_thumb.png").is_file():
+                    _record(d, entry)
+                    done({"direction": d.ref, "image": image.name, "key": key, "status": "cached"})
+                else:
+                    todo.append((d, entry))
+            work += [(PreviewItem(chosen, str(image), [d.ref for d, _ in todo[i:i + BATCH]]), todo[i:i + BATCH])
+                     for i in range(0, len(todo), BATCH)]
+    return work
+
+
 def build_previews(registry, refs: list[str] | None, images: list[Path] | None = None, *, model: str | None = None,
                    device: str | None = None, dtype: str | None = None, captioner: str | None = None,
                    caption: str | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
@@ -207,26 +233,7 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
         if report:
             report(summary)
 
-    by_model: dict[str | None, list[Direction]] = {}
-    for d in directions:
-        by_model.setdefault(choose_model([d], model), []).append(d)
-    work: list[tuple[PreviewItem, list]] = []  # (item, [(direction, entry)]) still to render
-    for chosen, group in by_model.items():
-        mkey = model_key(chosen)
-        for image in given or default_images(chosen or model):
-            image_sha = hashlib.sha256(image.read_bytes()).hexdigest()
-            todo = []
-            for d in group:
-                key = sha256_json({"direction": d.content_sha256, "image": image_sha, "model": mkey,
-                                   "params": params})
-                entry = {"key": key, "image": image.name, "params": params, "model": chosen or mkey}
-                if not force and (previews_dir() / key / "edit_thumb.png").is_file():
-                    _record(d, entry)
-                    done({"direction": d.ref, "image": image.name, "key": key, "status": "cached"})
-                else:
-                    todo.append((d, entry))
-            work += [(PreviewItem(chosen, str(image), [d.ref for d, _ in todo[i:i + BATCH]]), todo[i:i + BATCH])
-                     for i in range(0, len(todo), BATCH)]
+    work = _plan(directions, given, model, params, force, done)
     if not work:
         return out
     options = EditorOptions(device=device, dtype=dtype, captioner=captioner, progress=progress)
