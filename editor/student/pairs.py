@@ -22,6 +22,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import torch
+from PIL import Image
+
 from store.files import atomic_write
 from store.hashing import sha256_json
 from store.progress import progress_bar
@@ -98,8 +102,6 @@ def teacher_image_pairs(editor, direction, paths: list, *, size: int, inversion,
 
 
 def _finish(source, edited, size: int, scorers, source_concept: str, target_concept: str):
-    from PIL import Image
-
     src = source.convert("RGB").resize((size, size), Image.BICUBIC)
     tgt = edited.convert("RGB").resize((size, size), Image.BICUBIC)
     scores = {}
@@ -239,10 +241,6 @@ def make_pairs(editor, direction, out: Path, *, images: list[Path] | None = None
 
 def load_pairs(folder: Path, size: int | None = None):
     """The kept pairs of a dataset as tensors (sources, targets) [N, 3, S, S] in [−1, 1], and their ids."""
-    import numpy as np
-    import torch
-    from PIL import Image
-
     data = read_manifest(folder)
     size = size or data["size"]
     kept = [p for p in data["pairs"] if p["kept"]]

@@ -30,6 +30,7 @@ from store.progress import progress_bar
 from ..checkpoints import flatten_optimizer, restore_optimizer
 from ..errors import EditorError
 from .model import PatchDiscriminator, StudentConfig, UNetGenerator
+from .pairs import dataset_sha256, load_pairs, read_manifest
 from .results import held_out_metrics, write_loss_plot, write_samples
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -344,8 +345,6 @@ def train_dataset(dataset: Path, out: Path, cfg: StudentConfig | None = None, st
     :func:`default_depth`) with ``options`` (StudentConfig fields) over them. ``resume`` continues the checkpoint
     in ``out`` and refuses ``options``, ``steps`` or ``held_out`` other than it holds (None: the checkpoint's);
     without ``resume`` an existing checkpoint is refused unless ``force``."""
-    from .pairs import dataset_sha256, load_pairs, read_manifest
-
     out = Path(out)
     options = dict(options or {})
     mode = resolve_precision(precision, device)

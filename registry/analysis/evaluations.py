@@ -8,13 +8,18 @@ Scores are compared at the edit's resolution (the source is resized as the edito
 
 from __future__ import annotations
 
+import base64
+import html
+import io
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from editor.devices import resolve_device
+from editor.errors import ComponentLoadError, EditorError
 from store import repository as repo
+from store.repository import METRICS
 
 from registry.library.records import Direction, RegistryError
 
@@ -83,7 +88,6 @@ def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, e
              limit: int | None = None, masks: dict | None = None, out_dir: Path | None = None,
              report=None) -> EvalRun:
     from editor.batch import output_name, output_stem, save_png, source_fields
-    from editor.errors import ComponentLoadError, EditorError
     from editor.evaluate import score_pair, summarize
     from editor.image import load_image
 
@@ -155,8 +159,6 @@ def parse_sweep(spec: str) -> tuple[str, list[float]]:
 
 def sweep(reg, ref: str, images: list[Path], spec: str, *, edit, **kwargs) -> list[EvalRun]:
     """One evaluation run per value of one edit parameter (each stored, its value in the run's parameters)."""
-    from dataclasses import replace
-
     name, values = parse_sweep(spec)
     runs = []
     for value in values:
@@ -173,9 +175,6 @@ def _thumb(image, size: int = 160):
 
 
 def _data_url(image) -> str:
-    import base64
-    import io
-
     buf = io.BytesIO()
     image.save(buf, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
@@ -184,9 +183,6 @@ def _data_url(image) -> str:
 def report_html(runs: list[EvalRun]) -> str:
     """One self-contained HTML page: per run, a grid of source | reconstruction | edit with each row's scores;
     for several runs (a sweep), a plot of clip_acc against structure_distance."""
-    import html
-
-    from store.repository import METRICS
 
     esc = html.escape
     parts = []

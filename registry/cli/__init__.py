@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 
 import click
@@ -43,8 +44,6 @@ def _reader_gone() -> None:
     """``p2pz … | head``: the reader closed the pipe. Exit quietly as Unix tools do: point stdout at /dev/null
     (so the interpreter's last flush cannot fail again) and exit 141 (128 + SIGPIPE, what a shell reports for a
     tool that SIGPIPE ended)."""
-    import os
-
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -240,8 +241,6 @@ def dev_train_shapes(state: State, out, steps, vae_steps, pool, seed, resume, fo
       p2pz dev train-shapes ./shapes-run --steps 6000
       p2pz dev train-shapes ./shapes-run --resume
     """
-    import sys
-
     import torch
 
     from editor.shapes.model import ShapesModelError

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import click
 
 from editor.devices import resolve_device
 
-from . import (VERSION, P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main,
-               pass_state)
+from . import P2PZError, P2PZGroup, VERSION, echo_json, echo_table, engine_options, json_option, main, pass_state
 
 
 @main.group(cls=P2PZGroup)
@@ -149,8 +149,6 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
       p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --steps 2000
       p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --resume
     """
-    import shlex
-
     from editor.student import parameter_count, weights_bytes
     from editor.student.train import TrainingInterrupted, train_dataset
 

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
 from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_option, main, pass_state
 
@@ -53,8 +54,6 @@ def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, m
       P2PZ_TOKEN=$(cat ~/.p2pz-token) p2pz serve
       p2pz serve --read-only --host 0.0.0.0 --port 8080
     """
-    from click.core import ParameterSource
-
     from ..web import Settings, create_app
 
     if token_file:

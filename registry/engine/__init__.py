@@ -19,6 +19,8 @@ import typing
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable, Iterator
 
+from store.progress import progress_bar
+
 from registry.library.records import RegistryError
 
 ENGINES = ("local", "ray")
@@ -54,8 +56,6 @@ class Engine:
 
     def map(self, worker: type, setup, items: list, *, desc: str = "working", progress: bool = False,
             on_result: Callable | None = None) -> list:
-        from store.progress import progress_bar
-
         out = []
         with progress_bar(len(items), desc, enabled=progress and bool(items), unit="item") as bar:
             for result in self.iter(worker, setup, items):

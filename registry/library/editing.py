@@ -59,7 +59,7 @@ def open_editor(directions, model: str | None = None, **kwargs):
     """An :class:`editor.Editor` for ``directions`` (see :func:`choose_model`); ``kwargs`` go to
     ``Editor.from_pretrained`` (device, dtype, captioner, safety_checker, progress, map_dtype, cache). A
     direction built with another text encoder is refused before the UNet and VAE load."""
-    from editor import Editor
+    from editor import Editor  # lazy: torch
 
     return Editor.from_pretrained(choose_model(directions, model), directions=list(directions), **kwargs)
 

@@ -13,10 +13,22 @@ The search key [D] is the encoder's own sentence embedding, averaged over senten
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass
 from typing import Callable
 
+from editor.loader import DEFAULT_MODEL, ModelLoadError, default_model, load_text_encoder
+from store import cache as store_cache
+from store import models as m
+from store import repository as repo
+from store.files import atomic_write
 from store.lazy import numpy as np
+from store.paths import cache_dir
+from store.progress import progress_bar
+from store.vectors import from_bytes
+
+from .records import RegistryError
 
 
 N_BLOCKS = 16  # sentences are spread over this many blocks by hash (fewer for tiny banks), for split-half statistics
@@ -49,8 +61,6 @@ class EncodedBank:
 
 def sentence_blocks(sentences: list[str], k: int = N_BLOCKS) -> list[int]:
     """The block of each sentence: a function of its text only, so any order of the bank gives the same blocks."""
-    import hashlib
-
     return [int.from_bytes(hashlib.sha256(s.encode("utf-8")).digest()[:4], "big") % k for s in sentences]
 
 
@@ -124,17 +134,11 @@ def encode_bank(
 # --- bank statistics in the cache -------------------------------------------------------------------------
 
 def stats_path(bank_sha: str, fingerprint: str):
-    from store.paths import cache_dir
-
     return cache_dir() / "encodings" / bank_sha[:2] / f"{bank_sha}-{fingerprint}.safetensors"
 
 
 def save_stats(bank_sha: str, fingerprint: str, stats: BankStats) -> None:
     from safetensors.numpy import save_file
-
-    from store import cache as store_cache
-    from store.files import atomic_write
-    from store.paths import cache_dir
 
     path = stats_path(bank_sha, fingerprint)
     tensors = {k: np.ascontiguousarray(v) for k, v in stats.to_tensors().items()}
@@ -144,8 +148,6 @@ def save_stats(bank_sha: str, fingerprint: str, stats: BankStats) -> None:
 
 def load_stats(bank_sha: str, fingerprint: str) -> BankStats | None:
     from safetensors.numpy import load_file
-
-    from store import cache as store_cache
 
     path = stats_path(bank_sha, fingerprint)
     if not path.is_file():
@@ -166,12 +168,6 @@ def registry_model(db, model: str | None) -> str:
     ``model`` when named; else ``$P2PZ_MODEL``; else the registry's own when its encoders all come from one
     model; else, for a registry without encoders, CompVis/stable-diffusion-v1-4. A registry with several models
     is asked which (a :class:`RegistryError` listing them)."""
-    import os
-
-    from editor.loader import DEFAULT_MODEL
-    from store import repository as repo
-
-    from .records import RegistryError
 
     if model:
         return model
@@ -190,9 +186,6 @@ def registry_model(db, model: str | None) -> str:
 def load_encoder(model: str | None, device: str | None = None):
     """The text encoder of ``model`` (``None``: $P2PZ_MODEL, else CompVis/stable-diffusion-v1-4; entry points
     pass :func:`registry_model`'s choice)."""
-    from editor.loader import ModelLoadError, default_model, load_text_encoder
-
-    from .records import RegistryError
 
     try:
         return load_text_encoder(model or default_model(), device=device)
@@ -220,12 +213,7 @@ class EmbeddingSource:
 
 def embed(db, bank, enc, *, progress: bool = False, batch_size: int = 32) -> EmbeddingSource:
     """Reuse the stored embedding of (bank, encoder) or encode the bank now, outside any transaction."""
-    from store import repository as repo
-    from store.progress import progress_bar
-    from store.vectors import from_bytes
-
     from .banks import bank_sentences
-    from .records import RegistryError
 
     with db.read() as s:
         row = repo.find_embedding(s, bank.concept, bank.sha256, enc.fingerprint)
@@ -246,9 +234,6 @@ def embed(db, bank, enc, *, progress: bool = False, batch_size: int = 32) -> Emb
 
 def store_embedding(s, source: EmbeddingSource, encoder_id: int):
     """Write an embedding (and its bank, when new) inside the caller's transaction → the row."""
-    from store import models as m
-    from store import repository as repo
-
     from .banks import store_bank
 
     if source.row_id is not None:

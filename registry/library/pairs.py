@@ -17,9 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
+from PIL import Image
+
 from editor.config import EditConfig, InversionConfig
-from editor.errors import EditorError
 from editor.devices import resolve_device
+from editor.errors import EditorError
+from editor.evaluate import Scorers
 from editor.loader import SHAPES_MODEL
 from editor.student.pairs import PairFilter, make_pairs, teacher_image_pairs, teacher_pair
 
@@ -55,7 +58,6 @@ def pair_judge(setup: PairsSetup):
         from editor.shapes.judge import ShapesJudge  # numpy only, but the world's code: only for its model
 
         return ShapesJudge.for_concepts(setup.source_concept, setup.target_concept)
-    from editor.evaluate import Scorers  # torch and transformers: only when CLIP/DINO judge
 
     return Scorers.load(setup.clip_model, setup.dino_model, device=resolve_device(setup.options.device))
 
@@ -124,8 +126,6 @@ def pairs_runner(engine, setup: PairsSetup, batch: int = 1):
     setup = replace(setup, direction=setup.direction.detached())
 
     def run(jobs):
-        from PIL import Image  # decoding the pairs: only when there are some
-
         originals = {pid: (kind, item, pid) for kind, item, pid in jobs}
         typed = [PairJob(kind, str(item) if kind == "image" else item, pid) for kind, item, pid in jobs]
         real = [j for j in typed if j.kind == "image"]

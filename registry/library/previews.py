@@ -18,12 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from PIL import Image, ImageOps
+
 from editor.batch import edit_files, output_name, output_stem
 from editor.config import EditConfig, InversionConfig
-
+from editor.loader import SHAPES_MODEL, default_model
 from store.files import atomic_write
 from store.hashing import sha256_json
 from store.paths import data_home
+
+from registry.engine import LocalEngine
 
 from .editing import EditorOptions, choose_model, open_editor
 from .records import Direction, NotFound, RegistryError
@@ -38,8 +42,6 @@ SHAPES_SAMPLE_IMAGE = Path(__file__).parent.parent / "data" / "shapes-sample.png
 
 def default_images(model: str | None) -> list[Path]:
     """The preview images of a model when none are given: the shapes sample on ``p2pz/shapes``, else the photo."""
-    from editor.loader import SHAPES_MODEL
-
     return [SHAPES_SAMPLE_IMAGE] if model == SHAPES_MODEL else [SAMPLE_IMAGE]
 BATCH = 8  # directions edited together per inversion
 
@@ -56,8 +58,6 @@ def model_key(model: str | None) -> str:
     """What identifies the model in a preview key: the hub id, or for a local folder its path with the names,
     sizes and modification times of every weight and config file in it (cheap: nothing is loaded), so replacing
     the weights invalidates the previews."""
-    from editor.loader import default_model
-
     model = model or default_model()
     folder = Path(model).expanduser()
     if folder.is_dir():
@@ -107,8 +107,6 @@ def _record(direction: Direction, entry: dict) -> None:
 
 
 def _thumb(src: Path, dst: Path) -> None:
-    from PIL import Image
-
     with Image.open(src) as im:
         im = im.convert("RGB")
         im.thumbnail((THUMB, THUMB))
@@ -218,8 +216,6 @@ def build_previews(registry, refs: list[str] | None, images: list[Path] | None =
     Directions sharing a model share one inversion per image (:data:`BATCH` at a time). ``editor_for(directions)``
     supplies the editor (default: loaded once per model). The renders run on ``engine``'s workers
     (:mod:`registry.engine`; default here) and are stored by this process."""
-    from registry.engine import LocalEngine
-
     directions = [registry.get(r) for r in refs] if refs else registry.directions()
     given = [Path(p) for p in images] if images else None
     for p in given or ():
@@ -265,8 +261,6 @@ def _store(edited: Path, image: Path, key: str) -> None:
     """Move one rendered preview into its content-addressed folder: the edit (with its provenance), the source
     at the edit's size, and both thumbnails — ``edit_thumb.png`` last, as a preview counts as present once it
     exists."""
-    from PIL import Image, ImageOps
-
     final = _ensure(previews_dir() / key)
     shutil.copyfile(edited, final / "edit.png.tmp")
     (final / "edit.png.tmp").replace(final / "edit.png")

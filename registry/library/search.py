@@ -7,12 +7,13 @@ reflects, and rebuilt from the database whenever that generation has moved on.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from store import models as m
 from store import repository as repo
 from store.hashing import sha256_json
-from store.index import AUTO_THRESHOLD, KINDS, DirectionIndex
+from store.index import AUTO_THRESHOLD, DirectionIndex, KINDS
 from store.lazy import numpy as np
 from store.paths import data_home
 from store.vectors import from_bytes
@@ -101,8 +102,6 @@ class SearchIndexes:
     def bench(self, queries: int = 200, k: int = 10, seed: int = 0) -> dict[str, dict]:
         """Recall@k of each index against exact search on the registry's own keys (queries: stored keys chosen
         at random, each searched for itself), and p50/p99 latency of both (``p2pz index bench``)."""
-        import time
-
         out = {}
         with self.db.read() as s:
             encoders = [(e.fingerprint, e.id, e.hidden_size) for e in repo.encoders(s)]

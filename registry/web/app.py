@@ -4,21 +4,26 @@ word-pair search does."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import hashlib
 import logging
+import re
 import threading
 from pathlib import Path
 
 from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from store.version import package_version
 
-from .jobs import JobRunner
 from . import errors
 from .deps import State, require_write
 from .guard import Gate
+from .jobs import JobRunner
 from .routers import banks, directions, files, jobs, library, pages, search, students
 from .settings import Settings
 
@@ -78,13 +83,7 @@ def _offline_docs(app: FastAPI) -> str:
     """The OpenAPI page at ``/docs`` from the Swagger UI 5 files shipped in the ``swagger-ui-py`` wheel (OpenAPI
     3.1, which FastAPI writes, needs Swagger UI 5), so it works without reaching a CDN — FastAPI's default page
     loads Swagger UI from jsDelivr. → the CSP hash of the page's one inline script (the gate allows only it)."""
-    import base64
-    import hashlib
-    import re
-
     import swagger_ui
-    from fastapi.openapi.docs import get_swagger_ui_html
-    from fastapi.responses import HTMLResponse
 
     assets = Path(swagger_ui.__file__).resolve().parent / "static"
     app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="swagger-ui")

@@ -6,10 +6,14 @@ import threading
 
 from fastapi import Depends, Header, Request
 
+from registry.library import previews
 from registry.library.api import Registry
-from .jobs import Jobs
+from registry.library.encoding import registry_model
+from registry.library.records import RegistryError
+
 from .errors import HTTPError
 from .guard import has_token, write_refusal
+from .jobs import Jobs
 from .settings import Settings
 
 
@@ -27,10 +31,6 @@ class State:
     def sample_image(self):
         """The sample image for "try it without an upload": a shapes-world image when the server's model (or the
         registry's one model) is the shapes model, else the bundled photo."""
-        from registry.library import previews
-        from registry.library.encoding import registry_model
-        from registry.library.records import RegistryError
-
         try:
             model = registry_model(self.registry.db, self.settings.model)
         except RegistryError:  # several models: the photo

@@ -9,10 +9,12 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .jobs import UploadError
 from registry.library.records import NotFound, RegistryError
+
+from .jobs import UploadError
 
 log = logging.getLogger("p2pz.web")
 
@@ -23,8 +25,6 @@ DATABASE_ERROR = "the registry's database failed on this request; the server log
 def from_database(exc: BaseException) -> bool:
     """Whether ``exc`` comes from the database driver (directly, or translated into a store or registry error
     along the way): its message is the server's business, not the client's."""
-    from sqlalchemy.exc import SQLAlchemyError
-
     seen = 0
     while exc is not None and seen < 10:
         if isinstance(exc, SQLAlchemyError):

@@ -24,8 +24,15 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from PIL import Image
+
+from editor.batch import edit_files, read_provenance
+from editor.config import EditConfig, InversionConfig
+from editor.errors import EditorError
 from store import repository as repo
 
+from registry.library.editing import choose_model, open_editor
+from registry.library.previews import build_previews
 from registry.library.records import NotFound, RegistryError, user_errors
 
 INTERRUPTED = "the server stopped while this job was running; submit it again"
@@ -76,8 +83,6 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, i
     """(format extension, width, height) of an uploaded image, or :class:`UploadError`: over ``max_bytes``
     or ``max_pixels`` (413, checked from the header before decoding — the decompression-bomb guard), or not a
     readable image (400)."""
-    from PIL import Image
-
     if len(data) > max_bytes:
         raise UploadError(f"the image is {len(data)} bytes, over this server's limit of {max_bytes}; "
                           "send a smaller file", 413)
@@ -106,9 +111,6 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, i
 def edit_params(*, steps: int = 50, seed: int = 0, scale: float = 1.0, xa_guidance: float | None = None,
                 guidance_scale: float = 5.0, caption: str | None = None) -> dict:
     """The parameters of an edit job, checked by the editor's own configuration classes."""
-    from editor.config import EditConfig, InversionConfig
-    from editor.errors import EditorError
-
     try:
         InversionConfig(steps=steps, seed=seed)
         EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale)
@@ -271,8 +273,6 @@ class JobRunner:
             repo.update_job(s, job_id, **values)
 
     def editor(self, directions):
-        from registry.library.editing import choose_model, open_editor
-
         key = (choose_model(directions, self.model), self.device, self.dtype)
         if key != self._editor_key:
             self._editor = None  # free the previous model first
@@ -299,8 +299,6 @@ class JobRunner:
         return on_step
 
     def _run_preview(self, job: Job) -> list[dict]:
-        from registry.library.previews import build_previews
-
         self._update(job.id, stage="loading model", progress=0.0)
         done = build_previews(self.jobs.registry, job.params["directions"], model=self.model, steps=job.params["steps"],
                               editor_for=self.editor, on_step=self._reporter(job.id, int(job.params["steps"])))
@@ -310,9 +308,6 @@ class JobRunner:
         return [{"direction": r["direction"], "preview": r["key"]} for r in done]
 
     def _run_edit(self, job: Job) -> list[dict]:
-        from editor.batch import edit_files, read_provenance
-        from editor.config import EditConfig, InversionConfig
-
         p = job.params
         directions = [self.jobs.registry.get(r) for r in p["directions"]]
         self._update(job.id, stage="loading model", progress=0.0)

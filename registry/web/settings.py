@@ -6,6 +6,8 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
+from store.paths import data_home
+
 from registry.library.records import RegistryError
 
 
@@ -52,6 +54,4 @@ class Settings:
                                 "($P2PZ_TOKEN or --token-file) or serve --read-only")
 
     def resolved_work_dir(self) -> Path:
-        from store.paths import data_home
-
         return Path(self.work_dir) if self.work_dir else data_home() / "web"
