@@ -18,15 +18,15 @@ __all__ = ["Editor", "EditorError", "ImageError", "EditResult", "Inversion", "In
 
 def __getattr__(name):
     if name in ("Editor", "EditResult", "Inversion"):
-        from . import pipeline
+        from . import pipeline  # lazy: torch
 
         return getattr(pipeline, name)
     if name == "DEFAULT_MODEL":
-        from .loader import DEFAULT_MODEL
+        from .loader import DEFAULT_MODEL  # lazy names
 
         return DEFAULT_MODEL
     if name in ("InversionConfig", "EditConfig"):
-        from . import config
+        from . import config  # lazy names
 
         return getattr(config, name)
     raise AttributeError(f"module 'editor' has no attribute {name!r}")

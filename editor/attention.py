@@ -92,7 +92,7 @@ class AttentionMaps:
         elif self.mode == "guide":
             ref = self.reference[self.t].get(layer)
             if ref is None or ref.shape != probs.shape:
-                from .cache import StaleEntry
+                from .cache import StaleEntry  # lazy: sqlalchemy
 
                 raise StaleEntry(f"the reference map of {layer} at timestep {self.t} is "
                                  f"{'missing' if ref is None else tuple(ref.shape)}, not {tuple(probs.shape)}")

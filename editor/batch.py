@@ -79,7 +79,7 @@ def save_png(image: Image.Image, path: Path, provenance: dict, caption: str | No
     """Write atomically with the provenance as a PNG text chunk ``p2pz`` (JSON); ``caption`` (what the image
     shows, e.g. the prompt of a generated image) goes into ``p2pz:caption``, read back by
     :func:`editor.caption.recorded_caption`."""
-    from .caption import CAPTION_KEY
+    from .caption import CAPTION_KEY  # lazy: torch
 
     info = PngInfo()
     info.add_text("p2pz", json.dumps(provenance, sort_keys=True, default=str))
@@ -211,7 +211,7 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
             continue
         outcome = EditOutcome(image=str(path), ok=False)
         try:
-            from .image import load_image
+            from .image import load_image  # lazy: torch
 
             image = load_image(path, outcome.warnings)  # read once: clear errors before any model work
             cap = caption or editor.caption(image)
@@ -277,7 +277,7 @@ def student_files(students: list, images: list[Path], out_dir: Path, *, force: b
                   report: Callable[[EditOutcome], None] | None = None) -> list[EditOutcome]:
     """Apply trained students (``(label, student, provenance)`` each) to image files: the same output names and
     provenance as diffusion edits, plus the student's version and weights."""
-    from .image import load_image
+    from .image import load_image  # lazy: torch
 
     outcomes = []
     for path in images:

@@ -63,7 +63,7 @@ def _valid(tensors: dict[str, torch.Tensor], expect: dict[str, Expected] | None)
 def _load(path: Path) -> dict[str, torch.Tensor] | None:
     if not path.is_file():
         return None
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file  # lazy: safetensors
 
     try:
         return load_file(str(path))
@@ -72,7 +72,7 @@ def _load(path: Path) -> dict[str, torch.Tensor] | None:
 
 
 def _save(path: Path, tensors: dict[str, torch.Tensor], metadata: dict | None = None) -> None:
-    from safetensors.torch import save_file
+    from safetensors.torch import save_file  # lazy: safetensors
 
     data = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     atomic_write(path, writer=lambda tmp: save_file(data, str(tmp), metadata=metadata or {}))

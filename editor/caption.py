@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from .shapes.caption import ShapesCaptioner
+
 DEFAULT_CAPTIONER = "Salesforce/blip-image-captioning-base"
 
 
@@ -44,7 +46,7 @@ def recorded_caption(image) -> str | None:
     """The caption recorded in an image's ``p2pz:caption`` PNG text chunk (a PIL image or a path), else None."""
     info = getattr(image, "info", None)
     if info is None:
-        from PIL import Image
+        from PIL import Image  # lazy: PIL
 
         try:
             with Image.open(image) as im:
@@ -60,7 +62,7 @@ def recorded_caption(image) -> str | None:
 
 def png_info(caption: str):
     """A ``PngInfo`` recording ``caption``: ``image.save(path, pnginfo=png_info(caption))``."""
-    from PIL.PngImagePlugin import PngInfo
+    from PIL.PngImagePlugin import PngInfo  # lazy: PIL
 
     info = PngInfo()
     info.add_text(CAPTION_KEY, caption)
@@ -88,12 +90,10 @@ class Captioner:
         if builtin.is_file():
             kind = json.loads(builtin.read_text()).get("kind")
             if kind == "shapes-parser":
-                from .shapes.caption import ShapesCaptioner
-
                 return ShapesCaptioner()
             raise ValueError(f"{builtin} names an unknown captioner kind {kind!r}")
-        from transformers import BlipForConditionalGeneration, BlipProcessor
-        from transformers.utils import logging as hf_logging
+        from transformers import BlipForConditionalGeneration, BlipProcessor  # lazy: transformers
+        from transformers.utils import logging as hf_logging  # lazy: transformers
 
         hf_logging.disable_progress_bar()
         processor = BlipProcessor.from_pretrained(name_or_path)

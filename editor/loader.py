@@ -25,6 +25,7 @@ from store.paths import cache_dir
 
 from .devices import default_device, resolve_device  # noqa: F401 (the loader's callers resolve devices too)
 from .errors import ComponentLoadError, EditorError, ModelLoadError
+from .shapes.model import ShapesModelError, snapshot
 
 from store.hashing import sha256_json
 
@@ -69,7 +70,6 @@ def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokeniz
     if not model or not model.strip():
         raise ModelLoadError("no model given; pass --model with a hub id or a local folder")
     if model.strip() == SHAPES_MODEL:  # the model p2pz trains and ships itself (architecture §12)
-        from .shapes.model import ShapesModelError, snapshot
 
         try:
             return _classify_folder(model, snapshot())
@@ -82,7 +82,7 @@ def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokeniz
         raise ModelLoadError(f"model folder {model!r} does not exist; give an existing folder or a hub id like "
                              "CompVis/stable-diffusion-v1-4")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # lazy: huggingface_hub
 
         patterns = ["model_index.json"] + [f"{p}/*" for p in parts]
         folder = snapshot_download(model, allow_patterns=patterns, local_files_only=local_only)
@@ -160,7 +160,7 @@ def compute_fingerprint(model) -> str:
     """sha256 over a model's config (canonical JSON, without paths/versions) and every tensor of its state
     dict (name, shape, fp32 bytes), in name order. Independent of file format and of the dtype it was loaded
     in when that is exact (fp16 weights loaded as fp32)."""
-    import torch
+    import torch  # lazy: torch
 
     h = hashlib.sha256()
     raw = model.config.to_dict() if hasattr(model.config, "to_dict") else dict(model.config)  # transformers / diffusers
@@ -178,7 +178,7 @@ def compute_fingerprint(model) -> str:
 
 def load_tokenizer(model: str | None = None, local_only: bool = False):
     """The tokenizer of an SD model (or plain encoder folder) alone — e.g. to check sentence lengths."""
-    from transformers import AutoTokenizer, CLIPTokenizer
+    from transformers import AutoTokenizer, CLIPTokenizer  # lazy: torch
 
     location = resolve_model(model or default_model(), parts=("tokenizer",), local_only=local_only)
     tok_dir = location.part("tokenizer")
@@ -218,9 +218,9 @@ _encoders: dict[tuple, TextEncoder] = {}
 
 def load_text_encoder(model: str | None = None, device: str | None = None, dtype: str = "float32") -> TextEncoder:
     """Load (once per process) the tokenizer and text encoder of ``model``."""
-    import torch
-    from transformers import AutoModel, AutoTokenizer, CLIPTextModel, CLIPTokenizer
-    from transformers.utils import logging as hf_logging
+    import torch  # lazy: torch
+    from transformers import AutoModel, AutoTokenizer, CLIPTextModel, CLIPTokenizer  # lazy: torch
+    from transformers.utils import logging as hf_logging  # lazy: transformers
 
     hf_logging.disable_progress_bar()
     device = resolve_device(device)
@@ -287,8 +287,8 @@ def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -
     unchanged, then from the loaded encoder), so that directions built with another encoder are refused before
     the UNet and VAE are fetched or loaded; then the UNet, VAE, DDIM scheduler and, when asked and shipped, the
     safety checker. Problems are one-line :class:`ModelLoadError` lines."""
-    import torch
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    import torch  # lazy: torch
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel  # lazy: torch
 
     location = resolve_model(model, parts=("text_encoder", "tokenizer"))
     if location.layout != "diffusers":
@@ -310,8 +310,8 @@ def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -
     scheduler = DDIMScheduler.from_pretrained(location.part("scheduler"))
     checker = extractor = None
     if safety_checker and location.part("safety_checker").is_dir():
-        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker
-        from transformers import CLIPImageProcessor
+        from diffusers.pipelines.stable_diffusion.safety_checker import StableDiffusionSafetyChecker  # lazy: torch
+        from transformers import CLIPImageProcessor  # lazy: torch
 
         checker = StableDiffusionSafetyChecker.from_pretrained(location.part("safety_checker"))
         extractor = CLIPImageProcessor.from_pretrained(location.part("feature_extractor"))
@@ -354,7 +354,7 @@ def load_clip(model_id: str, device: str = "cpu"):
     (read-only, so shared); one :class:`~editor.errors.EditorError` line when it cannot load."""
     from transformers import CLIPModel, CLIPProcessor  # heavy: only the commands that score load it
 
-    from .metrics import ClipScorer
+    from .metrics import ClipScorer  # lazy: torch
 
     try:
         return ClipScorer(CLIPModel.from_pretrained(model_id), CLIPProcessor.from_pretrained(model_id), device)
@@ -368,7 +368,7 @@ def load_dino(model_id: str, device: str = "cpu"):
     """The DINO ViT structure scorer (:class:`editor.metrics.StructureDistance`), as :func:`load_clip`."""
     from transformers import ViTModel  # heavy: only the commands that score load it
 
-    from .metrics import StructureDistance
+    from .metrics import StructureDistance  # lazy: torch
 
     try:
         return StructureDistance(ViTModel.from_pretrained(model_id, add_pooling_layer=False), device=device)

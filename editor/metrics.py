@@ -200,7 +200,7 @@ def _load_state(path: str | Path) -> dict:
     if not path.is_file():
         raise EditorError(f"weights file {str(path)!r} does not exist")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from safetensors.torch import load_file  # lazy: safetensors
 
         return load_file(str(path))
     try:
@@ -240,7 +240,7 @@ class LPIPS(nn.Module):
             state = _load_state(backbone)
         else:
             try:
-                import torchvision
+                import torchvision  # optional: torchvision
 
                 tv = getattr(torchvision.models, "alexnet" if net == "alex" else "vgg16")(weights="DEFAULT")
                 state = tv.state_dict()
@@ -313,6 +313,7 @@ def background_metrics(source: Image.Image, edit: Image.Image, mask: np.ndarray 
                        lpips: LPIPS | None = None) -> dict:
     """bg_mse, bg_psnr, bg_ssim (data range 1) and bg_lpips of the edit against the source, on ``1 − mask``
     (both images multiplied by it, as PIE-Bench) or on the whole image."""
+    # lazy: transformers
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     a = to_tensor(source)

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from store.hashing import sha256_json
+from store.paths import cache_dir
 from store.progress import progress_bar
 
 from .attention import cross_attention_layers
@@ -35,15 +36,12 @@ from .config import EditConfig, InversionConfig, with_overrides
 from .errors import EditorError
 from .image import load_image, pixels_sha256, to_pil
 from .inversion import image_latents, inversion_loop, latent_spec, synthetic_inversion
-from .loader import compute_fingerprint, default_model
-from .records import EditResult, Inversion, check_encoder, delta_tensor, torch_dtype  # noqa: F401 (Inversion, EditResult: the editor's API)
+from .loader import (ModelLoadError, compute_fingerprint, default_model, load_captioner, load_sd_components,
+                     resolve_device)
+from .records import EditResult, Inversion, check_encoder, delta_tensor, torch_dtype  # noqa: F401 (the editor's API)
 from .safety import blank_flagged
 from .sampler import edit_condition, guided_sample
 from .schedule import sampling_plan, to_epsilon
-
-from store.paths import cache_dir
-
-from .loader import ModelLoadError, load_sd_components, resolve_device
 
 
 class Editor:
@@ -102,7 +100,7 @@ class Editor:
         test model does), else Salesforce/blip-image-captioning-base. ``directions`` (anything with ``encoder``,
         a text-encoder fingerprint) are checked against the model's text encoder before the UNet and VAE load:
         from the cached fingerprint when the encoder's files are unchanged, else after loading the encoder alone."""
-        from diffusers.utils import logging as df_logging
+        from diffusers.utils import logging as df_logging  # lazy: diffusers
 
         model = model or default_model()
         df_logging.disable_progress_bar()
@@ -136,7 +134,7 @@ class Editor:
     @classmethod
     def from_pipe(cls, pipe, captioner: str | None = None, **kwargs) -> "Editor":
         """Build from an already loaded diffusers ``StableDiffusionPipeline`` (its scheduler is replaced by DDIM)."""
-        from diffusers import DDIMScheduler
+        from diffusers import DDIMScheduler  # lazy: diffusers
 
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         kwargs.setdefault("device", pipe.device)
@@ -199,8 +197,6 @@ class Editor:
         A captioner that cannot be loaded raises :class:`ComponentLoadError`: it would fail every image alike, so
         a batch stops with that one error instead of skipping each image."""
         if self._captioner is None:
-            from .loader import load_captioner
-
             self._captioner = load_captioner(self.captioner_id, str(self.device))
         return self._captioner([load_image(image)])[0]
 

@@ -17,7 +17,7 @@ def save_loss_plot(path: Path, panels: list[tuple[str, dict[str, tuple[list, lis
     import matplotlib  # heavy: only when a plot is written
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib
 
     fig, axes = plt.subplots(1, len(panels), figsize=size, squeeze=False)
     for ax, (title, series) in zip(axes[0], panels):

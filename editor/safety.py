@@ -16,7 +16,7 @@ def blank_flagged(images: list, checker, extractor, device, dtype) -> tuple[list
         checked, flags = checker(images=arr, clip_input=clip_input)
     flags = [bool(f) for f in flags]
     if any(flags):
-        from PIL import Image
+        from PIL import Image  # lazy: PIL
 
         images = [Image.fromarray((np.asarray(c) * 255).round().astype(np.uint8)) if f else im
                   for im, c, f in zip(images, checked, flags)]

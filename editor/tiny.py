@@ -216,7 +216,7 @@ def _tiny_text_encoder(folder: Path, vocab_map: dict, hidden_size: int, layers: 
 
 def _tiny_unet_vae_scheduler(folder: Path, seed: int, hidden_size: int, prediction_type: str) -> None:
     import torch  # heavy: only when a tiny model is built
-    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel  # lazy: torch
 
     torch.manual_seed(seed + 1)
     UNet2DConditionModel(block_out_channels=(32, 64), layers_per_block=2, sample_size=32, in_channels=4,
@@ -250,8 +250,8 @@ def build_tiny_model(
     "clip" or "trained".
     """
     import torch  # heavy: only when a tiny model is built
-    from diffusers.utils import logging as df_logging
-    from transformers.utils import logging as hf_logging
+    from diffusers.utils import logging as df_logging  # lazy: torch
+    from transformers.utils import logging as hf_logging  # lazy: transformers
 
     hf_logging.disable_progress_bar()
     df_logging.disable_progress_bar()
@@ -275,10 +275,10 @@ _BLIP_WORDS = ("a an the of on in with and is photo picture cat dog sitting stan
 
 def build_tiny_captioner(folder: str | os.PathLike, *, seed: int = 0) -> Path:
     """A tiny random-weight BLIP captioner (``BlipForConditionalGeneration`` + ``BlipProcessor``) in ``folder``."""
-    import torch
-    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipProcessor,
+    import torch  # lazy: torch
+    from transformers import (BertTokenizerFast, BlipConfig, BlipForConditionalGeneration, BlipProcessor,  # lazy: torch
                               BlipTextConfig, BlipVisionConfig)
-    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil  # lazy: torch
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

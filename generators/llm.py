@@ -110,7 +110,7 @@ class LLMGenerator:
         return key or "no-key"  # local servers accept any placeholder
 
     def _client(self, key: str):
-        from openai import OpenAI
+        from openai import OpenAI  # lazy: openai
 
         return OpenAI(api_key=key, base_url=self.url, timeout=self.timeout, max_retries=self.max_retries)
 
@@ -151,7 +151,7 @@ class LLMGenerator:
 
     def _call(self, client, req: dict, key: str) -> dict:
         """One request → {"content", "usage", "cached"}; maps every failure to a one-line GeneratorError."""
-        import openai
+        import openai  # lazy: openai
 
         host = self.safe_url
         try:

@@ -11,7 +11,7 @@ __all__ = ["Registry", "RegistryError", "Bank", "Direction", "SearchHit"]
 
 def __getattr__(name):
     if name in __all__:
-        from registry.library import api
+        from registry.library import api  # lazy: sqlalchemy
 
         return getattr(api, name)
     raise AttributeError(f"module 'registry' has no attribute {name!r}")

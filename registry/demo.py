@@ -133,10 +133,10 @@ DEMO_SEED = 10_000_000 + 424242  # a held-out shapes scene (world.HELD_OUT + …
 
 def _edit_shapes(reg, out: Path, directions: list, steps: int, progress: bool, echo) -> list[str]:
     """7. pix2pix-zero on a held-out shapes image: inversion, one reference pass, three edits, a grid."""
-    from editor.batch import edit_files
-    from editor.caption import png_info
+    from editor.batch import edit_files  # lazy: PIL
+    from editor.caption import png_info  # lazy: torch
 
-    from registry.library.editing import open_editor
+    from registry.library.editing import open_editor  # lazy: PIL
 
     sample = world.sample(DEMO_SEED, shape="circle", colour="red", background="day", size="large",
                           position="center")
@@ -152,7 +152,7 @@ def _edit_shapes(reg, out: Path, directions: list, steps: int, progress: bool, e
         echo(f"   edit failed: {o.error}")
         return []
     echo(f"   caption (recorded in the PNG): {o.caption!r}")
-    from PIL import Image
+    from PIL import Image  # lazy: PIL
 
     panels = [("source", sample.image())]
     recon = [p for p in o.outputs if p.endswith("__reconstruction.png")]
@@ -175,7 +175,7 @@ def _edit_shapes(reg, out: Path, directions: list, steps: int, progress: bool, e
 
 def write_grid(path: Path, panels: list, scale: int = 3) -> None:
     """A labelled row of images (each upscaled ``scale`` × with nearest-neighbour, so pixels stay pixels)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # lazy: PIL
 
     side = max(im.width for _, im in panels) * scale
     pad, label_h = 6, 16
@@ -190,9 +190,9 @@ def write_grid(path: Path, panels: list, scale: int = 3) -> None:
 
 def _edit_sample(reg, model: str, out: Path, tiny: bool, steps: int, progress: bool, echo) -> list[str]:
     """7. pix2pix-zero on the bundled sample image: caption, inversion, reference pass, two edits."""
-    from editor.batch import edit_files
+    from editor.batch import edit_files  # lazy: PIL
 
-    from registry.library.editing import open_editor
+    from registry.library.editing import open_editor  # lazy: PIL
 
     echo(f"\n7. edit the bundled sample image ({SAMPLE_IMAGE.name}) with pix2pix-zero, {steps} steps")
     captioner = str(Path(model) / "captioner") if tiny else None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 from pathlib import Path
+from urllib.parse import unquote
 from urllib.parse import quote
 from typing import Iterator
 
@@ -17,6 +18,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
 
 BUSY_TIMEOUT_MS = 30_000
 
@@ -100,8 +102,6 @@ def is_read_only(engine: Engine) -> bool:
 def shown_url(engine: Engine) -> str:
     """The database as messages name it: no password, and a read-only SQLite file by its path."""
     if is_read_only(engine):
-        from urllib.parse import unquote
-
         return f"sqlite:///{unquote(engine.url.database.removeprefix('file:'))}"
     return engine.url.render_as_string(hide_password=True)
 
@@ -124,7 +124,6 @@ def make_engine(url: str) -> Engine:
         elif db and db != ":memory:" and not db.startswith("file:"):
             Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
         elif not db or db == ":memory:" or "mode=memory" in db:  # one shared in-memory database per engine
-            from sqlalchemy.pool import StaticPool
 
             kwargs["poolclass"] = StaticPool
             kwargs["connect_args"]["check_same_thread"] = False

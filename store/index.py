@@ -31,7 +31,7 @@ AUTO_THRESHOLD = 50_000  # keys; below it an exact scan is fast enough (≈ 7 ms
 
 
 def _faiss():
-    import faiss
+    import faiss  # lazy: faiss
 
     # Flat search on many vectors is several times faster through BLAS with a low threshold (architecture §8).
     faiss.cvar.distance_compute_blas_threshold = 20

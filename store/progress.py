@@ -17,7 +17,7 @@ def progress_bar(total: int | None, desc: str, *, enabled: bool = True, unit: st
 
     ``on_update(desc, done, total)`` is also called after every update, bar shown or not (the web app's jobs
     report their progress through it)."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # lazy: tqdm
 
     bar = tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, disable=not enabled)
     return bar if on_update is None else _Reporting(bar, desc, total, on_update)

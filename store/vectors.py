@@ -18,7 +18,7 @@ class VectorError(ValueError):
 
 def to_bytes(array: np.ndarray) -> bytes:
     """Serialize one array; refuses NaN/Inf and non-float dtypes."""
-    from safetensors.numpy import save as _st_save
+    from safetensors.numpy import save as _st_save  # lazy: safetensors
 
     array = np.ascontiguousarray(array)
     if array.dtype.type not in _allowed():
@@ -30,8 +30,8 @@ def to_bytes(array: np.ndarray) -> bytes:
 
 def from_bytes(data: bytes, shape: tuple[int | None, ...] | None = None) -> np.ndarray:
     """Deserialize and validate one array. ``shape`` may use None for a free dimension."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as _st_load
+    from safetensors import SafetensorError  # lazy: safetensors
+    from safetensors.numpy import load as _st_load  # lazy: safetensors
 
     try:
         tensors = _st_load(bytes(data))

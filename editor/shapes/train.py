@@ -88,7 +88,7 @@ class Trainer:
     elapsed_s: float = 0.0
 
     def __post_init__(self):
-        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+        from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: diffusers
 
         self.out = Path(self.out)
         torch.manual_seed(self.cfg.seed)
@@ -130,7 +130,7 @@ class Trainer:
     # --- stage 2: the pool -----------------------------------------------------------------------------
     def _load_text(self):
         if self.text_model is None:
-            from transformers import AutoModel, AutoTokenizer
+            from transformers import AutoModel, AutoTokenizer  # lazy: transformers
 
             folder = text_encoder_folder()
             self.tokenizer = AutoTokenizer.from_pretrained(folder, model_max_length=77)
@@ -146,7 +146,7 @@ class Trainer:
 
     @torch.inference_mode()
     def build_pool(self) -> None:
-        from safetensors.torch import load_file, save_file
+        from safetensors.torch import load_file, save_file  # lazy: safetensors
 
         path = self.out / POOL
         if path.is_file():
@@ -251,7 +251,7 @@ class Trainer:
 
     # --- checkpoints ---------------------------------------------------------------------------------------
     def save(self) -> Path:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # lazy: safetensors
 
         tensors = {f"vae/{k}": v.detach().clone() for k, v in self.vae.state_dict().items()}
         tensors.update({f"unet/{k}": v.detach().clone() for k, v in self.unet.state_dict().items()})
@@ -271,7 +271,7 @@ class Trainer:
 
     @classmethod
     def resume(cls, out: Path, cfg: TrainConfig, progress: bool = False) -> "Trainer":
-        from safetensors import safe_open
+        from safetensors import safe_open  # lazy: safetensors
 
         path = Path(out) / CHECKPOINT
         if not path.is_file():
@@ -302,7 +302,7 @@ class Trainer:
     # --- the result ------------------------------------------------------------------------------------------
     def export(self, command: str) -> Path:
         """Write the trained model's shipped parts (EMA UNet, VAE, scheduler) and ``manifest.json`` into OUT."""
-        from diffusers import UNet2DConditionModel
+        from diffusers import UNet2DConditionModel  # lazy: diffusers
 
         self.vae.save_pretrained(self.out / "vae", safe_serialization=True)
         ema_unet = UNet2DConditionModel(**unet_config(widths=self.cfg.unet_widths))

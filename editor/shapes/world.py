@@ -118,7 +118,7 @@ def _polygon(shape: str, cx: float, cy: float, extent: float) -> list[tuple[floa
 
 def object_mask(scene: Scene) -> np.ndarray:
     """Coverage of the object, float64 [64, 64] in 0‥1 (anti-aliased at the edges)."""
-    from PIL import Image, ImageDraw
+    from PIL import Image, ImageDraw  # lazy: PIL
 
     k = SUPERSAMPLE
     big = Image.new("L", (SIZE * k, SIZE * k), 0)
@@ -151,7 +151,7 @@ def render(scene: Scene) -> np.ndarray:
 
 def render_pil(scene: Scene, caption: str | None = None):
     """``render`` as a PIL image; ``caption`` (when given) is recorded in the PNG text chunk ``caption``."""
-    from PIL import Image
+    from PIL import Image  # lazy: PIL
 
     img = Image.fromarray(render(scene), "RGB")
     if caption is not None:

@@ -18,7 +18,7 @@ MAX_WEIGHTS_BYTES = 2 << 30
 
 
 def weights_bytes(generator: torch.nn.Module) -> bytes:
-    from safetensors.torch import save
+    from safetensors.torch import save  # lazy: safetensors
 
     return save({k: v.detach().contiguous().cpu() for k, v in generator.state_dict().items()})
 
@@ -30,8 +30,8 @@ class Student:
 
     @classmethod
     def from_weights(cls, weights: bytes, config: dict, label: str = "student", device: str = "cpu") -> "Student":
-        from safetensors import SafetensorError
-        from safetensors.torch import load
+        from safetensors import SafetensorError  # lazy: safetensors
+        from safetensors.torch import load  # lazy: safetensors
 
         if len(weights) > MAX_WEIGHTS_BYTES:
             raise EditorError(f"student {label}: weights of {len(weights)} bytes exceed the {MAX_WEIGHTS_BYTES >> 30} GiB cap")

@@ -66,7 +66,7 @@ def _unreadable(path: Path, why) -> EditorError:
 def read_checkpoint(out_dir: Path, tensors: bool = True) -> tuple[dict, dict]:
     """(meta, tensors) of the checkpoint in ``out_dir`` (tensors {} when not asked for); a missing, truncated
     or foreign file is an :class:`EditorError` saying what to do."""
-    from safetensors import safe_open
+    from safetensors import safe_open  # lazy: safetensors
 
     path = Path(out_dir) / CHECKPOINT
     if not path.is_file():
@@ -254,7 +254,7 @@ class Trainer:
 
     # --- checkpoints -----------------------------------------------------------------------------------
     def save(self, out_dir: Path) -> Path:
-        from safetensors.torch import save_file
+        from safetensors.torch import save_file  # lazy: safetensors
 
         tensors = {f"generator/{k}": v.detach().cpu().clone() for k, v in self.generator.state_dict().items()}
         tensors.update({f"discriminator/{k}": v.detach().cpu().clone()

@@ -63,7 +63,7 @@ def report_html(d: Diagnostics) -> str:
     import matplotlib  # heavy: only when a report is written
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: matplotlib
 
     fig, ax = plt.subplots(figsize=(7, 2.6))
     ax.bar(range(len(d.token_profile)), d.token_profile, color="#4a7bb7")

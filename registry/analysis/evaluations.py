@@ -22,6 +22,7 @@ from store import repository as repo
 from store.repository import METRICS
 
 from registry.library.records import Direction, RegistryError
+from .diagnostics_report import figure_png
 
 
 @dataclass
@@ -87,9 +88,9 @@ def latest(db, directions: list[Direction]) -> dict[str, dict]:
 def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, edit, caption: str | None = None,
              limit: int | None = None, masks: dict | None = None, out_dir: Path | None = None,
              report=None) -> EvalRun:
-    from editor.batch import output_name, output_stem, save_png, source_fields
-    from editor.evaluate import score_pair, summarize
-    from editor.image import load_image
+    from editor.batch import output_name, output_stem, save_png, source_fields  # lazy: PIL
+    from editor.evaluate import score_pair, summarize  # lazy: torch
+    from editor.image import load_image  # lazy: torch
 
     d = reg.get(ref)
     source, target = concepts(d)
@@ -187,12 +188,11 @@ def report_html(runs: list[EvalRun]) -> str:
     esc = html.escape
     parts = []
     if len(runs) > 1:
-        import matplotlib
+        import matplotlib  # lazy: matplotlib
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # lazy: matplotlib
 
-        from .diagnostics_report import figure_png
 
         fig, ax = plt.subplots(figsize=(5, 3.5))
         xs = [r.means.get("structure_distance", float("nan")) for r in runs]
@@ -227,10 +227,10 @@ def report_html(runs: list[EvalRun]) -> str:
 def score_files(reg, edited: list[Path], *, scorers, sources: Path | None = None) -> list[EvalRun]:
     """Score existing outputs of ``p2pz edit``: direction and source image from each file's provenance (the
     source is looked up by name in ``sources`` when its recorded path is gone). One run per direction."""
-    from PIL import Image
+    from PIL import Image  # lazy: PIL
 
-    from editor.batch import read_provenance
-    from editor.evaluate import score_pair, summarize
+    from editor.batch import read_provenance  # lazy: PIL
+    from editor.evaluate import score_pair, summarize  # lazy: torch
 
     groups: dict[str, list[dict]] = {}
     for path in edited:

@@ -56,10 +56,10 @@ def _scores(scorers, image, edited, source: str, target: str, rle: list, target_
     """PIE-Bench's scores of one edit: the pair's (background outside the mask), CLIP of the whole edit and of
     the edited part."""
     import numpy as np  # heavy: only when the benchmark runs
-    from PIL import Image
+    from PIL import Image  # lazy: PIL
 
-    from editor.evaluate import score_pair
-    from editor.metrics import decode_rle
+    from editor.evaluate import score_pair  # lazy: torch
+    from editor.metrics import decode_rle  # lazy: torch
 
     src = image.resize(edited.size, resample=3) if image.size != edited.size else image
     mask = decode_rle([int(v) for v in rle]) if rle else None
@@ -79,7 +79,7 @@ def pie_bench(reg, mapping_path: Path, images_dir: Path, *, editor, scorers, mod
     PIE-Bench's definitions (masked background metrics, CLIP of the whole edit and of the edited part).
     Add/delete entries (one side has no bracketed words) are counted and skipped."""
     from editor.evaluate import summarize  # torch: only when the benchmark runs
-    from editor.image import load_image
+    from editor.image import load_image  # lazy: torch
 
     mapping = _read_mapping(mapping_path)
     deltas: dict[tuple[str, str], object] = {}

@@ -28,13 +28,13 @@ class P2PZError(click.ClickException):
 
 
 def _user_errors() -> tuple:
-    from editor.errors import EditorError, ImageError
-    from editor.loader import ModelLoadError
-    from generators import GeneratorError
-    from store.db import StoreError
-    from store.vectors import VectorError
+    from editor.errors import EditorError, ImageError  # lazy: start-up
+    from editor.loader import ModelLoadError  # lazy: start-up
+    from generators import GeneratorError  # lazy: start-up
+    from store.db import StoreError  # lazy: sqlalchemy
+    from store.vectors import VectorError  # lazy: start-up
 
-    from registry.library.records import RegistryError
+    from registry.library.records import RegistryError  # lazy: start-up
 
     return (RegistryError, GeneratorError, StoreError, VectorError, ModelLoadError, FileExistsError, EditorError,
             ImageError)
@@ -73,7 +73,7 @@ class P2PZGroup(click.Group):
             if isinstance(exc, _user_errors()):
                 msg = " ".join(str(exc).split()) or type(exc).__name__
                 raise P2PZError(msg) from None
-            from sqlalchemy.exc import SQLAlchemyError
+            from sqlalchemy.exc import SQLAlchemyError  # lazy: sqlalchemy
 
             if isinstance(exc, SQLAlchemyError):  # never a traceback, whatever the database says
                 first = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0][:300]
@@ -97,7 +97,7 @@ class State:
 
     def registry(self):
         if self._reg is None:
-            from registry.library.api import Registry
+            from registry.library.api import Registry  # lazy: sqlalchemy
 
             self._reg = Registry.open(self.db, progress=self.progress)
         return self._reg
@@ -140,7 +140,7 @@ class VersionType(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        from registry.library.naming import RefError, parse_version
+        from registry.library.naming import RefError, parse_version  # lazy: start-up
 
         try:
             return parse_version(value)
@@ -217,7 +217,7 @@ def bank_options(generator: str | None, *, kind: str | None = None, template_fil
     """The typed generator options (:mod:`generators.options`) the bank flags of a command describe, or None
     (no ``--from`` and no ``--kind``: the stored banks, else templates). A flag of another generator is an
     error naming the ``--from`` it needs."""
-    from generators import FileOptions, GeneratorError, LLMOptions, TemplateOptions
+    from generators import FileOptions, GeneratorError, LLMOptions, TemplateOptions  # lazy: start-up
 
     llm = dict(llm or {})
     if generator is None and kind:
@@ -268,8 +268,8 @@ def engine_options(f):
 
 
 def make_engine(engine, address, workers, gpus_per_worker):
-    from registry.engine import make_engine as engine_of
-    from registry.library.records import RegistryError
+    from registry.engine import make_engine as engine_of  # lazy: start-up
+    from registry.library.records import RegistryError  # lazy: start-up
 
     try:
         return engine_of(engine, address, workers, gpus_per_worker)

@@ -30,9 +30,9 @@ def db_upgrade(state, revision):
     Example:
       p2pz --db sqlite:///team.db db upgrade
     """
-    from migrations import current_revision, upgrade
-    from store.db import make_engine
-    from store.paths import default_db_url
+    from migrations import current_revision, upgrade  # lazy: sqlalchemy
+    from store.db import make_engine  # lazy: sqlalchemy
+    from store.paths import default_db_url  # lazy: start-up
 
     engine = make_engine(state.db or default_db_url())
     before = current_revision(engine)
@@ -123,8 +123,8 @@ def cache_info(as_json):
     Example:
       p2pz cache info --json
     """
-    from store import cache as store_cache
-    from store.paths import cache_dir
+    from store import cache as store_cache  # lazy: sqlalchemy
+    from store.paths import cache_dir  # lazy: start-up
 
     usage = store_cache.usage(cache_dir())
     limit = store_cache.max_bytes()
@@ -148,8 +148,8 @@ def cache_clear(kind, as_json):
     Example:
       p2pz cache clear --kind maps
     """
-    from store import cache as store_cache
-    from store.paths import cache_dir
+    from store import cache as store_cache  # lazy: sqlalchemy
+    from store.paths import cache_dir  # lazy: start-up
 
     gone = store_cache.clear(cache_dir(), kind)
     if as_json:
@@ -183,7 +183,7 @@ def dev_tiny_model(folder, vocab, v_prediction, seed, force):
     Example:
       p2pz dev tiny-model ./tiny-sd && p2pz direction build cat dog --model ./tiny-sd
     """
-    from editor.tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model
+    from editor.tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model  # lazy: start-up
 
     info = build_tiny_model(folder, seed=seed, vocab=vocab, overwrite=force,
                             prediction_type="v_prediction" if v_prediction else "epsilon")
@@ -205,7 +205,7 @@ def dev_shapes_model(folder, force):
       p2pz dev shapes-model ./shapes-sd && python -c "from diffusers import StableDiffusionPipeline; \\
         StableDiffusionPipeline.from_pretrained('./shapes-sd')"
     """
-    from editor.shapes.model import LABEL, ShapesModelError, write_snapshot
+    from editor.shapes.model import LABEL, ShapesModelError, write_snapshot  # lazy: start-up
 
     out = Path(folder)
     if out.exists() and not out.is_dir():
@@ -241,10 +241,10 @@ def dev_train_shapes(state: State, out, steps, vae_steps, pool, seed, resume, fo
       p2pz dev train-shapes ./shapes-run --steps 6000
       p2pz dev train-shapes ./shapes-run --resume
     """
-    import torch
+    import torch  # lazy: torch
 
-    from editor.shapes.model import ShapesModelError
-    from editor.shapes.train import ShapesTrainingError, Stopped, TrainConfig, train
+    from editor.shapes.model import ShapesModelError  # lazy: start-up
+    from editor.shapes.train import ShapesTrainingError, Stopped, TrainConfig, train  # lazy: torch
 
     if resume and force:
         raise P2PZError("--resume and --force contradict each other; pass one")
@@ -288,7 +288,7 @@ def demo(ctx, model, out, n, steps, no_edit):
       p2pz demo --out demo-out
       p2pz dev tiny-model ./tiny-sd && p2pz demo --model ./tiny-sd   # the random-weight plumbing model
     """
-    from ..demo import run_demo
+    from ..demo import run_demo  # lazy: numpy
 
     state = ctx.find_object(State)
     run_demo(Path(out), model=model, n=n, db=state.db, progress=state.progress, echo=click.echo, edit_steps=steps,

@@ -69,13 +69,13 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     made unfiltered. With --engine ray the teacher (and the filter's CLIP/DINO models) load once per worker; a
     worker that cannot load the filter's models fails its pairs (reported) instead of keeping them unfiltered.
     """
-    from editor.batch import expand_inputs
-    from editor.config import EditConfig, InversionConfig
-    from editor.student.pairs import PairFilter
+    from editor.batch import expand_inputs  # lazy: PIL
+    from editor.config import EditConfig, InversionConfig  # lazy: start-up
+    from editor.student.pairs import PairFilter  # lazy: torch
 
-    from registry.analysis.evaluations import concepts
-    from registry.library.editing import EditorOptions
-    from registry.library.pairs import PairsSetup, distill_pairs as make_dataset
+    from registry.analysis.evaluations import concepts  # lazy: sqlalchemy
+    from registry.library.editing import EditorOptions  # lazy: PIL
+    from registry.library.pairs import PairsSetup, distill_pairs as make_dataset  # lazy: torch
 
     d = state.registry().get(ref)
     source, target = concepts(d)
@@ -149,20 +149,20 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
       p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --steps 2000
       p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --resume
     """
-    from editor.student import parameter_count, weights_bytes
-    from editor.student.train import TrainingInterrupted, train_dataset
+    from editor.student import parameter_count, weights_bytes  # lazy: torch
+    from editor.student.train import TrainingInterrupted, train_dataset  # lazy: torch
 
     if resume and force:
         raise P2PZError("--resume continues the checkpoint and --force replaces it; pass one of them")
     lpips = None
     if lpips_weights:
-        from editor.metrics import LPIPS
+        from editor.metrics import LPIPS  # lazy: torch
 
         lpips = LPIPS.from_weights(lpips_weights)
     options = _train_options(size, width, depth, batch, seed, resume, no_augment, lpips is not None, lambda_lpips)
     structure = None
     if dino_model:
-        from editor.metrics import StructureDistance
+        from editor.metrics import StructureDistance  # lazy: torch
 
         structure = StructureDistance.from_pretrained(dino_model)
     try:

@@ -45,8 +45,7 @@ def _editor_options(state, loading: dict, **more):
     """The editor's loading flags (``--device``, ``--dtype``, ``--no-safety-checker``, ``--no-cache``,
     ``--cache-maps``) → :class:`registry.library.editing.EditorOptions`; a device this machine lacks is refused
     before anything loads."""
-
-    from registry.library.editing import EditorOptions
+    from registry.library.editing import EditorOptions  # lazy: PIL
 
     if loading.get("no_cache") and loading.get("cache_maps"):
         raise click.UsageError("--cache-maps needs the cache; drop --no-cache")
@@ -110,10 +109,10 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
       p2pz edit "shots/*.jpg" --direction day-to-night --caption "a street" --steps 100
       p2pz edit photos/ --direction cat-to-dog --engine ray --workers 4 --gpus-per-worker 1
     """
-    from editor.batch import expand_inputs
-    from editor.config import EditConfig, InversionConfig
+    from editor.batch import expand_inputs  # lazy: PIL
+    from editor.config import EditConfig, InversionConfig  # lazy: start-up
 
-    from registry.library.editing import EditRequest, run_edits
+    from registry.library.editing import EditRequest, run_edits  # lazy: PIL
 
     options = _editor_options(state, loading, map_dtype="float16" if maps_fp16 else "float32", captioner=captioner)
     request = EditRequest(
@@ -146,11 +145,11 @@ def generate(state, prompt, directions, scale, model, steps, guidance_scale, see
     Example:
       p2pz generate "a cat sitting on a sofa" --direction cat-to-dog --seed 3
     """
-    from editor.batch import generate_files
-    from editor.config import EditConfig
+    from editor.batch import generate_files  # lazy: PIL
+    from editor.config import EditConfig  # lazy: start-up
 
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
-    from registry.library.editing import choose_model, open_editor
+    from registry.library.editing import choose_model, open_editor  # lazy: PIL
 
     dirs = [state.registry().get(ref) for ref in directions]
     options = _editor_options(state, loading)

@@ -54,7 +54,7 @@ def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, m
       P2PZ_TOKEN=$(cat ~/.p2pz-token) p2pz serve
       p2pz serve --read-only --host 0.0.0.0 --port 8080
     """
-    from ..web import Settings, create_app
+    from ..web import Settings, create_app  # lazy: PIL
 
     if token_file:
         if token and ctx.get_parameter_source("token") == ParameterSource.COMMANDLINE:
@@ -76,7 +76,7 @@ def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, m
                         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
                         preview_steps=preview_steps)
     app = create_app(settings)
-    import uvicorn
+    import uvicorn  # lazy: uvicorn
 
     shown = f"[{host}]" if ":" in host else host
     state.info(f"p2pz serving {_masked(state.db) if state.db else 'the default registry'} on "
@@ -88,7 +88,7 @@ def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, m
 
 def _masked(url: str) -> str:
     """A database URL without its password, as the CLI's database errors show it (SQLAlchemy's masking)."""
-    from sqlalchemy.engine import make_url
+    from sqlalchemy.engine import make_url  # lazy: sqlalchemy
 
     try:
         return make_url(url).render_as_string(hide_password=True)
@@ -135,7 +135,7 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
       p2pz preview build cat-to-dog --images cat.png --caption "a photo of a cat"
       p2pz preview build --engine ray --workers 4 --gpus-per-worker 1
     """
-    from registry.library.previews import build_previews
+    from registry.library.previews import build_previews  # lazy: PIL
 
     paths = None
     if images:

@@ -94,7 +94,7 @@ class RayEngine(Engine):
     cpus_per_worker: float | None = None  # default: 1 with GPUs, else 0.5
 
     def iter(self, worker: type, setup, items: Iterable) -> Iterator:
-        from .ray import ray_iter
+        from .ray import ray_iter  # circular import
 
         yield from ray_iter(self, worker, setup, list(items))
 

@@ -23,7 +23,7 @@ _ENV = ("P2PZ_HOME", "P2PZ_MODEL", "P2PZ_CACHE_MAX_GB", "HF_HOME", "HF_HUB_OFFLI
 def start_ray(engine):
     """Connect to ``engine.address`` or start a local Ray (no dashboard) → the ``ray`` module."""
     try:
-        import ray
+        import ray  # lazy: ray
     except ImportError:
         raise RegistryError("--engine ray needs Ray: pip install 'p2pz[ray]'") from None
     if not ray.is_initialized():
@@ -45,7 +45,7 @@ class Actor:
     worker's ``failed`` result; an error in ``worker.fatal`` fails the job with its message."""
 
     def __init__(self, worker: type, setup, threads: int):
-        import torch
+        import torch  # lazy: torch
 
         torch.set_num_threads(threads)
         self.worker = worker(setup)
@@ -69,10 +69,10 @@ def ray_iter(engine, worker: type, setup, items: list):
     """The results of ``worker`` over ``items`` on ``engine``'s actors, one by one as they finish (in item order)."""
     if not items:
         return
-    import torch
+    import torch  # lazy: torch
 
     ray = start_ray(engine)
-    from ray.data import ActorPoolStrategy
+    from ray.data import ActorPoolStrategy  # lazy: ray
 
     # p2pz reports outcomes and failures itself: no execution plans or stack traces from Ray Data's logger
     logging.getLogger("ray.data").setLevel(logging.CRITICAL)

@@ -196,8 +196,8 @@ def read_archive(path: Path) -> tuple[Manifest, dict[str, np.ndarray]]:
         del blob
         man = validate_manifest(raw)
         data = read_member(zf, path, "tensors.safetensors", min(MAX_TENSOR_BYTES, tensor_budget(man)))
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
+    from safetensors import SafetensorError  # lazy: safetensors
+    from safetensors.numpy import load as st_load  # lazy: safetensors
 
     try:
         tensors = st_load(data)

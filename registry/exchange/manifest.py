@@ -232,8 +232,8 @@ def validate_manifest(raw) -> Manifest:
 
 def _student_weights(man: Manifest, tensors: dict, i: int) -> bytes:
     """A student's weights: exactly the declared bytes, their sha256, and a safetensors file of float tensors."""
-    from safetensors import SafetensorError
-    from safetensors.numpy import load as st_load
+    from safetensors import SafetensorError  # lazy: safetensors
+    from safetensors.numpy import load as st_load  # lazy: safetensors
 
     st = man.students[i]
     name = f"student/{i}/weights"

@@ -22,7 +22,7 @@ MAX_PT_ROWS = 100_000  # a raw bank [N, 77, D] of at most this many sentences
 def load_pt_embedding(path: Path, hidden_size: int) -> np.ndarray:
     """Read an official pix2pix-zero concept embedding: a tensor [1, 77, D] (or a raw bank [N, 77, D],
     averaged), loaded with ``torch.load(weights_only=True)`` only — a pickled object is refused."""
-    import torch
+    import torch  # lazy: torch
 
     if not path.is_file():
         raise RegistryError(f"embedding file {str(path)!r} does not exist")

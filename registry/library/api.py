@@ -47,10 +47,10 @@ class Registry:
     """
 
     def __init__(self, url: str | None = None, *, progress: bool = False, index_dir: str | Path | None = None):
-        from migrations import ensure_schema
-        from store.paths import default_db_url
+        from migrations import ensure_schema  # lazy: start-up
+        from store.paths import default_db_url  # lazy: start-up
 
-        from .search import SearchIndexes, default_index_dir
+        from .search import SearchIndexes, default_index_dir  # lazy: start-up
 
         self.url = url or default_db_url()
         self.progress = progress
@@ -115,9 +115,9 @@ class Registry:
     @_translated
     def embedding(self, ref: str, model: str | None = None):
         """The mean embedding [1, 77, D] of a bank under a model (encoding and storing it when missing)."""
-        from store.vectors import from_bytes
+        from store.vectors import from_bytes  # lazy: start-up
 
-        from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding
+        from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding  # lazy: start-up
 
         enc = load_encoder(registry_model(self.db, model))
         source = embed(self.db, _banks.resolve_bank(self.db, ref, None, 0, 0), enc, progress=self.progress)
@@ -175,9 +175,9 @@ class Registry:
         banks are made and encoded on ``engine``'s workers first (:mod:`registry.engine`; default here), records
         are written here. One ``{"source", "target", "name", "ref" | "error"}`` per pair; failures don't stop
         the rest (and don't undo it)."""
-        from registry.engine import LocalEngine
+        from registry.engine import LocalEngine  # lazy: start-up
 
-        from .build_many import build_many
+        from .build_many import build_many  # lazy: start-up
 
         return build_many(self.db, list(pairs), model, engine or LocalEngine(),
                           options=_banks.bank_options(generator, options), n=n, seed=seed, tags=tags, device=device,
@@ -212,7 +212,7 @@ class Registry:
     def inspect(self, ref: str, *, splits: int = 20, seed: int = 0):
         """Diagnostics of a direction without images (:mod:`registry.analysis.diagnostics`): stability, word-swap baseline,
         token profile, bank health, entanglement and checks."""
-        from registry.analysis.diagnostics import inspect
+        from registry.analysis.diagnostics import inspect  # lazy: start-up
 
         return inspect(self.db, self.indexes, ref, splits=splits, seed=seed)
 
@@ -220,7 +220,7 @@ class Registry:
     def bank_advice(self, ref: str) -> dict | None:
         """Which banks a pair direction uses (``{"source": {"bank", "size"}, "target": …}``) and a ``warning``
         when they are far below the size :meth:`inspect` asks for (from stored statistics: no encoder call)."""
-        from registry.analysis.diagnostics import bank_advice
+        from registry.analysis.diagnostics import bank_advice  # lazy: start-up
 
         return bank_advice(self.db, ref)
 
@@ -228,7 +228,7 @@ class Registry:
     def scores(self, directions: list[Direction]) -> dict[str, dict]:
         """The latest evaluation run of each direction that has one: {ref: {"run_id", "created_at", "n_images",
         "scores": {metric: value}}} (``p2pz eval``)."""
-        from registry.analysis.evaluations import latest
+        from registry.analysis.evaluations import latest  # lazy: start-up
 
         return latest(self.db, directions)
 
@@ -236,13 +236,13 @@ class Registry:
     @_translated
     def student(self, ref: str, version: int | None = None, with_weights: bool = True):
         """The latest non-deprecated (or ``version``) student of a direction version (``p2pz student show``)."""
-        from .students import get
+        from .students import get  # lazy: start-up
 
         return get(self.db, ref, version, with_weights)
 
     @_translated
     def students(self):
-        from .students import listing
+        from .students import listing  # lazy: start-up
 
         return listing(self.db)
 
@@ -250,21 +250,21 @@ class Registry:
     def deprecate_student(self, ref: str, version: int):
         """Deprecate student ``version`` of a direction version: ``student``/``Student.load`` without a version
         then pick the latest other one (``p2pz student deprecate``); reversible."""
-        from .students import set_deprecated
+        from .students import set_deprecated  # lazy: start-up
 
         return set_deprecated(self.db, ref, version, True)
 
     @_translated
     def undeprecate_student(self, ref: str, version: int):
         """Undo :meth:`deprecate_student` (``p2pz student undeprecate``)."""
-        from .students import set_deprecated
+        from .students import set_deprecated  # lazy: start-up
 
         return set_deprecated(self.db, ref, version, False)
 
     @_translated
     def store_student(self, ref: str, **fields):
         """Store a trained student for a direction version (content-addressed by its weights)."""
-        from .students import store
+        from .students import store  # lazy: start-up
 
         return store(self.db, ref, **fields)
 
@@ -272,7 +272,7 @@ class Registry:
     @_translated
     def search(self, ref: str, k: int = 10) -> list[SearchHit]:
         """Directions most similar (cosine of search keys) to a stored one, itself included, same encoder."""
-        from .search import search
+        from .search import search  # lazy: start-up
 
         return search(self.indexes, ref, k)
 
@@ -280,7 +280,7 @@ class Registry:
     def search_pair(self, source: str, target: str, k: int = 10, *, model: str | None = None,
                     save: bool = False, name: str | None = None) -> list[SearchHit]:
         """Directions similar to the one the two concepts would make, without storing it (unless ``save``)."""
-        from .search import search_pair
+        from .search import search_pair  # lazy: start-up
 
         if save:
             d = self.build_direction(source, target, model, name=name)
@@ -303,14 +303,14 @@ class Registry:
     @_translated
     def export(self, refs: Iterable[str], path: str | Path) -> dict:
         """Write a ``.p2pz`` library (zip: manifest.json + tensors.safetensors) with full provenance."""
-        from registry.exchange import export_library
+        from registry.exchange import export_library  # lazy: pydantic
 
         return export_library(self.db, list(refs), Path(path))
 
     @_translated
     def import_(self, path: str | Path) -> dict:
         """Import a ``.p2pz`` library (idempotent: importing twice adds nothing)."""
-        from registry.exchange import import_library
+        from registry.exchange import import_library  # lazy: pydantic
 
         return import_library(self.db, Path(path))
 
@@ -318,6 +318,6 @@ class Registry:
     def import_pt(self, source_pt: str | Path, target_pt: str | Path, name: str | None = None,
                   model: str | None = None) -> Direction:
         """A direction from the official pix2pix-zero per-concept ``.pt`` means (``torch.load(weights_only=True)``)."""
-        from registry.exchange import import_pt
+        from registry.exchange import import_pt  # lazy: pydantic
 
         return import_pt(self.db, Path(source_pt), Path(target_pt), name=name, model=model)

@@ -29,6 +29,7 @@ from store.progress import progress_bar
 from store.vectors import from_bytes
 
 from .records import RegistryError
+from .banks import bank_sentences, store_bank
 
 
 N_BLOCKS = 16  # sentences are spread over this many blocks by hash (fewer for tiny banks), for split-half statistics
@@ -73,7 +74,7 @@ def tokenize(encoder, sentences: list[str]):
 
 def encode_sentences(encoder, sentences: list[str]):
     """Per-sentence hidden states [B, 77, D] and keys [B, D] for one batch (model dtype, on its device)."""
-    import torch
+    import torch  # lazy: torch
 
     batch = tokenize(encoder, sentences)
     ids = batch["input_ids"].to(encoder.device)  # [B, 77]
@@ -94,7 +95,7 @@ def encode_bank(
 ) -> EncodedBank:
     """Mean embedding [1, 77, D] and mean key [D] of ``sentences`` (batched, inference mode), plus the
     :class:`BankStats` diagnostics use (block sums and per-sentence keys, from the same forward passes)."""
-    import torch
+    import torch  # lazy: torch
 
     if not sentences:
         raise ValueError("cannot encode an empty bank")
@@ -138,7 +139,7 @@ def stats_path(bank_sha: str, fingerprint: str):
 
 
 def save_stats(bank_sha: str, fingerprint: str, stats: BankStats) -> None:
-    from safetensors.numpy import save_file
+    from safetensors.numpy import save_file  # lazy: safetensors
 
     path = stats_path(bank_sha, fingerprint)
     tensors = {k: np.ascontiguousarray(v) for k, v in stats.to_tensors().items()}
@@ -147,7 +148,7 @@ def save_stats(bank_sha: str, fingerprint: str, stats: BankStats) -> None:
 
 
 def load_stats(bank_sha: str, fingerprint: str) -> BankStats | None:
-    from safetensors.numpy import load_file
+    from safetensors.numpy import load_file  # lazy: safetensors
 
     path = stats_path(bank_sha, fingerprint)
     if not path.is_file():
@@ -213,8 +214,6 @@ class EmbeddingSource:
 
 def embed(db, bank, enc, *, progress: bool = False, batch_size: int = 32) -> EmbeddingSource:
     """Reuse the stored embedding of (bank, encoder) or encode the bank now, outside any transaction."""
-    from .banks import bank_sentences
-
     with db.read() as s:
         row = repo.find_embedding(s, bank.concept, bank.sha256, enc.fingerprint)
         if row is not None:
@@ -234,8 +233,6 @@ def embed(db, bank, enc, *, progress: bool = False, batch_size: int = 32) -> Emb
 
 def store_embedding(s, source: EmbeddingSource, encoder_id: int):
     """Write an embedding (and its bank, when new) inside the caller's transaction → the row."""
-    from .banks import store_bank
-
     if source.row_id is not None:
         return s.get(m.Embedding, source.row_id)
     bank_row = store_bank(s, source.bank)

@@ -45,10 +45,10 @@ def not_found_message(exc) -> str:
 @contextlib.contextmanager
 def user_errors():
     """Turn the lower layers' user-facing errors (store, generators, vectors) into :class:`RegistryError`."""
-    from generators import GeneratorError
-    from store.db import StoreError
-    from store.repository import NotFoundError
-    from store.vectors import VectorError
+    from generators import GeneratorError  # lazy: start-up
+    from store.db import StoreError  # lazy: sqlalchemy
+    from store.repository import NotFoundError  # lazy: sqlalchemy
+    from store.vectors import VectorError  # lazy: start-up
 
     try:
         yield
@@ -150,7 +150,7 @@ class Direction:
     @property
     def vector(self):
         """Δ as a torch tensor [1, 77, D] float32."""
-        import torch
+        import torch  # lazy: torch
 
         return torch.from_numpy(self.vector_numpy().copy())
 

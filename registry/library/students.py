@@ -125,7 +125,7 @@ def edit_with_students(registry, directions, paths, out_dir, version: int | None
     image (milliseconds each) → one :class:`editor.batch.EditOutcome` per image, written as diffusion edits are
     (same names and provenance, plus the student's version and weights)."""
     from editor.batch import student_files  # torch: only when students are applied
-    from editor.student import Student
+    from editor.student import Student  # lazy: torch
 
     device = resolve_device(device)
     students = []

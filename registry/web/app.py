@@ -83,7 +83,7 @@ def _offline_docs(app: FastAPI) -> str:
     """The OpenAPI page at ``/docs`` from the Swagger UI 5 files shipped in the ``swagger-ui-py`` wheel (OpenAPI
     3.1, which FastAPI writes, needs Swagger UI 5), so it works without reaching a CDN — FastAPI's default page
     loads Swagger UI from jsDelivr. → the CSP hash of the page's one inline script (the gate allows only it)."""
-    import swagger_ui
+    import swagger_ui  # lazy: swagger_ui
 
     assets = Path(swagger_ui.__file__).resolve().parent / "static"
     app.mount("/docs-assets", StaticFiles(directory=str(assets)), name="swagger-ui")

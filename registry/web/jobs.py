@@ -30,6 +30,7 @@ from editor.batch import edit_files, read_provenance
 from editor.config import EditConfig, InversionConfig
 from editor.errors import EditorError
 from store import repository as repo
+from store.files import atomic_write
 
 from registry.library.editing import choose_model, open_editor
 from registry.library.previews import build_previews
@@ -149,8 +150,6 @@ class Jobs:
         folder = self.folder(job_id)
         folder.mkdir(parents=True)
         try:
-            from store.files import atomic_write
-
             atomic_write(folder / f"input.{ext}", image)
             with user_errors(), self.db.write() as s:
                 row = repo.insert_job(s, job_id=job_id, kind="edit", params={

@@ -8,6 +8,7 @@ from typing import Iterable
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
+from sqlalchemy import insert
 
 from store import models as m
 from store.db import StoreError
@@ -126,8 +127,6 @@ def insert_directions(s: Session, items: list[dict]) -> list[InsertedDirection]:
         keys.append(key_bytes)
         pending[(name, sha)] = out[i] = InsertedDirection(0, name, version, sha, True)
     if rows:
-        from sqlalchemy import insert
-
         ids = s.execute(insert(m.Direction).returning(m.Direction.id, sort_by_parameter_order=True), rows).scalars().all()
         s.execute(insert(m.DirectionKey), [{"direction_id": i, "key": k} for i, k in zip(ids, keys)])
         by_ref = {(r["name"], r["version"]): i for r, i in zip(rows, ids)}
