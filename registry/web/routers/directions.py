@@ -11,7 +11,9 @@ from store.repository import METRICS, SORTS
 
 from registry.library.api import Registry
 
-from ..deps import State, registry, require_write, state
+from ..deps import State, jobs, registry, require_write, settings, state
+from ..jobs import Jobs
+from ..settings import Settings
 from ..schemas import BuildIn, DirectionDetail, DirectionOut, DirectionPage, Error, JobOut, TagIn
 from ..views import MAX_PAGE, detail, direction_out, directions_out, job_out
 
@@ -27,13 +29,13 @@ def list_directions(q: str | None = Query(None, max_length=200, description="Mat
                     sort: str = Query("name", description=SORT_HELP),
                     page: int = Query(1, ge=1, le=MAX_PAGE), per_page: int | None = Query(None, ge=1, le=200),
                     deprecated: bool = Query(False, description="Include deprecated versions."),
-                    st: State = Depends(state)):
+                    reg: Registry = Depends(registry), cfg: Settings = Depends(settings)):
     """One page of directions with their latest scores and preview thumbnails."""
-    per_page = per_page or st.settings.per_page
-    total, ds = st.registry.page(query=q, tag=tag, include_deprecated=deprecated, sort=sort,
+    per_page = per_page or cfg.per_page
+    total, ds = reg.page(query=q, tag=tag, include_deprecated=deprecated, sort=sort,
                                  offset=(page - 1) * per_page, limit=per_page)
     return {"total": total, "page": page, "per_page": per_page, "pages": max(1, math.ceil(total / per_page)),
-            "sort": sort, "q": q, "items": directions_out(st.registry, ds)}
+            "sort": sort, "q": q, "items": directions_out(reg, ds)}
 
 
 @router.get("/{ref}", response_model=DirectionDetail, responses=ERRORS)
@@ -55,13 +57,13 @@ def direction_diagnostics(ref: str, st: State = Depends(state)):
 
 @router.post("", response_model=DirectionOut, status_code=201, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
-def build_direction(body: BuildIn, st: State = Depends(state)):
+def build_direction(body: BuildIn, reg: Registry = Depends(registry), cfg: Settings = Depends(settings)):
     """Build Δ = mean(target bank) − mean(source bank) with the server's model (``p2pz direction build``);
     missing banks are made from templates. Building the same again returns the stored version."""
     options = TemplateOptions(template_kind=body.kind) if body.kind else None
-    d = st.registry.build_direction(body.source, body.target, st.settings.model, name=body.name, n=body.n,
+    d = reg.build_direction(body.source, body.target, cfg.model, name=body.name, n=body.n,
                                     seed=body.seed, scale=body.scale, tags=body.tags, note=body.note,
-                                    device=st.settings.device, generator=options)
+                                    device=cfg.device, generator=options)
     return direction_out(d)
 
 
@@ -95,7 +97,7 @@ def undeprecate_direction(ref: str, reg: Registry = Depends(registry)):
 
 @router.post("/{ref}/preview", response_model=JobOut, status_code=202, responses=WRITE_ERRORS,
              dependencies=[Depends(require_write)])
-def render_preview(ref: str, st: State = Depends(state)):
+def render_preview(ref: str, queue: Jobs = Depends(jobs), cfg: Settings = Depends(settings)):
     """Queue the preview render of a direction on the bundled sample image → the job."""
-    return job_out(st.jobs.submit_preview(ref, steps=st.settings.preview_steps, model=st.settings.model))
+    return job_out(queue.submit_preview(ref, steps=cfg.preview_steps, model=cfg.model))
 

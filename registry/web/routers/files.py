@@ -9,7 +9,10 @@ from registry.library import previews as _previews
 from registry.library.records import NotFound
 from store.version import package_version
 
-from ..deps import State, state
+from registry.library.api import Registry
+
+from ..deps import registry, settings
+from ..settings import Settings
 from ..schemas import Error, Health
 
 router = APIRouter(prefix="/api", tags=["files"])
@@ -34,7 +37,7 @@ def sample(name: str):
 
 
 @router.get("/health", response_model=Health)
-def health(st: State = Depends(state)):
-    total, _ = st.registry.page(limit=0)
-    return {"ok": True, "version": package_version(), "read_only": st.settings.read_only, "auth": bool(st.settings.token),
+def health(reg: Registry = Depends(registry), cfg: Settings = Depends(settings)):
+    total, _ = reg.page(limit=0)
+    return {"ok": True, "version": package_version(), "read_only": cfg.read_only, "auth": bool(cfg.token),
             "directions": total}

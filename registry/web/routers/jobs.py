@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
-from registry.web.jobs import UploadError, edit_params
-from ..deps import State, require_token_for_private_reads, require_write, state
+from ..deps import State, jobs, require_token_for_private_reads, require_write, state
+from ..jobs import Jobs, UploadError, edit_params
 from ..errors import HTTPError
 from ..schemas import Error, JobOut
 from ..views import job_out
@@ -52,26 +52,26 @@ def submit_edit(image: UploadFile | None = File(None, description="The photo to 
 
 @router.get("/jobs", response_model=list[JobOut], dependencies=PRIVATE, responses={401: {"model": Error}})
 def list_jobs(status: str | None = Query(None, pattern="^(queued|running|done|failed)$"),
-              limit: int = Query(50, ge=1, le=500), st: State = Depends(state)):
+              limit: int = Query(50, ge=1, le=500), queue: Jobs = Depends(jobs)):
     """Recent jobs, newest first."""
-    return [job_out(j) for j in st.jobs.list(status, limit)]
+    return [job_out(j) for j in queue.list(status, limit)]
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=READ_ERRORS, dependencies=PRIVATE)
-def get_job(job_id: str, st: State = Depends(state)):
+def get_job(job_id: str, queue: Jobs = Depends(jobs)):
     """A job's status, progress (0 … 1), stage, and, when done, its result URLs with their provenance."""
-    return job_out(st.jobs.get(job_id))
+    return job_out(queue.get(job_id))
 
 
 @router.get("/jobs/{job_id}/results/{index}", response_class=FileResponse, responses=READ_ERRORS, dependencies=PRIVATE)
-def job_result(job_id: str, index: int, st: State = Depends(state)):
+def job_result(job_id: str, index: int, queue: Jobs = Depends(jobs)):
     """Download one result image (PNG with its provenance in a ``p2pz`` text chunk)."""
-    path = st.jobs.result_file(job_id, index)
+    path = queue.result_file(job_id, index)
     return FileResponse(path, media_type="image/png", filename=path.name)
 
 
 @router.get("/jobs/{job_id}/input", response_class=FileResponse, responses=READ_ERRORS, dependencies=PRIVATE)
-def job_input(job_id: str, st: State = Depends(state)):
+def job_input(job_id: str, queue: Jobs = Depends(jobs)):
     """The image a job edits, as uploaded."""
-    path = st.jobs.input_file(job_id)
+    path = queue.input_file(job_id)
     return FileResponse(path, filename=path.name)

@@ -12,7 +12,8 @@ from starlette.background import BackgroundTask
 from registry.web.jobs import UploadError
 from registry.library.api import Registry
 
-from ..deps import State, registry, require_write, state
+from ..deps import registry, require_write, settings
+from ..settings import Settings
 from ..schemas import Error, ImportOut
 
 router = APIRouter(prefix="/api", tags=["library"])
@@ -37,9 +38,10 @@ def export(names: str = Query(..., max_length=10_000, description="Comma-separat
 
 @router.post("/import", response_model=ImportOut, dependencies=[Depends(require_write)],
              responses={400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 413: {"model": Error}})
-def import_library(file: UploadFile = File(..., description="A .p2pz library."), st: State = Depends(state)):
+def import_library(file: UploadFile = File(..., description="A .p2pz library."),
+                   reg: Registry = Depends(registry), cfg: Settings = Depends(settings)):
     """Import a library (idempotent; every tensor and student checked before anything is stored)."""
-    limit = st.settings.max_library_bytes
+    limit = cfg.max_library_bytes
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.p2pz"
         size = 0
@@ -49,6 +51,6 @@ def import_library(file: UploadFile = File(..., description="A .p2pz library."),
                 if size > limit:
                     raise UploadError(f"the library is over this server's limit of {limit} bytes", 413)
                 out.write(chunk)
-        result = st.registry.import_(path)
+        result = reg.import_(path)
     result.pop("path", None)
     return result

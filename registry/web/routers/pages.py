@@ -26,7 +26,8 @@ templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent
 
 def _render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
     st: State = request.app.state.p2pz
-    context.update(status_code=status, read_only=st.settings.read_only, auth=bool(st.settings.token), metrics=METRICS, sorts=SORTS)
+    context.update(status_code=status, read_only=st.settings.read_only, auth=bool(st.settings.token),
+                   metrics=METRICS, sorts=SORTS)
     return templates.TemplateResponse(request, name, context, status_code=status)
 
 
