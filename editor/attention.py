@@ -85,6 +85,7 @@ class AttentionMaps:
         self.loss: torch.Tensor | None = None
         self.consumed: set[tuple[int, str]] = set()
         self.batch_groups: int = 1  # images in the batch (per-image loss means; see guide())
+        self.loss_scale: float = 1.0  # the guided step multiplies ``loss`` by it (editor.attention.loss_scale)
 
     def observe(self, layer: str, probs: torch.Tensor) -> None:
         if self.mode == "record":
@@ -140,18 +141,57 @@ class CrossAttnMapProcessor:
 
 
 def cross_attention_layers(unet) -> list[str]:
-    """Names of the ``attn2`` processors of a UNet (16 for SD 1.x)."""
+    """Names of the ``attn2`` processors of a UNet (16 for SD 1.x, 70 for SDXL)."""
     return [name for name in unet.attn_processors if name.split(".")[-2] == "attn2"]
 
 
+XA_LAYER_CHOICES = ("all", "high", "low")
+REFERENCE_LAYER_COUNT = 16  # SD 1.x's attn2 layers: the count the paper's xa_guidance defaults were set for
+
+
+def _level(name: str, n_up: int) -> int:
+    """How many times the UNet has downsampled where layer ``name`` sits (0: full latent resolution)."""
+    part, index = name.split(".")[:2]
+    if part == "down_blocks":
+        return int(index)
+    if part == "up_blocks":
+        return n_up - 1 - int(index)
+    return n_up  # mid_block: below every down block
+
+
+def select_layers(unet, choice: str = "all") -> list[str]:
+    """The ``attn2`` layers cross-attention guidance uses (``--xa-layers``): ``all``; ``high``, those at the
+    highest resolution that has cross-attention (SDXL at 1024 px: the 10 layers at 64²; SD 1.x: the 5 at 64²);
+    ``low``, every other one (SDXL: the 60 at 32²)."""
+    if choice not in XA_LAYER_CHOICES:
+        raise ValueError(f"unknown --xa-layers {choice!r}; choose one of {', '.join(XA_LAYER_CHOICES)}")
+    layers = cross_attention_layers(unet)
+    if choice == "all" or not layers:
+        return layers
+    n_up = len(getattr(unet, "up_blocks", [])) or 1
+    top = min(_level(name, n_up) for name in layers)
+    return [name for name in layers if (_level(name, n_up) == top) == (choice == "high")]
+
+
+def loss_scale(unet, layers: list[str], family: str = "sd") -> float:
+    """The factor on Σ_layers L_xa that makes one ``xa_guidance`` the same strength whatever the layer count
+    (algorithm §6.5): N_ref / |layers|, with N_ref = the UNet's own attn2 count for SD-family UNets (so ``all`` is
+    exactly 1: SD 1.x/2.x results are bit-identical) and 16, SD 1.x's count, for SDXL (so its 70 layers guide with
+    the per-layer strength the paper's defaults were tuned for)."""
+    n_ref = REFERENCE_LAYER_COUNT if family == "sdxl" else len(cross_attention_layers(unet))
+    return 1.0 if len(layers) == n_ref else n_ref / max(len(layers), 1)
+
+
 @contextlib.contextmanager
-def guided_processors(unet, maps: AttentionMaps):
-    """Install SDPA on self-attention and map-recording processors on cross-attention; restore on exit."""
+def guided_processors(unet, maps: AttentionMaps, layers: list[str] | None = None):
+    """Install SDPA on self-attention and map-recording processors on cross-attention — on ``layers`` only when
+    given (the others run SDPA, no map) — and restore the UNet's own processors on exit."""
     saved = dict(unet.attn_processors)
+    chosen = None if layers is None else set(layers)
     procs = {}
     for name in saved:
-        procs[name] = CrossAttnMapProcessor(maps, name.removesuffix(".processor")) if name.split(".")[-2] == "attn2" \
-            else SDPAProcessor()
+        guided = name.split(".")[-2] == "attn2" and (chosen is None or name in chosen)
+        procs[name] = CrossAttnMapProcessor(maps, name.removesuffix(".processor")) if guided else SDPAProcessor()
     unet.set_attn_processor(procs)
     try:
         yield maps

@@ -14,6 +14,7 @@ from .errors import EditorError
 
 SCHEDULES = ("symmetric", "reference")
 POSTERIORS = ("sample", "mode")
+XA_LAYERS = ("all", "high", "low")  # editor.attention.select_layers
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,11 @@ class EditConfig:
     xa_guidance: float | None = None  # guidance step size (None: 0.1 real, 0.15 synthetic, 0.01 v-prediction)
     guidance_scale: float = 5.0  # classifier-free guidance scale; must be > 1 to apply a direction
     steps: int | None = None  # None: the inversion's steps
+    xa_layers: str = "all"  # guided attn2 layers: all | high (highest resolution) | low (the rest); algorithm §12
 
     def __post_init__(self):
+        if self.xa_layers not in XA_LAYERS:
+            raise EditorError(f"xa_layers must be one of {', '.join(XA_LAYERS)} (got {self.xa_layers!r})")
         if self.guidance_scale <= 1.0:
             raise EditorError(f"guidance_scale must be > 1 to apply a direction (got {self.guidance_scale:g}); with "
                               "CFG off the direction would be silently ignored (the reference's failure mode)")

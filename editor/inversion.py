@@ -19,7 +19,7 @@ def image_latents(ed, images: list, cfg: InversionConfig) -> torch.Tensor:
     """Pixels → [B, 3, H, W] in [−1, 1] → the VAE latent z₀ [B, 4, h, w], scaled: the posterior's mean
     (``posterior="mode"``) or a sample with one CPU generator per image seeded ``cfg.seed`` (the same sample on
     every device and batch size)."""
-    x = preprocess(images, cfg.size or ed.native_size, ed.vae_factor, cfg.keep_aspect).to(ed.device, ed.dtype)
+    x = preprocess(images, cfg.size or ed.native_size, ed.vae_factor, cfg.keep_aspect).to(ed.device, ed.vae.dtype)
     with torch.inference_mode():
         dist = ed.vae.encode(x).latent_dist
         if cfg.posterior == "mode":
@@ -29,7 +29,7 @@ def image_latents(ed, images: list, cfg: InversionConfig) -> torch.Tensor:
                                            generator=torch.Generator("cpu").manual_seed(cfg.seed))
                                for _ in images]).to(ed.device, dist.mean.dtype)
             z0 = dist.mean + dist.std * noise
-        return z0 * ed.vae_scale
+        return (z0 * ed.vae_scale).to(ed.dtype)
 
 
 def latent_spec(ed, images: list, cfg: InversionConfig) -> Expected:
@@ -46,7 +46,7 @@ def inversion_loop(ed, z0: torch.Tensor, captions: list[str], cfg: InversionConf
         plan = inversion_plan(ed.scheduler, cfg.steps, cfg.schedule)
     except ValueError as exc:
         raise EditorError(str(exc)) from None
-    cond = ed.encode_text(captions)  # [B, 77, D]
+    cond = ed.condition(captions, z0.shape)  # [B, 77, D] (SDXL: + pooled, time ids)
     gens = [torch.Generator("cpu").manual_seed(cfg.seed) for _ in captions]
     x = z0.to(ed.device, ed.dtype)
     ed.stats["inversions"] += 1

@@ -17,7 +17,7 @@ import json
 import os
 import re
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from store.files import atomic_write
@@ -26,6 +26,7 @@ from store.paths import cache_dir
 from .devices import default_device, resolve_device  # noqa: F401 (the loader's callers resolve devices too)
 from .errors import ComponentLoadError, EditorError, ModelLoadError
 from .shapes.model import ShapesModelError, snapshot
+from .text import SD, SDXL, TextEncoder, TextEncoderPair  # noqa: F401 (the loader returns them)
 
 from store.hashing import sha256_json
 
@@ -54,6 +55,11 @@ class ModelLocation:
             return self.folder
         return self.folder / name
 
+    @property
+    def family(self) -> str:
+        """``sdxl`` for a snapshot with a second text encoder (``text_encoder_2/``), else ``sd`` (algorithm §12)."""
+        return SDXL if self.layout == "diffusers" and self.part("text_encoder_2").is_dir() else SD
+
 
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -63,8 +69,10 @@ def looks_like_path(model: str) -> bool:
     return model.startswith((".", "~")) or not _HUB_ID.match(model)
 
 
-def resolve_model(model: str, parts: tuple[str, ...] = ("text_encoder", "tokenizer"),
-                  local_only: bool = False) -> ModelLocation:
+TEXT_PARTS = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")  # the last two: SDXL's, when shipped
+
+
+def resolve_model(model: str, parts: tuple[str, ...] = TEXT_PARTS, local_only: bool = False) -> ModelLocation:
     """Find the local folder of ``model``, downloading the needed ``parts`` of a hub snapshot if allowed
     (``local_only``: only the Hugging Face cache is looked at)."""
     if not model or not model.strip():
@@ -192,43 +200,57 @@ def load_tokenizer(model: str | None = None, local_only: bool = False):
 
 # --- text encoder ---------------------------------------------------------------------------------
 
-@dataclass
-class TextEncoder:
-    """A loaded tokenizer + text encoder with the facts the registry records about it."""
-
-    location: ModelLocation
-    tokenizer: object
-    model: object
-    fingerprint: str
-    architecture: str
-    hidden_size: int
-    max_length: int
-    pad_id: int | None
-    is_clip: bool
-    device: str = "cpu"
-    info: dict = field(default_factory=dict)
-
-    @property
-    def subfolder(self) -> str | None:
-        return "text_encoder" if self.location.layout == "diffusers" else None
+_encoders: dict[tuple, TextEncoder | TextEncoderPair] = {}
 
 
-_encoders: dict[tuple, TextEncoder] = {}
-
-
-def load_text_encoder(model: str | None = None, device: str | None = None, dtype: str = "float32") -> TextEncoder:
-    """Load (once per process) the tokenizer and text encoder of ``model``."""
+def load_text_encoder(model: str | None = None, device: str | None = None,
+                      dtype: str = "float32") -> TextEncoder | TextEncoderPair:
+    """Load (once per process) the tokenizer and text encoder of ``model`` — for an SDXL snapshot both of them,
+    as one :class:`~editor.text.TextEncoderPair`."""
     import torch  # lazy: torch
-    from transformers import AutoModel, AutoTokenizer, CLIPTextModel, CLIPTokenizer  # lazy: torch
     from transformers.utils import logging as hf_logging  # lazy: transformers
 
     hf_logging.disable_progress_bar()
     device = resolve_device(device)
     location = resolve_model(model or default_model())
     key = (str(location.folder), device, dtype)
-    if key in _encoders:
-        return _encoders[key]
-    torch_dtype = getattr(torch, dtype)
+    if key not in _encoders:
+        load = _load_pair if location.family == SDXL else _load_single
+        _encoders[key] = load(location, device, getattr(torch, dtype))
+    return _encoders[key]
+
+
+def _load_pair(location: ModelLocation, device: str, torch_dtype) -> TextEncoderPair:
+    """SDXL's ``text_encoder`` (CLIPTextModel) and ``text_encoder_2`` (CLIPTextModelWithProjection) with their
+    tokenizers, fingerprinted one by one (the pair's fingerprint combines them)."""
+    import torch  # lazy: torch
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer  # lazy: torch
+
+    tokenizers, models, fps = [], [], []
+    for enc_name, tok_name, cls in (("text_encoder", "tokenizer", CLIPTextModel),
+                                    ("text_encoder_2", "tokenizer_2", CLIPTextModelWithProjection)):
+        enc_dir, tok_dir = location.part(enc_name), location.part(tok_name)
+        try:
+            tokenizer = CLIPTokenizer.from_pretrained(tok_dir)
+            text_model = cls.from_pretrained(enc_dir, dtype=torch.float32)
+        except Exception as exc:  # a model-loading boundary: one line naming the part
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ModelLoadError(f"cannot load the SDXL {enc_name} from {enc_dir}: {first}") from None
+        fps.append(folder_fingerprint(enc_dir, lambda text_model=text_model: text_model))
+        tokenizers.append(tokenizer)
+        models.append(text_model.requires_grad_(False).to(device=device, dtype=torch_dtype).eval())
+    max_length = min(int(getattr(tokenizers[0], "model_max_length", MAX_LENGTH) or MAX_LENGTH), MAX_LENGTH)
+    return TextEncoderPair(location=location, tokenizers=tuple(tokenizers), models=tuple(models),
+                           fingerprints=tuple(fps),
+                           hidden_size=sum(int(m.config.hidden_size) for m in models),
+                           key_size=int(models[1].config.projection_dim), max_length=max_length,
+                           pad_id=tokenizers[0].pad_token_id, device=device)
+
+
+def _load_single(location: ModelLocation, device: str, torch_dtype) -> TextEncoder:
+    import torch  # lazy: torch
+    from transformers import AutoModel, AutoTokenizer, CLIPTextModel, CLIPTokenizer  # lazy: torch
+
     enc_dir, tok_dir = location.part("text_encoder"), location.part("tokenizer")
     try:
         config = json.loads((enc_dir / "config.json").read_text())
@@ -263,7 +285,6 @@ def load_text_encoder(model: str | None = None, device: str | None = None, dtype
         is_clip=is_clip,
         device=device,
     )
-    _encoders[key] = enc
     return enc
 
 

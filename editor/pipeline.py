@@ -12,13 +12,16 @@
 
 Inversions and reference maps are cached on disk (safetensors) under keys covering every input that changes
 them; ``edit(inv, [d1, d2, …])`` runs one inversion and one reference pass for all directions.
+
+SDXL (algorithm §12): the same four stages with the pair of text encoders; every UNet call also gets the pooled
+embeddings and ``time_ids`` (:mod:`editor.conditioning`), the edit adds Δ_pooled to the conditional half's pooled
+rows, and guidance uses the ``xa_layers`` set with its loss normalised by layer count (:mod:`editor.attention`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import json
 import time
 from pathlib import Path
@@ -29,8 +32,8 @@ from store.hashing import sha256_json
 from store.paths import cache_dir
 from store.progress import progress_bar
 
-from .attention import cross_attention_layers
-from .cache import Expected, StaleEntry, TensorCache
+from .attention import loss_scale, select_layers
+from .cache import StaleEntry, TensorCache
 from .caption import SNAPSHOT_CAPTIONER, snapshot_captioner
 from .config import EditConfig, InversionConfig, with_overrides
 from .errors import EditorError
@@ -38,24 +41,35 @@ from .image import load_image, pixels_sha256, to_pil
 from .inversion import image_latents, inversion_loop, latent_spec, synthetic_inversion
 from .loader import (ModelLoadError, compute_fingerprint, default_model, load_captioner, load_sd_components,
                      resolve_device)
-from .records import EditResult, Inversion, check_encoder, delta_tensor, torch_dtype  # noqa: F401 (the editor's API)
+from .records import (EditResult, Inversion, check_encoder, delta_tensor, direction_deltas,  # noqa: F401 (API)
+                      is_vector_pair, torch_dtype)
 from .safety import blank_flagged
+from .conditioning import Conditioning, as_conditioning, encode_text, prompt_conditioning
+from .reference import negative_prompts, reference_key, reference_pass, step_hook, stored_reference
 from .sampler import edit_condition, guided_sample
+from .text import SD, SDXL, pair_fingerprint
 from .schedule import sampling_plan, to_epsilon
 
 
 class Editor:
-    """pix2pix-zero on a Stable Diffusion model (SD 1.x ε-prediction or SD 2.x v-prediction)."""
+    """pix2pix-zero on a Stable Diffusion model: SD 1.x (ε-prediction), SD 2.x (v-prediction) or SDXL (two text
+    encoders and added conditioning: pass ``text_encoder_2`` and ``tokenizer_2``; algorithm §12)."""
 
     def __init__(self, unet, vae, text_encoder, tokenizer, scheduler, *, captioner=None, safety_checker=None,
                  feature_extractor=None, device: str = "cpu", dtype=torch.float32,
                  text_encoder_fingerprint: str | None = None, model_fingerprint: str | None = None,
                  cache_dir: str | Path | None = None, model_id: str | None = None, captioner_id: str | None = None,
-                 progress: bool = False, map_dtype: torch.dtype = torch.float32, cache_maps: bool = False):
+                 progress: bool = False, map_dtype: torch.dtype = torch.float32, cache_maps: bool = False,
+                 text_encoder_2=None, tokenizer_2=None):
         self.device = torch.device(device)
         self.dtype = torch_dtype(dtype)
-        self.unet, self.vae, self.text_encoder = (self._place(m) for m in (unet, vae, text_encoder))
-        self.tokenizer = tokenizer
+        self.family = SD if text_encoder_2 is None else SDXL
+        self.unet, self.text_encoder = self._place(unet), self._place(text_encoder)
+        # SDXL's VAE overflows in float16 (its config says force_upcast): it stays in float32, as diffusers keeps it
+        upcast = self.dtype == torch.float16 and bool(getattr(vae.config, "force_upcast", False))
+        self.vae = self._place(vae, torch.float32 if upcast else None)
+        self.text_encoder_2 = None if text_encoder_2 is None else self._place(text_encoder_2)
+        self.tokenizer, self.tokenizer_2 = tokenizer, tokenizer_2
         self.scheduler = scheduler
         self.prediction_type = scheduler.config.get("prediction_type", "epsilon")
         self._captioner = captioner
@@ -65,8 +79,12 @@ class Editor:
         self.vae_factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.vae_scale = float(getattr(self.vae.config, "scaling_factor", 0.18215) or 0.18215)
         self.native_size = int(self.unet.config.sample_size) * self.vae_factor
-        self.hidden_size = int(self.text_encoder.config.hidden_size)
-        self.text_encoder_fingerprint = text_encoder_fingerprint or compute_fingerprint(self.text_encoder)
+        encoders = [m for m in (self.text_encoder, self.text_encoder_2) if m is not None]
+        self.hidden_size = sum(int(m.config.hidden_size) for m in encoders)  # SDXL: 768 + 1280
+        self.pooled_size = None if self.family == SD else int(self.text_encoder_2.config.projection_dim)
+        self.text_encoder_fingerprint = text_encoder_fingerprint or (
+            compute_fingerprint(self.text_encoder) if self.family == SD
+            else pair_fingerprint([compute_fingerprint(m) for m in encoders]))
         self.model_fingerprint = model_fingerprint or self._fingerprint_components()
         self.cache = TensorCache(cache_dir)
         self.model_id = model_id
@@ -76,7 +94,6 @@ class Editor:
         self.cache_maps = cache_maps  # keep reference maps in the disk cache (float16) for later directions
         self.stats = {"inversions": 0, "inversions_cached": 0, "reference_passes": 0, "reference_cached": 0,
                       "edit_passes": 0}
-        self.layers = cross_attention_layers(self.unet)
 
     @property
     def cache_dir(self) -> Path | None:
@@ -122,18 +139,24 @@ class Editor:
         if captioner is SNAPSHOT_CAPTIONER:
             captioner = snapshot_captioner(parts.folder)
         checker, text = parts.safety_checker, parts.text
-        editor = cls(parts.unet, parts.vae, copy.deepcopy(text.model), text.tokenizer, parts.scheduler,
+        if text.family == SDXL:  # the pair: text_encoder + text_encoder_2 (copies: the registry's stay as loaded)
+            encoders, tokenizers = [copy.deepcopy(m) for m in text.models], list(text.tokenizers)
+        else:
+            encoders, tokenizers = [copy.deepcopy(text.model), None], [text.tokenizer, None]
+        editor = cls(parts.unet, parts.vae, encoders[0], tokenizers[0], parts.scheduler,
                      safety_checker=checker, feature_extractor=parts.feature_extractor, device=device, dtype=dtype_t,
                      text_encoder_fingerprint=text.fingerprint, model_fingerprint=parts.model_fingerprint,
                      cache_dir=(cache_dir() if cache else None), model_id=model, captioner_id=captioner,
-                     progress=progress, map_dtype=torch_dtype(map_dtype), cache_maps=cache_maps)
+                     progress=progress, map_dtype=torch_dtype(map_dtype), cache_maps=cache_maps,
+                     text_encoder_2=encoders[1], tokenizer_2=tokenizers[1])
         if checker is not None:
             editor.safety_checker = checker.to(editor.device, editor.dtype)
         return editor
 
     @classmethod
     def from_pipe(cls, pipe, captioner: str | None = None, **kwargs) -> "Editor":
-        """Build from an already loaded diffusers ``StableDiffusionPipeline`` (its scheduler is replaced by DDIM)."""
+        """Build from an already loaded diffusers ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` (its
+        scheduler is replaced by DDIM)."""
         from diffusers import DDIMScheduler  # lazy: diffusers
 
         scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -141,17 +164,21 @@ class Editor:
         kwargs.setdefault("dtype", pipe.unet.dtype)
         return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, scheduler,
                    safety_checker=getattr(pipe, "safety_checker", None),
-                   feature_extractor=getattr(pipe, "feature_extractor", None), captioner_id=captioner, **kwargs)
+                   feature_extractor=getattr(pipe, "feature_extractor", None), captioner_id=captioner,
+                   text_encoder_2=getattr(pipe, "text_encoder_2", None), tokenizer_2=getattr(pipe, "tokenizer_2", None),
+                   **kwargs)
 
     def _fingerprint_components(self) -> str:
         return sha256_json({"text": self.text_encoder_fingerprint, "unet": compute_fingerprint(self.unet),
                      "vae": compute_fingerprint(self.vae), "scheduler": dict(self.scheduler.config)})
 
-    def _place(self, module):
-        """Move to the device, cast only when needed, eval mode, every parameter frozen."""
+    def _place(self, module, dtype: torch.dtype | None = None):
+        """Move to the device, cast only when needed (to ``dtype``, default the editor's), eval mode, every
+        parameter frozen."""
+        dtype = dtype or self.dtype
         module = module.to(self.device)
-        if module.dtype != self.dtype:
-            module = module.to(self.dtype)
+        if module.dtype != dtype:
+            module = module.to(dtype)
         return module.eval().requires_grad_(False)
 
     # --- helpers ------------------------------------------------------------------------------------
@@ -168,27 +195,46 @@ class Editor:
     def progress_bar(self, total: int, desc: str):
         return progress_bar(total, desc, enabled=self.progress, unit="step", on_update=self._on_step)
 
-    @torch.inference_mode()
     def encode_text(self, prompts: list[str]) -> torch.Tensor:
-        """Prompt embeddings [B, 77, D] exactly as SD conditions on them (pad to 77, truncate, no mask)."""
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(self.device)
-        return self.text_encoder(ids)[0].to(self.dtype)
+        """Prompt embeddings [B, 77, D] as the UNet takes them (:func:`editor.conditioning.encode_text`)."""
+        return encode_text(self, prompts)
 
-    def unet_out(self, x: torch.Tensor, t: int, cond: torch.Tensor) -> torch.Tensor:
-        return self.unet(x, t, encoder_hidden_states=cond).sample
+    def condition(self, prompts: list[str], latents_shape) -> Conditioning:
+        """The UNet's conditioning for ``prompts`` at latents of ``latents_shape``: embeddings, and for SDXL the
+        pooled embeddings and ``time_ids`` (:func:`editor.conditioning.prompt_conditioning`)."""
+        return prompt_conditioning(self, prompts, latents_shape)
+
+    def cfg_pair(self, negative: list[str], prompts: list[str], latents_shape) -> Conditioning:
+        """The CFG pair [negative × B, prompts × B] (:meth:`condition` of each, stacked)."""
+        return Conditioning.cat([self.condition(negative, latents_shape), self.condition(prompts, latents_shape)])
+
+    def unet_out(self, x: torch.Tensor, t: int, cond) -> torch.Tensor:
+        return self.unet(x, t, **as_conditioning(cond).unet_kwargs()).sample
 
     def epsilon(self, out: torch.Tensor, x: torch.Tensor, alpha: float) -> torch.Tensor:
         return to_epsilon(out, x, alpha, self.prediction_type)
 
     @torch.inference_mode()
     def decode(self, latents: torch.Tensor) -> list:
-        return to_pil(self.vae.decode(latents.to(self.dtype) / self.vae_scale).sample)
+        return to_pil(self.vae.decode(latents.to(self.vae.dtype) / self.vae_scale).sample)
 
     def direction_vector(self, direction, scale: float = 1.0) -> tuple[torch.Tensor, str]:
         """Δ [1, 77, D] from a registry ``Direction`` or a raw tensor, checked against this text encoder."""
         return delta_tensor(direction, self.text_encoder_fingerprint, self.model_id, self.hidden_size, self.device,
                             scale)
+
+    def direction_deltas(self, direction, scale: float = 1.0):
+        """(Δ, Δ_pooled or None for SD, label) from a registry ``Direction``, a tensor, or (SDXL) a ``(vector,
+        pooled)`` pair — checked against this model's text encoder(s) (:func:`editor.records.direction_deltas`)."""
+        return direction_deltas(direction, self.text_encoder_fingerprint, self.model_id, self.hidden_size,
+                                self.pooled_size, self.device, scale)
+
+    def guided_layers(self, choice: str = "all") -> list[str]:
+        """The ``attn2`` layers ``--xa-layers`` names, and the loss factor that normalises their count."""
+        try:
+            return select_layers(self.unet, choice)
+        except ValueError as exc:
+            raise EditorError(str(exc)) from None
 
     # --- 1. caption ---------------------------------------------------------------------------------
     def caption(self, image) -> str:
@@ -248,69 +294,12 @@ class Editor:
         return synthetic_inversion(self, prompt, seed, size, steps)
 
     # --- 3. reference pass --------------------------------------------------------------------------
-    def _negative(self, inv: Inversion, negative: list[str] | None) -> list[str]:
-        """The negative prompt: the caption for real images, "" for synthetic ones (algorithm §0)."""
-        if negative is not None:
-            return list(negative)
-        return ["" for _ in inv.captions] if inv.synthetic else inv.captions
-
-    def _reference_key(self, inv: Inversion, guidance_scale: float, negative: list[str], steps: int) -> str:
-        x_sha = hashlib.sha256(inv.latents.detach().float().cpu().numpy().tobytes()).hexdigest()
-        return sha256_json({"kind": "reference", "x_T": x_sha, "model": self.model_fingerprint,
-                            "captions": inv.captions, "negative": negative, "cfg": guidance_scale, "steps": steps,
-                            "dtype": str(self.dtype)})
-
-    def _stored_reference(self, key: str, force: bool, inv: Inversion, steps: int):
-        """Cached reference maps (read one timestep at a time) and reconstruction, when kept, present and as
-        expected (latents like x_T, this schedule's timesteps, this UNet's layers)."""
-        if not self.cache_maps or force:
-            return None
-        found = self.cache.load_maps(key, Expected(tuple(inv.latents.shape), self.dtype),
-                                     [m.t for m in sampling_plan(self.scheduler, steps)],
-                                     [layer.removesuffix(".processor") for layer in self.layers])
-        if found is not None:
-            self.stats["reference_cached"] += 1
-            maps, latents = found
-            return maps, latents.to(self.device)
-        return None
-
     def reference(self, inv: Inversion, guidance_scale: float = 5.0, negative: list[str] | None = None,
-                  steps: int | None = None, force: bool = False):
+                  steps: int | None = None, force: bool = False, xa_layers: str = "all"):
         """The reference pass alone: DDIM sampling from x_T with prompt = caption, recording every
-        cross-attention map per timestep. Returns (maps {t: {layer: [2B·heads, HW, T]}}, reconstruction latents).
-
-        This holds every timestep's maps (≈ 6.6 GB in fp32 at SD defaults); :meth:`edit` instead runs the
-        reference and edit passes in lockstep and holds one timestep's. With ``cache_maps`` the maps are also
-        written to the disk cache (float16), one timestep at a time."""
-        steps = steps or inv.steps
-        negative = self._negative(inv, negative)
-        key = self._reference_key(inv, guidance_scale, negative, steps)
-        stored = self._stored_reference(key, force, inv, steps)
-        if stored is not None:
-            maps, latents = stored
-            try:
-                return {t: dict(maps[t]) for t in maps}, latents
-            except StaleEntry:  # a damaged entry: recomputed (and rewritten) below
-                self.cache.drop_maps(key)
-                self.stats["reference_cached"] -= 1
-        cond = torch.cat([self.encode_text(negative), self.encode_text(inv.captions)])  # [2B, 77, D]
-        self.stats["reference_passes"] += 1
-        plan = sampling_plan(self.scheduler, steps)
-        with self.progress_bar(len(plan), "reference") as bar:
-            out = guided_sample(self.unet, plan, inv.latents.to(self.device, self.dtype), cond, [],
-                                guidance_scale=guidance_scale, xa_guidance=0.0, prediction_type=self.prediction_type,
-                                keep_maps=True, map_dtype=self.map_dtype, on_step=self._step_hook(key, bar))
-        if self.cache_maps:
-            self.cache.finish_maps(key, out.reference)
-        return out.maps, out.reference
-
-    def _step_hook(self, key: str | None, bar):
-        """After every timestep of the sampler: its maps to the disk cache (with ``cache_maps``), the bar on."""
-        def after(i, move, maps_t):
-            if key is not None and self.cache_maps:
-                self.cache.save_map_step(key, move.t, maps_t)
-            bar.update()
-        return after
+        cross-attention map per timestep (of the ``xa_layers`` set). Returns (maps {t: {layer: [2B·heads, HW,
+        T]}}, reconstruction latents); see :func:`editor.reference.reference_pass`."""
+        return reference_pass(self, inv, guidance_scale, negative, steps, force, xa_layers)
 
     # --- 4. edit pass -------------------------------------------------------------------------------
     def edit(self, inv: Inversion, direction, config: EditConfig | None = None, *, negative: list[str] | None = None,
@@ -327,23 +316,24 @@ class Editor:
         to running the passes one after the other. With ``cache_maps`` and a cached entry, the reference pass is
         skipped and its maps are read from disk one timestep at a time."""
         cfg = with_overrides(config, EditConfig, overrides).resolved(inv, self.prediction_type)
-        many = isinstance(direction, (list, tuple))
+        many = isinstance(direction, (list, tuple)) and not is_vector_pair(direction)
         directions = list(direction) if many else [direction]
         if not directions:
             raise EditorError("no direction given")
-        vectors = [self.direction_vector(d, cfg.scale) for d in directions]  # check all before any work
+        vectors = [self.direction_deltas(d, cfg.scale) for d in directions]  # check all before any work
         captions = inv.captions
-        neg = self._negative(inv, negative)
-        key = self._reference_key(inv, cfg.guidance_scale, neg, cfg.steps)
-        stored = self._stored_reference(key, force, inv, cfg.steps)
+        neg = negative_prompts(inv, negative)
+        key = reference_key(self, inv, cfg.guidance_scale, neg, cfg.steps, cfg.xa_layers)
+        stored = stored_reference(self, key, force, inv, cfg.steps, cfg.xa_layers)
         timings = [{"reference_s": 0.0, "edit_s": 0.0} for _ in vectors]
         if stored is not None:
             maps, recon = stored
             edited = []
             try:
-                for (vec, _), tm in zip(vectors, timings):
+                for (vec, pooled, _), tm in zip(vectors, timings):
                     t0 = time.perf_counter()
-                    edited.append(self.edit_latents(inv.latents, captions, neg, vec, maps, cfg))
+                    edited.append(self.edit_latents(inv.latents, captions, neg, (vec, pooled) if pooled is not None
+                                                    else vec, maps, cfg))
                     tm["edit_s"] = time.perf_counter() - t0
             except StaleEntry:  # a damaged entry, found as it is read: recompute the reference pass with the edits
                 self.cache.drop_maps(key)
@@ -351,11 +341,11 @@ class Editor:
                 self.stats["edit_passes"] -= len(edited) + 1  # the finished ones and the one that stopped
                 stored = None
         if stored is None:
-            recon, edited = self._lockstep(inv, captions, neg, [v for v, _ in vectors], cfg, key, timings)
+            recon, edited = self._lockstep(inv, captions, neg, [(v, p) for v, p, _ in vectors], cfg, key, timings)
         recon_images = self.decode(recon) if decode else None
         one = inv.latents.shape[0] == 1
         results = []
-        for (vec, label), latents, tm in zip(vectors, edited, timings):
+        for (_, _, label), latents, tm in zip(vectors, edited, timings):
             images, nsfw = (self._postprocess(latents) if decode else (None, None))
             results.append(EditResult(
                 edited=(images[0] if one else images) if decode else None,
@@ -363,24 +353,28 @@ class Editor:
                 latents=latents, reconstruction_latents=recon, caption=inv.caption, direction=label,
                 params={"scale": cfg.scale, "xa_guidance": cfg.xa_guidance, "guidance_scale": cfg.guidance_scale,
                         "steps": cfg.steps, "schedule": inv.schedule, "negative": neg,
+                        **({} if cfg.xa_layers == "all" else {"xa_layers": cfg.xa_layers}),
                         "prediction_type": self.prediction_type, **inv.params},
                 nsfw=nsfw, timings=tm, reference_cached=stored is not None))
         return results if many else results[0]
 
-    def _lockstep(self, inv: Inversion, captions: list[str], negative: list[str], deltas: list[torch.Tensor],
+    def _lockstep(self, inv: Inversion, captions: list[str], negative: list[str], deltas: list[tuple],
                   cfg: EditConfig, key: str, timings: list[dict]):
         """Reference and edit passes in one loop over the timesteps (algorithm §6.2–§6.3) → (reconstruction
         latents, edited latents per direction). Each timestep's maps are dropped once every direction used them
         (and written to the disk cache first, with ``cache_maps``)."""
-        cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
+        cond = self.cfg_pair(negative, captions, inv.latents.shape)  # [2B, 77, D] (+ pooled, time ids)
         plan = sampling_plan(self.scheduler, cfg.steps)
+        layers = self.guided_layers(cfg.xa_layers)
         self.stats["reference_passes"] += 1
         self.stats["edit_passes"] += len(deltas)
         with self.progress_bar(len(plan), "edit") as bar:
             out = guided_sample(self.unet, plan, inv.latents.to(self.device, self.dtype), cond,
-                                [edit_condition(cond, d) for d in deltas], guidance_scale=cfg.guidance_scale,
+                                [edit_condition(cond, d, p) for d, p in deltas], guidance_scale=cfg.guidance_scale,
                                 xa_guidance=cfg.xa_guidance, prediction_type=self.prediction_type,
-                                map_dtype=self.map_dtype, on_step=self._step_hook(key, bar))
+                                map_dtype=self.map_dtype, layers=layers,
+                                loss_scale=loss_scale(self.unet, layers, self.family),
+                                on_step=step_hook(self, key, bar))
         for tm, edit_s in zip(timings, out.timings["edit_s"]):
             tm["reference_s"] += out.timings["reference_s"] / len(timings)
             tm["edit_s"] += edit_s
@@ -394,10 +388,12 @@ class Editor:
         :meth:`reference`), every step written out (PAPER §3.3; algorithm §6.3).
 
         ``config`` must be resolved (steps and xa_guidance set). ``callback(step, t, loss, grad)`` (optional)
-        sees L_xa and its gradient on the doubled latent."""
+        sees L_xa and its gradient on the doubled latent. For SDXL ``delta`` is the pair (Δ, Δ_pooled)."""
         if config.steps is None or config.xa_guidance is None:
             raise EditorError("edit_latents needs an EditConfig with steps and xa_guidance set")
-        cond = torch.cat([self.encode_text(negative), self.encode_text(captions)])  # [2B, 77, D]
+        delta, delta_pooled = delta if isinstance(delta, tuple) else (delta, None)
+        cond = self.cfg_pair(negative, captions, x_t.shape)  # [2B, 77, D] (+ pooled, time ids)
+        layers = self.guided_layers(config.xa_layers)
         plan = sampling_plan(self.scheduler, config.steps)
         missing = [m.t for m in plan if m.t not in maps]
         if missing:
@@ -408,13 +404,14 @@ class Editor:
                               "reference pass and the edit pass disagree on steps")
         self.stats["edit_passes"] += 1
         with self.progress_bar(len(plan), "edit") as bar:
-            out = guided_sample(self.unet, plan, x_t.to(self.device, self.dtype), cond, [edit_condition(cond, delta)],
-                                guidance_scale=config.guidance_scale, xa_guidance=config.xa_guidance,
-                                prediction_type=self.prediction_type, reference_maps=maps,
-                                on_step=self._step_hook(None, bar), callback=callback)
+            out = guided_sample(self.unet, plan, x_t.to(self.device, self.dtype), cond,
+                                [edit_condition(cond, delta, delta_pooled)], guidance_scale=config.guidance_scale,
+                                xa_guidance=config.xa_guidance, prediction_type=self.prediction_type,
+                                reference_maps=maps, layers=layers, loss_scale=loss_scale(self.unet, layers, self.family),
+                                on_step=step_hook(self, None, bar), callback=callback)
         return out.edited[0]
 
     def _postprocess(self, latents: torch.Tensor):
         with torch.inference_mode():
-            decoded = self.vae.decode(latents.to(self.dtype) / self.vae_scale).sample
+            decoded = self.vae.decode(latents.to(self.vae.dtype) / self.vae_scale).sample
         return blank_flagged(to_pil(decoded), self.safety_checker, self.feature_extractor, self.device, self.dtype)

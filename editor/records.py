@@ -91,3 +91,40 @@ def delta_tensor(direction, fingerprint: str, model_id: str | None, hidden_size:
     if not torch.isfinite(vec).all():
         raise EditorError(f"direction {label} contains NaN or Inf")
     return vec.to(device, torch.float32) * float(scale), label
+
+
+def is_vector_pair(direction) -> bool:
+    """True for an SDXL ``(vector [1, 77, D] or [77, D], pooled [1, P] or [P])`` pair of tensors (not a list of two
+    directions)."""
+    return (isinstance(direction, (tuple, list)) and len(direction) == 2
+            and all(isinstance(t, torch.Tensor) for t in direction)
+            and (direction[1].dim() == 1 or (direction[1].dim() == 2 and direction[1].shape[0] == 1)))
+
+
+def direction_deltas(direction, fingerprint: str, model_id: str | None, hidden_size: int, pooled_size: int | None,
+                     device, scale: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """(Δ [1, 77, D], Δ_pooled [1, P] or None, label), both times ``scale``: :func:`delta_tensor` plus, for an SDXL
+    model (``pooled_size`` set), Δ_pooled from a registry ``Direction`` (``.pooled``) or from a ``(vector,
+    pooled)`` pair of tensors (algorithm §12)."""
+    pooled = None
+    if is_vector_pair(direction):
+        direction, pooled = direction
+    vec, label = delta_tensor(direction, fingerprint, model_id, hidden_size, device, scale)
+    if pooled_size is None:
+        if pooled is not None:
+            raise EditorError(f"direction {label} carries Δ_pooled, but this model has no pooled conditioning "
+                              "(an SD 1.x/2.x model): pass the vector alone")
+        return vec, None, label
+    if pooled is None:
+        pooled = getattr(direction, "pooled", None)
+    if pooled is None:
+        raise EditorError(f"direction {label} has no Δ_pooled, which an SDXL model needs: build it with the SDXL "
+                          "model (p2pz direction build … --model SDXL) or pass a (vector, pooled) pair")
+    if pooled.dim() == 1:
+        pooled = pooled[None]
+    if tuple(pooled.shape) != (1, pooled_size):
+        raise EditorError(f"direction {label} has Δ_pooled of shape {tuple(pooled.shape)}, but this model needs "
+                          f"[1, {pooled_size}]")
+    if not torch.isfinite(pooled).all():
+        raise EditorError(f"direction {label}'s Δ_pooled contains NaN or Inf")
+    return vec, pooled.to(device, torch.float32) * float(scale), label

@@ -16,6 +16,7 @@ from typing import Callable
 import torch
 
 from .attention import AttentionMaps, guided_processors
+from .conditioning import Conditioning, as_conditioning  # noqa: F401 (the sampler's inputs)
 from .errors import EditorError
 from .schedule import ddim_step, to_epsilon
 
@@ -40,13 +41,22 @@ def cfg_step(out: torch.Tensor, x: torch.Tensor, move, guidance_scale: float, pr
     return ddim_step(eps, x.float(), move.a_from, move.a_to).to(dtype)
 
 
-def edit_condition(cond: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
+def edit_condition(cond, delta: torch.Tensor, delta_pooled: torch.Tensor | None = None):
     """The edit pass's conditioning: c + Δ in every conditional row of the CFG pair [2B, 77, D] (the reference
-    code's ``[1:2]`` only edited the first; algorithm §6.3)."""
-    b = cond.shape[0] // 2
-    cond_edit = cond.clone()
-    cond_edit[b:] = cond_edit[b:] + delta.to(cond.dtype)
-    return cond_edit
+    code's ``[1:2]`` only edited the first; algorithm §6.3) and, for SDXL, pooled + Δ_pooled in the same rows
+    (algorithm §12). The negative rows stay the caption's. Plain embeddings in, plain embeddings out."""
+    if not isinstance(cond, Conditioning):
+        b = cond.shape[0] // 2
+        cond_edit = cond.clone()
+        cond_edit[b:] = cond_edit[b:] + delta.to(cond.dtype)
+        return cond_edit
+    hidden = edit_condition(cond.hidden, delta)
+    pooled = cond.pooled
+    if pooled is not None:
+        if delta_pooled is None:
+            raise EditorError("an SDXL edit needs Δ_pooled as well as Δ (a direction built with an SDXL model)")
+        pooled = edit_condition(pooled, delta_pooled)
+    return Conditioning(hidden, pooled, cond.time_ids)
 
 
 def reference_step(unet, x: torch.Tensor, move, cond: torch.Tensor, guidance_scale: float, store: AttentionMaps,
@@ -55,12 +65,12 @@ def reference_step(unet, x: torch.Tensor, move, cond: torch.Tensor, guidance_sca
     with torch.inference_mode():
         # (1) one UNet call on the CFG pair, recording every attn2 probability map at this timestep
         with store.at(move.t, "record"):
-            out = unet(torch.cat([x, x]), move.t, encoder_hidden_states=cond).sample
+            out = unet(torch.cat([x, x]), move.t, **cond.unet_kwargs()).sample
         # (2) classifier-free guidance and a DDIM step down the schedule
         return cfg_step(out, x, move, guidance_scale, prediction_type, x.dtype)
 
 
-def guided_step(unet, x: torch.Tensor, i: int, move, cond_edit: torch.Tensor, store: AttentionMaps,
+def guided_step(unet, x: torch.Tensor, i: int, move, cond_edit: Conditioning, store: AttentionMaps,
                 guidance_scale: float, xa_guidance: float, prediction_type: str,
                 callback: Callable | None = None) -> torch.Tensor:
     """One edit step (algorithm §6.3) against ``store.reference[move.t]``; checks every map was used."""
@@ -73,10 +83,11 @@ def guided_step(unet, x: torch.Tensor, i: int, move, cond_edit: torch.Tensor, st
         x_in.requires_grad_(True)
         store.loss = None
         with torch.enable_grad(), store.at(move.t, "guide"):
-            unet(x_in, move.t, encoder_hidden_states=cond_edit)
-            (grad,) = torch.autograd.grad(store.loss, x_in)
+            unet(x_in, move.t, **cond_edit.unet_kwargs())
+            loss = store.loss if store.loss_scale == 1.0 else store.loss * store.loss_scale  # |layers| normalised
+            (grad,) = torch.autograd.grad(loss, x_in)
         if callback is not None:
-            callback(i, move.t, store.loss.detach(), grad.detach())
+            callback(i, move.t, loss.detach(), grad.detach())
         # (2) one SGD step on the doubled latent
         x_in = (x_in - xa_guidance * grad).detach()
     else:
@@ -87,25 +98,30 @@ def guided_step(unet, x: torch.Tensor, i: int, move, cond_edit: torch.Tensor, st
                           "pass disagree on timesteps or layers")
     # (3) predict the noise again from the guided latent, without a graph
     with torch.no_grad():
-        out = unet(x_in, move.t, encoder_hidden_states=cond_edit).sample
+        out = unet(x_in, move.t, **cond_edit.unet_kwargs()).sample
     # (4) classifier-free guidance on the raw outputs and a DDIM step from the guided unconditional half
     return cfg_step(out, x_in[:b], move, guidance_scale, prediction_type, x.dtype)
 
 
-def guided_sample(unet, plan: list, x_T: torch.Tensor, cond: torch.Tensor, edit_conds: list[torch.Tensor], *,
+def guided_sample(unet, plan: list, x_T: torch.Tensor, cond, edit_conds: list, *,
                   guidance_scale: float, xa_guidance: float, prediction_type: str = "epsilon",
                   reference_maps: dict | None = None, keep_maps: bool = False, map_dtype=torch.float32,
+                  layers: list[str] | None = None, loss_scale: float = 1.0,
                   on_step: Callable | None = None, callback: Callable | None = None) -> SampleOutput:
     """Sample from ``x_T`` [B, 4, h, w] down ``plan`` (:func:`editor.schedule.sampling_plan`).
 
-    ``cond`` [2B, 77, D] is the reference pass's CFG pair (negative, caption); ``edit_conds`` the edit passes'
-    (:func:`edit_condition`). Without ``reference_maps``, each timestep first runs the reference step, recording
+    ``cond`` is the reference pass's CFG pair (negative, caption): prompt embeddings [2B, 77, D] or a
+    :class:`Conditioning` (SDXL: with pooled embeddings and time ids); ``edit_conds`` the edit passes'
+    (:func:`edit_condition`). ``layers`` (default: every ``attn2``) are the guided cross-attention layers and
+    ``loss_scale`` the factor on their summed loss (:func:`editor.attention.loss_scale`). Without ``reference_maps``, each timestep first runs the reference step, recording
     its cross-attention maps, and every edit then takes its guided step against them (lockstep: one timestep of
     maps is held, unless ``keep_maps``). With ``reference_maps`` ({t: {layer: map}}, recorded earlier) there is
     no reference pass. ``on_step(i, move, maps_t)`` runs after every timestep (progress, writing the maps to a
     cache); ``callback(i, t, loss, grad)`` sees each guidance step's L_xa and its gradient.
     """
+    cond, edit_conds = as_conditioning(cond), [as_conditioning(c) for c in edit_conds]
     store = AttentionMaps(store_device="cpu", store_dtype=map_dtype)
+    store.loss_scale = float(loss_scale)
     if reference_maps is None:
         store.reference = store.maps  # each timestep's guide reads what its reference step just recorded
     else:
@@ -114,7 +130,7 @@ def guided_sample(unet, plan: list, x_T: torch.Tensor, cond: torch.Tensor, edit_
     x_ref = x_T if reference_maps is None else None
     xs = [x_T for _ in edit_conds]
     timings = {"reference_s": 0.0, "edit_s": [0.0 for _ in edit_conds]}
-    with guided_processors(unet, store):
+    with guided_processors(unet, store, layers):
         for i, move in enumerate(plan):
             # (1) the reference step: record M_t^ref and step the reconstruction
             if x_ref is not None:

@@ -152,8 +152,9 @@ def train_small_bpe(num_merges: int = 1500) -> tuple[dict[str, int], list[str]]:
     return {t: i for i, t in enumerate(tokens)}, merges
 
 
-def write_clip_tokenizer(folder: Path, vocab_source: str = "auto") -> str:
-    """Write a CLIP tokenizer folder; returns which vocabulary was used ("clip" or "trained")."""
+def write_clip_tokenizer(folder: Path, vocab_source: str = "auto", pad_token: str = EOS) -> str:
+    """Write a CLIP tokenizer folder; returns which vocabulary was used ("clip" or "trained"). ``pad_token``:
+    EOS as OpenAI's CLIP (SD's ``tokenizer``), or ``"!"`` as SDXL's ``tokenizer_2`` (OpenCLIP pads with id 0)."""
     folder.mkdir(parents=True, exist_ok=True)
     bpe = fetch_clip_bpe() if vocab_source in ("auto", "clip") else None
     if bpe is not None:
@@ -172,12 +173,12 @@ def write_clip_tokenizer(folder: Path, vocab_source: str = "auto") -> str:
         "bos_token": BOS,
         "eos_token": EOS,
         "unk_token": EOS,
-        "pad_token": EOS,
+        "pad_token": pad_token,
         "do_lower_case": True,
     }
     (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
     (folder / "special_tokens_map.json").write_text(
-        json.dumps({"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}, indent=2)
+        json.dumps({"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": pad_token}, indent=2)
     )
     return used
 
@@ -204,14 +205,17 @@ def _empty_folder(folder: Path, overwrite: bool) -> None:
     folder.mkdir(parents=True, exist_ok=True)
 
 
-def _tiny_text_encoder(folder: Path, vocab_map: dict, hidden_size: int, layers: int) -> None:
-    from transformers import CLIPTextConfig, CLIPTextModel  # heavy: only when a tiny model is built
+def _tiny_text_encoder(folder: Path, vocab_map: dict, hidden_size: int, layers: int, *,
+                       projection_dim: int | None = None, pad: str = EOS, hidden_act: str = "quick_gelu") -> None:
+    """A ``CLIPTextModel`` (or, with ``projection_dim``, SDXL's ``CLIPTextModelWithProjection``)."""
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection  # heavy: tiny models only
 
     config = CLIPTextConfig(vocab_size=len(vocab_map), hidden_size=hidden_size, intermediate_size=37,
                             num_attention_heads=4, num_hidden_layers=layers, max_position_embeddings=77,
-                            projection_dim=hidden_size, bos_token_id=vocab_map[BOS], eos_token_id=vocab_map[EOS],
-                            pad_token_id=vocab_map[EOS])
-    CLIPTextModel(config).eval().save_pretrained(folder)
+                            projection_dim=projection_dim or hidden_size, bos_token_id=vocab_map[BOS],
+                            eos_token_id=vocab_map[EOS], pad_token_id=vocab_map[pad], hidden_act=hidden_act)
+    cls = CLIPTextModelWithProjection if projection_dim else CLIPTextModel
+    cls(config).eval().save_pretrained(folder)
 
 
 def _tiny_unet_vae_scheduler(folder: Path, seed: int, hidden_size: int, prediction_type: str) -> None:
@@ -233,6 +237,61 @@ def _tiny_unet_vae_scheduler(folder: Path, seed: int, hidden_size: int, predicti
                   prediction_type=prediction_type).save_pretrained(folder / "scheduler")
 
 
+TINY_SDXL_INDEX = {
+    "_class_name": "StableDiffusionXLPipeline",
+    "_diffusers_version": "0.42.1",
+    "force_zeros_for_empty_prompt": True,
+    "scheduler": ["diffusers", "EulerDiscreteScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "text_encoder_2": ["transformers", "CLIPTextModelWithProjection"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "tokenizer_2": ["transformers", "CLIPTokenizer"],
+    "unet": ["diffusers", "UNet2DConditionModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
+}
+SDXL_TEXT = (32, 48, 40)  # tiny widths: text_encoder D₁, text_encoder_2 D₂, its projection P (real: 768, 1280, 1280)
+
+
+def _tiny_sdxl(folder: Path, seed: int, vocab: str, text_layers: int) -> tuple[str, int]:
+    """SDXL's layout with tiny widths (as diffusers' SDXL fast tests): two text encoders and tokenizers, a UNet with
+    ``addition_embed_type="text_time"`` and transformer depths rising with depth (1, 1, 2; the real one 1, 2, 10),
+    a VAE with SDXL's scaling factor and ``force_upcast``, and SDXL's scheduler config (Euler, which p2pz loads as
+    DDIM as it does a real SDXL snapshot's). Returns (the vocabulary used, its size)."""
+    import torch  # heavy: only when a tiny model is built
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel  # lazy: torch
+
+    d1, d2, proj = SDXL_TEXT
+    used = write_clip_tokenizer(folder / "tokenizer", vocab)
+    write_clip_tokenizer(folder / "tokenizer_2", "trained" if used == "trained" else vocab, pad_token="!")
+    vocab_map = json.loads((folder / "tokenizer" / "vocab.json").read_text())
+    torch.manual_seed(seed)
+    _tiny_text_encoder(folder / "text_encoder", vocab_map, d1, text_layers)
+    _tiny_text_encoder(folder / "text_encoder_2", vocab_map, d2, text_layers, projection_dim=proj, pad="!",
+                       hidden_act="gelu")
+    torch.manual_seed(seed + 1)
+    UNet2DConditionModel(block_out_channels=(32, 64, 64), layers_per_block=1, sample_size=32, in_channels=4,
+                         out_channels=4,
+                         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                         up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                         attention_head_dim=(2, 4, 4), use_linear_projection=True, transformer_layers_per_block=(1, 1, 2),
+                         addition_embed_type="text_time", addition_time_embed_dim=8,
+                         projection_class_embeddings_input_dim=6 * 8 + proj,
+                         cross_attention_dim=d1 + d2).save_pretrained(folder / "unet")
+    torch.manual_seed(seed + 2)
+    AutoencoderKL(block_out_channels=[32, 64], in_channels=3, out_channels=3,
+                  down_block_types=["DownEncoderBlock2D", "DownEncoderBlock2D"],
+                  up_block_types=["UpDecoderBlock2D", "UpDecoderBlock2D"], latent_channels=4,
+                  scaling_factor=0.13025, force_upcast=True).save_pretrained(folder / "vae")
+    EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                           timestep_spacing="leading").save_pretrained(folder / "scheduler")
+    config_path = folder / "scheduler" / "scheduler_config.json"  # as SDXL ships it: DDIM's keys too
+    config = json.loads(config_path.read_text())
+    config.update(clip_sample=False, set_alpha_to_one=False, skip_prk_steps=True, sample_max_value=1.0)
+    config_path.write_text(json.dumps(config, indent=2))
+    (folder / "model_index.json").write_text(json.dumps(TINY_SDXL_INDEX, indent=2))
+    return used, len(vocab_map)
+
+
 def build_tiny_model(
     folder: str | os.PathLike,
     *,
@@ -241,14 +300,18 @@ def build_tiny_model(
     prediction_type: str = "epsilon",
     hidden_size: int = 32,
     text_layers: int = 5,
+    family: str = "sd",
     overwrite: bool = False,
 ) -> dict:
     """Write a tiny random-weight SD snapshot to ``folder`` and return a summary dict.
 
     Component sizes follow diffusers' own fast tests (docs/architecture.md §8). ``prediction_type="v_prediction"`` gives
-    an SD-2.x-like snapshot. ``vocab`` is "auto" (real CLIP BPE if it can be fetched, else trained),
-    "clip" or "trained".
+    an SD-2.x-like snapshot; ``family="sdxl"`` an SDXL-shaped one (:func:`_tiny_sdxl`; ``hidden_size`` and
+    ``prediction_type`` are then SDXL's: D = 32 + 48, ε). ``vocab`` is "auto" (real CLIP BPE if it can be fetched,
+    else trained), "clip" or "trained".
     """
+    if family not in ("sd", "sdxl"):
+        raise ValueError(f"unknown model family {family!r}; use sd or sdxl")
     import torch  # heavy: only when a tiny model is built
     from diffusers.utils import logging as df_logging  # lazy: torch
     from transformers.utils import logging as hf_logging  # lazy: transformers
@@ -257,6 +320,12 @@ def build_tiny_model(
     df_logging.disable_progress_bar()
     folder = Path(folder)
     _empty_folder(folder, overwrite)
+    if family == "sdxl":
+        used_vocab, size = _tiny_sdxl(folder, seed, vocab, text_layers)
+        build_tiny_captioner(folder / "captioner", seed=seed + 3)
+        (folder / "RANDOM_WEIGHTS.txt").write_text(RANDOM_WEIGHTS_NOTICE + "\n")
+        return {"path": str(folder), "vocab": used_vocab, "vocab_size": size, "hidden_size": sum(SDXL_TEXT[:2]),
+                "pooled_size": SDXL_TEXT[2], "prediction_type": "epsilon", "seed": seed, "family": family}
     used_vocab = write_clip_tokenizer(folder / "tokenizer", vocab)
     vocab_map = json.loads((folder / "tokenizer" / "vocab.json").read_text())
     torch.manual_seed(seed)
@@ -266,7 +335,7 @@ def build_tiny_model(
     build_tiny_captioner(folder / "captioner", seed=seed + 3)
     (folder / "RANDOM_WEIGHTS.txt").write_text(RANDOM_WEIGHTS_NOTICE + "\n")
     return {"path": str(folder), "vocab": used_vocab, "vocab_size": len(vocab_map), "hidden_size": hidden_size,
-            "prediction_type": prediction_type, "seed": seed}
+            "prediction_type": prediction_type, "seed": seed, "family": family}
 
 
 _BLIP_WORDS = ("a an the of on in with and is photo picture cat dog sitting standing lying grass table bench "

@@ -54,6 +54,15 @@ class Encoder(Base):
     max_length: Mapped[int] = mapped_column(Integer, nullable=False)
     pad_id: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    # revision 0008: "sd" (one text encoder) or "sdxl" (the pair; ``parts`` lists each one's facts)
+    family: Mapped[str] = mapped_column(String(20), nullable=False, default="sd", server_default="sd")
+    parts: Mapped[list | None] = mapped_column(JSON)
+    key_size: Mapped[int | None] = mapped_column(Integer)  # the search key's width when it is not hidden_size
+
+    @property
+    def key_dim(self) -> int:
+        """The width of this encoder's search keys (SDXL: the pooled embedding's, 1280)."""
+        return self.key_size or self.hidden_size
 
 
 class Bank(Base):

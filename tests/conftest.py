@@ -52,6 +52,14 @@ def tiny_model_b(tiny_model, session_home) -> Path:
     return Path(build_tiny_model(session_home / "tiny-sd-b", seed=7, hidden_size=48)["path"])
 
 
+@pytest.fixture(scope="session")
+def tiny_sdxl(tiny_model, session_home) -> Path:
+    """A tiny SDXL-layout snapshot (two text encoders D = 32 + 48, pooled 40; UNet with added conditioning)."""
+    from editor.tiny import build_tiny_model
+
+    return Path(build_tiny_model(session_home / "tiny-sdxl", family="sdxl")["path"])
+
+
 # --- tiny metric models (editor.metrics): CLIP, a DINO-like ViT, an AlexNet-layout LPIPS backbone --------------
 
 @pytest.fixture(scope="session")

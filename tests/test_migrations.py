@@ -29,7 +29,7 @@ def test_head_constant_matches_alembic(tmp_path):
     from migrations import alembic_config
 
     assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD_REVISION
-    assert known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007"}
+    assert known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008"}
 
 
 def test_models_match_the_migrations(tmp_path):
@@ -123,7 +123,7 @@ def test_the_job_owner_and_student_flag_revision_round_trips_a_populated_databas
     cols = {c["name"] for c in inspect(engine).get_columns("students")}
     assert "deprecated" not in cols and "owner" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
     upgrade(engine)
-    assert current_revision(engine) == HEAD_REVISION == "0007"
+    assert current_revision(engine) == HEAD_REVISION == "0008"
     with engine.connect() as c:
         assert c.execute(text("SELECT deprecated FROM students")).scalars().all() in ([False], [0])
     assert {"owner", "heartbeat_at"} <= {c["name"] for c in inspect(engine).get_columns("jobs")}
@@ -131,6 +131,39 @@ def test_the_job_owner_and_student_flag_revision_round_trips_a_populated_databas
     reg = Registry.open(db_url)
     assert [s.direction for s in reg.students()] == ["cat-to-dog@1"]
     reg.close()
+
+
+def test_the_encoder_families_revision_round_trips_and_refuses_to_drop_sdxl(db_url, tiny_model, tiny_sdxl):
+    """Revision 0008 adds encoders.family/parts/key_size: an SD-only registry goes down to 0007 and back up with
+    its directions intact and family 'sd'; one holding an SDXL encoder refuses the downgrade and loses nothing."""
+    reg = Registry.open(db_url)
+    sd = reg.build_direction("cat", "dog", str(tiny_model), n=5)
+    before = sd.vector.clone()
+    reg.close()
+    engine = make_engine(db_url)
+    downgrade(engine, "0007")
+    assert "family" not in {c["name"] for c in inspect(engine).get_columns("encoders")}
+    upgrade(engine)
+    with engine.connect() as c:
+        assert c.execute(text("SELECT family, parts, key_size FROM encoders")).all() == [("sd", None, None)]
+    engine.dispose()
+    reg = Registry.open(db_url)
+    assert torch_equal(reg.get("cat-to-dog").vector, before)
+    xl = reg.build_direction("cat@1", "dog@1", str(tiny_sdxl))
+    reg.close()
+    engine = make_engine(db_url)
+    with pytest.raises(RuntimeError, match="SDXL encoder"):
+        downgrade(engine, "0007")
+    assert current_revision(engine) == "0008"
+    engine.dispose()
+    reg = Registry.open(db_url)
+    back = reg.get(xl.ref)
+    assert back.family == "sdxl" and tuple(back.pooled.shape) == (1, 40)
+    reg.close()
+
+
+def torch_equal(a, b) -> bool:
+    return bool((a == b).all())
 
 
 def test_the_students_revision_upgrades_and_downgrades_a_populated_database(db_url, tiny_model):
@@ -185,7 +218,7 @@ def test_the_jobs_revision_upgrades_and_downgrades_a_populated_database(db, tmp_
     downgrade(engine, "0005")
     assert current_revision(engine) == "0005" and "jobs" not in inspect(engine).get_table_names()
     upgrade(engine)
-    assert current_revision(engine) == HEAD_REVISION == "0007" and "jobs" in inspect(engine).get_table_names()
+    assert current_revision(engine) == HEAD_REVISION == "0008" and "jobs" in inspect(engine).get_table_names()
     engine.dispose()
     with Registry.open(db) as reg:
         assert [d.ref for d in reg.directions()] == ["cat-to-dog@1", "day-to-night@1", "kitten-to-puppy@1"]

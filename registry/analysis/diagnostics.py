@@ -131,7 +131,7 @@ def _read_pair(db, ref: str) -> _Pair:
         return _Pair(label=f"{row.name}@{row.version}", model=enc.model, fingerprint=enc.fingerprint,
                      architecture=enc.architecture, banks=banks, sentences=tuple(list(b.sentences) for b in banks),
                      made={side: _made_with(b) for side, b in zip(("source", "target"), banks)},
-                     delta=repo.direction_vector(s, row)[0], key=from_bytes(row.key, (enc.hidden_size,)))
+                     delta=repo.direction_vector(s, row)[0], key=from_bytes(row.key, (enc.key_dim,)))
 
 
 def _unavailable(pair: _Pair) -> dict:

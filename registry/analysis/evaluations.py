@@ -92,7 +92,7 @@ def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, e
     from editor.evaluate import score_pair, summarize  # lazy: torch
     from editor.image import load_image  # lazy: torch
 
-    d = reg.get(ref)
+    d = reg.get(ref, getattr(editor, "model_id", None))
     source, target = concepts(d)
     rows, skipped, thumbs = [], [], []
     edit_s = score_s = 0.0

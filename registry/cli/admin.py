@@ -173,21 +173,28 @@ def dev():
 @click.argument("folder", type=click.Path(file_okay=False))
 @click.option("--vocab", type=click.Choice(["auto", "clip", "trained"]), default="auto", show_default=True,
               help="Real CLIP BPE (fetched once) or a small trained BPE.")
-@click.option("--v-prediction", is_flag=True, help="An SD-2.x-like v-prediction snapshot.")
+@click.option("--family", type=click.Choice(["sd", "sdxl"]), default="sd", show_default=True,
+              help="sd: SD 1.x layout; sdxl: SDXL's (two text encoders, added conditioning).")
+@click.option("--v-prediction", is_flag=True, help="An SD-2.x-like v-prediction snapshot (--family sd).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--force", is_flag=True, help="Replace a non-empty folder.")
-def dev_tiny_model(folder, vocab, v_prediction, seed, force):
+def dev_tiny_model(folder, vocab, family, v_prediction, seed, force):
     """Write a tiny RANDOM-WEIGHT Stable Diffusion snapshot to FOLDER (tests, demo, offline checks).
 
     \b
-    Example:
+    Examples:
       p2pz dev tiny-model ./tiny-sd && p2pz direction build cat dog --model ./tiny-sd
+      p2pz dev tiny-model --family sdxl ./tiny-sdxl && p2pz direction build cat@1 dog@1 --model ./tiny-sdxl
     """
     from editor.tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model  # lazy: start-up
 
-    info = build_tiny_model(folder, seed=seed, vocab=vocab, overwrite=force,
+    if v_prediction and family == "sdxl":
+        raise click.UsageError("--v-prediction is for --family sd (SDXL base predicts ε)")
+    info = build_tiny_model(folder, seed=seed, vocab=vocab, overwrite=force, family=family,
                             prediction_type="v_prediction" if v_prediction else "epsilon")
-    click.echo(f"wrote {info['path']} (vocabulary: {info['vocab']}, {info['vocab_size']} tokens, D={info['hidden_size']})")
+    pooled = f", pooled {info['pooled_size']}" if family == "sdxl" else ""
+    click.echo(f"wrote {info['path']} ({family}; vocabulary: {info['vocab']}, {info['vocab_size']} tokens, "
+               f"D={info['hidden_size']}{pooled})")
     click.echo(f"WARNING: {RANDOM_WEIGHTS_NOTICE}", err=True)
 
 

@@ -192,13 +192,19 @@ def direction_show(state, ref, as_json):
     d = reg.get(ref)
     stats = d.vector_stats()
     scores = reg.scores([d]).get(d.ref)
+    others = [{"ref": o.ref, "encoder_model": o.encoder_model, "family": o.family} for o in reg.siblings(d)]
     if as_json:
-        echo_json({**d.to_dict(), "vector": stats, "scores": scores})
+        echo_json({**d.to_dict(), "vector": stats, "scores": scores, "siblings": others})
         return
     for k, val in d.to_dict().items():
         if val not in (None, [], ""):
             click.echo(f"{k:<14}{val}")
     click.echo(f"{'vector':<14}shape {stats['shape']}, ‖Δ‖ {stats['norm']:.4g}, BOS row ‖·‖ {stats['bos_row_norm']:.3g}")
+    if "pooled_norm" in stats:
+        click.echo(f"{'pooled':<14}shape {stats['pooled_shape']}, ‖Δ_pooled‖ {stats['pooled_norm']:.4g}")
+    if others:
+        click.echo(f"{'other models':<14}" + ", ".join(f"{o['ref']} ({o['encoder_model']}, {o['family']})"
+                                                       for o in others))
     if scores:
         values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(scores["scores"].items()))
         click.echo(f"{'scores':<14}{values} ({scores['n_images']} images, run {scores['run_id'][:8]}, "

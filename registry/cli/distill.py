@@ -77,7 +77,7 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     from registry.library.editing import EditorOptions  # lazy: PIL
     from registry.library.pairs import PairsSetup, distill_pairs as make_dataset  # lazy: torch
 
-    d = state.registry().get(ref)
+    d = state.registry().get(ref, model)
     source, target = concepts(d)
     options = EditorOptions(device=device, captioner=captioner, progress=state.progress)
     setup = PairsSetup(direction=d, model=model, options=options, source_concept=source, target_concept=target,

@@ -151,7 +151,7 @@ def generate(state, prompt, directions, scale, model, steps, guidance_scale, see
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
     from registry.library.editing import choose_model, open_editor  # lazy: PIL
 
-    dirs = [state.registry().get(ref) for ref in directions]
+    dirs = [state.registry().get(ref, model) for ref in directions]
     options = _editor_options(state, loading)
     state.info(f"loading {choose_model(dirs, model) or 'the default model'} …")
     ed = open_editor(dirs, model, **options.kwargs())

@@ -102,7 +102,7 @@ def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model
     from registry.analysis.evaluations import sweep as run_sweep  # lazy: sqlalchemy
 
     reg = state.registry()
-    d = reg.get(ref)
+    d = reg.get(ref, model)
     if sweep:
         parse_sweep(sweep)  # a malformed sweep fails before any model is loaded
     paths = expand_inputs([images_dir])

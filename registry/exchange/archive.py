@@ -53,7 +53,7 @@ class _Collector:
                                          sha256=b.sha256, note=b.note, created_at=b.created_at.isoformat())
         i = len(self.emb_entries)
         self.tensors[f"embedding/{i}/mean"] = from_bytes(emb.mean, (1, None, enc.hidden_size))
-        self.tensors[f"embedding/{i}/key"] = from_bytes(emb.key, (enc.hidden_size,))
+        self.tensors[f"embedding/{i}/key"] = from_bytes(emb.key, (enc.key_dim,))
         self.emb_entries.append(EmbeddingEntry(index=i, bank=self.banks[b.id].index, encoder=enc.fingerprint,
                                                key_kind=emb.key_kind))
         self.embeddings[emb.id] = i
@@ -77,7 +77,7 @@ class _Collector:
             index=i, name=row.name, version=row.version, kind=row.kind, encoder=row.encoder.fingerprint,
             scale=row.scale, tags=row.tags, note=row.note, deprecated=row.deprecated,
             content_sha256=row.content_sha256, created_at=row.created_at.isoformat(), **fields))
-        self.tensors[f"direction/{i}/key"] = from_bytes(row.key, (row.encoder.hidden_size,))
+        self.tensors[f"direction/{i}/key"] = from_bytes(row.key, (row.encoder.key_dim,))
         self.directions[row.id] = i
         return i
 
@@ -174,13 +174,13 @@ def read_member(zf: zipfile.ZipFile, path: Path, name: str, limit: int) -> bytes
 def tensor_budget(man: Manifest) -> int:
     """The most bytes ``tensors.safetensors`` can legitimately hold for this manifest (float64 at most, plus
     header): the tensors member is refused above it before it is read."""
-    dims = {e.fingerprint: (e.max_length, e.hidden_size) for e in man.encoders}
+    dims = {e.fingerprint: (e.max_length, e.hidden_size, e.key_dim) for e in man.encoders}
     elements = 0
     for e in man.embeddings:
-        length, d = dims.get(e.encoder, (0, 0))
-        elements += length * d + d
+        length, d, k = dims.get(e.encoder, (0, 0, 0))
+        elements += length * d + k
     for r in man.directions:
-        elements += dims.get(r.encoder, (0, 0))[1]
+        elements += dims.get(r.encoder, (0, 0, 0))[2]
     tensors = 2 * len(man.embeddings) + len(man.directions) + len(man.students)
     return 8 * elements + sum(st.weights_bytes for st in man.students) + 256 * tensors + 4096
 

@@ -33,6 +33,15 @@ class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class EncoderPart(_Entry):
+    """One text encoder of an SDXL pair (``text_encoder`` or ``text_encoder_2``)."""
+
+    subfolder: str
+    fingerprint: str = Field(pattern=r"^[0-9a-f]{64}$")
+    architecture: str
+    hidden_size: int = Field(gt=0, le=65536)
+
+
 class EncoderEntry(_Entry):
     """A text encoder, identified by its fingerprint (sha256 over its config and weights)."""
 
@@ -44,6 +53,14 @@ class EncoderEntry(_Entry):
     hidden_size: int = Field(gt=0, le=65536, description="D")
     max_length: int = Field(gt=0, le=4096, description="tokens per prompt (77)")
     pad_id: int | None = None
+    family: Literal["sd", "sdxl"] = Field(default="sd", description="sd: one text encoder; sdxl: the pair")
+    parts: list[EncoderPart] | None = Field(default=None, description="an SDXL pair's two encoders")
+    key_size: int | None = Field(default=None, gt=0, le=65536, description="search key width when not D "
+                                 "(SDXL: the pooled embedding's)")
+
+    @property
+    def key_dim(self) -> int:
+        return self.key_size or self.hidden_size
 
 
 class BankEntry(_Entry):
@@ -260,9 +277,9 @@ def check_tensors(man: Manifest, tensors: dict) -> dict[str, np.ndarray]:
     for i, e in enumerate(man.embeddings):
         enc = encoders[e.encoder]
         checked[f"embedding/{i}/mean"] = _tensor(tensors, f"embedding/{i}/mean", (1, enc.max_length, enc.hidden_size))
-        checked[f"embedding/{i}/key"] = _tensor(tensors, f"embedding/{i}/key", (enc.hidden_size,))
+        checked[f"embedding/{i}/key"] = _tensor(tensors, f"embedding/{i}/key", (enc.key_dim,))
     for i, r in enumerate(man.directions):
-        checked[f"direction/{i}/key"] = _tensor(tensors, f"direction/{i}/key", (encoders[r.encoder].hidden_size,))
+        checked[f"direction/{i}/key"] = _tensor(tensors, f"direction/{i}/key", (encoders[r.encoder].key_dim,))
     for i, st in enumerate(man.students):
         _check(0 <= st.direction < len(man.directions), f"students[{i}].direction points nowhere")
         checked[f"student/{i}"] = _student_weights(man, tensors, i)

@@ -88,7 +88,8 @@ class Registry:
     def encoders(self) -> list[dict]:
         with self.db.read() as s:
             return [{"fingerprint": r.fingerprint, "model": r.model, "architecture": r.architecture,
-                     "hidden_size": r.hidden_size, "max_length": r.max_length} for r in repo.encoders(s)]
+                     "hidden_size": r.hidden_size, "max_length": r.max_length, "family": r.family,
+                     "parts": r.parts, "key_size": r.key_dim} for r in repo.encoders(s)]
 
     @_translated
     def make_bank(self, concept: str, generator: str | BankOptions = "templates", n: int = 1000, seed: int = 0, *,
@@ -127,9 +128,16 @@ class Registry:
 
     # --- directions -----------------------------------------------------------------------------------
     @_translated
-    def get(self, ref: str) -> Direction:
-        """``cat-to-dog@2``, or ``cat-to-dog`` for the latest non-deprecated version."""
-        return _directions.get(self.db, ref)
+    def get(self, ref: str, model: str | None = None) -> Direction:
+        """``cat-to-dog@2``, or ``cat-to-dog`` for the latest non-deprecated version — of ``model``'s text encoder
+        when given; a bare name that exists for several encoders (an SD and an SDXL version) needs ``model`` or
+        a version."""
+        return _directions.get(self.db, ref, model)
+
+    @_translated
+    def siblings(self, d: Direction) -> list[Direction]:
+        """The directions of ``d``'s two banks on other text encoders (SD 1.x, 2.x, SDXL: one bank, many models)."""
+        return _directions.siblings(self.db, d)
 
     @_translated
     def versions(self, name: str) -> list[Direction]:

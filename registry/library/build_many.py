@@ -171,7 +171,7 @@ def prepare_banks(db, refs: list[str], model: str | None, engine, *, options: Ba
             else:
                 bank = BankSource.from_sentences(r.concept, r.sentences, r.generator, r.params)
             mean = from_bytes(r.mean, (1, None, enc.hidden_size))
-            key = from_bytes(r.key, (enc.hidden_size,))
+            key = from_bytes(r.key, (enc.key_dim,))
             store_embedding(s, EmbeddingSource(bank=bank, mean=mean, key=key, key_kind=r.key_kind), enc_row.id)
     return errors
 

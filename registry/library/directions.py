@@ -11,6 +11,9 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Iterable
 
+from sqlalchemy import select
+from sqlalchemy.orm import aliased
+
 from generators import BankDraft, BankOptions, LLMOptions, normalize_sentences
 from store import models as m
 from store import repository as repo
@@ -47,10 +50,12 @@ def record_of(db, s, row: m.Direction) -> Direction:
     return records(db, s, m.Direction.id == row.id, order=False)[0]
 
 
-def get(db, ref: str) -> Direction:
+def get(db, ref: str, model: str | None = None) -> Direction:
+    """``name@version``, or a bare name's latest version — of ``model``'s encoder when given (a name that exists
+    for several encoders needs one or the other: :func:`store.repository.direction_row`)."""
     name, version = parse_ref(ref, "direction")
-    with db.read() as s:
-        return record_of(db, s, repo.direction_row(s, name, version))
+    with user_errors(), db.read() as s:
+        return record_of(db, s, repo.direction_row(s, name, version, model=model))
 
 
 def versions(db, name: str) -> list[Direction]:
@@ -76,6 +81,21 @@ def page(db, *, query: str | None = None, tag: str | None = None, include_deprec
     with db.read() as s:
         return repo.page_directions(s, query=query, tag=tag, include_deprecated=include_deprecated, sort=sort,
                                     offset=offset, limit=limit, make=make)
+
+
+def siblings(db, d: Direction) -> list[Direction]:
+    """Directions of the same two banks on other text encoders (one bank, many models: ``cat@1 → dog@1`` under SD
+    1.5 and under SDXL), oldest first; none for a combination."""
+    if d.kind != "pair" or d.id is None:
+        return []
+    se, te = aliased(m.Embedding), aliased(m.Embedding)
+    with db.read() as s:
+        row = s.get(m.Direction, d.id)
+        ids = list(s.scalars(
+            select(m.Direction.id).join(se, m.Direction.source_id == se.id).join(te, m.Direction.target_id == te.id)
+            .where(se.bank_id == row.source.bank_id, te.bank_id == row.target.bank_id,
+                   m.Direction.encoder_id != row.encoder_id)))
+        return records(db, s, m.Direction.id.in_(ids)) if ids else []
 
 
 # --- building -----------------------------------------------------------------------------------------
@@ -110,11 +130,14 @@ def build(db, source: str, target: str, model: str | None = None, *, name: str |
         options = replace(options, tokenizer_model=model)  # check lengths with this model's own tokenizer
     src = _side(db, source, source_sentences, options, n, seed, progress)
     tgt = _side(db, target, target_sentences, options, n, seed, progress)
+    named = name is not None
     name = name or direction_name(src.concept, tgt.concept)
     if parse_ref(name, "direction")[1] is not None:
         raise RegistryError(f"a direction name carries no version: {name!r}")
     name, tags = check_name(name, "direction"), check_tags(tags)
     enc = load_encoder(model, device)
+    if not named:
+        name = family_name(db, name, enc.family)
     src_e = embed(db, src, enc, progress=progress)
     same = (tgt.concept, tgt.sha256) == (src.concept, src.sha256)
     tgt_e = src_e if same else embed(db, tgt, enc, progress=progress)
@@ -128,6 +151,16 @@ def build(db, source: str, target: str, model: str | None = None, *, name: str |
         row, _ = repo.insert_direction(s, name=name, content=content, encoder_id=enc_row.id, key=key,
                                        source_id=se.id, target_id=te.id, scale=scale, tags=tags, note=note)
         return record_of(db, s, row)
+
+
+def family_name(db, name: str, family: str) -> str:
+    """A build's default name for an encoder of ``family``: ``name`` itself unless its versions are all of another
+    family, then ``name-<family>`` (``cat-to-dog-sdxl`` beside an SD ``cat-to-dog``), so a default never
+    shadows the other family's direction (algorithm §12). An explicit name is the user's choice and kept."""
+    with db.read() as s:
+        families = set(s.scalars(select(m.Encoder.family).join(m.Direction, m.Direction.encoder_id == m.Encoder.id)
+                                 .where(m.Direction.name == name)))
+    return name if not families or family in families else f"{name}-{family}"
 
 
 def _encoder_mismatch(a: m.Direction, b: m.Direction) -> str:
@@ -152,7 +185,7 @@ def combine(db, weights: dict[str, float], name: str, *, tags: Iterable[str] = (
         for row, _ in rows[1:]:
             if row.encoder_id != first.encoder_id:
                 raise RegistryError(_encoder_mismatch(first, row))
-        key = sum(np.float32(w) * from_bytes(r.key, (r.encoder.hidden_size,)) for r, w in rows)
+        key = sum(np.float32(w) * from_bytes(r.key, (r.encoder.key_dim,)) for r, w in rows)
         content = repo.direction_content("combination", first.encoder.fingerprint,
                                          components=[(r.content_sha256, w) for r, w in rows])
         components = [{"id": r.id, "name": r.name, "version": r.version, "weight": w} for r, w in rows]

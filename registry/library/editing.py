@@ -140,7 +140,7 @@ def run_edits(registry, engine, request: EditRequest, paths: list[Path], *, repo
               info: Callable[[str], None] | None = None) -> list:
     """Apply ``request`` to ``paths`` → one :class:`editor.batch.EditOutcome` per image: with the diffusion
     editor on ``engine`` (:func:`edit_many`), or with the directions' students here (milliseconds each)."""
-    directions = [registry.get(ref) for ref in request.directions]
+    directions = [registry.get(ref, request.model) for ref in request.directions]
     if request.student is not None:
         if not isinstance(engine, LocalEngine):
             raise RegistryError("--student runs locally (milliseconds per image); drop --engine ray")

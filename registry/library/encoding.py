@@ -9,6 +9,11 @@ result does not depend on sentence order or batch size).
 The search key [D] is the encoder's own sentence embedding, averaged over sentences: CLIP's
 ``pooler_output`` (the EOS state) or, for other encoders, the attention-masked mean of ``last_hidden_state``
 (those encoders are run with their attention mask, as they are meant to be).
+
+SDXL (algorithm §12): the pair's prompt embedding as ``StableDiffusionXLPipeline.encode_prompt`` builds it
+(:func:`editor.text.sdxl_prompt_embeds`: penultimate hidden states of both encoders concatenated, [1, 77, 2048]),
+and the key is the mean pooled embedding ``text_embeds`` of ``text_encoder_2`` [1280] (``key_kind="pooled"``) —
+which is also what Δ_pooled is made of.
 """
 
 from __future__ import annotations
@@ -55,7 +60,7 @@ class BankStats:
 class EncodedBank:
     mean: np.ndarray  # [1, 77, D] float32
     key: np.ndarray  # [D] float32
-    key_kind: str  # "pooler" | "masked-mean"
+    key_kind: str  # "pooler" | "masked-mean" | "pooled" (SDXL)
     n: int
     stats: BankStats | None = None
 
@@ -76,6 +81,8 @@ def encode_sentences(encoder, sentences: list[str]):
     """Per-sentence hidden states [B, 77, D] and keys [B, D] for one batch (model dtype, on its device)."""
     import torch  # lazy: torch
 
+    if encoder.family == "sdxl":  # the pair: hidden [B, 77, 2048], pooled [B, 1280]
+        return encoder.encode(sentences)
     batch = tokenize(encoder, sentences)
     ids = batch["input_ids"].to(encoder.device)  # [B, 77]
     with torch.inference_mode():
@@ -128,8 +135,8 @@ def encode_bank(
                       block_key_sums=block_key.to(torch.float32).cpu().numpy(),
                       block_counts=torch.bincount(blocks, minlength=n_blocks).numpy().astype(np.int64),
                       sentence_keys=torch.cat(keys).numpy())
-    return EncodedBank(mean=mean, key=key, key_kind="pooler" if encoder.is_clip else "masked-mean", n=n,
-                       stats=stats)
+    kind = "pooled" if encoder.family == "sdxl" else "pooler" if encoder.is_clip else "masked-mean"
+    return EncodedBank(mean=mean, key=key, key_kind=kind, n=n, stats=stats)
 
 
 # --- bank statistics in the cache -------------------------------------------------------------------------
@@ -198,7 +205,8 @@ def encoder_facts(enc) -> dict:
     """What the registry records about a loaded text encoder (table ``encoders``)."""
     return {"fingerprint": enc.fingerprint, "model": enc.location.model, "subfolder": enc.subfolder,
             "revision": enc.location.revision, "architecture": enc.architecture, "hidden_size": enc.hidden_size,
-            "max_length": enc.max_length, "pad_id": enc.pad_id}
+            "max_length": enc.max_length, "pad_id": enc.pad_id, "family": enc.family, "parts": enc.parts,
+            "key_size": enc.key_size}
 
 
 @dataclass

@@ -108,6 +108,8 @@ class Direction:
     deprecated: bool = False
     encoder_model: str | None = None
     hidden_size: int | None = None
+    family: str = "sd"  # the encoder's: "sd" (one text encoder) or "sdxl" (the pair; see ``pooled``)
+    key_size: int | None = None  # the key's width when it is not hidden_size (SDXL: the pooled width)
     id: int | None = None
     content_sha256: str | None = None
     load_vector: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
@@ -125,8 +127,27 @@ class Direction:
         if self._key is None:
             if self.key_bytes is None and self.load_key is not None:
                 self.key_bytes = self.load_key()
-            self._key = from_bytes(self.key_bytes, (self.hidden_size,) if self.hidden_size else None)
+            width = self.key_size or self.hidden_size
+            self._key = from_bytes(self.key_bytes, (width,) if width else None)
         return self._key
+
+    def pooled_numpy(self) -> np.ndarray | None:
+        """Δ_pooled [1, 1280] float32 for an SDXL direction, None otherwise (algorithm §12).
+
+        An SDXL embedding's key *is* the mean pooled embedding of ``text_encoder_2`` (:mod:`.encoding`), and a
+        direction's key is built from its embeddings' keys exactly as Δ from their means (scale · (target −
+        source), or Σ wᵢ keyᵢ), so Δ_pooled is the key: stored once, shared by search and the editor."""
+        if self.family != "sdxl":
+            return None
+        return self.key.reshape(1, -1)
+
+    @property
+    def pooled(self):
+        """Δ_pooled as a torch tensor [1, 1280] float32 (SDXL), else None."""
+        import torch  # lazy: torch
+
+        p = self.pooled_numpy()
+        return None if p is None else torch.from_numpy(p.copy())
 
     def vector_numpy(self) -> np.ndarray:
         """Δ as a float32 numpy array [1, 77, D] (materialized once, on first use)."""
@@ -139,7 +160,12 @@ class Direction:
     def vector_stats(self) -> dict:
         """Δ's shape, norm ‖Δ‖ and the norm of its BOS row (what ``direction show`` and the web page report)."""
         v = self.vector_numpy()
-        return {"shape": list(v.shape), "norm": float(np.linalg.norm(v)), "bos_row_norm": float(np.linalg.norm(v[0, 0]))}
+        stats = {"shape": list(v.shape), "norm": float(np.linalg.norm(v)),
+                 "bos_row_norm": float(np.linalg.norm(v[0, 0]))}
+        pooled = self.pooled_numpy()
+        if pooled is not None:  # SDXL: Δ_pooled too
+            stats.update(pooled_shape=list(pooled.shape), pooled_norm=float(np.linalg.norm(pooled)))
+        return stats
 
     def detached(self) -> "Direction":
         """This record with Δ and its key materialized and no link to the database: plain data another process
@@ -158,6 +184,7 @@ class Direction:
         return {"name": self.name, "version": self.version, "ref": self.ref, "kind": self.kind,
                 "source": self.source, "target": self.target, "scale": self.scale, "components": self.components,
                 "encoder": self.encoder, "encoder_model": self.encoder_model, "hidden_size": self.hidden_size,
+                "family": self.family,
                 "tags": list(self.tags), "note": self.note, "deprecated": self.deprecated,
                 "created_at": self.created_at.isoformat()}
 

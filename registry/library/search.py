@@ -67,7 +67,7 @@ class SearchIndexes:
             return cached
         with self.db.read() as s:
             enc = repo.encoder_by_fingerprint(s, fingerprint)
-            dim = enc.hidden_size
+            dim = enc.key_dim
             index = DirectionIndex.load(self.folder, fingerprint, dim, generation) if self.folder else None
             if index is None:
                 ids, keys = repo.index_keys(s, enc.id, dim)
@@ -104,7 +104,7 @@ class SearchIndexes:
         at random, each searched for itself), and p50/p99 latency of both (``p2pz index bench``)."""
         out = {}
         with self.db.read() as s:
-            encoders = [(e.fingerprint, e.id, e.hidden_size) for e in repo.encoders(s)]
+            encoders = [(e.fingerprint, e.id, e.key_dim) for e in repo.encoders(s)]
         for fp, enc_id, dim in encoders:
             index = self.index(fp)
             if index.size == 0:

@@ -32,6 +32,8 @@ class DirectionOut(BaseModel):
     encoder: str = Field(description="Text-encoder fingerprint.")
     encoder_model: str | None = None
     hidden_size: int | None = None
+    family: Literal["sd", "sdxl"] = Field("sd", description="sd: one text encoder (SD 1.x/2.x); sdxl: the pair, "
+                                          "with Δ_pooled")
     tags: list[str]
     note: str | None = None
     deprecated: bool

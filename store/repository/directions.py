@@ -136,24 +136,55 @@ def insert_directions(s: Session, items: list[dict]) -> list[InsertedDirection]:
     return out
 
 
-def direction_row(s: Session, name: str, version: int | None, include_deprecated: bool = False) -> m.Direction:
-    """``name@version``, or the latest non-deprecated version when ``version`` is None."""
+def direction_row(s: Session, name: str, version: int | None, include_deprecated: bool = False,
+                  model: str | None = None) -> m.Direction:
+    """``name@version`` (any encoder's), or for a bare name (``version`` None) the latest non-deprecated version — of the encoder
+    of ``model`` (the model in use, as its encoders record it) when given. A bare name whose versions belong to
+    several encoders and no ``model`` to choose by is ambiguous: the error lists them (algorithm §12, "names across
+    families"); an SDXL version never silently takes the place of an SD one."""
     q = select(m.Direction).where(m.Direction.name == name)
     if version is not None:
         q = q.where(m.Direction.version == version)
     else:
         if not include_deprecated:
             q = q.where(m.Direction.deprecated.is_(False))
-        q = q.order_by(m.Direction.version.desc()).limit(1)
+        return _latest_for(s, name, q.order_by(m.Direction.version.desc()), model)
     row = s.scalar(q)
     if row is None:
-        versions = s.scalars(select(m.Direction.version).where(m.Direction.name == name)).all()
-        if versions and version is not None:
-            raise NotFoundError(f"direction {name}@{version} does not exist; versions: {sorted(versions)}")
-        if versions:
-            raise NotFoundError(f"every version of direction {name!r} is deprecated; ask for one as {name}@N")
-        raise NotFoundError(f"no direction named {name!r}", fix="direction", name=name)
+        _missing(s, name, version)
     return row
+
+
+def _latest_for(s: Session, name: str, q, model: str | None) -> m.Direction:
+    rows = list(s.scalars(q))
+    by_encoder: dict[int, list[m.Direction]] = {}
+    for row in rows:
+        by_encoder.setdefault(row.encoder_id, []).append(row)
+    if model is not None and len(by_encoder) > 1:
+        mine = [r for r in rows if r.encoder.model == model]
+        if not mine:
+            raise NotFoundError(f"direction {name!r} has no version for model {model} ({_encoder_list(by_encoder)})")
+        return mine[0]
+    if len(by_encoder) > 1:
+        raise StoreError(f"direction {name!r} exists for {len(by_encoder)} text encoders ({_encoder_list(by_encoder)})"
+                         f"; name a version ({name}@N) or the model in use")
+    if not rows:
+        _missing(s, name, None)
+    return rows[0]
+
+
+def _encoder_list(by_encoder: dict) -> str:
+    return "; ".join(f"{rows[0].encoder.model} [{rows[0].encoder.family}]: "
+                     + ", ".join(f"@{r.version}" for r in rows) for rows in by_encoder.values())
+
+
+def _missing(s: Session, name: str, version: int | None):
+    versions = s.scalars(select(m.Direction.version).where(m.Direction.name == name)).all()
+    if versions and version is not None:
+        raise NotFoundError(f"direction {name}@{version} does not exist; versions: {sorted(versions)}")
+    if versions:
+        raise NotFoundError(f"every version of direction {name!r} is deprecated; ask for one as {name}@N")
+    raise NotFoundError(f"no direction named {name!r}", fix="direction", name=name)
 
 
 def direction_key_bytes(s: Session, direction_id: int) -> bytes:

@@ -12,7 +12,7 @@ from .core import NotFoundError, lock
 
 
 ENCODER_FIELDS = ("fingerprint", "model", "subfolder", "revision", "architecture", "hidden_size", "max_length",
-                  "pad_id")
+                  "pad_id", "family", "parts", "key_size")
 
 
 def encoder_row(s: Session, facts: dict) -> tuple[m.Encoder, bool]:
@@ -25,7 +25,7 @@ def encoder_row(s: Session, facts: dict) -> tuple[m.Encoder, bool]:
             raise StoreError(f"encoder {fp[:12]} is claimed with D={facts['hidden_size']} but this registry knows "
                              f"it as D={row.hidden_size}")
         return row, False
-    row = m.Encoder(**{k: facts.get(k) for k in ENCODER_FIELDS})
+    row = m.Encoder(**{k: facts.get(k) for k in ENCODER_FIELDS if facts.get(k) is not None})
     s.add(row)
     s.flush()
     return row, True
