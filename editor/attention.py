@@ -175,7 +175,7 @@ def select_layers(unet, choice: str = "all") -> list[str]:
 
 def loss_scale(unet, layers: list[str], family: str = "sd") -> float:
     """The factor on Σ_layers L_xa that makes one ``xa_guidance`` the same strength whatever the layer count
-    (algorithm §6.5): N_ref / |layers|, with N_ref = the UNet's own attn2 count for SD-family UNets (so ``all`` is
+    (algorithm §12): N_ref / |layers|, with N_ref = the UNet's own attn2 count for SD-family UNets (so ``all`` is
     exactly 1: SD 1.x/2.x results are bit-identical) and 16, SD 1.x's count, for SDXL (so its 70 layers guide with
     the per-layer strength the paper's defaults were tuned for)."""
     n_ref = REFERENCE_LAYER_COUNT if family == "sdxl" else len(cross_attention_layers(unet))
