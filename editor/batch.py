@@ -172,13 +172,13 @@ def labels_of(directions: list) -> list[str]:
 
 def _model_provenance(editor) -> dict:
     return {"p2pz": package_version(), "model": editor.model_id, "model_fingerprint": editor.model_fingerprint,
-            "encoder_fingerprint": editor.text_encoder_fingerprint, "prediction_type": editor.prediction_type}
+            "encoder_fingerprint": editor.text_encoder_fingerprint, "family": editor.family, "prediction_type": editor.prediction_type}
 
 
 def _edit_provenance(label: str, cfg: EditConfig, res) -> dict:
     return {"direction": label, "scale": cfg.scale, "xa_guidance": res.params["xa_guidance"],
             "guidance_scale": cfg.guidance_scale, "negative_prompt": res.params["negative"][0],
-            "safety_checker_flagged": bool(res.nsfw and res.nsfw[0])}
+            "xa_layers": cfg.xa_layers, "safety_checker_flagged": bool(res.nsfw and res.nsfw[0])}
 
 
 def _label(d, i: int) -> str:

@@ -107,6 +107,12 @@ class TextEncoderPair:
         return self.key_size
 
     @property
+    def tokenizer(self):
+        """The first encoder's tokenizer: both share CLIP's BPE vocabulary and 77-token window, so token counts
+        and truncation (bank health) are the same under either."""
+        return self.tokenizers[0]
+
+    @property
     def parts(self) -> list[dict]:
         return [{"subfolder": sub, "fingerprint": fp, "architecture": type(model).__name__,
                  "hidden_size": int(model.config.hidden_size)}

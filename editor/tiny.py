@@ -249,6 +249,15 @@ TINY_SDXL_INDEX = {
     "unet": ["diffusers", "UNet2DConditionModel"],
     "vae": ["diffusers", "AutoencoderKL"],
 }
+# The published SDXL base 1.0 UNet layout (2.6 B parameters; transformer depths 1/2/10, 2048-wide context, 70 attn2
+# layers): for meta-device tests of the layer sets and for benchmarks on SDXL-sized random weights (bench/edit_sdxl.py)
+SDXL_BASE_UNET = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
+                      block_out_channels=(320, 640, 1280), attention_head_dim=(5, 10, 20), use_linear_projection=True,
+                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+                      up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+                      transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048,
+                      addition_embed_type="text_time", addition_time_embed_dim=256,
+                      projection_class_embeddings_input_dim=2816)
 SDXL_TEXT = (32, 48, 40)  # tiny widths: text_encoder D₁, text_encoder_2 D₂, its projection P (real: 768, 1280, 1280)
 
 

@@ -6,10 +6,14 @@
 Attributes are imported lazily so that ``p2pz --help`` stays fast.
 """
 
-__all__ = ["Registry", "RegistryError", "Bank", "Direction", "SearchHit"]
+__all__ = ["Registry", "RegistryError", "Bank", "Direction", "SearchHit", "direction_kwargs"]
 
 
 def __getattr__(name):
+    if name == "direction_kwargs":  # stored directions in any diffusers pipeline
+        from registry.library.pipelines import direction_kwargs  # lazy: torch
+
+        return direction_kwargs
     if name in __all__:
         from registry.library import api  # lazy: sqlalchemy
 

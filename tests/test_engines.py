@@ -175,3 +175,23 @@ def test_a_worker_that_cannot_start_is_one_line(local_ray, setup, tmp_path, tiny
     res = _edit(db, photos, tmp_path / "out", tiny_model, "--engine", "ray", "--model", str(tmp_path / "missing"))
     assert res.exit_code == 1 and "Traceback" not in res.stderr
     assert res.stderr.startswith("error: the Ray job failed") and "missing" in res.stderr
+
+
+def test_ray_edits_an_sdxl_direction_as_the_local_engine_does(local_ray, tmp_path, tiny_model, tiny_sdxl):
+    db = f"sqlite:///{tmp_path / 'xl.db'}"
+    with Registry.open(db) as reg:
+        assert reg.build_direction("cat", "dog", str(tiny_sdxl), n=5).family == "sdxl"
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(2):
+        Image.fromarray((np.random.RandomState(i).rand(40, 48, 3) * 255).astype(np.uint8)).save(photos / f"p{i}.png")
+
+    def edit(out, *extra):
+        res = CliRunner().invoke(main, ["--db", db, "-q", "edit", str(photos), "--direction", "cat-to-dog", "--steps",
+                                        "2", "--caption", "a photo of a cat", "--out", str(out), "--no-cache",
+                                        "--json", *extra])
+        assert res.exit_code == 0, res.output
+        return _files(out)
+
+    local, remote = edit(tmp_path / "local"), edit(tmp_path / "ray", "--engine", "ray", "--workers", "2")
+    assert len(local) == 2 and local == remote

@@ -172,12 +172,8 @@ def test_the_layer_sets_of_the_real_unets_and_the_normalisation():
     exactly 1 for every SD-family UNet with all its layers (results unchanged) and 16/|S| for SDXL."""
     from diffusers import UNet2DConditionModel
 
-    sdxl = dict(sample_size=128, in_channels=4, out_channels=4, layers_per_block=2,
-                block_out_channels=(320, 640, 1280), attention_head_dim=(5, 10, 20), use_linear_projection=True,
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-                transformer_layers_per_block=(1, 2, 10), cross_attention_dim=2048, addition_embed_type="text_time",
-                addition_time_embed_dim=256, projection_class_embeddings_input_dim=2816)
+    from editor.tiny import SDXL_BASE_UNET as sdxl
+
     sd14 = dict(sample_size=64, cross_attention_dim=768)
     with torch.device("meta"):
         xl_unet, sd_unet = UNet2DConditionModel(**sdxl), UNet2DConditionModel(**sd14)
@@ -277,3 +273,45 @@ def test_a_library_mixing_families_round_trips(both, tmp_path, db_url):
     assert back.family == "sdxl" and torch.equal(back.pooled, xl.pooled) and torch.equal(back.vector, xl.vector)
     assert other.get(sd.ref).family == "sd"
     other.close()
+
+
+# --- directions in any diffusers pipeline -------------------------------------------------------------------
+
+def test_direction_kwargs_are_the_editors_embeddings_and_generate(both, pipe, xl):
+    from registry import direction_kwargs
+
+    reg, sd, d = both
+    kw = direction_kwargs(pipe, CAPTION, d, scale=0.5)
+    assert set(kw) == {"prompt_embeds", "negative_prompt_embeds", "pooled_prompt_embeds",
+                       "negative_pooled_prompt_embeds"}
+    cond = xl.condition([CAPTION], (1, 4, 32, 32))
+    assert torch.equal(kw["negative_prompt_embeds"], cond.hidden)
+    assert torch.equal(kw["negative_pooled_prompt_embeds"], cond.pooled)
+    assert torch.equal(kw["prompt_embeds"], cond.hidden + 0.5 * d.vector)
+    assert torch.equal(kw["pooled_prompt_embeds"], cond.pooled + 0.5 * d.pooled)
+    other = direction_kwargs(pipe, CAPTION, d, negative_prompt="blurry")
+    assert not torch.equal(other["negative_prompt_embeds"], cond.hidden)
+    with torch.no_grad():
+        out = pipe(**kw, num_inference_steps=2, height=64, width=64, output_type="latent").images
+    assert tuple(out.shape) == (1, 4, 32, 32) and torch.isfinite(out).all()
+    with pytest.raises(RegistryError, match="built with text encoder"):
+        direction_kwargs(pipe, CAPTION, sd)  # an SD direction on an SDXL pipeline
+
+
+def test_direction_kwargs_on_a_plain_sd_pipeline(both, tiny_model):
+    from diffusers import StableDiffusionPipeline
+
+    from registry import direction_kwargs
+
+    reg, sd, xl_dir = both
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sd_pipe = StableDiffusionPipeline.from_pretrained(str(tiny_model), safety_checker=None,
+                                                          requires_safety_checker=False)
+    ed = Editor.from_pipe(sd_pipe)
+    kw = direction_kwargs(sd_pipe, CAPTION, sd, scale=2.0)
+    assert set(kw) == {"prompt_embeds", "negative_prompt_embeds"}
+    c = ed.encode_text([CAPTION])
+    assert torch.equal(kw["negative_prompt_embeds"], c) and torch.equal(kw["prompt_embeds"], c + 2.0 * sd.vector)
+    with pytest.raises(RegistryError, match="built with text encoder"):
+        direction_kwargs(sd_pipe, CAPTION, xl_dir)

@@ -72,6 +72,8 @@ class Diagnostics:
     stability_curve: list[dict] = field(default_factory=list)  # [{"sentences", "split_half"}]
     encoder_calls: int = 0
     unavailable: dict = field(default_factory=dict)  # {figure: why it cannot be computed}
+    # SDXL: the token profile of each encoder's slice of Δ ({"text_encoder": [77], "text_encoder_2": [77]})
+    token_profiles: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -118,6 +120,7 @@ class _Pair:
     made: dict
     delta: np.ndarray  # [77, D]
     key: np.ndarray  # [D]
+    parts: list | None = None  # an SDXL pair's encoders ({"subfolder", "hidden_size", …}), in Δ's column order
 
 
 def _read_pair(db, ref: str) -> _Pair:
@@ -131,7 +134,8 @@ def _read_pair(db, ref: str) -> _Pair:
         return _Pair(label=f"{row.name}@{row.version}", model=enc.model, fingerprint=enc.fingerprint,
                      architecture=enc.architecture, banks=banks, sentences=tuple(list(b.sentences) for b in banks),
                      made={side: _made_with(b) for side, b in zip(("source", "target"), banks)},
-                     delta=repo.direction_vector(s, row)[0], key=from_bytes(row.key, (enc.key_dim,)))
+                     delta=repo.direction_vector(s, row)[0], key=from_bytes(row.key, (enc.key_dim,)),
+                     parts=enc.parts)
 
 
 def _unavailable(pair: _Pair) -> dict:
@@ -220,6 +224,7 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
     profile = np.linalg.norm(pair.delta.astype(np.float64), axis=1)
     energy = profile ** 2
     head = float(energy[:PROFILE_HEAD].sum() / max(energy.sum(), 1e-30))
+    per_encoder = part_profiles(pair.delta, pair.parts)
     # 4. bank health
     banks = _bank_reports(pair, stats, tokenizer)
     # 5. entanglement
@@ -233,7 +238,21 @@ def inspect(db, indexes, ref: str, *, splits: int = SPLITS, seed: int = 0, neigh
                        word_swap_cosine=swap_cos, word_swap_norm_ratio=swap_ratio,
                        token_profile=[float(x) for x in profile], token_energy_head=head, banks=banks,
                        neighbours=near_list, checks=checks, stability_curve=curve, encoder_calls=stability_calls,
-                       unavailable=unavailable)
+                       unavailable=unavailable, token_profiles=per_encoder)
+
+
+def part_profiles(delta: np.ndarray, parts: list | None) -> dict:
+    """‖Δ[i]‖ per position within each encoder's columns of an SDXL Δ [77, 768 + 1280] (CLIP ViT-L first, then
+    OpenCLIP bigG, as the prompt embedding concatenates them); empty for a single encoder."""
+    if not parts:
+        return {}
+    out, start = {}, 0
+    for part in parts:
+        width = int(part["hidden_size"])
+        block = delta[:, start:start + width].astype(np.float64)
+        out[part["subfolder"]] = [float(x) for x in np.linalg.norm(block, axis=1)]
+        start += width
+    return out
 
 
 FAR_BELOW = 4  # a build warns when its banks are worth less than 1/FAR_BELOW of what inspect asks for

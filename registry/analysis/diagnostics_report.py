@@ -27,6 +27,9 @@ def summary(d: Diagnostics) -> str:
                                     f"cosine {d.word_swap_cosine:.4f}, norm ratio {d.word_swap_norm_ratio:.3f}"),
              f"token profile    BOS {d.token_profile[0]:.3g}, max {max(d.token_profile):.3g}, "
              f"{100 * d.token_energy_head:.1f} % of the energy in the first {PROFILE_HEAD} positions"]
+    for part, profile in d.token_profiles.items():  # SDXL: each encoder's share of Δ
+        energy = sum(x * x for x in profile)
+        lines.append(f"  {part:<15}max {max(profile):.3g}, ‖Δ‖ {energy ** 0.5:.4g}")
     for side in ("source", "target"):
         b = d.banks[side]
         na = lambda v, f="{}": "n/a" if v is None else f.format(v)  # noqa: E731

@@ -24,6 +24,9 @@ def _editing_options(f):
                      "override it)."),
         click.option("--steps", type=click.IntRange(2, 1000), default=50, show_default=True, help="DDIM steps."),
         click.option("--guidance-scale", type=float, default=5.0, show_default=True, help="CFG scale (> 1)."),
+        click.option("--xa-layers", type=click.Choice(["all", "high", "low"]), default="all", show_default=True,
+                     help="Cross-attention layers that guide: all, high (the highest resolution's: SDXL's 10 at "
+                     "64² of 1024 px) or low (the rest: SDXL's 60 at 32²). The loss is normalised by the count."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), default="p2pz-out", show_default=True),
         click.option("--device", help="cpu or cuda (default: cuda when available)."),
@@ -79,7 +82,9 @@ def _report(state):
               "captioner/ folder when it ships one, else Salesforce/blip-image-captioning-base].")
 @click.option("--xa-guidance", type=click.FloatRange(0), default=None,
               help="Cross-attention guidance step size [0.1; 0.01 for v-prediction models such as SD 2.x].")
-@click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio (longer side = model size).")
+@click.option("--size", type=click.IntRange(16, 4096), default=None,
+              help="Image side in pixels (default: the model's own: 512 for SD 1.x, 1024 for SDXL).")
+@click.option("--keep-aspect", is_flag=True, help="Keep the aspect ratio (longer side = --size or the model's).")
 @click.option("--schedule", type=click.Choice(["symmetric", "reference"]), default="symmetric", show_default=True,
               help="Inversion schedule.")
 @click.option("--save-reconstruction", is_flag=True, help="Also write the reconstruction.")
@@ -94,9 +99,9 @@ def _report(state):
               "provenance (by default: the path as given when relative, else the file name alone).")
 @engine_options
 @pass_state
-def edit(state, images, directions, scale, model, steps, guidance_scale, seed, out_dir, force, as_json, loading,
-         caption, captioner, xa_guidance, keep_aspect, schedule, save_reconstruction, student, maps_fp16,
-         skip_existing, record_source_path, engine):
+def edit(state, images, directions, scale, model, steps, guidance_scale, xa_layers, seed, out_dir, force, as_json,
+         loading, caption, captioner, xa_guidance, size, keep_aspect, schedule, save_reconstruction, student,
+         maps_fp16, skip_existing, record_source_path, engine):
     """Apply stored directions to real images with pix2pix-zero.
 
     Writes OUT/<name>__<direction>@<version>.png with the full provenance in a PNG text chunk; <name> is the
@@ -108,6 +113,7 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
       p2pz edit photos/ --direction cat-to-dog --direction cat-to-lion@2 --out edits
       p2pz edit "shots/*.jpg" --direction day-to-night --caption "a street" --steps 100
       p2pz edit photos/ --direction cat-to-dog --engine ray --workers 4 --gpus-per-worker 1
+      p2pz edit cat.png --direction cat-to-dog-sdxl --model stabilityai/stable-diffusion-xl-base-1.0 --size 768
     """
     from editor.batch import expand_inputs  # lazy: PIL
     from editor.config import EditConfig, InversionConfig  # lazy: start-up
@@ -117,8 +123,9 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
     options = _editor_options(state, loading, map_dtype="float16" if maps_fp16 else "float32", captioner=captioner)
     request = EditRequest(
         directions=tuple(directions), model=model, options=options, out_dir=str(out_dir), caption=caption,
-        inversion=InversionConfig(steps=steps, seed=seed, keep_aspect=keep_aspect, schedule=schedule),
-        edit=EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps),
+        inversion=InversionConfig(steps=steps, seed=seed, size=size, keep_aspect=keep_aspect, schedule=schedule),
+        edit=EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps,
+                        xa_layers=xa_layers),
         save_reconstruction=save_reconstruction, force=force, skip_existing=skip_existing,
         record_source_path=record_source_path, student=student)
     outcomes = run_edits(state.registry(), engine, request, expand_inputs(list(images)),
@@ -135,10 +142,11 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, seed, o
 @_editing_options
 @click.option("--xa-guidance", type=click.FloatRange(0), default=None,
               help="Cross-attention guidance step size [0.15 for synthetic images; 0.01 for v-prediction models].")
-@click.option("--size", type=click.IntRange(16, 2048), default=None, help="Image size (default: the model's).")
+@click.option("--size", type=click.IntRange(16, 4096), default=None,
+              help="Image size (default: the model's: 512 for SD 1.x, 1024 for SDXL).")
 @pass_state
-def generate(state, prompt, directions, scale, model, steps, guidance_scale, seed, out_dir, force, as_json, loading,
-             xa_guidance, size):
+def generate(state, prompt, directions, scale, model, steps, guidance_scale, xa_layers, seed, out_dir, force, as_json,
+             loading, xa_guidance, size):
     """Generate an image from PROMPT (x_T from the seed) and edit it with stored directions.
 
     \b
@@ -148,7 +156,8 @@ def generate(state, prompt, directions, scale, model, steps, guidance_scale, see
     from editor.batch import generate_files  # lazy: PIL
     from editor.config import EditConfig  # lazy: start-up
 
-    edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps)
+    edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps,
+                          xa_layers=xa_layers)
     from registry.library.editing import choose_model, open_editor  # lazy: PIL
 
     dirs = [state.registry().get(ref, model) for ref in directions]

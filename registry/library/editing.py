@@ -46,9 +46,23 @@ class EditorOptions:
         return out
 
 
+def one_encoder(directions) -> None:
+    """Refuse directions of more than one text encoder in one edit (an SD and an SDXL direction cannot share a
+    model): one line naming two of them and the fix."""
+    first = {}
+    for d in directions:
+        if getattr(d, "encoder", None):
+            first.setdefault(d.encoder, d)
+    if len(first) > 1:
+        a, b = list(first.values())[:2]
+        raise RegistryError(f"{a.ref} and {b.ref} were built with different text encoders ({a.encoder_model} and "
+                            f"{b.encoder_model}); edit with one model's directions at a time")
+
+
 def choose_model(directions, model: str | None = None) -> str | None:
     """``model`` when given; else the one model every direction was built with; else None (the default model,
-    ``$P2PZ_MODEL`` or CompVis/stable-diffusion-v1-4)."""
+    ``$P2PZ_MODEL`` or CompVis/stable-diffusion-v1-4). Directions of several text encoders are refused."""
+    one_encoder(directions)
     if model:
         return model
     models = {d.encoder_model for d in directions if getattr(d, "encoder_model", None)}

@@ -32,7 +32,7 @@ from editor.errors import EditorError
 from store import repository as repo
 from store.files import atomic_write
 
-from registry.library.editing import choose_model, open_editor
+from registry.library.editing import choose_model, one_encoder, open_editor
 from registry.library.previews import build_previews
 from registry.library.records import NotFound, RegistryError, user_errors
 
@@ -144,7 +144,9 @@ class Jobs:
             raise RegistryError("choose at least one direction")
         if len(directions) > 8:
             raise RegistryError("at most 8 directions per job; submit several jobs")
-        refs = [self.registry.get(r).ref for r in directions]  # unknown ones fail here, before anything is stored
+        chosen = [self.registry.get(r) for r in directions]  # unknown ones fail here, before anything is stored
+        one_encoder(chosen)
+        refs = [d.ref for d in chosen]
         ext, w, h = check_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
         job_id = uuid.uuid4().hex
         folder = self.folder(job_id)
