@@ -31,7 +31,7 @@ def _key(result: dict) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
-    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,index,store,bulk,cli,web,inspect,edit,evaluate,ablation,student,ray) to run "
+    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,index,store,bulk,cli,web,inspect,edit,edit_sdxl,evaluate,ablation,student,ray) to run "
                     "again; their entries in --out are replaced, the others kept")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
@@ -57,6 +57,7 @@ def main():
             keep(run("index_scale.py", "--n", "1000000", "--exact-queries", "50"))
         if want("bulk"):
             keep(run("bulk_import.py"))
+            keep(run("bulk_import.py", "--family", "sdxl"))
         if want("store") or want("cli") or want("web"):
             store = run("store.py", "--keep", tmp)
             if want("store"):
@@ -74,6 +75,8 @@ def main():
             if args.full:
                 keep(run("edit.py", "--full"))
                 keep(run("edit.py", "--full", "--size", "512", "--steps", "1", "--stages-only"))
+        if want("edit_sdxl"):
+            keep(run("edit_sdxl.py") if not args.full else run("edit_sdxl.py", "--full", "--size", "512", "--steps", "1"))
         if want("evaluate") and args.full:
             keep(run("evaluate_overhead.py"))
         if want("ablation"):

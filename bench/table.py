@@ -25,6 +25,10 @@ def rows(results: list[dict]) -> list[list[str]]:
     by = {}
     for r in results:
         key = r["benchmark"]
+        if key == "bulk_import" and r["params"].get("family") == "sdxl":
+            key = "bulk_import-sdxl"
+        if key == "edit_sdxl" and "quick" in r["params"]["mode"]:
+            key = "edit_sdxl-quick"
         if key == "edit":
             p = r["params"]
             key = "edit-quick" if "quick" in p["mode"] else ("edit-512" if p["size"] == 512 else "edit-full")
@@ -78,6 +82,14 @@ def rows(results: list[dict]) -> list[list[str]]:
                     f"{bi['show_p50_ms']:.1f} ms",
                     f"one insert per direction: {bi['baseline_directions_per_s']:,.0f}/s ({bi['speedup']:.1f}× slower)",
                     "≥ 2,000/s, ≤ 5 KB, show p50 ≤ 5 ms", "`python bench/bulk_import.py`"])
+    bx = by.get("bulk_import-sdxl")
+    if bx:
+        n = f"{bx['params']['directions'] // 1000}k"
+        out.append([f"importing a {n}-direction SDXL library (Δ [1, 77, 2048], 1280-wide keys)",
+                    f"**{bx['bytes_per_direction'] / 1000:.1f} KB per direction** (the embeddings shared), "
+                    f"{bx['directions_per_s']:,.0f} directions/s, `get` + Δ p50 {bx['show_p50_ms']:.1f} ms",
+                    f"Δ + Δ_pooled if stored: {(77 * 2048 + 1280) * 4 / 1000:.0f} KB per direction", "≤ 8 KB",
+                    "`python bench/bulk_import.py --family sdxl`"])
     c = by.get("cli")
     if c:
         out += [
@@ -182,6 +194,32 @@ def rows(results: list[dict]) -> list[list[str]]:
              f"**{_gb(g['map_cache_bytes_per_image_sd_512px_50_steps'])}** (float16)",
              f"before: maps always, float32: {_gb(2 * g['map_cache_bytes_per_image_sd_512px_50_steps'])}",
              "bounded (`P2PZ_CACHE_MAX_GB`)", cmd]]
+    x = by.get("edit_sdxl")
+    if x:
+        p = x["params"]
+        cmd = f"`python bench/edit_sdxl.py --full --size {p['size']} --steps {p['steps']}`"
+        where = f"SDXL-sized ({p['unet_parameters'] / 1e9:.2f} B UNet), {p['size']} px"
+        m = x["map_bytes_per_step_1024px"]
+        out += [
+            [f"SDXL guided step, {where}",
+             f"{x['guided_step_s']:.1f} s = **{x['guided_step_unet_forwards']:.2f}** UNet-forward equivalents; "
+             f"with the reference step (lockstep) {x['lockstep_step_s']:.1f} s",
+             f"plain SDXL denoising step (CFG pair) {x['plain_step_s']:.1f} s", "≤ 3.0", cmd],
+            [f"SDXL peak memory, reference + edit, {where}",
+             f"lockstep {_gb(x['peak_lockstep_bytes'])} = **{x['peak_lockstep_vs_two_pass']:.2f}×** the two passes "
+             f"one after the other ({_gb(x['peak_two_pass_bytes'])}), max diff "
+             f"{x['lockstep_max_abs_diff_to_two_pass']:.0e}; **{x['peak_lockstep_vs_plain']:.1f}×** a plain step",
+             f"plain step {_gb(x['peak_plain_bytes'])} (all above the loaded weights)", "—", cmd],
+            ["SDXL reference maps per step at 1024 px (from measured per-layer bytes, float32)",
+             f"`--xa-layers all` ({x['map_layers']['all']}) **{_gb(m['all'])}**, high ({x['map_layers']['high']}) "
+             f"{_gb(m['high'])}, low ({x['map_layers']['low']}) {_gb(m['low'])}",
+             f"measured at {p['size']} px: {_gb(x['map_bytes_per_step_measured'])}", "—", cmd],
+            [f"SDXL edit step vs LEDITS++ (`LEditsPPPipelineStableDiffusionXL`), same weights, {p['size']} px",
+             f"p2pz lockstep step **{x['lockstep_step_vs_ledits_step']:.2f}×** a LEDITS++ edit step "
+             f"(guided step alone {x['guided_step_vs_ledits_step']:.2f}×); peak {_gb(x['peak_lockstep_bytes'])} vs "
+             f"{_gb(x['ledits_peak_bytes'])}",
+             f"LEDITS++ edit step {x['ledits_edit_step_s']:.1f} s, inversion step {x['ledits_inversion_step_s']:.1f} s",
+             "—", cmd]]
     return out
 
 

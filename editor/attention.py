@@ -86,6 +86,7 @@ class AttentionMaps:
         self.consumed: set[tuple[int, str]] = set()
         self.batch_groups: int = 1  # images in the batch (per-image loss means; see guide())
         self.loss_scale: float = 1.0  # the guided step multiplies ``loss`` by it (editor.attention.loss_scale)
+        self.guided, self.stop_when_complete = 0, False  # maps compared in this call; stop after the last one
 
     def observe(self, layer: str, probs: torch.Tensor) -> None:
         if self.mode == "record":
@@ -109,14 +110,26 @@ class AttentionMaps:
             per_image = per_slice.view(2, b, heads2).permute(1, 0, 2).reshape(b, -1).mean(1)
             term = per_image.sum()
             self.loss = term if self.loss is None else self.loss + term
+            self.guided += 1
+            if self.stop_when_complete and self.guided == len(self.reference[self.t]):
+                raise MapsComplete  # L_xa is whole: nothing after the last guided layer can change its gradient
 
     @contextlib.contextmanager
-    def at(self, t: int, mode: str):
-        self.t, self.mode = t, mode
+    def at(self, t: int, mode: str, stop_when_complete: bool = False):
+        """Maps of timestep ``t`` in ``mode`` for one UNet call; ``stop_when_complete`` (guide mode) raises
+        :class:`MapsComplete` once every reference map of ``t`` has entered the loss."""
+        self.t, self.mode, self.guided, self.stop_when_complete = t, mode, 0, stop_when_complete
         try:
             yield self
         finally:
-            self.mode = "off"
+            self.mode, self.stop_when_complete = "off", False
+
+
+class MapsComplete(Exception):
+    """Raised by the guided forward pass once every reference map of the timestep has entered L_xa: the layers
+    after the last guided one (SDXL: the whole last up block and the output convolution) feed only the noise
+    prediction, which the guided step discards (it predicts again from the updated latent), and no gradient of
+    L_xa flows through them — stopping there saves their forward and their saved activations, bit for bit."""
 
 
 class CrossAttnMapProcessor:

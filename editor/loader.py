@@ -26,7 +26,7 @@ from store.paths import cache_dir
 from .devices import default_device, resolve_device  # noqa: F401 (the loader's callers resolve devices too)
 from .errors import ComponentLoadError, EditorError, ModelLoadError
 from .shapes.model import ShapesModelError, snapshot
-from .text import SD, SDXL, TextEncoder, TextEncoderPair  # noqa: F401 (the loader returns them)
+from .text import SD, SDXL, TextEncoder, TextEncoderPair, pair_fingerprint  # noqa: F401 (the loader returns them)
 
 from store.hashing import sha256_json
 
@@ -302,6 +302,15 @@ class SDComponents:
     model_fingerprint: str
 
 
+def known_text_fingerprint(location) -> str | None:
+    """The snapshot's text-encoder fingerprint from the cache alone (None unless every part is cached): the
+    encoder's own, or for SDXL the pair's, combined from both parts' as the loaded pair combines them."""
+    if location.family != SDXL:
+        return cached_fingerprint(location.part("text_encoder"))
+    parts = [cached_fingerprint(location.part(sub)) for sub in ("text_encoder", "text_encoder_2")]
+    return None if None in parts else pair_fingerprint(parts)
+
+
 def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -> SDComponents:
     """Every component of an SD snapshot (hub id or folder): the text encoder first — its parts alone for a hub
     snapshot — and ``check(fingerprint)`` on it (from the cached fingerprint when the encoder's files are
@@ -311,11 +320,11 @@ def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -
     import torch  # lazy: torch
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel  # lazy: torch
 
-    location = resolve_model(model, parts=("text_encoder", "tokenizer"))
+    location = resolve_model(model, parts=TEXT_PARTS)  # SDXL's second encoder too, when shipped
     if location.layout != "diffusers":
         raise ModelLoadError(f"{model} is a plain text encoder, not a Stable Diffusion snapshot (no unet/, vae/); "
                              "give an SD model")
-    known = cached_fingerprint(location.part("text_encoder"))
+    known = known_text_fingerprint(location)
     if known and check:
         check(known)
     text = load_text_encoder(model, device="cpu")  # fp32: its fingerprint matches the registry's
@@ -338,7 +347,10 @@ def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -
         extractor = CLIPImageProcessor.from_pretrained(location.part("feature_extractor"))
     fps = [folder_fingerprint(location.part(part), lambda module=module: module)
            for part, module in (("unet", unet), ("vae", vae))]
-    model_fp = sha256_json({"text": text.fingerprint, "unet": fps[0], "vae": fps[1], "scheduler": dict(scheduler.config)})
+    sched = dict(scheduler.config)
+    if "_use_default_values" in sched:  # diffusers lists the keys it filled in set order: random per process
+        sched["_use_default_values"] = sorted(sched["_use_default_values"])
+    model_fp = sha256_json({"text": text.fingerprint, "unet": fps[0], "vae": fps[1], "scheduler": sched})
     return SDComponents(folder=location.folder, text=text, unet=unet, vae=vae, scheduler=scheduler,
                         safety_checker=checker, feature_extractor=extractor, model_fingerprint=model_fp)
 

@@ -15,7 +15,7 @@ from typing import Callable
 
 import torch
 
-from .attention import AttentionMaps, guided_processors
+from .attention import AttentionMaps, MapsComplete, guided_processors
 from .conditioning import Conditioning, as_conditioning  # noqa: F401 (the sampler's inputs)
 from .errors import EditorError
 from .schedule import ddim_step, to_epsilon
@@ -82,8 +82,11 @@ def guided_step(unet, x: torch.Tensor, i: int, move, cond_edit: Conditioning, st
         # (1) L_xa = Σ_layers ‖M_t − M_t^ref‖² with a graph through the latent only
         x_in.requires_grad_(True)
         store.loss = None
-        with torch.enable_grad(), store.at(move.t, "guide"):
-            unet(x_in, move.t, **cond_edit.unet_kwargs())
+        with torch.enable_grad(), store.at(move.t, "guide", stop_when_complete=True):
+            try:
+                unet(x_in, move.t, **cond_edit.unet_kwargs())
+            except MapsComplete:  # the forward stops after the last guided layer: its output is not used
+                pass
             loss = store.loss if store.loss_scale == 1.0 else store.loss * store.loss_scale  # |layers| normalised
             (grad,) = torch.autograd.grad(loss, x_in)
         if callback is not None:

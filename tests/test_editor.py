@@ -221,6 +221,28 @@ def test_guidance_scale_at_most_one_raises(ed, inv):
             ed.edit(inv, delta(), guidance_scale=s)
 
 
+def test_the_guided_forward_stops_after_the_last_guided_layer_and_changes_nothing(ed, inv, monkeypatch):
+    """The guided forward pass ends at the last guided attn2 layer (editor.attention.MapsComplete): the edit is
+    bit-identical to one whose guided forward runs the whole UNet, and the output convolution never runs in it."""
+    calls = []
+    hook = ed.unet.conv_out.register_forward_hook(lambda *a: calls.append(torch.is_grad_enabled()))
+    try:
+        stopped = ed.edit(inv, delta(), steps=STEPS, decode=False, force=True).latents
+        assert calls and not any(calls)  # conv_out ran only in the no-graph passes
+        full_at = AttentionMaps.at
+
+        def whole_unet(self, t, mode, stop_when_complete=False):
+            return full_at(self, t, mode, False)
+
+        monkeypatch.setattr(AttentionMaps, "at", whole_unet)
+        calls.clear()
+        whole = ed.edit(inv, delta(), steps=STEPS, decode=False, force=True).latents
+        assert any(calls)  # the guided forward now reached the output convolution
+    finally:
+        hook.remove()
+    assert torch.equal(stopped, whole)
+
+
 def test_a_larger_guidance_step_brings_the_maps_closer(ed, inv):
     """L_xa ≥ 0 and one SGD step of size xa lowers L_xa at that timestep, more for larger xa (in the range the
     paper uses, up to 10× it). Over a whole trajectory this is not monotone on a *random-weight* UNet (measured:

@@ -512,3 +512,24 @@ def test_built_banks_take_the_automatic_template_kind_and_a_given_one(client):
     assert params["template_kind"] == "object" and params["template_kind_source"] == "given"
     assert client.post("/api/directions", json={"source": "a", "target": "b", "kind": "weather"},
                        headers=AUTH).status_code == 422
+
+
+def test_sdxl_directions_are_listed_searched_and_applied(db, tmp_path, tiny_model, tiny_sdxl, monkeypatch):
+    """A registry holding SD and SDXL directions of the same banks: both listed with their family, search stays
+    within one text encoder, an SDXL edit job runs on the direction's own model, a mixed job is refused."""
+    monkeypatch.delenv("P2PZ_MODEL", raising=False)
+    with Registry.open(db) as reg:
+        assert reg.build_direction("cat@1", "dog@1", str(tiny_sdxl)).ref == "cat-to-dog-sdxl@1"
+    with Client(create_app(settings(db, tmp_path, tiny_model, model=None))) as c:
+        listed = {d["ref"]: d["family"] for d in c.get("/api/directions", params={"q": "cat"}).json()["items"]}
+        assert listed["cat-to-dog-sdxl@1"] == "sdxl" and listed["cat-to-dog@1"] == "sd"
+        hits = c.get("/api/search", params={"direction": "cat-to-dog-sdxl", "k": 5}).json()["items"]
+        assert [h["direction"]["ref"] for h in hits] == ["cat-to-dog-sdxl@1"]  # only the SDXL encoder's keys
+        r = edit(c, directions=["cat-to-dog-sdxl"], caption="a photo of a cat")
+        assert r.status_code == 202, r.text
+        done = wait(c, r.json()["id"])
+        assert done["status"] == "done", done["error"]
+        prov = done["results"][0]["provenance"]
+        assert prov["family"] == "sdxl" and prov["direction"] == "cat-to-dog-sdxl@1"
+        mixed = edit(c, directions=["cat-to-dog", "cat-to-dog-sdxl"])
+        assert mixed.status_code == 400 and "different text encoders" in mixed.json()["error"]
