@@ -12,7 +12,9 @@ Rows (all at ``--size`` px and ``--steps`` steps, CFG 5, xa-guidance 0.1, float3
 - a plain SDXL denoising step: one UNet forward on the CFG pair [caption, caption + Δ] with SDXL's added
   conditioning — the unit the guided step is counted in;
 - the guided step (edit pass alone, against recorded reference maps): forward with a graph, the input-only
-  backward of the cross-attention loss, the CFG forward;
+  backward of the cross-attention loss, the CFG forward. It and its unit are timed in one process, interleaved,
+  after one warm-up of each (fastest of ``--rounds``); the warm-up edit step is reported too (``*_cold``): the
+  first step of an edit pays the one-off allocation of the graph's memory, the other steps do not;
 - peak memory of reference + edit in lockstep (``Editor.edit``), of the two passes one after the other
   (``reference`` then ``edit_latents``: every step's maps held) and of the plain step;
 - the reference maps' bytes per step and layer, measured, and at 1024 px for each ``--xa-layers`` set (maps grow
@@ -192,7 +194,45 @@ def worker_ledits(args, out: Path) -> dict:
             "inversion_step_s": t_inv / args.steps, "peak": peak.peak}
 
 
-WORKERS = {"plain": worker_plain, "two_pass": worker_two_pass, "lockstep": worker_lockstep, "ledits": worker_ledits}
+def worker_timing(args, out: Path) -> dict:
+    """The guided step against its unit, in one process and interleaved: a plain step and an edit step
+    (``Editor.edit_latents`` at one step, against recorded reference maps) alternate ``--rounds`` times after one
+    warm-up of each; the figure is each one's fastest round. The warm-up is the first step of an edit, which pays
+    the one-off allocation of the ~16 GiB graph (reported as ``guided_cold_s``); steps 2…N of an edit run warm."""
+    from editor import Inversion
+    from editor.conditioning import Conditioning
+
+    ed = load_editor(args)
+    x_t, deltas = inputs(ed, args)
+    delta, pooled = deltas
+    inv = Inversion(latents=x_t, caption=CAPTION, steps=args.steps)
+    maps, _ = ed.reference(inv, 5.0, force=True)
+    with torch.no_grad():
+        cond = ed.cfg_pair([CAPTION], [CAPTION], x_t.shape)
+        cond = Conditioning(hidden=cond.hidden + torch.cat([torch.zeros_like(delta), delta]),
+                            pooled=cond.pooled + torch.cat([torch.zeros_like(pooled), pooled]), time_ids=cond.time_ids)
+    t_step = int(ed.scheduler.config.num_train_timesteps) - 1
+
+    def plain():
+        t = time.perf_counter()
+        with torch.no_grad():
+            ed.unet_out(torch.cat([x_t, x_t]), t_step, cond)
+        return time.perf_counter() - t
+
+    def guided():
+        t = time.perf_counter()
+        ed.edit_latents(x_t, [CAPTION], [CAPTION], deltas, maps, _cfg(args))
+        return (time.perf_counter() - t) / args.steps
+
+    plains, guideds = [plain()], [guided()]
+    for _ in range(args.rounds):
+        plains.append(plain())
+        guideds.append(guided())
+    return {"plain_s": min(plains[1:]), "guided_s": min(guideds[1:]), "guided_cold_s": guideds[0],
+            "plain_times": plains, "guided_times": guideds}
+
+
+WORKERS = {"plain": worker_plain, "timing": worker_timing, "two_pass": worker_two_pass, "lockstep": worker_lockstep, "ledits": worker_ledits}
 
 
 def main():
@@ -201,6 +241,7 @@ def main():
     ap.add_argument("--size", type=int, default=None)
     ap.add_argument("--steps", type=int, default=1)
     ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--rounds", type=int, default=2, help="timed rounds of the plain and the guided step")
     ap.add_argument("--model", type=Path, help="(internal) the snapshot a worker loads")
     ap.add_argument("--worker", choices=sorted(WORKERS))
     ap.add_argument("--out", type=Path)
@@ -223,14 +264,14 @@ def main():
         build_s = time.perf_counter() - t
         env = {**os.environ, "PYTHONPATH": str(REPO), "P2PZ_HOME": str(out / "home")}
         base = [sys.executable, str(Path(__file__).resolve()), "--size", str(args.size), "--steps", str(args.steps),
-                "--dtype", args.dtype, "--model", str(model), "--out", str(out)]
+                "--dtype", args.dtype, "--rounds", str(args.rounds), "--model", str(model), "--out", str(out)]
         res = {}
-        for name in ("plain", "two_pass", "lockstep", "ledits"):
+        for name in ("plain", "timing", "two_pass", "lockstep", "ledits"):
             t = time.perf_counter()
             subprocess.run(base + ["--worker", name], check=True, env=env)
             res[name] = json.loads((out / f"{name}.json").read_text())
             print(f"  {name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
-    plain, two, lock, ledits = res["plain"], res["two_pass"], res["lockstep"], res["ledits"]
+    plain, timing, two, lock, ledits = res["plain"], res["timing"], res["two_pass"], res["lockstep"], res["ledits"]
     area = (1024 / args.size) ** 2
     per_layer = two["map_bytes_per_layer"]
     maps_1024 = {c: sum(per_layer[n] for n in names) * area for c, names in two["layer_sets"].items()}
@@ -238,8 +279,10 @@ def main():
         "params": {"mode": "full (SDXL-sized random)" if args.full else "quick (tiny SDXL)", "size": args.size,
                    "steps": args.steps, "dtype": args.dtype, "cfg": 5.0, "xa_guidance": 0.1,
                    "unet_parameters": plain["unet_parameters"], "snapshot_build_s": build_s},
-        "plain_step_s": plain["step_s"], "guided_step_s": two["guided_step_s"],
-        "guided_step_unet_forwards": two["guided_step_s"] / plain["step_s"],
+        "plain_step_s": timing["plain_s"], "guided_step_s": timing["guided_s"],
+        "guided_step_unet_forwards": timing["guided_s"] / timing["plain_s"],
+        "guided_step_cold_s": timing["guided_cold_s"],
+        "guided_step_cold_unet_forwards": timing["guided_cold_s"] / timing["plain_s"],
         "reference_step_s": two["reference_s"] / args.steps,
         "lockstep_step_s": lock["lockstep_s"] / args.steps,
         "peak_plain_bytes": plain["peak"], "peak_lockstep_bytes": lock["peak"], "peak_two_pass_bytes": two["peak"],
@@ -251,7 +294,7 @@ def main():
         "map_bytes_per_step_1024px": maps_1024,
         "ledits_edit_step_s": ledits["edit_step_s"], "ledits_inversion_step_s": ledits["inversion_step_s"],
         "ledits_peak_bytes": ledits["peak"],
-        "guided_step_vs_ledits_step": two["guided_step_s"] / ledits["edit_step_s"],
+        "guided_step_vs_ledits_step": timing["guided_s"] / ledits["edit_step_s"],
         "lockstep_step_vs_ledits_step": lock["lockstep_s"] / args.steps / ledits["edit_step_s"],
         "raw": res,
         "targets": {"guided_step_unet_forwards": "<= 3.0"},

@@ -202,8 +202,10 @@ def rows(results: list[dict]) -> list[list[str]]:
         m = x["map_bytes_per_step_1024px"]
         out += [
             [f"SDXL guided step, {where}",
-             f"{x['guided_step_s']:.1f} s = **{x['guided_step_unet_forwards']:.2f}** UNet-forward equivalents; "
-             f"with the reference step (lockstep) {x['lockstep_step_s']:.1f} s",
+             f"{x['guided_step_s']:.1f} s = **{x['guided_step_unet_forwards']:.2f}** UNet-forward equivalents (warm, "
+             f"steps 2…N of an edit); an edit's first step {x['guided_step_cold_s']:.1f} s = "
+             f"{x['guided_step_cold_unet_forwards']:.2f} (allocates the graph); with the reference step (lockstep, "
+             f"first step) {x['lockstep_step_s']:.1f} s",
              f"plain SDXL denoising step (CFG pair) {x['plain_step_s']:.1f} s", "≤ 3.0", cmd],
             [f"SDXL peak memory, reference + edit, {where}",
              f"lockstep {_gb(x['peak_lockstep_bytes'])} = **{x['peak_lockstep_vs_two_pass']:.2f}×** the two passes "
