@@ -175,8 +175,19 @@ def _model_provenance(editor) -> dict:
             "encoder_fingerprint": editor.text_encoder_fingerprint, "family": editor.family, "prediction_type": editor.prediction_type}
 
 
-def _edit_provenance(label: str, cfg: EditConfig, res) -> dict:
-    return {"direction": label, "scale": cfg.scale, "xa_guidance": res.params["xa_guidance"],
+def _identity(d) -> dict:
+    """A direction's identity in every registry (issue #23): its content hash, and where it was pulled from —
+    what an edit's provenance needs to find the same vector again after renames and renumbering."""
+    sha = getattr(d, "content_sha256", None)
+    if not sha:
+        return {}
+    origin = getattr(d, "origin", None)
+    return {"direction_sha256": sha,
+            **({"direction_origin": {k: origin.get(k) for k in ("source", "revision", "version")}} if origin else {})}
+
+
+def _edit_provenance(label: str, cfg: EditConfig, res, direction=None) -> dict:
+    return {"direction": label, **_identity(direction), "scale": cfg.scale, "xa_guidance": res.params["xa_guidance"],
             "guidance_scale": cfg.guidance_scale, "negative_prompt": res.params["negative"][0],
             "xa_layers": cfg.xa_layers, "safety_checker_flagged": bool(res.nsfw and res.nsfw[0])}
 
@@ -224,8 +235,8 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
                     "source_sha256": inv.image_sha256[0],
                     "caption": cap, "seed": inversion.seed, "steps": inv.steps, "schedule": inv.schedule,
                     "inversion": inv.params}
-            for label, res, target in zip(labels, results, targets):
-                save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res)})
+            for d, label, res, target in zip(directions, labels, results, targets):
+                save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res, d)})
                 outcome.outputs.append(str(target))
                 if res.nsfw and res.nsfw[0]:
                     outcome.nsfw.append(str(target))
@@ -264,8 +275,8 @@ def generate_files(editor, prompt: str, directions: list, out_dir: Path, *, seed
     base = {**_model_provenance(editor), "prompt": prompt, "seed": seed, "steps": inv.steps, "synthetic": True}
     save_png(results[0].reconstruction, sample, {**base, "direction": None}, caption=prompt)
     outcome = GenerateOutcome(generated=str(sample), edits=[])
-    for label, res, target in zip(labels, results, targets):
-        save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res)})
+    for d, label, res, target in zip(directions, labels, results, targets):
+        save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res, d)})
         outcome.edits.append(str(target))
         if res.nsfw and res.nsfw[0]:
             outcome.nsfw.append(str(target))

@@ -177,6 +177,17 @@ def direction_list(state, include_deprecated, tag, sort_metric, as_json):
         echo_table(rows, [sort_metric] + _DIR_HEADERS)
 
 
+def origin_text(origin: dict) -> str:
+    """``hf://o/r @ 1a2b3c4d5e6f, @2 there ← https://host @2`` — each hop of an origin, nearest first."""
+    hops = []
+    while origin:
+        rev = f" @ {origin['revision'][:12]}" if origin.get("revision") else ""
+        ver = f", @{origin['version']} there" if origin.get("version") else ""
+        hops.append(f"{origin['source']}{rev}{ver}")
+        origin = origin.get("upstream")
+    return " ← ".join(hops)
+
+
 @direction.command("show")
 @click.argument("ref", metavar="NAME[@V]")
 @json_option
@@ -197,6 +208,8 @@ def direction_show(state, ref, as_json):
         echo_json({**d.to_dict(), "vector": stats, "scores": scores, "siblings": others})
         return
     for k, val in d.to_dict().items():
+        if k == "origin" and val:
+            val = origin_text(val)
         if val not in (None, [], ""):
             click.echo(f"{k:<14}{val}")
     click.echo(f"{'vector':<14}shape {stats['shape']}, ‖Δ‖ {stats['norm']:.4g}, BOS row ‖·‖ {stats['bos_row_norm']:.3g}")

@@ -21,8 +21,8 @@ from store.vectors import from_bytes
 from registry.library.naming import parse_ref
 from registry.library.records import RegistryError
 from .manifest import (FORMAT, FORMAT_VERSION, MAX_MANIFEST_BYTES, MAX_RATIO, MAX_TENSOR_BYTES, MEMBERS, BankEntry,
-                       ComponentEntry, DirectionEntry, EmbeddingEntry, EncoderEntry, Manifest, StudentEntry,
-                       check_tensors, validate_manifest)
+                       ComponentEntry, DirectionEntry, EmbeddingEntry, EncoderEntry, Manifest, Origin, StudentEntry,
+                       MAX_ORIGIN_DEPTH, check_tensors, validate_manifest)
 
 
 # --- export -------------------------------------------------------------------------------------------
@@ -76,7 +76,8 @@ class _Collector:
         self.dir_entries.append(DirectionEntry(
             index=i, name=row.name, version=row.version, kind=row.kind, encoder=row.encoder.fingerprint,
             scale=row.scale, tags=row.tags, note=row.note, deprecated=row.deprecated,
-            content_sha256=row.content_sha256, created_at=row.created_at.isoformat(), **fields))
+            content_sha256=row.content_sha256, created_at=row.created_at.isoformat(),
+            origin=Origin.model_validate(row.origin) if row.origin else None, **fields))
         self.tensors[f"direction/{i}/key"] = from_bytes(row.key, (row.encoder.key_dim,))
         self.directions[row.id] = i
         return i
@@ -97,22 +98,29 @@ class _Collector:
                         embeddings=self.emb_entries, directions=self.dir_entries, students=self.student_entries)
 
 
-def export_library(db, refs: list[str], path: Path) -> dict:
-    """Write ``refs`` (with their embeddings, banks, encoders and combination components) to ``path``."""
+def collect_library(db, refs: list[str], students: bool = True) -> tuple[Manifest, dict[str, np.ndarray]]:
+    """``refs`` with their embeddings, banks, encoders and combination components (and their students) → the
+    library's manifest and tensors, read in one transaction."""
     if not refs:
         raise RegistryError("export needs at least one direction name")
-    if path.exists() and path.is_dir():
-        raise RegistryError(f"{path} is a folder; give a file name such as lib.p2pz")
     with db.read() as s:
         got = _Collector(s)
         exported = [repo.direction_row(s, *parse_ref(ref, "direction")) for ref in refs]
         for row in exported:
             got.direction(row)
-        got.students(exported)
-    manifest = got.manifest()
+        if students:
+            got.students(exported)
+    return got.manifest(), got.tensors
+
+
+def export_library(db, refs: list[str], path: Path) -> dict:
+    """Write ``refs`` (with their embeddings, banks, encoders and combination components) to ``path``."""
+    if path.exists() and path.is_dir():
+        raise RegistryError(f"{path} is a folder; give a file name such as lib.p2pz")
+    manifest, tensors = collect_library(db, refs)
     from safetensors.numpy import save as st_save  # numpy: not on the CLI's start-up path
 
-    blob = st_save({k: np.ascontiguousarray(v) for k, v in got.tensors.items()})
+    blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
 
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -120,8 +128,8 @@ def export_library(db, refs: list[str], path: Path) -> dict:
             zf.writestr("tensors.safetensors", blob)
 
     atomic_write(path, writer=write)
-    return {"path": str(path), "directions": len(got.dir_entries), "embeddings": len(got.emb_entries),
-            "banks": len(got.banks), "students": len(got.student_entries), "bytes": path.stat().st_size}
+    return {"path": str(path), "directions": len(manifest.directions), "embeddings": len(manifest.embeddings),
+            "banks": len(manifest.banks), "students": len(manifest.students), "bytes": path.stat().st_size}
 
 
 
@@ -230,7 +238,22 @@ def _import_embeddings(s, man, tensors, added: dict) -> tuple[dict, list]:
     return enc_ids, emb_rows
 
 
-def _import_directions(s, man, tensors, enc_ids: dict, emb_rows: list) -> list:
+def _origin(r: DirectionEntry, source: str | None, revision: str | None) -> dict | None:
+    """What a new row records as its origin: where this import read it (``source``, ``revision``), its version
+    there, and the origin it carried there (``upstream``, at most :data:`MAX_ORIGIN_DEPTH` hops)."""
+    if source is None:
+        return r.origin.model_dump() if r.origin else None
+    upstream = r.origin.model_dump() if r.origin else None
+    node, depth = upstream, 1
+    while node is not None:  # forget hops beyond the depth limit
+        if depth >= MAX_ORIGIN_DEPTH:
+            node["upstream"] = None
+        node, depth = node.get("upstream"), depth + 1
+    return {"source": source, "revision": revision, "version": r.version, "upstream": upstream}
+
+
+def _import_directions(s, man, tensors, enc_ids: dict, emb_rows: list, source: str | None = None,
+                       revision: str | None = None) -> list:
     """The directions → their records, in manifest order. They go in batches (repo.insert_directions: a few
     statements per batch, not per direction); a combination first flushes the batch, as it links to the rows of
     its components."""
@@ -245,7 +268,8 @@ def _import_directions(s, man, tensors, enc_ids: dict, emb_rows: list) -> list:
     sides = {j: (man.banks[e.bank].concept, man.banks[e.bank].sha256) for j, e in enumerate(man.embeddings)}
     for i, r in enumerate(man.directions):
         item = {"name": r.name, "encoder_id": enc_ids[r.encoder], "key": tensors[f"direction/{i}/key"],
-                "tags": r.tags, "note": r.note, "deprecated": bool(r.deprecated)}
+                "tags": r.tags, "note": r.note, "deprecated": bool(r.deprecated), "version": r.version,
+                "origin": _origin(r, source, revision)}
         if r.kind == "pair":
             item.update(content=repo.direction_content("pair", r.encoder, source=sides[r.source],
                                                        target=sides[r.target], scale=r.scale),
@@ -262,19 +286,32 @@ def _import_directions(s, man, tensors, enc_ids: dict, emb_rows: list) -> list:
     return dir_rows
 
 
-def import_library(db, path: Path) -> dict:
-    """Read and check a ``.p2pz`` library (:func:`read_archive`), then store it in one transaction: what exists is
-    found (content addressing), the rest is added → what was added and every direction's ref."""
+def import_library(db, path: Path, source: str | None = None) -> dict:
+    """Read and check a ``.p2pz`` library (:func:`read_archive`), then store it (:func:`store_library`); new
+    directions record ``source`` (default: the file's name) as their origin."""
     man, tensors = read_archive(path)
+    return {"path": str(path), **store_library(db, man, tensors, source or path.name)}
+
+
+def store_library(db, man: Manifest, tensors: dict, source: str | None = None, revision: str | None = None) -> dict:
+    """Store a checked library (:func:`~.manifest.validate`) in one transaction: what exists is found (content
+    addressing), the rest is added. Directions keep their version numbers where this registry's name does not
+    use them yet; ``renumbered`` lists the others, and a direction whose content is already stored keeps the
+    version it has here (identity is the content hash, docs/architecture.md "Sharing"). New directions record
+    their origin (``source``, ``revision``, their version there, the origin they carried) → what was added, every
+    direction's ref here, and the renumbered ones."""
     added = {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0, "students": 0}
     with db.write() as s:
         enc_ids, emb_rows = _import_embeddings(s, man, tensors, added)
-        dir_rows = _import_directions(s, man, tensors, enc_ids, emb_rows)
+        dir_rows = _import_directions(s, man, tensors, enc_ids, emb_rows, source, revision)
         added["directions"] = len({rec.id for rec in dir_rows if rec.created})
         imported = [f"{rec.name}@{rec.version}" for rec in dir_rows]
+        renumbered = [{"name": rec.name, "from": rec.wanted, "to": rec.version, "content_sha256": rec.content_sha256,
+                       "reason": "already stored here" if not rec.created else "version taken by other content"}
+                      for rec in dir_rows if rec.renumbered]
         for i, st in enumerate(man.students):
             _, created = repo.insert_student(s, direction_id=dir_rows[st.direction].id, config=st.config,
                                              weights=tensors[f"student/{i}"], weights_sha256=st.weights_sha256,
                                              dataset_sha256=st.dataset_sha256, params=st.params, metrics=st.metrics)
             added["students"] += created
-    return {"path": str(path), "added": added, "directions": imported}
+    return {"added": added, "directions": imported, "renumbered": renumbered}

@@ -86,6 +86,20 @@ class EmbeddingEntry(_Entry):
     key_kind: str
 
 
+class Origin(_Entry):
+    """Where a direction came from: the registry, Hub repo or file it was imported from, the revision (a Hub
+    commit) and its version there; ``upstream`` is the origin it carried there (a direction pulled through two
+    hops keeps both). Never holds credentials."""
+
+    source: str = Field(max_length=2000)
+    revision: str | None = Field(default=None, max_length=200)
+    version: int | None = Field(default=None, ge=1, le=2**31 - 1)
+    upstream: "Origin | None" = None
+
+
+MAX_ORIGIN_DEPTH = 8  # hops an origin remembers; older upstreams are dropped
+
+
 class ComponentEntry(_Entry):
     direction: int = Field(description="index of an earlier direction")
     weight: float
@@ -105,6 +119,7 @@ class DirectionEntry(_Entry):
     deprecated: bool | None = False
     content_sha256: str | None = None
     created_at: str | None = None
+    origin: Origin | None = Field(default=None, description="where the exporting registry got it from")
     source: int | None = Field(default=None, description="index into embeddings (pair)")
     target: int | None = Field(default=None, description="index into embeddings (pair)")
     components: list[ComponentEntry] | None = Field(default=None, description="combination")

@@ -316,11 +316,13 @@ class Registry:
         return export_library(self.db, list(refs), Path(path))
 
     @_translated
-    def import_(self, path: str | Path) -> dict:
-        """Import a ``.p2pz`` library (idempotent: importing twice adds nothing)."""
+    def import_(self, path: str | Path, source: str | None = None) -> dict:
+        """Import a ``.p2pz`` library (idempotent: importing twice adds nothing). Directions keep their version
+        numbers where free (``renumbered`` lists the others) and record ``source`` (default: the file's name) as
+        their origin."""
         from registry.exchange import import_library  # lazy: pydantic
 
-        return import_library(self.db, Path(path))
+        return import_library(self.db, Path(path), source)
 
     @_translated
     def import_pt(self, source_pt: str | Path, target_pt: str | Path, name: str | None = None,

@@ -12,6 +12,7 @@ _NAME = re.compile(r"[A-Za-z0-9][\w.+\- ]{0,199}")
 _VERSION = re.compile(r"[0-9]{1,10}")
 MAX_VERSION = 2**31 - 1  # fits every backend's INTEGER column
 MAX_TAG = 64
+CONTENT_REF = re.compile(r"sha256:[0-9a-fA-F]{12,64}")  # a direction by its content hash (identity across registries)
 
 
 class RefError(RegistryError, ValueError):
@@ -65,11 +66,14 @@ def parse_ref(ref: str, what: str = "direction") -> tuple[str, int | None]:
 
     Names may contain letters, digits, '_', '-', '.', '+', spaces (banks: concepts like "oil pastel") and any
     digit ("r2d2-to-c3po": no splitting on "2", unlike the reference's task parser). Versions are ASCII digits
-    from 1 to 2³¹−1 (:func:`parse_version`).
+    from 1 to 2³¹−1 (:func:`parse_version`). A direction may also be named by its content hash,
+    ``sha256:<12 to 64 hex digits>``: the identity it keeps in every registry it is pulled into.
     """
     if not isinstance(ref, str) or not ref.strip():
         raise RefError(f"empty {what} name; write NAME or NAME@VERSION")
     ref = ref.strip()
+    if what == "direction" and CONTENT_REF.fullmatch(ref):  # ``sha256:<12–64 hex>``: a content hash, no version
+        return ref.lower(), None
     name, sep, version = ref.partition("@")
     if sep:
         if not _VERSION.fullmatch(version) or not 1 <= int(version) <= MAX_VERSION:

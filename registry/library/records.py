@@ -112,6 +112,7 @@ class Direction:
     key_size: int | None = None  # the key's width when it is not hidden_size (SDXL: the pooled width)
     id: int | None = None
     content_sha256: str | None = None
+    origin: dict | None = None  # where it was pulled or imported from ({"source", "revision", "version", …})
     load_vector: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
     load_key: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
     _vector: np.ndarray | None = field(default=None, repr=False, compare=False)
@@ -186,7 +187,8 @@ class Direction:
                 "encoder": self.encoder, "encoder_model": self.encoder_model, "hidden_size": self.hidden_size,
                 "family": self.family,
                 "tags": list(self.tags), "note": self.note, "deprecated": self.deprecated,
-                "created_at": self.created_at.isoformat()}
+                "created_at": self.created_at.isoformat(), "content_sha256": self.content_sha256,
+                "origin": self.origin}
 
 
 def direction_maker(load_vector: Callable[[int], np.ndarray], load_key: Callable[[int], bytes]):

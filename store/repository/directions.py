@@ -78,6 +78,13 @@ class InsertedDirection:
     version: int
     content_sha256: str
     created: bool
+    wanted: int | None = None  # the version the item asked for (an import's origin version), when it did
+
+    @property
+    def renumbered(self) -> bool:
+        """The item asked for a version and is stored under another (taken by other content, or the same
+        content already stored under another version)."""
+        return self.wanted is not None and self.wanted != self.version
 
 
 def insert_directions(s: Session, items: list[dict]) -> list[InsertedDirection]:
@@ -85,8 +92,10 @@ def insert_directions(s: Session, items: list[dict]) -> list[InsertedDirection]:
     :func:`insert_direction` — the same (name, content) returns the stored version, new content gets the next
     version of its name — in a handful of statements instead of several per direction.
 
-    Each item holds :func:`insert_direction`'s keywords (``name``, ``content``, ``encoder_id``, ``key``, …).
-    Writers are serialized by the database write lock (SQLite) or a lock on the directions table
+    Each item holds :func:`insert_direction`'s keywords (``name``, ``content``, ``encoder_id``, ``key``, …), and
+    optionally ``version`` — the number it has where it came from (an import): new content takes that number when
+    the name does not use it yet, else the next free one (:attr:`InsertedDirection.renumbered` says so) — and
+    ``origin`` (JSON, stored with a new row). Writers are serialized by the database write lock (SQLite) or a lock on the directions table
     (PostgreSQL; per-name advisory locks would overflow its lock table at library sizes)."""
     if not items:
         return []
@@ -95,21 +104,21 @@ def insert_directions(s: Session, items: list[dict]) -> list[InsertedDirection]:
     shas = [sha256_json(it["content"]) for it in items]
     names = sorted({it["name"] for it in items})
     stored: dict[tuple[str, str], tuple[int, int]] = {}
-    top: dict[str, int] = {}
+    used: dict[str, set[int]] = {}
     for start in range(0, len(names), 500):
         chunk = names[start:start + 500]
         for rid, name, version, sha in s.execute(select(m.Direction.id, m.Direction.name, m.Direction.version,
                                                         m.Direction.content_sha256)
                                                  .where(m.Direction.name.in_(chunk))):
             stored[(name, sha)] = (rid, version)
-            top[name] = max(top.get(name, 0), version)
+            used.setdefault(name, set()).add(version)
     out: list[InsertedDirection | None] = [None] * len(items)
     rows, keys, pending = [], [], {}
     for i, (it, sha) in enumerate(zip(items, shas)):
-        name = it["name"]
+        name, wanted = it["name"], it.get("version")
         if (name, sha) in stored:
             rid, version = stored[(name, sha)]
-            out[i] = InsertedDirection(rid, name, version, sha, False)
+            out[i] = InsertedDirection(rid, name, version, sha, False, wanted)
             continue
         if (name, sha) in pending:  # the same content twice in one batch: one version
             out[i] = pending[(name, sha)]
@@ -118,14 +127,17 @@ def insert_directions(s: Session, items: list[dict]) -> list[InsertedDirection]:
             key_bytes = to_bytes(np.asarray(it["key"], dtype=np.float32))
         except VectorError as exc:
             raise StoreError(f"direction {name}: {exc}") from None
-        top[name] = version = top.get(name, 0) + 1
+        taken = used.setdefault(name, set())
+        version = wanted if wanted is not None and wanted not in taken else max(taken, default=0) + 1
+        taken.add(version)
         rows.append({"name": name, "version": version, "kind": it["content"]["kind"], "encoder_id": it["encoder_id"],
                      "source_id": it.get("source_id"), "target_id": it.get("target_id"),
                      "scale": float(it.get("scale", 1.0)), "components": it.get("components"),
                      "content_sha256": sha, "tags": sorted(set(it.get("tags") or ())), "note": it.get("note"),
-                     "deprecated": bool(it.get("deprecated", False)), "created_at": m.utcnow()})
+                     "deprecated": bool(it.get("deprecated", False)), "created_at": m.utcnow(),
+                     "origin": it.get("origin")})
         keys.append(key_bytes)
-        pending[(name, sha)] = out[i] = InsertedDirection(0, name, version, sha, True)
+        pending[(name, sha)] = out[i] = InsertedDirection(0, name, version, sha, True, wanted)
     if rows:
         ids = s.execute(insert(m.Direction).returning(m.Direction.id, sort_by_parameter_order=True), rows).scalars().all()
         s.execute(insert(m.DirectionKey), [{"direction_id": i, "key": k} for i, k in zip(ids, keys)])
@@ -142,6 +154,8 @@ def direction_row(s: Session, name: str, version: int | None, include_deprecated
     of ``model`` (the model in use, as its encoders record it) when given. A bare name whose versions belong to
     several encoders and no ``model`` to choose by is ambiguous: the error lists them (algorithm §12, "names across
     families"); an SDXL version never silently takes the place of an SD one."""
+    if name.startswith(CONTENT_PREFIX):
+        return direction_by_hash(s, name[len(CONTENT_PREFIX):])
     q = select(m.Direction).where(m.Direction.name == name)
     if version is not None:
         q = q.where(m.Direction.version == version)
@@ -153,6 +167,25 @@ def direction_row(s: Session, name: str, version: int | None, include_deprecated
     if row is None:
         _missing(s, name, version)
     return row
+
+
+CONTENT_PREFIX = "sha256:"
+
+
+def direction_by_hash(s: Session, prefix: str) -> m.Direction:
+    """The direction whose content hash is (or starts with) ``prefix`` (≥ 12 hex digits): the identity a direction
+    keeps across registries. Several names for one content are one vector; the oldest row answers."""
+    prefix = prefix.lower()
+    rows = list(s.scalars(select(m.Direction).where(m.Direction.content_sha256.startswith(prefix, autoescape=True))
+                          .order_by(m.Direction.id).limit(50)))
+    if not rows:
+        raise NotFoundError(f"no direction has content hash {prefix}…; `p2pz direction show NAME --json` prints "
+                            "a direction's content_sha256")
+    contents = {r.content_sha256 for r in rows}
+    if len(contents) > 1:
+        raise StoreError(f"content hash prefix {prefix} matches {len(contents)} directions "
+                         f"({', '.join(sorted(c[:16] for c in contents))}…); give more digits")
+    return rows[0]
 
 
 def _latest_for(s: Session, name: str, q, model: str | None) -> m.Direction:

@@ -38,6 +38,7 @@ class DirectionListing:
     target: str | None
     family: str = "sd"  # the encoder's (revision 0008)
     key_size: int | None = None
+    origin: dict | None = None  # where an imported direction came from (revision 0009)
 
 
 def _json_list(value) -> list:
@@ -47,6 +48,13 @@ def _json_list(value) -> list:
     if isinstance(value, str):
         return json.loads(value) if value not in ("[]", "null") else []
     return list(value)
+
+
+def _json_dict(value) -> dict | None:
+    """A JSON object column as fetched raw (text on SQLite, parsed on PostgreSQL); NULL → None."""
+    if value is None or value == "null":
+        return None
+    return json.loads(value) if isinstance(value, str) else dict(value)
 
 
 def _listing_query(columns, where):
@@ -71,7 +79,8 @@ def list_directions(s: Session, *where, order: bool = True, make=DirectionListin
     q, sb, tb = _listing_query(
         lambda sb, tb: (d.id, d.name, d.version, d.kind, d.scale, type_coerce(d.components, Text), d.content_sha256,
                         type_coerce(d.tags, Text), d.note, d.deprecated, type_coerce(d.created_at, Text),
-                        e.fingerprint, e.model, e.hidden_size, e.family, e.key_size, sb.concept, sb.version, tb.concept, tb.version),
+                        e.fingerprint, e.model, e.hidden_size, e.family, e.key_size, sb.concept, sb.version, tb.concept, tb.version,
+                        type_coerce(d.origin, Text)),
         lambda sb, tb: list(where) + _text_filter(query, sb, tb))
     if order_by is not None:
         q = q.order_by(*order_by)
@@ -83,14 +92,14 @@ def list_directions(s: Session, *where, order: bool = True, make=DirectionListin
         q = q.limit(limit)
     out = []
     for (rid, name, version, kind, scale, comps, sha, tags, note, deprecated, created, fp, model, hidden, family,
-         key_size, sc, sv, tc, tv) in s.connection().execute(q):
+         key_size, sc, sv, tc, tv, origin) in s.connection().execute(q):
         if isinstance(created, str):
             created = dt.datetime.fromisoformat(created)
         out.append(make(
             id=rid, name=name, version=version, kind=kind, scale=scale, components=_json_list(comps) or None,
             content_sha256=sha, tags=_json_list(tags), note=note, deprecated=bool(deprecated), created_at=created,
             encoder=fp, encoder_model=model, hidden_size=hidden, family=family, key_size=key_size, source=f"{sc}@{sv}" if sc else None,
-            target=f"{tc}@{tv}" if tc else None))
+            target=f"{tc}@{tv}" if tc else None, origin=_json_dict(origin)))
     return out
 
 
