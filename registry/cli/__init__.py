@@ -284,4 +284,4 @@ KIND_HELP = ("Template set [default: auto, chosen from the concept's words: scen
 
 
 # The command groups register themselves on ``main`` when imported.
-from . import admin, banks, directions, distill, edit, evaluate, library, web  # noqa: E402,F401
+from . import admin, banks, directions, distill, edit, evaluate, library, share, web  # noqa: E402,F401

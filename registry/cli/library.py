@@ -45,6 +45,9 @@ def import_(state, path, as_json):
         a = out["added"]
         click.echo(f"imported {', '.join(out['directions'])}: added {a['directions']} directions, "
                    f"{a['embeddings']} embeddings, {a['banks']} banks, {a['encoders']} encoders")
+        for r in out.get("renumbered", []):
+            click.echo(f"  {r['name']}@{r['from']} is {r['name']}@{r['to']} here ({r['reason']}; "
+                       f"sha256:{r['content_sha256'][:12]})")
 
 
 @main.command("import-pt")

@@ -12,6 +12,8 @@ import json
 import zipfile
 from pathlib import Path
 
+from sqlalchemy import select
+
 from store import models as m
 from store import repository as repo
 from store.files import atomic_write
@@ -286,32 +288,61 @@ def _import_directions(s, man, tensors, enc_ids: dict, emb_rows: list, source: s
     return dir_rows
 
 
-def import_library(db, path: Path, source: str | None = None) -> dict:
+def import_library(db, path: Path, source: str | None = None, renumber: bool = True) -> dict:
     """Read and check a ``.p2pz`` library (:func:`read_archive`), then store it (:func:`store_library`); new
     directions record ``source`` (default: the file's name) as their origin."""
     man, tensors = read_archive(path)
-    return {"path": str(path), **store_library(db, man, tensors, source or path.name)}
+    return {"path": str(path), **store_library(db, man, tensors, source or path.name, renumber=renumber)}
 
 
-def store_library(db, man: Manifest, tensors: dict, source: str | None = None, revision: str | None = None) -> dict:
+def store_library(db, man: Manifest, tensors: dict, source: str | None = None, revision: str | None = None,
+                  renumber: bool = True) -> dict:
     """Store a checked library (:func:`~.manifest.validate`) in one transaction: what exists is found (content
     addressing), the rest is added. Directions keep their version numbers where this registry's name does not
     use them yet; ``renumbered`` lists the others, and a direction whose content is already stored keeps the
     version it has here (identity is the content hash, docs/architecture.md "Sharing"). New directions record
     their origin (``source``, ``revision``, their version there, the origin they carried) → what was added, every
-    direction's ref here, and the renumbered ones."""
+    direction's ref here, and the renumbered ones. With ``renumber`` False (pulls and pushes between registries),
+    a version taken here by other content is refused instead and nothing is stored."""
+    return store_libraries(db, [(man, tensors)], source, revision, renumber)
+
+
+def store_libraries(db, libraries: list[tuple[Manifest, dict]], source: str | None = None,
+                    revision: str | None = None, renumber: bool = True) -> dict:
+    """:func:`store_library` for several checked libraries (a pull in parts) in one transaction."""
     added = {"encoders": 0, "banks": 0, "embeddings": 0, "directions": 0, "students": 0}
+    imported, renumbered, listed = [], [], set()
     with db.write() as s:
-        enc_ids, emb_rows = _import_embeddings(s, man, tensors, added)
-        dir_rows = _import_directions(s, man, tensors, enc_ids, emb_rows, source, revision)
-        added["directions"] = len({rec.id for rec in dir_rows if rec.created})
-        imported = [f"{rec.name}@{rec.version}" for rec in dir_rows]
-        renumbered = [{"name": rec.name, "from": rec.wanted, "to": rec.version, "content_sha256": rec.content_sha256,
-                       "reason": "already stored here" if not rec.created else "version taken by other content"}
-                      for rec in dir_rows if rec.renumbered]
-        for i, st in enumerate(man.students):
-            _, created = repo.insert_student(s, direction_id=dir_rows[st.direction].id, config=st.config,
-                                             weights=tensors[f"student/{i}"], weights_sha256=st.weights_sha256,
-                                             dataset_sha256=st.dataset_sha256, params=st.params, metrics=st.metrics)
-            added["students"] += created
-    return {"added": added, "directions": imported, "renumbered": renumbered}
+        for man, tensors in libraries:
+            enc_ids, emb_rows = _import_embeddings(s, man, tensors, added)
+            dir_rows = _import_directions(s, man, tensors, enc_ids, emb_rows, source, revision)
+            added["directions"] += len({rec.id for rec in dir_rows if rec.created})
+            for rec in dir_rows:
+                if (rec.name, rec.version) not in listed:
+                    listed.add((rec.name, rec.version))
+                    imported.append(f"{rec.name}@{rec.version}")
+            renumbered += [{"name": rec.name, "from": rec.wanted, "to": rec.version,
+                            "content_sha256": rec.content_sha256,
+                            "reason": "already stored here" if not rec.created else "version taken by other content"}
+                           for rec in dir_rows if rec.renumbered]
+            for i, st in enumerate(man.students):
+                _, created = repo.insert_student(s, direction_id=dir_rows[st.direction].id, config=st.config,
+                                                 weights=tensors[f"student/{i}"], weights_sha256=st.weights_sha256,
+                                                 dataset_sha256=st.dataset_sha256, params=st.params,
+                                                 metrics=st.metrics)
+                added["students"] += created
+        clash = [r for r in renumbered if r["reason"] != "already stored here"]
+        if clash and not renumber:
+            c = clash[0]
+            here = s.scalar(select(m.Direction.content_sha256).where(m.Direction.name == c["name"],
+                                                                      m.Direction.version == c["from"]))
+            raise RegistryError(f"{c['name']}@{c['from']} exists here with content {here[:16]}… but "
+                                f"{source or 'the library'} has {c['content_sha256'][:16]}…"
+                                + (f" ({len(clash) - 1} more clash)" if len(clash) > 1 else "")
+                                + "; nothing was imported: pass --renumber to store it as the next free version")
+    seen, unique = set(), []
+    for r in renumbered:
+        if (r["name"], r["from"]) not in seen:
+            seen.add((r["name"], r["from"]))
+            unique.append(r)
+    return {"added": added, "directions": imported, "renumbered": unique}

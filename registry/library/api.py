@@ -316,13 +316,36 @@ class Registry:
         return export_library(self.db, list(refs), Path(path))
 
     @_translated
-    def import_(self, path: str | Path, source: str | None = None) -> dict:
+    def import_(self, path: str | Path, source: str | None = None, renumber: bool = True) -> dict:
         """Import a ``.p2pz`` library (idempotent: importing twice adds nothing). Directions keep their version
         numbers where free (``renumbered`` lists the others) and record ``source`` (default: the file's name) as
         their origin."""
         from registry.exchange import import_library  # lazy: pydantic
 
-        return import_library(self.db, Path(path), source)
+        return import_library(self.db, Path(path), source, renumber)
+
+    @_translated
+    def push(self, url: str, refs: Iterable[str] = (), *, private: bool = False, message: str | None = None,
+             students: bool = False, renumber: bool = False) -> dict:
+        """Share directions: ``hf://OWNER/REPO`` (the Hugging Face Hub; default: every version) or
+        ``http(s)://HOST[:PORT]`` (another registry's ``p2pz serve``; name them). Incremental, idempotent; a
+        version the other side holds with other content is refused (docs/architecture.md "Sharing")."""
+        from registry.exchange import hub, remote  # lazy: huggingface_hub, httpx
+
+        if url.startswith("hf://"):
+            return hub.push(self, url, list(refs), private=private, message=message, students=students)
+        return remote.push(self, url, list(refs), renumber=renumber)
+
+    @_translated
+    def pull(self, url: str, refs: Iterable[str] = (), *, renumber: bool = False) -> dict:
+        """Import directions (default: all) from ``hf://OWNER/REPO[@REVISION]`` or another registry
+        (``http(s)://HOST[:PORT]``): every hash checked, all or nothing, versions kept; a version taken here by
+        other content is refused unless ``renumber``."""
+        from registry.exchange import hub, remote  # lazy: huggingface_hub, httpx
+
+        if url.startswith("hf://"):
+            return hub.pull(self, url, list(refs), renumber=renumber, progress=self.progress)
+        return remote.pull(self, url, list(refs), renumber=renumber, progress=self.progress)
 
     @_translated
     def import_pt(self, source_pt: str | Path, target_pt: str | Path, name: str | None = None,

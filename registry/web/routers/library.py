@@ -39,8 +39,13 @@ def export(names: str = Query(..., max_length=10_000, description="Comma-separat
 @router.post("/import", response_model=ImportOut, dependencies=[Depends(require_write)],
              responses={400: {"model": Error}, 401: {"model": Error}, 403: {"model": Error}, 413: {"model": Error}})
 def import_library(file: UploadFile = File(..., description="A .p2pz library."),
+                   renumber: bool = Query(True, description="Store a direction whose version is taken here by "
+                                          "other content as the next free version (false: refuse the import, 400)."),
+                   source: str | None = Query(None, max_length=200, description="Recorded as the origin of new "
+                                              "directions (default: the upload's file name)."),
                    reg: Registry = Depends(registry), cfg: Settings = Depends(settings)):
-    """Import a library (idempotent; every tensor and student checked before anything is stored)."""
+    """Import a library (idempotent; every tensor and student checked before anything is stored; versions kept
+    where free, ``renumbered`` lists the others)."""
     limit = cfg.max_library_bytes
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "upload.p2pz"
@@ -51,6 +56,6 @@ def import_library(file: UploadFile = File(..., description="A .p2pz library."),
                 if size > limit:
                     raise UploadError(f"the library is over this server's limit of {limit} bytes", 413)
                 out.write(chunk)
-        result = reg.import_(path)
+        result = reg.import_(path, source=source or Path(file.filename or "upload.p2pz").name[:200], renumber=renumber)
     result.pop("path", None)
     return result

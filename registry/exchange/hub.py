@@ -1,0 +1,563 @@
+"""Directions on the Hugging Face Hub (issue #23, DESIGN §16): ``p2pz push hf://OWNER/REPO`` and ``p2pz pull``.
+
+A Hub repo of p2pz directions (a model repo) holds:
+
+    README.md                                  the model card (:mod:`.card`): YAML ``library_name: p2pz``, tags,
+                                               ``base_model``; a table of the directions; a "without p2pz" snippet
+    p2pz.json                                  the index (:class:`HubIndex`): every file with its sha256 and size,
+                                               the encoders, banks, embeddings, directions and students
+    directions/<name>/<version>.safetensors    Δ ``delta`` [1, 77, D], ``delta_pooled`` [1, 1280] (SDXL), ``key``;
+                                               metadata: name, version, encoder and its model id, the banks'
+                                               sha256, scale, content hash — readable by plain ``safetensors``
+    embeddings/<encoder>/<bank>.safetensors    a bank's mean embedding ``mean`` [1, 77, D] and ``key`` (what a
+                                               p2pz registry stores; Δ is materialized from two of them)
+    banks/<concept>/<sha256>.txt               the bank's sentences, one per line
+    students/<name>/<version>/<sha256>.safetensors   a student's weights (``--students``)
+
+Pushes are incremental: only direction versions the repo lacks are sent, in one commit whose message lists them,
+made on top of the head that was read (a concurrent push makes the commit fail instead of losing the other's).
+A version the repo holds with other content is refused, naming both hashes. Pulls resolve the revision (commit,
+tag or branch) to a commit once, download everything they need at that commit, check every file's sha256 and
+size against the index, and only then import, in one transaction (:func:`~.archive.store_library`), recording
+``hf://OWNER/REPO`` and the commit as the origin. The token comes from ``HF_TOKEN`` or the Hub's own login
+(``hf auth login``); p2pz never stores, logs or prints it. ``HF_ENDPOINT`` selects another Hub-compatible server;
+``HF_HUB_OFFLINE=1`` pulls from the local Hub cache only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from store.lazy import numpy as np
+
+from registry.library.naming import parse_ref
+from registry.library.records import RegistryError
+from .manifest import (BankEntry, ComponentEntry, DirectionEntry, EmbeddingEntry, EncoderEntry, Manifest, Origin,
+                       StudentEntry, FORMAT, FORMAT_VERSION, validate)
+
+HUB_FORMAT = "p2pz-hub"
+HUB_FORMAT_VERSION = 1
+INDEX = "p2pz.json"
+CARD = "README.md"
+MAX_INDEX_BYTES = 64 << 20
+MAX_FILE_BYTES = 2 << 30
+_REPO = re.compile(r"hf://([A-Za-z0-9][\w.\-]{0,95})/([A-Za-z0-9][\w.\-]{0,95})(?:@([\w.\-]{1,200}))?")
+
+
+# --- the index (p2pz.json) ----------------------------------------------------------------------------------
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
+
+
+class HubFile(_Entry):
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    size: int = Field(ge=0, le=MAX_FILE_BYTES)
+
+
+class HubBank(_Entry):
+    concept: str
+    version: int | None = None
+    generator: str
+    params: dict
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    note: str | None = None
+    created_at: str | None = None
+    file: str | None = Field(description="its sentences, one per line; None for banks without sentences")
+
+
+class HubEmbedding(_Entry):
+    bank: str = Field(description="the bank's sha256")
+    encoder: str = Field(description="the encoder's fingerprint")
+    key_kind: str
+    file: str
+
+
+class HubComponent(_Entry):
+    ref: str = Field(description="name@version of a direction in this repo")
+    weight: float
+
+
+class HubDirection(_Entry):
+    name: str
+    version: int = Field(ge=1, le=2**31 - 1)
+    kind: Literal["pair", "combination"]
+    encoder: str
+    scale: float
+    tags: list[str]
+    note: str | None = None
+    deprecated: bool = False
+    content_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: str | None = None
+    origin: Origin | None = None
+    file: str
+    source: str | None = Field(default=None, description="the source embedding's file (pair)")
+    target: str | None = Field(default=None, description="the target embedding's file (pair)")
+    components: list[HubComponent] | None = None
+    summary: dict = Field(default_factory=dict, description="what the card shows: ‖Δ‖, scores, preview")
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+
+class HubStudent(_Entry):
+    direction: str = Field(description="name@version")
+    version: int | None = None
+    config: dict
+    weights_bytes: int = Field(gt=0, le=MAX_FILE_BYTES)
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    dataset_sha256: str
+    params: dict
+    metrics: dict
+    created_at: str | None = None
+    file: str
+
+
+class HubIndex(_Entry):
+    """``p2pz.json``: what the repo holds and the sha256 of every file in it (the card aside)."""
+
+    format: Literal["p2pz-hub"] = HUB_FORMAT
+    format_version: Literal[1] = HUB_FORMAT_VERSION
+    updated_at: str | None = None
+    files: dict[str, HubFile] = Field(default_factory=dict)
+    encoders: list[EncoderEntry] = Field(default_factory=list)
+    banks: list[HubBank] = Field(default_factory=list)
+    embeddings: list[HubEmbedding] = Field(default_factory=list)
+    directions: list[HubDirection] = Field(default_factory=list)
+    students: list[HubStudent] = Field(default_factory=list)
+
+    def direction(self, ref: str) -> HubDirection | None:
+        return next((d for d in self.directions if d.ref == ref), None)
+
+
+def parse_index(raw: bytes) -> HubIndex:
+    if len(raw) > MAX_INDEX_BYTES:
+        raise RegistryError(f"{INDEX} is over {MAX_INDEX_BYTES >> 20} MB; this is not a p2pz repo")
+    try:
+        return HubIndex.model_validate(json.loads(raw))
+    except (ValueError, ValidationError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+        where = ".".join(str(p) for p in first["loc"]) or INDEX
+        raise RegistryError(f"{INDEX} is not a valid p2pz index ({where}: {first['msg']})") from None
+
+
+# --- addresses, paths, errors ------------------------------------------------------------------------------------
+
+def parse_repo(url: str) -> tuple[str, str | None]:
+    """``hf://OWNER/REPO[@REVISION]`` → (``OWNER/REPO``, revision or None)."""
+    m = _REPO.fullmatch(url.strip())
+    if not m:
+        raise RegistryError(f"malformed Hub address {url!r}: write hf://OWNER/REPO (pull: hf://OWNER/REPO@REVISION)")
+    return f"{m.group(1)}/{m.group(2)}", m.group(3)
+
+
+def _seg(text: str) -> str:
+    """A name as one path segment: what the naming rules allow, with spaces as '_' and nothing path-like."""
+    out = re.sub(r"\s", "_", text)
+    if out in (".", "..") or "/" in out or "\\" in out:
+        raise RegistryError(f"{text!r} cannot be a file name on the Hub")
+    return out
+
+
+def direction_path(name: str, version: int) -> str:
+    return f"directions/{_seg(name)}/{version}.safetensors"
+
+
+def _endpoint() -> str | None:
+    return os.environ.get("HF_ENDPOINT") or None
+
+
+def _token() -> str | None:
+    return os.environ.get("HF_TOKEN") or None  # None: huggingface_hub falls back to its own login
+
+
+def offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _hub_error(exc: Exception, repo_id: str, writing: bool) -> RegistryError:
+    """A huggingface_hub error as one line naming the fix (never the token)."""
+    from huggingface_hub import errors as hf  # lazy: huggingface_hub
+
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if status in (401, 403):
+        need = "write access to" if writing else "read access to"
+        return RegistryError(f"the Hub refused the credentials ({status}) for {repo_id}: set HF_TOKEN to a token "
+                             f"with {need} it (or run `hf auth login`)")
+    if isinstance(exc, hf.LocalEntryNotFoundError):
+        return RegistryError(f"{repo_id} is not in the local Hub cache and HF_HUB_OFFLINE is set; pull it once "
+                             "online, or unset HF_HUB_OFFLINE")
+    if isinstance(exc, hf.RevisionNotFoundError):
+        return RegistryError(f"{repo_id} has no such revision; give a commit, tag or branch that exists")
+    if isinstance(exc, hf.RepositoryNotFoundError):
+        return RegistryError(f"no Hub repo {repo_id} (or it is private: set HF_TOKEN)")
+    if isinstance(exc, hf.EntryNotFoundError):
+        return RegistryError(f"{repo_id} is not a p2pz repo (no {INDEX}); push to it with p2pz push hf://{repo_id}")
+    if isinstance(exc, hf.HfHubHTTPError):
+        return RegistryError(f"the Hub answered {status or 'an error'} for {repo_id}: {str(exc).splitlines()[0]}")
+    return RegistryError(f"cannot reach the Hub for {repo_id} ({type(exc).__name__}); check HF_ENDPOINT and the "
+                         "network, or pull offline with HF_HUB_OFFLINE=1")
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- push ----------------------------------------------------------------------------------------------------
+
+def _safetensors(tensors: dict, metadata: dict) -> bytes:
+    from safetensors.numpy import save  # lazy: safetensors
+
+    return save({k: np.ascontiguousarray(v, dtype=np.float32) for k, v in tensors.items()},
+                metadata={k: str(v) for k, v in metadata.items()})
+
+
+def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[HubIndex, dict[str, bytes]]:
+    """This registry's side of a push: the index entries and file bytes of every direction in ``man``."""
+    from registry.library.previews import lookup, preview_file  # lazy: PIL
+
+    files: dict[str, bytes] = {}
+    idx = HubIndex(encoders=list(man.encoders))
+    encoders = {e.fingerprint: e for e in man.encoders}
+    for b in man.banks:
+        path = f"banks/{_seg(b.concept)}/{b.sha256[:16]}.txt" if b.sentences else None
+        if path:
+            files[path] = ("\n".join(b.sentences) + "\n").encode()
+        idx.banks.append(HubBank(concept=b.concept, version=b.version, generator=b.generator, params=b.params,
+                                 sha256=b.sha256, note=b.note, created_at=b.created_at, file=path))
+    emb_files = []
+    for i, e in enumerate(man.embeddings):
+        bank = man.banks[e.bank]
+        path = f"embeddings/{e.encoder[:16]}/{bank.sha256[:16]}.safetensors"
+        files[path] = _safetensors({"mean": tensors[f"embedding/{i}/mean"], "key": tensors[f"embedding/{i}/key"]},
+                                   {"format": "p2pz-embedding", "concept": bank.concept, "bank_sha256": bank.sha256,
+                                    "encoder": e.encoder, "key_kind": e.key_kind})
+        idx.embeddings.append(HubEmbedding(bank=bank.sha256, encoder=e.encoder, key_kind=e.key_kind, file=path))
+        emb_files.append(path)
+    for i, r in enumerate(man.directions):
+        d = reg.get(f"{r.name}@{r.version}")
+        enc = encoders[r.encoder]
+        arrays = {"delta": d.vector_numpy(), "key": tensors[f"direction/{i}/key"]}
+        pooled = d.pooled_numpy()
+        if pooled is not None:
+            arrays["delta_pooled"] = pooled
+        meta = {"format": "p2pz-direction", "name": r.name, "version": r.version, "kind": r.kind,
+                "encoder": r.encoder, "model": enc.model, "family": enc.family, "scale": r.scale,
+                "content_sha256": r.content_sha256}
+        if r.kind == "pair":
+            src, tgt = (man.banks[man.embeddings[j].bank] for j in (r.source, r.target))
+            meta.update(source=src.concept, target=tgt.concept, source_bank_sha256=src.sha256,
+                        target_bank_sha256=tgt.sha256)
+        path = direction_path(r.name, r.version)
+        files[path] = _safetensors(arrays, meta)
+        stats = d.vector_stats()
+        summary = {"norm": round(stats["norm"], 4), "source": d.source, "target": d.target,
+                   "model": enc.model, "family": enc.family}
+        scores = reg.scores([d]).get(d.ref)
+        if scores:
+            summary["scores"] = {k: round(float(v), 4) for k, v in scores["scores"].items()}
+            summary["n_images"] = scores["n_images"]
+        shown = lookup(d)
+        if shown:  # the newest preview's thumbnails, for the card
+            for which in ("source_thumb", "edit_thumb"):
+                thumb = f"previews/{r.content_sha256[:16]}/{which}.png"
+                files[thumb] = preview_file(shown[0]["key"], which).read_bytes()
+            summary["preview"] = f"previews/{r.content_sha256[:16]}"
+        idx.directions.append(HubDirection(
+            name=r.name, version=r.version, kind=r.kind, encoder=r.encoder, scale=r.scale, tags=r.tags, note=r.note,
+            deprecated=bool(r.deprecated), content_sha256=r.content_sha256, created_at=r.created_at, origin=r.origin,
+            file=path, source=emb_files[r.source] if r.kind == "pair" else None,
+            target=emb_files[r.target] if r.kind == "pair" else None,
+            components=[HubComponent(ref=man.directions[c.direction].name + f"@{man.directions[c.direction].version}",
+                                     weight=c.weight) for c in r.components] if r.components else None,
+            summary=summary))
+    if students:
+        for i, st in enumerate(man.students):
+            owner = man.directions[st.direction]
+            path = f"students/{_seg(owner.name)}/{owner.version}/{st.weights_sha256[:16]}.safetensors"
+            files[path] = bytes(tensors[f"student/{i}/weights"].tobytes())
+            idx.students.append(HubStudent(direction=f"{owner.name}@{owner.version}", version=st.version,
+                                           config=st.config, weights_bytes=st.weights_bytes,
+                                           weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
+                                           params=st.params, metrics=st.metrics, created_at=st.created_at, file=path))
+    return idx, files
+
+
+def _merge(remote: HubIndex, local: HubIndex, files: dict[str, bytes], repo_id: str):
+    """The repo's next index and the files to send → (index, {path: bytes}, added refs, skipped refs). Refuses a
+    version the repo holds with other content."""
+    new_dirs, added, skipped = [], [], []
+    for d in local.directions:
+        there = remote.direction(d.ref)
+        if there is not None:
+            if there.content_sha256 != d.content_sha256:
+                raise RegistryError(
+                    f"{d.ref} exists on hf://{repo_id} with content {there.content_sha256[:16]}… but this registry's "
+                    f"is {d.content_sha256[:16]}…; push it under another name (p2pz direction combine "
+                    f"{d.name}@{d.version}=1 --name NEW) or pull the repo's version")
+            skipped.append(d.ref)
+            continue
+        same = next((o for o in remote.directions if o.name == d.name and o.content_sha256 == d.content_sha256), None)
+        if same is not None:  # the same content already there under another version: one identity
+            skipped.append(f"{d.ref} (on the Hub as {same.ref})")
+            continue
+        new_dirs.append(d)
+        added.append(d.ref)
+    merged = remote.model_copy(deep=True)
+    merged.updated_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    have_enc = {e.fingerprint for e in merged.encoders}
+    merged.encoders += [e for e in local.encoders if e.fingerprint not in have_enc]
+    have_bank = {b.sha256 for b in merged.banks}
+    merged.banks += [b for b in local.banks if b.sha256 not in have_bank]
+    have_emb = {e.file for e in merged.embeddings}
+    merged.embeddings += [e for e in local.embeddings if e.file not in have_emb]
+    merged.directions += new_dirs
+    have_st = {(s.direction, s.weights_sha256) for s in merged.students}
+    merged.students += [s for s in local.students if (s.direction, s.weights_sha256) not in have_st]
+    wanted = ({b.file for b in merged.banks if b.file} | {e.file for e in merged.embeddings}
+              | {d.file for d in merged.directions} | {s.file for s in merged.students}
+              | {f"{d.summary['preview']}/{w}.png" for d in new_dirs if "preview" in d.summary
+                 for w in ("source_thumb", "edit_thumb")})
+    send = {p: files[p] for p in wanted if p in files and p not in merged.files}
+    for p, data in send.items():
+        merged.files[p] = HubFile(sha256=_sha(data), size=len(data))
+    return merged, send, added, skipped
+
+
+def push(reg, url: str, refs: list[str], *, private: bool = False, message: str | None = None,
+         students: bool = False) -> dict:
+    """Push ``refs`` (default: every direction version) to ``hf://OWNER/REPO`` → what was sent."""
+    from huggingface_hub import CommitOperationAdd, HfApi, hf_hub_download  # lazy: huggingface_hub
+    from huggingface_hub import errors as hf
+
+    from .archive import collect_library
+    from .card import model_card
+
+    repo_id, revision = parse_repo(url)
+    if revision:
+        raise RegistryError(f"push writes to the repo's main branch; drop @{revision} from {url}")
+    if offline():
+        raise RegistryError("HF_HUB_OFFLINE is set: pushing needs the Hub; unset it")
+    refs = list(refs) or [d.ref for d in reg.directions(include_deprecated=True)]
+    if not refs:
+        raise RegistryError("this registry holds no directions to push; build one with p2pz direction build")
+    man, tensors = collect_library(reg.db, refs, students=students)
+    local, files = _local_files(reg, man, tensors, students)
+    api = HfApi(endpoint=_endpoint(), token=_token())
+    try:
+        api.create_repo(repo_id, private=private, exist_ok=True)
+        head = api.repo_info(repo_id, revision="main").sha
+        try:
+            raw = Path(hf_hub_download(repo_id, INDEX, revision=head, endpoint=_endpoint(), token=_token())).read_bytes()
+            remote = parse_index(raw)
+        except hf.EntryNotFoundError:
+            remote = HubIndex()
+        index, send, added, skipped = _merge(remote, local, files, repo_id)
+        if not added and not any(p.startswith("students/") for p in send):
+            return {"repo": repo_id, "commit": head, "added": [], "skipped": skipped, "files": 0, "bytes": 0}
+        body = json.dumps(index.model_dump(mode="json"), indent=1, ensure_ascii=False).encode()
+        ops = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=data) for p, data in sorted(send.items())]
+        ops += [CommitOperationAdd(path_in_repo=INDEX, path_or_fileobj=body),
+                CommitOperationAdd(path_in_repo=CARD, path_or_fileobj=model_card(repo_id, index).encode())]
+        title = message or ("p2pz: add " + ", ".join(added[:20]) + (f" and {len(added) - 20} more" if len(added) > 20
+                                                                       else "") if added else "p2pz: add students")
+        info = api.create_commit(repo_id, operations=ops, commit_message=title,
+                                 commit_description="\n".join(f"- {r}" for r in added), parent_commit=head)
+    except RegistryError:
+        raise
+    except Exception as exc:  # huggingface_hub and HTTP errors: one line, no token
+        raise _hub_error(exc, repo_id, writing=True) from None
+    return {"repo": repo_id, "commit": info.oid, "added": added, "skipped": skipped, "files": len(send),
+            "bytes": sum(len(v) for v in send.values()), "url": info.commit_url}
+
+
+# --- pull ----------------------------------------------------------------------------------------------------
+
+def _closure(index: HubIndex, refs: list[str], repo_id: str) -> list[HubDirection]:
+    """The directions ``refs`` name (bare names: every version) with a combination's components, components
+    first."""
+    if not refs:
+        chosen = list(index.directions)
+    else:
+        chosen = []
+        for ref in refs:
+            name, version = parse_ref(ref, "direction")
+            hits = [d for d in index.directions if d.name == name and (version is None or d.version == version)]
+            if not hits:
+                raise RegistryError(f"hf://{repo_id} has no direction {ref}; it holds "
+                                    + ", ".join(sorted({d.name for d in index.directions})[:20]))
+            chosen += hits
+    out: dict[str, HubDirection] = {}
+
+    def visit(d: HubDirection, depth: int) -> None:
+        if depth > 16:
+            raise RegistryError(f"{INDEX}: combination {d.ref} is nested too deeply")
+        for c in d.components or ():
+            comp = index.direction(c.ref)
+            if comp is None:
+                raise RegistryError(f"{INDEX}: {d.ref} combines {c.ref}, which the repo does not hold")
+            visit(comp, depth + 1)
+        out.setdefault(d.ref, d)
+    for d in chosen:
+        visit(d, 0)
+    return list(out.values())
+
+
+def _read_st(data: bytes, path: str) -> dict:
+    from safetensors import SafetensorError  # lazy: safetensors
+    from safetensors.numpy import load
+
+    try:
+        return load(data)
+    except (SafetensorError, ValueError, TypeError, OverflowError):
+        raise RegistryError(f"{path} is not a valid safetensors file") from None
+
+
+def _to_library(index: HubIndex, chosen: list[HubDirection], blobs: dict[str, bytes]) -> tuple[dict, dict]:
+    """The chosen directions as a ``.p2pz`` manifest (raw) and its tensors, for :func:`~.manifest.validate`."""
+    encoders = {e.fingerprint: e for e in index.encoders}
+    banks = {b.sha256: b for b in index.banks}
+    embs = {e.file: e for e in index.embeddings}
+    man = {"format": FORMAT, "format_version": FORMAT_VERSION, "encoders": [], "banks": [], "embeddings": [],
+           "directions": [], "students": []}
+    tensors: dict = {}
+    enc_seen, bank_at, emb_at, dir_at = set(), {}, {}, {}
+
+    def bank(sha: str) -> int:
+        if sha not in bank_at:
+            b = banks.get(sha)
+            if b is None:
+                raise RegistryError(f"{INDEX} names bank {sha[:16]}, which it does not list")
+            sentences = blobs[b.file].decode("utf-8").removesuffix("\n").split("\n") if b.file else []
+            bank_at[sha] = len(man["banks"])
+            man["banks"].append(BankEntry(concept=b.concept, version=b.version, generator=b.generator, params=b.params,
+                                          sentences=sentences, sha256=b.sha256, note=b.note,
+                                          created_at=b.created_at).model_dump(mode="json"))
+        return bank_at[sha]
+
+    def encoder(fp: str) -> None:
+        if fp not in encoders:
+            raise RegistryError(f"{INDEX} names encoder {fp[:16]}, which it does not list")
+        if fp not in enc_seen:
+            enc_seen.add(fp)
+            man["encoders"].append(encoders[fp].model_dump(mode="json"))
+
+    def embedding(path: str) -> int:
+        if path not in emb_at:
+            e = embs.get(path)
+            if e is None:
+                raise RegistryError(f"{INDEX} names embedding {path}, which it does not list")
+            encoder(e.encoder)
+            i = emb_at[path] = len(man["embeddings"])
+            st = _read_st(blobs[path], path)
+            for k in ("mean", "key"):
+                if k not in st:
+                    raise RegistryError(f"{path} lacks the tensor {k!r}")
+                tensors[f"embedding/{i}/{k}"] = st[k]
+            man["embeddings"].append(EmbeddingEntry(bank=bank(e.bank), encoder=e.encoder,
+                                                    key_kind=e.key_kind).model_dump(mode="json"))
+        return emb_at[path]
+
+    for d in chosen:
+        encoder(d.encoder)
+        st = _read_st(blobs[d.file], d.file)
+        if "key" not in st:
+            raise RegistryError(f"{d.file} lacks the tensor 'key'")
+        i = dir_at[d.ref] = len(man["directions"])
+        tensors[f"direction/{i}/key"] = st["key"]
+        fields = {}
+        if d.kind == "pair":
+            if not (d.source and d.target):
+                raise RegistryError(f"{INDEX}: pair {d.ref} lacks its source or target embedding")
+            fields = {"source": embedding(d.source), "target": embedding(d.target)}
+        else:
+            fields = {"components": [ComponentEntry(direction=dir_at[c.ref], weight=c.weight)
+                                     for c in d.components or ()]}
+        man["directions"].append(DirectionEntry(
+            name=d.name, version=d.version, kind=d.kind, encoder=d.encoder, scale=d.scale, tags=d.tags, note=d.note,
+            deprecated=d.deprecated, content_sha256=d.content_sha256, created_at=d.created_at, origin=d.origin,
+            **fields).model_dump(mode="json", exclude_none=True))
+    refs = set(dir_at)
+    for s in index.students:
+        if s.direction in refs:
+            i = len(man["students"])
+            tensors[f"student/{i}/weights"] = np.frombuffer(blobs[s.file], dtype=np.uint8)
+            man["students"].append(StudentEntry(direction=dir_at[s.direction], version=s.version, config=s.config,
+                                                weights_bytes=s.weights_bytes, weights_sha256=s.weights_sha256,
+                                                dataset_sha256=s.dataset_sha256, params=s.params, metrics=s.metrics,
+                                                created_at=s.created_at).model_dump(mode="json"))
+    return man, tensors
+
+
+def _needed(index: HubIndex, chosen: list[HubDirection]) -> list[str]:
+    refs = {d.ref for d in chosen}
+    paths = set()
+    embs = {e.file: e for e in index.embeddings}
+    banks = {b.sha256: b for b in index.banks}
+    for d in chosen:
+        paths.add(d.file)
+        for side in (d.source, d.target):
+            if side:
+                paths.add(side)
+                e = embs.get(side)
+                b = banks.get(e.bank) if e else None
+                if b and b.file:
+                    paths.add(b.file)
+    paths |= {s.file for s in index.students if s.direction in refs}
+    return sorted(paths)
+
+
+def pull(reg, url: str, refs: list[str], *, renumber: bool = False, progress: bool = False) -> dict:
+    """Pull ``refs`` (default: everything) from ``hf://OWNER/REPO[@REVISION]`` into the registry, all or nothing."""
+    from huggingface_hub import hf_hub_download  # lazy: huggingface_hub
+
+    from store.progress import progress_bar
+
+    from .archive import store_library
+
+    repo_id, revision = parse_repo(url)
+    local_only = offline()
+    kw = {"endpoint": _endpoint(), "token": _token(), "local_files_only": local_only}
+    try:
+        # One resolve fixes the commit: the index is read at the revision and lands in the cache's snapshot folder
+        # of the commit it resolved to (so offline pulls of the same revision find it); everything else is read at
+        # that commit, whatever the branch does meanwhile.
+        index_path = Path(hf_hub_download(repo_id, INDEX, revision=revision or "main", **kw))
+        commit = index_path.parent.name
+        index = parse_index(index_path.read_bytes())
+        chosen = _closure(index, list(refs), repo_id)
+        paths = _needed(index, chosen)
+        blobs: dict[str, bytes] = {}
+        with progress_bar(len(paths), f"pull {repo_id}", enabled=progress, unit="file") as bar:
+            for p in paths:
+                meta = index.files.get(p)
+                if meta is None:
+                    raise RegistryError(f"{INDEX} lists no sha256 for {p}; the repo is incomplete")
+                local = Path(hf_hub_download(repo_id, p, revision=commit, **kw))
+                size = local.stat().st_size
+                if size != meta.size:
+                    raise RegistryError(f"{p} is {size} bytes, not the {meta.size} {INDEX} records: refused (tampered "
+                                        "or truncated); nothing was imported")
+                data = local.read_bytes()
+                if _sha(data) != meta.sha256:
+                    raise RegistryError(f"{p} has sha256 {_sha(data)[:16]}…, not the {meta.sha256[:16]}… {INDEX} "
+                                        "records: refused (tampered?); nothing was imported")
+                blobs[p] = data
+                bar.update()
+    except RegistryError:
+        raise
+    except Exception as exc:  # huggingface_hub and HTTP errors: one line, no token; nothing imported yet
+        raise _hub_error(exc, repo_id, writing=False) from None
+    raw, tensors = _to_library(index, chosen, blobs)
+    man, checked = validate(raw, tensors)
+    out = store_library(reg.db, man, checked, source=f"hf://{repo_id}", revision=commit, renumber=renumber)
+    return {"repo": repo_id, "revision": commit, "asked": revision or "main", **out}

@@ -1,0 +1,201 @@
+"""Push and pull directions through a Hugging Face Hub: huggingface_hub talks HTTP to a Hub-compatible server on
+127.0.0.1 (tests/hub_server.py) that keeps what is pushed. Nothing of huggingface_hub is mocked."""
+
+import json
+
+import huggingface_hub
+import pytest
+from click.testing import CliRunner
+from huggingface_hub import HfApi
+from safetensors import safe_open
+from safetensors.numpy import load
+
+from registry import Registry, RegistryError
+from registry.cli import main
+
+from .conftest import db_dump
+from .hub_server import HubServer
+
+TOKEN = "hf_test_secret_token_123"
+REPO = "alice/animal-edits"
+N = 20
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    server = HubServer(tokens={TOKEN}).start()
+    monkeypatch.setenv("HF_ENDPOINT", server.url)
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def source(tmp_path, tiny_model):
+    reg = Registry.open(f"sqlite:///{tmp_path / 'source.db'}")
+    reg.build_direction("cat", "dog", str(tiny_model), n=N, tags=["animals"])
+    reg.build_direction("day", "night", str(tiny_model), n=N)
+    reg.combine({"cat-to-dog": 1.0, "day-to-night": -0.25}, name="mix")
+    yield reg
+    reg.close()
+
+
+def _offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+
+def test_a_push_writes_the_card_the_index_and_plain_safetensors(hub, source):
+    out = source.push(f"hf://{REPO}")
+    assert sorted(out["added"]) == ["cat-to-dog@1", "day-to-night@1", "mix@1"]
+    files = hub.files(REPO)
+    index = json.loads(files["p2pz.json"])
+    for path, meta in index["files"].items():  # every file with its sha256
+        import hashlib
+
+        assert hashlib.sha256(files[path]).hexdigest() == meta["sha256"] and len(files[path]) == meta["size"]
+    assert set(index["files"]) | {"p2pz.json", "README.md"} == set(files)
+    card = files["README.md"].decode()
+    head = card.split("---")[1]
+    assert "library_name: p2pz" in head and '"animals"' in head and "base_model" not in head  # a folder model
+    assert "`cat-to-dog@1`" in card and "hf_hub_download" in card and TOKEN not in card
+    d = source.get("cat-to-dog@1")
+    st = load(files["directions/cat-to-dog/1.safetensors"])  # plain safetensors, no p2pz
+    assert st["delta"].tobytes() == d.vector_numpy().tobytes() and st["key"].tobytes() == d.key.tobytes()
+    meta = _metadata(files["directions/cat-to-dog/1.safetensors"], tmp=hub)
+    assert meta["name"] == "cat-to-dog" and meta["version"] == "1" and meta["encoder"] == d.encoder
+    assert meta["content_sha256"] == d.content_sha256 and len(meta["source_bank_sha256"]) == 64
+    assert files["banks/cat/" + index["banks"][0]["sha256"][:16] + ".txt"].decode().count("\n") == N
+
+
+def _metadata(blob: bytes, tmp) -> dict:
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".safetensors") as f:
+        f.write(blob)
+        f.flush()
+        with safe_open(f.name, "np") as st:
+            return st.metadata()
+
+
+def test_push_then_pull_is_bytes_equal_and_records_the_commit(hub, source, db_url):
+    pushed = source.push(f"hf://{REPO}")
+    target = Registry.open(db_url)
+    got = target.pull(f"hf://{REPO}")
+    assert got["revision"] == pushed["commit"] and sorted(got["directions"]) == ["cat-to-dog@1", "day-to-night@1",
+                                                                                 "mix@1"]
+    for ref in ("cat-to-dog@1", "day-to-night@1", "mix@1"):
+        a, b = source.get(ref), target.get(ref)
+        assert a.vector_numpy().tobytes() == b.vector_numpy().tobytes() and a.key.tobytes() == b.key.tobytes()
+        assert a.content_sha256 == b.content_sha256
+        assert b.origin == {"source": f"hf://{REPO}", "revision": pushed["commit"], "version": 1, "upstream": None}
+    assert target.bank("cat@1").sentences == source.bank("cat@1").sentences
+    dump = db_dump(db_url)
+    again = target.pull(f"hf://{REPO}")  # idempotent
+    assert again["added"]["directions"] == 0 and db_dump(db_url) == dump
+    target.close()
+
+
+def test_a_second_push_sends_only_the_new_version(hub, source, tiny_model):
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+    source.build_direction("cat", "dog", str(tiny_model), n=N, scale=2.0)
+    out = source.push(f"hf://{REPO}", ["cat-to-dog@1", "cat-to-dog@2"])
+    assert out["added"] == ["cat-to-dog@2"] and out["skipped"] == ["cat-to-dog@1"]
+    last = hub.commits(REPO)[-1]
+    assert sorted(last.added) == ["README.md", "directions/cat-to-dog/2.safetensors", "p2pz.json"]
+    assert "cat-to-dog@2" in last.message
+    n = len(hub.commits(REPO))
+    assert source.push(f"hf://{REPO}", ["cat-to-dog@2"])["added"] == [] and len(hub.commits(REPO)) == n
+
+
+def test_a_version_on_the_hub_with_other_content_is_refused_naming_both_hashes(hub, source, tiny_model, tmp_path):
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+    other = Registry.open(f"sqlite:///{tmp_path / 'other.db'}")
+    mine = other.build_direction("cat", "dog", str(tiny_model), n=N, scale=3.0)
+    theirs = source.get("cat-to-dog@1")
+    with pytest.raises(RegistryError) as err:
+        other.push(f"hf://{REPO}", ["cat-to-dog@1"])
+    assert theirs.content_sha256[:16] in str(err.value) and mine.content_sha256[:16] in str(err.value)
+    # and the other way: pulling @1 into a registry whose @1 is other content is refused unless --renumber
+    dump = db_dump(f"sqlite:///{tmp_path / 'other.db'}")
+    with pytest.raises(RegistryError, match="--renumber"):
+        other.pull(f"hf://{REPO}")
+    assert db_dump(f"sqlite:///{tmp_path / 'other.db'}") == dump
+    got = other.pull(f"hf://{REPO}", renumber=True)
+    assert got["renumbered"][0]["from"] == 1 and got["renumbered"][0]["to"] == 2
+    assert other.get("cat-to-dog@2").content_sha256 == theirs.content_sha256
+    other.close()
+
+
+def test_a_tampered_file_is_refused_and_nothing_is_imported(hub, source, db_url):
+    source.push(f"hf://{REPO}")
+    blob = bytearray(hub.files(REPO)["directions/day-to-night/1.safetensors"])
+    blob[-1] ^= 1
+    hub.tamper(REPO, "directions/day-to-night/1.safetensors", bytes(blob))
+    target = Registry.open(db_url)
+    dump = db_dump(db_url)
+    with pytest.raises(RegistryError, match="day-to-night/1.safetensors has sha256 .* refused"):
+        target.pull(f"hf://{REPO}")
+    assert db_dump(db_url) == dump
+    target.close()
+
+
+def test_a_pull_interrupted_midway_leaves_the_registry_as_it_was(hub, source, tmp_path):
+    source.push(f"hf://{REPO}")
+    hub.fail_download(REPO, "directions/mix/1.safetensors", mode="error", times=None)
+    url = f"sqlite:///{tmp_path / 'target.db'}"
+    target = Registry.open(url)
+    target.make_bank("owl", n=5)
+    dump = db_dump(url)
+    with pytest.raises(RegistryError, match="the Hub answered 500"):
+        target.pull(f"hf://{REPO}")
+    assert db_dump(url) == dump
+    target.close()
+
+
+def test_a_401_is_one_line_naming_hf_token_and_the_token_never_shows(hub, source, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong_token_456")
+    r = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path / 'source.db'}", "push", f"hf://{REPO}"])
+    assert r.exit_code == 1 and "HF_TOKEN" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "hf_wrong_token_456" not in r.output + r.stderr
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    r = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path / 'source.db'}", "push", f"hf://{REPO}", "--json"])
+    assert r.exit_code == 0, r.output
+    everything = b"".join(hub.files(REPO).values()) + db_dump(f"sqlite:///{tmp_path / 'source.db'}").encode()
+    assert TOKEN.encode() not in everything and TOKEN not in r.output
+
+
+def test_pull_at_a_tag_or_commit_and_offline_from_the_cache(hub, source, tiny_model, tmp_path, monkeypatch):
+    first = source.push(f"hf://{REPO}", ["cat-to-dog"])["commit"]
+    HfApi(endpoint=hub.url, token=TOKEN).create_tag(REPO, tag="v1", revision=first)
+    source.build_direction("cat", "dog", str(tiny_model), n=N, scale=2.0)
+    source.push(f"hf://{REPO}", ["cat-to-dog@2"])
+    at_tag = Registry.open(f"sqlite:///{tmp_path / 'tag.db'}")
+    got = at_tag.pull(f"hf://{REPO}@v1")
+    assert got["revision"] == first and got["directions"] == ["cat-to-dog@1"]
+    assert at_tag.get("cat-to-dog").origin["revision"] == first
+    at_commit = Registry.open(f"sqlite:///{tmp_path / 'commit.db'}")
+    assert at_commit.pull(f"hf://{REPO}@{first}")["directions"] == ["cat-to-dog@1"]
+    r = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path / 'main.db'}", "pull", f"hf://{REPO}", "cat-to-dog"])
+    assert r.exit_code == 0 and "cat-to-dog@1, cat-to-dog@2" in r.output, r.output
+    hub.stop()  # the Hub is gone: what is cached still pulls
+    _offline(monkeypatch)
+    cold = Registry.open(f"sqlite:///{tmp_path / 'offline.db'}")
+    got = cold.pull(f"hf://{REPO}")
+    assert sorted(got["directions"]) == ["cat-to-dog@1", "cat-to-dog@2"]
+    assert cold.get("cat-to-dog@2").vector_numpy().tobytes() == source.get("cat-to-dog@2").vector_numpy().tobytes()
+    with pytest.raises(RegistryError, match="HF_HUB_OFFLINE"):
+        cold.pull("hf://alice/never-pulled")
+    for reg in (at_tag, at_commit, cold):
+        reg.close()
+
+
+def test_bad_addresses_fail_in_one_line(hub, source, tmp_path):
+    for url in ("hf://just-owner", "hf://a/b/c", "ftp://x"):
+        r = CliRunner().invoke(main, ["--db", f"sqlite:///{tmp_path / 'source.db'}", "pull", url])
+        assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, (url, r.stderr)
+    with pytest.raises(RegistryError, match="no Hub repo"):
+        source.pull("hf://alice/missing")
