@@ -1,0 +1,476 @@
+"""A small, real Hugging Face Hub-compatible HTTP server on 127.0.0.1, for tests.
+
+Nothing in huggingface_hub is mocked: point it here with ``HfApi(endpoint=hub.url)``,
+``hf_hub_download(..., endpoint=hub.url)`` or ``HF_ENDPOINT`` and it talks HTTP to this server, which keeps
+what is pushed in memory. Model and dataset repos are supported. Written against huggingface_hub 2.4.0.
+
+Endpoints (``{type}`` is ``models`` or ``datasets``; ``{rev}`` a branch, a tag or a full 40-hex commit sha)::
+
+    POST      /api/repos/create                          create_repo (409 + "url" when it exists, for exist_ok)
+    POST      /api/validate-yaml                         README.md check made by create_commit: always valid
+    GET       /api/{type}/{ns}/{name}[/revision/{rev}]   repo_info / model_info / dataset_info: sha, siblings
+    GET       /api/{type}/{ns}/{name}/tree/{rev}[/{dir}] list_repo_tree / list_repo_files (one page, no Link)
+    GET       /api/{type}/{ns}/{name}/refs               list_repo_refs
+    POST      /api/{type}/{ns}/{name}/preupload/{branch} answers uploadMode "regular" for every file
+    POST      /api/{type}/{ns}/{name}/commit/{branch}    NDJSON commit: file (base64), deletedFile, deletedFolder
+    POST      /api/{type}/{ns}/{name}/branch/{branch}    create_branch (startingPoint: any rev; default main)
+    POST      /api/{type}/{ns}/{name}/tag/{rev}          create_tag
+    HEAD/GET  /[datasets/]{ns}/{name}/resolve/{rev}/{path}   hf_hub_download / snapshot_download (Range honoured)
+
+Resolve answers carry ``X-Repo-Commit`` (the resolved commit), ``ETag`` (the quoted git blob sha1) and
+``Content-Length``; errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) and
+``X-Error-Message`` so huggingface_hub raises its own exception classes. Commits get a 40-hex sha and form a
+linear history per branch; ``parentCommit`` that is not the branch head is refused with 412.
+
+Not implemented, compared with the real Hub: LFS and Xet (a ``lfsFile`` line is refused with 400; no
+``X-Xet-Hash`` header is ever sent, so downloads stay plain HTTP), pull requests (``create_pr`` gets 400),
+``.gitignore`` rules (``shouldIgnore`` is always false), copies between repos, deleting repos/branches/tags,
+commit listings, pagination, users/orgs/whoami, gating, spaces, and real git objects (shas are not git's).
+A new repo starts with one empty "initial commit" (the real Hub adds a ``.gitattributes``).
+
+Auth: with ``tokens`` given, writes need ``Authorization: Bearer <one of them>`` (else 401 "Invalid credentials
+in Authorization header"), and a private repo is invisible without one (401 ``RepoNotFound``, as the Hub answers
+for a missing repo). A wrong token is refused on every request. Tokens are never logged or echoed.
+
+huggingface_hub 2.4.0 quirks for tests:
+- Offline mode is read once at import into ``huggingface_hub.constants.HF_HUB_OFFLINE`` (tests/conftest.py sets
+  ``HF_HUB_OFFLINE=1`` before that), and every request checks ``constants.is_offline_mode()``, which returns that
+  global: toggle it in-process with ``monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", ...)``.
+- Xet/LFS are chosen by the server: only files the preupload endpoint marks "lfs" are uploaded out of band, and
+  only a resolve answer with ``X-Xet-Hash`` triggers a Xet download. With ``hf_xet`` installed, ``upload_folder``
+  goes through its pipelined uploader, which still sends "regular" files inline through the same commit endpoint.
+- The preupload answer's ``oid`` (git blob sha1 of the file already on the branch) makes the client drop unchanged
+  files from the commit: an incremental push only sends new or changed content.
+- A download cut short is retried with ``Range: bytes=N-`` after one second, up to 5 times without progress.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterable
+from urllib.parse import parse_qs, unquote, urlsplit
+
+INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
+_API = re.compile(r"/api/(?P<type>model|dataset)s/(?P<repo>[^/]+/[^/]+)"
+                  r"(?:/(?P<action>[a-z]+)(?:/(?P<rev>[^/]+)(?P<rest>/.+)?)?)?")
+_RESOLVE = re.compile(r"/(?:(?P<type>dataset)s/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<rest>.+)")
+_RANGE = re.compile(r"bytes=(\d+)-(\d*)")
+
+
+def git_blob_sha1(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class Blob:
+    data: bytes
+    oid: str  # git blob sha1 of the content as committed; tamper() keeps it
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    parent: str | None
+    message: str
+    tree: dict[str, Blob]
+    added: tuple[str, ...]
+    deleted: tuple[str, ...]
+    date: datetime
+
+
+@dataclass
+class Repo:
+    repo_type: str
+    repo_id: str
+    private: bool
+    created: datetime = field(default_factory=lambda: datetime.now(timezone.utc))
+    commits: dict[str, Commit] = field(default_factory=dict)
+    branches: dict[str, str] = field(default_factory=dict)
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def resolve(self, revision: str) -> Commit | None:
+        sha = self.branches.get(revision) or self.tags.get(revision) or revision
+        return self.commits.get(sha)
+
+    def commit(self, branch: str, message: str, tree: dict[str, Blob], added=(), deleted=()) -> Commit:
+        parent = self.branches.get(branch)
+        seed = json.dumps([parent, message, sorted((p, b.oid) for p, b in tree.items()), time.time_ns()])
+        new = Commit(hashlib.sha1(seed.encode()).hexdigest(), parent, message, tree, tuple(added), tuple(deleted),
+                     datetime.now(timezone.utc))
+        self.commits[new.sha] = new
+        self.branches[branch] = new.sha
+        return new
+
+
+@dataclass(frozen=True)
+class Request:
+    """One logged request: no headers. ``uploaded``: paths whose content travelled inline (commit requests)."""
+    method: str
+    path: str
+    status: int
+    uploaded: tuple[str, ...] = ()
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+    cut: int | None = None  # send only this many body bytes, then drop the connection
+
+
+def _json(obj, status: int = 200) -> _Response:
+    return _Response(status, json.dumps(obj).encode(), {"Content-Type": "application/json"})
+
+
+class HubError(Exception):
+    def __init__(self, status: int, message: str, code: str | None = None, headers=None, extra=None):
+        super().__init__(message)
+        self.status, self.message, self.code = status, message, code
+        self.headers, self.extra = headers or {}, extra or {}
+
+    def response(self) -> _Response:
+        response = _json({"error": self.message, **self.extra}, self.status)
+        header_safe = self.message.encode("ascii", "backslashreplace").decode()  # headers are latin-1 only
+        response.headers.update({"X-Error-Message": header_safe, **self.headers})
+        if self.code:
+            response.headers["X-Error-Code"] = self.code
+        return response
+
+
+class HubServer:
+    """In-memory Hub. Use as ``with HubServer(tokens={"tok"}) as hub:`` or call ``start()``/``stop()``."""
+
+    def __init__(self, tokens: Iterable[str] | None = None):
+        self.tokens = frozenset(tokens) if tokens is not None else None
+        self.log: list[Request] = []
+        self._repos: dict[tuple[str, str], Repo] = {}
+        self._failures: dict[tuple[str, str, str], list] = {}  # (type, repo, path) -> [mode, remaining]
+        self._lock = threading.RLock()
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> HubServer:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"hub": self}))
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._thread.join()
+            self._httpd = self._thread = None
+
+    def __enter__(self) -> HubServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    # -- test helpers ---------------------------------------------------------------------------------------
+
+    def repo(self, repo_id: str, repo_type: str = "model") -> Repo:
+        with self._lock:
+            return self._repos[(repo_type, repo_id)]
+
+    def files(self, repo_id: str, revision: str = "main", repo_type: str = "model") -> dict[str, bytes]:
+        with self._lock:
+            commit = self.repo(repo_id, repo_type).resolve(revision)
+            if commit is None:
+                raise KeyError(revision)
+            return {path: blob.data for path, blob in sorted(commit.tree.items())}
+
+    def commits(self, repo_id: str, branch: str = "main", repo_type: str = "model") -> list[Commit]:
+        """The branch's history, oldest first (the empty "initial commit" included)."""
+        with self._lock:
+            repo = self.repo(repo_id, repo_type)
+            history, sha = [], repo.branches[branch]
+            while sha is not None:
+                history.append(repo.commits[sha])
+                sha = repo.commits[sha].parent
+            return history[::-1]
+
+    def tamper(self, repo_id: str, path: str, new_bytes: bytes, branch: str = "main", repo_type: str = "model"):
+        """Rewrite a file in place at the branch head, no new commit: same commit sha, same ETag (the original
+        blob sha1), new bytes and Content-Length. huggingface_hub does not hash downloads; a client must."""
+        with self._lock:
+            commit = self.repo(repo_id, repo_type).resolve(branch)
+            commit.tree[path] = Blob(bytes(new_bytes), commit.tree[path].oid)
+
+    def fail_download(self, repo_id: str, path: str, *, mode: str = "truncate", times: int | None = 1,
+                      repo_type: str = "model") -> None:
+        """Make the next ``times`` GETs of ``path`` (None: all of them) fail. ``"truncate"``: announce the full
+        Content-Length, send the bytes up to the file's middle, then drop the connection (huggingface_hub resumes
+        with a Range request, and gives up after 5 tries without progress, 1 s apart). ``"error"``: answer 500."""
+        if mode not in ("truncate", "error"):
+            raise ValueError(mode)
+        with self._lock:
+            self._failures[(repo_type, repo_id, path)] = [mode, times]
+
+    def _take_failure(self, key: tuple[str, str, str]) -> str | None:
+        failure = self._failures.get(key)
+        if failure is None:
+            return None
+        mode, remaining = failure
+        if remaining is not None:
+            failure[1] -= 1
+            if failure[1] <= 0:
+                del self._failures[key]
+        return mode
+
+
+class _Handler(BaseHTTPRequestHandler):
+    hub: HubServer  # set on the per-server subclass
+
+    def log_message(self, format, *args):  # quiet, and never prints headers
+        pass
+
+    def do_GET(self):
+        self._dispatch()
+
+    do_HEAD = do_POST = do_GET
+
+    # -- plumbing -------------------------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        hub = self.hub
+        self._payload = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # read before answering
+        url = urlsplit(self.path)
+        self._query = parse_qs(url.query)
+        self._uploaded: tuple[str, ...] = ()
+        try:
+            with hub._lock:
+                response = self._route(url.path)
+        except HubError as error:
+            response = error.response()
+        except Exception as error:  # a bug here: answer 500 rather than drop the connection
+            response = _json({"error": f"test hub failed: {error!r}"}, 500)
+        with hub._lock:
+            hub.log.append(Request(self.command, self.path, response.status, self._uploaded))
+        self.send_response(response.status)
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(response.body)),
+                   **response.headers}
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(response.body[:response.cut])
+        if response.cut is not None:
+            self.close_connection = True
+
+    def _flag(self, name: str) -> bool:
+        return self._query.get(name, [""])[0].lower() in ("1", "true")
+
+    def _body_json(self) -> dict:
+        try:
+            return json.loads(self._payload or b"{}")
+        except ValueError:
+            raise HubError(400, "Invalid JSON body") from None
+
+    def _authenticated(self) -> bool:
+        if self.hub.tokens is None:
+            return True
+        auth = self.headers.get("Authorization")
+        if not auth:
+            return False
+        scheme, _, token = auth.partition(" ")
+        if scheme.lower() != "bearer" or token not in self.hub.tokens:
+            raise HubError(401, INVALID_CREDENTIALS)
+        return True
+
+    def _repo(self, repo_type: str, repo_id: str, *, write: bool = False) -> Repo:
+        authenticated = self._authenticated()
+        if write and not authenticated:
+            raise HubError(401, INVALID_CREDENTIALS)
+        repo = self.hub._repos.get((repo_type, repo_id))
+        if repo is None or (repo.private and not authenticated):
+            raise HubError(404 if authenticated else 401, "Repository not found", "RepoNotFound")
+        return repo
+
+    def _repo_url(self, repo: Repo) -> str:
+        return f"{self.hub.url}/{'datasets/' if repo.repo_type == 'dataset' else ''}{repo.repo_id}"
+
+    @staticmethod
+    def _commit_at(repo: Repo, revision: str) -> Commit:
+        commit = repo.resolve(revision)
+        if commit is None:
+            raise HubError(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        return commit
+
+    @staticmethod
+    def _branch(repo: Repo, branch: str) -> Commit:
+        if branch not in repo.branches:
+            raise HubError(404, f"Branch not found: {branch}", "RevisionNotFound")
+        return repo.commits[repo.branches[branch]]
+
+    def _route(self, path: str) -> _Response:
+        method = self.command
+        if method == "POST" and path == "/api/repos/create":
+            return self._create_repo()
+        if method == "POST" and path == "/api/validate-yaml":
+            return _json({"errors": [], "warnings": []})
+        if match := _API.fullmatch(path):
+            action = match["action"] or "revision"
+            handler = {("GET", "revision"): self._repo_info, ("GET", "tree"): self._tree, ("GET", "refs"): self._refs,
+                       ("POST", "preupload"): self._preupload, ("POST", "commit"): self._commit,
+                       ("POST", "branch"): self._create_branch, ("POST", "tag"): self._create_tag}.get((method, action))
+            if handler is not None:
+                repo = self._repo(match["type"], match["repo"], write=method == "POST")
+                return handler(repo, unquote(match["rev"] or "main"), unquote(match["rest"] or "").strip("/"))
+        elif (match := _RESOLVE.fullmatch(path)) and method in ("GET", "HEAD"):
+            repo = self._repo(match["type"] or "model", match["repo"])
+            return self._resolve(repo, unquote(match["rev"]), unquote(match["rest"]))
+        raise HubError(404, f"{method} {path} is not implemented by this test Hub")
+
+    # -- endpoints ------------------------------------------------------------------------------------------
+
+    def _create_repo(self) -> _Response:
+        if not self._authenticated():
+            raise HubError(401, INVALID_CREDENTIALS)
+        body = self._body_json()
+        repo_type = body.get("type") or "model"
+        if repo_type not in ("model", "dataset") or not body.get("organization") or not body.get("name"):
+            raise HubError(400, "This test Hub needs a model or dataset repo id of the form 'namespace/name'")
+        repo = Repo(repo_type, f"{body['organization']}/{body['name']}", body.get("visibility") == "private")
+        existing = self.hub._repos.get((repo_type, repo.repo_id))
+        if existing is not None:
+            raise HubError(409, f"You already created this {repo_type} repo", extra={"url": self._repo_url(existing)})
+        repo.commit("main", "initial commit", {})
+        self.hub._repos[(repo_type, repo.repo_id)] = repo
+        return _json({"url": self._repo_url(repo), "name": repo.repo_id})
+
+    def _repo_info(self, repo: Repo, revision: str, _rest: str) -> _Response:
+        commit = self._commit_at(repo, revision)
+        blobs = self._flag("blobs")
+        siblings = [{"rfilename": path, **({"size": len(blob.data), "blobId": blob.oid} if blobs else {})}
+                    for path, blob in sorted(commit.tree.items())]
+        return _json({"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha,
+                      "private": repo.private, "disabled": False, "gated": False, "tags": [],
+                      "createdAt": _iso(repo.created), "lastModified": _iso(commit.date), "siblings": siblings})
+
+    def _tree(self, repo: Repo, revision: str, folder: str) -> _Response:
+        commit = self._commit_at(repo, revision)
+        recursive, prefix = self._flag("recursive"), f"{folder}/" if folder else ""
+        entries: dict[str, dict] = {}
+        for path, blob in commit.tree.items():
+            if not path.startswith(prefix):
+                continue
+            parts = path[len(prefix):].split("/")
+            for depth in range(1, len(parts) if recursive else min(len(parts), 2)):
+                folder_path = prefix + "/".join(parts[:depth])
+                oid = hashlib.sha1(f"tree {commit.sha} {folder_path}".encode()).hexdigest()
+                entries.setdefault(folder_path, {"type": "directory", "oid": oid, "size": 0, "path": folder_path})
+            if recursive or len(parts) == 1:
+                entries[path] = {"type": "file", "oid": blob.oid, "size": len(blob.data), "path": path}
+        if folder and not entries:
+            raise HubError(404, f"Entry not found: {folder}", "EntryNotFound", {"X-Repo-Commit": commit.sha})
+        return _json([entries[path] for path in sorted(entries)])
+
+    def _refs(self, repo: Repo, _revision: str, _rest: str) -> _Response:
+        def refs(names: dict[str, str], kind: str) -> list[dict]:
+            return [{"name": n, "ref": f"refs/{kind}/{n}", "targetCommit": sha} for n, sha in sorted(names.items())]
+        return _json({"branches": refs(repo.branches, "heads"), "tags": refs(repo.tags, "tags"),
+                      "converts": [], "pullRequests": []})
+
+    def _preupload(self, repo: Repo, branch: str, _rest: str) -> _Response:
+        if self._flag("create_pr"):
+            raise HubError(400, "Pull requests are not supported by this test Hub")
+        head = self._branch(repo, branch)
+        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                  "oid": head.tree[f["path"]].oid if f["path"] in head.tree else None}
+                 for f in self._body_json().get("files", [])]
+        return _json({"files": files, "commitOid": head.sha})
+
+    def _commit(self, repo: Repo, branch: str, _rest: str) -> _Response:
+        if self._flag("create_pr"):
+            raise HubError(400, "Pull requests are not supported by this test Hub")
+        try:
+            lines = [json.loads(line) for line in self._payload.splitlines() if line.strip()]
+        except ValueError:
+            raise HubError(400, "Invalid NDJSON commit payload") from None
+        self._uploaded = tuple(line["value"]["path"] for line in lines if line.get("key") == "file")
+        header = next((line["value"] for line in lines if line.get("key") == "header"), None)
+        if header is None:
+            raise HubError(400, "The commit payload has no header line")
+        head = self._branch(repo, branch)
+        if header.get("parentCommit") not in (None, head.sha):
+            raise HubError(412, "A commit has happened since. Please refresh and try again.")
+        tree, added, deleted = dict(head.tree), [], []
+        for line in lines:
+            key, value = line.get("key"), line.get("value", {})
+            if key == "file":
+                content = value["content"]
+                data = base64.b64decode(content) if value.get("encoding") == "base64" else content.encode()
+                tree[value["path"]] = Blob(data, git_blob_sha1(data))
+                added.append(value["path"])
+            elif key in ("deletedFile", "deletedFolder"):
+                path = value["path"].rstrip("/")
+                gone = [p for p in tree if p == path] if key == "deletedFile" else \
+                       [p for p in tree if p.startswith(path + "/")]
+                if not gone:
+                    raise HubError(404, f"A file with this name doesn't exist: {path}", "EntryNotFound")
+                for p in gone:
+                    del tree[p]
+                deleted.extend(gone)
+            elif key == "lfsFile":
+                raise HubError(400, "LFS files are not supported by this test Hub")
+            elif key != "header":
+                raise HubError(400, f"Unknown commit operation: {key}")
+        commit = repo.commit(branch, header.get("summary", ""), tree, added, deleted)
+        return _json({"success": True, "commitOid": commit.sha, "hookOutput": "",
+                      "commitUrl": f"{self._repo_url(repo)}/commit/{commit.sha}"})
+
+    def _create_branch(self, repo: Repo, branch: str, _rest: str) -> _Response:
+        start = self._commit_at(repo, self._body_json().get("startingPoint") or "main")
+        if branch in repo.branches or branch in repo.tags:
+            raise HubError(409, f"Reference already exists: {branch}")
+        repo.branches[branch] = start.sha
+        return _json({})
+
+    def _create_tag(self, repo: Repo, revision: str, _rest: str) -> _Response:
+        commit, tag = self._commit_at(repo, revision), self._body_json().get("tag")
+        if not tag:
+            raise HubError(400, "Missing tag name")
+        if tag in repo.tags or tag in repo.branches:
+            raise HubError(409, f"Tag already exists: {tag}")
+        repo.tags[tag] = commit.sha
+        return _json({})
+
+    def _resolve(self, repo: Repo, revision: str, path: str) -> _Response:
+        commit = self._commit_at(repo, revision)
+        blob = commit.tree.get(path)
+        if blob is None:
+            raise HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.sha})
+        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{blob.oid}"', "Accept-Ranges": "bytes"}
+        data, start, status = blob.data, 0, 200
+        if self.command == "GET" and (requested := self.headers.get("Range")):
+            match = _RANGE.fullmatch(requested.strip())
+            if match is None or int(match[1]) >= len(data):
+                raise HubError(416, f"Range not satisfiable: {requested}", headers={"Content-Range": f"*/{len(data)}"})
+            start, end = int(match[1]), min(int(match[2] or len(data) - 1), len(data) - 1)
+            status, data = 206, data[start:end + 1]
+            headers["Content-Range"] = f"bytes {start}-{end}/{len(blob.data)}"
+        failure = self.hub._take_failure((repo.repo_type, repo.repo_id, path)) if self.command == "GET" else None
+        if failure == "error":
+            raise HubError(500, "Internal Error (injected by fail_download)")
+        cut = max(len(blob.data) // 2 - start, 0) if failure == "truncate" else None
+        return _Response(status, data, headers, cut)
