@@ -127,7 +127,8 @@ def export_library(db, refs: list[str], path: Path) -> dict:
     def write(tmp: Path) -> None:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
             zf.writestr("manifest.json", json.dumps(manifest.model_dump(mode="json"), indent=1, ensure_ascii=False))
-            zf.writestr("tensors.safetensors", blob)
+            # stored, not deflated: float tensors barely compress, and deflating a student's 100 MB took seconds
+            zf.writestr("tensors.safetensors", blob, compress_type=zipfile.ZIP_STORED)
 
     atomic_write(path, writer=write)
     return {"path": str(path), "directions": len(manifest.directions), "embeddings": len(manifest.embeddings),

@@ -287,13 +287,30 @@ class Registry:
     @_translated
     def search_pair(self, source: str, target: str, k: int = 10, *, model: str | None = None,
                     save: bool = False, name: str | None = None) -> list[SearchHit]:
-        """Directions similar to the one the two concepts would make, without storing it (unless ``save``)."""
+        """Directions similar to the one the two concepts would make, without storing it (unless ``save``); see
+        :meth:`pair_key` for a server that keeps the encoded pairs."""
         from .search import search_pair  # lazy: start-up
 
         if save:
             d = self.build_direction(source, target, model, name=name)
             return self.indexes.hits(d.encoder, d.key, k)
         return search_pair(self.indexes, source, target, k, model=model, progress=self.progress)
+
+    @_translated
+    def pair_key(self, source: str, target: str, *, model: str | None = None, cache=None, encode_lock=None,
+                 encode: bool = True):
+        """The search key of the direction ``source`` → ``target`` would make → (encoder fingerprint, key [K]);
+        ``cache`` keeps encoded pairs, ``encode_lock`` serializes encoding, ``encode`` False answers None
+        rather than encode (:func:`registry.library.search.pair_key`; the web server uses all three)."""
+        from .search import pair_key  # lazy: start-up
+
+        return pair_key(self.db, source, target, model=model, progress=self.progress, cache=cache,
+                        encode_lock=encode_lock, encode=encode)
+
+    @_translated
+    def hits(self, encoder: str, key, k: int = 10) -> list[SearchHit]:
+        """The ``k`` directions of ``encoder`` nearest to ``key``."""
+        return self.indexes.hits(encoder, key, k)
 
     @_translated
     def rebuild_index(self, kind: str | None = None) -> dict[str, dict]:

@@ -7,6 +7,8 @@ reflects, and rebuilt from the database whenever that generation has moved on.
 
 from __future__ import annotations
 
+import contextlib
+
 import time
 from pathlib import Path
 
@@ -149,23 +151,40 @@ def search(indexes: SearchIndexes, ref: str, k: int = 10) -> list[SearchHit]:
 
 
 def search_pair(indexes: SearchIndexes, source: str, target: str, k: int = 10, *, model: str | None = None,
-                progress: bool = False) -> list[SearchHit]:
-    """Directions near the one ``source`` → ``target`` would make, without storing it.
+                progress: bool = False, cache=None, encode_lock=None) -> list[SearchHit]:
+    """Directions near the one ``source`` → ``target`` would make, without storing it (:func:`pair_key`, then
+    the index)."""
+    fingerprint, key = pair_key(indexes.db, source, target, model=model, progress=progress, cache=cache,
+                                encode_lock=encode_lock)
+    return indexes.hits(fingerprint, key, k)
+
+
+def pair_key(db, source: str, target: str, *, model: str | None = None, progress: bool = False, cache=None,
+             encode_lock=None, encode: bool = True) -> tuple[str, np.ndarray] | None:
+    """The search key a ``source`` → ``target`` direction would have → (encoder fingerprint, key).
 
     When both banks are already encoded under a common encoder (and no model is named), their stored keys are
-    used and no model is loaded."""
-    db = indexes.db
+    used and no model is loaded. Otherwise both banks are encoded (seconds): ``cache`` (``get``/``put``, keyed
+    by both banks' sha256 and the model — banks are content-addressed, so an entry never goes stale) keeps the
+    result, and ``encode_lock`` (a lock) serializes the encoding. With ``encode`` False, None instead of encoding
+    (the cheap path of a server, which encodes only in one of its few heavy slots)."""
     src = resolve_bank(db, source, None, 1000, 0, progress=progress)
     tgt = resolve_bank(db, target, None, 1000, 0, progress=progress)
-    fingerprint = None
     if model is None and src.row_id is not None and tgt.row_id is not None:
         with db.read() as s:
             fingerprint = repo.shared_encoder(s, src.row_id, tgt.row_id)
             if fingerprint is not None:
                 keys = [from_bytes(repo.find_embedding(s, b.concept, b.sha256, fingerprint).key, (None,))
                         for b in (src, tgt)]
-    if fingerprint is not None:
-        return indexes.hits(fingerprint, keys[1] - keys[0], k)
-    enc = load_encoder(registry_model(db, model))
-    se, te = embed(db, src, enc, progress=progress), embed(db, tgt, enc, progress=progress)
-    return indexes.hits(enc.fingerprint, (te.key - se.key).astype(np.float32), k)
+                return fingerprint, keys[1] - keys[0]
+    slot = (src.sha256, tgt.sha256, model)
+    hit = cache.get(slot) if cache is not None else None
+    if hit is not None or not encode:
+        return hit
+    with encode_lock if encode_lock is not None else contextlib.nullcontext():
+        enc = load_encoder(registry_model(db, model))
+        se, te = embed(db, src, enc, progress=progress), embed(db, tgt, enc, progress=progress)
+    out = (enc.fingerprint, (te.key - se.key).astype(np.float32))
+    if cache is not None:
+        cache.put(slot, out)
+    return out

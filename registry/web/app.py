@@ -49,6 +49,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             failed = runner.recover()
             if failed:
                 log.warning("%d job(s) were running on a server that stopped; marked failed", failed)
+            st.jobs.clean()
             worker = threading.Thread(target=runner.loop, args=(stop,), name="p2pz-jobs", daemon=True)
             worker.start()
         app.state.worker = worker

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
+from collections import OrderedDict
 
 from fastapi import Depends, Header, Request
 
@@ -17,15 +19,58 @@ from .jobs import Jobs
 from .settings import Settings
 
 
+class PairKeyCache:
+    """Word-pair query keys by (source bank sha256, target bank sha256, model): bounded, least recently used
+    first out, thread-safe. Banks are content-addressed, so an entry never goes stale."""
+
+    def __init__(self, size: int):
+        self.size, self.lock, self.items = max(0, size), threading.Lock(), OrderedDict()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.items:
+                self.items.move_to_end(key)
+                return self.items[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.items[key] = value
+            self.items.move_to_end(key)
+            while len(self.items) > self.size:
+                self.items.popitem(last=False)
+
+
+@contextlib.contextmanager
+def heavy_slot(st: "State", what: str):
+    """One of the server's few slots for an expensive read, or 429 with ``Retry-After`` when all are taken."""
+    if not st.heavy.acquire(blocking=False):
+        wait = st.settings.retry_after_s
+        raise HTTPError(429, f"the server is busy with {st.settings.heavy_requests} expensive requests ({what}); "
+                        f"retry in {wait} s", headers={"Retry-After": str(wait)})
+    try:
+        yield
+    finally:
+        st.heavy.release()
+
+
 class State:
     """What one app instance holds: settings, the registry, the job queue, a search lock and caches."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
         self.registry = Registry.open(settings.db_url)
-        self.jobs = Jobs(self.registry, settings.resolved_work_dir())
-        # one search at a time: a stale FAISS index is rebuilt by the first search that sees it, not by several
+        self.jobs = Jobs(self.registry, settings.resolved_work_dir(), keep_jobs=settings.keep_jobs,
+                         keep_jobs_days=settings.keep_jobs_days, max_queued=settings.max_queued,
+                         retry_after_s=settings.retry_after_s)
+        # one index search at a time: a stale FAISS index is rebuilt by the first search that sees it, not by
+        # several. Held only for the index lookup (milliseconds), never while banks are encoded.
         self.search_lock = threading.Lock()
+        # expensive reads (an uncached pair search encodes two banks; an export zips tensors and students): at
+        # most ``heavy_requests`` at once, the rest answered 429 at once rather than queued behind them
+        self.heavy = threading.BoundedSemaphore(max(1, settings.heavy_requests))
+        self.encode_lock = threading.Lock()  # one text encoder load / bank encoding at a time
+        self.pair_keys = PairKeyCache(settings.pair_cache_size)
         self.diagnostics: dict[str, dict] = {}  # ref → inspect() result (immutable per direction version)
 
     def sample_image(self):

@@ -1,5 +1,6 @@
 """Every error the API returns is JSON ``{"error": "…"}`` (one line naming the problem and the fix) with the
-status that fits: 400 bad input, 401/403 auth, 404 unknown, 413 too large, 422 malformed request, 500 a bug or
+status that fits: 400 bad input, 401/403 auth, 404 unknown, 413 too large, 422 malformed request, 429 busy with
+expensive requests (with ``Retry-After``), 500 a bug or
 a database failure (whose details — the database's host, user, name — go to the server log, never to a client)."""
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def from_database(exc: BaseException) -> bool:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str):
+    def __init__(self, status: int, message: str, headers: dict | None = None):
         super().__init__(message)
         self.status = status
+        self.headers = headers
 
 
 def _json(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -46,7 +48,7 @@ def _json(status: int, message: str, headers: dict | None = None) -> JSONRespons
 def install(app: FastAPI) -> None:
     @app.exception_handler(HTTPError)
     async def _http_error(request: Request, exc: HTTPError):
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
+        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else exc.headers
         return _json(exc.status, str(exc), headers)
 
     @app.exception_handler(NotFound)
@@ -55,7 +57,7 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(UploadError)
     async def _upload(request: Request, exc: UploadError):
-        return _json(exc.status, str(exc))
+        return _json(exc.status, str(exc), getattr(exc, "headers", None))
 
     @app.exception_handler(RegistryError)
     async def _registry(request: Request, exc: RegistryError):

@@ -123,14 +123,54 @@ def edit_params(*, steps: int = 50, seed: int = 0, scale: float = 1.0, xa_guidan
             "guidance_scale": guidance_scale, "caption": caption}
 
 
-class Jobs:
-    """The job queue of one registry, with its files under ``work_dir``."""
+class QueueFull(UploadError):
+    """Too many jobs are waiting: 429, retry later."""
 
-    def __init__(self, registry, work_dir: str | Path):
+    def __init__(self, message: str, retry_after_s: int):
+        super().__init__(message, 429)
+        self.headers = {"Retry-After": str(retry_after_s)}
+
+
+class Jobs:
+    """The job queue of one registry, with its files under ``work_dir``.
+
+    Files of finished jobs are cleaned by one rule (:meth:`clean`): a server keeps the files of its newest
+    ``keep_jobs`` finished jobs and of none finished more than ``keep_jobs_days`` ago; the records stay (their
+    results then answer 404, saying the files were cleaned). ``max_queued`` bounds the queue: a submission
+    beyond it is answered 429 with ``Retry-After``."""
+
+    def __init__(self, registry, work_dir: str | Path, *, keep_jobs: int = 200, keep_jobs_days: float = 30.0,
+                 max_queued: int = 100, retry_after_s: int = 5):
         self.registry = registry
         self.db = registry.db
         self.work_dir = Path(work_dir)
         self.wakeup = threading.Event()
+        self.keep_jobs, self.keep_jobs_days = keep_jobs, keep_jobs_days
+        self.max_queued, self.retry_after_s = max_queued, retry_after_s
+
+    def clean(self) -> int:
+        """Delete the files of finished jobs beyond the newest ``keep_jobs`` or older than ``keep_jobs_days``
+        → how many folders went. Running and queued jobs are never touched."""
+        before = (dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(days=self.keep_jobs_days)
+                  if self.keep_jobs_days else None)
+        with user_errors(), self.db.read() as s:
+            ids = repo.finished_jobs_to_clean(s, self.keep_jobs, before)
+        gone = 0
+        for job_id in ids:
+            folder = self.work_dir / "jobs" / job_id
+            if folder.is_dir():
+                shutil.rmtree(folder, ignore_errors=True)
+                gone += 1
+        return gone
+
+    def _check_room(self) -> None:
+        if not self.max_queued:
+            return
+        with user_errors(), self.db.read() as s:
+            waiting = repo.count_jobs(s, "queued")
+        if waiting >= self.max_queued:
+            raise QueueFull(f"{waiting} jobs are waiting, this server's limit; retry in {self.retry_after_s} s",
+                            self.retry_after_s)
 
     def folder(self, job_id: str) -> Path:
         if not valid_job_id(job_id):
@@ -146,6 +186,7 @@ class Jobs:
             raise RegistryError("at most 8 directions per job; submit several jobs")
         chosen = [self.registry.get(r) for r in directions]  # unknown ones fail here, before anything is stored
         one_encoder(chosen)
+        self._check_room()
         refs = [d.ref for d in chosen]
         ext, w, h = check_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
         job_id = uuid.uuid4().hex
@@ -168,6 +209,7 @@ class Jobs:
         """Queue the preview render of one direction (on the bundled sample image) → the queued job."""
         d = self.registry.get(ref)
         edit_params(steps=steps)
+        self._check_room()
         job_id = uuid.uuid4().hex
         with user_errors(), self.db.write() as s:
             job = _record(repo.insert_job(s, job_id=job_id, kind="preview",
@@ -194,7 +236,8 @@ class Jobs:
             raise NotFound(f"job {job_id} has no result {index}; it has {len(job.results)}")
         path = self.folder(job_id) / Path(job.results[index]["file"]).name
         if not path.is_file():
-            raise NotFound(f"the result file of job {job_id} is gone from the server's work folder")
+            raise NotFound(f"the result files of job {job_id} were cleaned (a server keeps its newest "
+                           f"{self.keep_jobs} finished jobs' files, none older than {self.keep_jobs_days:g} days)")
         return path
 
     def input_file(self, job_id: str) -> Path:
@@ -247,6 +290,10 @@ class JobRunner:
         finally:
             done.set()
             beat.join()
+        try:
+            self.jobs.clean()
+        except (RegistryError, OSError):  # cleaning is retried after the next job
+            pass
         return self.jobs.get(job.id)
 
     def _heartbeat(self, job_id: str, done: threading.Event) -> None:

@@ -6,7 +6,7 @@ from urllib.parse import quote
 
 from registry.library import previews as _previews
 
-from .deps import State
+from .deps import State, heavy_slot
 from .errors import HTTPError
 
 MAX_PAGE = 10**6  # pages are ASCII digits within bounds: page × per_page stays far inside a database integer
@@ -84,6 +84,11 @@ def detail(st: State, ref: str) -> dict:
             "diagnostics_url": f"/api/directions/{d.ref}/diagnostics"}
 
 
+def pair_key_cached(st: State, source: str, target: str):
+    """The pair's key when no encoding is needed (stored embeddings, or the server's cache), else None."""
+    return st.registry.pair_key(source, target, model=st.settings.model, cache=st.pair_keys, encode=False)
+
+
 def run_search(st: State, direction: str | None, source: str | None, target: str | None, k: int):
     if direction and (source or target):
         raise HTTPError(400, "search by direction= or by source= and target=, not both")
@@ -92,7 +97,12 @@ def run_search(st: State, direction: str | None, source: str | None, target: str
             hits = st.registry.search(direction, k)
         return {"direction": direction}, hits
     if source and target:
-        with st.search_lock:  # the first pair search of a model loads its text encoder
-            hits = st.registry.search_pair(source, target, k, model=st.settings.model)
+        got = pair_key_cached(st, source, target)
+        if got is None:  # two banks to encode (seconds): one of the few heavy slots, never the index lock
+            with heavy_slot(st, "encoding a word pair"):
+                got = st.registry.pair_key(source, target, model=st.settings.model, cache=st.pair_keys,
+                                           encode_lock=st.encode_lock)
+        with st.search_lock:
+            hits = st.registry.hits(*got, k)
         return {"source": source, "target": target}, hits
     raise HTTPError(400, "give direction=NAME[@V], or both source= and target= (a word pair)")

@@ -29,10 +29,10 @@ from .directions import (InsertedDirection, direction_by_content, direction_cont
 from .listings import DirectionListing, SORTS, list_directions, page_directions
 from .evaluations import LOWER_IS_BETTER, METRICS, insert_evaluation, latest_scores
 from .students import insert_student, student_row, student_weight_bytes, students
-from .jobs import (JOB_STATES, claim_next_job, fail_interrupted_jobs, heartbeat_job, insert_job, job_row, jobs,
-                   update_job)
+from .jobs import (JOB_STATES, claim_next_job, count_jobs, fail_interrupted_jobs, finished_jobs_to_clean,
+                   heartbeat_job, insert_job, job_row, jobs, update_job)
 
-__all__ = ["MAX_NESTING", "NotFoundError", "bump_generation", "generation", "lock", "ENCODER_FIELDS",
+__all__ = ["count_jobs", "finished_jobs_to_clean", "MAX_NESTING", "NotFoundError", "bump_generation", "generation", "lock", "ENCODER_FIELDS",
            "encoder_by_fingerprint", "encoder_facts", "encoder_row", "encoders", "bank_by_sha", "bank_row", "banks",
            "insert_bank", "latest_bank", "embedding_key", "find_embedding", "insert_embedding", "shared_encoder",
            "InsertedDirection", "direction_by_content", "direction_content", "direction_key_bytes", "direction_row",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
 from store import models as m
@@ -71,3 +71,20 @@ def fail_interrupted_jobs(s: Session, reason: str, stale_before: dt.datetime | N
     if stale_before is not None:
         q = q.where(or_(m.Job.heartbeat_at.is_(None), m.Job.heartbeat_at < stale_before))
     return s.execute(q.values(status="failed", error=reason, finished_at=m.utcnow())).rowcount
+
+
+def finished_jobs_to_clean(s: Session, keep: int, finished_before: dt.datetime | None) -> list[str]:
+    """Ids of finished jobs (done or failed) beyond the newest ``keep`` (0: none by count), or finished before
+    ``finished_before`` (None: none by age) — the jobs whose files a server deletes."""
+    q = (select(m.Job.id, m.Job.finished_at).where(m.Job.status.in_(("done", "failed")))
+         .order_by(m.Job.finished_at.desc().nulls_last(), m.Job.id))
+    out = []
+    for n, (job_id, finished) in enumerate(s.execute(q)):
+        if (keep and n >= keep) or (finished_before is not None and finished is not None
+                                    and finished < finished_before):
+            out.append(job_id)
+    return out
+
+
+def count_jobs(s: Session, status: str) -> int:
+    return s.scalar(select(func.count()).select_from(m.Job).where(m.Job.status == status))

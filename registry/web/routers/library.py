@@ -12,22 +12,24 @@ from starlette.background import BackgroundTask
 from registry.web.jobs import UploadError
 from registry.library.api import Registry
 
-from ..deps import registry, require_write, settings
+from ..deps import State, heavy_slot, registry, require_write, settings, state
 from ..settings import Settings
 from ..schemas import Error, ImportOut
 
 router = APIRouter(prefix="/api", tags=["library"])
 
 
-@router.get("/export", response_class=FileResponse, responses={400: {"model": Error}, 404: {"model": Error}})
+@router.get("/export", response_class=FileResponse, responses={400: {"model": Error}, 404: {"model": Error}, 429: {"model": Error}})
 def export(names: str = Query(..., max_length=10_000, description="Comma-separated name[@v] refs."),
-           reg: Registry = Depends(registry)):
-    """Download a ``.p2pz`` library of the named directions with full provenance."""
+           st: State = Depends(state)):
+    """Download a ``.p2pz`` library of the named directions with full provenance. Built in one of the server's
+    few slots for expensive reads (429 with ``Retry-After`` when all are busy), then streamed from disk."""
     refs = [n.strip() for n in names.split(",") if n.strip()]
     tmp = tempfile.TemporaryDirectory()
     try:
         path = Path(tmp.name) / "library.p2pz"
-        reg.export(refs, path)
+        with heavy_slot(st, "building an export"):
+            st.registry.export(refs, path)
     except BaseException:
         tmp.cleanup()
         raise

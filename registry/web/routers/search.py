@@ -11,7 +11,7 @@ from ..views import direction_out, run_search
 router = APIRouter(prefix="/api", tags=["search"])
 
 
-@router.get("/search", response_model=SearchOut, responses={400: {"model": Error}, 404: {"model": Error}})
+@router.get("/search", response_model=SearchOut, responses={400: {"model": Error}, 404: {"model": Error}, 429: {"model": Error}})
 def search(direction: str | None = Query(None, max_length=210, description="A stored direction, name[@v]."),
            source: str | None = Query(None, max_length=200), target: str | None = Query(None, max_length=200),
            k: int = Query(10, ge=1, le=100), st: State = Depends(state)):

@@ -1,0 +1,151 @@
+"""The web server under load and after a crash: heavy reads bounded (429 + Retry-After) and kept off the cheap
+ones' locks, repeated pair searches served from the cache, a bounded job queue, ``kill -9`` during a job, and
+the cleaning rule for finished jobs' files."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import httpx
+import pytest
+
+from registry import Registry
+from registry.web import create_app
+from registry.web.jobs import INTERRUPTED, Jobs
+
+from .conftest import REPO
+from .test_web_api import AUTH, TOKEN, Client, db, edit, png, settings  # noqa: F401 (db is a fixture)
+from .test_web_security import _free_port
+
+
+def test_heavy_reads_get_429_when_busy_and_cheap_reads_do_not_wait(db, tmp_path, tiny_model):
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False, heavy_requests=1,
+                                    retry_after_s=7))) as c:
+        st = c.app.state.p2pz
+        assert st.heavy.acquire(blocking=False)  # an expensive request is running
+        try:
+            r = c.get("/api/search", params={"source": "zebra", "target": "giraffe"})
+            assert r.status_code == 429 and r.headers["Retry-After"] == "7" and "retry in 7 s" in r.json()["error"]
+            r = c.get("/api/export", params={"names": "cat-to-dog"})
+            assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+            assert c.get("/api/search", params={"direction": "cat-to-dog"}).status_code == 200  # cheap: no slot
+            assert c.get("/api/directions").status_code == 200
+        finally:
+            st.heavy.release()
+        first = c.get("/api/search", params={"source": "zebra", "target": "giraffe"})
+        assert first.status_code == 200
+        assert st.heavy.acquire(blocking=False)
+        try:  # the same pair again: its key is cached, no encoding, no slot needed
+            again = c.get("/api/search", params={"source": "zebra", "target": "giraffe"})
+            assert again.status_code == 200 and again.json() == first.json()
+        finally:
+            st.heavy.release()
+        # the search lock is not held while a pair is encoded: a direction search goes through meanwhile
+        with st.encode_lock:
+            assert c.get("/api/search", params={"direction": "cat-to-dog"}).status_code == 200
+
+
+def test_the_job_queue_is_bounded(db, tmp_path, tiny_model):
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False, max_queued=2))) as c:
+        assert edit(c).status_code == 202 and edit(c).status_code == 202
+        r = edit(c)
+        assert r.status_code == 429 and "Retry-After" in r.headers and "2 jobs are waiting" in r.json()["error"]
+
+
+def test_finished_jobs_files_are_cleaned_by_count_and_age(db, tmp_path, tiny_model):
+    import datetime as dt
+
+    from store import repository as repo
+
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
+        ids = [edit(c).json()["id"] for _ in range(4)]
+    jobs = Jobs(Registry.open(db), tmp_path / "work", keep_jobs=2, keep_jobs_days=1)
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    with jobs.db.write() as s:  # three finished (oldest first), one still queued
+        for n, job_id in enumerate(ids[:3]):
+            repo.update_job(s, job_id, status="done", finished_at=now - dt.timedelta(minutes=10 - n))
+    assert jobs.clean() == 1  # the oldest finished job beyond the newest two
+    left = {j: (tmp_path / "work" / "jobs" / j).is_dir() for j in ids}
+    assert left == {ids[0]: False, ids[1]: True, ids[2]: True, ids[3]: True}
+    with jobs.db.write() as s:
+        repo.update_job(s, ids[1], finished_at=now - dt.timedelta(days=2))
+    assert jobs.clean() == 1 and not (tmp_path / "work" / "jobs" / ids[1]).is_dir()
+    assert (tmp_path / "work" / "jobs" / ids[3]).is_dir()  # queued: never cleaned
+    with pytest.raises(Exception, match="were cleaned"):
+        with jobs.db.write() as s:
+            repo.update_job(s, ids[0], results=[{"file": "x.png"}])
+        jobs.result_file(ids[0], 0)
+
+
+SERVE = """
+import sys, uvicorn
+from registry.web import create_app
+from registry.web.settings import Settings
+db, work, model, port = sys.argv[1:5]
+app = create_app(Settings(db_url=db, work_dir=work, token={token!r}, captioner=model + "/captioner", model=model,
+                          job_lease_s=1.0))
+uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
+"""
+
+
+def _start(db, work, model, port):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-c", SERVE.format(token=TOKEN), db, str(work), str(model), str(port)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 120:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/api/health", timeout=2).status_code == 200:
+                return proc
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    proc.kill()
+    raise AssertionError("the server did not start")
+
+
+def test_kill_9_during_a_job_then_restart_fails_it_and_runs_the_queue(db, tmp_path, tiny_model):
+    port, work = _free_port(), tmp_path / "work"
+    base = f"http://127.0.0.1:{port}"
+    proc = _start(db, work, tiny_model, port)
+    try:
+        def submit(steps):
+            r = httpx.post(f"{base}/api/edits", headers=AUTH, timeout=30,
+                           files={"image": ("photo.png", png(), "image/png")},
+                           data={"directions": ["cat-to-dog"], "steps": str(steps), "caption": "a cat"})
+            assert r.status_code == 202, r.text
+            return r.json()["id"]
+        running = submit(400)
+        queued = [submit(2), submit(2)]
+        t0 = time.monotonic()
+        while httpx.get(f"{base}/api/jobs/{running}", headers=AUTH).json()["status"] != "running":
+            assert time.monotonic() - t0 < 60
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    time.sleep(1.5)  # past the job's lease: its heartbeat is old
+    proc = _start(db, work, tiny_model, port)
+    try:
+        got = httpx.get(f"{base}/api/jobs/{running}", headers=AUTH).json()
+        assert got["status"] == "failed" and got["error"] == INTERRUPTED
+        assert (work / "jobs" / running / got["params"]["input"]).is_file()  # its upload is where the record says
+        t0 = time.monotonic()
+        for job_id in queued:
+            while (job := httpx.get(f"{base}/api/jobs/{job_id}", headers=AUTH).json())["status"] in ("queued",
+                                                                                                  "running"):
+                assert time.monotonic() - t0 < 180
+                time.sleep(0.2)
+            assert job["status"] == "done", job
+            for i, res in enumerate(job["results"]):
+                assert (work / "jobs" / job_id / res["file"]).is_file()
+                r = httpx.get(f"{base}/api/jobs/{job_id}/results/{i}", headers=AUTH)
+                assert r.status_code == 200 and r.content[:4] == b"\x89PNG"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
