@@ -31,7 +31,7 @@ def _key(result: dict) -> str:
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--full", action="store_true")
-    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,index,store,bulk,cli,web,inspect,edit,edit_sdxl,evaluate,ablation,student,ray) to run "
+    ap.add_argument("--only", help="comma-separated benchmarks (encode,search,index,store,bulk,cli,web,web_load,inspect,edit,edit_sdxl,evaluate,ablation,student,ray) to run "
                     "again; their entries in --out are replaced, the others kept")
     ap.add_argument("--out", type=Path, default=HERE / "results.json")
     args = ap.parse_args()
@@ -66,6 +66,8 @@ def main():
             keep(run("cli.py", "--registry", str(Path(tmp) / "registry.db")))
         if want("web"):
             keep(run("web.py", "--registry", str(Path(tmp) / "registry.db")))
+        if want("web_load"):
+            keep(run("web_load.py"))
         if want("ray"):
             keep(run("ray_overhead.py"))
         if want("inspect"):

@@ -115,6 +115,23 @@ def rows(results: list[dict]) -> list[list[str]]:
              f"{'torch imported' if w['torch_imported'] else 'no torch'} after listing, search and gallery",
              f"bare FastAPI on uvicorn {w['bare_fastapi_start_s']:.2f} s", "≤ 2 s, no torch",
              "`python bench/web.py`"]]
+    wl = by.get("web_load")
+    if wl:
+        p = wl["params"]
+        for backend in ("sqlite", "postgresql"):
+            r = wl.get(backend)
+            if not r:
+                continue
+            e = r["endpoints"]
+            lat = ", ".join(f"{k} {e[k]['p50_ms']:.0f}/{e[k]['p99_ms']:.0f}" for k in ("list", "search", "page",
+                                                                                       "export", "job") if e.get(k))
+            out.append([f"web server under load, {backend}: {p['clients']} clients × {p['duration_s']:.0f} s, "
+                        f"{r['directions'] / 1000:.0f}k directions (list, search, page, export, pair search, jobs)",
+                        f"{r['requests']} requests ({r['requests_per_s']:.0f}/s), **{r['errors']} errors**, "
+                        f"{r['shed_429']} shed with 429, jobs {r['jobs']['accepted']} accepted / **{r['jobs_lost']} "
+                        f"lost**; p50/p99 ms: {lat}",
+                        f"`/api/health` idle {r['health_idle_p50_ms']:.1f} ms", "0 errors, 0 jobs lost",
+                        "`python bench/web_load.py`"])
     ry = by.get("ray")
     if ry:
         p = ry["params"]

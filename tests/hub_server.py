@@ -41,7 +41,10 @@ huggingface_hub 2.4.0 quirks for tests:
   goes through its pipelined uploader, which still sends "regular" files inline through the same commit endpoint.
 - The preupload answer's ``oid`` (git blob sha1 of the file already on the branch) makes the client drop unchanged
   files from the commit: an incremental push only sends new or changed content.
-- A download cut short is retried with ``Range: bytes=N-`` after one second, up to 5 times without progress.
+- A download cut short is retried after one second, up to 5 times without progress, then ``httpx2``'s
+  ``RemoteProtocolError`` escapes (not an ``HfHubHTTPError``). It writes by 10 MiB chunks, so a smaller file is
+  fetched again from the start; only past a full chunk does the retry send ``Range: bytes=N-`` (answered 206).
+  A 500 on the GET is not retried: ``HfHubHTTPError`` at once, and no partial blob is left in the cache.
 """
 
 from __future__ import annotations
@@ -79,8 +82,8 @@ class Blob:
     oid: str  # git blob sha1 of the content as committed; tamper() keeps it
 
 
-@dataclass(frozen=True)
-class Commit:
+@dataclass
+class Commit:  # only tamper() mutates one, through its tree
     sha: str
     parent: str | None
     message: str
@@ -165,7 +168,8 @@ class HubServer:
     def start(self) -> HubServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), type("Handler", (_Handler,), {"hub": self}))
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="hub-server", daemon=True)
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                                        name="hub-server", daemon=True)
         self._thread.start()
         return self
 
@@ -219,8 +223,8 @@ class HubServer:
     def fail_download(self, repo_id: str, path: str, *, mode: str = "truncate", times: int | None = 1,
                       repo_type: str = "model") -> None:
         """Make the next ``times`` GETs of ``path`` (None: all of them) fail. ``"truncate"``: announce the full
-        Content-Length, send the bytes up to the file's middle, then drop the connection (huggingface_hub resumes
-        with a Range request, and gives up after 5 tries without progress, 1 s apart). ``"error"``: answer 500."""
+        Content-Length, send the bytes up to the file's middle, then drop the connection (huggingface_hub retries,
+        and gives up after 5 tries 1 s apart: ``times=None`` costs ~5 s). ``"error"``: answer 500."""
         if mode not in ("truncate", "error"):
             raise ValueError(mode)
         with self._lock:

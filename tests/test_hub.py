@@ -199,3 +199,16 @@ def test_bad_addresses_fail_in_one_line(hub, source, tmp_path):
         assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, (url, r.stderr)
     with pytest.raises(RegistryError, match="no Hub repo"):
         source.pull("hf://alice/missing")
+
+
+def test_an_index_naming_a_path_outside_the_repo_is_refused(hub, source, tmp_path):
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+    index = json.loads(hub.files(REPO)["p2pz.json"])
+    index["directions"][0]["file"] = "../../outside.safetensors"
+    index["files"]["../../outside.safetensors"] = index["files"]["directions/cat-to-dog/1.safetensors"]
+    hub.tamper(REPO, "p2pz.json", json.dumps(index).encode())
+    target = Registry.open(f"sqlite:///{tmp_path / 't.db'}")
+    with pytest.raises(RegistryError, match="unsafe path"):
+        target.pull(f"hf://{REPO}")
+    assert target.directions() == []
+    target.close()

@@ -24,25 +24,30 @@ def test_heavy_reads_get_429_when_busy_and_cheap_reads_do_not_wait(db, tmp_path,
     with Client(create_app(settings(db, tmp_path, tiny_model, worker=False, heavy_requests=1,
                                     retry_after_s=7))) as c:
         st = c.app.state.p2pz
-        assert st.heavy.acquire(blocking=False)  # an expensive request is running
+        assert st.heavy["pair"].acquire(blocking=False)  # a pair is being encoded
         try:
             r = c.get("/api/search", params={"source": "zebra", "target": "giraffe"})
             assert r.status_code == 429 and r.headers["Retry-After"] == "7" and "retry in 7 s" in r.json()["error"]
-            r = c.get("/api/export", params={"names": "cat-to-dog"})
-            assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+            assert c.get("/api/export", params={"names": "cat-to-dog"}).status_code == 200  # its own slots
             assert c.get("/api/search", params={"direction": "cat-to-dog"}).status_code == 200  # cheap: no slot
             assert c.get("/api/directions").status_code == 200
         finally:
-            st.heavy.release()
+            st.heavy["pair"].release()
+        assert st.heavy["export"].acquire(blocking=False)  # heavy_requests=1: the one export slot is taken
+        try:
+            r = c.get("/api/export", params={"names": "cat-to-dog"})
+            assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+        finally:
+            st.heavy["export"].release()
         first = c.get("/api/search", params={"source": "zebra", "target": "giraffe"})
         assert first.status_code == 200
-        assert st.heavy.acquire(blocking=False)
+        assert st.heavy["pair"].acquire(blocking=False)
         try:  # the same pair again: its key is cached, no encoding, no slot needed
             again = c.get("/api/search", params={"source": "zebra", "target": "giraffe"})
             assert again.status_code == 200 and again.json() == first.json()
         finally:
-            st.heavy.release()
-        # the search lock is not held while a pair is encoded: a direction search goes through meanwhile
+            st.heavy["pair"].release()
+        # no lock of the direction search is held while a pair is encoded: it goes through meanwhile
         with st.encode_lock:
             assert c.get("/api/search", params={"direction": "cat-to-dog"}).status_code == 200
 

@@ -35,10 +35,18 @@ from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_
 @click.option("--max-pixels", type=click.IntRange(1), default=25_000_000, show_default=True)
 @click.option("--preview-steps", type=click.IntRange(1, 1000), default=50, show_default=True,
               help="Steps of previews rendered from the gallery.")
+@click.option("--max-queued", type=click.IntRange(0), default=100, show_default=True,
+              help="Jobs waiting at once; more submissions get 429 with Retry-After (0: no limit).")
+@click.option("--keep-jobs", type=click.IntRange(0), default=200, show_default=True,
+              help="Keep the files of this many newest finished jobs; older ones' are deleted (0: no count limit).")
+@click.option("--keep-jobs-days", type=click.FloatRange(0), default=30.0, show_default=True,
+              help="Delete the files of jobs finished longer ago than this (0: no age limit).")
+@click.option("--heavy-requests", type=click.IntRange(1, 64), default=2, show_default=True,
+              help="Exports built at once (an uncached word-pair search: one at a time); more get 429.")
 @pass_state
 @click.pass_context
 def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, model, device, dtype, captioner,
-          work_dir, max_upload_mb, max_pixels, preview_steps):
+          work_dir, max_upload_mb, max_pixels, preview_steps, max_queued, keep_jobs, keep_jobs_days, heavy_requests):
     """Serve the web gallery and the HTTP API (OpenAPI at /docs) over this registry.
 
     Edits submitted through the API or the apply page run in one background worker, in order; queued jobs
@@ -74,7 +82,8 @@ def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, m
                         read_only=read_only, host=host, model=model, device=device, dtype=dtype,
                         captioner=captioner, allowed_hosts=tuple(allowed_hosts),
                         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
-                        preview_steps=preview_steps)
+                        preview_steps=preview_steps, max_queued=max_queued, keep_jobs=keep_jobs,
+                        keep_jobs_days=keep_jobs_days, heavy_requests=heavy_requests)
     app = create_app(settings)
     import uvicorn  # lazy: uvicorn
 

@@ -139,15 +139,35 @@ class HubIndex(_Entry):
         return next((d for d in self.directions if d.ref == ref), None)
 
 
+_SAFE_PATH = re.compile(r"(?:[\w.+\-]+/)*[\w.+\-]+")
+
+
+def _check_paths(index: HubIndex) -> None:
+    """Every path the index names is a plain relative path inside the repo (no ``..``, no absolute path, no
+    backslash) and is listed with its sha256 — a hostile index cannot point a download outside the cache."""
+    named = ([b.file for b in index.banks if b.file] + [e.file for e in index.embeddings]
+             + [d.file for d in index.directions] + [x for d in index.directions for x in (d.source, d.target) if x]
+             + [st.file for st in index.students])
+    for path in list(index.files) + named:
+        if (not _SAFE_PATH.fullmatch(path) or any(part in ("", ".", "..") for part in path.split("/"))
+                or len(path) > 500):
+            raise RegistryError(f"{INDEX} names an unsafe path {path[:80]!r}; refused")
+    missing = [p for p in named if p not in index.files]
+    if missing:
+        raise RegistryError(f"{INDEX} lists no sha256 for {missing[0]}; the repo is incomplete")
+
+
 def parse_index(raw: bytes) -> HubIndex:
     if len(raw) > MAX_INDEX_BYTES:
         raise RegistryError(f"{INDEX} is over {MAX_INDEX_BYTES >> 20} MB; this is not a p2pz repo")
     try:
-        return HubIndex.model_validate(json.loads(raw))
-    except (ValueError, ValidationError) as exc:
-        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)}
+        index = HubIndex.model_validate(json.loads(raw))
+    except (ValueError, ValidationError, RecursionError) as exc:
+        first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)[:200]}
         where = ".".join(str(p) for p in first["loc"]) or INDEX
         raise RegistryError(f"{INDEX} is not a valid p2pz index ({where}: {first['msg']})") from None
+    _check_paths(index)
+    return index
 
 
 # --- addresses, paths, errors ------------------------------------------------------------------------------------

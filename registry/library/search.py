@@ -8,6 +8,7 @@ reflects, and rebuilt from the database whenever that generation has moved on.
 from __future__ import annotations
 
 import contextlib
+import threading
 
 import time
 from pathlib import Path
@@ -55,6 +56,9 @@ class SearchIndexes:
         self.auto_threshold = auto_threshold
         self._loaded: dict[str, DirectionIndex] = {}
         self._requested: dict[str, str] = {}
+        # a stale index is rebuilt by one thread while the others wait for it; a current one is searched by any
+        # number of threads at once (FAISS searches do not modify the index)
+        self._build_lock = threading.Lock()
 
     def requested(self, fingerprint: str) -> str:
         if fingerprint in self._requested:
@@ -67,6 +71,13 @@ class SearchIndexes:
         cached = self._loaded.get(fingerprint)
         if cached is not None and cached.generation == generation:
             return cached
+        with self._build_lock:
+            cached = self._loaded.get(fingerprint)
+            if cached is not None and cached.generation == generation:  # another thread just built it
+                return cached
+            return self._build(fingerprint, generation)
+
+    def _build(self, fingerprint: str, generation: int) -> DirectionIndex:
         with self.db.read() as s:
             enc = repo.encoder_by_fingerprint(s, fingerprint)
             dim = enc.key_dim

@@ -42,20 +42,22 @@ class PairKeyCache:
 
 
 @contextlib.contextmanager
-def heavy_slot(st: "State", what: str):
-    """One of the server's few slots for an expensive read, or 429 with ``Retry-After`` when all are taken."""
-    if not st.heavy.acquire(blocking=False):
+def heavy_slot(st: "State", kind: str, what: str):
+    """One of the server's few slots for an expensive read of ``kind`` (``pair``, ``export``), or 429 with
+    ``Retry-After`` when all are taken."""
+    slots = st.heavy[kind]
+    if not slots.acquire(blocking=False):
         wait = st.settings.retry_after_s
-        raise HTTPError(429, f"the server is busy with {st.settings.heavy_requests} expensive requests ({what}); "
-                        f"retry in {wait} s", headers={"Retry-After": str(wait)})
+        raise HTTPError(429, f"the server is busy {what} for other requests; retry in {wait} s",
+                        headers={"Retry-After": str(wait)})
     try:
         yield
     finally:
-        st.heavy.release()
+        slots.release()
 
 
 class State:
-    """What one app instance holds: settings, the registry, the job queue, a search lock and caches."""
+    """What one app instance holds: settings, the registry, the job queue, the heavy-read slots and caches."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -63,12 +65,11 @@ class State:
         self.jobs = Jobs(self.registry, settings.resolved_work_dir(), keep_jobs=settings.keep_jobs,
                          keep_jobs_days=settings.keep_jobs_days, max_queued=settings.max_queued,
                          retry_after_s=settings.retry_after_s)
-        # one index search at a time: a stale FAISS index is rebuilt by the first search that sees it, not by
-        # several. Held only for the index lookup (milliseconds), never while banks are encoded.
-        self.search_lock = threading.Lock()
-        # expensive reads (an uncached pair search encodes two banks; an export zips tensors and students): at
-        # most ``heavy_requests`` at once, the rest answered 429 at once rather than queued behind them
-        self.heavy = threading.BoundedSemaphore(max(1, settings.heavy_requests))
+        # expensive reads, each kind in its own slots so that one cannot starve the other, the rest answered 429
+        # at once rather than queued behind them: an uncached pair search encodes two banks (seconds; encoding
+        # is serialized, so one slot), an export zips tensors and students (``heavy_requests`` slots)
+        self.heavy = {"pair": threading.BoundedSemaphore(1),
+                      "export": threading.BoundedSemaphore(max(1, settings.heavy_requests))}
         self.encode_lock = threading.Lock()  # one text encoder load / bank encoding at a time
         self.pair_keys = PairKeyCache(settings.pair_cache_size)
         self.diagnostics: dict[str, dict] = {}  # ref → inspect() result (immutable per direction version)

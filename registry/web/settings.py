@@ -39,7 +39,7 @@ class Settings:
     worker: bool = True  # run queued jobs in a background thread
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback and `host` (--allowed-host; "*": any)
     job_lease_s: float = 30.0  # a running job whose server sent no heartbeat for this long is failed at start-up
-    heavy_requests: int = 2  # expensive reads at once (uncached pair searches, exports); more get 429
+    heavy_requests: int = 2  # exports built at once (an uncached pair search: one at a time); more get 429
     retry_after_s: int = 5  # what a 429 tells the client to wait
     pair_cache_size: int = 256  # word-pair query keys kept (a repeated pair search encodes nothing)
     max_queued: int = 100  # jobs waiting at once; more submissions get 429

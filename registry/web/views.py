@@ -92,17 +92,15 @@ def pair_key_cached(st: State, source: str, target: str):
 def run_search(st: State, direction: str | None, source: str | None, target: str | None, k: int):
     if direction and (source or target):
         raise HTTPError(400, "search by direction= or by source= and target=, not both")
-    if direction:
-        with st.search_lock:
-            hits = st.registry.search(direction, k)
+    if direction:  # the index rebuilds itself under its own lock when stale; searches run side by side
+        hits = st.registry.search(direction, k)
         return {"direction": direction}, hits
     if source and target:
         got = pair_key_cached(st, source, target)
         if got is None:  # two banks to encode (seconds): one of the few heavy slots, never the index lock
-            with heavy_slot(st, "encoding a word pair"):
+            with heavy_slot(st, "pair", "encoding a word pair"):
                 got = st.registry.pair_key(source, target, model=st.settings.model, cache=st.pair_keys,
                                            encode_lock=st.encode_lock)
-        with st.search_lock:
-            hits = st.registry.hits(*got, k)
+        hits = st.registry.hits(*got, k)
         return {"source": source, "target": target}, hits
     raise HTTPError(400, "give direction=NAME[@V], or both source= and target= (a word pair)")

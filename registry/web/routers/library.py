@@ -28,7 +28,7 @@ def export(names: str = Query(..., max_length=10_000, description="Comma-separat
     tmp = tempfile.TemporaryDirectory()
     try:
         path = Path(tmp.name) / "library.p2pz"
-        with heavy_slot(st, "building an export"):
+        with heavy_slot(st, "export", "building exports"):
             st.registry.export(refs, path)
     except BaseException:
         tmp.cleanup()
