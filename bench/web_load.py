@@ -191,13 +191,15 @@ def drive(base: str, refs: list[str], clients: int, duration: float, max_jobs: i
     out["shed_429"] = sum(st["codes"].get(429, 0) for st in stats.values())
     # drain the queue: every accepted job must end done
     t0 = time.monotonic()
-    states = {}
+    states, records = {}, {}
     with httpx.Client(timeout=30, headers={"Authorization": f"Bearer {TOKEN}"}) as c:
         while time.monotonic() - t0 < 600:
-            states = {j: c.get(f"{base}/api/jobs/{j}").json().get("status") for j in jobs}
+            records = {j: c.get(f"{base}/api/jobs/{j}").json() for j in jobs}
+            states = {j: r.get("status") for j, r in records.items()}
             if all(s in ("done", "failed") for s in states.values()):
                 break
             time.sleep(1)
+    out["job_errors"] = sorted({r.get("error") or "" for r in records.values() if r.get("status") == "failed"})
     out["jobs"] = {"accepted": len(jobs), "done": sum(s == "done" for s in states.values()),
                    "failed": sum(s == "failed" for s in states.values()), "drain_s": time.monotonic() - t0}
     out["jobs_lost"] = len(jobs) - out["jobs"]["done"]

@@ -126,6 +126,19 @@ def _weights_stat(folder: Path) -> list:
 
 
 _fp_lock = threading.Lock()
+# One model load at a time in a process. diffusers' and transformers' lazy modules are not safe to import from two
+# threads at once: a web server whose job worker loads the editor while a request thread loads a text encoder saw
+# "Failed to import diffusers.models.autoencoders.autoencoder_kl" (bench/web_load.py). Re-entrant: loaders nest.
+LOAD_LOCK = threading.RLock()
+
+
+def serialized(load):
+    """Run ``load`` under :data:`LOAD_LOCK`."""
+    @functools.wraps(load)
+    def wrapper(*args, **kwargs):
+        with LOAD_LOCK:
+            return load(*args, **kwargs)
+    return wrapper
 
 
 def _fingerprint_cache() -> Path:
@@ -184,6 +197,7 @@ def compute_fingerprint(model) -> str:
     return h.hexdigest()
 
 
+@serialized
 def load_tokenizer(model: str | None = None, local_only: bool = False):
     """The tokenizer of an SD model (or plain encoder folder) alone — e.g. to check sentence lengths."""
     from transformers import AutoTokenizer, CLIPTokenizer  # lazy: torch
@@ -203,6 +217,7 @@ def load_tokenizer(model: str | None = None, local_only: bool = False):
 _encoders: dict[tuple, TextEncoder | TextEncoderPair] = {}
 
 
+@serialized
 def load_text_encoder(model: str | None = None, device: str | None = None,
                       dtype: str = "float32") -> TextEncoder | TextEncoderPair:
     """Load (once per process) the tokenizer and text encoder of ``model`` — for an SDXL snapshot both of them,
@@ -311,6 +326,7 @@ def known_text_fingerprint(location) -> str | None:
     return None if None in parts else pair_fingerprint(parts)
 
 
+@serialized
 def load_sd_components(model: str, *, safety_checker: bool = True, check=None) -> SDComponents:
     """Every component of an SD snapshot (hub id or folder): the text encoder first — its parts alone for a hub
     snapshot — and ``check(fingerprint)`` on it (from the cached fingerprint when the encoder's files are
@@ -364,6 +380,7 @@ def _component_error(what: str, model_id: str, exc: BaseException, fix: str) -> 
     return f"cannot load {what} {model_id!r}{offline} ({first}); {fix}"
 
 
+@serialized
 def load_captioner(captioner_id: str | None, device: str):
     """The BLIP captioner (:class:`editor.caption.Captioner`) from a hub id or folder; a captioner that cannot load
     is one :class:`~editor.errors.ComponentLoadError` line with the offline hint and the fix."""
@@ -382,6 +399,7 @@ def load_captioner(captioner_id: str | None, device: str):
 
 
 @functools.lru_cache(maxsize=4)
+@serialized
 def load_clip(model_id: str, device: str = "cpu"):
     """The CLIP scorer (:class:`editor.metrics.ClipScorer`) from a hub id or folder, once per process and device
     (read-only, so shared); one :class:`~editor.errors.EditorError` line when it cannot load."""
@@ -397,6 +415,7 @@ def load_clip(model_id: str, device: str = "cpu"):
 
 
 @functools.lru_cache(maxsize=4)
+@serialized
 def load_dino(model_id: str, device: str = "cpu"):
     """The DINO ViT structure scorer (:class:`editor.metrics.StructureDistance`), as :func:`load_clip`."""
     from transformers import ViTModel  # heavy: only the commands that score load it

@@ -39,7 +39,7 @@ from .config import EditConfig, InversionConfig, with_overrides
 from .errors import EditorError
 from .image import load_image, pixels_sha256, to_pil
 from .inversion import image_latents, inversion_loop, latent_spec, synthetic_inversion
-from .loader import (ModelLoadError, compute_fingerprint, default_model, load_captioner, load_sd_components,
+from .loader import (ModelLoadError, serialized, compute_fingerprint, default_model, load_captioner, load_sd_components,
                      resolve_device)
 from .records import (EditResult, Inversion, check_encoder, delta_tensor, direction_deltas,  # noqa: F401 (API)
                       is_vector_pair, torch_dtype)
@@ -106,6 +106,7 @@ class Editor:
 
     # --- construction ------------------------------------------------------------------------------
     @classmethod
+    @serialized  # one model load at a time per process (editor.loader.LOAD_LOCK)
     def from_pretrained(cls, model: str | None = None, captioner: str | None = SNAPSHOT_CAPTIONER, *,
                         device: str | None = None, dtype="float32", safety_checker: bool = True,
                         cache: bool = True, progress: bool = False, map_dtype="float32",

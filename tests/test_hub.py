@@ -212,3 +212,24 @@ def test_an_index_naming_a_path_outside_the_repo_is_refused(hub, source, tmp_pat
         target.pull(f"hf://{REPO}")
     assert target.directions() == []
     target.close()
+
+
+def test_students_travel_only_when_asked(hub, source, tmp_path):
+    import numpy as np
+    from safetensors.numpy import save
+
+    weights = save({"w": np.arange(6, dtype=np.float32)})
+    source.store_student("cat-to-dog", config={"size": 32}, weights=weights, dataset_sha256="0" * 64, params={},
+                         metrics={"lpips": 0.1})
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+    assert not any(p.startswith("students/") for p in hub.files(REPO))
+    out = source.push(f"hf://{REPO}", ["cat-to-dog"], students=True)
+    assert out["added"] == [] and out["files"] == 1
+    (path,) = [p for p in hub.files(REPO) if p.startswith("students/")]
+    assert hub.files(REPO)[path] == weights
+    target = Registry.open(f"sqlite:///{tmp_path / 't.db'}")
+    got = target.pull(f"hf://{REPO}")
+    assert got["added"]["students"] == 1
+    (st,) = target.students()
+    assert st.direction == "cat-to-dog@1" and st.metrics == {"lpips": 0.1}
+    target.close()

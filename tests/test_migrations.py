@@ -239,3 +239,29 @@ def test_db_upgrade_runs_the_revisions_and_says_what_it_did(tmp_path, tiny_model
     assert again.stdout.strip() == f"schema {HEAD_REVISION} → {HEAD_REVISION}"
     with Registry.open(url) as reg:
         assert [d.ref for d in reg.directions()] == ["cat-to-dog@1"]
+
+
+def test_the_direction_origin_revision_round_trips_a_populated_database(db_url, tiny_model, tmp_path):
+    """Revision 0009 adds directions.origin and an index on content_sha256: a registry holding imported
+    directions goes down to 0008 (origins dropped, directions intact) and back up."""
+    src = Registry.open(f"sqlite:///{tmp_path / 'src.db'}")
+    d = src.build_direction("cat", "dog", str(tiny_model), n=5)
+    src.export(["cat-to-dog"], tmp_path / "lib.p2pz")
+    src.close()
+    reg = Registry.open(db_url)
+    reg.import_(tmp_path / "lib.p2pz")
+    assert reg.get("cat-to-dog").origin["source"] == "lib.p2pz"
+    reg.close()
+    engine = make_engine(db_url)
+    downgrade(engine, "0008")
+    assert current_revision(engine) == "0008"
+    assert "origin" not in {c["name"] for c in inspect(engine).get_columns("directions")}
+    assert "ix_directions_content_sha256" not in {i["name"] for i in inspect(engine).get_indexes("directions")}
+    upgrade(engine)
+    assert "ix_directions_content_sha256" in {i["name"] for i in inspect(engine).get_indexes("directions")}
+    engine.dispose()
+    reg = Registry.open(db_url)
+    back = reg.get(f"sha256:{d.content_sha256}")
+    assert back.ref == "cat-to-dog@1" and back.origin is None  # the origin did not survive 0008
+    assert back.vector_numpy().tobytes() == d.vector_numpy().tobytes()
+    reg.close()
