@@ -1,4 +1,4 @@
-"""Directions on the Hugging Face Hub (issue #23, DESIGN §16): ``p2pz push hf://OWNER/REPO`` and ``p2pz pull``.
+"""Directions on the Hugging Face Hub (issue #23, architecture §13): ``p2pz push hf://OWNER/REPO`` and ``p2pz pull``.
 
 A Hub repo of p2pz directions (a model repo) holds:
 

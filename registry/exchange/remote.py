@@ -1,4 +1,4 @@
-"""Registry to registry (issue #23, DESIGN §16): ``p2pz pull http(s)://HOST[:PORT]`` and ``p2pz push URL NAME…``
+"""Registry to registry (issue #23, architecture §13): ``p2pz pull http(s)://HOST[:PORT]`` and ``p2pz push URL NAME…``
 against another registry's ``p2pz serve``, through its ``/api/directions``, ``/api/export`` and ``/api/import``.
 
 The same rules as the Hub: idempotent (content addressing), versions kept, a version the other side holds with
