@@ -254,6 +254,8 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
             files[path] = ("\n".join(b.sentences) + "\n").encode()
         idx.banks.append(HubBank(concept=b.concept, version=b.version, generator=b.generator, params=b.params,
                                  sha256=b.sha256, note=b.note, created_at=b.created_at, file=path))
+    records = {f"{r.name}@{r.version}": reg.get(f"{r.name}@{r.version}") for r in man.directions}
+    scores = reg.scores(list(records.values()))  # one query for every direction, not one each
     emb_files = []
     for i, e in enumerate(man.embeddings):
         bank = man.banks[e.bank]
@@ -264,7 +266,7 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
         idx.embeddings.append(HubEmbedding(bank=bank.sha256, encoder=e.encoder, key_kind=e.key_kind, file=path))
         emb_files.append(path)
     for i, r in enumerate(man.directions):
-        d = reg.get(f"{r.name}@{r.version}")
+        d = records[f"{r.name}@{r.version}"]
         enc = encoders[r.encoder]
         arrays = {"delta": d.vector_numpy(), "key": tensors[f"direction/{i}/key"]}
         pooled = d.pooled_numpy()
@@ -282,10 +284,10 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
         stats = d.vector_stats()
         summary = {"norm": round(stats["norm"], 4), "source": d.source, "target": d.target,
                    "model": enc.model, "family": enc.family}
-        scores = reg.scores([d]).get(d.ref)
-        if scores:
-            summary["scores"] = {k: round(float(v), 4) for k, v in scores["scores"].items()}
-            summary["n_images"] = scores["n_images"]
+        scored = scores.get(d.ref)
+        if scored:
+            summary["scores"] = {k: round(float(v), 4) for k, v in scored["scores"].items()}
+            summary["n_images"] = scored["n_images"]
         shown = lookup(d)
         if shown:  # the newest preview's thumbnails, for the card
             for which in ("source_thumb", "edit_thumb"):
@@ -494,7 +496,6 @@ def _to_library(index: HubIndex, chosen: list[HubDirection], blobs: dict[str, by
             raise RegistryError(f"{d.file} lacks the tensor 'key'")
         i = dir_at[d.ref] = len(man["directions"])
         tensors[f"direction/{i}/key"] = st["key"]
-        fields = {}
         if d.kind == "pair":
             if not (d.source and d.target):
                 raise RegistryError(f"{INDEX}: pair {d.ref} lacks its source or target embedding")
