@@ -8,9 +8,10 @@ edit job submission (a tiny model's 2-step edit; at most ``--max-jobs`` in all).
 p50 and p99 latency; 429s (shed by the heavy-read slots or the bounded queue, with ``Retry-After``) apart from
 errors (anything else that is not 2xx, and failed connections). After the run the queue is drained: every
 accepted job must end done (``jobs_lost`` counts those that did not). Baseline in the same run: ``GET
-/api/health`` from one client with the server idle (the HTTP stack's floor).
+/api/health`` from one client with the server idle (the HTTP stack's floor). Then the export of one direction
+with a ``--student-mb`` student: first (built), again (from the export cache) and six at once (:func:`exports`).
 
-    python bench/web_load.py [--clients 50] [--duration 60] [--directions 10000] [--backend sqlite,postgresql]
+    python bench/web_load.py [--clients 50] [--duration 60] [--directions 10000] [--backend sqlite,postgresql] [--student-mb 100]
 """
 
 from __future__ import annotations
@@ -205,6 +206,53 @@ def drive(base: str, refs: list[str], clients: int, duration: float, max_jobs: i
     return out
 
 
+def exports(base: str, url: str, ref: str, student_mb: int, concurrent: int = 6) -> dict:
+    """The issue's slow download, after the mix: ``ref`` with a ``student_mb`` MB student. Its first export (a
+    cache miss: the server builds the zip), the next one (a hit), and ``concurrent`` downloads at once (the issue
+    measured 45 s each for six before the cache). Baseline in the same run: the same library written in-process
+    by :meth:`Registry.export` (no HTTP, no cache)."""
+    import httpx
+    import numpy as np
+    from safetensors.numpy import save
+
+    from registry import Registry
+
+    weights = save({"w": np.random.RandomState(0).rand(student_mb * 2**18).astype(np.float32)})
+    with Registry.open(url) as reg:
+        reg.store_student(ref, config={"size": 32}, weights=weights, dataset_sha256="0" * 64, params={},
+                          metrics={})
+        with tempfile.TemporaryDirectory() as tmp:
+            t = time.perf_counter()
+            info = reg.export([ref], Path(tmp) / "lib.p2pz")
+            direct = time.perf_counter() - t
+
+    def get(c):
+        t = time.perf_counter()
+        r = c.get(f"{base}/api/export", params={"names": ref})
+        assert r.status_code == 200 and len(r.content) == info["bytes"], (r.status_code, len(r.content))
+        return time.perf_counter() - t, r.headers.get("X-P2PZ-Cache")
+
+    with httpx.Client(timeout=300) as c:
+        miss, first = get(c)
+        hit, second = get(c)
+    times: list[float] = []
+
+    def one():
+        with httpx.Client(timeout=300) as c:
+            times.append(get(c)[0])
+
+    threads = [threading.Thread(target=one) for _ in range(concurrent)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    wall = time.perf_counter() - t
+    return {"bytes": info["bytes"], "direct_export_s": direct, "miss_s": miss, "hit_s": hit,
+            "cache": [first, second], "concurrent": concurrent, "concurrent_wall_s": wall,
+            "concurrent_max_s": max(times), "miss_over_hit": miss / hit}
+
+
 def floor(base: str, n: int = 200) -> float:
     import httpx
 
@@ -224,6 +272,8 @@ def main():
     ap.add_argument("--directions", type=int, default=10_000)
     ap.add_argument("--max-jobs", type=int, default=40, help="edit jobs submitted in all (the queue is bounded)")
     ap.add_argument("--backend", default="sqlite,postgresql")
+    ap.add_argument("--student-mb", type=int, default=100,
+                    help="after the mix: export one direction with a student of this size (0: skip)")
     args = ap.parse_args()
     from web import free_port
 
@@ -251,6 +301,8 @@ def main():
                 try:
                     idle = floor(base)
                     run = drive(base, refs, args.clients, args.duration, args.max_jobs)
+                    if args.student_mb:
+                        run["export_student"] = exports(base, url, "cat-to-dog@1", args.student_mb)
                 finally:
                     proc.terminate()
                     proc.wait(timeout=30)
@@ -262,7 +314,7 @@ def main():
                 if stop:
                     stop()
     emit("web_load", {"params": {"clients": args.clients, "duration_s": args.duration, "directions": args.directions,
-                                 "max_jobs": args.max_jobs, "mix": dict(MIX),
+                                 "max_jobs": args.max_jobs, "mix": dict(MIX), "student_mb": args.student_mb,
                                  "heavy_requests": 2, "http": "httpx keep-alive per client thread"},
                       **results, "targets": {"errors": 0, "jobs_lost": 0}})
 

@@ -8,7 +8,10 @@ Kinds of entries, each a file or a folder under ``<cache>/<kind>/<key[:2]>/``:
   SD defaults (16 layers × [16, HW, 77] × 50 steps);
 * ``encodings`` — per-bank sentence statistics for ``direction inspect`` (block sums and sentence keys): ≈ 4 MB
   per 1000-sentence bank at D = 768;
-* ``llm`` — raw LLM replies, one small JSON file per request.
+* ``llm`` — raw LLM replies, one small JSON file per request;
+* ``exports`` — ``.p2pz`` libraries a server handed out, one zip per content key (the manifest without its
+  date and every tensor but students' weights, which it names by sha256): a direction's few kilobytes, or
+  ≈ 100 MB with a student.
 
 Every entry counts toward ``$P2PZ_CACHE_MAX_GB`` (default 20); after each write the least recently used entries
 are removed until the total fits. Reading an entry marks it used. Deleting any of it loses nothing but time.
@@ -24,7 +27,7 @@ from pathlib import Path
 
 from store.db import StoreError
 
-KINDS = ("maps", "inversions", "encodings", "llm")
+KINDS = ("maps", "inversions", "encodings", "llm", "exports")
 DEFAULT_MAX_GB = 20.0
 
 

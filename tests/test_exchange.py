@@ -187,3 +187,37 @@ def test_bulk_inserts_follow_the_versioning_rules(reg, tiny_model):
     with reg.db.write() as s:
         again = repo.insert_directions(s, items)
     assert not any(o.created for o in again) and reg.generation() == generation + 1
+
+
+def test_the_export_cache_key_needs_no_student_weights_and_follows_the_content(reg, lib, tmp_path):
+    from safetensors.numpy import save
+
+    from registry.exchange.archive import cached_export, collect_library, library_key
+
+    weights = save({"w": np.arange(1000, dtype=np.float32)})
+    reg.store_student("cat-to-dog", config={"size": 32}, weights=weights, dataset_sha256="0" * 64, params={},
+                      metrics={"lpips": 0.2})
+    light = collect_library(reg.db, ["mix", "cat-to-dog"], weights=False)
+    full = collect_library(reg.db, ["mix", "cat-to-dog"])
+    assert "student/0/weights" in full[1] and "student/0/weights" not in light[1]
+    assert light[0].students[0].weights_bytes == len(weights)  # measured by the database, not read
+    assert library_key(*light) == library_key(*full)  # what a lookup computes is what a build stores under
+    root = tmp_path / "exports"
+    built = []
+    path, hit = cached_export(reg.db, ["mix", "cat-to-dog"], root, build=lambda: _recording(built))
+    assert not hit and built == [1] and path.name == f"{library_key(*full)}.p2pz"
+    again, hit = cached_export(reg.db, ["mix", "cat-to-dog"], root, build=lambda: _recording(built))
+    assert hit and again == path and built == [1]  # a hit builds nothing
+    fresh = Registry.open(f"sqlite:///{tmp_path / 'fresh.db'}")
+    assert fresh.import_(path)["added"]["students"] == 1
+    fresh.close()
+    reg.tag("cat-to-dog@1", "pets")  # metadata is content: a new key
+    assert library_key(*collect_library(reg.db, ["mix", "cat-to-dog"], weights=False)) != library_key(*full)
+    assert library_key(*collect_library(reg.db, ["cat-to-dog", "mix"])) != library_key(*full)  # order is content
+
+
+def _recording(calls):
+    import contextlib
+
+    calls.append(1)
+    return contextlib.nullcontext()

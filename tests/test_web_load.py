@@ -35,8 +35,10 @@ def test_heavy_reads_get_429_when_busy_and_cheap_reads_do_not_wait(db, tmp_path,
             st.heavy["pair"].release()
         assert st.heavy["export"].acquire(blocking=False)  # heavy_requests=1: the one export slot is taken
         try:
-            r = c.get("/api/export", params={"names": "cat-to-dog"})
+            r = c.get("/api/export", params={"names": "day-to-night"})  # not built yet: needs the slot
             assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+            again = c.get("/api/export", params={"names": "cat-to-dog"})  # built above: a cache hit, no slot
+            assert again.status_code == 200 and again.headers["X-P2PZ-Cache"] == "hit"
         finally:
             st.heavy["export"].release()
         first = c.get("/api/search", params={"source": "zebra", "target": "giraffe"})
@@ -50,6 +52,39 @@ def test_heavy_reads_get_429_when_busy_and_cheap_reads_do_not_wait(db, tmp_path,
         # no lock of the direction search is held while a pair is encoded: it goes through meanwhile
         with st.encode_lock:
             assert c.get("/api/search", params={"direction": "cat-to-dog"}).status_code == 200
+
+
+def test_exports_are_cached_by_content(db, tmp_path, tiny_model, monkeypatch):
+    from store import cache as store_cache
+    from store.paths import cache_dir
+
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
+        first = c.get("/api/export", params={"names": "cat-to-dog,day-to-night@1"})
+        assert first.status_code == 200 and first.headers["X-P2PZ-Cache"] == "miss"
+        assert int(first.headers["Content-Length"]) == len(first.content)
+        again = c.get("/api/export", params={"names": "cat-to-dog,day-to-night@1"})
+        assert again.headers["X-P2PZ-Cache"] == "hit" and again.content == first.content
+        assert again.headers["ETag"] == first.headers["ETag"]
+        assert store_cache.usage(cache_dir())["exports"] == {"entries": 1, "bytes": len(first.content)}
+        # the same directions named another way (by content hash) are the same library
+        sha = c.get("/api/directions/cat-to-dog@1").json()["direction"]["content_sha256"]
+        by_hash = c.get("/api/export", params={"names": f"sha256:{sha},day-to-night@1"})
+        assert by_hash.headers["X-P2PZ-Cache"] == "hit" and by_hash.content == first.content
+        # metadata is content too: a new tag is a new library, which carries it
+        assert c.post("/api/directions/cat-to-dog@1/tags", json={"tag": "pets"}, headers=AUTH).status_code == 200
+        tagged = c.get("/api/export", params={"names": "cat-to-dog,day-to-night@1"})
+        assert tagged.headers["X-P2PZ-Cache"] == "miss" and tagged.headers["ETag"] != first.headers["ETag"]
+        target = Registry.open(f"sqlite:///{tmp_path / 'target.db'}")
+        lib = tmp_path / "tagged.p2pz"
+        lib.write_bytes(tagged.content)
+        target.import_(lib)
+        assert "pets" in target.get("cat-to-dog").tags
+        target.close()
+        # a cache capped at nothing still serves the download (the file is open before it is evicted)
+        monkeypatch.setenv("P2PZ_CACHE_MAX_GB", "0")
+        r = c.get("/api/export", params={"names": "day-to-night"})
+        assert r.status_code == 200 and r.headers["X-P2PZ-Cache"] == "miss" and r.content[:2] == b"PK"
+        assert store_cache.usage(cache_dir())["exports"]["entries"] == 0
 
 
 def test_the_job_queue_is_bounded(db, tmp_path, tiny_model):

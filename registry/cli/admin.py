@@ -117,7 +117,7 @@ def _human(n: int) -> str:
 @cache.command("info")
 @json_option
 def cache_info(as_json):
-    """Entries and bytes per kind (maps, inversions, encodings, llm), and the cap.
+    """Entries and bytes per kind (maps, inversions, encodings, llm, exports), and the cap.
 
     \b
     Example:
@@ -138,7 +138,7 @@ def cache_info(as_json):
 
 
 @cache.command("clear")
-@click.option("--kind", type=click.Choice(["maps", "inversions", "encodings", "llm"]), default=None,
+@click.option("--kind", type=click.Choice(["maps", "inversions", "encodings", "llm", "exports"]), default=None,
               help="Only this kind (default: all).")
 @json_option
 def cache_clear(kind, as_json):

@@ -7,6 +7,7 @@ validated (:mod:`.manifest`), and nothing is ever unpickled.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import zipfile
@@ -84,13 +85,17 @@ class _Collector:
         self.directions[row.id] = i
         return i
 
-    def students(self, rows: list[m.Direction]) -> None:
-        for st in repo.students(self.s, [row.id for row in rows]):
-            weights = bytes(st.weights)
-            self.tensors[f"student/{len(self.student_entries)}/weights"] = np.frombuffer(weights, dtype=np.uint8)
+    def students(self, rows: list[m.Direction], weights: bool = True) -> None:
+        found = repo.students(self.s, [row.id for row in rows])
+        sizes = {} if weights else repo.student_weight_bytes(self.s, [st.id for st in found])
+        for st in found:
+            if weights:
+                blob = bytes(st.weights)
+                self.tensors[f"student/{len(self.student_entries)}/weights"] = np.frombuffer(blob, dtype=np.uint8)
+            size = len(blob) if weights else sizes[st.id]
             self.student_entries.append(StudentEntry(
                 direction=self.directions[st.direction_id], version=st.version, config=st.config,
-                weights_bytes=len(weights), weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
+                weights_bytes=size, weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
                 params=st.params, metrics=st.metrics, created_at=st.created_at.isoformat()))
 
     def manifest(self) -> Manifest:
@@ -100,9 +105,12 @@ class _Collector:
                         embeddings=self.emb_entries, directions=self.dir_entries, students=self.student_entries)
 
 
-def collect_library(db, refs: list[str], students: bool = True) -> tuple[Manifest, dict[str, np.ndarray]]:
+def collect_library(db, refs: list[str], students: bool = True,
+                    weights: bool = True) -> tuple[Manifest, dict[str, np.ndarray]]:
     """``refs`` with their embeddings, banks, encoders and combination components (and their students) → the
-    library's manifest and tensors, read in one transaction."""
+    library's manifest and tensors, read in one transaction. ``weights=False`` leaves the students' weights out
+    of the tensors (their sizes and sha256 stay in the manifest): what :func:`library_key` needs, without
+    reading a student's hundred megabytes."""
     if not refs:
         raise RegistryError("export needs at least one direction name")
     with db.read() as s:
@@ -111,15 +119,32 @@ def collect_library(db, refs: list[str], students: bool = True) -> tuple[Manifes
         for row in exported:
             got.direction(row)
         if students:
-            got.students(exported)
+            got.students(exported, weights)
     return got.manifest(), got.tensors
 
 
-def export_library(db, refs: list[str], path: Path) -> dict:
-    """Write ``refs`` (with their embeddings, banks, encoders and combination components) to ``path``."""
-    if path.exists() and path.is_dir():
-        raise RegistryError(f"{path} is a folder; give a file name such as lib.p2pz")
-    manifest, tensors = collect_library(db, refs)
+def library_key(manifest: Manifest, tensors: dict[str, np.ndarray]) -> str:
+    """The content address of a library: sha256 over its manifest without ``created_at`` (the one field that is
+    not content) and over every tensor but the students' weights, which the manifest already names by sha256
+    and size. Two exports get one key exactly when they hold the same directions with the same metadata
+    (tags, note, deprecation, origin), banks, embeddings and students."""
+    import hashlib
+
+    h = hashlib.sha256()
+    doc = manifest.model_dump(mode="json")
+    doc.pop("created_at", None)
+    h.update(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode())
+    for name in sorted(tensors):
+        if name.startswith("student/"):
+            continue
+        t = np.ascontiguousarray(tensors[name])
+        h.update(f"\n{name}:{t.dtype.str}:{list(t.shape)}\n".encode())
+        h.update(t.tobytes())
+    return h.hexdigest()
+
+
+def write_library(manifest: Manifest, tensors: dict[str, np.ndarray], path: Path) -> None:
+    """The zip itself, written atomically (a reader never sees half a library)."""
     from safetensors.numpy import save as st_save  # numpy: not on the CLI's start-up path
 
     blob = st_save({k: np.ascontiguousarray(v) for k, v in tensors.items()})
@@ -131,8 +156,44 @@ def export_library(db, refs: list[str], path: Path) -> dict:
             zf.writestr("tensors.safetensors", blob, compress_type=zipfile.ZIP_STORED)
 
     atomic_write(path, writer=write)
+
+
+def _summary(manifest: Manifest, path: Path) -> dict:
     return {"path": str(path), "directions": len(manifest.directions), "embeddings": len(manifest.embeddings),
             "banks": len(manifest.banks), "students": len(manifest.students), "bytes": path.stat().st_size}
+
+
+def export_library(db, refs: list[str], path: Path) -> dict:
+    """Write ``refs`` (with their embeddings, banks, encoders and combination components) to ``path``."""
+    if path.exists() and path.is_dir():
+        raise RegistryError(f"{path} is a folder; give a file name such as lib.p2pz")
+    manifest, tensors = collect_library(db, refs)
+    write_library(manifest, tensors, path)
+    return _summary(manifest, path)
+
+
+def cached_export(db, refs: list[str], root: Path, build=None) -> tuple[Path, bool]:
+    """The library of ``refs`` from the export cache ``root`` (``<cache>/exports``), built on a miss → (path,
+    hit). The key (:func:`library_key`) is computed from the database without the students' weights, so a hit
+    costs one small read; a miss collects everything, writes the zip under the key of what it actually read
+    (the registry may have changed in between) and leaves eviction to the caller, who should open the file
+    first. ``build`` wraps the miss (the server passes its heavy-read slot, so that only misses can be
+    refused)."""
+    manifest, tensors = collect_library(db, refs, weights=False)
+    key = library_key(manifest, tensors)
+    path = root / key[:2] / f"{key}.p2pz"
+    if path.is_file():
+        from store import cache as store_cache  # lazy: start-up
+
+        store_cache.touch(path)
+        return path, True
+    with (build or contextlib.nullcontext)():
+        manifest, tensors = collect_library(db, refs)
+        key = library_key(manifest, tensors)
+        path = root / key[:2] / f"{key}.p2pz"
+        if not path.is_file():  # another request may have built it meanwhile
+            write_library(manifest, tensors, path)
+    return path, False
 
 
 

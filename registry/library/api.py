@@ -333,6 +333,25 @@ class Registry:
         return export_library(self.db, list(refs), Path(path))
 
     @_translated
+    def export_cached(self, refs: Iterable[str], build=None) -> tuple[Path, bool]:
+        """The ``.p2pz`` library of ``refs`` from the export cache (``<cache>/exports``, content-addressed: a
+        change of any direction, bank or student makes a new key), built on a miss → (path, hit). What a server
+        hands out: repeated downloads cost one small read. ``build`` is a context manager wrapped around a miss.
+        The entry counts toward ``$P2PZ_CACHE_MAX_GB``; open the file before calling :meth:`evict_exports`."""
+        from registry.exchange import cached_export  # lazy: pydantic
+        from store.paths import cache_dir
+
+        return cached_export(self.db, list(refs), cache_dir() / "exports", build)
+
+    @staticmethod
+    def evict_exports(keep: Path) -> None:
+        """Trim the cache to ``$P2PZ_CACHE_MAX_GB`` after an export was written (``keep`` goes last)."""
+        from store import cache as store_cache
+        from store.paths import cache_dir
+
+        store_cache.evict(cache_dir(), keep=keep)
+
+    @_translated
     def import_(self, path: str | Path, source: str | None = None, renumber: bool = True) -> dict:
         """Import a ``.p2pz`` library (idempotent: importing twice adds nothing). Directions keep their version
         numbers where free (``renumbered`` lists the others) and record ``source`` (default: the file's name) as

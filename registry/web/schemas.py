@@ -38,6 +38,10 @@ class DirectionOut(BaseModel):
     note: str | None = None
     deprecated: bool
     created_at: str
+    content_sha256: str = Field(description="The direction's identity across registries (its vectors and "
+                                "scale); ``sha256:HEX`` is accepted wherever a ref is.")
+    origin: dict | None = Field(None, description="Where an imported or pulled direction came from (source, "
+                                "revision, ref there, its own origin).")
     scores: dict[str, float] = Field(default_factory=dict, description="Latest evaluation scores (p2pz eval).")
     preview: Previews | None = None
     url: str = Field(description="The direction's page.")

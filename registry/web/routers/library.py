@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Query, UploadFile
-from fastapi.responses import FileResponse
-from starlette.background import BackgroundTask
+from fastapi.responses import StreamingResponse
 
 from registry.web.jobs import UploadError
 from registry.library.api import Registry
@@ -19,23 +20,40 @@ from ..schemas import Error, ImportOut
 router = APIRouter(prefix="/api", tags=["library"])
 
 
-@router.get("/export", response_class=FileResponse, responses={400: {"model": Error}, 404: {"model": Error}, 429: {"model": Error}})
+@router.get("/export", response_class=StreamingResponse,
+            responses={200: {"content": {"application/zip": {}}}, 400: {"model": Error}, 404: {"model": Error},
+                       429: {"model": Error}})
 def export(names: str = Query(..., max_length=10_000, description="Comma-separated name[@v] refs."),
            st: State = Depends(state)):
-    """Download a ``.p2pz`` library of the named directions with full provenance. Built in one of the server's
-    few slots for expensive reads (429 with ``Retry-After`` when all are busy), then streamed from disk."""
+    """Download a ``.p2pz`` library of the named directions with full provenance. Served from the export cache
+    (content-addressed: repeated downloads cost one small read and take no slot); a miss is built in one of
+    the server's few slots for expensive reads (429 with ``Retry-After`` when all are busy). Streamed from
+    disk; ``ETag`` is the library's content key."""
     refs = [n.strip() for n in names.split(",") if n.strip()]
-    tmp = tempfile.TemporaryDirectory()
-    try:
-        path = Path(tmp.name) / "library.p2pz"
-        with heavy_slot(st, "export", "building exports"):
-            st.registry.export(refs, path)
-    except BaseException:
-        tmp.cleanup()
-        raise
-    filename = (refs[0].replace("@", "-v") if len(refs) == 1 else "library") + ".p2pz"
-    return FileResponse(path, media_type="application/zip", filename=filename,
-                        background=BackgroundTask(tmp.cleanup))
+    for attempt in range(2):
+        path, hit = st.registry.export_cached(refs, build=lambda: heavy_slot(st, "export", "building exports"))
+        try:  # held open from here: evicting the entry meanwhile cannot cut the download short
+            handle = open(path, "rb")
+            break
+        except FileNotFoundError:  # evicted between the lookup and the open: look it up (build it) again
+            if attempt:
+                raise
+    if not hit:
+        st.registry.evict_exports(keep=path)
+    size = os.fstat(handle.fileno()).st_size
+    filename = (refs[0].replace("@", "-v").replace(":", "-") if len(refs) == 1 else "library") + ".p2pz"
+    quoted = quote(filename)  # RFC 6266: a name outside plain ASCII goes as filename*=utf-8''…
+    disposition = f'attachment; filename="{filename}"' if quoted == filename else \
+        f"attachment; filename*=utf-8''{quoted}"
+
+    def chunks():
+        with handle:
+            while chunk := handle.read(1 << 20):
+                yield chunk
+
+    return StreamingResponse(chunks(), media_type="application/zip", headers={
+        "Content-Length": str(size), "Content-Disposition": disposition,
+        "ETag": f'"{path.stem}"', "X-P2PZ-Cache": "hit" if hit else "miss"})
 
 
 @router.post("/import", response_model=ImportOut, dependencies=[Depends(require_write)],
