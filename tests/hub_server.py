@@ -11,19 +11,32 @@ Endpoints (``{type}`` is ``models`` or ``datasets``; ``{rev}`` a branch, a tag o
     GET       /api/{type}/{ns}/{name}[/revision/{rev}]   repo_info / model_info / dataset_info: sha, siblings
     GET       /api/{type}/{ns}/{name}/tree/{rev}[/{dir}] list_repo_tree / list_repo_files (one page, no Link)
     GET       /api/{type}/{ns}/{name}/refs               list_repo_refs
-    POST      /api/{type}/{ns}/{name}/preupload/{branch} answers uploadMode "regular" for every file
-    POST      /api/{type}/{ns}/{name}/commit/{branch}    NDJSON commit: file (base64), deletedFile, deletedFolder
+    POST      /api/{type}/{ns}/{name}/preupload/{branch} uploadMode "lfs" by the real Hub's rules (``wants_lfs``:
+                                                         the default .gitattributes suffixes, ≥ 10 MiB, or a
+                                                         binary sample), else "regular"; ``lfs=False``: all regular
+    POST      /[datasets/]{ns}/{name}.git/info/lfs/objects/batch    git-lfs batch API (upload, basic transfer):
+                                                         a signed storage PUT + verify per object not yet stored
+    POST      /[datasets/]{ns}/{name}.git/info/lfs/objects/verify   the object is stored with that size
+    POST      /api/{type}/{ns}/{name}/commit/{branch}    NDJSON commit: file (base64), lfsFile (a stored sha256),
+                                                         deletedFile, deletedFolder
     POST      /api/{type}/{ns}/{name}/branch/{branch}    create_branch (startingPoint: any rev; default main)
     POST      /api/{type}/{ns}/{name}/tag/{rev}          create_tag
     HEAD/GET  /[datasets/]{ns}/{name}/resolve/{rev}/{path}   hf_hub_download / snapshot_download (Range honoured)
 
-Resolve answers carry ``X-Repo-Commit`` (the resolved commit), ``ETag`` (the quoted git blob sha1) and
-``Content-Length``; errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) and
+LFS storage is a second server on another port (another origin, as S3 and the CDN are for the real Hub), reached
+only through URLs signed by the Hub: ``PUT /upload/...`` checks the content against its sha256 and size, ``GET
+/blobs/...`` serves an LFS file at a commit. Resolving an LFS file answers 302 to its storage URL with
+``X-Linked-Etag`` (its sha256) and ``X-Linked-Size``, so huggingface_hub downloads it from storage and drops the
+Authorization header on the way (``Request.authorization`` records whether one arrived).
+
+Resolve answers of regular files carry ``X-Repo-Commit`` (the resolved commit), ``ETag`` (the quoted git blob
+sha1) and ``Content-Length``; errors carry ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``, ``EntryNotFound``) and
 ``X-Error-Message`` so huggingface_hub raises its own exception classes. Commits get a 40-hex sha and form a
 linear history per branch; ``parentCommit`` that is not the branch head is refused with 412.
 
-Not implemented, compared with the real Hub: LFS and Xet (a ``lfsFile`` line is refused with 400; no
-``X-Xet-Hash`` header is ever sent, so downloads stay plain HTTP), pull requests (``create_pr`` gets 400),
+Not implemented, compared with the real Hub: Xet (no ``xet-write-token`` endpoint and no ``X-Xet-Hash`` header:
+tests set ``huggingface_hub.constants.HF_HUB_DISABLE_XET``, since with ``hf_xet`` installed the client would
+upload LFS files through Xet), LFS multipart transfers and download of LFS objects by the batch API, pull requests (``create_pr`` gets 400),
 ``.gitignore`` rules (``shouldIgnore`` is always false), copies between repos, deleting repos/branches/tags,
 commit listings, pagination, users/orgs/whoami, gating, spaces, and real git objects (shas are not git's).
 A new repo starts with one empty "initial commit" (the real Hub adds a ``.gitattributes``).
@@ -36,11 +49,12 @@ huggingface_hub 2.4.0 quirks for tests:
 - Offline mode is read once at import into ``huggingface_hub.constants.HF_HUB_OFFLINE`` (tests/conftest.py sets
   ``HF_HUB_OFFLINE=1`` before that), and every request checks ``constants.is_offline_mode()``, which returns that
   global: toggle it in-process with ``monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", ...)``.
-- Xet/LFS are chosen by the server: only files the preupload endpoint marks "lfs" are uploaded out of band, and
-  only a resolve answer with ``X-Xet-Hash`` triggers a Xet download. With ``hf_xet`` installed, ``upload_folder``
-  goes through its pipelined uploader, which still sends "regular" files inline through the same commit endpoint.
-- The preupload answer's ``oid`` (git blob sha1 of the file already on the branch) makes the client drop unchanged
-  files from the commit: an incremental push only sends new or changed content.
+- The server chooses which files go out of band (preupload's "lfs"); the client chooses how: Xet when ``hf_xet``
+  is installed and ``HF_HUB_DISABLE_XET`` is off, else the git-lfs batch API. Only a resolve answer with
+  ``X-Xet-Hash`` triggers a Xet download.
+- The preupload answer's ``oid`` (git blob sha1 of a regular file already on the branch, sha256 of an LFS one)
+  makes the client drop unchanged files from the commit, and the batch API's answer without actions skips the
+  upload of content storage already holds: an incremental push only sends new or changed content.
 - A download cut short is retried after one second, up to 5 times without progress, then ``httpx2``'s
   ``RemoteProtocolError`` escapes (not an ``HfHubHTTPError``). It writes by 10 MiB chunks, so a smaller file is
   fetched again from the start; only past a full chunk does the retry send ``Range: bytes=N-`` (answered 206).
@@ -59,12 +73,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Iterable
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"
 _API = re.compile(r"/api/(?P<type>model|dataset)s/(?P<repo>[^/]+/[^/]+)"
                   r"(?:/(?P<action>[a-z]+)(?:/(?P<rev>[^/]+)(?P<rest>/.+)?)?)?")
 _RESOLVE = re.compile(r"/(?:(?P<type>dataset)s/)?(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<rest>.+)")
+_LFS = re.compile(r"/(?:(?P<type>dataset)s/)?(?P<repo>[^/]+/[^/]+)\.git/info/lfs/objects/(?P<action>batch|verify)")
 _RANGE = re.compile(r"bytes=(\d+)-(\d*)")
 
 
@@ -79,7 +94,25 @@ def _iso(moment: datetime) -> str:
 @dataclass(frozen=True)
 class Blob:
     data: bytes
-    oid: str  # git blob sha1 of the content as committed; tamper() keeps it
+    oid: str  # git blob sha1 of what git stores (the content, or an LFS file's pointer); tamper() keeps it
+    lfs: str | None = None  # an LFS file's sha256 (its content sits in the repo's LFS storage)
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git-lfs pointer file git stores in place of an LFS file's content (git-lfs spec v1)."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+# The LFS rules of a new repo on the real Hub: its default .gitattributes (the weight and archive suffixes), plus
+# any file of 10 MiB or more and any file whose first bytes are not text.
+LFS_SUFFIXES = (".7z", ".arrow", ".bin", ".bz2", ".ckpt", ".ftz", ".gz", ".h5", ".joblib", ".mlmodel", ".model",
+                ".msgpack", ".npy", ".npz", ".onnx", ".ot", ".parquet", ".pb", ".pickle", ".pkl", ".pt", ".pth",
+                ".rar", ".safetensors", ".tar", ".tflite", ".tgz", ".wasm", ".xz", ".zip", ".zst")
+LFS_MIN_SIZE = 10 * 2**20
+
+
+def wants_lfs(path: str, size: int, sample: bytes) -> bool:
+    return path.lower().endswith(LFS_SUFFIXES) or size >= LFS_MIN_SIZE or b"\0" in sample
 
 
 @dataclass
@@ -102,6 +135,7 @@ class Repo:
     commits: dict[str, Commit] = field(default_factory=dict)
     branches: dict[str, str] = field(default_factory=dict)
     tags: dict[str, str] = field(default_factory=dict)
+    lfs_objects: dict[str, bytes] = field(default_factory=dict)  # sha256 → content uploaded to LFS storage
 
     def resolve(self, revision: str) -> Commit | None:
         sha = self.branches.get(revision) or self.tags.get(revision) or revision
@@ -119,11 +153,15 @@ class Repo:
 
 @dataclass(frozen=True)
 class Request:
-    """One logged request: no headers. ``uploaded``: paths whose content travelled inline (commit requests)."""
+    """One logged request: no headers. ``uploaded``: paths whose content travelled inline (commit requests), or
+    the sha256 of an object PUT to LFS storage. ``host``: ``hub`` or ``storage`` (the LFS/CDN server);
+    ``authorization``: whether the request carried an Authorization header (never its value)."""
     method: str
     path: str
     status: int
     uploaded: tuple[str, ...] = ()
+    host: str = "hub"
+    authorization: bool = False
 
 
 @dataclass
@@ -132,6 +170,13 @@ class _Response:
     body: bytes = b""
     headers: dict[str, str] = field(default_factory=dict)
     cut: int | None = None  # send only this many body bytes, then drop the connection
+
+
+def _lfs_info(blob: Blob) -> dict:
+    if blob.lfs is None:
+        return {}
+    return {"lfs": {"oid": blob.lfs, "size": len(blob.data), "pointerSize": len(lfs_pointer(blob.lfs,
+                                                                                             len(blob.data)))}}
 
 
 def _json(obj, status: int = 200) -> _Response:
@@ -156,8 +201,11 @@ class HubError(Exception):
 class HubServer:
     """In-memory Hub. Use as ``with HubServer(tokens={"tok"}) as hub:`` or call ``start()``/``stop()``."""
 
-    def __init__(self, tokens: Iterable[str] | None = None):
+    def __init__(self, tokens: Iterable[str] | None = None, lfs: bool = True):
         self.tokens = frozenset(tokens) if tokens is not None else None
+        self.lfs = lfs  # False: every file "regular" (inline in the commit), as before LFS was implemented
+        self._secret = hashlib.sha256(repr((id(self), time.time_ns())).encode()).hexdigest()  # signs storage URLs
+        self._storage: ThreadingHTTPServer | None = None
         self.log: list[Request] = []
         self._repos: dict[tuple[str, str], Repo] = {}
         self._failures: dict[tuple[str, str, str], list] = {}  # (type, repo, path) -> [mode, remaining]
@@ -171,14 +219,21 @@ class HubServer:
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="hub-server", daemon=True)
         self._thread.start()
+        # LFS storage, the real Hub's S3/CDN: another origin (port), reached through signed URLs, no token
+        self._storage = ThreadingHTTPServer(("127.0.0.1", 0), type("Storage", (_StorageHandler,), {"hub": self}))
+        self._storage.daemon_threads = True
+        self._storage_thread = threading.Thread(target=self._storage.serve_forever, kwargs={"poll_interval": 0.05},
+                                                name="hub-storage", daemon=True)
+        self._storage_thread.start()
         return self
 
     def stop(self) -> None:
         if self._httpd is not None:
-            self._httpd.shutdown()
-            self._httpd.server_close()
-            self._thread.join()
-            self._httpd = self._thread = None
+            for server, thread in ((self._httpd, self._thread), (self._storage, self._storage_thread)):
+                server.shutdown()
+                server.server_close()
+                thread.join()
+            self._httpd = self._thread = self._storage = self._storage_thread = None
 
     def __enter__(self) -> HubServer:
         return self.start()
@@ -189,6 +244,18 @@ class HubServer:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+    @property
+    def storage_url(self) -> str:
+        return f"http://127.0.0.1:{self._storage.server_address[1]}"
+
+    def _sign(self, path: str) -> str:
+        import hmac
+
+        return hmac.new(self._secret.encode(), path.encode(), hashlib.sha256).hexdigest()
+
+    def _signed(self, path: str) -> str:
+        return f"{self.storage_url}{quote(path)}?sig={self._sign(path)}"
 
     # -- test helpers ---------------------------------------------------------------------------------------
 
@@ -218,7 +285,8 @@ class HubServer:
         blob sha1), new bytes and Content-Length. huggingface_hub does not hash downloads; a client must."""
         with self._lock:
             commit = self.repo(repo_id, repo_type).resolve(branch)
-            commit.tree[path] = Blob(bytes(new_bytes), commit.tree[path].oid)
+            old = commit.tree[path]
+            commit.tree[path] = Blob(bytes(new_bytes), old.oid, old.lfs)
 
     def fail_download(self, repo_id: str, path: str, *, mode: str = "truncate", times: int | None = 1,
                       repo_type: str = "model") -> None:
@@ -251,13 +319,14 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         self._dispatch()
 
-    do_HEAD = do_POST = do_GET
+    do_HEAD = do_POST = do_PUT = do_GET
+    host = "hub"
 
     # -- plumbing -------------------------------------------------------------------------------------------
 
     def _dispatch(self) -> None:
         hub = self.hub
-        self._payload = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # read before answering
+        self._payload = self._read_body()  # read before answering
         url = urlsplit(self.path)
         self._query = parse_qs(url.query)
         self._uploaded: tuple[str, ...] = ()
@@ -269,7 +338,8 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as error:  # a bug here: answer 500 rather than drop the connection
             response = _json({"error": f"test hub failed: {error!r}"}, 500)
         with hub._lock:
-            hub.log.append(Request(self.command, self.path, response.status, self._uploaded))
+            hub.log.append(Request(self.command, self.path.split("?")[0], response.status, self._uploaded, self.host,
+                                   "Authorization" in self.headers))
         self.send_response(response.status)
         headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(response.body)),
                    **response.headers}
@@ -280,6 +350,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(response.body[:response.cut])
         if response.cut is not None:
             self.close_connection = True
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() != "chunked":
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = bytearray()
+        while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+            body += self.rfile.read(size)
+            self.rfile.readline()
+        while self.rfile.readline().strip():  # trailers
+            pass
+        return bytes(body)
 
     def _flag(self, name: str) -> bool:
         return self._query.get(name, [""])[0].lower() in ("1", "true")
@@ -340,6 +421,9 @@ class _Handler(BaseHTTPRequestHandler):
             if handler is not None:
                 repo = self._repo(match["type"], match["repo"], write=method == "POST")
                 return handler(repo, unquote(match["rev"] or "main"), unquote(match["rest"] or "").strip("/"))
+        elif (match := _LFS.fullmatch(path)) and method == "POST":
+            repo = self._repo(match["type"] or "model", match["repo"], write=True)
+            return self._lfs_batch(repo) if match["action"] == "batch" else self._lfs_verify(repo)
         elif (match := _RESOLVE.fullmatch(path)) and method in ("GET", "HEAD"):
             repo = self._repo(match["type"] or "model", match["repo"])
             return self._resolve(repo, unquote(match["rev"]), unquote(match["rest"]))
@@ -365,7 +449,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _repo_info(self, repo: Repo, revision: str, _rest: str) -> _Response:
         commit = self._commit_at(repo, revision)
         blobs = self._flag("blobs")
-        siblings = [{"rfilename": path, **({"size": len(blob.data), "blobId": blob.oid} if blobs else {})}
+        siblings = [{"rfilename": path, **({"size": len(blob.data), "blobId": blob.oid, **_lfs_info(blob)}
+                                           if blobs else {})}
                     for path, blob in sorted(commit.tree.items())]
         return _json({"id": repo.repo_id, "author": repo.repo_id.split("/")[0], "sha": commit.sha,
                       "private": repo.private, "disabled": False, "gated": False, "tags": [],
@@ -384,7 +469,8 @@ class _Handler(BaseHTTPRequestHandler):
                 oid = hashlib.sha1(f"tree {commit.sha} {folder_path}".encode()).hexdigest()
                 entries.setdefault(folder_path, {"type": "directory", "oid": oid, "size": 0, "path": folder_path})
             if recursive or len(parts) == 1:
-                entries[path] = {"type": "file", "oid": blob.oid, "size": len(blob.data), "path": path}
+                entries[path] = {"type": "file", "oid": blob.oid, "size": len(blob.data), "path": path,
+                                 **_lfs_info(blob)}
         if folder and not entries:
             raise HubError(404, f"Entry not found: {folder}", "EntryNotFound", {"X-Repo-Commit": commit.sha})
         return _json([entries[path] for path in sorted(entries)])
@@ -399,10 +485,46 @@ class _Handler(BaseHTTPRequestHandler):
         if self._flag("create_pr"):
             raise HubError(400, "Pull requests are not supported by this test Hub")
         head = self._branch(repo, branch)
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                  "oid": head.tree[f["path"]].oid if f["path"] in head.tree else None}
-                 for f in self._body_json().get("files", [])]
+        files = []
+        for f in self._body_json().get("files", []):
+            sample = base64.b64decode(f.get("sample") or "")
+            lfs = self.hub.lfs and wants_lfs(f["path"], int(f.get("size") or 0), sample)
+            blob = head.tree.get(f["path"])
+            # the oid the client compares with its own: sha256 for an LFS file, the git blob sha1 otherwise
+            oid = None if blob is None else (blob.lfs or blob.oid)
+            files.append({"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False,
+                          "oid": oid})
         return _json({"files": files, "commitOid": head.sha})
+
+    def _lfs_batch(self, repo: Repo) -> _Response:
+        """The git-lfs batch API (upload only, basic transfer): an upload action (a signed PUT to storage) and a
+        verify action per object the repo's storage lacks; none for those it holds."""
+        body = self._body_json()
+        if body.get("operation") != "upload" or "basic" not in (body.get("transfers") or ["basic"]):
+            raise HubError(400, "This test Hub implements LFS uploads with the basic transfer only")
+        prefix = "datasets/" if repo.repo_type == "dataset" else ""
+        objects = []
+        for obj in body.get("objects", []):
+            oid, size = str(obj.get("oid")), obj.get("size")
+            if not re.fullmatch(r"[0-9a-f]{64}", oid) or not isinstance(size, int) or size < 0:
+                objects.append({"oid": oid, "size": size if isinstance(size, int) else 0,
+                                "error": {"code": 422, "message": "oid must be a sha256 and size an integer"}})
+                continue
+            entry = {"oid": oid, "size": size, "authenticated": True}
+            if len(repo.lfs_objects.get(oid, b"")) != size or oid not in repo.lfs_objects:
+                put = f"/upload/{repo.repo_type}/{repo.repo_id}/{oid}/{size}"
+                entry["actions"] = {"upload": {"href": self.hub._signed(put), "expires_in": 3600},
+                                    "verify": {"href": f"{self.hub.url}/{prefix}{repo.repo_id}.git/info/lfs/objects/"
+                                                       "verify"}}
+            objects.append(entry)
+        return _json({"transfer": "basic", "objects": objects, "hash_algo": "sha256"})
+
+    def _lfs_verify(self, repo: Repo) -> _Response:
+        body = self._body_json()
+        data = repo.lfs_objects.get(str(body.get("oid")))
+        if data is None or len(data) != body.get("size"):
+            raise HubError(404, f"LFS object {body.get('oid')} of {body.get('size')} bytes was not uploaded")
+        return _json({"success": True})
 
     def _commit(self, repo: Repo, branch: str, _rest: str) -> _Response:
         if self._flag("create_pr"):
@@ -436,7 +558,13 @@ class _Handler(BaseHTTPRequestHandler):
                     del tree[p]
                 deleted.extend(gone)
             elif key == "lfsFile":
-                raise HubError(400, "LFS files are not supported by this test Hub")
+                oid = value.get("oid")
+                data = repo.lfs_objects.get(oid)
+                if value.get("algo", "sha256") != "sha256" or data is None:
+                    raise HubError(422, f"Your push was rejected because an LFS pointer pointed to a file that "
+                                        f"does not exist: {value.get('path')} ({oid})")
+                tree[value["path"]] = Blob(data, git_blob_sha1(lfs_pointer(oid, len(data))), oid)
+                added.append(value["path"])
             elif key != "header":
                 raise HubError(400, f"Unknown commit operation: {key}")
         commit = repo.commit(branch, header.get("summary", ""), tree, added, deleted)
@@ -464,7 +592,17 @@ class _Handler(BaseHTTPRequestHandler):
         blob = commit.tree.get(path)
         if blob is None:
             raise HubError(404, f"Entry not found: {path}", "EntryNotFound", {"X-Repo-Commit": commit.sha})
-        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{blob.oid}"', "Accept-Ranges": "bytes"}
+        if blob.lfs is not None:  # as the real Hub: a redirect to storage, the file's facts on the redirect
+            prefix = "datasets/" if repo.repo_type == "dataset" else ""
+            where = self.hub._signed(f"/blobs/{repo.repo_type}/{repo.repo_id}/{commit.sha}/{path}")
+            return _Response(302, b"", {"Location": where, "X-Repo-Commit": commit.sha, "ETag": f'"{blob.oid}"',
+                                        "X-Linked-Etag": f'"{blob.lfs}"', "X-Linked-Size": str(len(blob.data)),
+                                        "Content-Type": "text/plain", "X-Resolved-From": f"/{prefix}{repo.repo_id}"})
+        return self._serve(repo, commit, path, blob)
+
+    def _serve(self, repo: Repo, commit: Commit, path: str, blob: Blob) -> _Response:
+        """A file's bytes (``Range`` honoured; the failures of :meth:`HubServer.fail_download` injected)."""
+        headers = {"X-Repo-Commit": commit.sha, "ETag": f'"{blob.lfs or blob.oid}"', "Accept-Ranges": "bytes"}
         data, start, status = blob.data, 0, 200
         if self.command == "GET" and (requested := self.headers.get("Range")):
             match = _RANGE.fullmatch(requested.strip())
@@ -478,3 +616,37 @@ class _Handler(BaseHTTPRequestHandler):
             raise HubError(500, "Internal Error (injected by fail_download)")
         cut = max(len(blob.data) // 2 - start, 0) if failure == "truncate" else None
         return _Response(status, data, headers, cut)
+
+
+class _StorageHandler(_Handler):
+    """LFS storage (the real Hub's S3 and CDN): signed URLs only, no token expected or needed.
+
+        PUT  /upload/{type}/{ns}/{name}/{sha256}/{size}?sig=   an LFS object (basic transfer), hash and size checked
+        GET  /blobs/{type}/{ns}/{name}/{commit}/{path}?sig=    an LFS file's bytes at a commit (Range honoured)
+    """
+    host = "storage"
+
+    def _route(self, path: str) -> _Response:
+        path = unquote(path)
+        if self._query.get("sig", [""])[0] != self.hub._sign(path):
+            raise HubError(403, "Request has expired or the signature does not match")
+        parts = path.strip("/").split("/")
+        if self.command == "PUT" and len(parts) == 6 and parts[0] == "upload":
+            _, repo_type, ns, name, oid, size = parts
+            repo = self.hub._repos.get((repo_type, f"{ns}/{name}"))
+            if repo is None:
+                raise HubError(404, "No such bucket")
+            if len(self._payload) != int(size) or hashlib.sha256(self._payload).hexdigest() != oid:
+                raise HubError(400, "The uploaded content does not match its announced sha256 and size")
+            repo.lfs_objects[oid] = self._payload
+            self._uploaded = (oid,)
+            return _Response(200, b"", {"ETag": f'"{hashlib.md5(self._payload).hexdigest()}"'})
+        if self.command in ("GET", "HEAD") and len(parts) >= 6 and parts[0] == "blobs":
+            repo_type, repo_id, sha, file_path = parts[1], f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:])
+            repo = self.hub._repos.get((repo_type, repo_id))
+            commit = repo.commits.get(sha) if repo else None
+            blob = commit.tree.get(unquote(file_path)) if commit else None
+            if blob is None:
+                raise HubError(404, "The specified key does not exist")
+            return self._serve(repo, commit, unquote(file_path), blob)
+        raise HubError(404, f"{self.command} {path} is not a storage operation")

@@ -28,6 +28,8 @@ def hub(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    # LFS through the git-lfs batch API (the test Hub does not speak Xet, which hf_xet would otherwise use)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
     yield server
     server.stop()
@@ -69,6 +71,10 @@ def test_a_push_writes_the_card_the_index_and_plain_safetensors(hub, source):
     assert meta["name"] == "cat-to-dog" and meta["version"] == "1" and meta["encoder"] == d.encoder
     assert meta["content_sha256"] == d.content_sha256 and len(meta["source_bank_sha256"]) == 64
     assert files["banks/cat/" + index["banks"][0]["sha256"][:16] + ".txt"].decode().count("\n") == N
+    # as on the real Hub, the safetensors go to LFS storage (the batch API, a signed PUT), the text inline
+    tree = hub.repo(REPO).resolve("main").tree
+    assert {p for p, blob in tree.items() if blob.lfs} == {p for p in files if p.endswith(".safetensors")}
+    assert {"p2pz.json", "README.md"} <= {p for r in hub.log if r.host == "hub" for p in r.uploaded}
 
 
 def _metadata(blob: bytes, tmp) -> dict:
@@ -102,10 +108,15 @@ def test_push_then_pull_is_bytes_equal_and_records_the_commit(hub, source, db_ur
 def test_a_second_push_sends_only_the_new_version(hub, source, tiny_model):
     source.push(f"hf://{REPO}", ["cat-to-dog"])
     source.build_direction("cat", "dog", str(tiny_model), n=N, scale=2.0)
+    hub.log.clear()
     out = source.push(f"hf://{REPO}", ["cat-to-dog@1", "cat-to-dog@2"])
     assert out["added"] == ["cat-to-dog@2"] and out["skipped"] == ["cat-to-dog@1"]
     last = hub.commits(REPO)[-1]
     assert sorted(last.added) == ["README.md", "directions/cat-to-dog/2.safetensors", "p2pz.json"]
+    new_file = hub.files(REPO)["directions/cat-to-dog/2.safetensors"]
+    import hashlib
+
+    assert [oid for r in hub.log if r.host == "storage" for oid in r.uploaded] == [hashlib.sha256(new_file).hexdigest()]
     assert "cat-to-dog@2" in last.message
     n = len(hub.commits(REPO))
     assert source.push(f"hf://{REPO}", ["cat-to-dog@2"])["added"] == [] and len(hub.commits(REPO)) == n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from huggingface_hub.errors import (
     RevisionNotFoundError,
 )
 
-from .hub_server import INVALID_CREDENTIALS, HubServer, git_blob_sha1
+from .hub_server import INVALID_CREDENTIALS, LFS_MIN_SIZE, HubServer, git_blob_sha1
 
 TOKEN = "hf_test_write_token"
 REPO = "alice/tiny"
@@ -30,6 +31,8 @@ REPO = "alice/tiny"
 def hub(monkeypatch):
     # conftest sets HF_HUB_OFFLINE=1 before huggingface_hub is imported; its constant is what requests check.
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    # hf_xet is installed: without this, LFS files would take the Xet protocol, which this Hub does not speak
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     with HubServer(tokens={TOKEN}) as server:
         yield server
@@ -87,7 +90,8 @@ def test_incremental_upload_sends_only_the_new_file(hub, api, tmp_path):
     api.upload_folder(repo_id=REPO, folder_path=local, commit_message="second")
 
     assert [path for r in hub.log for path in r.uploaded] == ["c.txt"]
-    assert all(r.status < 400 and "xet" not in r.path and "lfs" not in r.path for r in hub.log)
+    # b.bin is an LFS file already in storage: asked about (batch) at most, never uploaded again
+    assert all(r.status < 400 and "xet" not in r.path and r.host == "hub" for r in hub.log)
     last = hub.commits(REPO)[-1]
     assert (last.message, last.added, last.deleted) == ("second", ("c.txt",), ())
     assert hub.files(REPO) == read_tree(local)
@@ -173,13 +177,60 @@ def test_offline_mode_serves_the_cached_snapshot(hub, api, tmp_path, monkeypatch
 
 def test_tamper_changes_bytes_but_not_commit_or_etag(hub, api, tmp_path):
     api.create_repo(REPO)
-    sha = push(api, {"w.bin": b"genuine"}).oid
-    hub.tamper(REPO, "w.bin", b"evil!!!")
+    sha = push(api, {"w.txt": b"genuine", "w.safetensors": b"genuine lfs"}).oid
+    hub.tamper(REPO, "w.txt", b"evil!!!")
+    hub.tamper(REPO, "w.safetensors", b"evil lfs!!!")
 
-    assert download(hub, tmp_path, "w.bin") == b"evil!!!"  # huggingface_hub itself does not notice
+    assert download(hub, tmp_path, "w.txt") == b"evil!!!"  # huggingface_hub itself does not notice
+    assert download(hub, tmp_path, "w.safetensors") == b"evil lfs!!!"  # nor for an LFS file
     assert api.model_info(REPO).sha == sha and len(hub.commits(REPO)) == 2
-    [entry] = api.list_repo_tree(REPO)
-    assert entry.blob_id == git_blob_sha1(b"genuine")
+    entries = {e.path: e for e in api.list_repo_tree(REPO)}
+    assert entries["w.txt"].blob_id == git_blob_sha1(b"genuine")
+    assert entries["w.safetensors"].lfs.sha256 == hashlib.sha256(b"genuine lfs").hexdigest()
+
+
+def test_lfs_files_go_through_the_batch_api_and_signed_storage(hub, api, tmp_path):
+    """The real Hub's path for weights: preupload says "lfs" (suffix, ≥ 10 MiB or binary), the client asks the
+    git-lfs batch API, PUTs to storage (another origin, no token), verifies, and commits an ``lfsFile`` pointer;
+    a download is redirected to storage, and the token stays on the Hub."""
+    api.create_repo(REPO)
+    big = bytes(range(256)) * (LFS_MIN_SIZE // 256 + 1)  # over 10 MiB, a name that is not LFS by suffix
+    files = {"config.json": b'{"d": 32}', "w.safetensors": b"\x08\x00tensors", "big.dat": big}
+    push(api, files)
+    puts = [r for r in hub.log if r.host == "storage" and r.method == "PUT"]
+    assert sorted(oid for r in puts for oid in r.uploaded) == sorted(hashlib.sha256(files[p]).hexdigest()
+                                                                     for p in ("w.safetensors", "big.dat"))
+    assert [p for r in hub.log for p in r.uploaded if r.host == "hub"] == ["config.json"]  # inline: text only
+    assert any(r.path.endswith(".git/info/lfs/objects/batch") for r in hub.log)
+    assert sum(r.path.endswith(".git/info/lfs/objects/verify") for r in hub.log) == 2
+    assert hub.repo(REPO).lfs_objects.keys() == {hashlib.sha256(files[p]).hexdigest()
+                                                 for p in ("w.safetensors", "big.dat")}
+    hub.log.clear()
+    folder = snapshot_download(REPO, endpoint=hub.url, token=TOKEN, cache_dir=tmp_path / "cache")
+    assert read_tree(folder) == files == hub.files(REPO)
+    gets = [r for r in hub.log if r.host == "storage"]
+    assert len(gets) >= 2 and not any(r.authorization for r in gets)  # the token never left the Hub
+    assert all(r.authorization for r in hub.log if r.host == "hub")
+    hub.log.clear()  # the same content again: storage already holds it, nothing is uploaded twice
+    push(api, {"copy.safetensors": files["w.safetensors"]})
+    assert not [r for r in hub.log if r.host == "storage"]
+    assert hub.files(REPO)["copy.safetensors"] == files["w.safetensors"]
+
+
+def test_storage_refuses_unsigned_or_wrong_content(hub, api):
+    import httpx
+
+    api.create_repo(REPO)
+    oid = hashlib.sha256(b"data").hexdigest()
+    path = f"/upload/model/{REPO}/{oid}/4"
+    assert httpx.put(f"{hub.storage_url}{path}?sig=forged", content=b"data").status_code == 403
+    assert httpx.put(hub._signed(path), content=b"evil").status_code == 400
+    assert oid not in hub.repo(REPO).lfs_objects
+    commit = ('{"key": "header", "value": {"summary": "x"}}\n'
+              f'{{"key": "lfsFile", "value": {{"path": "w.bin", "algo": "sha256", "oid": "{oid}", "size": 4}}}}\n')
+    r = httpx.post(f"{hub.url}/api/models/{REPO}/commit/main", content=commit.encode(),
+                   headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/x-ndjson"})
+    assert r.status_code == 422 and "does not exist" in r.json()["error"]
 
 
 def test_interrupted_download(hub, api, tmp_path):

@@ -54,6 +54,27 @@ def test_heavy_reads_get_429_when_busy_and_cheap_reads_do_not_wait(db, tmp_path,
             assert c.get("/api/search", params={"direction": "cat-to-dog"}).status_code == 200
 
 
+def test_word_pairs_are_encoded_in_a_worker_process_like_in_the_server(db, tmp_path, tiny_model):
+    query = {"source": "zebra", "target": "giraffe", "k": 5}
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False, pair_process=False))) as c:
+        here = c.get("/api/search", params=query)
+        assert c.app.state.p2pz.pair_encoder is None
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
+        st = c.app.state.p2pz
+        there = c.get("/api/search", params=query)
+        assert there.status_code == 200 and there.json() == here.json()  # the same key, encoded elsewhere
+        (pid,) = st.pair_encoder._pool._processes  # one worker process, not this one
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)  # the worker dies: one 503 with Retry-After, then a new worker
+        time.sleep(0.5)
+        r = c.get("/api/search", params={"source": "owl", "target": "hawk"})
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "retry" in r.json()["error"]
+        again = c.get("/api/search", params={"source": "owl", "target": "hawk"})
+        assert again.status_code == 200 and st.pair_encoder._pool._processes.keys() != {pid}
+        assert c.get("/api/search", params=query).json() == here.json()  # cached in the server meanwhile
+    assert st.pair_encoder._pool is None  # stopped with the app
+
+
 def test_exports_are_cached_by_content(db, tmp_path, tiny_model, monkeypatch):
     from store import cache as store_cache
     from store.paths import cache_dir

@@ -298,14 +298,15 @@ class Registry:
 
     @_translated
     def pair_key(self, source: str, target: str, *, model: str | None = None, cache=None, encode_lock=None,
-                 encode: bool = True):
+                 encode: bool = True, encode_in=None):
         """The search key of the direction ``source`` → ``target`` would make → (encoder fingerprint, key [K]);
         ``cache`` keeps encoded pairs, ``encode_lock`` serializes encoding, ``encode`` False answers None
-        rather than encode (:func:`registry.library.search.pair_key`; the web server uses all three)."""
+        rather than encode, ``encode_in`` encodes elsewhere (:func:`registry.library.search.pair_key`; the web
+        server uses all four)."""
         from .search import pair_key  # lazy: start-up
 
         return pair_key(self.db, source, target, model=model, progress=self.progress, cache=cache,
-                        encode_lock=encode_lock, encode=encode)
+                        encode_lock=encode_lock, encode=encode, encode_in=encode_in)
 
     @_translated
     def hits(self, encoder: str, key, k: int = 10) -> list[SearchHit]:

@@ -171,14 +171,16 @@ def search_pair(indexes: SearchIndexes, source: str, target: str, k: int = 10, *
 
 
 def pair_key(db, source: str, target: str, *, model: str | None = None, progress: bool = False, cache=None,
-             encode_lock=None, encode: bool = True) -> tuple[str, np.ndarray] | None:
+             encode_lock=None, encode: bool = True, encode_in=None) -> tuple[str, np.ndarray] | None:
     """The search key a ``source`` → ``target`` direction would have → (encoder fingerprint, key).
 
     When both banks are already encoded under a common encoder (and no model is named), their stored keys are
     used and no model is loaded. Otherwise both banks are encoded (seconds): ``cache`` (``get``/``put``, keyed
     by both banks' sha256 and the model — banks are content-addressed, so an entry never goes stale) keeps the
     result, and ``encode_lock`` (a lock) serializes the encoding. With ``encode`` False, None instead of encoding
-    (the cheap path of a server, which encodes only in one of its few heavy slots)."""
+    (the cheap path of a server, which encodes only in one of its few heavy slots). ``encode_in`` (a callable
+    ``(source, target, model)`` → (fingerprint, key)) does the encoding elsewhere, such as the server's worker
+    process (``registry/web/pairs.py``); the result is cached here all the same."""
     src = resolve_bank(db, source, None, 1000, 0, progress=progress)
     tgt = resolve_bank(db, target, None, 1000, 0, progress=progress)
     if model is None and src.row_id is not None and tgt.row_id is not None:
@@ -193,9 +195,12 @@ def pair_key(db, source: str, target: str, *, model: str | None = None, progress
     if hit is not None or not encode:
         return hit
     with encode_lock if encode_lock is not None else contextlib.nullcontext():
-        enc = load_encoder(registry_model(db, model))
-        se, te = embed(db, src, enc, progress=progress), embed(db, tgt, enc, progress=progress)
-    out = (enc.fingerprint, (te.key - se.key).astype(np.float32))
+        if encode_in is not None:
+            out = encode_in(source, target, model)
+        else:
+            enc = load_encoder(registry_model(db, model))
+            se, te = embed(db, src, enc, progress=progress), embed(db, tgt, enc, progress=progress)
+            out = (enc.fingerprint, (te.key - se.key).astype(np.float32))
     if cache is not None:
         cache.put(slot, out)
     return out

@@ -60,6 +60,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             st.jobs.wakeup.set()
             if worker is not None:
                 worker.join(timeout=2)  # a running edit finishes in the background or is failed at next start
+            if st.pair_encoder is not None:
+                st.pair_encoder.close()
             st.registry.close()
 
     app = FastAPI(title="p2pz", version=package_version(), description=DESCRIPTION, lifespan=lifespan,

@@ -16,6 +16,7 @@ from registry.library.records import RegistryError
 from .errors import HTTPError
 from .guard import has_token, write_refusal
 from .jobs import Jobs
+from .pairs import PairEncoder
 from .settings import Settings
 
 
@@ -72,6 +73,7 @@ class State:
                       "export": threading.BoundedSemaphore(max(1, settings.heavy_requests))}
         self.encode_lock = threading.Lock()  # one text encoder load / bank encoding at a time
         self.pair_keys = PairKeyCache(settings.pair_cache_size)
+        self.pair_encoder = PairEncoder(settings.db_url) if settings.pair_process else None  # started on first use
         self.diagnostics: dict[str, dict] = {}  # ref → inspect() result (immutable per direction version)
 
     def sample_image(self):

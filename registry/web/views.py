@@ -100,7 +100,7 @@ def run_search(st: State, direction: str | None, source: str | None, target: str
         if got is None:  # two banks to encode (seconds): one of the few heavy slots, never the index lock
             with heavy_slot(st, "pair", "encoding a word pair"):
                 got = st.registry.pair_key(source, target, model=st.settings.model, cache=st.pair_keys,
-                                           encode_lock=st.encode_lock)
+                                           encode_lock=st.encode_lock, encode_in=st.pair_encoder)
         hits = st.registry.hits(*got, k)
         return {"source": source, "target": target}, hits
     raise HTTPError(400, "give direction=NAME[@V], or both source= and target= (a word pair)")
