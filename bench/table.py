@@ -123,15 +123,24 @@ def rows(results: list[dict]) -> list[list[str]]:
             if not r:
                 continue
             e = r["endpoints"]
-            lat = ", ".join(f"{k} {e[k]['p50_ms']:.0f}/{e[k]['p99_ms']:.0f}" for k in ("list", "search", "page",
+            lat = ", ".join(f"{k} {e[k]['p50_ms']:.0f}/{e[k]['p99_ms']:.0f}" for k in ("list", "search", "page", "pair",
                                                                                        "export", "job") if e.get(k))
             out.append([f"web server under load, {backend}: {p['clients']} clients × {p['duration_s']:.0f} s, "
                         f"{r['directions'] / 1000:.0f}k directions (list, search, page, export, pair search, jobs)",
                         f"{r['requests']} requests ({r['requests_per_s']:.0f}/s), **{r['errors']} errors**, "
                         f"{r['shed_429']} shed with 429, jobs {r['jobs']['accepted']} accepted / **{r['jobs_lost']} "
-                        f"lost**; p50/p99 ms: {lat}",
+                        f"lost**; pair searches answered {e['pair']['codes'].get('200', 0)} of "
+                        f"{e['pair']['requests']}; p50/p99 ms: {lat}",
                         f"`/api/health` idle {r['health_idle_p50_ms']:.1f} ms", "0 errors, 0 jobs lost",
                         "`python bench/web_load.py`"])
+            x = r.get("export_student")
+            if x:
+                out.append([f"export of one direction with a {x['bytes'] / 1e6:.0f} MB student over HTTP, "
+                            f"{backend}, after the load run", f"again (export cache): {x['hit_s']:.2f} s = "
+                            f"**1/{x['miss_over_hit']:.1f}** of the first; {x['concurrent']} at once: "
+                            f"{x['concurrent_max_s']:.1f} s each at most",
+                            f"first (built): {x['miss_s']:.2f} s; in-process `export` {x['direct_export_s']:.2f} s",
+                            "a repeat costs less than a build", "`python bench/web_load.py`"])
     ry = by.get("ray")
     if ry:
         p = ry["params"]

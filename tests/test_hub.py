@@ -244,3 +244,16 @@ def test_students_travel_only_when_asked(hub, source, tmp_path):
     (st,) = target.students()
     assert st.direction == "cat-to-dog@1" and st.metrics == {"lpips": 0.1}
     target.close()
+
+
+def test_without_hf_token_the_hubs_own_login_is_used(hub, source, monkeypatch, tmp_path):
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-login" / "token"))
+    with pytest.raises(RegistryError, match="HF_TOKEN"):  # no token anywhere: the Hub refuses the write
+        source.push(f"hf://{REPO}")
+    stored = tmp_path / "hf-home" / "token"  # what `hf auth login` writes
+    stored.parent.mkdir()
+    stored.write_text(TOKEN)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(stored))
+    assert sorted(source.push(f"hf://{REPO}")["added"]) == ["cat-to-dog@1", "day-to-night@1", "mix@1"]
+    assert TOKEN.encode() not in b"".join(hub.files(REPO).values())
