@@ -69,6 +69,8 @@ def entries(root: Path, kinds=KINDS) -> list[Entry]:
             if not shard.is_dir():
                 continue
             for item in shard.iterdir():
+                if item.name.startswith(".") and item.name.endswith(".tmp"):
+                    continue  # an atomic_write in progress (or a killed one's, which store.files cleans up)
                 try:
                     out.append(Entry(kind, item, _size(item), item.stat().st_mtime))
                 except FileNotFoundError:  # removed meanwhile by another process

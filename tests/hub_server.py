@@ -645,8 +645,8 @@ class _StorageHandler(_Handler):
             repo_type, repo_id, sha, file_path = parts[1], f"{parts[2]}/{parts[3]}", parts[4], "/".join(parts[5:])
             repo = self.hub._repos.get((repo_type, repo_id))
             commit = repo.commits.get(sha) if repo else None
-            blob = commit.tree.get(unquote(file_path)) if commit else None
+            blob = commit.tree.get(file_path) if commit else None
             if blob is None:
                 raise HubError(404, "The specified key does not exist")
-            return self._serve(repo, commit, unquote(file_path), blob)
+            return self._serve(repo, commit, file_path, blob)
         raise HubError(404, f"{self.command} {path} is not a storage operation")

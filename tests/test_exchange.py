@@ -212,8 +212,24 @@ def test_the_export_cache_key_needs_no_student_weights_and_follows_the_content(r
     assert fresh.import_(path)["added"]["students"] == 1
     fresh.close()
     reg.tag("cat-to-dog@1", "pets")  # metadata is content: a new key
-    assert library_key(*collect_library(reg.db, ["mix", "cat-to-dog"], weights=False)) != library_key(*full)
-    assert library_key(*collect_library(reg.db, ["cat-to-dog", "mix"])) != library_key(*full)  # order is content
+    tagged = library_key(*collect_library(reg.db, ["mix", "cat-to-dog"], weights=False))
+    assert tagged != library_key(*full)
+    # the same library whichever order names it (a combination's components come first)...
+    assert library_key(*collect_library(reg.db, ["cat-to-dog", "mix"])) == tagged
+    assert library_key(*collect_library(reg.db, ["cat-to-dog"])) != tagged  # ...and another set is another one
+    # many refs are looked up inside the build slot, a few before it
+    from registry.exchange import archive
+
+    inside = []
+    monkey = pytest.MonkeyPatch()
+    monkey.setattr(archive, "CHEAP_LOOKUP_REFS", 1)
+    try:
+        _, hit = cached_export(reg.db, ["mix", "cat-to-dog"], root, build=lambda: _recording(inside))
+    finally:
+        monkey.undo()
+    assert not hit and inside == [1]
+    _, hit = cached_export(reg.db, ["mix", "cat-to-dog"], root, build=lambda: _recording(inside))
+    assert hit and inside == [1]  # built above under the tagged key: a hit, no slot
 
 
 def _recording(calls):

@@ -66,7 +66,6 @@ def test_word_pairs_are_encoded_in_a_worker_process_like_in_the_server(db, tmp_p
         (pid,) = st.pair_encoder._pool._processes  # one worker process, not this one
         assert pid != os.getpid()
         os.kill(pid, signal.SIGKILL)  # the worker dies: one 503 with Retry-After, then a new worker
-        time.sleep(0.5)
         r = c.get("/api/search", params={"source": "owl", "target": "hawk"})
         assert r.status_code == 503 and r.headers["Retry-After"] == "1" and "retry" in r.json()["error"]
         again = c.get("/api/search", params={"source": "owl", "target": "hawk"})
@@ -85,7 +84,10 @@ def test_exports_are_cached_by_content(db, tmp_path, tiny_model, monkeypatch):
         assert int(first.headers["Content-Length"]) == len(first.content)
         again = c.get("/api/export", params={"names": "cat-to-dog,day-to-night@1"})
         assert again.headers["X-P2PZ-Cache"] == "hit" and again.content == first.content
-        assert again.headers["ETag"] == first.headers["ETag"]
+        assert again.headers["ETag"] == first.headers["ETag"] and again.headers["ETag"].startswith('W/"')
+        same = c.get("/api/export", params={"names": "cat-to-dog,day-to-night@1"},
+                     headers={"If-None-Match": first.headers["ETag"]})
+        assert same.status_code == 304 and same.content == b""
         assert store_cache.usage(cache_dir())["exports"] == {"entries": 1, "bytes": len(first.content)}
         # the same directions named another way (by content hash) are the same library
         sha = c.get("/api/directions/cat-to-dog@1").json()["direction"]["content_sha256"]
@@ -168,6 +170,29 @@ def _start(db, work, model, port):
     raise AssertionError("the server did not start")
 
 
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        found.append(int(entry))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for its (dead) parent's reaper."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_kill_9_during_a_job_then_restart_fails_it_and_runs_the_queue(db, tmp_path, tiny_model):
     port, work = _free_port(), tmp_path / "work"
     base = f"http://127.0.0.1:{port}"
@@ -179,6 +204,10 @@ def test_kill_9_during_a_job_then_restart_fails_it_and_runs_the_queue(db, tmp_pa
                            data={"directions": ["cat-to-dog"], "steps": str(steps), "caption": "a cat"})
             assert r.status_code == 202, r.text
             return r.json()["id"]
+        pair = httpx.get(f"{base}/api/search", params={"source": "zebra", "target": "giraffe"}, timeout=120)
+        assert pair.status_code == 200, pair.text  # the pair worker process is running now
+        workers = _children(proc.pid)
+        assert workers, "no worker process"
         running = submit(400)
         queued = [submit(2), submit(2)]
         t0 = time.monotonic()
@@ -190,6 +219,10 @@ def test_kill_9_during_a_job_then_restart_fails_it_and_runs_the_queue(db, tmp_pa
     finally:
         if proc.poll() is None:
             proc.kill()
+    t0 = time.monotonic()  # the server's worker processes end by themselves (no orphan keeps the encoder)
+    while any(_alive(pid) for pid in workers):
+        assert time.monotonic() - t0 < 30, [pid for pid in workers if _alive(pid)]
+        time.sleep(0.1)
     time.sleep(1.5)  # past the job's lease: its heartbeat is old
     proc = _start(db, work, tiny_model, port)
     try:

@@ -123,6 +123,10 @@ def collect_library(db, refs: list[str], students: bool = True,
     return got.manifest(), got.tensors
 
 
+EXPORT_WRITER = 1  # bump when write_library's bytes change for the same content: cached zips then miss
+CHEAP_LOOKUP_REFS = 8  # up to this many refs, a cache lookup runs before (outside) the caller's build slot
+
+
 def library_key(manifest: Manifest, tensors: dict[str, np.ndarray]) -> str:
     """The content address of a library: sha256 over its manifest without ``created_at`` (the one field that is
     not content) and over every tensor but the students' weights, which the manifest already names by sha256
@@ -130,7 +134,7 @@ def library_key(manifest: Manifest, tensors: dict[str, np.ndarray]) -> str:
     (tags, note, deprecation, origin), banks, embeddings and students."""
     import hashlib
 
-    h = hashlib.sha256()
+    h = hashlib.sha256(f"p2pz-export-{EXPORT_WRITER}\n".encode())
     doc = manifest.model_dump(mode="json")
     doc.pop("created_at", None)
     h.update(json.dumps(doc, sort_keys=True, ensure_ascii=False).encode())
@@ -178,16 +182,23 @@ def cached_export(db, refs: list[str], root: Path, build=None) -> tuple[Path, bo
     costs one small read; a miss collects everything, writes the zip under the key of what it actually read
     (the registry may have changed in between) and leaves eviction to the caller, who should open the file
     first. ``build`` wraps the miss (the server passes its heavy-read slot, so that only misses can be
-    refused)."""
-    manifest, tensors = collect_library(db, refs, weights=False)
-    key = library_key(manifest, tensors)
-    path = root / key[:2] / f"{key}.p2pz"
-    if path.is_file():
-        from store import cache as store_cache  # lazy: start-up
+    refused). The lookup reads every embedding the library holds, so only a few refs (``CHEAP_LOOKUP_REFS``)
+    are looked up before ``build``; more are looked up inside it."""
+    from store import cache as store_cache  # lazy: start-up
 
-        store_cache.touch(path)
-        return path, True
+    def lookup() -> Path | None:
+        key = library_key(*collect_library(db, refs, weights=False))
+        path = root / key[:2] / f"{key}.p2pz"
+        if path.is_file():
+            store_cache.touch(path)
+            return path
+        return None
+
+    if len(refs) <= CHEAP_LOOKUP_REFS and (found := lookup()) is not None:
+        return found, True
     with (build or contextlib.nullcontext)():
+        if len(refs) > CHEAP_LOOKUP_REFS and (found := lookup()) is not None:
+            return found, True
         manifest, tensors = collect_library(db, refs)
         key = library_key(manifest, tensors)
         path = root / key[:2] / f"{key}.p2pz"

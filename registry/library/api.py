@@ -344,8 +344,8 @@ class Registry:
 
         return cached_export(self.db, list(refs), cache_dir() / "exports", build)
 
-    @staticmethod
-    def evict_exports(keep: Path) -> None:
+    @_translated
+    def evict_exports(self, keep: Path) -> None:
         """Trim the cache to ``$P2PZ_CACHE_MAX_GB`` after an export was written (``keep`` goes last)."""
         from store import cache as store_cache
         from store.paths import cache_dir

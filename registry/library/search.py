@@ -196,11 +196,22 @@ def pair_key(db, source: str, target: str, *, model: str | None = None, progress
         return hit
     with encode_lock if encode_lock is not None else contextlib.nullcontext():
         if encode_in is not None:
-            out = encode_in(source, target, model)
+            fingerprint, key, banks = encode_in(source, target, model)
         else:
-            enc = load_encoder(registry_model(db, model))
-            se, te = embed(db, src, enc, progress=progress), embed(db, tgt, enc, progress=progress)
-            out = (enc.fingerprint, (te.key - se.key).astype(np.float32))
-    if cache is not None:
-        cache.put(slot, out)
+            fingerprint, key, banks = encode_pair(db, src, tgt, model, progress=progress)
+    out = (fingerprint, key)
+    if cache is not None:  # under the banks actually encoded (a new bank version may have landed meanwhile)
+        cache.put((*banks, model), out)
     return out
+
+
+def encode_pair(db, source, target, model: str | None = None, *,
+                progress: bool = False) -> tuple[str, np.ndarray, tuple[str, str]]:
+    """Encode both banks (refs, or banks already resolved) → (encoder fingerprint, target key − source key,
+    (source bank sha256, target bank sha256)). What :func:`pair_key` does on a miss, and what the server's worker
+    process runs."""
+    src = resolve_bank(db, source, None, 1000, 0, progress=progress) if isinstance(source, str) else source
+    tgt = resolve_bank(db, target, None, 1000, 0, progress=progress) if isinstance(target, str) else target
+    enc = load_encoder(registry_model(db, model))
+    se, te = embed(db, src, enc, progress=progress), embed(db, tgt, enc, progress=progress)
+    return enc.fingerprint, (te.key - se.key).astype(np.float32), (src.sha256, tgt.sha256)

@@ -7,6 +7,7 @@ import threading
 from collections import OrderedDict
 
 from fastapi import Depends, Header, Request
+from sqlalchemy.engine import make_url
 
 from registry.library import previews
 from registry.library.api import Registry
@@ -73,7 +74,11 @@ class State:
                       "export": threading.BoundedSemaphore(max(1, settings.heavy_requests))}
         self.encode_lock = threading.Lock()  # one text encoder load / bank encoding at a time
         self.pair_keys = PairKeyCache(settings.pair_cache_size)
-        self.pair_encoder = PairEncoder(settings.db_url) if settings.pair_process else None  # started on first use
+        # started on first use; not for an in-memory SQLite database, which another process cannot see
+        url = make_url(self.registry.url)
+        in_memory = url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:")
+        self.pair_encoder = PairEncoder(self.registry.url, settings.pair_timeout_s) \
+            if settings.pair_process and not in_memory else None
         self.diagnostics: dict[str, dict] = {}  # ref → inspect() result (immutable per direction version)
 
     def sample_image(self):

@@ -43,6 +43,7 @@ class Settings:
     retry_after_s: int = 5  # what a 429 tells the client to wait
     pair_cache_size: int = 256  # word-pair query keys kept (a repeated pair search encodes nothing)
     pair_process: bool = True  # encode word pairs in a worker process (web/pairs.py), not a request thread
+    pair_timeout_s: float = 600.0  # an encoding taking longer is stopped (503)
     max_queued: int = 100  # jobs waiting at once; more submissions get 429
     keep_jobs: int = 200  # finished jobs whose files are kept; older ones' files are deleted (0: keep all)
     keep_jobs_days: float = 30.0  # and files of jobs finished longer ago than this (0: no age limit)

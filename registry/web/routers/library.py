@@ -7,8 +7,9 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Header, Query, Response, UploadFile
 from fastapi.responses import StreamingResponse
+from starlette.background import BackgroundTask
 
 from registry.web.jobs import UploadError
 from registry.library.api import Registry
@@ -21,39 +22,52 @@ router = APIRouter(prefix="/api", tags=["library"])
 
 
 @router.get("/export", response_class=StreamingResponse,
-            responses={200: {"content": {"application/zip": {}}}, 400: {"model": Error}, 404: {"model": Error},
-                       429: {"model": Error}})
+            responses={200: {"content": {"application/zip": {}}}, 304: {"description": "Not modified (ETag)"},
+                       400: {"model": Error}, 404: {"model": Error}, 429: {"model": Error}})
 def export(names: str = Query(..., max_length=10_000, description="Comma-separated name[@v] refs."),
+           if_none_match: str | None = Header(None, description="A previous answer's ETag: 304 if unchanged."),
            st: State = Depends(state)):
     """Download a ``.p2pz`` library of the named directions with full provenance. Served from the export cache
     (content-addressed: repeated downloads cost one small read and take no slot); a miss is built in one of
     the server's few slots for expensive reads (429 with ``Retry-After`` when all are busy). Streamed from
-    disk; ``ETag`` is the library's content key."""
+    disk; the weak ``ETag`` is the library's content key (a rebuild after eviction has the same content, but
+    the manifest's date may differ)."""
     refs = [n.strip() for n in names.split(",") if n.strip()]
     for attempt in range(2):
         path, hit = st.registry.export_cached(refs, build=lambda: heavy_slot(st, "export", "building exports"))
+        etag = f'W/"{path.stem}"'
+        if hit and if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+            return Response(status_code=304, headers={"ETag": etag})
         try:  # held open from here: evicting the entry meanwhile cannot cut the download short
             handle = open(path, "rb")
             break
         except FileNotFoundError:  # evicted between the lookup and the open: look it up (build it) again
             if attempt:
                 raise
-    if not hit:
-        st.registry.evict_exports(keep=path)
-    size = os.fstat(handle.fileno()).st_size
+    try:
+        if not hit:
+            st.registry.evict_exports(keep=path)
+        size = os.fstat(handle.fileno()).st_size
+    except BaseException:
+        handle.close()
+        raise
     filename = (refs[0].replace("@", "-v").replace(":", "-") if len(refs) == 1 else "library") + ".p2pz"
-    quoted = quote(filename)  # RFC 6266: a name outside plain ASCII goes as filename*=utf-8''…
-    disposition = f'attachment; filename="{filename}"' if quoted == filename else \
-        f"attachment; filename*=utf-8''{quoted}"
+    # RFC 6266: a plain ASCII filename for every client, the exact one as filename*=utf-8''… when it differs
+    plain = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
+    disposition = f'attachment; filename="{plain}"'
+    if quote(filename) != filename:
+        disposition += f"; filename*=utf-8''{quote(filename)}"
 
     def chunks():
-        with handle:
+        try:
             while chunk := handle.read(1 << 20):
                 yield chunk
+        finally:
+            handle.close()
 
     return StreamingResponse(chunks(), media_type="application/zip", headers={
-        "Content-Length": str(size), "Content-Disposition": disposition,
-        "ETag": f'"{path.stem}"', "X-P2PZ-Cache": "hit" if hit else "miss"})
+        "Content-Length": str(size), "Content-Disposition": disposition, "ETag": etag,
+        "X-P2PZ-Cache": "hit" if hit else "miss"}, background=BackgroundTask(handle.close))
 
 
 @router.post("/import", response_model=ImportOut, dependencies=[Depends(require_write)],
