@@ -64,6 +64,11 @@ def test_a_push_writes_the_card_the_index_and_plain_safetensors(hub, source):
     head = card.split("---")[1]
     assert "library_name: p2pz" in head and '"animals"' in head and "base_model" not in head  # a folder model
     assert "`cat-to-dog@1`" in card and "hf_hub_download" in card and TOKEN not in card
+    diag = source.inspect("cat-to-dog@1")  # the card's diagnostics are direction inspect's
+    row = next(line for line in card.splitlines() if line.startswith("| `cat-to-dog@1`"))
+    assert f"stability {diag.stability['mean']:.2f}" in row and "word-swap cos" in row
+    assert all(c.name in row for c in diag.checks if c.status != "ok")
+    assert next(e for e in index["directions"] if e["name"] == "mix")["summary"].get("diagnostics") is None
     d = source.get("cat-to-dog@1")
     st = load(files["directions/cat-to-dog/1.safetensors"])  # plain safetensors, no p2pz
     assert st["delta"].tobytes() == d.vector_numpy().tobytes() and st["key"].tobytes() == d.key.tobytes()

@@ -2,7 +2,8 @@
 
 YAML metadata the Hub indexes: ``library_name: p2pz``, ``tags`` (p2pz, pix2pix-zero, edit-direction and the
 directions' own tags) and ``base_model`` (the model ids of the text encoders the directions were made with). The
-body: one table row per direction version (source → target, ‖Δ‖, scores, a preview where one exists), then how to
+body: one table row per direction version (source → target, ‖Δ‖, scores, the text-side diagnostics summary of
+``p2pz direction inspect``, a preview where one exists), then how to
 pull it with p2pz and how to use a direction without p2pz (``safetensors`` + diffusers). No token, URL credential
 or local path ever enters the card.
 """
@@ -20,6 +21,24 @@ def _cell(text) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
+def _diagnostics(diag: dict | None) -> str:
+    """One cell: split-half stability, sentences for 0.95, word-swap cosine, and the checks that warn."""
+    if not diag:
+        return ""
+    if "unavailable" in diag:
+        return "not computed"
+    parts = []
+    if "stability" in diag:
+        parts.append(f"stability {diag['stability']:.2f}")
+    if "sentences_for_095" in diag:
+        parts.append(f"{diag['sentences_for_095']} sentences for 0.95")
+    if "word_swap_cosine" in diag:
+        parts.append(f"word-swap cos {diag['word_swap_cosine']:.2f}")
+    warns = diag.get("warnings") or []
+    parts.append(f"{diag.get('checks_ok', 0)} checks ok" + (f", warns: {', '.join(warns)}" if warns else ""))
+    return "; ".join(parts)
+
+
 def model_card(repo_id: str, index) -> str:
     """``README.md`` for ``repo_id`` holding ``index``'s directions."""
     models = sorted({e.model for e in index.encoders if "/" in e.model and not e.model.startswith(("/", "."))})
@@ -29,7 +48,7 @@ def model_card(repo_id: str, index) -> str:
     if models:
         head += f"base_model:{_yaml_list(models)}\n"
     head += "---\n"
-    rows = ["| direction | edit | model | ‖Δ‖ | scores | preview |", "|---|---|---|---|---|---|"]
+    rows = ["| direction | edit | model | ‖Δ‖ | scores | diagnostics | preview |", "|---|---|---|---|---|---|---|"]
     for d in sorted(index.directions, key=lambda d: (d.name, d.version)):
         s = d.summary
         edit = f"{s.get('source', '?')} → {s.get('target', '?')}" if d.kind == "pair" else "combination of " + ", ".join(
@@ -40,7 +59,8 @@ def model_card(repo_id: str, index) -> str:
         preview = (f"![source]({s['preview']}/source_thumb.png) ![edit]({s['preview']}/edit_thumb.png)"
                    if s.get("preview") else "")
         rows.append(f"| `{_cell(d.ref)}`{' (deprecated)' if d.deprecated else ''} | {_cell(edit)} | "
-                    f"{_cell(s.get('model', ''))} | {s.get('norm', '')} | {_cell(scores) or '—'} | {preview} |")
+                    f"{_cell(s.get('model', ''))} | {s.get('norm', '')} | {_cell(scores) or '—'} | "
+                    f"{_cell(_diagnostics(s.get('diagnostics'))) or '—'} | {preview} |")
     first = min(index.directions, key=lambda d: (d.name, d.version)) if index.directions else None
     example = first.file if first else "directions/NAME/1.safetensors"
     sdxl = any(e.family == "sdxl" for e in index.encoders)

@@ -102,7 +102,8 @@ class HubDirection(_Entry):
     source: str | None = Field(default=None, description="the source embedding's file (pair)")
     target: str | None = Field(default=None, description="the target embedding's file (pair)")
     components: list[HubComponent] | None = None
-    summary: dict = Field(default_factory=dict, description="what the card shows: ‖Δ‖, scores, preview")
+    summary: dict = Field(default_factory=dict, description="what the card shows: ‖Δ‖, scores, diagnostics, "
+                          "preview")
 
     @property
     def ref(self) -> str:
@@ -241,6 +242,26 @@ def _safetensors(tensors: dict, metadata: dict) -> bytes:
                 metadata={k: str(v) for k, v in metadata.items()})
 
 
+def _diagnostics(reg, ref: str) -> dict:
+    """What the card says of a pair direction's text-side diagnostics (``p2pz direction inspect``, from the
+    banks' cached statistics: no images): split-half stability, the sentences it would need for 0.95, the
+    cosine with the one-sentence word swap, and which checks warn. ``{"unavailable": why}`` when they cannot be
+    computed here."""
+    try:
+        got = reg.inspect(ref)
+    except RegistryError as exc:
+        return {"unavailable": str(exc)[:200]}
+    out = {"checks_ok": sum(c.status == "ok" for c in got.checks),
+           "warnings": [c.name for c in got.checks if c.status != "ok"]}
+    if got.stability:
+        out["stability"] = round(float(got.stability["mean"]), 3)
+    if got.sentences_for_095 is not None:
+        out["sentences_for_095"] = int(round(got.sentences_for_095))
+    if got.word_swap_cosine is not None:
+        out["word_swap_cosine"] = round(float(got.word_swap_cosine), 3)
+    return out
+
+
 def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[HubIndex, dict[str, bytes]]:
     """This registry's side of a push: the index entries and file bytes of every direction in ``man``."""
     from registry.library.previews import lookup, preview_file  # lazy: PIL
@@ -284,6 +305,8 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
         stats = d.vector_stats()
         summary = {"norm": round(stats["norm"], 4), "source": d.source, "target": d.target,
                    "model": enc.model, "family": enc.family}
+        if r.kind == "pair":
+            summary["diagnostics"] = _diagnostics(reg, d.ref)
         scored = scores.get(d.ref)
         if scored:
             summary["scores"] = {k: round(float(v), 4) for k, v in scored["scores"].items()}
