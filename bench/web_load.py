@@ -117,6 +117,16 @@ def png() -> bytes:
     return buf.getvalue()
 
 
+def run_threads(threads: list[threading.Thread]) -> float:
+    """Start them all, wait for all → wall seconds."""
+    t0 = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    return time.perf_counter() - t0
+
+
 def drive(base: str, refs: list[str], clients: int, duration: float, max_jobs: int) -> dict:
     import httpx
 
@@ -172,13 +182,7 @@ def drive(base: str, refs: list[str], clients: int, duration: float, max_jobs: i
                     elif r.status_code >= 300 and r.status_code != 429:
                         errors.append(f"{kind}: {r.status_code} {r.text[:120]}")
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - t0
+    wall = run_threads([threading.Thread(target=client, args=(i,)) for i in range(clients)])
     out = {"wall_s": wall, "errors": len(errors), "error_samples": errors[:10], "endpoints": {}}
     total = 0
     for kind, st in stats.items():
@@ -242,13 +246,7 @@ def exports(base: str, url: str, ref: str, student_mb: int, concurrent: int = 6)
         with httpx.Client(timeout=300) as c:
             times.append(get(c)[0])
 
-    threads = [threading.Thread(target=one) for _ in range(concurrent)]
-    t = time.perf_counter()
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    wall = time.perf_counter() - t
+    wall = run_threads([threading.Thread(target=one) for _ in range(concurrent)])
     return {"bytes": info["bytes"], "direct_export_s": direct, "miss_s": miss, "hit_s": hit,
             "cache": [first, second], "concurrent": concurrent, "concurrent_wall_s": wall,
             "concurrent_max_s": max(times), "miss_over_hit": miss / hit}
