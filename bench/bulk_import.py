@@ -30,8 +30,8 @@ def write_library(path: Path, n_dirs: int, n_concepts: int, dim: int = 768, seed
                   family: str = "sd") -> None:
     from safetensors.numpy import save as st_save
 
-    from generators import bank_sha256
-    from registry.exchange.manifest import (FORMAT, FORMAT_VERSION, BankEntry, DirectionEntry, EmbeddingEntry,
+    from p2pz.generators import bank_sha256
+    from p2pz.registry.exchange.manifest import (FORMAT, FORMAT_VERSION, BankEntry, DirectionEntry, EmbeddingEntry,
                                    EncoderEntry, EncoderPart, Manifest)
 
     rng = np.random.default_rng(seed)
@@ -79,9 +79,9 @@ def write_library(path: Path, n_dirs: int, n_concepts: int, dim: int = 768, seed
 def baseline(tmp: Path, library: Path, n: int) -> float:
     """The first ``n`` directions inserted one at a time (insert_direction), after the same encoders, banks and
     embeddings → directions per second."""
-    from registry import Registry
-    from registry.exchange import read_archive
-    from store import repository as repo
+    from p2pz.registry import Registry
+    from p2pz.registry.exchange import read_archive
+    from p2pz.store import repository as repo
 
     man, tensors = read_archive(library)
     reg = Registry.open(f"sqlite:///{tmp / 'baseline.db'}")
@@ -118,7 +118,7 @@ def main():
                     help="sdxl: SDXL's encoder pair (Δ [1, 77, 2048], 1280-wide keys)")
     args = ap.parse_args()
     dim = 2048 if args.family == "sdxl" else 768
-    from registry import Registry
+    from p2pz.registry import Registry
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from _common import REPO, build_registry, emit
 
-PROBE = ("import sys, runpy\nsys.argv = {argv!r}\ntry:\n    runpy.run_module('registry.cli', run_name='__main__')\n"
+PROBE = ("import sys, runpy\nsys.argv = {argv!r}\ntry:\n    runpy.run_module('p2pz', run_name='__main__')\n"
          "except SystemExit as e:\n    code = e.code\nelse:\n    code = 0\n"
          "sys.stderr.write('\\nTORCH_IMPORTED=%s\\n' % ('torch' in sys.modules))\nsys.exit(code or 0)\n")
 
@@ -46,7 +46,7 @@ def main():
         bare, _ = timed([sys.executable, "-c", "pass"], env, args.repeat)
         help_s, help_run = timed([sys.executable, "-c", PROBE.format(argv=["p2pz", "--help"])], env, args.repeat)
         exe = Path(sys.executable).with_name("p2pz")
-        entry = [str(exe)] if exe.exists() else [sys.executable, "-m", "registry.cli"]
+        entry = [str(exe)] if exe.exists() else [sys.executable, "-m", "p2pz"]
         help_entry_s, _ = timed(entry + ["--help"], env, args.repeat)
         list_s, list_run = timed([sys.executable, "-c", PROBE.format(argv=["p2pz", "direction", "list", "--json"])],
                                  env, args.repeat)

@@ -31,7 +31,7 @@ def components(full: bool, seed: int = 0):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from editor.tiny import write_clip_tokenizer
+    from p2pz.editor.tiny import write_clip_tokenizer
 
     tok_dir = Path(tempfile.gettempdir()) / f"p2pz-bench-tokenizer-{os.getuid()}"
     if not (tok_dir / "vocab.json").is_file():
@@ -88,7 +88,7 @@ def _folder_bytes(folder: Path) -> int:
 
 
 def worker_p2pz(args, out: Path):
-    from editor import EditConfig, Editor, Inversion
+    from p2pz.editor import EditConfig, Editor, Inversion
 
     unet, vae, text, tok, sched = components(args.full)
     ed = Editor(unet, vae, text, tok, sched, device=args.device, dtype=args.dtype, cache_dir=None,
@@ -145,7 +145,7 @@ def worker_p2pz(args, out: Path):
 def worker_p2pz_lockstep(args, out: Path):
     """The reference and edit passes in lockstep, as ``Editor.edit`` runs them, measured in a fresh process after
     the same inversion (as diffusers' pipeline is): one timestep of maps held; the same latents as two passes."""
-    from editor import EditConfig, Editor, Inversion
+    from p2pz.editor import EditConfig, Editor, Inversion
 
     unet, vae, text, tok, sched = components(args.full)
     ed = Editor(unet, vae, text, tok, sched, device=args.device, dtype=args.dtype, cache_dir=None,

@@ -47,7 +47,7 @@ def write_sdxl_sized(folder: Path, seed: int = 0) -> None:
     from diffusers import AutoencoderKL, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from editor.tiny import SDXL_BASE_UNET, build_tiny_model, write_clip_tokenizer
+    from p2pz.editor.tiny import SDXL_BASE_UNET, build_tiny_model, write_clip_tokenizer
 
     write_clip_tokenizer(folder / "tokenizer", "trained")
     write_clip_tokenizer(folder / "tokenizer_2", "trained", pad_token="!")
@@ -82,7 +82,7 @@ def write_sdxl_sized(folder: Path, seed: int = 0) -> None:
 
 
 def load_editor(args):
-    from editor import Editor
+    from p2pz.editor import Editor
 
     return Editor.from_pretrained(str(args.model), captioner=None, device="cpu", dtype=args.dtype, cache=False,
                                   safety_checker=False)
@@ -101,7 +101,7 @@ def worker_plain(args, out: Path) -> dict:
     """One plain SDXL denoising step (no graph): the UNet on the CFG pair with the added conditioning."""
     ed = load_editor(args)
     x_t, (delta, pooled) = inputs(ed, args)
-    from editor.conditioning import Conditioning
+    from p2pz.editor.conditioning import Conditioning
 
     with torch.no_grad():
         cond = ed.cfg_pair([CAPTION], [CAPTION], x_t.shape)
@@ -119,7 +119,7 @@ def worker_plain(args, out: Path) -> dict:
 
 
 def _cfg(args):
-    from editor import EditConfig
+    from p2pz.editor import EditConfig
 
     return EditConfig(steps=args.steps, xa_guidance=0.1, guidance_scale=5.0)
 
@@ -127,7 +127,7 @@ def _cfg(args):
 def worker_two_pass(args, out: Path) -> dict:
     """The reference pass, then the edit pass alone (every step's maps held), timed and measured apart; the maps'
     bytes per layer."""
-    from editor import Inversion
+    from p2pz.editor import Inversion
 
     ed = load_editor(args)
     x_t, deltas = inputs(ed, args)
@@ -150,7 +150,7 @@ def worker_two_pass(args, out: Path) -> dict:
 
 def worker_lockstep(args, out: Path) -> dict:
     """Reference and edit in lockstep, as ``Editor.edit`` runs them: one step's maps held; latents as two passes."""
-    from editor import Inversion
+    from p2pz.editor import Inversion
 
     ed = load_editor(args)
     x_t, deltas = inputs(ed, args)
@@ -199,8 +199,8 @@ def worker_timing(args, out: Path) -> dict:
     (``Editor.edit_latents`` at one step, against recorded reference maps) alternate ``--rounds`` times after one
     warm-up of each; the figure is each one's fastest round. The warm-up is the first step of an edit, which pays
     the one-off allocation of the ~16 GiB graph (reported as ``guided_cold_s``); steps 2…N of an edit run warm."""
-    from editor import Inversion
-    from editor.conditioning import Conditioning
+    from p2pz.editor import Inversion
+    from p2pz.editor.conditioning import Conditioning
 
     ed = load_editor(args)
     x_t, deltas = inputs(ed, args)
@@ -258,7 +258,7 @@ def main():
         if args.full:
             write_sdxl_sized(model)
         else:
-            from editor.tiny import build_tiny_model
+            from p2pz.editor.tiny import build_tiny_model
 
             build_tiny_model(model, family="sdxl", vocab="trained")
         build_s = time.perf_counter() - t

@@ -23,7 +23,7 @@ import torch
 def build_clip_l(folder: Path) -> None:
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from editor.tiny import write_clip_tokenizer
+    from p2pz.editor.tiny import write_clip_tokenizer
 
     write_clip_tokenizer(folder / "tokenizer")
     torch.manual_seed(0)
@@ -56,10 +56,10 @@ def main():
     ap.add_argument("--sentences", type=int, default=200)
     ap.add_argument("--batch", type=int, default=32)
     args = ap.parse_args()
-    from generators import TemplateGenerator
-    from registry import Registry
-    from registry.library.encoding import encode_bank, tokenize
-    from editor.loader import load_text_encoder
+    from p2pz.generators import TemplateGenerator
+    from p2pz.registry import Registry
+    from p2pz.registry.library.encoding import encode_bank, tokenize
+    from p2pz.editor.loader import load_text_encoder
 
     with tempfile.TemporaryDirectory() as tmp:
         import os

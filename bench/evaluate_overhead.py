@@ -26,9 +26,9 @@ def main():
     args = ap.parse_args()
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor, ViTConfig, ViTModel
 
-    from editor import EditConfig, Editor, InversionConfig
-    from editor.evaluate import Scorers, score_pair
-    from editor.metrics import LPIPS, ClipScorer, StructureDistance
+    from p2pz.editor import EditConfig, Editor, InversionConfig
+    from p2pz.editor.evaluate import Scorers, score_pair
+    from p2pz.editor.metrics import LPIPS, ClipScorer, StructureDistance
 
     torch.manual_seed(0)
     unet, vae, text, tok, sched = components(full=True)

@@ -64,7 +64,7 @@ def main():
     ap.add_argument("--exact-queries", type=int, default=200)
     ap.add_argument("--k", type=int, default=10)
     args = ap.parse_args()
-    from store.index import DirectionIndex
+    from p2pz.store.index import DirectionIndex
 
     keys = clustered(args.n, args.dim, max(200, args.n // 50), 0.3, 0)
     ids = np.arange(1, args.n + 1, dtype=np.int64)

@@ -26,9 +26,9 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         os.environ["P2PZ_HOME"] = str(Path(tmp) / "home")
-        from editor.tiny import build_tiny_model
-        from registry import Registry
-        from registry.library.encoding import stats_path
+        from p2pz.editor.tiny import build_tiny_model
+        from p2pz.registry import Registry
+        from p2pz.registry.library.encoding import stats_path
 
         model = build_tiny_model(Path(tmp) / "model", hidden_size=768, text_layers=2, vocab="auto")["path"]
         reg = Registry.open(f"sqlite:///{Path(tmp) / 'r.db'}")

@@ -35,7 +35,7 @@ def main():
     args = ap.parse_args()
     from PIL import Image
 
-    from editor.tiny import build_tiny_model
+    from p2pz.editor.tiny import build_tiny_model
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -43,7 +43,7 @@ def main():
         model = tmp / "tiny"
         build_tiny_model(model, overwrite=True)
         db = f"sqlite:///{tmp / 'r.db'}"
-        p2pz = [sys.executable, "-m", "registry.cli", "--db", db, "-q"]
+        p2pz = [sys.executable, "-m", "p2pz", "--db", db, "-q"]
         run(p2pz + ["direction", "build", "cat", "dog", "--model", str(model), "-n", "20"], env)
         photos = tmp / "photos"
         photos.mkdir()

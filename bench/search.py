@@ -32,7 +32,7 @@ def main():
     ap.add_argument("--queries", type=int, default=1000)
     ap.add_argument("--k", type=int, default=10)
     args = ap.parse_args()
-    from store.index import DirectionIndex, normalize
+    from p2pz.store.index import DirectionIndex, normalize
 
     keys = clustered(args.n, args.dim, 2000, 0.3, 0)
     ids = np.arange(1, args.n + 1, dtype=np.int64)

@@ -30,12 +30,12 @@ def student_vs_teacher(editor, delta, tests, teacher_run, teacher_score, n_pairs
     import torch
     from PIL import Image
 
-    from editor.caption import png_info
-    from editor.config import EditConfig, InversionConfig
-    from editor.shapes import world
-    from editor.shapes.judge import ShapesJudge, judge_edits
-    from editor.student.pairs import make_pairs
-    from editor.student.train import train_dataset
+    from p2pz.editor.caption import png_info
+    from p2pz.editor.config import EditConfig, InversionConfig
+    from p2pz.editor.shapes import world
+    from p2pz.editor.shapes.judge import ShapesJudge, judge_edits
+    from p2pz.editor.student.pairs import make_pairs
+    from p2pz.editor.student.train import train_dataset
 
     t0 = time.perf_counter()
     paths = []
@@ -86,11 +86,11 @@ def main():
 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from editor import Editor
-    from editor.loader import SHAPES_MODEL, resolve_model
-    from editor.shapes import ablation
-    from editor.shapes.model import read_manifest
-    from registry import Registry
+    from p2pz.editor import Editor
+    from p2pz.editor.loader import SHAPES_MODEL, resolve_model
+    from p2pz.editor.shapes import ablation
+    from p2pz.editor.shapes.model import read_manifest
+    from p2pz.registry import Registry
 
     t_start = time.perf_counter()
     editor = Editor.from_pretrained(SHAPES_MODEL, cache=False)
@@ -126,7 +126,7 @@ def main():
                                                         args.student_pairs, args.student_steps, args.steps, Path(tmp))
                 print(f"student: {results['student']}", file=sys.stderr)
             if args.grid:
-                from registry.demo import write_grid
+                from p2pz.registry.demo import write_grid
 
                 panels = [("source", samples[0].image())] + [(m, r.images[0]) for m, r in runs.items()]
                 write_grid(args.grid.with_name(f"{args.grid.stem}-{edit}.png"), panels)

@@ -26,8 +26,8 @@ def main():
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         info = build_registry(args.keep or Path(tmp), args.directions, args.concepts)
-        from registry import Registry
-        from store.vectors import to_bytes
+        from p2pz.registry import Registry
+        from p2pz.store.vectors import to_bytes
 
         import numpy as np
 

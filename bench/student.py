@@ -28,8 +28,8 @@ def main():
     ap.add_argument("--check-steps", type=int, default=0, help="Also time a full teacher run of this many steps "
                     "(make bench-full: 50) to check the per-step scaling.")
     args = ap.parse_args()
-    from editor import EditConfig, Editor, InversionConfig
-    from editor.student import Student, StudentConfig, UNetGenerator, parameter_count, weights_bytes
+    from p2pz.editor import EditConfig, Editor, InversionConfig
+    from p2pz.editor.student import Student, StudentConfig, UNetGenerator, parameter_count, weights_bytes
 
     unet, vae, text, tok, sched = components(full=True)
     ed = Editor(unet, vae, text, tok, sched, device="cpu", cache_dir=None, text_encoder_fingerprint="bench",

@@ -36,7 +36,7 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 SERVE = ("import atexit, sys, runpy\n"
          "atexit.register(lambda: open({marker!r}, 'w').write(str('torch' in sys.modules)))\n"
          "sys.argv = {argv!r}\n"
-         "runpy.run_module('registry.cli', run_name='__main__')\n")
+         "runpy.run_module('p2pz', run_name='__main__')\n")
 BARE = ("import atexit, sys\n"
         "atexit.register(lambda: open({marker!r}, 'w').write(str('torch' in sys.modules)))\n"
         "from fastapi import FastAPI\nimport uvicorn\napp = FastAPI()\n"
@@ -127,12 +127,12 @@ def main():
 
         # previews for the gallery's first page (real renders with the registry's tiny model)
         page1 = json.loads(subprocess.run(
-            [sys.executable, "-m", "registry.cli", "--db", url_db, "direction", "list", "--json"], env=env,
+            [sys.executable, "-m", "p2pz", "--db", url_db, "direction", "list", "--json"], env=env,
             cwd=REPO, check=True, capture_output=True, text=True).stdout)
         names = [d["ref"] for d in page1]
         model = Path(page1[0]["encoder_model"])
         t = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "registry.cli", "--db", url_db, "-q", "preview", "build", *names[:24],
+        subprocess.run([sys.executable, "-m", "p2pz", "--db", url_db, "-q", "preview", "build", *names[:24],
                         "--steps", "2", "--captioner", str(model / "captioner")], env=env, cwd=REPO, check=True,
                        capture_output=True, text=True)
         preview_s = time.perf_counter() - t

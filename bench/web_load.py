@@ -74,7 +74,7 @@ def populate(url: str, tmp: Path, model: Path, n: int) -> list[str]:
     """``n`` synthetic directions (a valid library, imported) plus two real ones on the tiny model → refs."""
     from bulk_import import write_library
 
-    from registry import Registry
+    from p2pz.registry import Registry
 
     lib = tmp / "lib.p2pz"
     if not lib.exists():
@@ -90,7 +90,7 @@ def serve(url: str, model: Path, work: Path, port: int) -> subprocess.Popen:
     import httpx
 
     env = {**os.environ, "PYTHONPATH": str(REPO), "P2PZ_TOKEN": TOKEN, "P2PZ_DB_URL": url}
-    proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "serve", "--port", str(port), "--model", str(model),
+    proc = subprocess.Popen([sys.executable, "-m", "p2pz", "serve", "--port", str(port), "--model", str(model),
                              "--captioner", str(model / "captioner"), "--work-dir", str(work)],
                             env=env, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     t0 = time.monotonic()
@@ -219,7 +219,7 @@ def exports(base: str, url: str, ref: str, student_mb: int, concurrent: int = 6)
     import numpy as np
     from safetensors.numpy import save
 
-    from registry import Registry
+    from p2pz.registry import Registry
 
     weights = save({"w": np.random.RandomState(0).rand(student_mb * 2**18).astype(np.float32)})
     with Registry.open(url) as reg:
@@ -276,7 +276,7 @@ def main():
     args = ap.parse_args()
     from web import free_port
 
-    from editor.tiny import build_tiny_model
+    from p2pz.editor.tiny import build_tiny_model
 
     results = {}
     with tempfile.TemporaryDirectory(dir=os.environ.get("P2PZ_BENCH_TMP")) as tmp:

@@ -1,6 +1,6 @@
 """pix2pix-zero editor: captioning, regularized DDIM inversion, cross-attention guidance (docs/algorithm.md).
 
->>> from editor import Editor
+>>> from p2pz import Editor
 >>> ed = Editor.from_pretrained("CompVis/stable-diffusion-v1-4")           # doctest: +SKIP
 >>> inv = ed.invert("cat.png")                                             # doctest: +SKIP
 >>> res = ed.edit(inv, registry.get("cat-to-dog"))                         # doctest: +SKIP

@@ -19,8 +19,8 @@ from typing import Callable
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
-from store.files import atomic_write
-from store.version import package_version
+from p2pz.store.files import atomic_write
+from p2pz.store.version import package_version
 
 from .config import EditConfig, InversionConfig
 from .errors import ComponentLoadError, EditorError, ImageError, missing_image

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from store import cache as cache_dir
-from store.files import atomic_write
+from p2pz.store import cache as cache_dir
+from p2pz.store.files import atomic_write
 
 MAP_DTYPE = torch.float16  # maps on disk: half the bytes; the in-memory fp32 path is unchanged without the cache
 

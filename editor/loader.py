@@ -20,15 +20,15 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.files import atomic_write
-from store.paths import cache_dir
+from p2pz.store.files import atomic_write
+from p2pz.store.paths import cache_dir
 
 from .devices import default_device, resolve_device  # noqa: F401 (the loader's callers resolve devices too)
 from .errors import ComponentLoadError, EditorError, ModelLoadError
 from .shapes.model import ShapesModelError, snapshot
 from .text import SD, SDXL, TextEncoder, TextEncoderPair, pair_fingerprint  # noqa: F401 (the loader returns them)
 
-from store.hashing import sha256_json
+from p2pz.store.hashing import sha256_json
 
 DEFAULT_MODEL = "CompVis/stable-diffusion-v1-4"
 SHAPES_MODEL = "p2pz/shapes"  # the shapes-world model shipped in editor/shapes/weights (architecture §12)

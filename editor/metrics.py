@@ -30,7 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 
-from store.repository import METRICS  # noqa: F401  (the contract: names of the metrics below)
+from p2pz.store.repository import METRICS  # noqa: F401  (the contract: names of the metrics below)
 
 from .errors import EditorError
 from .loader import load_clip, load_dino

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 
-from store.hashing import sha256_json
-from store.paths import cache_dir
-from store.progress import progress_bar
+from p2pz.store.hashing import sha256_json
+from p2pz.store.paths import cache_dir
+from p2pz.store.progress import progress_bar
 
 from .attention import loss_scale, select_layers
 from .cache import StaleEntry, TensorCache

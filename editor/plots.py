@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from store.files import atomic_write
+from p2pz.store.files import atomic_write
 
 
 def save_loss_plot(path: Path, panels: list[tuple[str, dict[str, tuple[list, list]]]], *, smooth: bool = False,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 
-from store.hashing import sha256_json
+from p2pz.store.hashing import sha256_json
 
 from .cache import Expected, StaleEntry
 from .records import Inversion

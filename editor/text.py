@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from store.hashing import sha256_json
+from p2pz.store.hashing import sha256_json
 
 SD, SDXL = "sd", "sdxl"
 

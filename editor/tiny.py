@@ -27,9 +27,9 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from store.files import atomic_write
-from store.hashing import sha256_file
-from store.paths import cache_dir
+from p2pz.store.files import atomic_write
+from p2pz.store.hashing import sha256_file
+from p2pz.store.paths import cache_dir
 
 RANDOM_WEIGHTS_NOTICE = (
     "THIS MODEL HAS RANDOM WEIGHTS. It is a tiny test model: its embeddings, directions and images are "

@@ -14,7 +14,7 @@ from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, DBAPIError
 
-from store.db import (StoreError, explain_db_error, foreign_key_violations, is_read_only, shown_url,
+from p2pz.store.db import (StoreError, explain_db_error, foreign_key_violations, is_read_only, shown_url,
                       sqlite_foreign_keys_off)
 
 # The newest revision in migrations/versions; a test checks it equals Alembic's own head.

@@ -4,8 +4,8 @@
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from store.db import foreign_key_violations, sqlite_foreign_keys_off
-from store.models import Base
+from p2pz.store.db import foreign_key_violations, sqlite_foreign_keys_off
+from p2pz.store.models import Base
 
 config = context.config
 target_metadata = Base.metadata
@@ -28,7 +28,7 @@ def run_migrations_online() -> None:
         return
     engine = config.attributes.get("engine")
     if engine is None:
-        from store.db import make_engine
+        from p2pz.store.db import make_engine
 
         url = config.get_main_option("sqlalchemy.url")
         engine = make_engine(url) if url else engine_from_config(

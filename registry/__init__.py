@@ -1,6 +1,6 @@
 """p2pz registry: the public Python API and the CLI (architecture §5).
 
->>> from registry import Registry
+>>> from p2pz import Registry
 >>> reg = Registry.open()          # $P2PZ_DB_URL, else $P2PZ_HOME/registry.db
 
 Attributes are imported lazily so that ``p2pz --help`` stays fast.
@@ -11,11 +11,11 @@ __all__ = ["Registry", "RegistryError", "Bank", "Direction", "SearchHit", "direc
 
 def __getattr__(name):
     if name == "direction_kwargs":  # stored directions in any diffusers pipeline
-        from registry.library.pipelines import direction_kwargs  # lazy: torch
+        from p2pz.registry.library.pipelines import direction_kwargs  # lazy: torch
 
         return direction_kwargs
     if name in __all__:
-        from registry.library import api  # lazy: sqlalchemy
+        from p2pz.registry.library import api  # lazy: sqlalchemy
 
         return getattr(api, name)
     raise AttributeError(f"module 'registry' has no attribute {name!r}")

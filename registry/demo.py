@@ -12,14 +12,14 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from editor.config import EditConfig, InversionConfig
-from editor.loader import SHAPES_MODEL
-from editor.shapes import world
-from editor.shapes import parse as shapes_parse
-from editor.tiny import RANDOM_WEIGHTS_NOTICE, is_random_weights
-from store.files import atomic_write
+from p2pz.editor.config import EditConfig, InversionConfig
+from p2pz.editor.loader import SHAPES_MODEL
+from p2pz.editor.shapes import world
+from p2pz.editor.shapes import parse as shapes_parse
+from p2pz.editor.tiny import RANDOM_WEIGHTS_NOTICE, is_random_weights
+from p2pz.store.files import atomic_write
 
-from registry.library.api import Registry
+from p2pz.registry.library.api import Registry
 
 CONCEPTS = [("cat", "dog"), ("kitten", "puppy"), ("day", "night"), ("horse", "zebra")]
 SHAPES_CONCEPTS = [("circle", "square"), ("red", "blue"), ("day", "night"), ("triangle", "star")]
@@ -31,7 +31,7 @@ SAMPLE_IMAGE = Path(__file__).parent / "data" / "sample.png"
 
 def _banner(model: str, shapes: bool, tiny: bool, echo) -> None:
     if shapes:
-        from editor.shapes.model import LABEL  # the world's model card: only for its demo
+        from p2pz.editor.shapes.model import LABEL  # the world's model card: only for its demo
 
         echo(f"model: {LABEL}.")
         echo("Pass --model CompVis/stable-diffusion-v1-4 (or a local SD folder) to run these steps on real photos.")
@@ -133,10 +133,10 @@ DEMO_SEED = 10_000_000 + 424242  # a held-out shapes scene (world.HELD_OUT + …
 
 def _edit_shapes(reg, out: Path, directions: list, steps: int, progress: bool, echo) -> list[str]:
     """7. pix2pix-zero on a held-out shapes image: inversion, one reference pass, three edits, a grid."""
-    from editor.batch import edit_files  # lazy: PIL
-    from editor.caption import png_info  # lazy: torch
+    from p2pz.editor.batch import edit_files  # lazy: PIL
+    from p2pz.editor.caption import png_info  # lazy: torch
 
-    from registry.library.editing import open_editor  # lazy: PIL
+    from p2pz.registry.library.editing import open_editor  # lazy: PIL
 
     sample = world.sample(DEMO_SEED, shape="circle", colour="red", background="day", size="large",
                           position="center")
@@ -190,9 +190,9 @@ def write_grid(path: Path, panels: list, scale: int = 3) -> None:
 
 def _edit_sample(reg, model: str, out: Path, tiny: bool, steps: int, progress: bool, echo) -> list[str]:
     """7. pix2pix-zero on the bundled sample image: caption, inversion, reference pass, two edits."""
-    from editor.batch import edit_files  # lazy: PIL
+    from p2pz.editor.batch import edit_files  # lazy: PIL
 
-    from registry.library.editing import open_editor  # lazy: PIL
+    from p2pz.registry.library.editing import open_editor  # lazy: PIL
 
     echo(f"\n7. edit the bundled sample image ({SAMPLE_IMAGE.name}) with pix2pix-zero, {steps} steps")
     captioner = str(Path(model) / "captioner") if tiny else None

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.db import StoreError
+from p2pz.store.db import StoreError
 
 KINDS = ("maps", "inversions", "encodings", "llm", "exports")
 DEFAULT_MAX_GB = 20.0

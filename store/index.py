@@ -23,8 +23,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from store.files import atomic_write
-from store.lazy import numpy as np
+from p2pz.store.files import atomic_write
+from p2pz.store.lazy import numpy as np
 
 KINDS = ("exact", "ivf-sq8", "hnsw")
 AUTO_THRESHOLD = 50_000  # keys; below it an exact scan is fast enough (≈ 7 ms at 50k × 768 here)

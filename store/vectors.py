@@ -6,7 +6,7 @@ a single tensor named ``v``, an allowed dtype, the expected shape when one is gi
 
 from __future__ import annotations
 
-from store.lazy import numpy as np
+from p2pz.store.lazy import numpy as np
 
 def _allowed():
     return (np.float32, np.float16, np.float64)

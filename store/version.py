@@ -1,15 +1,12 @@
-"""The installed p2pz version (recorded in every output's provenance and reported by the web app)."""
+"""p2pz's version: the one place it is written (architecture §2). The wheel's metadata reads it from here
+(``pyproject.toml``: ``version = {attr = "p2pz.store.version.__version__"}``), ``p2pz --version`` and
+``p2pz.__version__`` print it, and every output's provenance records it."""
 
 from __future__ import annotations
 
-import functools
-from importlib.metadata import PackageNotFoundError, version
+__version__ = "0.1.0"
 
 
-@functools.lru_cache(maxsize=1)
 def package_version() -> str:
-    """p2pz's version from its installed metadata; ``unknown`` when run from a tree that is not installed."""
-    try:
-        return version("p2pz")
-    except PackageNotFoundError:
-        return "unknown"
+    """The version recorded in provenance and reported by the web app."""
+    return __version__

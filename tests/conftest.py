@@ -27,7 +27,7 @@ def session_home(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model(session_home) -> Path:
     """Tiny SD snapshot, D=32, with the real CLIP BPE when it can be fetched."""
-    from editor.tiny import build_tiny_model
+    from p2pz.editor.tiny import build_tiny_model
 
     old = os.environ.get("P2PZ_HOME")
     os.environ["P2PZ_HOME"] = str(session_home)
@@ -47,7 +47,7 @@ def tiny_model(session_home) -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_b(tiny_model, session_home) -> Path:
     """A second, different text encoder (D=48) to test encoder mismatches."""
-    from editor.tiny import build_tiny_model
+    from p2pz.editor.tiny import build_tiny_model
 
     return Path(build_tiny_model(session_home / "tiny-sd-b", seed=7, hidden_size=48)["path"])
 
@@ -55,7 +55,7 @@ def tiny_model_b(tiny_model, session_home) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sdxl(tiny_model, session_home) -> Path:
     """A tiny SDXL-layout snapshot (two text encoders D = 32 + 48, pooled 40; UNet with added conditioning)."""
-    from editor.tiny import build_tiny_model
+    from p2pz.editor.tiny import build_tiny_model
 
     return Path(build_tiny_model(session_home / "tiny-sdxl", family="sdxl")["path"])
 
@@ -105,7 +105,7 @@ def alex_backbone(tmp_path_factory):
     import torch
     from safetensors.torch import save_file
 
-    from editor.metrics import _alexnet_features
+    from p2pz.editor.metrics import _alexnet_features
 
     torch.manual_seed(2)
     feats = _alexnet_features()
@@ -197,7 +197,7 @@ def db_url(request, tmp_path) -> str:
 
 @pytest.fixture
 def reg(db_url):
-    from registry import Registry
+    from p2pz.registry import Registry
 
     r = Registry.open(db_url)
     yield r

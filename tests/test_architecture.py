@@ -24,6 +24,12 @@ def _module_name(path: Path) -> str:
     return ".".join(parts)
 
 
+def _local(name: str) -> str:
+    """``p2pz.store.db`` → ``store.db``: installed, every package lives under ``p2pz`` (architecture §2); the rules
+    below speak of the repository's folders. Any other name is returned as it is."""
+    return name.removeprefix("p2pz.") if name.startswith("p2pz.") else name
+
+
 def imports_of(path: Path) -> list[tuple[int, str, list[str]]]:
     """(line, absolute module, imported names) for every import statement anywhere in the file."""
     return imports_of_tree(ast.parse(path.read_text(), str(path)), _module_name(path), path.name == "__init__.py")
@@ -34,14 +40,14 @@ def imports_of_tree(tree, module: str, is_package: bool) -> list[tuple[int, str,
     out = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            out += [(node.lineno, alias.name, []) for alias in node.names]
+            out += [(node.lineno, _local(alias.name), []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
                 base = base[: len(base) - (node.level - 1)]
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
-                target = node.module
+                target = _local(node.module)
             names = [a.name for a in node.names]
             if node.module is None:  # "from . import x": each name is a module
                 out += [(node.lineno, f"{target}.{n}", []) for n in names]
@@ -112,11 +118,11 @@ def test_registry_subpackages_keep_to_their_concern():
 
 
 @pytest.mark.parametrize("where, bad", [
-    ("library/planted.py", "from registry.cli import main"),
+    ("library/planted.py", "from p2pz.registry.cli import main"),
     ("analysis/planted.py", "from ..web.jobs import Jobs"),
-    ("web/planted.py", "from registry.cli.edit import edit"),
+    ("web/planted.py", "from p2pz.registry.cli.edit import edit"),
     ("cli/planted.py", "from ..web.deps import state"),
-    ("library/planted2.py", "from registry.engine.ray import ray_iter"),
+    ("library/planted2.py", "from p2pz.registry.engine.ray import ray_iter"),
 ])
 def test_the_subpackage_rules_catch_a_planted_import(tmp_path, monkeypatch, where, bad):
     import shutil
@@ -152,7 +158,7 @@ def private_uses(root=None) -> list[str]:
                     modules.update(a.asname or a.name for a in node.names)
                 elif isinstance(node, ast.Import):
                     modules.update((a.asname or a.name).split(".")[0] for a in node.names
-                                   if a.name.split(".")[0] in PACKAGES)
+                                   if _local(a.name).split(".")[0] in PACKAGES)
             for node in ast.walk(tree):
                 if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules
                         and node.attr.startswith("_") and not node.attr.startswith("__")):
@@ -170,7 +176,7 @@ def test_the_private_name_check_catches_a_planted_use(tmp_path):
     for pkg in PACKAGES:
         shutil.copytree(REPO / pkg, tmp_path / pkg, ignore=shutil.ignore_patterns("__pycache__"))
     (tmp_path / "registry" / "planted.py").write_text(
-        "from store import repository as repo\nfrom store.db import _sqlite_pragmas\n\n\ndef f():\n"
+        "from p2pz.store import repository as repo\nfrom p2pz.store.db import _sqlite_pragmas\n\n\ndef f():\n"
         "    return repo._hidden\n")
     assert private_uses(tmp_path) == ["registry/planted.py:2: store.db._sqlite_pragmas",
                                       "registry/planted.py:6: repo._hidden"]
@@ -210,8 +216,8 @@ def test_no_package_imports_another_packages_private_names():
 
 
 @pytest.mark.parametrize("bad, expect", [
-    ("from registry.library.api import Registry", "store imports registry.library.api"),
-    ("import editor.loader", "store imports editor.loader"),
+    ("from p2pz.registry.library.api import Registry", "store imports registry.library.api"),
+    ("import p2pz.editor.loader", "store imports editor.loader"),
 ])
 def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, bad, expect):
     """The rule itself can fail: plant an upward import in a copy of store/ and run the same check on it."""
@@ -227,3 +233,32 @@ def test_the_check_catches_an_upward_import(tmp_path, monkeypatch, bad, expect):
     found = [f"{pkg} imports {target}" for pkg, _, target, _ in me.all_imports()
              if target.split(".")[0] in PACKAGES and target.split(".")[0] not in ALLOWED[pkg] | {pkg}]
     assert found == [expect]
+
+
+def bare_imports(root=None) -> list[str]:
+    """Imports of the repository's folders by their bare names (``import store``): installed, only ``p2pz`` exists
+    (architecture §2), so such an import works in the checkout and fails for every user of the wheel."""
+    root = root or REPO
+    found = []
+    for folder in (*PACKAGES, "p2pz", "tests", "bench"):
+        for path in sorted((root / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and not node.level and node.module else [])
+                found += [f"{path.relative_to(root)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in PACKAGES]
+    return found
+
+
+def test_every_import_goes_through_the_p2pz_namespace():
+    assert bare_imports() == []
+
+
+def test_the_namespace_check_catches_a_bare_import(tmp_path):
+    import shutil
+
+    for folder in (*PACKAGES, "p2pz", "tests", "bench"):
+        (tmp_path / folder).mkdir()
+    shutil.copytree(REPO / "store", tmp_path / "store", dirs_exist_ok=True,
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "bench" / "planted.py").write_text("def f():\n    import store.db\n    from editor import x\n")
+    assert bare_imports(tmp_path) == ["bench/planted.py:2: store.db", "bench/planted.py:3: editor"]

@@ -7,9 +7,9 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from registry.cli import main
-from store import cache as store_cache
-from store.db import StoreError
+from p2pz.registry.cli import main
+from p2pz.store import cache as store_cache
+from p2pz.store.db import StoreError
 
 
 def _entry(root, kind, name, size, age):

@@ -9,7 +9,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from registry.cli import main
+from p2pz.registry.cli import main
 
 from .conftest import REPO
 
@@ -65,7 +65,7 @@ def test_end_to_end_through_the_runner(tiny_model, db_url, tmp_path):
 
 def test_end_to_end_as_a_real_subprocess(tiny_model, tmp_path, home):
     env = {**os.environ, "P2PZ_HOME": str(home), "P2PZ_DB_URL": f"sqlite:///{tmp_path / 'sub.db'}"}
-    exe = [sys.executable, "-m", "registry.cli"]
+    exe = [sys.executable, "-m", "p2pz"]
 
     def sub(*args, code=0):
         r = subprocess.run(exe + list(args), env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
@@ -86,11 +86,11 @@ def test_end_to_end_as_a_real_subprocess(tiny_model, tmp_path, home):
 
 @pytest.mark.parametrize("args", [["--help"], ["direction", "list"], ["bank", "show", "cat"], ["bank", "list"]])
 def test_light_commands_do_not_import_torch(args, tmp_path, home):
-    from registry import Registry
+    from p2pz.registry import Registry
 
     url = f"sqlite:///{tmp_path / 'light.db'}"
     Registry.open(url).make_bank("cat", n=10)
-    code = ("import sys\nfrom registry.cli import main\n"
+    code = ("import sys\nfrom p2pz.registry.cli import main\n"
             f"try:\n    main({['--db', url] + args!r})\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "heavy = [m for m in ('torch', 'transformers', 'diffusers', 'faiss') if m in sys.modules]\n"
             "print('HEAVY', heavy)\n")
@@ -161,8 +161,8 @@ def test_demo_on_the_tiny_model_says_its_weights_are_random(tmp_path, home, tiny
 
 
 def test_direction_build_from_files_uses_exactly_the_files_banks(tiny_model, db_url, tmp_path):
-    from generators import bank_sha256
-    from registry import Registry
+    from p2pz.generators import bank_sha256
+    from p2pz.registry import Registry
 
     m = str(tiny_model)
     (tmp_path / "cat.txt").write_text("a cat on a mat\na cat in a hat\na sleepy cat\n")
@@ -196,12 +196,12 @@ def test_a_failed_build_from_files_leaves_no_bank(tiny_model, db_url, tmp_path):
 def test_a_closed_pipe_ends_quietly(args, tmp_path, home):
     """``p2pz … | head``: the reader goes away (here before the first byte: a big output fails mid-command,
     a small one at the final flush); p2pz exits quietly with 141 (128 + SIGPIPE, as a tool killed by SIGPIPE)."""
-    from registry import Registry
+    from p2pz.registry import Registry
 
     url = f"sqlite:///{tmp_path / 'pipe.db'}"
     with Registry.open(url) as reg:
         reg.make_bank("cat", n=1000)  # --sentences prints ≈ 40 KB: more than a pipe or stdout buffer holds
-    proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "--db", url] + args, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "p2pz", "--db", url] + args, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env={**os.environ, "P2PZ_HOME": str(home)}, cwd=tmp_path)
     proc.stdout.close()  # no reader left: every write of the child fails with EPIPE
     err = proc.stderr.read().decode()
@@ -212,7 +212,7 @@ def test_a_closed_pipe_ends_quietly(args, tmp_path, home):
 def test_tags_and_deprecation_are_reversible_and_the_readme_sequence_works(tiny_model, db_url):
     """README "Using it": tag, untag, deprecate, then search — and undo each (records stay immutable; tags and
     deprecation are flags). Deprecation moves the search generation on, both ways."""
-    from registry import Registry
+    from p2pz.registry import Registry
 
     model = str(tiny_model)
     run(["direction", "build", "cat", "dog", "--model", model, "-n", "20"], db_url)
@@ -317,7 +317,7 @@ def test_a_read_only_registry_can_be_read_by_the_cli_and_served(tiny_model, home
     import time
     import urllib.request
 
-    from registry import Registry
+    from p2pz.registry import Registry
 
     model = str(tiny_model)
     with Registry.open() as reg:  # $P2PZ_HOME/registry.db
@@ -341,7 +341,7 @@ def test_a_read_only_registry_can_be_read_by_the_cli_and_served(tiny_model, home
         prefix = _no_write_prefix(home)
 
         def cli(*args, code=0):
-            r = subprocess.run(prefix + [sys.executable, "-m", "registry.cli", *args], env=env, capture_output=True,
+            r = subprocess.run(prefix + [sys.executable, "-m", "p2pz", *args], env=env, capture_output=True,
                                text=True, timeout=300, cwd=REPO)
             assert r.returncode == code, r.stderr
             return r
@@ -357,7 +357,7 @@ def test_a_read_only_registry_can_be_read_by_the_cli_and_served(tiny_model, home
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        server = subprocess.Popen(prefix + [sys.executable, "-m", "registry.cli", "serve", "--read-only", "--port",
+        server = subprocess.Popen(prefix + [sys.executable, "-m", "p2pz", "serve", "--read-only", "--port",
                                             str(port)], env=env, cwd=REPO, stdout=subprocess.PIPE,
                                   stderr=subprocess.STDOUT, text=True)
         try:

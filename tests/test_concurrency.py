@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from registry import Registry, RegistryError
+from p2pz.registry import Registry, RegistryError
 
 from .conftest import REPO
 
@@ -61,7 +61,7 @@ def overlapped(folder) -> bool:
 
 WRITER = BARRIER + r"""
 import sys, json
-from registry import Registry
+from p2pz.registry import Registry
 reg = Registry.open(sys.argv[1])
 mode, model, start = sys.argv[2], sys.argv[3], int(sys.argv[4])
 barrier()
@@ -104,7 +104,7 @@ def test_two_processes_writing_at_once_lose_nothing(tmp_path, tiny_model, home, 
 
 SAME_NAME = r"""
 import sys
-from registry import Registry
+from p2pz.registry import Registry
 reg = Registry.open(sys.argv[1])
 for i in range(10):
     reg.build_direction("cat", "dog", sys.argv[2], n=5, name="shared", scale=1.0 + int(sys.argv[3]) * 100 + i)
@@ -127,8 +127,8 @@ def test_four_writers_keep_versions_unique_and_gap_free(tmp_path, tiny_model, ho
 
 KILLED = r"""
 import sys, time
-import store.repository as repo
-from registry import Registry
+import p2pz.store.repository as repo
+from p2pz.registry import Registry
 
 plain = repo.insert_direction
 done = 0
@@ -182,7 +182,7 @@ def slow(self, *args, **kwargs):  # widen the race: hold the upgrade's transacti
     plain(self, *args, **kwargs)
     time.sleep(1.0)
 MigrationContext._ensure_version_table = slow
-from registry.cli import main
+from p2pz.registry.cli import main
 barrier()  # all four reach the new database together
 stamp("start")
 try:
@@ -214,7 +214,7 @@ def test_four_clients_first_use_of_a_new_database_at_once(tmp_path, tiny_model, 
 def test_a_database_error_is_one_line_not_a_traceback(tmp_path):
     from click.testing import CliRunner
 
-    from registry.cli import main
+    from p2pz.registry.cli import main
 
     res = CliRunner().invoke(main, ["--db", "postgresql+psycopg://nobody@127.0.0.1:1/none", "bank", "list"])
     assert res.exit_code == 1 and "Traceback" not in res.output

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from registry import Registry
-from registry.cli import main
-from registry.analysis.diagnostics_report import summary
-from registry.analysis.statistics import spearman_brown_size
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
+from p2pz.registry.analysis.diagnostics_report import summary
+from p2pz.registry.analysis.statistics import spearman_brown_size
 
 CONTRACT = {"stability", "key_stability", "sentences_for_095", "word_swap_cosine", "token_profile", "banks",
             "neighbours", "checks"}
@@ -24,7 +24,7 @@ def sqlite_reg(tmp_path):
 
 
 def test_contract_keys_bos_and_no_encoder_call_for_stability(sqlite_reg, tiny_model, monkeypatch):
-    import registry.library.encoding as encoding
+    import p2pz.registry.library.encoding as encoding
 
     reg = sqlite_reg
     reg.build_direction("cat", "dog", str(tiny_model), n=300)
@@ -48,7 +48,7 @@ def test_contract_keys_bos_and_no_encoder_call_for_stability(sqlite_reg, tiny_mo
     assert d["word_swap_cosine"] is not None and -1 <= d["word_swap_cosine"] <= 1
 
     # without the cached statistics the banks are encoded once (and cached again): the same figures
-    from registry.library.encoding import stats_path
+    from p2pz.registry.library.encoding import stats_path
 
     for concept in ("cat", "dog"):
         stats_path(reg.bank(concept).sha256, diag.encoder).unlink()
@@ -155,7 +155,7 @@ def test_a_tiny_bank_counts_at_its_effective_size_and_a_pt_direction_says_what_i
 def test_day_to_night_banks_read_as_scenes_and_inspect_says_so(tmp_path, tiny_model):
     """No --kind: the day and night banks get the scene templates (not "A photo of a vintage day …"), their
     parameters say so, and ``direction inspect`` shows each bank's kind."""
-    from generators.templates import OBJECT_FRAMES, PLACES, ADJECTIVES, render
+    from p2pz.generators.templates import OBJECT_FRAMES, PLACES, ADJECTIVES, render
 
     db = f"sqlite:///{tmp_path / 'r.db'}"
     runner = CliRunner()

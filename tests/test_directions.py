@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from registry import RegistryError
-from registry.library.encoding import encode_bank, encode_sentences, tokenize
-from editor.loader import load_text_encoder
+from p2pz.registry import RegistryError
+from p2pz.registry.library.encoding import encode_bank, encode_sentences, tokenize
+from p2pz.editor.loader import load_text_encoder
 from tests.numerics import assert_close_relative
 
 N = 60
@@ -90,12 +90,12 @@ def test_names_with_2_and_txt(reg, tiny_model, tmp_path):
 
 def test_rebuild_returns_the_stored_version_without_encoding(reg, tiny_model, monkeypatch):
     first = reg.build_direction("cat", "dog", str(tiny_model), n=N)
-    import registry.library.encoding
+    import p2pz.registry.library.encoding as encoding
 
     def boom(*a, **k):
         raise AssertionError("the encoder must not run again")
 
-    monkeypatch.setattr(registry.library.encoding, "encode_bank", boom)
+    monkeypatch.setattr(encoding, "encode_bank", boom)
     again = reg.build_direction("cat", "dog", str(tiny_model), n=N)
     assert again.ref == first.ref == "cat-to-dog@1"
     assert np.array_equal(again.vector_numpy(), first.vector_numpy())
@@ -115,7 +115,7 @@ def test_new_bank_content_gives_a_new_version(reg, tiny_model):
 
 
 def test_fingerprint_is_computed_once_per_folder(tiny_model, home, monkeypatch):
-    import editor.loader as loader
+    import p2pz.editor.loader as loader
 
     loader._encoders.clear()
     first = loader.load_text_encoder(str(tiny_model), device="cpu").fingerprint
@@ -127,7 +127,7 @@ def test_fingerprint_is_computed_once_per_folder(tiny_model, home, monkeypatch):
 
 
 def test_nested_combinations_materialize_and_a_chain_past_max_nesting_is_one_line(reg, tiny_model):
-    from store.repository import MAX_NESTING
+    from p2pz.store.repository import MAX_NESTING
 
     a = reg.build_direction("cat", "dog", str(tiny_model), n=N)
     b = reg.build_direction("day", "night", str(tiny_model), n=N)
@@ -148,7 +148,7 @@ def test_nested_combinations_materialize_and_a_chain_past_max_nesting_is_one_lin
 def test_direction_list_filters_by_tag(reg, tiny_model, db_url):
     from click.testing import CliRunner
 
-    from registry.cli import main
+    from p2pz.registry.cli import main
 
     reg.build_direction("cat", "dog", str(tiny_model), n=N, tags=["animals"])
     reg.build_direction("day", "night", str(tiny_model), n=N, tags=["scenes"])

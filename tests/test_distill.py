@@ -7,11 +7,11 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from editor.errors import EditorError
-from editor.student import Student
-from editor.student.pairs import read_manifest
-from registry import Registry
-from registry.cli import main
+from p2pz.editor.errors import EditorError
+from p2pz.editor.student import Student
+from p2pz.editor.student.pairs import read_manifest
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
 
 
 @pytest.fixture
@@ -36,7 +36,7 @@ def _pairs(db, photos, out, tiny_model, *extra):
 def test_pairs_are_resumable_without_duplicates(setup, tmp_path, tiny_model, monkeypatch):
     db, photos = setup
     out = tmp_path / "pairs"
-    import editor.student.pairs as pairs_mod
+    import p2pz.editor.student.pairs as pairs_mod
 
     plain = pairs_mod.atomic_write
     writes = []
@@ -107,7 +107,7 @@ def test_train_store_show_and_apply_a_student(setup, tmp_path, tiny_model, alex_
     res = runner.invoke(main, ["--db", db, "-q", "edit", str(photos), "--direction", "cat-to-dog", "--student",
                                "@1", "--out", str(tmp_path / "fast")])
     assert res.exit_code == 0, res.output
-    from editor.batch import read_provenance
+    from p2pz.editor.batch import read_provenance
 
     outs = sorted((tmp_path / "fast").glob("*.png"))
     assert len(outs) == 3 and Image.open(outs[0]).size == (48, 48)
@@ -137,8 +137,8 @@ def test_a_student_travels_in_a_library_bit_exactly_and_tampering_is_refused(tmp
     import pickle
     import zipfile
 
-    from registry import RegistryError
-    from editor.student import StudentConfig, UNetGenerator, weights_bytes
+    from p2pz.registry import RegistryError
+    from p2pz.editor.student import StudentConfig, UNetGenerator, weights_bytes
 
     src = Registry.open(f"sqlite:///{tmp_path / 'src.db'}")
     src.build_direction("cat", "dog", str(tiny_model), n=5)
@@ -186,7 +186,7 @@ def test_a_student_travels_in_a_library_bit_exactly_and_tampering_is_refused(tmp
 
 def _dataset(out, n=6, size=32, direction="cat-to-dog@1"):
     """A pairs dataset written directly (no teacher): smooth random sources, their colour-rotated targets."""
-    from editor.image import pixels_sha256
+    from p2pz.editor.image import pixels_sha256
 
     (out / "pairs").mkdir(parents=True)
     pairs = []
@@ -218,7 +218,7 @@ def held(self, *a, **k):  # after the discriminator's update of step 5, before t
         time.sleep(3)
     return out
 torch.optim.Adam.step = held
-from registry.cli import main
+from p2pz.registry.cli import main
 main(sys.argv[1:])
 """
 
@@ -294,7 +294,7 @@ def test_a_small_student_is_sized_to_its_resolution_and_listed_with_rounded_size
     two networks' weights and their two Adam moments; ``student list`` shows sizes and rounded metrics."""
     from safetensors import safe_open
 
-    from editor.student import PatchDiscriminator, StudentConfig, UNetGenerator, parameter_count
+    from p2pz.editor.student import PatchDiscriminator, StudentConfig, UNetGenerator, parameter_count
 
     db, _ = setup
     data = _dataset(tmp_path / "pairs", n=4, size=64)
@@ -329,9 +329,9 @@ def test_a_small_student_is_sized_to_its_resolution_and_listed_with_rounded_size
 def test_a_deprecated_student_is_used_only_when_asked_for_and_can_be_undeprecated(setup, tmp_path, tiny_model):
     from fastapi.testclient import TestClient
 
-    from editor.batch import read_provenance
-    from editor.student import StudentConfig, UNetGenerator, weights_bytes
-    from registry.web import Settings, create_app
+    from p2pz.editor.batch import read_provenance
+    from p2pz.editor.student import StudentConfig, UNetGenerator, weights_bytes
+    from p2pz.registry.web import Settings, create_app
 
     db, photos = setup
     reg = Registry.open(db)

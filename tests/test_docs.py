@@ -5,14 +5,14 @@ import shlex
 
 import click
 
-from registry.cli import main
-from registry.cli.doc import render
+from p2pz.registry.cli import main
+from p2pz.registry.cli.doc import render
 
 from .conftest import REPO
 
 
 def test_cli_reference_is_current():
-    assert (REPO / "docs" / "cli.md").read_text() == render(), "run: python -m registry.cli.doc > docs/cli.md"
+    assert (REPO / "docs" / "cli.md").read_text() == render(), "run: python -m p2pz.registry.cli.doc > docs/cli.md"
 
 
 def _filemap():

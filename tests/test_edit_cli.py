@@ -7,9 +7,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from editor.batch import read_provenance
-from registry import Registry
-from registry.cli import main
+from p2pz.editor.batch import read_provenance
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_the_snapshot_captioner_is_the_default_offline(lib, tmp_path, monkeypatc
                                   "--out", str(tmp_path / "out")])
     assert r.exit_code == 0, r.output
     assert read_provenance(tmp_path / "out" / "p__cat-to-dog@1.png")["caption"]
-    from editor.caption import DEFAULT_CAPTIONER, snapshot_captioner
+    from p2pz.editor.caption import DEFAULT_CAPTIONER, snapshot_captioner
 
     assert snapshot_captioner(tmp_path) == DEFAULT_CAPTIONER  # a snapshot without captioner/: BLIP base
 
@@ -205,7 +205,7 @@ def test_inputs_sharing_a_stem_get_distinct_outputs(lib, tmp_path):
 def test_what_needs_no_model_is_refused_before_it_loads(lib, tmp_path, tiny_model, monkeypatch):
     from diffusers import UNet2DConditionModel
 
-    from editor import Editor
+    from p2pz.editor import Editor
 
     loads = []
 

@@ -8,11 +8,11 @@ import pytest
 import torch
 from PIL import Image
 
-from editor import EditConfig, Editor, EditorError, Inversion
-from editor.attention import AttentionMaps, cross_attention_layers, guided_processors
-from editor.image import load_image, preprocess
-from editor.regularize import autocorrelation_loss, kl_loss, pyramid_levels, regularize, sample_roll
-from editor.schedule import ddim_step, inversion_plan, sampling_plan
+from p2pz.editor import EditConfig, Editor, EditorError, Inversion
+from p2pz.editor.attention import AttentionMaps, cross_attention_layers, guided_processors
+from p2pz.editor.image import load_image, preprocess
+from p2pz.editor.regularize import autocorrelation_loss, kl_loss, pyramid_levels, regularize, sample_roll
+from p2pz.editor.schedule import ddim_step, inversion_plan, sampling_plan
 from tests.numerics import assert_close_relative
 
 STEPS = 6
@@ -309,7 +309,7 @@ def test_captioning_with_a_tiny_blip(ed, photo):
 
 def test_captioning_uses_the_official_settings(tiny_model, photo, monkeypatch):
     """LAVIS blip_caption: prompt "a picture of", 3 beams, 10–30 tokens counted with the prompt; prompt cut off."""
-    from editor.caption import Captioner
+    from p2pz.editor.caption import Captioner
 
     cap = Captioner.from_pretrained(str(tiny_model / "captioner"))
     seen = {}
@@ -332,7 +332,7 @@ def test_captioning_uses_the_official_settings(tiny_model, photo, monkeypatch):
 
 
 def test_rolls_fit_each_axis_of_a_non_square_latent():
-    from editor.regularize import level_shifts
+    from p2pz.editor.regularize import level_shifts
 
     g = torch.Generator().manual_seed(0)
     draws = [level_shifts(64, 6, g) for _ in range(500)]
@@ -476,8 +476,8 @@ def test_the_guided_sampler_is_a_function_of_its_inputs(ed, inv):
     """editor.sampler.guided_sample called directly — the UNet, the plan, x_T, the CFG pair, the edit
     conditionings, the guidance settings — gives the editor's edit and reconstruction bit for bit; a wrong Δ
     (zero) or no guidance gives another edit, so the comparison can fail."""
-    from editor.sampler import edit_condition, guided_sample
-    from editor.schedule import sampling_plan
+    from p2pz.editor.sampler import edit_condition, guided_sample
+    from p2pz.editor.schedule import sampling_plan
 
     d = delta(seed=3)
     res = ed.edit(inv, d, decode=False)
@@ -497,7 +497,7 @@ def test_the_guided_sampler_is_a_function_of_its_inputs(ed, inv):
 
 
 def test_lockstep_holds_one_timestep_of_maps(ed, inv, monkeypatch):
-    import editor.attention as attention
+    import p2pz.editor.attention as attention
 
     held = []
     plain = attention.AttentionMaps.observe
@@ -588,7 +588,7 @@ def _independent_ac(e, rolls):
 
 
 def test_autocorrelation_and_its_steps_against_an_independent_loop(monkeypatch):
-    import editor.regularize as reg_mod
+    import p2pz.editor.regularize as reg_mod
 
     g = torch.Generator().manual_seed(11)
     eps = torch.randn(1, 4, 16, 16, generator=g).cumsum(-1) / 4  # correlated along the width
@@ -638,7 +638,7 @@ def test_edit_matches_diffusers(ed, hfd, inv, xa):
 @pytest.fixture(scope="module")
 def sd2(tmp_path_factory):
     """A tiny v-prediction (SD-2.x-like) snapshot, our editor on it, and diffusers' pipeline on it."""
-    from editor.tiny import build_tiny_model
+    from p2pz.editor.tiny import build_tiny_model
 
     path = build_tiny_model(tmp_path_factory.mktemp("sd2") / "sd2", prediction_type="v_prediction",
                             vocab="trained")["path"]
@@ -710,7 +710,7 @@ def test_explicit_cross_attention_honours_upcast_attention():
         ctx = (torch.randn(2, 77, 32) * 4).to(torch.bfloat16)
         theirs = attn.get_attention_scores(attn.head_to_batch_dim(attn.to_q(h)), attn.head_to_batch_dim(attn.to_k(ctx)))
         store = AttentionMaps()
-        from editor.attention import CrossAttnMapProcessor
+        from p2pz.editor.attention import CrossAttnMapProcessor
 
         with store.at(1, "record"):
             CrossAttnMapProcessor(store, "l")(attn, h, ctx)

@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from registry import Registry
-from registry.cli import main
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (make installs p2pz[ray])")
 
@@ -137,7 +137,7 @@ def test_preview_build_on_ray_stores_the_previews_a_local_build_makes(local_ray,
             "--json"]
     local = runner.invoke(main, args)
     assert local.exit_code == 0, local.output
-    from registry.library.previews import previews_dir
+    from p2pz.registry.library.previews import previews_dir
 
     rendered = {p.parent.name + "/" + p.name: p.read_bytes() for p in previews_dir().glob("*/edit.png")}
     assert len(rendered) == 2
@@ -151,7 +151,7 @@ def test_preview_build_on_ray_stores_the_previews_a_local_build_makes(local_ray,
 
 
 def test_distill_pairs_on_ray_writes_the_dataset_a_local_run_writes(local_ray, setup, tmp_path, tiny_model):
-    from editor.student.pairs import read_manifest
+    from p2pz.editor.student.pairs import read_manifest
 
     db, photos = setup
     runner = CliRunner()

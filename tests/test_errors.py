@@ -6,8 +6,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from registry import Registry
-from registry.cli import main
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
 
 from .conftest import db_dump
 

@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from registry import Registry
-from registry.cli import main
-from store.repository import METRICS
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
+from p2pz.store.repository import METRICS
 
 
 @pytest.fixture
@@ -62,7 +62,7 @@ def test_eval_run_stores_scores_that_show_and_sort(db_url, tiny_model, photos, t
         assert values == sorted(values, reverse=not lower_first)
     bad = runner.invoke(main, ["--db", db_url, "direction", "list", "--sort", "beauty"])
     assert bad.exit_code == 1 and "unknown metric" in bad.stderr
-    from registry.cli.evaluate import METRIC_COLUMNS
+    from p2pz.registry.cli.evaluate import METRIC_COLUMNS
 
     assert METRIC_COLUMNS == METRICS  # the CLI keeps its own copy so `p2pz --help` does not import the store
 
@@ -130,7 +130,7 @@ def test_sweep_runs_once_per_value_and_reports(tmp_path, tiny_model, photos, tin
 
 
 def test_pie_bench_layout(tmp_path, tiny_model, tiny_clip, tiny_vit, alex_backbone, monkeypatch):
-    from registry.analysis.pie_bench import PIE_COLUMNS, bracketed, unbracketed
+    from p2pz.registry.analysis.pie_bench import PIE_COLUMNS, bracketed, unbracketed
 
     assert bracketed("a [black] [cat] on a mat") == "black cat" and unbracketed("a [cat] sat") == "a cat sat"
     images = tmp_path / "annotation_images"

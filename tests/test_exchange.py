@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from registry import Registry, RegistryError
+from p2pz.registry import Registry, RegistryError
 
 from .conftest import db_dump
 
@@ -161,7 +161,7 @@ def test_import_pt_refuses_pickled_objects_and_wrong_shapes(reg, tiny_model, tmp
 
 def test_bulk_inserts_follow_the_versioning_rules(reg, tiny_model):
     """store.repository.insert_directions (library imports) = insert_direction's rules, many at a time."""
-    from store import repository as repo
+    from p2pz.store import repository as repo
 
     d = reg.build_direction("cat", "dog", str(tiny_model), n=5)
     with reg.db.read() as s:
@@ -192,7 +192,7 @@ def test_bulk_inserts_follow_the_versioning_rules(reg, tiny_model):
 def test_the_export_cache_key_needs_no_student_weights_and_follows_the_content(reg, lib, tmp_path):
     from safetensors.numpy import save
 
-    from registry.exchange.archive import cached_export, collect_library, library_key
+    from p2pz.registry.exchange.archive import cached_export, collect_library, library_key
 
     weights = save({"w": np.arange(1000, dtype=np.float32)})
     reg.store_student("cat-to-dog", config={"size": 32}, weights=weights, dataset_sha256="0" * 64, params={},
@@ -218,7 +218,7 @@ def test_the_export_cache_key_needs_no_student_weights_and_follows_the_content(r
     assert library_key(*collect_library(reg.db, ["cat-to-dog", "mix"])) == tagged
     assert library_key(*collect_library(reg.db, ["cat-to-dog"])) != tagged  # ...and another set is another one
     # many refs are looked up inside the build slot, a few before it
-    from registry.exchange import archive
+    from p2pz.registry.exchange import archive
 
     inside = []
     monkey = pytest.MonkeyPatch()

@@ -7,8 +7,8 @@ import stat
 import pytest
 from click.testing import CliRunner
 
-from registry.cli import main
-from store.files import atomic_write
+from p2pz.registry.cli import main
+from p2pz.store.files import atomic_write
 
 
 @pytest.fixture
@@ -68,7 +68,7 @@ def test_temporaries_of_a_killed_writer_are_removed_by_the_next_write(tmp_path, 
     import sys
     import time
 
-    from registry import Registry
+    from p2pz.registry import Registry
 
     out = tmp_path / "out"
     out.mkdir()

@@ -1,10 +1,10 @@
 import pytest
 
-from generators import (
+from p2pz.generators import (
     BankDraft, FileGenerator, GeneratorError, TemplateFileGenerator, TemplateGenerator, bank_sha256,
     contains_concept, get_generator,
 )
-from generators.templates import OBJECT_FRAMES, article, choose_kind, combinations, render
+from p2pz.generators.templates import OBJECT_FRAMES, article, choose_kind, combinations, render
 
 
 @pytest.mark.parametrize("kind,concept", [("object", "cat"), ("object", "owl"), ("object", "ice cream"),
@@ -31,7 +31,7 @@ def test_templates_have_room_well_beyond_1000():
 
 def _object_sentences(concept: str) -> set[str]:
     """Every sentence the object set can make for ``concept``."""
-    from generators.templates import ADJECTIVES, PLACES
+    from p2pz.generators.templates import ADJECTIVES, PLACES
 
     return {render("object", concept, f, (a, p)) for f in OBJECT_FRAMES for a in ADJECTIVES for p in PLACES}
 
@@ -215,7 +215,7 @@ def test_contains_concept_word_boundaries_and_plurals():
     ("llm", {"model": "m", "temprature": 0.5}, "temprature"),
 ])
 def test_an_option_the_generator_does_not_take_is_an_error_not_dropped(kind, options, named):
-    from generators import GeneratorError, get_generator
+    from p2pz.generators import GeneratorError, get_generator
 
     with pytest.raises(GeneratorError) as err:
         get_generator(kind, **options)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from registry import Registry, RegistryError
+from p2pz.registry import Registry, RegistryError
 
 from .conftest import REPO, db_dump
 

@@ -10,8 +10,8 @@ from huggingface_hub import HfApi
 from safetensors import safe_open
 from safetensors.numpy import load
 
-from registry import Registry, RegistryError
-from registry.cli import main
+from p2pz.registry import Registry, RegistryError
+from p2pz.registry.cli import main
 
 from .conftest import db_dump
 from .hub_server import HubServer

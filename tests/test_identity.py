@@ -6,8 +6,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from registry import Registry, RegistryError
-from registry.cli import main
+from p2pz.registry import Registry, RegistryError
+from p2pz.registry.cli import main
 
 N = 20
 
@@ -83,7 +83,7 @@ def test_content_hash_refs_resolve_everywhere_and_fail_in_one_line(reg, tiny_mod
 
 
 def test_an_edit_records_the_content_hash_and_another_registry_finds_the_same_vector(reg, tiny_model, tmp_path):
-    from editor.batch import read_provenance
+    from p2pz.editor.batch import read_provenance
 
     _, two = _two_versions(reg, tiny_model)
     lib = tmp_path / "lib.p2pz"

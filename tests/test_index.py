@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from registry import Registry
-from registry.cli import main
-from store.index import DirectionIndex, default_params, normalize, resolve_kind
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
+from p2pz.store.index import DirectionIndex, default_params, normalize, resolve_kind
 
 
 def clustered(n, d=768, centres=400, noise=0.3, seed=0):

@@ -6,15 +6,15 @@ import signal
 import subprocess
 import sys
 
-from registry import Registry
+from p2pz.registry import Registry
 
 from .conftest import REPO, db_dump
 
 
 INTERRUPTED_BUILD = r"""
 import sys, time
-import registry.library.encoding as encoding
-from registry import Registry
+import p2pz.registry.library.encoding as encoding
+from p2pz.registry import Registry
 
 plain = encoding.encode_sentences
 def announced(enc, sentences):  # tell the test that encoding is under way, and give it time to press Ctrl-C
@@ -61,7 +61,7 @@ def held_save(self, fp, *args, **kwargs):  # the 4th output stops after writing 
         print("writing", fp, flush=True)
         time.sleep(120)
 Image.Image.save = held_save
-from registry.cli import main
+from p2pz.registry.cli import main
 main(sys.argv[1:])
 """
 
@@ -69,7 +69,7 @@ main(sys.argv[1:])
 def test_ctrl_c_while_an_output_is_written_leaves_no_partial_files(tmp_path, tiny_model, db_url):
     from PIL import Image
 
-    from editor.batch import read_provenance
+    from p2pz.editor.batch import read_provenance
 
     reg = Registry.open(db_url)
     reg.build_direction("cat", "dog", str(tiny_model), n=10)

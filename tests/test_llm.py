@@ -6,10 +6,10 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from generators import GeneratorError
-from generators.llm import LLMGenerator, clean_line
-from registry import Registry, RegistryError
-from registry.cli import main
+from p2pz.generators import GeneratorError
+from p2pz.generators.llm import LLMGenerator, clean_line
+from p2pz.registry import Registry, RegistryError
+from p2pz.registry.cli import main
 
 from .conftest import db_dump
 from .llm_server import FakeLLM
@@ -203,7 +203,7 @@ def test_rerun_is_served_from_the_cache_when_the_server_has_no_structured_output
     third = runner.invoke(main, args, catch_exceptions=False)
     assert third.exit_code == 0, third.output
     assert json.loads(third.stdout)["sha256"] == first["sha256"]
-    from store.paths import cache_dir
+    from p2pz.store.paths import cache_dir
 
     assert len(list((cache_dir() / "llm").rglob("*.json"))) == first["params"]["requests_sent"] == 2
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from editor.loader import DEFAULT_MODEL, ModelLoadError, default_model, resolve_model
+from p2pz.editor.loader import DEFAULT_MODEL, ModelLoadError, default_model, resolve_model
 
 
 def test_offline_hub_id_names_the_fix(monkeypatch, home):
@@ -21,7 +21,7 @@ def test_default_model_honours_p2pz_model_at_call_time(monkeypatch):
 
 
 def test_p2pz_model_reaches_editor_from_pretrained(monkeypatch, tiny_model):
-    from editor import Editor
+    from p2pz.editor import Editor
 
     monkeypatch.setenv("P2PZ_MODEL", str(tiny_model))
     ed = Editor.from_pretrained(captioner=None, device="cpu")
@@ -29,7 +29,7 @@ def test_p2pz_model_reaches_editor_from_pretrained(monkeypatch, tiny_model):
 
 
 def test_p2pz_model_reaches_the_registry(monkeypatch, tiny_model, tmp_path):
-    from registry import Registry
+    from p2pz.registry import Registry
 
     monkeypatch.setenv("P2PZ_MODEL", str(tiny_model))
     d = Registry.open(f"sqlite:///{tmp_path / 'r.db'}").build_direction("cat", "dog", n=5)

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from editor.metrics import (LPIPS, ClipScorer, StructureDistance, background_metrics, decode_rle, load_mask,
+from p2pz.editor.metrics import (LPIPS, ClipScorer, StructureDistance, background_metrics, decode_rle, load_mask,
                             lpips_linear_weights)
 
 

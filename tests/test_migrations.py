@@ -1,32 +1,27 @@
 """Schema revisions (Alembic) in one place: the models equal what the revisions create, every revision upgrades
-and downgrades a populated database with its data intact, a newer schema is refused, the wheel ships the
-revisions, and ``p2pz db upgrade`` runs them."""
+and downgrades a populated database with its data intact, a newer schema is refused, and ``p2pz db upgrade`` runs
+them (the wheel's copy of the revisions: tests/test_install.py)."""
 
-import os
 import sqlite3
-import subprocess
-import sys
-import zipfile
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from sqlalchemy import inspect, text
 
-from migrations import HEAD_REVISION, current_revision, downgrade, known_revisions, upgrade
-from registry import Registry, RegistryError
-from registry.cli import main
-from store import models as m
-from store.db import make_engine
+from p2pz.migrations import HEAD_REVISION, current_revision, downgrade, known_revisions, upgrade
+from p2pz.registry import Registry, RegistryError
+from p2pz.registry.cli import main
+from p2pz.store import models as m
+from p2pz.store.db import make_engine
 
-from .conftest import REPO
 from .test_web_api import Client, create_app, db, edit, settings  # noqa: F401 (db is a fixture)
 
 
 def test_head_constant_matches_alembic(tmp_path):
     from alembic.script import ScriptDirectory
 
-    from migrations import alembic_config
+    from p2pz.migrations import alembic_config
 
     assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD_REVISION
     assert known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"}
@@ -83,30 +78,6 @@ def test_newer_schema_is_refused(tmp_path):
     con.close()
     with pytest.raises(RegistryError, match="newer than this p2pz"):
         Registry.open(url)
-
-
-def test_wheel_ships_migrations_and_upgrades_from_an_installed_copy(tmp_path):
-    """Build the wheel, install it into a bare folder, and run the upgrade from there (not the checkout)."""
-    wheel_dir = tmp_path / "wheel"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
-                    str(wheel_dir), str(REPO)], check=True, capture_output=True, timeout=300)
-    wheel = next(wheel_dir.glob("p2pz-*.whl"))
-    names = zipfile.ZipFile(wheel).namelist()
-    for needed in ("migrations/env.py", "migrations/script.py.mako", "migrations/versions/0001_initial.py",
-                   "migrations/versions/0002_meta_generation.py", "migrations/versions/0003_direction_keys.py",
-                   "store/db.py", "registry/cli/__init__.py", "registry/cli/edit.py"):
-        assert needed in names
-    site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, timeout=300)
-    code = ("import migrations as mg, store.db as d; assert str(mg.__file__).startswith(%r), mg.__file__;"
-            "e = d.make_engine('sqlite:///%s'); mg.ensure_schema(e); print(mg.current_revision(e))"
-            % (str(site), tmp_path / "w.db"))
-    env = {**os.environ, "PYTHONPATH": str(site)}
-    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
-                         timeout=120)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.strip() == HEAD_REVISION
 
 
 def test_the_job_owner_and_student_flag_revision_round_trips_a_populated_database(db_url, tiny_model):
@@ -167,8 +138,8 @@ def torch_equal(a, b) -> bool:
 
 
 def test_the_students_revision_upgrades_and_downgrades_a_populated_database(db_url, tiny_model):
-    from migrations import current_revision, downgrade
-    from store.db import make_engine
+    from p2pz.migrations import current_revision, downgrade
+    from p2pz.store.db import make_engine
 
     reg = Registry.open(db_url)
     reg.build_direction("cat", "dog", str(tiny_model), n=5)
@@ -185,12 +156,12 @@ def test_the_students_revision_upgrades_and_downgrades_a_populated_database(db_u
 
 
 def test_the_evaluations_revision_upgrades_and_downgrades_a_populated_database(db_url, tiny_model):
-    from migrations import current_revision, downgrade
-    from store.db import make_engine
+    from p2pz.migrations import current_revision, downgrade
+    from p2pz.store.db import make_engine
 
     reg = Registry.open(db_url)
     d = reg.build_direction("cat", "dog", str(tiny_model), n=5)
-    from registry.analysis.evaluations import record
+    from p2pz.registry.analysis.evaluations import record
 
     record(reg.db, d.id, {"clip_acc": 1.0, "structure_distance": 0.01}, 3, {"test": True})
     reg.close()
@@ -208,8 +179,8 @@ def test_the_evaluations_revision_upgrades_and_downgrades_a_populated_database(d
 def test_the_jobs_revision_upgrades_and_downgrades_a_populated_database(db, tmp_path, tiny_model):
     from sqlalchemy import inspect
 
-    from migrations import HEAD_REVISION, current_revision, downgrade, upgrade
-    from store.db import make_engine
+    from p2pz.migrations import HEAD_REVISION, current_revision, downgrade, upgrade
+    from p2pz.store.db import make_engine
 
     with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
         assert edit(c).status_code == 202

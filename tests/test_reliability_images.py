@@ -9,10 +9,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from editor.errors import ImageError
-from editor.image import load_image
-from registry import Registry
-from registry.cli import main
+from p2pz.editor.errors import ImageError
+from p2pz.editor.image import load_image
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
 
 
 @pytest.fixture

@@ -4,10 +4,10 @@ uvicorn on 127.0.0.1."""
 import pytest
 from click.testing import CliRunner
 
-from registry import Registry, RegistryError
-from registry.cli import main
-from registry.web import create_app
-from registry.web.settings import Settings
+from p2pz.registry import Registry, RegistryError
+from p2pz.registry.cli import main
+from p2pz.registry.web import create_app
+from p2pz.registry.web.settings import Settings
 
 from .conftest import db_dump
 from .test_web_security import live

@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from editor import Editor, EditorError, Inversion
-from editor.attention import cross_attention_layers, loss_scale, select_layers
-from registry import Registry, RegistryError
+from p2pz.editor import Editor, EditorError, Inversion
+from p2pz.editor.attention import cross_attention_layers, loss_scale, select_layers
+from p2pz.registry import Registry, RegistryError
 from tests.numerics import assert_close_relative
 
 STEPS = 5
@@ -56,8 +56,8 @@ def test_the_family_is_read_from_the_snapshot(xl, tiny_model):
 
 def test_concept_embeddings_equal_encode_prompt(tiny_sdxl, pipe):
     """The registry's bank mean and key are the mean over sentences of encode_prompt's prompt and pooled embeds."""
-    from editor.loader import load_text_encoder
-    from registry.library.encoding import encode_bank
+    from p2pz.editor.loader import load_text_encoder
+    from p2pz.registry.library.encoding import encode_bank
 
     sentences = ["a photo of a cat", "a cat on a sofa", "a very long caption " * 20 + "of a cat", "a dog"]
     enc = load_text_encoder(str(tiny_sdxl))
@@ -161,7 +161,7 @@ def test_the_guidance_gradient_equals_autograd_through_diffusers_attention(xl, p
 
 
 def xl_config(xa_layers="all"):
-    from editor import EditConfig
+    from p2pz.editor import EditConfig
 
     return EditConfig(xa_guidance=0.1, guidance_scale=5.0, steps=STEPS, xa_layers=xa_layers)
 
@@ -172,7 +172,7 @@ def test_the_layer_sets_of_the_real_unets_and_the_normalisation():
     exactly 1 for every SD-family UNet with all its layers (results unchanged) and 16/|S| for SDXL."""
     from diffusers import UNet2DConditionModel
 
-    from editor.tiny import SDXL_BASE_UNET as sdxl
+    from p2pz.editor.tiny import SDXL_BASE_UNET as sdxl
 
     sd14 = dict(sample_size=64, cross_attention_dim=768)
     with torch.device("meta"):
@@ -278,7 +278,7 @@ def test_a_library_mixing_families_round_trips(both, tmp_path, db_url):
 # --- directions in any diffusers pipeline -------------------------------------------------------------------
 
 def test_direction_kwargs_are_the_editors_embeddings_and_generate(both, pipe, xl):
-    from registry import direction_kwargs
+    from p2pz.registry import direction_kwargs
 
     reg, sd, d = both
     kw = direction_kwargs(pipe, CAPTION, d, scale=0.5)
@@ -301,7 +301,7 @@ def test_direction_kwargs_are_the_editors_embeddings_and_generate(both, pipe, xl
 def test_direction_kwargs_on_a_plain_sd_pipeline(both, tiny_model):
     from diffusers import StableDiffusionPipeline
 
-    from registry import direction_kwargs
+    from p2pz.registry import direction_kwargs
 
     reg, sd, xl_dir = both
     with warnings.catch_warnings():

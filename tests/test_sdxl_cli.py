@@ -8,9 +8,9 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from editor.batch import read_provenance
-from registry import Registry
-from registry.cli import main
+from p2pz.editor.batch import read_provenance
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
 
 
 def run(db_url, *args):
@@ -116,7 +116,7 @@ def test_preview_build_eval_and_distill_pairs_on_sdxl(xl_registry, db_url, tiny_
     pairs = run(db_url, "distill", "pairs", "cat-to-dog-sdxl", "--images", str(xl_registry), "--synthetic", "1",
                 "--out", str(tmp_path / "pairs"), "--size", "32", "--steps", "2", "--no-filter", "--json", *caption)
     assert pairs.exit_code == 0, pairs.output
-    from editor.student.pairs import read_manifest
+    from p2pz.editor.student.pairs import read_manifest
 
     manifest = read_manifest(tmp_path / "pairs")
     assert len(manifest["pairs"]) == 2 and manifest["direction"] == "cat-to-dog-sdxl@1"

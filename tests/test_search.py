@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from registry import Registry, RegistryError
-from store.index import DirectionIndex
+from p2pz.registry import Registry, RegistryError
+from p2pz.store.index import DirectionIndex
 
 N = 40
 

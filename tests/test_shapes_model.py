@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from editor.loader import SHAPES_MODEL
-from editor.shapes import ablation, world
-from editor.shapes.judge import accuracy, judge_edits, psnr
-from editor.shapes.model import WEIGHTS, read_manifest, sha256_file, shipped_files, verify
+from p2pz.editor.loader import SHAPES_MODEL
+from p2pz.editor.shapes import ablation, world
+from p2pz.editor.shapes.judge import accuracy, judge_edits, psnr
+from p2pz.editor.shapes.model import WEIGHTS, read_manifest, sha256_file, shipped_files, verify
 
 EDIT_STEPS = 25  # the benchmark uses the paper's 50; 25 keeps these tests within their budget
 
@@ -34,7 +34,7 @@ def shapes_home(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def editor(shapes_home):
-    from editor import Editor
+    from p2pz.editor import Editor
 
     return Editor.from_pretrained(SHAPES_MODEL, cache=False)
 
@@ -42,7 +42,7 @@ def editor(shapes_home):
 @pytest.fixture(scope="module")
 def deltas(shapes_home):
     """Bank directions circle→square and red→blue (200-sentence template banks, kinds chosen automatically)."""
-    from registry import Registry
+    from p2pz.registry import Registry
 
     reg = Registry.open(f"sqlite:///{shapes_home}/registry.db")
     out = {}
@@ -66,7 +66,7 @@ def test_diffusers_loads_the_snapshot_unchanged(tmp_path):
     from click.testing import CliRunner
     from diffusers import StableDiffusionPipeline
 
-    from registry.cli import main
+    from p2pz.registry.cli import main
 
     r = CliRunner().invoke(main, ["dev", "shapes-model", str(tmp_path / "snap")])
     assert r.exit_code == 0, r.output
@@ -87,7 +87,7 @@ GEN_SHAPE_MIN, GEN_COLOUR_MIN = 0.80, 0.90
 def test_generation_draws_what_the_caption_says(shapes_home):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
 
-    from editor.loader import resolve_model
+    from p2pz.editor.loader import resolve_model
 
     pipe = StableDiffusionPipeline.from_pretrained(resolve_model(SHAPES_MODEL).folder)
     pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -151,7 +151,7 @@ def test_a_colour_edit_makes_objects_blue(colour_edits):
                    "the red → blue bank direction also recolours the background (mean change 0.28 outside the "
                    "object), and the parser loses the object on a blue background — a finding, not yet fixed")
 def test_a_colour_edit_keeps_the_shape(colour_edits):
-    from editor.shapes.parse import parse
+    from p2pz.editor.shapes.parse import parse
 
     samples, images = colour_edits
     shape_kept = np.mean([parse(im).shape == s.scene.shape for im, s in zip(images, samples)])

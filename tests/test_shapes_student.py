@@ -11,13 +11,13 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from editor.caption import png_info
-from editor.shapes import world
-from editor.shapes.judge import ShapesJudge, judge_edits
-from editor.shapes.parse import parse
-from editor.student import Student
-from registry import Registry
-from registry.cli import main
+from p2pz.editor.caption import png_info
+from p2pz.editor.shapes import world
+from p2pz.editor.shapes.judge import ShapesJudge, judge_edits
+from p2pz.editor.shapes.parse import parse
+from p2pz.editor.student import Student
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
 
 SOURCES = 96  # world circles the teacher edits (training seeds; the test circles are held out)
 STEPS = 1500  # student training steps (64 px, width 16)

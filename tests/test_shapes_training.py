@@ -11,7 +11,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from editor.shapes.train import CHECKPOINT, ShapesTrainingError, Stopped, Trainer, TrainConfig, train
+from p2pz.editor.shapes.train import CHECKPOINT, ShapesTrainingError, Stopped, Trainer, TrainConfig, train
 
 TINY = dict(vae_steps=20, unet_steps=10, batch=4, vae_batch=4, pool=32, warmup=2, checkpoint_every=5,
             unet_widths=(16, 32, 32), vae_lr=3e-3)
@@ -23,7 +23,7 @@ def _cfg(**kw) -> TrainConfig:
 
 def _small_unet(monkeypatch):
     """Norm groups that divide the tiny widths (the shipped config has 16 groups for widths ≥ 32)."""
-    import editor.shapes.train as tr
+    import p2pz.editor.shapes.train as tr
 
     orig = tr.unet_config
     monkeypatch.setattr(tr, "unet_config", lambda **kw: {**orig(**kw), "norm_num_groups": 8})
@@ -37,8 +37,8 @@ def _held_out_mse(vae) -> float:
     """Reconstruction MSE on 8 fixed held-out images (the per-step loss of a batch of 4 is too noisy to judge)."""
     import numpy as np
 
-    from editor.shapes import world
-    from editor.shapes.train import to_tensor
+    from p2pz.editor.shapes import world
+    from p2pz.editor.shapes.train import to_tensor
 
     x = to_tensor(np.stack([s.pixels() for s in world.held_out(8)]))
     with torch.no_grad():
@@ -93,7 +93,7 @@ def test_train_exports_a_loadable_snapshot_with_a_manifest(tmp_path, monkeypatch
     _small_unet(monkeypatch)
     out = train(tmp_path / "run", _cfg(), command="test")
     manifest = json.loads((out / "manifest.json").read_text())
-    from editor.shapes.model import sha256_file
+    from p2pz.editor.shapes.model import sha256_file
 
     assert manifest["sha256"] and all(sha256_file(out / rel) == h for rel, h in manifest["sha256"].items())
     assert (out / "loss.png").stat().st_size > 1000
@@ -107,7 +107,7 @@ def test_train_exports_a_loadable_snapshot_with_a_manifest(tmp_path, monkeypatch
 
 
 def test_cli_train_shapes_refuses_contradicting_flags(tmp_path):
-    from registry.cli import main
+    from p2pz.registry.cli import main
 
     r = CliRunner().invoke(main, ["dev", "train-shapes", str(tmp_path), "--resume", "--force"])
     assert r.exit_code != 0 and "contradict" in r.output

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from editor.shapes import parse, world
+from p2pz.editor.shapes import parse, world
 
 
 def test_sample_is_a_pure_function_of_its_seed():
@@ -89,8 +89,8 @@ def test_the_parser_refuses_a_wrong_size():
 
 
 def test_recorded_caption_round_trips_through_png(tmp_path):
-    from editor.caption import png_info, recorded_caption
-    from editor.shapes.caption import ShapesCaptioner
+    from p2pz.editor.caption import png_info, recorded_caption
+    from p2pz.editor.shapes.caption import ShapesCaptioner
 
     s = world.sample(world.HELD_OUT + 11)
     path = tmp_path / "s.png"

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from sqlalchemy import select, text
 
-from registry import Registry
-from store import models as m
-from store.vectors import VectorError, from_bytes, to_bytes
+from p2pz.registry import Registry
+from p2pz.store import models as m
+from p2pz.store.vectors import VectorError, from_bytes, to_bytes
 
 
 def test_sqlite_pragmas(reg):
@@ -34,8 +34,8 @@ def test_vectors_round_trip_bit_exactly():
 
 
 def test_stored_vectors_are_bit_exact(reg, tiny_model):
-    from registry.library.encoding import encode_bank
-    from editor.loader import load_text_encoder
+    from p2pz.registry.library.encoding import encode_bank
+    from p2pz.editor.loader import load_text_encoder
 
     d = reg.build_direction("cat", "dog", str(tiny_model), n=30)
     enc = load_text_encoder(str(tiny_model), device="cpu")

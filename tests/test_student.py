@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from editor.errors import EditorError
-from editor.student import PatchDiscriminator, StudentConfig, Trainer, UNetGenerator, lr_at, parameter_count
+from p2pz.editor.errors import EditorError
+from p2pz.editor.student import PatchDiscriminator, StudentConfig, Trainer, UNetGenerator, lr_at, parameter_count
 
 CFG = StudentConfig(size=64, base_channels=16, depth=4, disc_channels=16, disc_layers=2, batch=8, seed=0)
 
@@ -93,7 +93,7 @@ def test_ctrl_c_leaves_a_checkpoint_to_resume_from(tmp_path, monkeypatch):
 def test_mixed_precision_runs_the_bf16_autocast_path_and_still_learns():
     """``precision="bf16"`` is the path ``auto`` takes on CUDA; forced on the CPU it runs the same autocast code:
     the convolutions compute in bfloat16, weights and optimizer state stay float32, and the student still learns."""
-    from editor.student.train import resolve_precision
+    from p2pz.editor.student.train import resolve_precision
 
     assert resolve_precision("auto", "cuda:0") == "bf16" and resolve_precision("auto", "cpu") == "fp32"
     with pytest.raises(EditorError, match="unknown precision"):

@@ -14,12 +14,12 @@ from click.testing import CliRunner
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from registry import Registry
-from registry.cli import main
-from registry.web.jobs import INTERRUPTED, Jobs
-from registry.web import Settings, create_app
-from store import models as m
-from store import repository as repo
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
+from p2pz.registry.web.jobs import INTERRUPTED, Jobs
+from p2pz.registry.web import Settings, create_app
+from p2pz.store import models as m
+from p2pz.store import repository as repo
 
 TOKEN = "correct-horse-battery"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -319,7 +319,7 @@ def test_an_edit_job_runs_and_its_results_download_with_provenance(client):
 
 
 def test_progress_is_reported_while_a_job_runs(client, monkeypatch):
-    import registry.web.jobs as jobs_mod
+    import p2pz.registry.web.jobs as jobs_mod
 
     seen = []
     plain = jobs_mod.JobRunner._update

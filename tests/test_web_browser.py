@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from registry import Registry
+from p2pz.registry import Registry
 
 CHROMIUM = os.environ.get("P2PZ_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
@@ -43,7 +43,7 @@ def server(tmp_path, tiny_model):
         reg.build_direction("cat", "dog", str(tiny_model), n=5, tags=["animals"])
         reg.build_direction("day", "night", str(tiny_model), n=5, tags=["scenes"])
         reg.build_direction("summer", "winter", str(tiny_model), n=5, tags=["scenes"])
-    p2pz = [sys.executable, "-m", "registry.cli", "--db", db, "-q"]
+    p2pz = [sys.executable, "-m", "p2pz", "--db", db, "-q"]
     built = subprocess.run(p2pz + ["preview", "build", "cat-to-dog", "day-to-night", "--steps", "2", "--captioner",
                                    str(tiny_model / "captioner")], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr
@@ -57,7 +57,7 @@ def serving(tmp_path, db, tiny_model, token=None, directions=3):
     port = free_port()
     log = open(tmp_path / "serve.log", "w")
     env = {**os.environ, "P2PZ_TOKEN": token or ""}
-    proc = subprocess.Popen([sys.executable, "-m", "registry.cli", "--db", db, "-q", "serve", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "p2pz", "--db", db, "-q", "serve", "--port", str(port),
                              "--model", str(tiny_model), "--captioner", str(tiny_model / "captioner"),
                              "--preview-steps", "2", "--work-dir", str(tmp_path / "work")],
                             stdout=log, stderr=subprocess.STDOUT, env=env)

@@ -11,9 +11,9 @@ import time
 import httpx
 import pytest
 
-from registry import Registry
-from registry.web import create_app
-from registry.web.jobs import INTERRUPTED, Jobs
+from p2pz.registry import Registry
+from p2pz.registry.web import create_app
+from p2pz.registry.web.jobs import INTERRUPTED, Jobs
 
 from .conftest import REPO
 from .test_web_api import AUTH, TOKEN, Client, db, edit, png, settings  # noqa: F401 (db is a fixture)
@@ -75,8 +75,8 @@ def test_word_pairs_are_encoded_in_a_worker_process_like_in_the_server(db, tmp_p
 
 
 def test_exports_are_cached_by_content(db, tmp_path, tiny_model, monkeypatch):
-    from store import cache as store_cache
-    from store.paths import cache_dir
+    from p2pz.store import cache as store_cache
+    from p2pz.store.paths import cache_dir
 
     with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
         first = c.get("/api/export", params={"names": "cat-to-dog,day-to-night@1"})
@@ -120,7 +120,7 @@ def test_the_job_queue_is_bounded(db, tmp_path, tiny_model):
 def test_finished_jobs_files_are_cleaned_by_count_and_age(db, tmp_path, tiny_model):
     import datetime as dt
 
-    from store import repository as repo
+    from p2pz.store import repository as repo
 
     with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
         ids = [edit(c).json()["id"] for _ in range(4)]
@@ -144,8 +144,8 @@ def test_finished_jobs_files_are_cleaned_by_count_and_age(db, tmp_path, tiny_mod
 
 SERVE = """
 import sys, uvicorn
-from registry.web import create_app
-from registry.web.settings import Settings
+from p2pz.registry.web import create_app
+from p2pz.registry.web.settings import Settings
 db, work, model, port = sys.argv[1:5]
 app = create_app(Settings(db_url=db, work_dir=work, token={token!r}, captioner=model + "/captioner", model=model,
                           job_lease_s=1.0))

@@ -13,12 +13,12 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from registry import Registry
-from registry.cli import main
-from registry.web.jobs import INTERRUPTED, Jobs
-from registry.web import create_app
-from store import models as m
-from store import repository as repo
+from p2pz.registry import Registry
+from p2pz.registry.cli import main
+from p2pz.registry.web.jobs import INTERRUPTED, Jobs
+from p2pz.registry.web import create_app
+from p2pz.store import models as m
+from p2pz.store import repository as repo
 
 from .test_web_api import AUTH, TOKEN, Client, db, edit, png, settings, wait  # noqa: F401 — db is a fixture
 
@@ -232,7 +232,7 @@ def test_job_reads_need_the_token_when_one_is_set(db, tmp_path, tiny_model):
 # --- 3. a second server on the same registry -------------------------------------------------------------------
 
 def test_a_second_server_does_not_fail_the_first_servers_running_job(db, tmp_path, tiny_model, monkeypatch):
-    import registry.web.jobs as jobs_module
+    import p2pz.registry.web.jobs as jobs_module
 
     release, started = threading.Event(), threading.Event()
     real = jobs_module.edit_files
@@ -275,7 +275,7 @@ def test_a_stale_job_is_still_recovered_and_a_finished_job_carries_no_error(db, 
     # a job wrongly failed while it ran: finishing it clears the error
     with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
         job_id = edit(c).json()["id"]
-    from registry.web.jobs import JobRunner
+    from p2pz.registry.web.jobs import JobRunner
 
     runner = JobRunner(jobs, model=str(tiny_model), captioner=str(tiny_model / "captioner"))
     plain = runner._run_edit
@@ -308,7 +308,7 @@ def test_bad_pages_are_422_without_server_details(db, tmp_path, tiny_model):
 def test_database_errors_reach_the_client_as_one_generic_line(db, tmp_path, tiny_model):
     from sqlalchemy import text
 
-    from store.db import make_engine
+    from p2pz.store.db import make_engine
 
     with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
         engine = make_engine(db)
@@ -330,7 +330,7 @@ def no_serving(monkeypatch):
     """``p2pz serve`` up to the point it would listen: the app it would build and the line it prints."""
     import uvicorn
 
-    import registry.web
+    import p2pz.registry.web as web_pkg
 
     seen = {}
 
@@ -339,7 +339,7 @@ def no_serving(monkeypatch):
         return object()
 
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(run=kw))
-    monkeypatch.setattr(registry.web, "create_app", build)
+    monkeypatch.setattr(web_pkg, "create_app", build)
     return seen
 
 

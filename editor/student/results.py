@@ -9,7 +9,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from store.files import atomic_write
+from p2pz.store.files import atomic_write
 
 from ..plots import save_loss_plot
 

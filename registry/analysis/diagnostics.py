@@ -30,14 +30,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from store import models as m
-from store import repository as repo
-from store.lazy import numpy as np
-from store.vectors import from_bytes
+from p2pz.store import models as m
+from p2pz.store import repository as repo
+from p2pz.store.lazy import numpy as np
+from p2pz.store.vectors import from_bytes
 
-from registry.library import encoding
-from registry.library.naming import parse_ref
-from registry.library.records import RegistryError
+from p2pz.registry.library import encoding
+from p2pz.registry.library.naming import parse_ref
+from p2pz.registry.library.records import RegistryError
 
 from .statistics import SPLITS, bank_health, cosine, effective_size, spearman_brown_size, split_half
 

@@ -7,7 +7,7 @@ import base64
 import html
 import io
 
-from store.lazy import numpy as np
+from p2pz.store.lazy import numpy as np
 
 from .diagnostics import PROFILE_HEAD, Diagnostics
 from .statistics import TARGET_STABILITY

@@ -16,12 +16,12 @@ import uuid
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from editor.devices import resolve_device
-from editor.errors import ComponentLoadError, EditorError
-from store import repository as repo
-from store.repository import METRICS
+from p2pz.editor.devices import resolve_device
+from p2pz.editor.errors import ComponentLoadError, EditorError
+from p2pz.store import repository as repo
+from p2pz.store.repository import METRICS
 
-from registry.library.records import Direction, RegistryError
+from p2pz.registry.library.records import Direction, RegistryError
 from .diagnostics_report import figure_png
 
 
@@ -58,7 +58,7 @@ def load_scorers(options: ScorerOptions, device: str | None = None):
     """The scorers (:class:`editor.evaluate.Scorers`: CLIP, DINO, LPIPS when it loads) on ``device`` (checked
     first: a device this machine lacks is one line), loaded through :mod:`editor.loader`; ``.notes`` says what
     was skipped."""
-    from editor.evaluate import Scorers  # torch and transformers: only when scoring
+    from p2pz.editor.evaluate import Scorers  # torch and transformers: only when scoring
 
     return Scorers.load(options.clip_model, options.dino_model, options.lpips_weights, options.lpips_net,
                         resolve_device(device))
@@ -88,9 +88,9 @@ def latest(db, directions: list[Direction]) -> dict[str, dict]:
 def evaluate(reg, ref: str, images: list[Path], *, editor, scorers, inversion, edit, caption: str | None = None,
              limit: int | None = None, masks: dict | None = None, out_dir: Path | None = None,
              report=None) -> EvalRun:
-    from editor.batch import output_name, output_stem, save_png, source_fields  # lazy: PIL
-    from editor.evaluate import score_pair, summarize  # lazy: torch
-    from editor.image import load_image  # lazy: torch
+    from p2pz.editor.batch import output_name, output_stem, save_png, source_fields  # lazy: PIL
+    from p2pz.editor.evaluate import score_pair, summarize  # lazy: torch
+    from p2pz.editor.image import load_image  # lazy: torch
 
     d = reg.get(ref, getattr(editor, "model_id", None))
     source, target = concepts(d)
@@ -229,8 +229,8 @@ def score_files(reg, edited: list[Path], *, scorers, sources: Path | None = None
     source is looked up by name in ``sources`` when its recorded path is gone). One run per direction."""
     from PIL import Image  # lazy: PIL
 
-    from editor.batch import read_provenance  # lazy: PIL
-    from editor.evaluate import score_pair, summarize  # lazy: torch
+    from p2pz.editor.batch import read_provenance  # lazy: PIL
+    from p2pz.editor.evaluate import score_pair, summarize  # lazy: torch
 
     groups: dict[str, list[dict]] = {}
     for path in edited:

@@ -7,7 +7,7 @@ import json
 import re
 from pathlib import Path
 
-from registry.library.records import RegistryError
+from p2pz.registry.library.records import RegistryError
 
 PIE_COLUMNS = [  # (our key, the published table's column, scale factor)
     ("structure_distance", "Structure Distance ×10³", 1e3),
@@ -58,8 +58,8 @@ def _scores(scorers, image, edited, source: str, target: str, rle: list, target_
     import numpy as np  # heavy: only when the benchmark runs
     from PIL import Image  # lazy: PIL
 
-    from editor.evaluate import score_pair  # lazy: torch
-    from editor.metrics import decode_rle  # lazy: torch
+    from p2pz.editor.evaluate import score_pair  # lazy: torch
+    from p2pz.editor.metrics import decode_rle  # lazy: torch
 
     src = image.resize(edited.size, resample=3) if image.size != edited.size else image
     mask = decode_rle([int(v) for v in rle]) if rle else None
@@ -78,8 +78,8 @@ def pie_bench(reg, mapping_path: Path, images_dir: Path, *, editor, scorers, mod
     banks for both words, Δ not stored); the source is captioned with its own prompt; every edit is scored with
     PIE-Bench's definitions (masked background metrics, CLIP of the whole edit and of the edited part).
     Add/delete entries (one side has no bracketed words) are counted and skipped."""
-    from editor.evaluate import summarize  # torch: only when the benchmark runs
-    from editor.image import load_image  # lazy: torch
+    from p2pz.editor.evaluate import summarize  # torch: only when the benchmark runs
+    from p2pz.editor.image import load_image  # lazy: torch
 
     mapping = _read_mapping(mapping_path)
     deltas: dict[tuple[str, str], object] = {}

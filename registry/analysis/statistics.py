@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import re
 
-from generators import contains_concept
-from store.lazy import numpy as np
+from p2pz.generators import contains_concept
+from p2pz.store.lazy import numpy as np
 
 SPLITS = 20
 TARGET_STABILITY = 0.95

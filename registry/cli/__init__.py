@@ -17,6 +17,8 @@ import sys
 
 import click
 
+from p2pz.store.version import __version__
+
 EPILOG_DB = "Every command takes the global --db URL (or $P2PZ_DB_URL); data lives in $P2PZ_HOME."
 
 
@@ -28,13 +30,13 @@ class P2PZError(click.ClickException):
 
 
 def _user_errors() -> tuple:
-    from editor.errors import EditorError, ImageError  # lazy: start-up
-    from editor.loader import ModelLoadError  # lazy: start-up
-    from generators import GeneratorError  # lazy: start-up
-    from store.db import StoreError  # lazy: sqlalchemy
-    from store.vectors import VectorError  # lazy: start-up
+    from p2pz.editor.errors import EditorError, ImageError  # lazy: start-up
+    from p2pz.editor.loader import ModelLoadError  # lazy: start-up
+    from p2pz.generators import GeneratorError  # lazy: start-up
+    from p2pz.store.db import StoreError  # lazy: sqlalchemy
+    from p2pz.store.vectors import VectorError  # lazy: start-up
 
-    from registry.library.records import RegistryError  # lazy: start-up
+    from p2pz.registry.library.records import RegistryError  # lazy: start-up
 
     return (RegistryError, GeneratorError, StoreError, VectorError, ModelLoadError, FileExistsError, EditorError,
             ImageError)
@@ -97,7 +99,7 @@ class State:
 
     def registry(self):
         if self._reg is None:
-            from registry.library.api import Registry  # lazy: sqlalchemy
+            from p2pz.registry.library.api import Registry  # lazy: sqlalchemy
 
             self._reg = Registry.open(self.db, progress=self.progress)
         return self._reg
@@ -140,7 +142,7 @@ class VersionType(click.ParamType):
     def convert(self, value, param, ctx):
         if isinstance(value, int) and not isinstance(value, bool):
             value = str(value)
-        from registry.library.naming import RefError, parse_version  # lazy: start-up
+        from p2pz.registry.library.naming import RefError, parse_version  # lazy: start-up
 
         try:
             return parse_version(value)
@@ -154,7 +156,7 @@ VERSION = VersionType()
 @click.group(cls=P2PZGroup, epilog=EPILOG_DB, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--db", envvar="P2PZ_DB_URL", metavar="URL", help="Registry database URL (default: $P2PZ_HOME/registry.db).")
 @click.option("-q", "--quiet", is_flag=True, help="No progress bars or status lines.")
-@click.version_option(package_name="p2pz")
+@click.version_option(version=__version__, prog_name="p2pz")
 @click.pass_context
 def main(ctx, db, quiet):
     """p2pz — reusable, searchable edit directions for Stable Diffusion (pix2pix-zero).
@@ -217,7 +219,7 @@ def bank_options(generator: str | None, *, kind: str | None = None, template_fil
     """The typed generator options (:mod:`generators.options`) the bank flags of a command describe, or None
     (no ``--from`` and no ``--kind``: the stored banks, else templates). A flag of another generator is an
     error naming the ``--from`` it needs."""
-    from generators import FileOptions, GeneratorError, LLMOptions, TemplateOptions  # lazy: start-up
+    from p2pz.generators import FileOptions, GeneratorError, LLMOptions, TemplateOptions  # lazy: start-up
 
     llm = dict(llm or {})
     if generator is None and kind:
@@ -268,8 +270,8 @@ def engine_options(f):
 
 
 def make_engine(engine, address, workers, gpus_per_worker):
-    from registry.engine import make_engine as engine_of  # lazy: start-up
-    from registry.library.records import RegistryError  # lazy: start-up
+    from p2pz.registry.engine import make_engine as engine_of  # lazy: start-up
+    from p2pz.registry.library.records import RegistryError  # lazy: start-up
 
     try:
         return engine_of(engine, address, workers, gpus_per_worker)

@@ -30,9 +30,9 @@ def db_upgrade(state, revision):
     Example:
       p2pz --db sqlite:///team.db db upgrade
     """
-    from migrations import current_revision, upgrade  # lazy: sqlalchemy
-    from store.db import make_engine  # lazy: sqlalchemy
-    from store.paths import default_db_url  # lazy: start-up
+    from p2pz.migrations import current_revision, upgrade  # lazy: sqlalchemy
+    from p2pz.store.db import make_engine  # lazy: sqlalchemy
+    from p2pz.store.paths import default_db_url  # lazy: start-up
 
     engine = make_engine(state.db or default_db_url())
     before = current_revision(engine)
@@ -123,8 +123,8 @@ def cache_info(as_json):
     Example:
       p2pz cache info --json
     """
-    from store import cache as store_cache  # lazy: sqlalchemy
-    from store.paths import cache_dir  # lazy: start-up
+    from p2pz.store import cache as store_cache  # lazy: sqlalchemy
+    from p2pz.store.paths import cache_dir  # lazy: start-up
 
     usage = store_cache.usage(cache_dir())
     limit = store_cache.max_bytes()
@@ -148,8 +148,8 @@ def cache_clear(kind, as_json):
     Example:
       p2pz cache clear --kind maps
     """
-    from store import cache as store_cache  # lazy: sqlalchemy
-    from store.paths import cache_dir  # lazy: start-up
+    from p2pz.store import cache as store_cache  # lazy: sqlalchemy
+    from p2pz.store.paths import cache_dir  # lazy: start-up
 
     gone = store_cache.clear(cache_dir(), kind)
     if as_json:
@@ -186,7 +186,7 @@ def dev_tiny_model(folder, vocab, family, v_prediction, seed, force):
       p2pz dev tiny-model ./tiny-sd && p2pz direction build cat dog --model ./tiny-sd
       p2pz dev tiny-model --family sdxl ./tiny-sdxl && p2pz direction build cat@1 dog@1 --model ./tiny-sdxl
     """
-    from editor.tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model  # lazy: start-up
+    from p2pz.editor.tiny import RANDOM_WEIGHTS_NOTICE, build_tiny_model  # lazy: start-up
 
     if v_prediction and family == "sdxl":
         raise click.UsageError("--v-prediction is for --family sd (SDXL base predicts ε)")
@@ -212,7 +212,7 @@ def dev_shapes_model(folder, force):
       p2pz dev shapes-model ./shapes-sd && python -c "from diffusers import StableDiffusionPipeline; \\
         StableDiffusionPipeline.from_pretrained('./shapes-sd')"
     """
-    from editor.shapes.model import LABEL, ShapesModelError, write_snapshot  # lazy: start-up
+    from p2pz.editor.shapes.model import LABEL, ShapesModelError, write_snapshot  # lazy: start-up
 
     out = Path(folder)
     if out.exists() and not out.is_dir():
@@ -250,8 +250,8 @@ def dev_train_shapes(state: State, out, steps, vae_steps, pool, seed, resume, fo
     """
     import torch  # lazy: torch
 
-    from editor.shapes.model import ShapesModelError  # lazy: start-up
-    from editor.shapes.train import ShapesTrainingError, Stopped, TrainConfig, train  # lazy: torch
+    from p2pz.editor.shapes.model import ShapesModelError  # lazy: start-up
+    from p2pz.editor.shapes.train import ShapesTrainingError, Stopped, TrainConfig, train  # lazy: torch
 
     if resume and force:
         raise P2PZError("--resume and --force contradict each other; pass one")

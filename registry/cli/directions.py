@@ -67,7 +67,7 @@ def direction_build(state, source, target, name, model, generator, n, seed, kind
     if generator == "file" or source_file or target_file:
         if not (source_file and target_file):
             raise P2PZError("--from file needs both --source-file and --target-file")
-        from registry.library.banks import read_sentence_file  # lazy: sqlalchemy
+        from p2pz.registry.library.banks import read_sentence_file  # lazy: sqlalchemy
 
         # exactly these files' sentences, stored with the direction in one transaction
         sides = {"source_sentences": read_sentence_file(source_file, n),
@@ -119,7 +119,7 @@ def direction_build_many(state, pairs_file, model, generator, n, seed, kind, tag
       p2pz direction build-many pairs.csv --model CompVis/stable-diffusion-v1-4
       p2pz direction build-many pairs.csv --engine ray --workers 4 --gpus-per-worker 0.5
     """
-    from registry.library.build_many import read_pairs  # lazy: sqlalchemy
+    from p2pz.registry.library.build_many import read_pairs  # lazy: sqlalchemy
 
     options = bank_options(generator, kind=kind, llm=llm, model_flag="--llm-model")
     pairs = read_pairs(pairs_file)
@@ -163,7 +163,7 @@ def direction_list(state, include_deprecated, tag, sort_metric, as_json):
         else:
             echo_table([_dir_row(d) for d in ds], _DIR_HEADERS)
         return
-    from store.repository import METRICS  # lazy: sqlalchemy
+    from p2pz.store.repository import METRICS  # lazy: sqlalchemy
 
     if sort_metric not in METRICS:
         raise P2PZError(f"unknown metric {sort_metric!r}; choose one of {', '.join(METRICS)}")
@@ -242,11 +242,11 @@ def direction_inspect(state, ref, splits, report, as_json):
       p2pz direction inspect cat-to-dog@2 --json
       p2pz direction inspect cat-to-dog --report cat-to-dog.html
     """
-    from registry.analysis.diagnostics_report import report_html, summary  # lazy: sqlalchemy
+    from p2pz.registry.analysis.diagnostics_report import report_html, summary  # lazy: sqlalchemy
 
     d = state.registry().inspect(ref, splits=splits)
     if report:
-        from store.files import atomic_write  # lazy: start-up
+        from p2pz.store.files import atomic_write  # lazy: start-up
 
         atomic_write(report, report_html(d))
     if as_json:

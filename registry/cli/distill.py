@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from editor.devices import resolve_device
+from p2pz.editor.devices import resolve_device
 
 from . import P2PZError, P2PZGroup, VERSION, echo_json, echo_table, engine_options, json_option, main, pass_state
 
@@ -69,13 +69,13 @@ def distill_pairs(state, ref, images_dir, synthetic, prompt, out_dir, size, step
     made unfiltered. With --engine ray the teacher (and the filter's CLIP/DINO models) load once per worker; a
     worker that cannot load the filter's models fails its pairs (reported) instead of keeping them unfiltered.
     """
-    from editor.batch import expand_inputs  # lazy: PIL
-    from editor.config import EditConfig, InversionConfig  # lazy: start-up
-    from editor.student.pairs import PairFilter  # lazy: torch
+    from p2pz.editor.batch import expand_inputs  # lazy: PIL
+    from p2pz.editor.config import EditConfig, InversionConfig  # lazy: start-up
+    from p2pz.editor.student.pairs import PairFilter  # lazy: torch
 
-    from registry.analysis.evaluations import concepts  # lazy: sqlalchemy
-    from registry.library.editing import EditorOptions  # lazy: PIL
-    from registry.library.pairs import PairsSetup, distill_pairs as make_dataset  # lazy: torch
+    from p2pz.registry.analysis.evaluations import concepts  # lazy: sqlalchemy
+    from p2pz.registry.library.editing import EditorOptions  # lazy: PIL
+    from p2pz.registry.library.pairs import PairsSetup, distill_pairs as make_dataset  # lazy: torch
 
     d = state.registry().get(ref, model)
     source, target = concepts(d)
@@ -149,20 +149,20 @@ def distill_train(state, dataset, out_dir, steps, batch, size, width, depth, hel
       p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --steps 2000
       p2pz distill train cat-to-dog-pairs --out runs/cat-to-dog --resume
     """
-    from editor.student import parameter_count, weights_bytes  # lazy: torch
-    from editor.student.train import TrainingInterrupted, train_dataset  # lazy: torch
+    from p2pz.editor.student import parameter_count, weights_bytes  # lazy: torch
+    from p2pz.editor.student.train import TrainingInterrupted, train_dataset  # lazy: torch
 
     if resume and force:
         raise P2PZError("--resume continues the checkpoint and --force replaces it; pass one of them")
     lpips = None
     if lpips_weights:
-        from editor.metrics import LPIPS  # lazy: torch
+        from p2pz.editor.metrics import LPIPS  # lazy: torch
 
         lpips = LPIPS.from_weights(lpips_weights)
     options = _train_options(size, width, depth, batch, seed, resume, no_augment, lpips is not None, lambda_lpips)
     structure = None
     if dino_model:
-        from editor.metrics import StructureDistance  # lazy: torch
+        from p2pz.editor.metrics import StructureDistance  # lazy: torch
 
         structure = StructureDistance.from_pretrained(dino_model)
     try:

@@ -1,4 +1,4 @@
-"""Generate ``docs/cli.md`` from the CLI's own ``--help`` texts: ``python -m registry.cli.doc > docs/cli.md``.
+"""Generate ``docs/cli.md`` from the CLI's own ``--help`` texts: ``python -m p2pz.registry.cli.doc > docs/cli.md``.
 
 A test checks the committed file equals this output, so the reference can never drift from the code.
 """
@@ -22,7 +22,7 @@ def _walk(cmd: click.Command, path: list[str], parent: click.Context | None = No
 
 def render() -> str:
     out = ["# p2pz command line reference", "",
-           "Generated from `--help` by `python -m registry.cli.doc > docs/cli.md`; "
+           "Generated from `--help` by `python -m p2pz.registry.cli.doc > docs/cli.md`; "
            "`tests/test_docs.py` checks it is current.", ""]
     for path, cmd, ctx in _walk(main, ["p2pz"]):
         out += [f"## {' '.join(path)}", "", "```", cmd.get_help(ctx).rstrip(), "```", ""]

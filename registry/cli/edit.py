@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from editor.devices import resolve_device
+from p2pz.editor.devices import resolve_device
 
 from . import P2PZError, echo_json, engine_options, folded, json_option, main, pass_state
 
@@ -48,7 +48,7 @@ def _editor_options(state, loading: dict, **more):
     """The editor's loading flags (``--device``, ``--dtype``, ``--no-safety-checker``, ``--no-cache``,
     ``--cache-maps``) → :class:`registry.library.editing.EditorOptions`; a device this machine lacks is refused
     before anything loads."""
-    from registry.library.editing import EditorOptions  # lazy: PIL
+    from p2pz.registry.library.editing import EditorOptions  # lazy: PIL
 
     if loading.get("no_cache") and loading.get("cache_maps"):
         raise click.UsageError("--cache-maps needs the cache; drop --no-cache")
@@ -115,10 +115,10 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, xa_laye
       p2pz edit photos/ --direction cat-to-dog --engine ray --workers 4 --gpus-per-worker 1
       p2pz edit cat.png --direction cat-to-dog-sdxl --model stabilityai/stable-diffusion-xl-base-1.0 --size 768
     """
-    from editor.batch import expand_inputs  # lazy: PIL
-    from editor.config import EditConfig, InversionConfig  # lazy: start-up
+    from p2pz.editor.batch import expand_inputs  # lazy: PIL
+    from p2pz.editor.config import EditConfig, InversionConfig  # lazy: start-up
 
-    from registry.library.editing import EditRequest, run_edits  # lazy: PIL
+    from p2pz.registry.library.editing import EditRequest, run_edits  # lazy: PIL
 
     options = _editor_options(state, loading, map_dtype="float16" if maps_fp16 else "float32", captioner=captioner)
     request = EditRequest(
@@ -153,12 +153,12 @@ def generate(state, prompt, directions, scale, model, steps, guidance_scale, xa_
     Example:
       p2pz generate "a cat sitting on a sofa" --direction cat-to-dog --seed 3
     """
-    from editor.batch import generate_files  # lazy: PIL
-    from editor.config import EditConfig  # lazy: start-up
+    from p2pz.editor.batch import generate_files  # lazy: PIL
+    from p2pz.editor.config import EditConfig  # lazy: start-up
 
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps,
                           xa_layers=xa_layers)
-    from registry.library.editing import choose_model, open_editor  # lazy: PIL
+    from p2pz.registry.library.editing import choose_model, open_editor  # lazy: PIL
 
     dirs = [state.registry().get(ref, model) for ref in directions]
     options = _editor_options(state, loading)

@@ -33,7 +33,7 @@ def _scorer_options(f):
 
 def _scorers(scoring: dict, device):
     """The scorers the folded scorer flags name (loaded by the analysis layer); what was skipped is a warning."""
-    from registry.analysis.evaluations import ScorerOptions, load_scorers  # lazy: sqlalchemy
+    from p2pz.registry.analysis.evaluations import ScorerOptions, load_scorers  # lazy: sqlalchemy
 
     scorers = load_scorers(ScorerOptions(**scoring), device)
     for note in scorers.notes:
@@ -93,13 +93,13 @@ def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model
       p2pz eval run cat-to-dog@2 --images cats/ --masks cat-masks/ --json
       p2pz eval run cat-to-dog --images cats/ --sweep xa_guidance=0.05,0.1,0.2 --report sweep.html
     """
-    from editor.batch import expand_inputs  # lazy: PIL
-    from editor.config import EditConfig, InversionConfig  # lazy: start-up
-    from editor.metrics import load_mask  # lazy: torch
+    from p2pz.editor.batch import expand_inputs  # lazy: PIL
+    from p2pz.editor.config import EditConfig, InversionConfig  # lazy: start-up
+    from p2pz.editor.metrics import load_mask  # lazy: torch
 
-    from registry.library.editing import open_editor  # lazy: PIL
-    from registry.analysis.evaluations import evaluate, parse_sweep, report_html  # lazy: sqlalchemy
-    from registry.analysis.evaluations import sweep as run_sweep  # lazy: sqlalchemy
+    from p2pz.registry.library.editing import open_editor  # lazy: PIL
+    from p2pz.registry.analysis.evaluations import evaluate, parse_sweep, report_html  # lazy: sqlalchemy
+    from p2pz.registry.analysis.evaluations import sweep as run_sweep  # lazy: sqlalchemy
 
     reg = state.registry()
     d = reg.get(ref, model)
@@ -119,7 +119,7 @@ def eval_run(state, ref, images_dir, limit, masks_dir, caption, captioner, model
     runs = (run_sweep(reg, d.ref, paths, sweep, edit=edit_cfg, **common) if sweep
             else [evaluate(reg, d.ref, paths, edit=edit_cfg, **common)])
     if report:
-        from store.files import atomic_write  # lazy: start-up
+        from p2pz.store.files import atomic_write  # lazy: start-up
 
         atomic_write(report, report_html(runs))
     for run in runs:
@@ -152,7 +152,7 @@ def eval_score(state, edited, images_dir, scoring, device, as_json):
     Example:
       p2pz eval score p2pz-out/*__cat-to-dog@1.png
     """
-    from registry.analysis.evaluations import score_files  # lazy: sqlalchemy
+    from p2pz.registry.analysis.evaluations import score_files  # lazy: sqlalchemy
 
     scorers = _scorers(scoring, device)
     runs = score_files(state.registry(), [Path(p) for p in edited], scorers=scorers,
@@ -187,10 +187,10 @@ def eval_pie_bench(state, mapping, images_dir, model, limit, bank_size, steps, x
     Example:
       p2pz eval pie-bench PIE-Bench/mapping_file.json --images PIE-Bench/annotation_images --limit 100
     """
-    from editor import Editor  # lazy: torch
-    from editor.config import EditConfig, InversionConfig  # lazy: start-up
+    from p2pz.editor import Editor  # lazy: torch
+    from p2pz.editor.config import EditConfig, InversionConfig  # lazy: start-up
 
-    from registry.analysis.pie_bench import pie_bench  # lazy: start-up
+    from p2pz.registry.analysis.pie_bench import pie_bench  # lazy: start-up
 
     scorers = _scorers(scoring, device)
     ed = Editor.from_pretrained(model, captioner=None, device=device, progress=state.progress)

@@ -144,7 +144,7 @@ def preview_build(state, refs, images, model, steps, seed, device, dtype, captio
       p2pz preview build cat-to-dog --images cat.png --caption "a photo of a cat"
       p2pz preview build --engine ray --workers 4 --gpus-per-worker 1
     """
-    from registry.library.previews import build_previews  # lazy: PIL
+    from p2pz.registry.library.previews import build_previews  # lazy: PIL
 
     paths = None
     if images:

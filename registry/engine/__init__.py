@@ -19,9 +19,9 @@ import typing
 from dataclasses import dataclass
 from typing import Callable, ClassVar, Iterable, Iterator
 
-from store.progress import progress_bar
+from p2pz.store.progress import progress_bar
 
-from registry.library.records import RegistryError
+from p2pz.registry.library.records import RegistryError
 
 ENGINES = ("local", "ray")
 

@@ -12,7 +12,7 @@ import logging
 import os
 import warnings
 
-from registry.library.records import RegistryError
+from p2pz.registry.library.records import RegistryError
 
 from . import from_json, to_json
 

@@ -15,14 +15,14 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from store import models as m
-from store import repository as repo
-from store.files import atomic_write
-from store.lazy import numpy as np
-from store.vectors import from_bytes
+from p2pz.store import models as m
+from p2pz.store import repository as repo
+from p2pz.store.files import atomic_write
+from p2pz.store.lazy import numpy as np
+from p2pz.store.vectors import from_bytes
 
-from registry.library.naming import parse_ref
-from registry.library.records import RegistryError
+from p2pz.registry.library.naming import parse_ref
+from p2pz.registry.library.records import RegistryError
 from .manifest import (FORMAT, FORMAT_VERSION, MAX_MANIFEST_BYTES, MAX_RATIO, MAX_TENSOR_BYTES, MEMBERS, BankEntry,
                        ComponentEntry, DirectionEntry, EmbeddingEntry, EncoderEntry, Manifest, Origin, StudentEntry,
                        MAX_ORIGIN_DEPTH, check_tensors, validate_manifest)
@@ -184,7 +184,7 @@ def cached_export(db, refs: list[str], root: Path, build=None) -> tuple[Path, bo
     first. ``build`` wraps the miss (the server passes its heavy-read slot, so that only misses can be
     refused). The lookup reads every embedding the library holds, so only a few refs (``CHEAP_LOOKUP_REFS``)
     are looked up before ``build``; more are looked up inside it."""
-    from store import cache as store_cache  # lazy: start-up
+    from p2pz.store import cache as store_cache  # lazy: start-up
 
     def lookup() -> Path | None:
         key = library_key(*collect_library(db, refs, weights=False))

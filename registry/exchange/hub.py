@@ -36,10 +36,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from store.lazy import numpy as np
+from p2pz.store.lazy import numpy as np
 
-from registry.library.naming import parse_ref
-from registry.library.records import RegistryError
+from p2pz.registry.library.naming import parse_ref
+from p2pz.registry.library.records import RegistryError
 from .manifest import (BankEntry, ComponentEntry, DirectionEntry, EmbeddingEntry, EncoderEntry, Manifest, Origin,
                        StudentEntry, FORMAT, FORMAT_VERSION, validate)
 
@@ -264,7 +264,7 @@ def _diagnostics(reg, ref: str) -> dict:
 
 def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[HubIndex, dict[str, bytes]]:
     """This registry's side of a push: the index entries and file bytes of every direction in ``man``."""
-    from registry.library.previews import lookup, preview_file  # lazy: PIL
+    from p2pz.registry.library.previews import lookup, preview_file  # lazy: PIL
 
     files: dict[str, bytes] = {}
     idx = HubIndex(encoders=list(man.encoders))
@@ -564,7 +564,7 @@ def pull(reg, url: str, refs: list[str], *, renumber: bool = False, progress: bo
     """Pull ``refs`` (default: everything) from ``hf://OWNER/REPO[@REVISION]`` into the registry, all or nothing."""
     from huggingface_hub import hf_hub_download  # lazy: huggingface_hub
 
-    from store.progress import progress_bar
+    from p2pz.store.progress import progress_bar
 
     from .archive import store_library
 

@@ -9,14 +9,14 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from generators import bank_sha256
-from store import repository as repo
-from store.hashing import sha256_json
-from store.lazy import numpy as np
-from store.vectors import VectorError, from_bytes, to_bytes
+from p2pz.generators import bank_sha256
+from p2pz.store import repository as repo
+from p2pz.store.hashing import sha256_json
+from p2pz.store.lazy import numpy as np
+from p2pz.store.vectors import VectorError, from_bytes, to_bytes
 
-from registry.library.naming import RefError, check_tag, name_problem
-from registry.library.records import RegistryError
+from p2pz.registry.library.naming import RefError, check_tag, name_problem
+from p2pz.registry.library.records import RegistryError
 
 FORMAT = "p2pz-library"
 FORMAT_VERSION = 1

@@ -5,15 +5,15 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from generators import BankDraft
-from store import repository as repo
-from store.lazy import numpy as np
+from p2pz.generators import BankDraft
+from p2pz.store import repository as repo
+from p2pz.store.lazy import numpy as np
 
-from registry.library.banks import BankSource, check_bank_concept
-from registry.library.directions import record_of
-from registry.library.encoding import EmbeddingSource, encoder_facts, load_encoder, registry_model, store_embedding
-from registry.library.naming import check_name, direction_name
-from registry.library.records import Direction, RegistryError
+from p2pz.registry.library.banks import BankSource, check_bank_concept
+from p2pz.registry.library.directions import record_of
+from p2pz.registry.library.encoding import EmbeddingSource, encoder_facts, load_encoder, registry_model, store_embedding
+from p2pz.registry.library.naming import check_name, direction_name
+from p2pz.registry.library.records import Direction, RegistryError
 
 MAX_PT_BYTES = 1 << 30
 MAX_PT_ROWS = 100_000  # a raw bank [N, 77, D] of at most this many sentences

@@ -16,7 +16,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from registry.library.records import RegistryError
+from p2pz.registry.library.records import RegistryError
 
 MAX_REFS_PER_EXPORT = 200  # /api/export takes names in its query string (≤ 10,000 characters)
 TIMEOUT_S = 120.0
@@ -102,7 +102,7 @@ def _download(client, base: str, refs: list[str], dest: Path, limit: int) -> Non
 
 def pull(reg, url: str, refs: list[str], *, renumber: bool = False, progress: bool = False) -> dict:
     """Pull ``refs`` (default: every direction version there) from another registry, all or nothing."""
-    from store.progress import progress_bar
+    from p2pz.store.progress import progress_bar
 
     from .archive import MAX_TENSOR_BYTES, read_archive, store_libraries
 

@@ -17,9 +17,9 @@ import functools
 from pathlib import Path
 from typing import Iterable
 
-from generators import BankOptions
-from store import repository as repo
-from store.db import Database, StoreError
+from p2pz.generators import BankOptions
+from p2pz.store import repository as repo
+from p2pz.store.db import Database, StoreError
 
 from . import banks as _banks
 from . import directions as _directions
@@ -47,8 +47,8 @@ class Registry:
     """
 
     def __init__(self, url: str | None = None, *, progress: bool = False, index_dir: str | Path | None = None):
-        from migrations import ensure_schema  # lazy: start-up
-        from store.paths import default_db_url  # lazy: start-up
+        from p2pz.migrations import ensure_schema  # lazy: start-up
+        from p2pz.store.paths import default_db_url  # lazy: start-up
 
         from .search import SearchIndexes, default_index_dir  # lazy: start-up
 
@@ -116,7 +116,7 @@ class Registry:
     @_translated
     def embedding(self, ref: str, model: str | None = None):
         """The mean embedding [1, 77, D] of a bank under a model (encoding and storing it when missing)."""
-        from store.vectors import from_bytes  # lazy: start-up
+        from p2pz.store.vectors import from_bytes  # lazy: start-up
 
         from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding  # lazy: start-up
 
@@ -183,7 +183,7 @@ class Registry:
         banks are made and encoded on ``engine``'s workers first (:mod:`registry.engine`; default here), records
         are written here. One ``{"source", "target", "name", "ref" | "error"}`` per pair; failures don't stop
         the rest (and don't undo it)."""
-        from registry.engine import LocalEngine  # lazy: start-up
+        from p2pz.registry.engine import LocalEngine  # lazy: start-up
 
         from .build_many import build_many  # lazy: start-up
 
@@ -220,7 +220,7 @@ class Registry:
     def inspect(self, ref: str, *, splits: int = 20, seed: int = 0):
         """Diagnostics of a direction without images (:mod:`registry.analysis.diagnostics`): stability, word-swap baseline,
         token profile, bank health, entanglement and checks."""
-        from registry.analysis.diagnostics import inspect  # lazy: start-up
+        from p2pz.registry.analysis.diagnostics import inspect  # lazy: start-up
 
         return inspect(self.db, self.indexes, ref, splits=splits, seed=seed)
 
@@ -228,7 +228,7 @@ class Registry:
     def bank_advice(self, ref: str) -> dict | None:
         """Which banks a pair direction uses (``{"source": {"bank", "size"}, "target": …}``) and a ``warning``
         when they are far below the size :meth:`inspect` asks for (from stored statistics: no encoder call)."""
-        from registry.analysis.diagnostics import bank_advice  # lazy: start-up
+        from p2pz.registry.analysis.diagnostics import bank_advice  # lazy: start-up
 
         return bank_advice(self.db, ref)
 
@@ -236,7 +236,7 @@ class Registry:
     def scores(self, directions: list[Direction]) -> dict[str, dict]:
         """The latest evaluation run of each direction that has one: {ref: {"run_id", "created_at", "n_images",
         "scores": {metric: value}}} (``p2pz eval``)."""
-        from registry.analysis.evaluations import latest  # lazy: start-up
+        from p2pz.registry.analysis.evaluations import latest  # lazy: start-up
 
         return latest(self.db, directions)
 
@@ -329,7 +329,7 @@ class Registry:
     @_translated
     def export(self, refs: Iterable[str], path: str | Path) -> dict:
         """Write a ``.p2pz`` library (zip: manifest.json + tensors.safetensors) with full provenance."""
-        from registry.exchange import export_library  # lazy: pydantic
+        from p2pz.registry.exchange import export_library  # lazy: pydantic
 
         return export_library(self.db, list(refs), Path(path))
 
@@ -339,16 +339,16 @@ class Registry:
         change of any direction, bank or student makes a new key), built on a miss → (path, hit). What a server
         hands out: repeated downloads cost one small read. ``build`` is a context manager wrapped around a miss.
         The entry counts toward ``$P2PZ_CACHE_MAX_GB``; open the file before calling :meth:`evict_exports`."""
-        from registry.exchange import cached_export  # lazy: pydantic
-        from store.paths import cache_dir
+        from p2pz.registry.exchange import cached_export  # lazy: pydantic
+        from p2pz.store.paths import cache_dir
 
         return cached_export(self.db, list(refs), cache_dir() / "exports", build)
 
     @_translated
     def evict_exports(self, keep: Path) -> None:
         """Trim the cache to ``$P2PZ_CACHE_MAX_GB`` after an export was written (``keep`` goes last)."""
-        from store import cache as store_cache
-        from store.paths import cache_dir
+        from p2pz.store import cache as store_cache
+        from p2pz.store.paths import cache_dir
 
         store_cache.evict(cache_dir(), keep=keep)
 
@@ -357,7 +357,7 @@ class Registry:
         """Import a ``.p2pz`` library (idempotent: importing twice adds nothing). Directions keep their version
         numbers where free (``renumbered`` lists the others) and record ``source`` (default: the file's name) as
         their origin."""
-        from registry.exchange import import_library  # lazy: pydantic
+        from p2pz.registry.exchange import import_library  # lazy: pydantic
 
         return import_library(self.db, Path(path), source, renumber)
 
@@ -367,7 +367,7 @@ class Registry:
         """Share directions: ``hf://OWNER/REPO`` (the Hugging Face Hub; default: every version) or
         ``http(s)://HOST[:PORT]`` (another registry's ``p2pz serve``; name them). Incremental, idempotent; a
         version the other side holds with other content is refused (docs/architecture.md "Sharing")."""
-        from registry.exchange import hub, remote  # lazy: huggingface_hub, httpx
+        from p2pz.registry.exchange import hub, remote  # lazy: huggingface_hub, httpx
 
         if url.startswith("hf://"):
             return hub.push(self, url, list(refs), private=private, message=message, students=students)
@@ -378,7 +378,7 @@ class Registry:
         """Import directions (default: all) from ``hf://OWNER/REPO[@REVISION]`` or another registry
         (``http(s)://HOST[:PORT]``): every hash checked, all or nothing, versions kept; a version taken here by
         other content is refused unless ``renumber``."""
-        from registry.exchange import hub, remote  # lazy: huggingface_hub, httpx
+        from p2pz.registry.exchange import hub, remote  # lazy: huggingface_hub, httpx
 
         if url.startswith("hf://"):
             return hub.pull(self, url, list(refs), renumber=renumber, progress=self.progress)
@@ -388,6 +388,6 @@ class Registry:
     def import_pt(self, source_pt: str | Path, target_pt: str | Path, name: str | None = None,
                   model: str | None = None) -> Direction:
         """A direction from the official pix2pix-zero per-concept ``.pt`` means (``torch.load(weights_only=True)``)."""
-        from registry.exchange import import_pt  # lazy: pydantic
+        from p2pz.registry.exchange import import_pt  # lazy: pydantic
 
         return import_pt(self.db, Path(source_pt), Path(target_pt), name=name, model=model)

@@ -11,14 +11,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from editor.loader import ModelLoadError, load_tokenizer
-from generators import BankDraft, BankOptions, FileOptions, LLMOptions, TemplateOptions, bank_sha256, check_concept
-from generators import make_generator
-from store import models as m
-from store import repository as repo
-from store.files import atomic_write
-from store.paths import cache_dir
-from store.progress import progress_bar
+from p2pz.editor.loader import ModelLoadError, load_tokenizer
+from p2pz.generators import BankDraft, BankOptions, FileOptions, LLMOptions, TemplateOptions, bank_sha256, check_concept
+from p2pz.generators import make_generator
+from p2pz.store import models as m
+from p2pz.store import repository as repo
+from p2pz.store.files import atomic_write
+from p2pz.store.paths import cache_dir
+from p2pz.store.progress import progress_bar
 
 from .naming import check_name, parse_ref
 from .records import RegistryError

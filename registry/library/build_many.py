@@ -8,9 +8,9 @@ import csv
 from dataclasses import dataclass, replace
 from typing import Iterable
 
-from generators import BankOptions, LLMOptions, TemplateOptions, bank_sha256
-from store import repository as repo
-from store.vectors import from_bytes, to_bytes
+from p2pz.generators import BankOptions, LLMOptions, TemplateOptions, bank_sha256
+from p2pz.store import repository as repo
+from p2pz.store.vectors import from_bytes, to_bytes
 
 from .banks import BankSource, draft_bank, stored_bank
 from .directions import build

@@ -14,11 +14,11 @@ from typing import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import aliased
 
-from generators import BankDraft, BankOptions, LLMOptions, normalize_sentences
-from store import models as m
-from store import repository as repo
-from store.lazy import numpy as np
-from store.vectors import from_bytes
+from p2pz.generators import BankDraft, BankOptions, LLMOptions, normalize_sentences
+from p2pz.store import models as m
+from p2pz.store import repository as repo
+from p2pz.store.lazy import numpy as np
+from p2pz.store.vectors import from_bytes
 
 from .banks import BankSource, resolve_bank
 from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding

@@ -11,11 +11,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-from editor.batch import EditOutcome, edit_files, labels_of, triage
-from editor.config import EditConfig, InversionConfig
-from editor.errors import ComponentLoadError
+from p2pz.editor.batch import EditOutcome, edit_files, labels_of, triage
+from p2pz.editor.config import EditConfig, InversionConfig
+from p2pz.editor.errors import ComponentLoadError
 
-from registry.engine import LocalEngine
+from p2pz.registry.engine import LocalEngine
 
 from .records import RegistryError
 from .students import edit_with_students, parse_choice
@@ -73,7 +73,7 @@ def open_editor(directions, model: str | None = None, **kwargs):
     """An :class:`editor.Editor` for ``directions`` (see :func:`choose_model`); ``kwargs`` go to
     ``Editor.from_pretrained`` (device, dtype, captioner, safety_checker, progress, map_dtype, cache). A
     direction built with another text encoder is refused before the UNet and VAE load."""
-    from editor import Editor  # lazy: torch
+    from p2pz.editor import Editor  # lazy: torch
 
     return Editor.from_pretrained(choose_model(directions, model), directions=list(directions), **kwargs)
 

@@ -23,15 +23,15 @@ import os
 from dataclasses import dataclass
 from typing import Callable
 
-from editor.loader import DEFAULT_MODEL, ModelLoadError, default_model, load_text_encoder
-from store import cache as store_cache
-from store import models as m
-from store import repository as repo
-from store.files import atomic_write
-from store.lazy import numpy as np
-from store.paths import cache_dir
-from store.progress import progress_bar
-from store.vectors import from_bytes
+from p2pz.editor.loader import DEFAULT_MODEL, ModelLoadError, default_model, load_text_encoder
+from p2pz.store import cache as store_cache
+from p2pz.store import models as m
+from p2pz.store import repository as repo
+from p2pz.store.files import atomic_write
+from p2pz.store.lazy import numpy as np
+from p2pz.store.paths import cache_dir
+from p2pz.store.progress import progress_bar
+from p2pz.store.vectors import from_bytes
 
 from .records import RegistryError
 from .banks import bank_sentences, store_bank

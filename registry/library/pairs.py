@@ -19,12 +19,12 @@ from typing import Callable
 
 from PIL import Image
 
-from editor.config import EditConfig, InversionConfig
-from editor.devices import resolve_device
-from editor.errors import EditorError
-from editor.evaluate import Scorers
-from editor.loader import SHAPES_MODEL
-from editor.student.pairs import PairFilter, make_pairs, teacher_image_pairs, teacher_pair
+from p2pz.editor.config import EditConfig, InversionConfig
+from p2pz.editor.devices import resolve_device
+from p2pz.editor.errors import EditorError
+from p2pz.editor.evaluate import Scorers
+from p2pz.editor.loader import SHAPES_MODEL
+from p2pz.editor.student.pairs import PairFilter, make_pairs, teacher_image_pairs, teacher_pair
 
 from .editing import EditorOptions, choose_model, open_editor
 
@@ -55,7 +55,7 @@ def pair_judge(setup: PairsSetup):
     if not setup.filter:
         return None
     if choose_model([setup.direction], setup.model) == SHAPES_MODEL:
-        from editor.shapes.judge import ShapesJudge  # numpy only, but the world's code: only for its model
+        from p2pz.editor.shapes.judge import ShapesJudge  # numpy only, but the world's code: only for its model
 
         return ShapesJudge.for_concepts(setup.source_concept, setup.target_concept)
 

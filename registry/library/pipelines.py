@@ -3,7 +3,7 @@
 Users who never run p2pz's editor can still use the registry from their own code::
 
     from diffusers import StableDiffusionXLPipeline
-    from registry import Registry, direction_kwargs
+    from p2pz.registry import Registry, direction_kwargs
 
     pipe = StableDiffusionXLPipeline.from_pretrained("stabilityai/stable-diffusion-xl-base-1.0")
     d = Registry.open().get("cat-to-dog", "stabilityai/stable-diffusion-xl-base-1.0")
@@ -19,7 +19,7 @@ from __future__ import annotations
 import weakref
 from types import SimpleNamespace
 
-from editor.errors import EditorError
+from p2pz.editor.errors import EditorError
 
 from .records import RegistryError
 
@@ -29,7 +29,7 @@ _fingerprints: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def _fingerprint(module) -> str:
     """A loaded text encoder's fingerprint (computed once per module object: hashing every weight takes seconds
     on SDXL's bigG)."""
-    from editor.loader import compute_fingerprint  # lazy: torch
+    from p2pz.editor.loader import compute_fingerprint  # lazy: torch
 
     if module not in _fingerprints:
         _fingerprints[module] = compute_fingerprint(module)
@@ -39,7 +39,7 @@ def _fingerprint(module) -> str:
 def pipeline_encoder(pipe) -> SimpleNamespace:
     """What p2pz needs of a loaded ``StableDiffusionPipeline`` / ``StableDiffusionXLPipeline``: its family, text
     encoders and tokenizers, device, dtype and the fingerprint a direction's ``encoder`` is checked against."""
-    from editor.text import SD, SDXL, pair_fingerprint  # lazy: torch
+    from p2pz.editor.text import SD, SDXL, pair_fingerprint  # lazy: torch
 
     second = getattr(pipe, "text_encoder_2", None)
     if getattr(pipe, "text_encoder", None) is None or getattr(pipe, "tokenizer", None) is None:
@@ -65,8 +65,8 @@ def direction_kwargs(pipe, prompt: str | list[str], direction, scale: float = 1.
 
     ``direction`` is a registry :class:`~registry.library.records.Direction` (its text encoder is checked against the
     pipeline's: a direction of another encoder is refused) or raw tensors (Δ; for SDXL a ``(Δ, Δ_pooled)`` pair)."""
-    from editor.conditioning import prompt_conditioning  # lazy: torch
-    from editor.records import direction_deltas  # lazy: torch
+    from p2pz.editor.conditioning import prompt_conditioning  # lazy: torch
+    from p2pz.editor.records import direction_deltas  # lazy: torch
 
     enc = pipeline_encoder(pipe)
     prompts = [prompt] if isinstance(prompt, str) else list(prompt)

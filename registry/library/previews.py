@@ -20,14 +20,14 @@ from typing import Callable
 
 from PIL import Image, ImageOps
 
-from editor.batch import edit_files, output_name, output_stem
-from editor.config import EditConfig, InversionConfig
-from editor.loader import SHAPES_MODEL, default_model
-from store.files import atomic_write
-from store.hashing import sha256_json
-from store.paths import data_home
+from p2pz.editor.batch import edit_files, output_name, output_stem
+from p2pz.editor.config import EditConfig, InversionConfig
+from p2pz.editor.loader import SHAPES_MODEL, default_model
+from p2pz.store.files import atomic_write
+from p2pz.store.hashing import sha256_json
+from p2pz.store.paths import data_home
 
-from registry.engine import LocalEngine
+from p2pz.registry.engine import LocalEngine
 
 from .editing import EditorOptions, choose_model, open_editor
 from .records import Direction, NotFound, RegistryError

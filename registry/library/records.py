@@ -12,8 +12,8 @@ import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
-from store.lazy import numpy as np
-from store.vectors import from_bytes
+from p2pz.store.lazy import numpy as np
+from p2pz.store.vectors import from_bytes
 
 
 class RegistryError(Exception):
@@ -45,10 +45,10 @@ def not_found_message(exc) -> str:
 @contextlib.contextmanager
 def user_errors():
     """Turn the lower layers' user-facing errors (store, generators, vectors) into :class:`RegistryError`."""
-    from generators import GeneratorError  # lazy: start-up
-    from store.db import StoreError  # lazy: sqlalchemy
-    from store.repository import NotFoundError  # lazy: sqlalchemy
-    from store.vectors import VectorError  # lazy: start-up
+    from p2pz.generators import GeneratorError  # lazy: start-up
+    from p2pz.store.db import StoreError  # lazy: sqlalchemy
+    from p2pz.store.repository import NotFoundError  # lazy: sqlalchemy
+    from p2pz.store.vectors import VectorError  # lazy: start-up
 
     try:
         yield

@@ -13,13 +13,13 @@ import threading
 import time
 from pathlib import Path
 
-from store import models as m
-from store import repository as repo
-from store.hashing import sha256_json
-from store.index import AUTO_THRESHOLD, DirectionIndex, KINDS
-from store.lazy import numpy as np
-from store.paths import data_home
-from store.vectors import from_bytes
+from p2pz.store import models as m
+from p2pz.store import repository as repo
+from p2pz.store.hashing import sha256_json
+from p2pz.store.index import AUTO_THRESHOLD, DirectionIndex, KINDS
+from p2pz.store.lazy import numpy as np
+from p2pz.store.paths import data_home
+from p2pz.store.vectors import from_bytes
 
 from . import directions
 from .banks import resolve_bank

@@ -15,9 +15,9 @@ import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from editor.devices import resolve_device
-from store import models as m
-from store import repository as repo
+from p2pz.editor.devices import resolve_device
+from p2pz.store import models as m
+from p2pz.store import repository as repo
 
 from .naming import RefError, parse_ref, parse_version
 from .records import RegistryError
@@ -124,8 +124,8 @@ def edit_with_students(registry, directions, paths, out_dir, version: int | None
     """``p2pz edit --student``: each direction's trained student (the latest, or ``version``) applied to every
     image (milliseconds each) → one :class:`editor.batch.EditOutcome` per image, written as diffusion edits are
     (same names and provenance, plus the student's version and weights)."""
-    from editor.batch import student_files  # torch: only when students are applied
-    from editor.student import Student  # lazy: torch
+    from p2pz.editor.batch import student_files  # torch: only when students are applied
+    from p2pz.editor.student import Student  # lazy: torch
 
     device = resolve_device(device)
     students = []

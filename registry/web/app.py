@@ -18,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
-from store.version import package_version
+from p2pz.store.version import package_version
 
 from . import errors
 from .deps import State, require_write

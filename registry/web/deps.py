@@ -9,10 +9,10 @@ from collections import OrderedDict
 from fastapi import Depends, Header, Request
 from sqlalchemy.engine import make_url
 
-from registry.library import previews
-from registry.library.api import Registry
-from registry.library.encoding import registry_model
-from registry.library.records import RegistryError
+from p2pz.registry.library import previews
+from p2pz.registry.library.api import Registry
+from p2pz.registry.library.encoding import registry_model
+from p2pz.registry.library.records import RegistryError
 
 from .errors import HTTPError
 from .guard import has_token, write_refusal

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry.library.records import NotFound, RegistryError
+from p2pz.registry.library.records import NotFound, RegistryError
 
 from .jobs import UploadError
 

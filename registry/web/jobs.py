@@ -26,15 +26,15 @@ from pathlib import Path
 
 from PIL import Image
 
-from editor.batch import edit_files, read_provenance
-from editor.config import EditConfig, InversionConfig
-from editor.errors import EditorError
-from store import repository as repo
-from store.files import atomic_write
+from p2pz.editor.batch import edit_files, read_provenance
+from p2pz.editor.config import EditConfig, InversionConfig
+from p2pz.editor.errors import EditorError
+from p2pz.store import repository as repo
+from p2pz.store.files import atomic_write
 
-from registry.library.editing import choose_model, one_encoder, open_editor
-from registry.library.previews import build_previews
-from registry.library.records import NotFound, RegistryError, user_errors
+from p2pz.registry.library.editing import choose_model, one_encoder, open_editor
+from p2pz.registry.library.previews import build_previews
+from p2pz.registry.library.records import NotFound, RegistryError, user_errors
 
 INTERRUPTED = "the server stopped while this job was running; submit it again"
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}

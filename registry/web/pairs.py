@@ -39,12 +39,12 @@ def _watch_parent() -> None:
 def _encode(db_url: str, source: str, target: str, model: str | None):
     """In the worker: :func:`registry.library.search.encode_pair` on the server's registry."""
     global _registry
-    from registry.library.records import user_errors
-    from registry.library.search import encode_pair
+    from p2pz.registry.library.records import user_errors
+    from p2pz.registry.library.search import encode_pair
 
     with user_errors():
         if _registry is None:
-            from registry.library.api import Registry
+            from p2pz.registry.library.api import Registry
 
             _registry = Registry.open(db_url)
         return encode_pair(_registry.db, source, target, model)

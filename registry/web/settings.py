@@ -6,9 +6,9 @@ import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
-from store.paths import data_home
+from p2pz.store.paths import data_home
 
-from registry.library.records import RegistryError
+from p2pz.registry.library.records import RegistryError
 
 
 def is_loopback(host: str) -> bool:

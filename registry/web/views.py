@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from registry.library import previews as _previews
+from p2pz.registry.library import previews as _previews
 
 from .deps import State, heavy_slot
 from .errors import HTTPError

@@ -6,8 +6,8 @@ from __future__ import annotations
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
-from store import models as m
-from store.db import StoreError
+from p2pz.store import models as m
+from p2pz.store.db import StoreError
 
 
 MAX_NESTING = 32  # combinations of combinations, at most this deep

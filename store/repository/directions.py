@@ -10,11 +10,11 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 from sqlalchemy import insert
 
-from store import models as m
-from store.db import StoreError
-from store.hashing import sha256_json
-from store.lazy import numpy as np
-from store.vectors import VectorError, from_bytes, to_bytes
+from p2pz.store import models as m
+from p2pz.store.db import StoreError
+from p2pz.store.hashing import sha256_json
+from p2pz.store.lazy import numpy as np
+from p2pz.store.vectors import VectorError, from_bytes, to_bytes
 
 from .core import MAX_NESTING, NotFoundError, bump_generation, lock
 

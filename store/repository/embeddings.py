@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store import models as m
-from store.db import StoreError
-from store.lazy import numpy as np
-from store.vectors import VectorError, from_bytes, to_bytes
+from p2pz.store import models as m
+from p2pz.store.db import StoreError
+from p2pz.store.lazy import numpy as np
+from p2pz.store.vectors import VectorError, from_bytes, to_bytes
 
 from .core import lock
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store import models as m
-from store.db import StoreError
+from p2pz.store import models as m
+from p2pz.store.db import StoreError
 
 from .core import NotFoundError, lock
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from store import models as m
+from p2pz.store import models as m
 
 
 METRICS = ("clip_acc", "clip_score", "clip_directional", "structure_distance", "bg_lpips", "bg_psnr", "bg_ssim",

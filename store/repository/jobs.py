@@ -8,7 +8,7 @@ from typing import Iterable
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
 
-from store import models as m
+from p2pz.store import models as m
 
 from .core import NotFoundError
 

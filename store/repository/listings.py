@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from sqlalchemy import Text, case, cast, func, or_, select, type_coerce
 from sqlalchemy.orm import Session, aliased
 
-from store import models as m
-from store.db import StoreError
+from p2pz.store import models as m
+from p2pz.store.db import StoreError
 
 from .evaluations import LOWER_IS_BETTER, METRICS
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store import models as m
+from p2pz.store import models as m
 
 from .core import NotFoundError, lock
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends
 
-from registry.library.api import Registry
+from p2pz.registry.library.api import Registry
 
 from ..deps import registry
 from ..schemas import BankOut, Error

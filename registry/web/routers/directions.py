@@ -6,10 +6,10 @@ import math
 
 from fastapi import APIRouter, Depends, Query
 
-from generators import TemplateOptions
-from store.repository import METRICS, SORTS
+from p2pz.generators import TemplateOptions
+from p2pz.store.repository import METRICS, SORTS
 
-from registry.library.api import Registry
+from p2pz.registry.library.api import Registry
 
 from ..deps import State, jobs, registry, require_write, settings, state
 from ..jobs import Jobs

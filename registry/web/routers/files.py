@@ -5,11 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends
 from fastapi.responses import FileResponse
 
-from registry.library import previews as _previews
-from registry.library.records import NotFound
-from store.version import package_version
+from p2pz.registry.library import previews as _previews
+from p2pz.registry.library.records import NotFound
+from p2pz.store.version import package_version
 
-from registry.library.api import Registry
+from p2pz.registry.library.api import Registry
 
 from ..deps import registry, settings
 from ..settings import Settings

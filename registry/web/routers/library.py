@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, File, Header, Query, Response, UploadFil
 from fastapi.responses import StreamingResponse
 from starlette.background import BackgroundTask
 
-from registry.web.jobs import UploadError
-from registry.library.api import Registry
+from p2pz.registry.web.jobs import UploadError
+from p2pz.registry.library.api import Registry
 
 from ..deps import State, heavy_slot, registry, require_write, settings, state
 from ..settings import Settings

@@ -12,9 +12,9 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from store.repository import METRICS, SORTS
+from p2pz.store.repository import METRICS, SORTS
 
-from registry.library.records import NotFound, RegistryError
+from p2pz.registry.library.records import NotFound, RegistryError
 from ..deps import State, state
 from ..errors import DATABASE_ERROR, HTTPError, from_database
 from ..views import MAX_PAGE, detail, direction_out, directions_out, run_search

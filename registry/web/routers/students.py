@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Path
 
-from registry.library.api import Registry
+from p2pz.registry.library.api import Registry
 
 from ..deps import registry, require_write
 from ..schemas import Error
