@@ -29,19 +29,14 @@ def tiny_model(session_home) -> Path:
     """Tiny SD snapshot, D=32, with the real CLIP BPE when it can be fetched."""
     from p2pz.editor.tiny import build_tiny_model
 
-    old = os.environ.get("P2PZ_HOME")
-    os.environ["P2PZ_HOME"] = str(session_home)
-    try:
+    with pytest.MonkeyPatch.context() as mp:  # undone however the build ends
+        mp.setenv("P2PZ_HOME", str(session_home))
         info = build_tiny_model(session_home / "tiny-sd")
-    finally:
-        if old is None:
-            os.environ.pop("P2PZ_HOME", None)
-        else:
-            os.environ["P2PZ_HOME"] = old
     bpe = session_home / "cache" / "clip-bpe" / "bpe_simple_vocab_16e6.txt.gz"
-    if bpe.is_file():  # later snapshots reuse the fetched vocabulary
-        os.environ["P2PZ_CLIP_BPE"] = str(bpe)
-    return Path(info["path"])
+    with pytest.MonkeyPatch.context() as mp:  # for the whole session, undone at its end
+        if bpe.is_file():  # later snapshots reuse the fetched vocabulary
+            mp.setenv("P2PZ_CLIP_BPE", str(bpe))
+        yield Path(info["path"])
 
 
 @pytest.fixture(scope="session")

@@ -75,7 +75,7 @@ def test_end_to_end_as_a_real_subprocess(tiny_model, tmp_path, home):
     sub("direction", "build", "cat", "dog", "--model", str(tiny_model), "-n", "40")
     listed = json.loads(sub("direction", "list", "--json").stdout)
     assert [d["ref"] for d in listed] == ["cat-to-dog@1"]
-    assert json.loads(sub("search", "cat-to-dog", "--json").stdout)[0]["score"] == pytest.approx(1.0, abs=1e-5)
+    assert json.loads(sub("search", "cat-to-dog", "--json").stdout)[0]["score"] == pytest.approx(1.0, abs=1e-5)  # a cosine: magnitude 1, so abs is relative
     sub("export", "cat-to-dog", "-o", "lib.p2pz")
     env["P2PZ_DB_URL"] = f"sqlite:///{tmp_path / 'other.db'}"
     sub("import", "lib.p2pz")

@@ -1,6 +1,8 @@
 """Distillation end to end on the tiny model: teacher pairs (resumable), training, the stored student, applying it."""
 
 import json
+import shutil
+import sqlite3
 
 import numpy as np
 import pytest
@@ -14,17 +16,27 @@ from p2pz.registry import Registry
 from p2pz.registry.cli import main
 
 
-@pytest.fixture
-def setup(tmp_path, tiny_model):
-    db = f"sqlite:///{tmp_path / 'r.db'}"
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, tiny_model):
+    """The registry every test starts from (cat-to-dog on the tiny model) and three photos, made once per module."""
+    root = tmp_path_factory.mktemp("distill-setup")
     runner = CliRunner()
-    assert runner.invoke(main, ["--db", db, "direction", "build", "cat", "dog", "--model", str(tiny_model), "-n",
-                                "10"]).exit_code == 0
-    photos = tmp_path / "photos"
+    assert runner.invoke(main, ["--db", f"sqlite:///{root / 'r.db'}", "direction", "build", "cat", "dog", "--model",
+                                str(tiny_model), "-n", "10"]).exit_code == 0
+    photos = root / "photos"
     photos.mkdir()
     for i in range(3):
         Image.fromarray((np.random.RandomState(i).rand(48, 48, 3) * 255).astype(np.uint8)).save(photos / f"c{i}.png")
-    return db, photos
+    return root
+
+
+@pytest.fixture
+def setup(built, tmp_path):
+    """A test's own copy of the module's registry file and photos (tests write students and pairs into it)."""
+    with sqlite3.connect(built / "r.db") as src, sqlite3.connect(tmp_path / "r.db") as dst:
+        src.backup(dst)  # a consistent copy, whatever the journal mode left beside the file
+    shutil.copytree(built / "photos", tmp_path / "photos")
+    return f"sqlite:///{tmp_path / 'r.db'}", tmp_path / "photos"
 
 
 def _pairs(db, photos, out, tiny_model, *extra):

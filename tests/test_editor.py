@@ -78,7 +78,7 @@ def test_symmetric_inversion_round_trips_a_constant_eps_and_reference_mode_does_
     for m in plan:
         x = ddim_step(torch.zeros_like(eps), x, m.a_from, m.a_to)
     closed = z0 * (plan[-1].a_to / plan[0].a_from) ** 0.5
-    assert torch.allclose(x, closed, atol=1e-12)
+    assert_close_relative(x, closed, rel=1e-12)  # float64: 50 products in another order than the closed form
 
 
 # --- 9–13: inversion and regularization --------------------------------------------------------------
@@ -96,6 +96,7 @@ def test_zero_lambda_is_a_plain_ddim_inversion_bit_for_bit(ed, photo):
             eps = ed.unet(expect, m.t, encoder_hidden_states=cond).sample
             x0 = (expect - (1 - m.a_from) ** 0.5 * eps) / m.a_from ** 0.5
             expect = m.a_to ** 0.5 * x0 + (1 - m.a_to) ** 0.5 * eps
+    # exact: the same UNet calls on the same tensors in the same order, and the same arithmetic — one computation
     assert torch.equal(got, expect) and torch.equal(got2, expect)
     assert got.shape == z0.shape and got.dtype == z0.dtype
 
@@ -146,7 +147,8 @@ def test_a_regularized_batch_equals_its_samples_one_by_one():
         batch = regularize(eps, [torch.Generator().manual_seed(10 + i) for i in range(shape[0])])
         for i in range(shape[0]):
             alone = regularize(eps[i:i + 1], [torch.Generator().manual_seed(10 + i)])
-            assert torch.allclose(batch[i:i + 1], alone, atol=1e-6, rtol=0), shape
+            # a batch of several runs the autocorrelation's reductions in other shapes: up to rounding, relative
+            assert_close_relative(batch[i:i + 1], alone, rel=1e-6)
         assert (batch - eps).abs().max().item() > 1e-2  # and the steps did move ε
 
 
@@ -155,7 +157,7 @@ def test_inversion_is_deterministic_and_posterior_is_a_switch(ed, photo):
     b = ed.invert(photo, "a cat", steps=3, seed=4).latents
     c = ed.invert(photo, "a cat", steps=3, seed=5).latents
     m = ed.invert(photo, "a cat", steps=3, seed=4, posterior="mode").latents
-    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, m)
+    assert torch.equal(a, b) and not torch.equal(a, c) and not torch.equal(a, m)  # a, b: the same call twice
 
 
 # --- 14–21: attention guidance -----------------------------------------------------------------------
@@ -169,8 +171,9 @@ def test_processors_keep_the_unet_output_and_maps_are_probabilities(ed):
         with guided_processors(ed.unet, store), store.at(500, "record"):
             ours = ed.unet(x, 500, encoder_hidden_states=cond).sample
         restored = ed.unet(x, 500, encoder_hidden_states=cond).sample
-    assert (ours - plain).abs().max().item() < 1e-5
-    assert torch.equal(restored, plain)
+    # our processors compute the attention their own way (probabilities kept): up to rounding, relative to the output
+    assert_close_relative(ours, plain, rel=1e-5)
+    assert torch.equal(restored, plain)  # exact: the same call with diffusers' processors restored
     layers = cross_attention_layers(ed.unet)
     assert len(store.maps[500]) == len(layers) == 6  # tiny UNet: 2 down + 1 mid + 3 up attn2 modules
     modules = dict(ed.unet.named_modules())
@@ -180,7 +183,7 @@ def test_processors_keep_the_unet_output_and_maps_are_probabilities(ed):
         # [batch · heads, HW, 77] for this layer's own head count; every row a probability distribution
         assert m.shape[0] == x.shape[0] * attn.heads and attn.heads > 0
         assert m.shape[1] in resolutions and m.shape[-1] == 77
-        assert torch.allclose(m.sum(-1), torch.ones(m.shape[:2]), atol=1e-5)
+        assert torch.allclose(m.sum(-1), torch.ones(m.shape[:2]), rtol=0, atol=1e-5)  # sums of magnitude 1: relative
     assert not any(p.requires_grad for p in ed.unet.parameters())
 
 
@@ -193,9 +196,11 @@ def test_reference_has_one_entry_per_step_and_the_edit_consumes_all(ed, inv):
 
 def test_zero_direction_reproduces_the_reconstruction(ed, inv):
     exact = ed.edit(inv, torch.zeros(1, 77, 32), xa_guidance=0.0, decode=False)
+    # exact: with Δ = 0 and no guidance the edit branch is the reference branch's UNet call on the same tensors
     assert torch.equal(exact.latents, exact.reconstruction_latents)
     guided = ed.edit(inv, torch.zeros(1, 77, 32), xa_guidance=0.1, decode=False)
-    assert (guided.latents - guided.reconstruction_latents).abs().max().item() <= 1e-6
+    # with guidance on, the maps of equal conditionings match, so the loss is ~0: up to rounding, relative
+    assert_close_relative(guided.latents, guided.reconstruction_latents, rel=1e-6)
 
 
 def test_loss_is_positive_with_a_direction_and_half_zero_has_no_first_gradient(ed, inv):
@@ -240,7 +245,7 @@ def test_the_guided_forward_stops_after_the_last_guided_layer_and_changes_nothin
         assert any(calls)  # the guided forward now reached the output convolution
     finally:
         hook.remove()
-    assert torch.equal(stopped, whole)
+    assert torch.equal(stopped, whole)  # exact: the same layers run on the same tensors; only the unused tail differs
 
 
 def test_a_larger_guidance_step_brings_the_maps_closer(ed, inv):
@@ -387,7 +392,7 @@ def test_cache_serves_a_second_inversion_and_kept_maps(ed, photo, tmp_path):
         assert ed.stats["inversions"] - before["inversions"] == 1
         assert ed.stats["inversions_cached"] - before["inversions_cached"] == 1
         assert ed.stats["reference_passes"] - before["reference_passes"] == 1
-        assert torch.equal(first.latents, second.latents)
+        assert torch.equal(first.latents, second.latents)  # exact: the second is the first's bytes from the cache
         assert list((tmp_path / "cache" / "inversions").rglob("*.safetensors"))
         (entry,) = [p for p in (tmp_path / "cache" / "maps").glob("*/*") if p.is_dir()]
         steps = sorted(entry.glob("t*.safetensors"))
@@ -454,6 +459,7 @@ def test_lockstep_edit_is_bit_identical_to_two_passes(ed, inv):
     assert len(maps) == STEPS
     cfg = EditConfig(steps=STEPS, xa_guidance=0.1, guidance_scale=5.0)
     for d, res in zip(ds, together):
+        # exact: the sampler runs each direction's own [2B] UNet calls, the same calls edit_latents makes
         assert torch.equal(res.latents, ed.edit_latents(inv.latents, inv.captions, inv.captions, d, maps, cfg))
         assert torch.equal(res.reconstruction_latents, recon)
 
@@ -467,7 +473,7 @@ def test_from_pipe_wraps_a_loaded_pipeline_and_edits_the_same(ed, inv, tiny_mode
     wrapped = Editor.from_pipe(pipe)  # no disk cache unless cache_dir= is given
     assert type(wrapped.scheduler).__name__ == "DDIMScheduler" and wrapped.unet is pipe.unet
     mine = wrapped.invert(photo, "a photo of a cat", steps=STEPS, seed=0)
-    assert torch.equal(mine.latents, inv.latents)
+    assert torch.equal(mine.latents, inv.latents)  # exact: the same weights, the same calls in the same order
     d = delta(seed=4)
     assert torch.equal(wrapped.edit(mine, d, decode=False).latents, ed.edit(inv, d, decode=False).latents)
 
@@ -490,6 +496,7 @@ def test_the_guided_sampler_is_a_function_of_its_inputs(ed, inv):
                              xa_guidance=xa, prediction_type=ed.prediction_type)
 
     out = run(d, 0.1)
+    # exact: the editor's edit is this very function called with these very tensors
     assert torch.equal(out.edited[0], res.latents) and torch.equal(out.reference, res.reconstruction_latents)
     assert out.maps is None and len(out.timings["edit_s"]) == 1
     assert not torch.equal(run(torch.zeros_like(d), 0.1).edited[0], res.latents)
@@ -608,7 +615,7 @@ def test_autocorrelation_and_its_steps_against_an_independent_loop(monkeypatch):
             (grad,) = torch.autograd.grad(loss, v)
             e = e - 20.0 * grad / 3
     assert at == len(fixed)
-    assert torch.allclose(ours[0], e, atol=1e-6, rtol=0)
+    assert_close_relative(ours[0], e, rel=1e-6)  # batched autograd vs one sample by hand: rounding, relative
     assert (ours - eps).abs().max().item() > 1e-3  # the steps moved ε
     v = eps[0]
     draws = iter(fixed[:levels])
@@ -717,7 +724,7 @@ def test_explicit_cross_attention_honours_upcast_attention():
         attn.upcast_attention = False
         with store.at(2, "record"):
             CrossAttnMapProcessor(store, "l")(attn, h, ctx)
-    assert torch.equal(store.maps[1]["l"], theirs)
+    assert torch.equal(store.maps[1]["l"], theirs)  # exact: our processor records diffusers' own get_attention_scores
     assert (store.maps[2]["l"].float() - theirs.float()).abs().max().item() > 0.05  # without upcasting: far off
 
 

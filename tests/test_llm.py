@@ -1,7 +1,6 @@
 """The LLM generator against a real HTTP server on 127.0.0.1 (no mocking of the openai client)."""
 
 import json
-import time
 
 import pytest
 from click.testing import CliRunner
@@ -98,11 +97,12 @@ def test_401_names_the_key_problem_without_leaking_it(reg, db_url):
 
 
 def test_timeout_is_bounded(reg):
+    """A server that never answers in time costs at most 1 + max_retries requests (a work count, not a clock: the
+    bank's other 49 sentences are never asked for)."""
     with FakeLLM("slow") as server:
-        t0 = time.perf_counter()
         with pytest.raises(RegistryError, match="did not answer within 0.3 s"):
             reg.make_bank("cat", "llm", n=50, **make(reg, server), timeout=0.3, max_retries=1, concurrency=1)
-        assert time.perf_counter() - t0 < 10
+        assert 1 <= len(server.requests) <= 2
 
 
 def test_garbage_and_connection_errors(reg):

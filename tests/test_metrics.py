@@ -6,6 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
+from tests.numerics import assert_close_relative
 from p2pz.editor.metrics import (LPIPS, ClipScorer, StructureDistance, background_metrics, decode_rle, load_mask,
                             lpips_linear_weights)
 
@@ -41,7 +42,8 @@ def test_clip_score_matches_torchmetrics(tiny_clip):
     for im, text, value in zip(images, texts, ours):
         tensor = torch.from_numpy(np.array(im)).permute(2, 0, 1)
         theirs = float(clip_score(tensor, text, model_name_or_path=lambda: (oracle, scorer.processor)))
-        assert value == pytest.approx(theirs, abs=1e-3)
+        # two implementations (ours batched, torchmetrics one image at a time): rounding, relative to the score
+        assert value == pytest.approx(theirs, rel=1e-4)
     acc = scorer.accuracy(images, "a photo of a cat", "a photo of a dog")
     img, txt = scorer.image_embeds(images), scorer.text_embeds(["a photo of a cat", "a photo of a dog"])
     assert acc == [float(s[1] > s[0]) for s in img @ txt.T]
@@ -67,7 +69,7 @@ def test_structure_distance_is_zero_symmetric_and_uses_the_last_blocks_keys(tiny
         last = model.layers[-1]
         keys = last.attention.k_proj(last.layernorm_before(hidden))
     assert keys.shape == (2, 17, 32)  # CLS + 4 × 4 patches, 4 heads × 8
-    assert torch.allclose(sd.keys(a), keys, atol=1e-5)
+    assert_close_relative(sd.keys(a), keys, rel=1e-5)  # our hook vs the layers called by hand: rounding, relative
 
 
 def test_lpips_with_the_published_linear_layers(alex_backbone):
@@ -79,7 +81,8 @@ def test_lpips_with_the_published_linear_layers(alex_backbone):
     b = torch.rand(2, 3, 64, 64) * 2 - 1
     assert lp(a, a).abs().max() < 1e-6
     d = lp(a, b)
-    assert (d > 0).all() and torch.allclose(d, lp(b, a), atol=1e-6)
+    assert (d > 0).all()
+    assert_close_relative(d, lp(b, a), rel=1e-5)  # the two images in the other batch order: rounding, relative
     with pytest.raises(Exception, match="LPIPS backbone weights lack|does not exist"):
         LPIPS.from_weights(alex_backbone.parent / "missing.pth")
 
@@ -119,6 +122,7 @@ def test_batched_clip_scores_equal_the_single_metrics(tiny_clip):
     src, edit = _image(7), _image(8)
     together = scorer.all_scores(src, edit, "a photo of a cat", "a photo of a dog")
     assert together["clip_acc"] == scorer.accuracy([edit], "a photo of a cat", "a photo of a dog")[0]
-    assert together["clip_score"] == pytest.approx(scorer.score([edit], ["a photo of a dog"])[0], abs=1e-4)
+    # one batched pass against single calls: rounding, relative to each score (a score of 0–100; a cosine)
+    assert together["clip_score"] == pytest.approx(scorer.score([edit], ["a photo of a dog"])[0], rel=1e-5)
     assert together["clip_directional"] == pytest.approx(
-        scorer.directional([src], [edit], "a photo of a cat", "a photo of a dog")[0], abs=1e-5)
+        scorer.directional([src], [edit], "a photo of a cat", "a photo of a dog")[0], rel=1e-4, abs=1e-5)

@@ -15,7 +15,7 @@ def test_a_direction_finds_itself_first(reg, tiny_model):
     for ref in ("cat-to-dog", "day-to-night@1", "horse-to-zebra", "car-to-bicycle"):
         hits = reg.search(ref, k=4)
         assert hits[0].direction.ref == reg.get(ref).ref
-        assert hits[0].score == pytest.approx(1.0, abs=1e-5)
+        assert hits[0].score == pytest.approx(1.0, abs=1e-5)  # a cosine: magnitude 1, so abs is relative
         assert [h.score for h in hits] == sorted((h.score for h in hits), reverse=True)
         assert len(hits) == 4
 

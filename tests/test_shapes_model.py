@@ -6,7 +6,6 @@ These run on the committed weights (editor/shapes/weights) on the CPU."""
 
 from __future__ import annotations
 
-import os
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ import torch
 
 from p2pz.editor.loader import SHAPES_MODEL
 from p2pz.editor.shapes import ablation, world
-from p2pz.editor.shapes.judge import accuracy, judge_edits, psnr
-from p2pz.editor.shapes.model import WEIGHTS, read_manifest, sha256_file, shipped_files, verify
+from p2pz.editor.shapes.judge import judge_edits, psnr
+from p2pz.editor.shapes.model import WEIGHTS, sha256_file, shipped_files, verify
 
 EDIT_STEPS = 25  # the benchmark uses the paper's 50; 25 keeps these tests within their budget
 
@@ -23,13 +22,9 @@ EDIT_STEPS = 25  # the benchmark uses the paper's 50; 25 keeps these tests withi
 @pytest.fixture(scope="module")
 def shapes_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("shapes-home")
-    old = os.environ.get("P2PZ_HOME")
-    os.environ["P2PZ_HOME"] = str(home)
-    yield home
-    if old is None:
-        os.environ.pop("P2PZ_HOME", None)
-    else:
-        os.environ["P2PZ_HOME"] = old
+    with pytest.MonkeyPatch.context() as mp:  # undone when the module's tests end, however they end
+        mp.setenv("P2PZ_HOME", str(home))
+        yield home
 
 
 @pytest.fixture(scope="module")
