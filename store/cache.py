@@ -14,7 +14,9 @@ Kinds of entries, each a file or a folder under ``<cache>/<kind>/<key[:2]>/``:
   ≈ 100 MB with a student.
 
 Every entry counts toward ``$P2PZ_CACHE_MAX_GB`` (default 20); after each write the least recently used entries
-are removed until the total fits. Reading an entry marks it used. Deleting any of it loses nothing but time.
+are removed until the total fits. A kind with a share (``SHARES``: ``exports``, which anonymous web requests can
+fill) may hold at most that fraction of the cap, and a write of it evicts only its own entries: it can never push
+out another kind. Reading an entry marks it used. Deleting any of it loses nothing but time.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from p2pz.store.db import StoreError
 
 KINDS = ("maps", "inversions", "encodings", "llm", "exports")
 DEFAULT_MAX_GB = 20.0
+SHARES = {"exports": 0.25}  # fraction of the cap a kind may hold; its writes evict only its own entries
 
 
 def max_bytes() -> int:
@@ -113,12 +116,29 @@ def touch(path: Path) -> None:
         pass
 
 
+def _kind_of(root: Path, path: Path | None) -> str | None:
+    """The kind of the entry at ``path`` (``<root>/<kind>/<shard>/<name>``), or None."""
+    try:
+        parts = Path(path).relative_to(Path(root)).parts if path is not None else ()
+    except ValueError:
+        return None
+    return parts[0] if len(parts) == 3 and parts[0] in KINDS else None
+
+
 def evict(root: Path, limit: int | None = None, keep: Path | None = None) -> list[Entry]:
     """Remove least recently used entries until the cache fits ``limit`` (default :func:`max_bytes`); ``keep``
-    (the entry just written) goes last. Returns what was removed."""
+    (the entry just written) goes last. When ``keep`` is of a kind with a share (``SHARES``), only entries of
+    that kind go, until the kind fits its share of ``limit`` and the whole cache fits ``limit``. Returns what was
+    removed."""
     limit = max_bytes() if limit is None else limit
     all_entries = entries(root)
     total = sum(e.bytes for e in all_entries)
+    kind = _kind_of(root, keep)
+    if kind in SHARES:  # the kind's own entries only: what it may hold is its share and what the others leave
+        own = [e for e in all_entries if e.kind == kind]
+        held = sum(e.bytes for e in own)
+        limit = min(int(SHARES[kind] * limit), limit - (total - held))
+        all_entries, total = own, held
     removed = []
     order = sorted(all_entries, key=lambda e: (keep is not None and e.path == keep, e.used))
     for e in order:

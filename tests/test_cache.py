@@ -50,6 +50,7 @@ def _edit(db, image, out, *extra):
     return res
 
 
+@pytest.mark.slow
 def test_cli_cache_info_clear_no_cache_and_cache_maps(tmp_path, tiny_model, home, monkeypatch):
     from PIL import Image
 

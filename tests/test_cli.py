@@ -63,6 +63,7 @@ def test_end_to_end_through_the_runner(tiny_model, db_url, tmp_path):
     assert "cat-to-dog@1" in table and "cat@1 → dog@1" in table
 
 
+@pytest.mark.slow
 def test_end_to_end_as_a_real_subprocess(tiny_model, tmp_path, home):
     env = {**os.environ, "P2PZ_HOME": str(home), "P2PZ_DB_URL": f"sqlite:///{tmp_path / 'sub.db'}"}
     exe = [sys.executable, "-m", "p2pz"]
@@ -137,6 +138,7 @@ def test_tiny_model_uses_the_real_clip_vocabulary(tiny_model):
     assert tok("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
 
 
+@pytest.mark.slow
 def test_demo_runs_offline_on_the_shapes_model(tmp_path, home):
     r = CliRunner().invoke(main, ["-q", "demo", "--out", str(tmp_path / "demo"), "-n", "40", "--steps", "10"])
     assert r.exit_code == 0, r.output

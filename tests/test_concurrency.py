@@ -14,6 +14,8 @@ from p2pz.registry import Registry, RegistryError
 
 from .conftest import REPO
 
+pytestmark = pytest.mark.slow  # several processes writing to one registry at once
+
 
 def test_read_only_database_reads_work_and_writes_fail_clearly(tmp_path, tiny_model):
     url = f"sqlite:///{tmp_path / 'r.db'}"

@@ -64,6 +64,7 @@ def test_spearman_brown():
     assert spearman_brown_size(0.99, 100) < 100 and spearman_brown_size(-0.1, 100) is None
 
 
+@pytest.mark.slow
 def test_a_bigger_bank_is_more_stable_with_a_real_encoder(sqlite_reg, minilm):
     reg = sqlite_reg
     model = str(minilm)
@@ -80,6 +81,7 @@ def test_a_bigger_bank_is_more_stable_with_a_real_encoder(sqlite_reg, minilm):
     assert small.token_profile[0] > 0.01 * max(small.token_profile)  # a BERT-style encoder has no zero BOS row
 
 
+@pytest.mark.slow
 def test_planted_leakage_is_found_and_a_near_copy_is_the_top_neighbour(sqlite_reg, minilm, tmp_path):
     reg = sqlite_reg
     model = str(minilm)

@@ -15,6 +15,8 @@ from p2pz.editor.student.pairs import read_manifest
 from p2pz.registry import Registry
 from p2pz.registry.cli import main
 
+pytestmark = pytest.mark.slow  # teacher pairs and student training on the tiny model
+
 
 @pytest.fixture(scope="module")
 def built(tmp_path_factory, tiny_model):

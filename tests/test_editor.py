@@ -363,6 +363,7 @@ def test_editing_with_other_steps_than_the_inversion_is_refused(ed, photo):
     assert ed.edit(inv, torch.zeros(1, 77, 32), steps=3, decode=False).latents.shape == (1, 4, 32, 32)
 
 
+@pytest.mark.slow
 def test_results_and_direction_checks(ed, inv, reg, tiny_model, tiny_model_b):
     res = ed.edit(inv, delta())
     assert res.edited.size == (64, 64) and res.reconstruction.size == (64, 64)

@@ -12,6 +12,8 @@ from PIL import Image
 from p2pz.registry import Registry
 from p2pz.registry.cli import main
 
+pytestmark = pytest.mark.slow  # Ray clusters started per test, and edits on both engines
+
 ray = pytest.importorskip("ray", reason="Ray is not installed (make installs p2pz[ray])")
 
 

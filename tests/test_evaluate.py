@@ -29,6 +29,7 @@ def _scorer_args(tiny_clip, tiny_vit, alex_backbone):
             "--device", "cpu"]
 
 
+@pytest.mark.slow
 def test_eval_run_stores_scores_that_show_and_sort(db_url, tiny_model, photos, tiny_clip, tiny_vit, alex_backbone,
                                                    tmp_path):
     runner = CliRunner()

@@ -262,3 +262,229 @@ def test_without_hf_token_the_hubs_own_login_is_used(hub, source, monkeypatch, t
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(stored))
     assert sorted(source.push(f"hf://{REPO}")["added"]) == ["cat-to-dog@1", "day-to-night@1", "mix@1"]
     assert TOKEN.encode() not in b"".join(hub.files(REPO).values())
+
+
+# --- issue #35: what reaches the Hub, and what a hostile or broken repo can do -------------------------------------
+
+def _cli(db: str, *args):
+    return CliRunner().invoke(main, ["--db", db, *args])
+
+
+def _one_line_error(r, *expected):
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, (r.exit_code, r.stderr, r.output)
+    assert "Traceback" not in r.output + r.stderr, r.output
+    for text in expected:
+        assert text in r.stderr, (text, r.stderr)
+
+
+def _replace(hub, path: str, data: bytes, edit_index=None) -> dict:
+    """Rewrite ``path`` at the head (None: remove nothing, just edit the index) and record its sha256 and size in
+    ``p2pz.json``: a repo whose files match their hashes. → the new index."""
+    import hashlib
+
+    index = json.loads(hub.files(REPO)["p2pz.json"])
+    if path is not None:
+        hub.tamper(REPO, path, data)
+        index["files"][path] = {"sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+    if edit_index:
+        edit_index(index)
+    hub.tamper(REPO, "p2pz.json", json.dumps(index).encode())
+    return index
+
+
+def test_a_local_model_folder_reaches_the_hub_only_by_its_name(hub, tiny_model, tmp_path):
+    import shutil
+
+    from p2pz.registry.exchange.hub import public_model
+
+    folder = tmp_path / "alice-private" / "models" / "my-sd"
+    shutil.copytree(tiny_model, folder)
+    reg = Registry.open(f"sqlite:///{tmp_path / 'local.db'}")
+    reg.build_direction("cat", "dog", str(folder), n=N)
+    assert reg.get("cat-to-dog").encoder_model == str(folder)  # the registry itself keeps the folder
+    reg.push(f"hf://{REPO}")
+    files = hub.files(REPO)
+    index = json.loads(files["p2pz.json"])
+    assert [e["model"] for e in index["encoders"]] == ["my-sd"]
+    assert index["directions"][0]["summary"]["model"] == "my-sd"
+    assert _metadata(files["directions/cat-to-dog/1.safetensors"], tmp=hub)["model"] == "my-sd"
+    assert "| my-sd |" in files["README.md"].decode()
+    leaks = {str(folder), str(folder.parent), str(tmp_path), "alice-private", str(tiny_model), str(tiny_model.parent)}
+    uploaded = dict(files)
+    for path, blob in uploaded.items():
+        for leak in leaks:
+            assert leak.encode() not in blob, (path, leak)
+    reg.close()
+    # the one rule: a Hub id as it is, a local folder by its name only
+    assert public_model("runwayml/stable-diffusion-v1-5") == "runwayml/stable-diffusion-v1-5"
+    assert public_model("gpt2") == "gpt2"
+    for local in ("/home/alice/models/my-sd", "/home/alice/models/my-sd/", "./models/my-sd", "../my-sd",
+                  "~/models/my-sd", "C:\\Users\\alice\\my-sd", "models/nested/my-sd"):
+        assert public_model(local) == "my-sd", local
+
+
+def test_a_bank_file_that_is_not_utf8_is_one_line_and_nothing_is_imported(hub, source, tmp_path):
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+    index = json.loads(hub.files(REPO)["p2pz.json"])
+    bank_file = next(b["file"] for b in index["banks"] if b["concept"] == "cat")
+    _replace(hub, bank_file, b"a photo of a cat\n\xff\xfe broken \xc3\x28\n")
+    db = f"sqlite:///{tmp_path / 'target.db'}"
+    Registry.open(db).close()
+    dump = db_dump(db)
+    r = _cli(db, "pull", f"hf://{REPO}")
+    _one_line_error(r, bank_file, f"hf://{REPO}", "UTF-8")
+    assert "UnicodeDecodeError" not in r.stderr and db_dump(db) == dump
+
+
+def test_a_direction_file_whose_delta_is_not_finite_is_refused(hub, source, tmp_path):
+    import numpy as np
+    from safetensors.numpy import save
+
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+    path = "directions/cat-to-dog/1.safetensors"
+    meta = _metadata(hub.files(REPO)[path], tmp=hub)
+    st = load(hub.files(REPO)[path])
+    st["delta"][0, 3, 1] = np.nan
+    _replace(hub, path, save(st, metadata=meta))
+    db = f"sqlite:///{tmp_path / 'target.db'}"
+    Registry.open(db).close()
+    dump = db_dump(db)
+    r = _cli(db, "pull", f"hf://{REPO}")
+    _one_line_error(r, path, "delta", "NaN")
+    assert db_dump(db) == dump
+
+
+def test_a_malformed_summary_is_named_and_never_looks_like_a_network_error(hub, source, tiny_model, tmp_path):
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+
+    def break_summary(index):
+        index["directions"][0]["summary"]["scores"] = "not a mapping"
+    _replace(hub, None, b"", break_summary)
+    source.build_direction("cat", "dog", str(tiny_model), n=N, scale=2.0)
+    r = _cli(f"sqlite:///{tmp_path / 'source.db'}", "push", f"hf://{REPO}", "cat-to-dog@2")
+    _one_line_error(r, "p2pz.json", "summary", "scores")
+    assert "cannot reach" not in r.stderr and "HF_ENDPOINT" not in r.stderr
+
+
+def test_the_card_escapes_every_text_from_the_repo_and_the_registry(hub, source, tiny_model, tmp_path):
+    import re
+
+    source.tag("cat-to-dog@1", "<b>bold</b>")
+    source.push(f"hf://{REPO}", ["cat-to-dog", "day-to-night"])
+
+    def hostile(index):
+        s = index["directions"][0]["summary"]
+        s.update(source="<script>alert(1)</script>", target="[click](javascript:alert(1))",
+                 model="<img src=x onerror=alert(1)>", scores={"<i>fid</i>": 1.5}, n_images=3,
+                 diagnostics={"checks_ok": 1, "warnings": ["<svg onload=alert(1)>"]})
+        index["directions"][1]["summary"]["target"] = "![x](javascript:alert(2)) <a href='javascript:x'>y</a>"
+    _replace(hub, None, b"", hostile)
+    source.build_direction("cat", "dog", str(tiny_model), n=N, scale=2.0)
+    source.push(f"hf://{REPO}", ["cat-to-dog@2"])
+    card = hub.files(REPO)["README.md"].decode()
+    assert "<" not in card and ">" not in card.replace("→", "")  # no HTML at all, from any source
+    assert "&lt;script&gt;" in card and "&lt;b&gt;bold&lt;/b&gt;" not in card.split("---")[1]
+    targets = re.findall(r"\]\(([^)]*)\)", card)  # every markdown link or image target
+    assert targets and all(t.startswith("https://") or re.fullmatch(r"[\w.+\-/]+", t) for t in targets), targets
+    assert not re.search(r"\]\(\s*javascript", card, re.I)
+    head = card.split("---")[1]
+    assert '"\\u003cb\\u003ebold\\u003c/b\\u003e"' in head  # the tag, JSON-escaped in the YAML, still the tag
+
+
+def test_a_preview_path_that_is_not_a_relative_path_is_refused(hub, source, tmp_path):
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+    _replace(hub, None, b"", lambda index: index["directions"][0]["summary"].update(preview="javascript:alert(1)"))
+    with pytest.raises(RegistryError, match="p2pz.json is not a valid p2pz index .*preview"):
+        Registry.open(f"sqlite:///{tmp_path / 't.db'}").pull(f"hf://{REPO}")
+
+
+def test_combinations_as_deep_as_a_push_allows_pull(hub, source, tmp_path):
+    from p2pz.store.repository import MAX_NESTING
+
+    prev = "cat-to-dog"
+    for i in range(20):  # deeper than the 16 pulls used to allow, within the registry's limit
+        prev = source.combine({prev: 1.0}, name=f"deep{i}").ref
+    assert 20 < MAX_NESTING
+    source.push(f"hf://{REPO}", [prev])
+    target = Registry.open(f"sqlite:///{tmp_path / 't.db'}")
+    got = target.pull(f"hf://{REPO}", [prev])
+    assert prev in got["directions"]
+    assert target.get(prev).vector_numpy().tobytes() == source.get(prev).vector_numpy().tobytes()
+    target.close()
+
+
+def test_misleading_lines_name_the_real_problem(hub, source, tmp_path, monkeypatch):
+    from . import hub_server
+
+    source.push(f"hf://{REPO}")
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    HfApi(endpoint=hub.url, token=TOKEN).delete_file("directions/mix/1.safetensors", REPO)
+    r = _cli(db, "pull", f"hf://{REPO}")
+    _one_line_error(r, "directions/mix/1.safetensors", f"hf://{REPO}")
+    assert "no p2pz.json" not in r.stderr
+    for rev in ("..", "a..b", ".hidden", "-x", "v1.lock", "v1."):
+        r = _cli(db, "pull", f"hf://{REPO}@{rev}")
+        _one_line_error(r, "invalid revision")
+        assert "HF_HUB_OFFLINE" not in r.stderr and "network" not in r.stderr, (rev, r.stderr)
+    for repo in ("a/b..c", "a/b--c", "a/-b", "a/b-", "a/b.git", ".a/b", "a/" + "x" * 97):
+        r = _cli(db, "pull", f"hf://{repo}")
+        _one_line_error(r, "invalid Hub repo id", "'..'")
+        assert "network" not in r.stderr, (repo, r.stderr)
+    assert Registry.open(db).directions() == []
+    # online, a Hub answer huggingface_hub reports as a cache miss is the Hub's answer, not "HF_HUB_OFFLINE is set"
+    resolve = hub_server._Handler._resolve
+
+    def refuse_head(self, repo, revision, path):
+        if self.command == "HEAD":
+            raise hub_server.HubError(400, "Bad request: resolve refused")
+        return resolve(self, repo, revision, path)
+    monkeypatch.setattr(hub_server._Handler, "_resolve", refuse_head)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cold-cache"))
+    r = _cli(db, "pull", f"hf://{REPO}")
+    _one_line_error(r, "the Hub answered 400")
+    assert "HF_HUB_OFFLINE" not in r.stderr
+
+
+def test_control_characters_from_a_remote_never_reach_the_terminal(hub, tiny_model, tmp_path, monkeypatch):
+    from . import hub_server
+
+    ansi = "\x1b[2J\x1b]0;owned\x07\x9b31m"
+    src = Registry.open(f"sqlite:///{tmp_path / 'src.db'}")
+    src.build_direction("cat", "dog", str(tiny_model), source_sentences=[f"a cat{ansi} sitting", "a cat"],
+                        target_sentences=["a dog", "a dog sitting"])
+    src.push(f"hf://{REPO}")
+    src.close()
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    assert _cli(db, "pull", f"hf://{REPO}").exit_code == 0
+    for args in (["bank", "show", "cat@1"], ["bank", "show", "cat@1", "--sentences"]):
+        r = _cli(db, *args)
+        assert r.exit_code == 0 and "a cat" in r.output, r.output
+        assert not any(c in r.output for c in "\x1b\x07\x9b"), (args, r.output)
+
+    serve = hub_server._Handler._serve
+
+    def answer(self, *args):
+        if self.command != "GET":
+            return serve(self, *args)
+        raise hub_server.HubError(500, f"Internal Error {ansi} in the Hub")
+    monkeypatch.setattr(hub_server._Handler, "_serve", answer)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cold-cache"))
+    r = _cli(f"sqlite:///{tmp_path / 'other.db'}", "pull", f"hf://{REPO}")
+    _one_line_error(r, "the Hub answered 500", "Internal Error", "in the Hub")  # the Hub's words, inert
+    assert not any(c in r.stderr for c in "\x1b\x07\x9b"), r.stderr
+
+
+def test_direction_show_separates_every_field_from_its_value(hub, source, tmp_path):
+    source.push(f"hf://{REPO}", ["cat-to-dog"])
+    db = f"sqlite:///{tmp_path / 't.db'}"
+    assert _cli(db, "pull", f"hf://{REPO}").exit_code == 0
+    r = _cli(db, "direction", "show", "cat-to-dog@1")
+    assert r.exit_code == 0, r.output
+    import re
+
+    d = source.get("cat-to-dog@1")
+    keys = [k for k, v in d.to_dict().items() if v not in (None, [], "")]
+    assert "content_sha256" in keys
+    for key in keys:  # "KEY  value": at least one space, whatever the key's length
+        assert re.search(rf"^{key} +\S", r.output, re.M), (key, r.output)
+    assert re.search(rf"^content_sha256 +{d.content_sha256}$", r.output, re.M), r.output

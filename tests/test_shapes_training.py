@@ -13,6 +13,8 @@ from click.testing import CliRunner
 
 from p2pz.editor.shapes.train import CHECKPOINT, ShapesTrainingError, Stopped, Trainer, TrainConfig, train
 
+pytestmark = pytest.mark.slow  # trains the shapes model for real, if briefly
+
 TINY = dict(vae_steps=20, unet_steps=10, batch=4, vae_batch=4, pool=32, warmup=2, checkpoint_every=5,
             unet_widths=(16, 32, 32), vae_lr=3e-3)
 

@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from p2pz.editor.errors import EditorError
 from p2pz.editor.student import PatchDiscriminator, StudentConfig, Trainer, UNetGenerator, lr_at, parameter_count
 
+pytestmark = pytest.mark.slow  # trains students for real
+
 CFG = StudentConfig(size=64, base_channels=16, depth=4, disc_channels=16, disc_layers=2, batch=8, seed=0)
 
 

@@ -533,3 +533,26 @@ def test_sdxl_directions_are_listed_searched_and_applied(db, tmp_path, tiny_mode
         assert prov["family"] == "sdxl" and prov["direction"] == "cat-to-dog-sdxl@1"
         mixed = edit(c, directions=["cat-to-dog", "cat-to-dog-sdxl"])
         assert mixed.status_code == 400 and "different text encoders" in mixed.json()["error"]
+
+
+def test_head_answers_as_get_and_if_none_match_follows_rfc_9110(tmp_path, tiny_model):
+    url = f"sqlite:///{tmp_path / 'head.db'}"
+    with Registry.open(url) as reg:
+        reg.build_direction("cat", "dog", str(tiny_model), n=5)
+    with Client(create_app(settings(url, tmp_path, tiny_model, worker=False))) as c:
+        for path in ("/api/directions", "/api/directions/cat-to-dog", "/api/banks/cat", "/api/health", "/",
+                     "/d/cat-to-dog", "/api/export?names=cat-to-dog", "/api/directions/nope"):
+            got, head = c.get(path), c.head(path)
+            assert head.status_code == got.status_code and head.content == b"", (path, head.status_code)
+            assert head.headers["content-type"] == got.headers["content-type"], path
+            if path.startswith("/api/export"):
+                assert head.headers["content-length"] == got.headers["content-length"] == str(len(got.content))
+        assert c.head("/api/import").status_code == 405  # only where GET answers
+        etag = c.get("/api/export", params={"names": "cat-to-dog"}).headers["ETag"]
+        assert etag.startswith('W/"')
+        for header in ("*", etag, etag[2:], f'"other", {etag[2:]}', f'W/"other",{etag}'):
+            r = c.get("/api/export", params={"names": "cat-to-dog"}, headers={"If-None-Match": header})
+            assert r.status_code == 304 and r.content == b"" and r.headers["ETag"] == etag, header
+        for header in ('"other"', 'W/"other"', ""):
+            r = c.get("/api/export", params={"names": "cat-to-dog"}, headers={"If-None-Match": header})
+            assert r.status_code == 200 and r.content, header

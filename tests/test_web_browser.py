@@ -26,8 +26,9 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--no-first-run", "--disable-dev-shm-usage"]
 TOKEN = "browser-test-token"
 
-pytestmark = pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
-                                reason="Chromium is not installed (.ci/run installs Debian's chromium with apt-get)")
+pytestmark = [pytest.mark.slow,  # a real Chromium against a real server
+              pytest.mark.skipif(not Path(CHROMIUM).exists() and not shutil.which("chromium"),
+                                 reason="Chromium is not installed (.ci/run installs Debian's chromium with apt-get)")]
 
 
 def free_port() -> int:

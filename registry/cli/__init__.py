@@ -73,7 +73,10 @@ class P2PZGroup(click.Group):
             _reader_gone()
         except Exception as exc:
             if isinstance(exc, _user_errors()):
-                msg = " ".join(str(exc).split()) or type(exc).__name__
+                from p2pz.registry.library.records import printable  # lazy: start-up
+
+                # one line, and no terminal escapes: messages may quote a Hub, another registry or a file
+                msg = " ".join(printable(exc, keep="\t\n").split()) or type(exc).__name__
                 raise P2PZError(msg) from None
             from sqlalchemy.exc import SQLAlchemyError  # lazy: sqlalchemy
 

@@ -40,6 +40,43 @@ def db_upgrade(state, revision):
     click.echo(f"schema {before or 'empty'} → {current_revision(engine)}")
 
 
+@db.command("check")
+@click.option("--repair", is_flag=True, help="Remove what is broken (with its students and evaluations); banks "
+              "and every other record stay.")
+@json_option
+@pass_state
+def db_check(state, repair, as_json):
+    """Find records whose stored tensors disagree with their encoder: a search key of the wrong width, an
+    embedding of the wrong shape (the wrong max_length or D), a direction built on one. An import that re-declared
+    a stored encoder (before p2pz refused it) left such records behind; search, export and edits of that encoder
+    then fail. The encoder is the reference (it never changes once stored); exit status 1 when something is
+    broken and --repair was not given.
+
+    \b
+    Examples:
+      p2pz db check
+      p2pz db check --repair
+    """
+    out = state.registry().check(repair)
+    problems = out["problems"]
+    if as_json:
+        echo_json(out)
+    else:
+        verb = "removed" if repair else "broken"
+        for p in problems:
+            click.echo(f"{verb}: {p['kind']} {p['ref']} (encoder {p['encoder'][:12]}): {p['why']}")
+        if not problems:
+            click.echo("ok: every embedding and direction matches its encoder")
+        elif repair:
+            r = out["removed"]
+            click.echo(f"repaired: removed {r['directions']} direction(s), {r['embeddings']} embedding(s), "
+                       f"{r['students']} student(s), {r['evaluations']} evaluation(s); banks kept")
+        else:
+            click.echo(f"{len(problems)} broken record(s); `p2pz db check --repair` removes them", err=True)
+    if problems and not repair:
+        sys.exit(1)
+
+
 @main.group(cls=P2PZGroup)
 def index():
     """Search index maintenance.

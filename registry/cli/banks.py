@@ -104,15 +104,19 @@ def bank_show(state, ref, sentences, as_json):
     if as_json:
         echo_json(b.to_dict(sentences=sentences))
         return
+    from p2pz.registry.library.records import printable  # lazy: start-up
+
     click.echo(f"bank       {b.ref}\ngenerator  {b.generator}\nsentences  {b.n_sentences}\nsha256     {b.sha256}")
     click.echo(f"created    {b.created_at.isoformat()}\nparams     {json.dumps(b.params, sort_keys=True)}")
     if b.note:
-        click.echo(f"note       {b.note}")
+        click.echo(f"note       {printable(b.note)}")
+    # sentences may come from a pull or an import: no terminal escapes reach the screen (tabs are text)
     if sentences:
         for s in b.sentences:
-            click.echo(s)
+            click.echo(printable(s, keep="\t"))
     else:
         for s in b.sentences[:5]:
+            s = printable(s, keep="\t")
             click.echo(f"  {s}")
         if b.n_sentences > 5:
             click.echo(f"  … {b.n_sentences - 5} more (--sentences)")

@@ -207,20 +207,25 @@ def direction_show(state, ref, as_json):
     if as_json:
         echo_json({**d.to_dict(), "vector": stats, "scores": scores, "siblings": others})
         return
-    for k, val in d.to_dict().items():
+    from p2pz.registry.library.records import printable  # lazy: start-up
+
+    fields = d.to_dict()
+    w = max(len(k) for k in [*fields, "other models"]) + 2  # every key, however long, then two spaces
+    for k, val in fields.items():
         if k == "origin" and val:
             val = origin_text(val)
         if val not in (None, [], ""):
-            click.echo(f"{k:<14}{val}")
-    click.echo(f"{'vector':<14}shape {stats['shape']}, ‖Δ‖ {stats['norm']:.4g}, BOS row ‖·‖ {stats['bos_row_norm']:.3g}")
+            click.echo(f"{k:<{w}}{printable(val)}")  # notes, tags and origins may come from elsewhere
+    click.echo(f"{'vector':<{w}}shape {stats['shape']}, ‖Δ‖ {stats['norm']:.4g}, "
+               f"BOS row ‖·‖ {stats['bos_row_norm']:.3g}")
     if "pooled_norm" in stats:
-        click.echo(f"{'pooled':<14}shape {stats['pooled_shape']}, ‖Δ_pooled‖ {stats['pooled_norm']:.4g}")
+        click.echo(f"{'pooled':<{w}}shape {stats['pooled_shape']}, ‖Δ_pooled‖ {stats['pooled_norm']:.4g}")
     if others:
-        click.echo(f"{'other models':<14}" + ", ".join(f"{o['ref']} ({o['encoder_model']}, {o['family']})"
+        click.echo(f"{'other models':<{w}}" + ", ".join(f"{o['ref']} ({printable(o['encoder_model'])}, {o['family']})"
                                                        for o in others))
     if scores:
         values = ", ".join(f"{k} {v:.4g}" for k, v in sorted(scores["scores"].items()))
-        click.echo(f"{'scores':<14}{values} ({scores['n_images']} images, run {scores['run_id'][:8]}, "
+        click.echo(f"{'scores':<{w}}{values} ({scores['n_images']} images, run {scores['run_id'][:8]}, "
                    f"{scores['created_at']:%Y-%m-%d %H:%M})")
 
 

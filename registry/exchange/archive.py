@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -96,7 +97,8 @@ class _Collector:
             self.student_entries.append(StudentEntry(
                 direction=self.directions[st.direction_id], version=st.version, config=st.config,
                 weights_bytes=size, weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
-                params=st.params, metrics=st.metrics, created_at=st.created_at.isoformat()))
+                params=st.params, metrics=st.metrics, created_at=st.created_at.isoformat(),
+                deprecated=bool(st.deprecated)))
 
     def manifest(self) -> Manifest:
         return Manifest(format=FORMAT, format_version=FORMAT_VERSION,
@@ -105,17 +107,20 @@ class _Collector:
                         embeddings=self.emb_entries, directions=self.dir_entries, students=self.student_entries)
 
 
-def collect_library(db, refs: list[str], students: bool = True,
-                    weights: bool = True) -> tuple[Manifest, dict[str, np.ndarray]]:
+def collect_library(db, refs: list[str], students: bool = True, weights: bool = True,
+                    canonical: bool = False) -> tuple[Manifest, dict[str, np.ndarray]]:
     """``refs`` with their embeddings, banks, encoders and combination components (and their students) → the
     library's manifest and tensors, read in one transaction. ``weights=False`` leaves the students' weights out
     of the tensors (their sizes and sha256 stay in the manifest): what :func:`library_key` needs, without
-    reading a student's hundred megabytes."""
+    reading a student's hundred megabytes. ``canonical``: the directions in (name, version) order, each once,
+    however the refs named them (``a,b``, ``b,a`` and ``a,a@1,b`` are one library)."""
     if not refs:
         raise RegistryError("export needs at least one direction name")
     with db.read() as s:
         got = _Collector(s)
         exported = [repo.direction_row(s, *parse_ref(ref, "direction")) for ref in refs]
+        if canonical:
+            exported = sorted({row.id: row for row in exported}.values(), key=lambda row: (row.name, row.version))
         for row in exported:
             got.direction(row)
         if students:
@@ -176,18 +181,20 @@ def export_library(db, refs: list[str], path: Path) -> dict:
     return _summary(manifest, path)
 
 
-def cached_export(db, refs: list[str], root: Path, build=None) -> tuple[Path, bool]:
+def cached_export(db, refs: list[str], root: Path, build=None, keep=None) -> tuple[Path, bool]:
     """The library of ``refs`` from the export cache ``root`` (``<cache>/exports``), built on a miss → (path,
     hit). The key (:func:`library_key`) is computed from the database without the students' weights, so a hit
     costs one small read; a miss collects everything, writes the zip under the key of what it actually read
     (the registry may have changed in between) and leaves eviction to the caller, who should open the file
     first. ``build`` wraps the miss (the server passes its heavy-read slot, so that only misses can be
     refused). The lookup reads every embedding the library holds, so only a few refs (``CHEAP_LOOKUP_REFS``)
-    are looked up before ``build``; more are looked up inside it."""
+    are looked up before ``build``; more are looked up inside it. The key is canonical (the directions sorted,
+    each once). ``keep``, called on a miss, says whether the new zip may enter the cache: when it returns False
+    the zip goes to a new temporary folder instead (same name), which the caller deletes after use."""
     from p2pz.store import cache as store_cache  # lazy: start-up
 
     def lookup() -> Path | None:
-        key = library_key(*collect_library(db, refs, weights=False))
+        key = library_key(*collect_library(db, refs, weights=False, canonical=True))
         path = root / key[:2] / f"{key}.p2pz"
         if path.is_file():
             store_cache.touch(path)
@@ -199,10 +206,12 @@ def cached_export(db, refs: list[str], root: Path, build=None) -> tuple[Path, bo
     with (build or contextlib.nullcontext)():
         if len(refs) > CHEAP_LOOKUP_REFS and (found := lookup()) is not None:
             return found, True
-        manifest, tensors = collect_library(db, refs)
+        manifest, tensors = collect_library(db, refs, canonical=True)
         key = library_key(manifest, tensors)
         path = root / key[:2] / f"{key}.p2pz"
         if not path.is_file():  # another request may have built it meanwhile
+            if keep is not None and not keep():
+                path = Path(tempfile.mkdtemp(prefix="p2pz-export-")) / path.name
             write_library(manifest, tensors, path)
     return path, False
 
@@ -402,7 +411,7 @@ def store_libraries(db, libraries: list[tuple[Manifest, dict]], source: str | No
                 _, created = repo.insert_student(s, direction_id=dir_rows[st.direction].id, config=st.config,
                                                  weights=tensors[f"student/{i}"], weights_sha256=st.weights_sha256,
                                                  dataset_sha256=st.dataset_sha256, params=st.params,
-                                                 metrics=st.metrics)
+                                                 metrics=st.metrics, deprecated=st.deprecated)
                 added["students"] += created
         clash = [r for r in renumbered if r["reason"] != "already stored here"]
         if clash and not renumber:

@@ -5,20 +5,51 @@ directions' own tags) and ``base_model`` (the model ids of the text encoders the
 body: one table row per direction version (source → target, ‖Δ‖, scores, the text-side diagnostics summary of
 ``p2pz direction inspect``, a preview where one exists), then how to
 pull it with p2pz and how to use a direction without p2pz (``safetensors`` + diffusers). No token, URL credential
-or local path ever enters the card.
+or local path ever enters the card (models by :func:`~.hub.public_model`).
+
+Every text that comes from the repo's index or from the registry (names, concepts, tags, models, score names,
+warnings) is written inert: control characters dropped, HTML-escaped, and markdown's punctuation backslash-escaped
+(no code span, table cell, image or link can be made from data); the only link targets are this card's own
+``https:`` URLs and the previews' relative paths.
 """
 
 from __future__ import annotations
 
+import html
 import json
+import re
+
+from .hub import public_model
+
+_MARKDOWN = re.compile(r"([\\`\[\]()!|:.])")  # code, links, images, cells, autolinks (http:, www.)
+_CODE = re.compile(r"[\w.+\-@: ]+")  # what a code span may hold as it is (names, refs, sha256:…)
+_RELATIVE = re.compile(r"(?:[\w+\-][\w.+\-]*/)*[\w+\-][\w.+\-]*")
 
 
 def _yaml_list(items: list[str]) -> str:
-    return "".join(f"\n- {json.dumps(i, ensure_ascii=False)}" for i in items) if items else " []"
+    """JSON strings are YAML; ``<``, ``>`` and ``&`` as ``\\u`` escapes, so no HTML is ever in the file."""
+    def quoted(item: str) -> str:
+        return json.dumps(item).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    return "".join(f"\n- {quoted(i)}" for i in items) if items else " []"
 
 
-def _cell(text) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+def _text(value) -> str:
+    """Data as inert markdown text on one line (see the module's docstring)."""
+    from p2pz.registry.library.records import printable  # lazy: start-up
+
+    plain = " ".join(printable(value, keep="\t\n").split())
+    return html.escape(_MARKDOWN.sub(r"\\\1", plain), quote=True)
+
+
+def _code(value) -> str:
+    """A name or ref as a code span when it is made of name characters only, else as inert text."""
+    text = str(value)
+    return f"`{text}`" if _CODE.fullmatch(text) else _text(text)
+
+
+def _link(target: str) -> str | None:
+    """``target`` when it is a relative path inside the repo or an ``https:`` URL, else None."""
+    return target if _RELATIVE.fullmatch(target) or re.fullmatch(r"https://[\w.\-/]+", target) else None
 
 
 def _diagnostics(diag: dict | None) -> str:
@@ -28,20 +59,20 @@ def _diagnostics(diag: dict | None) -> str:
     if "unavailable" in diag:
         return "not computed"
     parts = []
-    if "stability" in diag:
+    if diag.get("stability") is not None:
         parts.append(f"stability {diag['stability']:.2f}")
-    if "sentences_for_095" in diag:
+    if diag.get("sentences_for_095") is not None:
         parts.append(f"{diag['sentences_for_095']} sentences for 0.95")
-    if "word_swap_cosine" in diag:
+    if diag.get("word_swap_cosine") is not None:
         parts.append(f"word-swap cos {diag['word_swap_cosine']:.2f}")
-    warns = diag.get("warnings") or []
-    parts.append(f"{diag.get('checks_ok', 0)} checks ok" + (f", warns: {', '.join(warns)}" if warns else ""))
+    warns = [_text(w) for w in diag.get("warnings") or []]
+    parts.append(f"{diag.get('checks_ok') or 0} checks ok" + (f", warns: {', '.join(warns)}" if warns else ""))
     return "; ".join(parts)
 
 
 def model_card(repo_id: str, index) -> str:
     """``README.md`` for ``repo_id`` holding ``index``'s directions."""
-    models = sorted({e.model for e in index.encoders if "/" in e.model and not e.model.startswith(("/", "."))})
+    models = sorted({m for m in (public_model(e.model) for e in index.encoders) if "/" in m})  # Hub ids only
     tags = ["p2pz", "pix2pix-zero", "edit-direction", "text-embedding-direction"]
     tags += sorted({t for d in index.directions for t in d.tags} - set(tags))[:50]
     head = f"---\nlibrary_name: p2pz\ntags:{_yaml_list(tags)}\n"
@@ -51,21 +82,23 @@ def model_card(repo_id: str, index) -> str:
     rows = ["| direction | edit | model | ‖Δ‖ | scores | diagnostics | preview |", "|---|---|---|---|---|---|---|"]
     for d in sorted(index.directions, key=lambda d: (d.name, d.version)):
         s = d.summary
-        edit = f"{s.get('source', '?')} → {s.get('target', '?')}" if d.kind == "pair" else "combination of " + ", ".join(
-            f"{c.weight:g}·{c.ref}" for c in d.components or ())
-        scores = ", ".join(f"{k} {v:.3g}" for k, v in sorted(s.get("scores", {}).items()))
+        edit = (f"{_text(s.get('source') or '?')} → {_text(s.get('target') or '?')}" if d.kind == "pair" else
+                "combination of " + ", ".join(f"{c.weight:g}·{_text(c.ref)}" for c in d.components or ()))
+        scores = ", ".join(f"{_text(k)} {v:.3g}" for k, v in sorted((s.get("scores") or {}).items()))
         if scores:
             scores += f" ({s.get('n_images')} images)"
-        preview = (f"![source]({s['preview']}/source_thumb.png) ![edit]({s['preview']}/edit_thumb.png)"
-                   if s.get("preview") else "")
-        rows.append(f"| `{_cell(d.ref)}`{' (deprecated)' if d.deprecated else ''} | {_cell(edit)} | "
-                    f"{_cell(s.get('model', ''))} | {s.get('norm', '')} | {_cell(scores) or '—'} | "
-                    f"{_cell(_diagnostics(s.get('diagnostics'))) or '—'} | {preview} |")
+        shots = [(w, _link(f"{s['preview']}/{w}_thumb.png")) for w in ("source", "edit")] if s.get("preview") else []
+        preview = " ".join(f"![{w}]({target})" for w, target in shots if target)
+        norm = s.get("norm")
+        rows.append(f"| {_code(d.ref)}{' (deprecated)' if d.deprecated else ''} | {edit} | "
+                    f"{_text(public_model(s.get('model') or ''))} | {'' if norm is None else f'{norm:g}'} | "
+                    f"{scores or '—'} | {_diagnostics(s.get('diagnostics')) or '—'} | {preview} |")
     first = min(index.directions, key=lambda d: (d.name, d.version)) if index.directions else None
-    example = first.file if first else "directions/NAME/1.safetensors"
+    example = first.file if first and _RELATIVE.fullmatch(first.file) else "directions/NAME/1.safetensors"
+    shown_ref = first.ref if first and re.fullmatch(r"[\w.+\-@]+", first.ref) else "NAME"
     sdxl = any(e.family == "sdxl" for e in index.encoders)
     body = f"""
-# {repo_id.split('/')[-1]}: p2pz edit directions
+# {_text(repo_id.split('/')[-1])}: p2pz edit directions
 
 Text-embedding edit directions for [pix2pix-zero](https://pix2pixzero.github.io/) image editing, shared with
 [p2pz](https://pypi.org/project/p2pz/): each direction is Δ = mean(target sentences) − mean(source sentences) under
@@ -81,7 +114,7 @@ the sha256 of every file).
 ```bash
 p2pz pull hf://{repo_id}            # everything, every hash checked, all or nothing
 p2pz pull hf://{repo_id}@REVISION NAME   # one direction at a commit, tag or branch
-p2pz edit photo.jpg --direction {first.ref if first else 'NAME'}
+p2pz edit photo.jpg --direction {shown_ref}
 ```
 
 ## Use a direction without p2pz

@@ -7,7 +7,8 @@ A Hub repo of p2pz directions (a model repo) holds:
     p2pz.json                                  the index (:class:`HubIndex`): every file with its sha256 and size,
                                                the encoders, banks, embeddings, directions and students
     directions/<name>/<version>.safetensors    Δ ``delta`` [1, 77, D], ``delta_pooled`` [1, 1280] (SDXL), ``key``;
-                                               metadata: name, version, encoder and its model id, the banks'
+                                               metadata: name, version, encoder and its model (a Hub id, or a
+                                               local folder's name only: :func:`public_model`), the banks'
                                                sha256, scale, content hash — readable by plain ``safetensors``
     embeddings/<encoder>/<bank>.safetensors    a bank's mean embedding ``mean`` [1, 77, D] and ``key`` (what a
                                                p2pz registry stores; Δ is materialized from two of them)
@@ -34,22 +35,25 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from p2pz.store.lazy import numpy as np
 
 from p2pz.registry.library.naming import parse_ref
-from p2pz.registry.library.records import RegistryError
+from p2pz.registry.library.records import RegistryError, printable
 from .manifest import (BankEntry, ComponentEntry, DirectionEntry, EmbeddingEntry, EncoderEntry, Manifest, Origin,
                        StudentEntry, FORMAT, FORMAT_VERSION, validate)
 
 HUB_FORMAT = "p2pz-hub"
-HUB_FORMAT_VERSION = 1
+HUB_FORMAT_VERSION = 2  # 2: students carry ``deprecated``; version 1 indexes are still read
 INDEX = "p2pz.json"
 CARD = "README.md"
 MAX_INDEX_BYTES = 64 << 20
 MAX_FILE_BYTES = 2 << 30
-_REPO = re.compile(r"hf://([A-Za-z0-9][\w.\-]{0,95})/([A-Za-z0-9][\w.\-]{0,95})(?:@([\w.\-]{1,200}))?")
+_REPO = re.compile(r"hf://([^/@\s]+)/([^/@\s]+)(?:@(\S*))?")
+# the Hub's rules for each half of a repo id (huggingface_hub.utils.validate_repo_id), ASCII only
+_REPO_PART = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9_.\-]{0,94}[A-Za-z0-9_])?")
+_REVISION = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-]{0,199}")  # a commit sha, tag or branch (no '/')
 
 
 # --- the index (p2pz.json) ----------------------------------------------------------------------------------
@@ -86,6 +90,34 @@ class HubComponent(_Entry):
     weight: float
 
 
+class _Shown(BaseModel):  # what the card shows; keys a newer p2pz adds are kept (never shown)
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
+
+
+class HubDiagnostics(_Shown):
+    unavailable: str | None = None
+    checks_ok: int | None = Field(default=None, ge=0)
+    warnings: list[str] = Field(default_factory=list)
+    stability: float | None = None
+    sentences_for_095: int | None = Field(default=None, ge=0)
+    word_swap_cosine: float | None = None
+
+
+class HubSummary(_Shown):
+    """A direction's ``summary``: checked on every read, so a malformed one is named, never shown."""
+
+    norm: float | None = None
+    source: str | None = None
+    target: str | None = None
+    model: str | None = None
+    family: str | None = None
+    diagnostics: HubDiagnostics | None = None
+    scores: dict[str, float] = Field(default_factory=dict)
+    n_images: int | None = Field(default=None, ge=0)
+    preview: str | None = Field(default=None, pattern=r"^(?:[\w+\-][\w.+\-]*/)*[\w+\-][\w.+\-]*$",
+                                description="a folder of the repo (relative, no '.' or '..')")
+
+
 class HubDirection(_Entry):
     name: str
     version: int = Field(ge=1, le=2**31 - 1)
@@ -103,7 +135,17 @@ class HubDirection(_Entry):
     target: str | None = Field(default=None, description="the target embedding's file (pair)")
     components: list[HubComponent] | None = None
     summary: dict = Field(default_factory=dict, description="what the card shows: ‖Δ‖, scores, diagnostics, "
-                          "preview")
+                          "preview (:class:`HubSummary`)")
+
+    @field_validator("summary")
+    @classmethod
+    def _summary(cls, value: dict) -> dict:
+        try:
+            HubSummary.model_validate(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ValueError(f"{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from None
+        return value
 
     @property
     def ref(self) -> str:
@@ -121,13 +163,14 @@ class HubStudent(_Entry):
     metrics: dict
     created_at: str | None = None
     file: str
+    deprecated: bool = False
 
 
 class HubIndex(_Entry):
     """``p2pz.json``: what the repo holds and the sha256 of every file in it (the card aside)."""
 
     format: Literal["p2pz-hub"] = HUB_FORMAT
-    format_version: Literal[1] = HUB_FORMAT_VERSION
+    format_version: Literal[1, 2] = HUB_FORMAT_VERSION
     updated_at: str | None = None
     files: dict[str, HubFile] = Field(default_factory=dict)
     encoders: list[EncoderEntry] = Field(default_factory=list)
@@ -162,7 +205,12 @@ def parse_index(raw: bytes) -> HubIndex:
     if len(raw) > MAX_INDEX_BYTES:
         raise RegistryError(f"{INDEX} is over {MAX_INDEX_BYTES >> 20} MB; this is not a p2pz repo")
     try:
-        index = HubIndex.model_validate(json.loads(raw))
+        doc = json.loads(raw)
+        version = doc.get("format_version") if isinstance(doc, dict) else None
+        if type(version) is int and version > HUB_FORMAT_VERSION:
+            raise RegistryError(f"{INDEX} is format_version {version}, newer than this p2pz reads (up to "
+                                f"{HUB_FORMAT_VERSION}): upgrade p2pz (pip install -U p2pz) to pull from this repo")
+        index = HubIndex.model_validate(doc)
     except (ValueError, ValidationError, RecursionError) as exc:
         first = exc.errors()[0] if isinstance(exc, ValidationError) else {"loc": (), "msg": str(exc)[:200]}
         where = ".".join(str(p) for p in first["loc"]) or INDEX
@@ -178,7 +226,28 @@ def parse_repo(url: str) -> tuple[str, str | None]:
     m = _REPO.fullmatch(url.strip())
     if not m:
         raise RegistryError(f"malformed Hub address {url!r}: write hf://OWNER/REPO (pull: hf://OWNER/REPO@REVISION)")
-    return f"{m.group(1)}/{m.group(2)}", m.group(3)
+    owner, name, revision = m.groups()
+    if not all(_REPO_PART.fullmatch(p) and "--" not in p and ".." not in p for p in (owner, name)) \
+            or name.endswith(".git"):
+        raise RegistryError(f"invalid Hub repo id {owner + '/' + name!r}: owner and name are 1-96 of letters, digits, "
+                            "'-', '_', '.', start with a letter or digit, do not end with '-' or '.', hold no '--' "
+                            "or '..', and the name does not end in '.git'")
+    if revision is not None and (not _REVISION.fullmatch(revision) or ".." in revision
+                                 or revision.endswith((".", ".lock"))):
+        raise RegistryError(f"invalid revision {revision!r} in {url.strip()!r}: give a commit sha, a tag or a branch "
+                            "(letters, digits, '-', '_', '.'; not starting with '.' or '-', no '..')")
+    return f"{owner}/{name}", revision
+
+
+def public_model(model: str) -> str:
+    """What a file pushed to the Hub (card, ``p2pz.json``, direction metadata) says of a model: a Hub id as it
+    is, a local folder only by its name — never its path (``/home/alice/models/my-sd`` → ``my-sd``)."""
+    text = str(model).strip()
+    parts = text.split("/")
+    hub_id = len(parts) <= 2 and all(_REPO_PART.fullmatch(p) and ".." not in p for p in parts)
+    if hub_id and not (len(parts) == 2 and Path(text).is_dir()):  # OWNER/NAME that is a folder here: a folder
+        return text
+    return re.split(r"[\\/]+", text.rstrip("/\\"))[-1] or "local-model"
 
 
 def _seg(text: str) -> str:
@@ -214,9 +283,14 @@ def _hub_error(exc: Exception, repo_id: str, writing: bool) -> RegistryError:
         need = "write access to" if writing else "read access to"
         return RegistryError(f"the Hub refused the credentials ({status}) for {repo_id}: set HF_TOKEN to a token "
                              f"with {need} it (or run `hf auth login`)")
-    if isinstance(exc, hf.LocalEntryNotFoundError):
+    if isinstance(exc, hf.LocalEntryNotFoundError) and offline():
         return RegistryError(f"{repo_id} is not in the local Hub cache and HF_HUB_OFFLINE is set; pull it once "
                              "online, or unset HF_HUB_OFFLINE")
+    if isinstance(exc, hf.LocalEntryNotFoundError):  # online, and the Hub's answer was not usable: say that one
+        cause = exc.__cause__
+        return (_hub_error(cause, repo_id, writing) if cause is not None else
+                RegistryError(f"cannot reach the Hub for {repo_id}; check HF_ENDPOINT and the network, or pull "
+                              "offline with HF_HUB_OFFLINE=1"))
     if isinstance(exc, hf.RevisionNotFoundError):
         return RegistryError(f"{repo_id} has no such revision; give a commit, tag or branch that exists")
     if isinstance(exc, hf.RepositoryNotFoundError):
@@ -224,7 +298,10 @@ def _hub_error(exc: Exception, repo_id: str, writing: bool) -> RegistryError:
     if isinstance(exc, hf.EntryNotFoundError):
         return RegistryError(f"{repo_id} is not a p2pz repo (no {INDEX}); push to it with p2pz push hf://{repo_id}")
     if isinstance(exc, hf.HfHubHTTPError):
-        return RegistryError(f"the Hub answered {status or 'an error'} for {repo_id}: {str(exc).splitlines()[0]}")
+        # the Hub's own words when it gave some (else huggingface_hub's first line), with no terminal escapes
+        said = getattr(exc, "server_message", None) or (str(exc).splitlines() or [""])[0]
+        said = " ".join(printable(said, keep="\t\n").split())[:300]
+        return RegistryError(f"the Hub answered {status or 'an error'} for {repo_id}: {said}")
     return RegistryError(f"cannot reach the Hub for {repo_id} ({type(exc).__name__}); check HF_ENDPOINT and the "
                          "network, or pull offline with HF_HUB_OFFLINE=1")
 
@@ -267,7 +344,7 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
     from p2pz.registry.library.previews import lookup, preview_file  # lazy: PIL
 
     files: dict[str, bytes] = {}
-    idx = HubIndex(encoders=list(man.encoders))
+    idx = HubIndex(encoders=[e.model_copy(update={"model": public_model(e.model)}) for e in man.encoders])
     encoders = {e.fingerprint: e for e in man.encoders}
     for b in man.banks:
         path = f"banks/{_seg(b.concept)}/{b.sha256[:16]}.txt" if b.sentences else None
@@ -294,7 +371,7 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
         if pooled is not None:
             arrays["delta_pooled"] = pooled
         meta = {"format": "p2pz-direction", "name": r.name, "version": r.version, "kind": r.kind,
-                "encoder": r.encoder, "model": enc.model, "family": enc.family, "scale": r.scale,
+                "encoder": r.encoder, "model": public_model(enc.model), "family": enc.family, "scale": r.scale,
                 "content_sha256": r.content_sha256}
         if r.kind == "pair":
             src, tgt = (man.banks[man.embeddings[j].bank] for j in (r.source, r.target))
@@ -304,7 +381,7 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
         files[path] = _safetensors(arrays, meta)
         stats = d.vector_stats()
         summary = {"norm": round(stats["norm"], 4), "source": d.source, "target": d.target,
-                   "model": enc.model, "family": enc.family}
+                   "model": public_model(enc.model), "family": enc.family}
         if r.kind == "pair":
             summary["diagnostics"] = _diagnostics(reg, d.ref)
         scored = scores.get(d.ref)
@@ -333,7 +410,8 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
             idx.students.append(HubStudent(direction=f"{owner.name}@{owner.version}", version=st.version,
                                            config=st.config, weights_bytes=st.weights_bytes,
                                            weights_sha256=st.weights_sha256, dataset_sha256=st.dataset_sha256,
-                                           params=st.params, metrics=st.metrics, created_at=st.created_at, file=path))
+                                           params=st.params, metrics=st.metrics, created_at=st.created_at, file=path,
+                                           deprecated=st.deprecated))
     return idx, files
 
 
@@ -359,6 +437,7 @@ def _merge(remote: HubIndex, local: HubIndex, files: dict[str, bytes], repo_id: 
         added.append(d.ref)
     merged = remote.model_copy(deep=True)
     merged.updated_at = dt.datetime.now(dt.timezone.utc).isoformat()
+    merged.format_version = HUB_FORMAT_VERSION  # a version 1 index is rewritten as this version
     have_enc = {e.fingerprint for e in merged.encoders}
     merged.encoders += [e for e in local.encoders if e.fingerprint not in have_enc]
     have_bank = {b.sha256 for b in merged.banks}
@@ -441,11 +520,13 @@ def _closure(index: HubIndex, refs: list[str], repo_id: str) -> list[HubDirectio
                 raise RegistryError(f"hf://{repo_id} has no direction {ref}; it holds "
                                     + ", ".join(sorted({d.name for d in index.directions})[:20]))
             chosen += hits
+    from p2pz.store.repository import MAX_NESTING  # lazy: sqlalchemy
+
     out: dict[str, HubDirection] = {}
 
     def visit(d: HubDirection, depth: int) -> None:
-        if depth > 16:
-            raise RegistryError(f"{INDEX}: combination {d.ref} is nested too deeply")
+        if depth > MAX_NESTING:  # the registry's own limit: whatever a push sends, a pull takes
+            raise RegistryError(f"{INDEX}: combination {d.ref} is nested more than {MAX_NESTING} deep")
         for c in d.components or ():
             comp = index.direction(c.ref)
             if comp is None:
@@ -517,6 +598,10 @@ def _to_library(index: HubIndex, chosen: list[HubDirection], blobs: dict[str, by
         st = _read_st(blobs[d.file], d.file)
         if "key" not in st:
             raise RegistryError(f"{d.file} lacks the tensor 'key'")
+        for k in ("delta", "delta_pooled"):  # what a reader without p2pz uses: finite, as the key must be
+            if k in st and not np.isfinite(st[k]).all():
+                raise RegistryError(f"{d.file}: tensor {k!r} holds NaN or infinite values; refused, nothing was "
+                                    "imported")
         i = dir_at[d.ref] = len(man["directions"])
         tensors[f"direction/{i}/key"] = st["key"]
         if d.kind == "pair":
@@ -538,7 +623,7 @@ def _to_library(index: HubIndex, chosen: list[HubDirection], blobs: dict[str, by
             man["students"].append(StudentEntry(direction=dir_at[s.direction], version=s.version, config=s.config,
                                                 weights_bytes=s.weights_bytes, weights_sha256=s.weights_sha256,
                                                 dataset_sha256=s.dataset_sha256, params=s.params, metrics=s.metrics,
-                                                created_at=s.created_at).model_dump(mode="json"))
+                                                created_at=s.created_at, deprecated=s.deprecated).model_dump(mode="json"))
     return man, tensors
 
 
@@ -563,6 +648,7 @@ def _needed(index: HubIndex, chosen: list[HubDirection]) -> list[str]:
 def pull(reg, url: str, refs: list[str], *, renumber: bool = False, progress: bool = False) -> dict:
     """Pull ``refs`` (default: everything) from ``hf://OWNER/REPO[@REVISION]`` into the registry, all or nothing."""
     from huggingface_hub import hf_hub_download  # lazy: huggingface_hub
+    from huggingface_hub.errors import RemoteEntryNotFoundError
 
     from p2pz.store.progress import progress_bar
 
@@ -580,13 +666,18 @@ def pull(reg, url: str, refs: list[str], *, renumber: bool = False, progress: bo
         index = parse_index(index_path.read_bytes())
         chosen = _closure(index, list(refs), repo_id)
         paths = _needed(index, chosen)
+        bank_files = {b.file for b in index.banks if b.file}
         blobs: dict[str, bytes] = {}
         with progress_bar(len(paths), f"pull {repo_id}", enabled=progress, unit="file") as bar:
             for p in paths:
                 meta = index.files.get(p)
                 if meta is None:
                     raise RegistryError(f"{INDEX} lists no sha256 for {p}; the repo is incomplete")
-                local = Path(hf_hub_download(repo_id, p, revision=commit, **kw))
+                try:
+                    local = Path(hf_hub_download(repo_id, p, revision=commit, **kw))
+                except RemoteEntryNotFoundError:
+                    raise RegistryError(f"hf://{repo_id} lacks {p}, which its {INDEX} lists: the repo is incomplete "
+                                        "(push it again); nothing was imported") from None
                 size = local.stat().st_size
                 if size != meta.size:
                     raise RegistryError(f"{p} is {size} bytes, not the {meta.size} {INDEX} records: refused (tampered "
@@ -595,6 +686,12 @@ def pull(reg, url: str, refs: list[str], *, renumber: bool = False, progress: bo
                 if _sha(data) != meta.sha256:
                     raise RegistryError(f"{p} has sha256 {_sha(data)[:16]}…, not the {meta.sha256[:16]}… {INDEX} "
                                         "records: refused (tampered?); nothing was imported")
+                if p in bank_files:  # sentences are UTF-8 text
+                    try:
+                        data.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise RegistryError(f"{p} in hf://{repo_id} is not UTF-8 text (byte {exc.start}): refused; "
+                                            "nothing was imported") from None
                 blobs[p] = data
                 bar.update()
     except RegistryError:

@@ -19,7 +19,8 @@ from p2pz.registry.library.naming import RefError, check_tag, name_problem
 from p2pz.registry.library.records import RegistryError
 
 FORMAT = "p2pz-library"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: students carry ``deprecated``; version 1 files are still read
+READS_VERSIONS = (1, 2)
 MEMBERS = ("manifest.json", "tensors.safetensors")
 MAX_MANIFEST_BYTES = 256 << 20
 MAX_TENSOR_BYTES = 8 << 30
@@ -137,13 +138,14 @@ class StudentEntry(_Entry):
     params: dict
     metrics: dict
     created_at: str | None = None
+    deprecated: bool = Field(default=False, description="format 2: not applied unless asked by version")
 
 
 class Manifest(_Entry):
     """``manifest.json`` of a ``.p2pz`` library."""
 
     format: Literal["p2pz-library"]
-    format_version: Literal[1]
+    format_version: Literal[1, 2]
     created_at: str | None = None
     encoders: list[EncoderEntry]
     banks: list[BankEntry]
@@ -232,8 +234,12 @@ def validate_manifest(raw) -> Manifest:
     tampering, not a new direction)."""
     _check(isinstance(raw, dict), "the manifest must be a JSON object")
     _check(raw.get("format") == FORMAT, f"format is {raw.get('format')!r}, expected {FORMAT!r}")
-    _check(raw.get("format_version") == FORMAT_VERSION,
-           f"format_version {raw.get('format_version')!r} is not supported (this p2pz reads {FORMAT_VERSION})")
+    version = raw.get("format_version")
+    if type(version) is int and version > FORMAT_VERSION:
+        raise RegistryError(f"this library is format_version {version}, newer than this p2pz reads (up to "
+                            f"{FORMAT_VERSION}): upgrade p2pz (pip install -U p2pz) to import it")
+    _check(type(version) is int and version in READS_VERSIONS,
+           f"format_version {version!r} is not supported (this p2pz reads {', '.join(map(str, READS_VERSIONS))})")
     try:
         man = Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -241,6 +247,10 @@ def validate_manifest(raw) -> Manifest:
     except RecursionError:
         raise _invalid("the manifest is nested too deeply") from None
     _check(bool(man.directions), "it holds no directions")
+    if man.format_version < 2:
+        for i, st in enumerate(man.students):
+            _check("deprecated" not in st.model_fields_set, f"students[{i}] has unknown field(s) ['deprecated'] "
+                   "(format_version 1 has none; 2 has)")
     encoders = {}
     for e in man.encoders:
         _check(e.fingerprint not in encoders, f"encoder {e.fingerprint[:12]} is listed twice")
@@ -248,6 +258,7 @@ def validate_manifest(raw) -> Manifest:
     for i, b in enumerate(man.banks):
         problem = name_problem(b.concept, "bank")
         _check(problem is None, f"banks[{i}]: {problem}")
+        repo.check_bank_size(b.concept, len(b.sentences))  # the store's one cap, before hashing them all
         if b.sentences:
             _check(bank_sha256(b.sentences) == b.sha256, f"banks[{i}]: sha256 does not match its sentences (tampered?)")
     for i, e in enumerate(man.embeddings):

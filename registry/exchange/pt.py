@@ -16,7 +16,7 @@ from p2pz.registry.library.naming import check_name, direction_name
 from p2pz.registry.library.records import Direction, RegistryError
 
 MAX_PT_BYTES = 1 << 30
-MAX_PT_ROWS = 100_000  # a raw bank [N, 77, D] of at most this many sentences
+MAX_PT_ROWS = repo.MAX_BANK_SENTENCES  # a raw bank [N, 77, D]: at most the one cap on a bank's sentences
 
 
 def load_pt_embedding(path: Path, hidden_size: int) -> np.ndarray:

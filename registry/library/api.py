@@ -103,10 +103,17 @@ class Registry:
             return bank_record(_banks.store_bank(s, source, note))
 
     @_translated
-    def bank(self, ref: str) -> Bank:
-        """``cat`` (latest version) or ``cat@2``."""
+    def bank(self, ref: str, *, offset: int = 0, limit: int | None = None) -> Bank:
+        """``cat`` (latest version) or ``cat@2``, with all its sentences; with ``limit``, only sentences
+        ``offset`` … ``offset + limit`` (cut out by the database: a page of a big bank costs the page, and
+        ``limit=0`` reads none)."""
         with self.db.read() as s:
-            return bank_record(repo.bank_row(s, *parse_ref(ref, "bank")))
+            row = repo.bank_row(s, *parse_ref(ref, "bank"))
+            if limit is None:
+                return bank_record(row)
+            bank = bank_record(row, with_sentences=False)
+            bank.sentences = repo.bank_sentence_page(s, row.id, offset, limit)
+            return bank
 
     @_translated
     def banks(self, concept: str | None = None) -> list[Bank]:
@@ -325,6 +332,22 @@ class Registry:
         both (``p2pz index bench``)."""
         return self.indexes.bench(queries, k)
 
+    @_translated
+    def check(self, repair: bool = False) -> dict:
+        """Embeddings and directions whose stored tensors disagree with their encoder (``p2pz db check``: a
+        wrong key width or Δ shape, a combination of such a direction), and with ``repair`` their removal, with
+        their students and evaluations, in one transaction; banks and every other record stay → {"problems":
+        [...], "removed": counts or None}."""
+        from p2pz.store.repository import integrity  # lazy: start-up
+
+        if not repair:
+            with self.db.read() as s:
+                return {"problems": [p.as_dict() for p in integrity.find_problems(s)], "removed": None}
+        with self.db.write() as s:
+            problems = integrity.find_problems(s)
+            removed = integrity.repair(s, problems)
+        return {"problems": [p.as_dict() for p in problems], "removed": removed}
+
     # --- exchange -------------------------------------------------------------------------------------
     @_translated
     def export(self, refs: Iterable[str], path: str | Path) -> dict:
@@ -334,15 +357,17 @@ class Registry:
         return export_library(self.db, list(refs), Path(path))
 
     @_translated
-    def export_cached(self, refs: Iterable[str], build=None) -> tuple[Path, bool]:
+    def export_cached(self, refs: Iterable[str], build=None, keep=None) -> tuple[Path, bool]:
         """The ``.p2pz`` library of ``refs`` from the export cache (``<cache>/exports``, content-addressed: a
-        change of any direction, bank or student makes a new key), built on a miss → (path, hit). What a server
-        hands out: repeated downloads cost one small read. ``build`` is a context manager wrapped around a miss.
-        The entry counts toward ``$P2PZ_CACHE_MAX_GB``; open the file before calling :meth:`evict_exports`."""
+        change of any direction, bank or student makes a new key; the refs' order and repeats do not), built on a
+        miss → (path, hit). What a server hands out: repeated downloads cost one small read. ``build`` is a
+        context manager wrapped around a miss; ``keep()``, asked on a miss, False builds the zip outside the cache
+        in a temporary folder the caller deletes. The entry counts toward ``$P2PZ_CACHE_MAX_GB`` (the exports'
+        share of it); open the file before calling :meth:`evict_exports`."""
         from p2pz.registry.exchange import cached_export  # lazy: pydantic
         from p2pz.store.paths import cache_dir
 
-        return cached_export(self.db, list(refs), cache_dir() / "exports", build)
+        return cached_export(self.db, list(refs), cache_dir() / "exports", build, keep)
 
     @_translated
     def evict_exports(self, keep: Path) -> None:

@@ -48,6 +48,7 @@ class BankSource:
 
     @classmethod
     def from_sentences(cls, concept: str, sentences: list[str], generator: str, params: dict) -> "BankSource":
+        repo.check_bank_size(concept, len(sentences))  # before anything encodes them
         return cls(concept=check_bank_concept(concept), sha256=bank_sha256(sentences), generator=generator,
                    draft=BankDraft(list(sentences), dict(params)))
 
@@ -84,6 +85,7 @@ def draft_bank(concept: str, options: BankOptions, n: int, seed: int, *, progres
             bar.close()
     if not draft.sentences:
         raise RegistryError(f"the {options.generator} generator produced no sentences for {concept!r}")
+    repo.check_bank_size(concept, len(draft.sentences))  # the store's cap, before anything encodes them
     return BankSource(concept=concept, sha256=bank_sha256(draft.sentences), generator=options.generator, draft=draft)
 
 

@@ -20,6 +20,15 @@ class RegistryError(Exception):
     """A user mistake or an unusable input; the message is one line naming the problem and the fix."""
 
 
+def printable(text, keep: str = "") -> str:
+    """``text`` without control characters (C0, DEL, C1: ANSI escape sequences lose their ESC/CSI and show as
+    plain text), except those in ``keep`` (``"\t"``, ``"\n"``): the one filter for anything that came from
+    elsewhere (a Hub's or another registry's error, pulled sentences) before it reaches a terminal."""
+    import unicodedata  # lazy: start-up
+
+    return "".join(c for c in str(text) if c in keep or unicodedata.category(c) != "Cc")
+
+
 class NotFound(RegistryError, LookupError):
     """What was asked for does not exist (an unknown name, version, bank, student or job); the HTTP API answers
     404 for it, the CLI the same one line as for any :class:`RegistryError`."""

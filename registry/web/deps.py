@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections import OrderedDict
+import time
+from collections import OrderedDict, deque
 
 from fastapi import Depends, Header, Request
 from sqlalchemy.engine import make_url
@@ -43,6 +44,25 @@ class PairKeyCache:
                 self.items.popitem(last=False)
 
 
+class Budget:
+    """At most ``n`` uses in any ``window_s`` seconds (a sliding window), thread-safe: how many new export-cache
+    entries anonymous callers may add before their exports are built uncached."""
+
+    def __init__(self, n: int, window_s: float):
+        self.n, self.window_s, self.lock, self.used = max(0, n), window_s, threading.Lock(), deque()
+
+    def take(self) -> bool:
+        """Use one → True, or False when the window's ``n`` are used (nothing is counted then)."""
+        with self.lock:
+            now = time.monotonic()
+            while self.used and now - self.used[0] >= self.window_s:
+                self.used.popleft()
+            if len(self.used) >= self.n:
+                return False
+            self.used.append(now)
+            return True
+
+
 @contextlib.contextmanager
 def heavy_slot(st: "State", kind: str, what: str):
     """One of the server's few slots for an expensive read of ``kind`` (``pair``, ``export``), or 429 with
@@ -73,6 +93,7 @@ class State:
         self.heavy = {"pair": threading.BoundedSemaphore(1),
                       "export": threading.BoundedSemaphore(max(1, settings.heavy_requests))}
         self.encode_lock = threading.Lock()  # one text encoder load / bank encoding at a time
+        self.export_budget = Budget(settings.export_budget, settings.export_budget_window_s)
         self.pair_keys = PairKeyCache(settings.pair_cache_size)
         # started on first use; not for an in-memory SQLite database, which another process cannot see
         url = make_url(self.registry.url)

@@ -11,6 +11,7 @@ A server on loopback is still reachable from every web page in the user's browse
   multipart form before it runs a route's dependencies;
 - caps the body per endpoint while it streams, with or without ``Content-Length`` (413): ``/api/import`` at the
   library limit, ``/api/edits`` at the upload limit, every other request at :data:`JSON_BODY_LIMIT`;
+- answers ``HEAD`` as ``GET`` without the body, on every route;
 - adds the security headers: ``nosniff``, ``X-Frame-Options: DENY``, ``Referrer-Policy``, and a restrictive
   ``Content-Security-Policy`` on HTML (``/docs`` gets the hash of Swagger UI's one inline script, nothing more).
 """
@@ -110,6 +111,9 @@ class Gate:
             return await self.app(scope, receive, send)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", ())}
         method = scope["method"].upper()
+        head = method == "HEAD"
+        if head:  # RFC 9110 §9.3.2: HEAD is GET without the body, wherever GET answers
+            scope = {**scope, "method": "GET"}
         host_header = headers.get("host")
         if host_header is not None and not self.host_allowed(split_host(host_header)[0]):
             return await _refuse(send, 400, f"this server does not answer for host {host_header[:100]!r}; "
@@ -154,6 +158,8 @@ class Gate:
                     extra.append((b"content-security-policy", (self.docs_csp if is_docs else PAGE_CSP).encode()))
                 message = {**message, "headers": list(message.get("headers", ())) +
                            [(k, v) for k, v in extra if k not in present]}
+            elif head and message["type"] == "http.response.body":
+                message = {**message, "body": b""}
             await send(message)
 
         try:

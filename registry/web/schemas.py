@@ -6,6 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from p2pz.store.repository import MAX_BANK_SENTENCES
+
 
 class Error(BaseModel):
     error: str = Field(description="One line naming the problem and the fix.")
@@ -98,7 +100,10 @@ class BankOut(BaseModel):
     sha256: str
     created_at: str
     note: str | None = None
-    sentences: list[str] | None = None
+    sentences: list[str] | None = Field(None, description="One version's sentences ``offset`` … ``offset + limit`` "
+                                        "(of ``n_sentences``); left out of the listing of every version.")
+    offset: int | None = None
+    limit: int | None = None
 
 
 class BuildIn(BaseModel):
@@ -106,7 +111,7 @@ class BuildIn(BaseModel):
     source: str = Field(description="Source concept or bank ref (cat, cat@2).")
     target: str
     name: str | None = None
-    n: int = Field(1000, ge=1, le=100_000, description="Sentences per bank when one is made (templates).")
+    n: int = Field(1000, ge=1, le=MAX_BANK_SENTENCES, description="Sentences per bank when one is made (templates).")
     seed: int = 0
     scale: float = 1.0
     tags: list[str] = Field(default_factory=list)

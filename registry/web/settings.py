@@ -38,8 +38,10 @@ class Settings:
     per_page: int = 24
     worker: bool = True  # run queued jobs in a background thread
     allowed_hosts: tuple[str, ...] = ()  # Host names answered besides loopback and `host` (--allowed-host; "*": any)
-    job_lease_s: float = 30.0  # a running job whose server sent no heartbeat for this long is failed at start-up
+    job_lease_s: float = 30.0  # a running job without a heartbeat for this long: failed at start-up, re-queued live
     heavy_requests: int = 2  # exports built at once (an uncached pair search: one at a time); more get 429
+    export_budget: int = 20  # new export-cache entries anonymous callers may add per window; past it: uncached
+    export_budget_window_s: float = 60.0
     retry_after_s: int = 5  # what a 429 tells the client to wait
     pair_cache_size: int = 256  # word-pair query keys kept (a repeated pair search encodes nothing)
     pair_process: bool = True  # encode word pairs in a worker process (web/pairs.py), not a request thread

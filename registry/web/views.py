@@ -9,6 +9,7 @@ from p2pz.registry.library import previews as _previews
 from .deps import State, heavy_slot
 from .errors import HTTPError
 
+SAMPLE_SENTENCES = 8  # a bank's first sentences on a direction's page
 MAX_PAGE = 10**6  # pages are ASCII digits within bounds: page × per_page stays far inside a database integer
 
 
@@ -62,9 +63,9 @@ def detail(st: State, ref: str) -> dict:
     for side in ("source", "target"):
         bank_ref = getattr(d, side)
         if bank_ref:
-            b = reg.bank(bank_ref)
+            b = reg.bank(bank_ref, limit=SAMPLE_SENTENCES)  # never the whole bank: it may be big
             banks[side] = {"ref": b.ref, "concept": b.concept, "version": b.version, "generator": b.generator,
-                           "n_sentences": b.n_sentences, "sha256": b.sha256, "sample": b.sentences[:8]}
+                           "n_sentences": b.n_sentences, "sha256": b.sha256, "sample": b.sentences}
     versions = reg.versions(d.name)
     scores = reg.scores(versions)
     evaluation = scores.get(d.ref)

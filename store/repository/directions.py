@@ -17,6 +17,7 @@ from p2pz.store.lazy import numpy as np
 from p2pz.store.vectors import VectorError, from_bytes, to_bytes
 
 from .core import MAX_NESTING, NotFoundError, bump_generation, lock
+from .encoders import check_shape
 
 
 def direction_content(kind: str, encoder: str, *, source: tuple[str, str] | None = None,
@@ -53,8 +54,12 @@ def insert_direction(s: Session, *, name: str, content: dict, encoder_id: int, k
     row = s.scalar(select(m.Direction).where(m.Direction.name == name, m.Direction.content_sha256 == content_sha))
     if row is not None:
         return row, False
+    key = np.asarray(key, dtype=np.float32)
+    enc = s.get(m.Encoder, encoder_id)
+    if enc is not None:
+        check_shape(enc, "key", key, f"direction {name}")
     try:
-        key_bytes = to_bytes(np.asarray(key, dtype=np.float32))
+        key_bytes = to_bytes(key)
     except VectorError as exc:
         raise StoreError(f"direction {name}: {exc}") from None
     version = (s.scalar(select(func.max(m.Direction.version)).where(m.Direction.name == name)) or 0) + 1
@@ -114,6 +119,7 @@ def insert_directions(s: Session, items: list[dict]) -> list[InsertedDirection]:
             used.setdefault(name, set()).add(version)
     out: list[InsertedDirection | None] = [None] * len(items)
     rows, keys, pending = [], [], {}
+    encs: dict[int, m.Encoder | None] = {}  # each item's key is checked against its encoder's key width
     for i, (it, sha) in enumerate(zip(items, shas)):
         name, wanted = it["name"], it.get("version")
         if (name, sha) in stored:
@@ -123,8 +129,13 @@ def insert_directions(s: Session, items: list[dict]) -> list[InsertedDirection]:
         if (name, sha) in pending:  # the same content twice in one batch: one version
             out[i] = pending[(name, sha)]
             continue
+        key = np.asarray(it["key"], dtype=np.float32)
+        if it["encoder_id"] not in encs:
+            encs[it["encoder_id"]] = s.get(m.Encoder, it["encoder_id"])
+        if encs[it["encoder_id"]] is not None:
+            check_shape(encs[it["encoder_id"]], "key", key, f"direction {name}")
         try:
-            key_bytes = to_bytes(np.asarray(it["key"], dtype=np.float32))
+            key_bytes = to_bytes(key)
         except VectorError as exc:
             raise StoreError(f"direction {name}: {exc}") from None
         taken = used.setdefault(name, set())

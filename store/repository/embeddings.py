@@ -11,6 +11,7 @@ from p2pz.store.lazy import numpy as np
 from p2pz.store.vectors import VectorError, from_bytes, to_bytes
 
 from .core import lock
+from .encoders import check_shape
 
 
 def find_embedding(s: Session, concept: str, sha256: str, fingerprint: str) -> m.Embedding | None:
@@ -26,6 +27,11 @@ def insert_embedding(s: Session, *, bank_id: int, encoder_id: int, mean: np.ndar
     row = s.scalar(select(m.Embedding).where(m.Embedding.bank_id == bank_id, m.Embedding.encoder_id == encoder_id))
     if row is not None:
         return row, False
+    enc = s.get(m.Encoder, encoder_id)
+    if enc is not None:
+        bank = s.get(m.Bank, bank_id)
+        for kind, array in (("mean", mean), ("key", key)):
+            check_shape(enc, kind, array, f"embedding of {bank.concept if bank else bank_id}")
     try:
         row = m.Embedding(bank_id=bank_id, encoder_id=encoder_id, mean=to_bytes(mean), key=to_bytes(key),
                           key_kind=key_kind)

@@ -11,8 +11,10 @@ from .core import NotFoundError, lock
 
 
 def insert_student(s: Session, *, direction_id: int, config: dict, weights: bytes, weights_sha256: str,
-                   dataset_sha256: str, params: dict, metrics: dict) -> tuple[m.Student, bool]:
-    """Content-addressed (by weights), versioned per direction version → (row, created)."""
+                   dataset_sha256: str, params: dict, metrics: dict,
+                   deprecated: bool = False) -> tuple[m.Student, bool]:
+    """Content-addressed (by weights), versioned per direction version → (row, created). ``deprecated`` is
+    the new row's flag (an import's); a stored student keeps its own."""
     lock(s, "student", direction_id)
     row = s.scalar(select(m.Student).where(m.Student.direction_id == direction_id,
                                            m.Student.weights_sha256 == weights_sha256))
@@ -20,7 +22,8 @@ def insert_student(s: Session, *, direction_id: int, config: dict, weights: byte
         return row, False
     version = (s.scalar(select(func.max(m.Student.version)).where(m.Student.direction_id == direction_id)) or 0) + 1
     row = m.Student(direction_id=direction_id, version=version, config=config, weights=weights,
-                    weights_sha256=weights_sha256, dataset_sha256=dataset_sha256, params=params, metrics=metrics)
+                    weights_sha256=weights_sha256, dataset_sha256=dataset_sha256, params=params, metrics=metrics,
+                    deprecated=bool(deprecated))
     s.add(row)
     s.flush()
     return row, True

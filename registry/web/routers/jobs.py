@@ -5,6 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
 from fastapi.responses import FileResponse
 
+from p2pz.registry.library.records import NotFound
+
 from ..deps import State, jobs, require_token_for_private_reads, require_write, state
 from ..jobs import Jobs, UploadError, edit_params
 from ..errors import HTTPError
@@ -73,5 +75,11 @@ def job_result(job_id: str, index: int, queue: Jobs = Depends(jobs)):
 @router.get("/jobs/{job_id}/input", response_class=FileResponse, responses=READ_ERRORS, dependencies=PRIVATE)
 def job_input(job_id: str, queue: Jobs = Depends(jobs)):
     """The image a job edits, as uploaded."""
+    job = queue.get(job_id)
+    if job.kind != "edit" or not job.params.get("input"):
+        raise NotFound(f"job {job_id} is a {job.kind} job: it has no uploaded image")
     path = queue.input_file(job_id)
+    if not path.is_file():
+        raise NotFound(f"the uploaded image of job {job_id} was cleaned (a server keeps its newest "
+                       f"{queue.keep_jobs} finished jobs' files, none older than {queue.keep_jobs_days:g} days)")
     return FileResponse(path, filename=path.name)

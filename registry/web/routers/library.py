@@ -15,6 +15,7 @@ from p2pz.registry.web.jobs import UploadError
 from p2pz.registry.library.api import Registry
 
 from ..deps import State, heavy_slot, registry, require_write, settings, state
+from ..guard import has_token
 from ..settings import Settings
 from ..schemas import Error, ImportOut
 
@@ -26,17 +27,32 @@ router = APIRouter(prefix="/api", tags=["library"])
                        400: {"model": Error}, 404: {"model": Error}, 429: {"model": Error}})
 def export(names: str = Query(..., max_length=10_000, description="Comma-separated name[@v] refs."),
            if_none_match: str | None = Header(None, description="A previous answer's ETag: 304 if unchanged."),
+           authorization: str | None = Header(None, description="Bearer TOKEN: not held to the anonymous budget "
+                                              "of new cache entries."),
            st: State = Depends(state)):
     """Download a ``.p2pz`` library of the named directions with full provenance. Served from the export cache
-    (content-addressed: repeated downloads cost one small read and take no slot); a miss is built in one of
-    the server's few slots for expensive reads (429 with ``Retry-After`` when all are busy). Streamed from
-    disk; the weak ``ETag`` is the library's content key (a rebuild after eviction has the same content, but
-    the manifest's date may differ)."""
+    (content-addressed: the same directions in any order are one entry; repeated downloads cost one small read
+    and take no slot); a miss is built in one of the server's few slots for expensive reads (429 with
+    ``Retry-After`` when all are busy). Anonymous callers (no token) add at most ``export_budget`` new entries
+    per window; past it their misses are built for that answer only (``X-P2PZ-Cache: uncached``) and deleted.
+    Streamed from disk; the weak ``ETag`` is the library's content key (a rebuild after eviction has the same
+    content, but the manifest's date may differ)."""
     refs = [n.strip() for n in names.split(",") if n.strip()]
+    anonymous = not (st.settings.token and has_token(st.settings, authorization))
+    uncached: list[bool] = []
+
+    def keep() -> bool:  # asked on a miss: may this build enter the cache?
+        if anonymous and not st.export_budget.take():
+            uncached.append(True)
+            return False
+        return True
+
     for attempt in range(2):
-        path, hit = st.registry.export_cached(refs, build=lambda: heavy_slot(st, "export", "building exports"))
+        uncached.clear()
+        path, hit = st.registry.export_cached(refs, build=lambda: heavy_slot(st, "export", "building exports"),
+                                              keep=keep)
         etag = f'W/"{path.stem}"'
-        if hit and if_none_match and etag in [t.strip() for t in if_none_match.split(",")]:
+        if hit and etag_matches(if_none_match, etag):
             return Response(status_code=304, headers={"ETag": etag})
         try:  # held open from here: evicting the entry meanwhile cannot cut the download short
             handle = open(path, "rb")
@@ -45,7 +61,10 @@ def export(names: str = Query(..., max_length=10_000, description="Comma-separat
             if attempt:
                 raise
     try:
-        if not hit:
+        if uncached:  # built for this answer only: the open handle reads it, nothing is left on disk
+            path.unlink(missing_ok=True)
+            path.parent.rmdir()
+        elif not hit:
             st.registry.evict_exports(keep=path)
         size = os.fstat(handle.fileno()).st_size
     except BaseException:
@@ -67,7 +86,15 @@ def export(names: str = Query(..., max_length=10_000, description="Comma-separat
 
     return StreamingResponse(chunks(), media_type="application/zip", headers={
         "Content-Length": str(size), "Content-Disposition": disposition, "ETag": etag,
-        "X-P2PZ-Cache": "hit" if hit else "miss"}, background=BackgroundTask(handle.close))
+        "X-P2PZ-Cache": "hit" if hit else "uncached" if uncached else "miss"}, background=BackgroundTask(handle.close))
+
+
+def etag_matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110 §13.1.2: ``If-None-Match`` is ``*`` (any representation) or lists ``etag`` by the weak comparison
+    (``W/"x"`` and ``"x"`` are the same tag)."""
+    opaque = etag.strip().removeprefix("W/")
+    tags = [t.strip() for t in (if_none_match or "").split(",")]
+    return any(t == "*" or (t and t.removeprefix("W/") == opaque) for t in tags)
 
 
 @router.post("/import", response_model=ImportOut, dependencies=[Depends(require_write)],
