@@ -488,3 +488,25 @@ def test_direction_show_separates_every_field_from_its_value(hub, source, tmp_pa
     for key in keys:  # "KEY  value": at least one space, whatever the key's length
         assert re.search(rf"^{key} +\S", r.output, re.M), (key, r.output)
     assert re.search(rf"^content_sha256 +{d.content_sha256}$", r.output, re.M), r.output
+
+
+def test_only_network_failures_read_as_cannot_reach_the_hub(hub, source, monkeypatch):
+    """A Hub that is not there is one line naming HF_ENDPOINT; an error of ours keeps its traceback instead of
+    posing as a network problem (a malformed index once did)."""
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{port}")
+    with pytest.raises(RegistryError, match=r"cannot reach the Hub for alice/animal-edits .*HF_ENDPOINT") as err:
+        source.push(f"hf://{REPO}", [])
+    assert "\n" not in str(err.value)
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+
+    def broken(*a, **k):
+        raise ZeroDivisionError("a bug of ours")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", broken)
+    with pytest.raises(ZeroDivisionError, match="a bug of ours"):
+        source.push(f"hf://{REPO}", [])

@@ -274,8 +274,32 @@ def offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _hub_error(exc: Exception, repo_id: str, writing: bool) -> RegistryError:
-    """A huggingface_hub error as one line naming the fix (never the token)."""
+def _unreachable(repo_id: str, why: str = "") -> RegistryError:
+    return RegistryError(f"cannot reach the Hub for {repo_id}{why}; check HF_ENDPOINT and the network, or pull "
+                         "offline with HF_HUB_OFFLINE=1")
+
+
+def _network_error(exc: Exception) -> bool:
+    """A failure to talk to the Hub at all (refused, reset, timed out, name not found) — not a bug of ours."""
+    if isinstance(exc, (OSError, TimeoutError)):
+        return True
+    # huggingface_hub's HTTP client (httpx, or its httpx2 fork in newer releases): its transport errors, by name,
+    # so that p2pz imports neither
+    return any(c.__name__ in ("TransportError", "TimeoutException") and c.__module__.split(".")[0].startswith("httpx")
+               for c in type(exc).__mro__)
+
+
+def _raise_hub_error(exc: Exception, repo_id: str, writing: bool):
+    """Re-raise ``exc`` as its one line; an error that is neither the Hub's nor the network's is a bug, and keeps
+    its traceback (issue #35: a malformed index once read as 'cannot reach the Hub')."""
+    err = _hub_error(exc, repo_id, writing)
+    if err is None:
+        raise exc
+    raise err from None
+
+
+def _hub_error(exc: Exception, repo_id: str, writing: bool) -> RegistryError | None:
+    """A huggingface_hub or network error as one line naming the fix (never the token); None for anything else."""
     from huggingface_hub import errors as hf  # lazy: huggingface_hub
 
     status = getattr(getattr(exc, "response", None), "status_code", None)
@@ -288,9 +312,7 @@ def _hub_error(exc: Exception, repo_id: str, writing: bool) -> RegistryError:
                              "online, or unset HF_HUB_OFFLINE")
     if isinstance(exc, hf.LocalEntryNotFoundError):  # online, and the Hub's answer was not usable: say that one
         cause = exc.__cause__
-        return (_hub_error(cause, repo_id, writing) if cause is not None else
-                RegistryError(f"cannot reach the Hub for {repo_id}; check HF_ENDPOINT and the network, or pull "
-                              "offline with HF_HUB_OFFLINE=1"))
+        return (cause is not None and _hub_error(cause, repo_id, writing)) or _unreachable(repo_id)
     if isinstance(exc, hf.RevisionNotFoundError):
         return RegistryError(f"{repo_id} has no such revision; give a commit, tag or branch that exists")
     if isinstance(exc, hf.RepositoryNotFoundError):
@@ -302,8 +324,9 @@ def _hub_error(exc: Exception, repo_id: str, writing: bool) -> RegistryError:
         said = getattr(exc, "server_message", None) or (str(exc).splitlines() or [""])[0]
         said = " ".join(printable(said, keep="\t\n").split())[:300]
         return RegistryError(f"the Hub answered {status or 'an error'} for {repo_id}: {said}")
-    return RegistryError(f"cannot reach the Hub for {repo_id} ({type(exc).__name__}); check HF_ENDPOINT and the "
-                         "network, or pull offline with HF_HUB_OFFLINE=1")
+    if _network_error(exc):
+        return _unreachable(repo_id, f" ({type(exc).__name__})")
+    return None
 
 
 def _sha(data: bytes) -> str:
@@ -499,7 +522,7 @@ def push(reg, url: str, refs: list[str], *, private: bool = False, message: str 
     except RegistryError:
         raise
     except Exception as exc:  # huggingface_hub and HTTP errors: one line, no token
-        raise _hub_error(exc, repo_id, writing=True) from None
+        _raise_hub_error(exc, repo_id, writing=True)
     return {"repo": repo_id, "commit": info.oid, "added": added, "skipped": skipped, "files": len(send),
             "bytes": sum(len(v) for v in send.values()), "url": info.commit_url}
 
@@ -697,7 +720,7 @@ def pull(reg, url: str, refs: list[str], *, renumber: bool = False, progress: bo
     except RegistryError:
         raise
     except Exception as exc:  # huggingface_hub and HTTP errors: one line, no token; nothing imported yet
-        raise _hub_error(exc, repo_id, writing=False) from None
+        _raise_hub_error(exc, repo_id, writing=False)
     raw, tensors = _to_library(index, chosen, blobs)
     man, checked = validate(raw, tensors)
     out = store_library(reg.db, man, checked, source=f"hf://{repo_id}", revision=commit, renumber=renumber)
