@@ -19,6 +19,8 @@ from .conftest import REPO
 from .test_web_api import AUTH, TOKEN, Client, db, edit, png, settings  # noqa: F401 (db is a fixture)
 from .test_web_security import _free_port
 
+pytestmark = pytest.mark.slow  # real server processes, kill -9 and restarts, a worker process
+
 
 def test_heavy_reads_get_429_when_busy_and_cheap_reads_do_not_wait(db, tmp_path, tiny_model):
     with Client(create_app(settings(db, tmp_path, tiny_model, worker=False, heavy_requests=1,
@@ -143,19 +145,24 @@ def test_finished_jobs_files_are_cleaned_by_count_and_age(db, tmp_path, tiny_mod
 
 
 SERVE = """
-import sys, uvicorn
+import datetime as dt, sys, uvicorn
 from p2pz.registry.web import create_app
+from p2pz.registry.web.jobs import utcnow
 from p2pz.registry.web.settings import Settings
-db, work, model, port = sys.argv[1:5]
+db, work, model, port, ahead = sys.argv[1:6]
+clock = lambda: utcnow() + dt.timedelta(seconds=float(ahead))  # the job runner's clock, set ahead by the test
 app = create_app(Settings(db_url=db, work_dir=work, token={token!r}, captioner=model + "/captioner", model=model,
-                          job_lease_s=1.0))
+                          job_lease_s={lease!r}), clock=clock)
 uvicorn.run(app, host="127.0.0.1", port=int(port), log_level="warning")
 """
+LEASE_S = 30.0
 
 
-def _start(db, work, model, port):
+def _start(db, work, model, port, ahead_s: float = 0.0):
+    """A server process on ``port``; its job runner's clock runs ``ahead_s`` seconds ahead of the real one."""
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-c", SERVE.format(token=TOKEN), db, str(work), str(model), str(port)],
+    code = SERVE.format(token=TOKEN, lease=LEASE_S)
+    proc = subprocess.Popen([sys.executable, "-c", code, db, str(work), str(model), str(port), str(ahead_s)],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 120:
@@ -223,8 +230,8 @@ def test_kill_9_during_a_job_then_restart_fails_it_and_runs_the_queue(db, tmp_pa
     while any(_alive(pid) for pid in workers):
         assert time.monotonic() - t0 < 30, [pid for pid in workers if _alive(pid)]
         time.sleep(0.1)
-    time.sleep(1.5)  # past the job's lease: its heartbeat is old
-    proc = _start(db, work, tiny_model, port)
+    # restarted with its clock past the job's lease (instead of sleeping through it): its heartbeat is old
+    proc = _start(db, work, tiny_model, port, ahead_s=2 * LEASE_S)
     try:
         got = httpx.get(f"{base}/api/jobs/{running}", headers=AUTH).json()
         assert got["status"] == "failed" and got["error"] == INTERRUPTED

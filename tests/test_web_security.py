@@ -1,12 +1,16 @@
 """The web server as a hostile web page, a hostile client and a second server would see it (issue 19, items 1–5
 and 8's page bound): Host and Origin checks, security headers, auth before any body is read, byte caps while a
-chunked body streams, private job reads, job ownership across two servers, and no secrets on screen."""
+chunked body streams, private job reads, job ownership across two servers (issue 35 item 7: a second ``serve``
+that cannot bind takes no job; a live server re-queues jobs whose lease expired), and no secrets on screen. Leases
+run on an injected clock (:class:`FakeClock`), advanced instead of slept through."""
 
 import contextlib
 import datetime as dt
 import os
 import select
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -15,11 +19,12 @@ from click.testing import CliRunner
 
 from p2pz.registry import Registry
 from p2pz.registry.cli import main
-from p2pz.registry.web.jobs import INTERRUPTED, Jobs
+from p2pz.registry.web.jobs import INTERRUPTED, MAX_REQUEUES, Jobs
 from p2pz.registry.web import create_app
 from p2pz.store import models as m
 from p2pz.store import repository as repo
 
+from .conftest import REPO
 from .test_web_api import AUTH, TOKEN, Client, db, edit, png, settings, wait  # noqa: F401 — db is a fixture
 
 EVIL = "http://evil.example"
@@ -231,6 +236,33 @@ def test_job_reads_need_the_token_when_one_is_set(db, tmp_path, tiny_model):
 
 # --- 3. a second server on the same registry -------------------------------------------------------------------
 
+class FakeClock:
+    """The job runner's clock (naive UTC, like the database's times), moved only by :meth:`advance`."""
+
+    def __init__(self):
+        self.now = m.utcnow()
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += dt.timedelta(seconds=seconds)
+
+
+def _wait_for_beat(db, job_id, at: dt.datetime, timeout=30.0) -> None:
+    """Until the job's heartbeat reads ``at`` or later (a beat after the clock moved) — waiting for an event,
+    not for a lease to pass."""
+    t0 = time.monotonic()
+    with Registry.open(db) as reg:
+        while True:
+            with reg.db.read() as s:
+                beat = repo.job_row(s, job_id).heartbeat_at
+            if beat is not None and beat >= at:
+                return
+            assert time.monotonic() - t0 < timeout, f"no heartbeat at {at} or later (last: {beat})"
+            time.sleep(0.02)
+
+
 def test_a_second_server_does_not_fail_the_first_servers_running_job(db, tmp_path, tiny_model, monkeypatch):
     import p2pz.registry.web.jobs as jobs_module
 
@@ -243,20 +275,74 @@ def test_a_second_server_does_not_fail_the_first_servers_running_job(db, tmp_pat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(jobs_module, "edit_files", held)  # what the job runner calls
-    lease = 1.5
-    with Client(create_app(settings(db, tmp_path, tiny_model, job_lease_s=lease))) as first:
+    clock = FakeClock()  # both servers' clock: leases expire when the test advances it, never by sleeping
+    lease = 0.3  # beats every 0.1 s of real time; whether a lease expired reads the fake clock only
+    with Client(create_app(settings(db, tmp_path, tiny_model, job_lease_s=lease), clock=clock)) as first:
         job_id = edit(first).json()["id"]
         assert started.wait(60)
-        time.sleep(2 * lease)  # longer than the lease: only the first server's heartbeat keeps the job alive
-        with Client(create_app(settings(db, tmp_path / "second", tiny_model, job_lease_s=lease))) as second:
+        clock.advance(2 * lease)  # longer than the lease: only the first server's heartbeat keeps the job alive
+        _wait_for_beat(db, job_id, clock())
+        with Client(create_app(settings(db, tmp_path / "second", tiny_model, job_lease_s=lease),
+                               clock=clock)) as second:  # its start-up recovery and its live re-queueing
             seen = second.get(f"/api/jobs/{job_id}", headers=AUTH).json()
             assert seen["status"] == "running" and seen["error"] is None, seen
         with Registry.open(db) as reg, reg.db.read() as s:
             row = repo.job_row(s, job_id)
-            assert row.owner and row.heartbeat_at > m.utcnow() - dt.timedelta(seconds=lease)
+            assert row.owner and row.heartbeat_at > clock() - dt.timedelta(seconds=lease)
         release.set()
         done = wait(first, job_id)
         assert done["status"] == "done" and done["error"] is None, done
+
+
+def test_a_second_serve_on_a_port_in_use_exits_at_once_and_takes_no_job(db, tmp_path, tiny_model):
+    """Issue 35 item 7: ``p2pz serve`` on a port another server listens on used to claim a job (its worker
+    started before uvicorn bound), exit 3, and leave the job running for the live server to find stale later."""
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
+        ids = [edit(c).json()["id"] for _ in range(3)]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "P2PZ_TOKEN": ""}
+    with socket.socket() as first:  # the first server's port
+        first.bind(("127.0.0.1", 0))
+        first.listen()
+        port = first.getsockname()[1]
+        for _ in range(2):  # a second try used to take the next job
+            r = subprocess.run([sys.executable, "-m", "p2pz", "--db", db, "serve", "--port", str(port),
+                                "--work-dir", str(tmp_path / "work"), "--model", str(tiny_model),
+                                "--captioner", str(tiny_model / "captioner")],
+                               env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
+            lines = r.stderr.strip().splitlines()
+            assert r.returncode == 1 and len(lines) == 1, (r.returncode, r.stderr[-3000:])
+            assert lines[0].startswith("error: address already in use: 127.0.0.1:") and f":{port} " in lines[0]
+            assert "--port" in lines[0]
+    with Registry.open(db) as reg, reg.db.read() as s:
+        for job_id in ids:
+            row = repo.job_row(s, job_id)
+            assert (row.status, row.owner, row.started_at, row.heartbeat_at) == ("queued", None, None, None), job_id
+
+
+def test_a_live_server_requeues_the_jobs_whose_owners_lease_expired(db, tmp_path, tiny_model):
+    """Issue 35 item 7: a job its server claimed and then left (it died, or never served) is re-queued by a live
+    server once the owner's lease has expired — not only at the next start — and runs; one re-queued
+    ``MAX_REQUEUES`` times already is failed with the reason instead of being retried forever."""
+    with Client(create_app(settings(db, tmp_path, tiny_model, worker=False))) as c:
+        lost, spent = edit(c).json()["id"], edit(c, directions=["day-to-night"]).json()["id"]
+    clock, lease = FakeClock(), 30.0
+    with Registry.open(db) as reg, reg.db.write() as s:  # another server claimed both, then went away
+        assert repo.claim_next_job(s, owner="gone-server", now=clock()).id == lost
+        assert repo.claim_next_job(s, owner="gone-server", now=clock()).id == spent
+        params = repo.job_row(s, spent).params
+        repo.update_job(s, spent, params={**params, "requeued": MAX_REQUEUES})
+    with Client(create_app(settings(db, tmp_path, tiny_model, job_lease_s=lease), clock=clock)) as c:
+        for job_id in (lost, spent):  # within the lease at start: still the other server's
+            assert c.get(f"/api/jobs/{job_id}", headers=AUTH).json()["status"] == "running"
+        clock.advance(lease + 1)  # the owner's lease runs out while this server runs
+        c.app.state.p2pz.jobs.wakeup.set()
+        done = wait(c, lost, timeout=60)
+        assert done["status"] == "done" and done["error"] is None and done["params"]["requeued"] == 1, done
+        assert len(done["results"]) == 1
+        failed = c.get(f"/api/jobs/{spent}", headers=AUTH).json()
+        assert failed["status"] == "failed" and failed["error"] == INTERRUPTED and failed["results"] == []
+    with Registry.open(db) as reg, reg.db.read() as s:
+        assert repo.job_row(s, lost).owner not in (None, "gone-server")  # this server ran it
 
 
 def test_a_stale_job_is_still_recovered_and_a_finished_job_carries_no_error(db, tmp_path, tiny_model):
@@ -328,8 +414,7 @@ def test_database_errors_reach_the_client_as_one_generic_line(db, tmp_path, tiny
 @pytest.fixture
 def no_serving(monkeypatch):
     """``p2pz serve`` up to the point it would listen: the app it would build and the line it prints."""
-    import uvicorn
-
+    import p2pz.registry.cli.web as web_cli
     import p2pz.registry.web as web_pkg
 
     seen = {}
@@ -338,7 +423,8 @@ def no_serving(monkeypatch):
         seen["settings"] = s
         return object()
 
-    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(run=kw))
+    monkeypatch.setattr(web_cli, "_listen", lambda host, port: [])  # binds nothing
+    monkeypatch.setattr(web_cli, "_run", lambda app, sockets, **kw: seen.update(run=kw))
     monkeypatch.setattr(web_pkg, "create_app", build)
     return seen
 

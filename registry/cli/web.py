@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import os
+import socket
 from pathlib import Path
 
 import click
@@ -50,7 +52,8 @@ def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, m
     """Serve the web gallery and the HTTP API (OpenAPI at /docs) over this registry.
 
     Edits submitted through the API or the apply page run in one background worker, in order; queued jobs
-    survive a restart. With a token, writes and reading jobs (their uploads and results) need it; the library
+    survive a restart. The address is bound before anything else starts: a port already in use is refused with
+    no job taken. With a token, writes and reading jobs (their uploads and results) need it; the library
     stays public. The server answers only for loopback names, --host and --allowed-host, and refuses writes
     that another web page (another origin) sends. The token is never printed or logged.
 
@@ -84,15 +87,72 @@ def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, m
                         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
                         preview_steps=preview_steps, max_queued=max_queued, keep_jobs=keep_jobs,
                         keep_jobs_days=keep_jobs_days, heavy_requests=heavy_requests)
-    app = create_app(settings)
+    # bind first: a server that cannot listen must not start its job worker (which would claim a queued job
+    # and leave it running, owned by a process about to exit)
+    sockets = _listen(host, port)
+    try:
+        app = create_app(settings)
+        if sockets:
+            port = sockets[0].getsockname()[1]  # --port 0: the one the system chose
+        shown = f"[{host}]" if ":" in host else host
+        state.info(f"p2pz serving {_masked(state.db) if state.db else 'the default registry'} on "
+                   f"http://{shown}:{port}/ "
+                   f"({'read-only' if read_only else 'writes need the token' if token else 'writes open to loopback'})")
+        _run(app, sockets, host=host, port=port, log_level="warning" if state.quiet else "info",
+             server_header=False, access_log=not state.quiet)
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def _listen(host: str, port: int) -> list[socket.socket]:
+    """Listening sockets for every address ``host`` resolves to (as uvicorn's own bind would make) → or a
+    one-line :class:`P2PZError` naming the address and the fix."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise P2PZError(f"cannot resolve --host {host} ({exc.strerror}); give an address such as 127.0.0.1") \
+            from None
+    sockets: list[socket.socket] = []
+    seen = set()
+    try:
+        for family, kind, proto, _, address in infos:
+            if (family, address) in seen:
+                continue
+            seen.add((family, address))
+            sock = socket.socket(family, kind, proto)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6 and hasattr(socket, "IPPROTO_IPV6"):
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            try:
+                sock.bind(address)
+            except OSError as exc:  # as asyncio does: an address family this machine lacks is skipped
+                if exc.errno != errno.EADDRNOTAVAIL or len(infos) == 1:
+                    raise
+                sockets.pop().close()
+                continue
+            sock.listen(2048)  # listening now: no second server can bind this port from here on
+            sock.set_inheritable(True)
+        if not sockets:
+            raise OSError(errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise P2PZError(f"address already in use: {shown} has another server listening; stop it or choose "
+                            "another --port") from None
+        raise P2PZError(f"cannot listen on {shown} ({exc.strerror or exc}); choose another --host or --port") \
+            from None
+    return sockets
+
+
+def _run(app, sockets: list[socket.socket], **config) -> None:
+    """uvicorn on the sockets :func:`_listen` bound."""
     import uvicorn  # lazy: uvicorn
 
-    shown = f"[{host}]" if ":" in host else host
-    state.info(f"p2pz serving {_masked(state.db) if state.db else 'the default registry'} on "
-               f"http://{shown}:{port}/ "
-               f"({'read-only' if read_only else 'writes need the token' if token else 'writes open to loopback'})")
-    uvicorn.run(app, host=host, port=port, log_level="warning" if state.quiet else "info",
-                server_header=False, access_log=not state.quiet)
+    uvicorn.Server(uvicorn.Config(app, **config)).run(sockets=sockets)
 
 
 def _masked(url: str) -> str:

@@ -35,7 +35,9 @@ when the server was started with a token, and are refused on a `--read-only` ser
 `{"error": "…"}` with a fitting status."""
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, *, clock=None) -> FastAPI:
+    """The app over ``settings``; ``clock`` (a callable → naive-UTC now; default the real clock) is what the job
+    runner's leases read — tests pass a fake one and advance it instead of sleeping."""
     settings = settings or Settings()
     st = State(settings)
 
@@ -45,7 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         worker = None
         if settings.worker and not settings.read_only:
             runner = JobRunner(st.jobs, model=settings.model, device=settings.device, dtype=settings.dtype,
-                               captioner=settings.captioner, lease_s=settings.job_lease_s)
+                               captioner=settings.captioner, lease_s=settings.job_lease_s, clock=clock)
             failed = runner.recover()
             if failed:
                 log.warning("%d job(s) were running on a server that stopped; marked failed", failed)

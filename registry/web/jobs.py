@@ -6,7 +6,9 @@ Nothing about a job's files comes from a client: results are addressed by their 
 Because the queue lives in the database, a restart loses nothing: :meth:`JobRunner.recover` marks a job that
 was running when its server stopped as failed (saying so), and queued jobs simply run next. A running job names
 its server (``owner``) and carries a heartbeat that server refreshes: a second server on the same registry fails
-only jobs whose heartbeat is older than the lease, never a live server's.
+only jobs whose heartbeat is older than the lease, never a live server's, and a live server re-queues, every
+``lease / 3``, the jobs whose owner's lease expired while it runs (:meth:`JobRunner.requeue_expired`). Every
+lease decision reads the runner's ``clock`` (injected by tests, which advance it instead of sleeping).
 
 The edit itself is :func:`editor.batch.edit_files` — the same code, outputs and provenance as ``p2pz edit``.
 """
@@ -15,12 +17,14 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import logging
 import os
 import shutil
 import socket
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +40,9 @@ from p2pz.registry.library.editing import choose_model, one_encoder, open_editor
 from p2pz.registry.library.previews import build_previews
 from p2pz.registry.library.records import NotFound, RegistryError, user_errors
 
+log = logging.getLogger("p2pz.web")
 INTERRUPTED = "the server stopped while this job was running; submit it again"
+MAX_REQUEUES = 2  # a job whose server stopped more often than this while running it is failed, not re-queued
 IMAGE_FORMATS = {"PNG": "png", "JPEG": "jpg", "WEBP": "webp", "GIF": "gif", "BMP": "bmp", "TIFF": "tif"}
 
 
@@ -74,6 +80,11 @@ def _record(row) -> Job:
     return Job(id=row.id, kind=row.kind, status=row.status, progress=row.progress, stage=row.stage,
                params=dict(row.params or {}), results=list(row.results or []), error=row.error,
                created_at=row.created_at, started_at=row.started_at, finished_at=row.finished_at)
+
+
+def utcnow() -> dt.datetime:
+    """The real clock, as the database stores times: naive UTC."""
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def valid_job_id(job_id: str) -> bool:
@@ -246,32 +257,67 @@ class Jobs:
 
 
 class JobRunner:
-    """Runs queued jobs one at a time, oldest first, keeping the last editor loaded between jobs."""
+    """Runs queued jobs one at a time, oldest first, keeping the last editor loaded between jobs.
+
+    ``clock`` (a callable → the current naive-UTC time; default the real clock) is what every heartbeat, lease
+    cutoff and claim reads: tests pass a fake one and advance it instead of sleeping past a lease."""
 
     def __init__(self, jobs: Jobs, *, model: str | None = None, device: str | None = None,
                  dtype: str | None = None, captioner: str | None = None, owner: str | None = None,
-                 lease_s: float = 30.0):
+                 lease_s: float = 30.0, clock: Callable[[], dt.datetime] | None = None):
         self.jobs = jobs
         self.model, self.device, self.dtype, self.captioner = model, device, dtype, captioner
         # who runs a job (this process, this runner): another server on the same registry leaves its jobs alone
         self.owner = (owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}")[:64]
         self.lease_s = lease_s  # a running job without a heartbeat for this long has lost its server
+        self.clock = clock or utcnow
+        self._swept_at: dt.datetime | None = None  # the clock's time of the last requeue_expired
         self._editor_key = None
         self._editor = None
+
+    def _cutoff(self) -> dt.datetime:
+        return self.clock() - dt.timedelta(seconds=self.lease_s)
 
     def recover(self) -> int:
         """At start: jobs left running by a server that is gone — no heartbeat for ``lease_s`` (or none at all:
         a server from before owners) — are failed, with the reason → how many. Jobs another live server is
         running keep running."""
-        cutoff = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) - dt.timedelta(seconds=self.lease_s)
         with user_errors(), self.jobs.db.write() as s:
-            return repo.fail_interrupted_jobs(s, INTERRUPTED, stale_before=cutoff)
+            return repo.fail_interrupted_jobs(s, INTERRUPTED, stale_before=self._cutoff(), now=self.clock())
+
+    def requeue_expired(self) -> tuple[int, int]:
+        """While the server runs: jobs whose owner sent no heartbeat for ``lease_s`` (its server stopped, or
+        never got to serve: a second ``p2pz serve`` that could not bind) go back to the queue, to run from the
+        start; one re-queued ``MAX_REQUEUES`` times already is failed with the reason → (re-queued, failed)."""
+        self._swept_at = self.clock()
+        with user_errors(), self.jobs.db.write() as s:
+            moved = repo.requeue_stale_jobs(s, self._cutoff(), INTERRUPTED, max_requeues=MAX_REQUEUES,
+                                            now=self.clock())
+        if moved[0]:
+            self.jobs.wakeup.set()
+        return moved
+
+    def _requeue_if_due(self) -> None:
+        """:meth:`requeue_expired` once every ``lease_s / 3`` of the clock (a clock set back counts as due)."""
+        now = self.clock()
+        last = self._swept_at
+        if last is None or now < last or (now - last).total_seconds() >= self.lease_s / 3:
+            try:
+                moved = self.requeue_expired()
+            except Exception as exc:  # noqa: BLE001 — the database is unreachable now: tried again when next due
+                log.warning("could not re-queue the jobs of stopped servers (%s); trying again in %g s",
+                            str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.lease_s / 3)
+            else:
+                if any(moved):
+                    log.warning("%d job(s) re-queued and %d failed: their server stopped while running them",
+                                *moved)
 
     def run_next(self) -> Job | None:
         """Claim and run the oldest queued job → its final record (None when the queue is empty). While it
-        runs, a heartbeat thread refreshes its lease every ``lease_s / 3``."""
+        runs, a heartbeat thread refreshes its lease every ``lease_s / 3`` (and re-queues other servers'
+        expired jobs meanwhile)."""
         with user_errors(), self.jobs.db.write() as s:
-            row = repo.claim_next_job(s, owner=self.owner)
+            row = repo.claim_next_job(s, owner=self.owner, now=self.clock())
             job = _record(row) if row is not None else None
         if job is None:
             return None
@@ -300,13 +346,16 @@ class JobRunner:
         while not done.wait(self.lease_s / 3):
             try:
                 with self.jobs.db.write() as s:
-                    repo.heartbeat_job(s, job_id, self.owner)
+                    repo.heartbeat_job(s, job_id, self.owner, now=self.clock())
             except Exception:  # noqa: BLE001 — a missed beat is retried; the lease is three beats long
                 pass
+            self._requeue_if_due()  # after this runner's own beat: its own job is fresh unless beats kept failing
 
     def loop(self, stop: threading.Event, poll_s: float = 1.0) -> None:
-        """Run jobs until ``stop`` is set, waking on submissions (or every ``poll_s``)."""
+        """Run jobs until ``stop`` is set, waking on submissions (or every ``poll_s``); between jobs, every
+        ``lease_s / 3``, re-queue the jobs of servers that stopped (:meth:`requeue_expired`)."""
         while not stop.is_set():
+            self._requeue_if_due()
             try:
                 job = self.run_next()
             except RegistryError:
@@ -317,8 +366,12 @@ class JobRunner:
 
     # --- the work --------------------------------------------------------------------------------------
     def _update(self, job_id: str, **values) -> None:
+        """Write this runner's job — only while it still owns it: a job another server re-queued (this runner's
+        lease had expired) is no longer this runner's to finish."""
+        if values.get("status") in ("done", "failed"):
+            values.setdefault("finished_at", self.clock())
         with user_errors(), self.jobs.db.write() as s:
-            repo.update_job(s, job_id, **values)
+            repo.update_job(s, job_id, owned_by=self.owner, **values)
 
     def editor(self, directions):
         key = (choose_model(directions, self.model), self.device, self.dtype)

@@ -35,14 +35,15 @@ def jobs(s: Session, *, status: str | None = None, limit: int = 50) -> list[m.Jo
     return list(s.scalars(q.where(m.Job.status == status) if status else q))
 
 
-def claim_next_job(s: Session, kinds: Iterable[str] | None = None, owner: str | None = None) -> m.Job | None:
-    """The oldest queued job, marked running by ``owner`` (with a first heartbeat) — atomically, so two workers
-    never take the same job."""
+def claim_next_job(s: Session, kinds: Iterable[str] | None = None, owner: str | None = None,
+                   now: dt.datetime | None = None) -> m.Job | None:
+    """The oldest queued job, marked running by ``owner`` (with a first heartbeat at ``now``, default the UTC
+    clock) — atomically, so two workers never take the same job."""
     q = select(m.Job.id).where(m.Job.status == "queued").order_by(m.Job.created_at, m.Job.id)
     if kinds is not None:
         q = q.where(m.Job.kind.in_(list(kinds)))
+    now = now or m.utcnow()
     for job_id in s.scalars(q.limit(5)).all():
-        now = m.utcnow()
         taken = s.execute(update(m.Job).where(m.Job.id == job_id, m.Job.status == "queued")
                           .values(status="running", started_at=now, stage="starting", owner=owner,
                                   heartbeat_at=now, error=None)).rowcount
@@ -51,26 +52,56 @@ def claim_next_job(s: Session, kinds: Iterable[str] | None = None, owner: str | 
     return None
 
 
-def update_job(s: Session, job_id: str, **values) -> None:
-    """Progress, stage, results, or the end of a job (``status`` done | failed, with ``finished_at``)."""
+def update_job(s: Session, job_id: str, *, owned_by: str | None = None, **values) -> bool:
+    """Progress, stage, results, or the end of a job (``status`` done | failed, with ``finished_at``) → whether
+    it was written. With ``owned_by``, only while that runner still owns the job (not after another server
+    re-queued it)."""
     if values.get("status") in ("done", "failed"):
         values.setdefault("finished_at", m.utcnow())
-    s.execute(update(m.Job).where(m.Job.id == job_id).values(**values))
+    q = update(m.Job).where(m.Job.id == job_id)
+    if owned_by is not None:
+        q = q.where(m.Job.owner == owned_by)
+    return s.execute(q.values(**values)).rowcount == 1
 
 
-def heartbeat_job(s: Session, job_id: str, owner: str | None) -> bool:
-    """``owner`` still runs ``job_id``: refresh its heartbeat → False when the job is no longer its running job."""
+def heartbeat_job(s: Session, job_id: str, owner: str | None, now: dt.datetime | None = None) -> bool:
+    """``owner`` still runs ``job_id``: refresh its heartbeat (to ``now``, default the UTC clock) → False when the
+    job is no longer its running job."""
     return s.execute(update(m.Job).where(m.Job.id == job_id, m.Job.status == "running", m.Job.owner == owner)
-                     .values(heartbeat_at=m.utcnow())).rowcount == 1
+                     .values(heartbeat_at=now or m.utcnow())).rowcount == 1
 
 
-def fail_interrupted_jobs(s: Session, reason: str, stale_before: dt.datetime | None = None) -> int:
+def fail_interrupted_jobs(s: Session, reason: str, stale_before: dt.datetime | None = None,
+                          now: dt.datetime | None = None) -> int:
     """Mark running jobs failed whose server is gone → how many: every running job, or with ``stale_before``
     only those whose last heartbeat is older (or absent: a server from before revision 0007)."""
     q = update(m.Job).where(m.Job.status == "running")
     if stale_before is not None:
         q = q.where(or_(m.Job.heartbeat_at.is_(None), m.Job.heartbeat_at < stale_before))
-    return s.execute(q.values(status="failed", error=reason, finished_at=m.utcnow())).rowcount
+    return s.execute(q.values(status="failed", error=reason, finished_at=now or m.utcnow())).rowcount
+
+
+def requeue_stale_jobs(s: Session, stale_before: dt.datetime, reason: str, *, max_requeues: int = 2,
+                       now: dt.datetime | None = None) -> tuple[int, int]:
+    """Running jobs whose owner's last heartbeat is older than ``stale_before`` (the owner is gone) go back to
+    the queue, to run again from the start, counted in ``params["requeued"]``; one already re-queued
+    ``max_requeues`` times is failed with ``reason`` instead (a job that keeps killing its server is not retried
+    forever) → (re-queued, failed). Jobs without a heartbeat (a server from before revision 0007 may be running
+    them) are left to the start-up recovery. Each change is conditional on the lease still being expired, so a
+    beat that lands meanwhile keeps the job with its owner."""
+    stale = (m.Job.status == "running", m.Job.heartbeat_at.is_not(None), m.Job.heartbeat_at < stale_before)
+    requeued = failed = 0
+    for job_id, params in s.execute(select(m.Job.id, m.Job.params).where(*stale).order_by(m.Job.created_at)).all():
+        params = dict(params or {})
+        times = int(params.get("requeued") or 0)
+        q = update(m.Job).where(m.Job.id == job_id, *stale)
+        if times >= max_requeues:
+            failed += s.execute(q.values(status="failed", error=reason, finished_at=now or m.utcnow())).rowcount
+        else:
+            requeued += s.execute(q.values(status="queued", owner=None, heartbeat_at=None, started_at=None,
+                                           stage=None, progress=0.0, error=None,
+                                           params={**params, "requeued": times + 1})).rowcount
+    return requeued, failed
 
 
 def finished_jobs_to_clean(s: Session, keep: int, finished_before: dt.datetime | None) -> list[str]:
