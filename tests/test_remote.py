@@ -83,3 +83,22 @@ def test_bad_registry_addresses_and_dead_servers_fail_in_one_line(tmp_path):
             reg.pull("http://user:pw@127.0.0.1:9")
         with pytest.raises(RegistryError, match="cannot reach the registry"):
             reg.pull("http://127.0.0.1:9")
+
+
+def test_pull_of_long_names_is_chunked_under_the_servers_character_cap(tmp_path, tiny_model, monkeypatch):
+    """Issue #35 item 11: 60 combinations of 194-character names are ~12,000 characters of refs, over the
+    10,000 that /api/export takes in ``names``: the pull splits them by characters, not only by count."""
+    monkeypatch.delenv("P2PZ_TOKEN", raising=False)
+    a_url, b_url = f"sqlite:///{tmp_path / 'long.db'}", f"sqlite:///{tmp_path / 'here.db'}"
+    names = [f"{i:02d}-" + "x" * 191 for i in range(60)]
+    with Registry.open(a_url) as a:
+        a.build_direction("cat", "dog", str(tiny_model), n=N)
+        for i, name in enumerate(names):
+            a.combine({"cat-to-dog": 0.5 + i / 100}, name=name)
+    Registry.open(b_url).close()
+    with _serve(a_url, tmp_path, tiny_model, "long") as port:
+        r = CliRunner().invoke(main, ["--db", b_url, "pull", f"http://127.0.0.1:{port}", "--json"])
+    assert r.exit_code == 0, r.output
+    with Registry.open(b_url) as b, Registry.open(a_url) as a:
+        for name in names:
+            assert b.get(f"{name}@1").content_sha256 == a.get(f"{name}@1").content_sha256

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import re
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -20,13 +21,17 @@ class RegistryError(Exception):
     """A user mistake or an unusable input; the message is one line naming the problem and the fix."""
 
 
+# A terminal escape: CSI (ESC [ … or the C1 CSI), OSC (ESC ] … BEL or ST), or ESC and one more character.
+_ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|.?)|\x9b[0-?]*[ -/]*[@-~]")
+
+
 def printable(text, keep: str = "") -> str:
-    """``text`` without control characters (C0, DEL, C1: ANSI escape sequences lose their ESC/CSI and show as
-    plain text), except those in ``keep`` (``"\t"``, ``"\n"``): the one filter for anything that came from
-    elsewhere (a Hub's or another registry's error, pulled sentences) before it reaches a terminal."""
+    """``text`` without terminal escape sequences and control characters (C0, DEL, C1), except the characters in
+    ``keep`` (``"\t"``, ``"\n"``): the one filter for anything that came from elsewhere (a Hub's or another
+    registry's answer, pulled sentences) before it reaches a terminal."""
     import unicodedata  # lazy: start-up
 
-    return "".join(c for c in str(text) if c in keep or unicodedata.category(c) != "Cc")
+    return "".join(c for c in _ESCAPES.sub("", str(text)) if c in keep or unicodedata.category(c) != "Cc")
 
 
 class NotFound(RegistryError, LookupError):
