@@ -5,7 +5,6 @@ across libraries and the Hub, under a format version that older readers refuse."
 import json
 import zipfile
 
-import huggingface_hub
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -22,7 +21,7 @@ from p2pz.store.db import StoreError
 from p2pz.store.vectors import to_bytes
 
 from .conftest import db_dump
-from .hub_server import HubServer
+from .test_hub import REPO, hub  # noqa: F401 (hub is a fixture)
 from .test_web_api import AUTH, Client, settings
 
 N = 20
@@ -196,24 +195,7 @@ def test_db_check_finds_a_registry_broken_by_an_old_import_and_repair_makes_it_w
     other.close()
 
 
-# --- through the Hub ------------------------------------------------------------------------------------------
-
-TOKEN = "hf_test_secret_token_123"
-REPO = "alice/animal-edits"
-
-
-@pytest.fixture
-def hub(monkeypatch, tmp_path):
-    server = HubServer(tokens={TOKEN}).start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    monkeypatch.setenv("HF_TOKEN", TOKEN)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hf-cache"))
-    yield server
-    server.stop()
-
+# --- through the Hub (the test Hub of tests/test_hub.py) --------------------------------------------------------
 
 def _student(reg, ref, seed):
     weights = save({"w": np.full(4, seed, np.float32)})
