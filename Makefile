@@ -25,13 +25,14 @@ demo: $(STAMP)
 
 # Two pytest workers, one file each at a time (module fixtures stay in one process), one torch thread each: on a
 # 2-core machine two single-threaded workers finish sooner than one two-threaded run, whose OpenMP threads spin
-# against each other whenever anything else runs.
+# against each other whenever anything else runs. Files go out in collection order, the longest first
+# (tests/conftest.py LONGEST_FIRST), not reordered by their number of tests.
 test: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder
 
 # The quick tier: everything not marked slow (model work, server processes, package builds); ≤ 5 min here.
 test-quick: $(STAMP)
-	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n 2 --dist loadfile --no-loadscope-reorder -m "not slow"
 
 # The sdist and the wheel (built from the sdist) into dist/.
 dist: $(STAMP)
@@ -39,13 +40,14 @@ dist: $(STAMP)
 	$(BIN)/python -m build --no-isolation --outdir dist .
 
 # The wheel installed the ordinary way — non-editable, with its requirements from the package index, into a new
-# virtual environment outside the checkout — then a real flow with it (.ci/install-flow). `.ci/run` runs this.
+# virtual environment outside the checkout — then a real flow and the demo with it (.ci/install-flow). `.ci/run`
+# runs this.
 dist-check: dist
 	rm -rf $(DIST_TMP) && mkdir -p $(DIST_TMP)
 	$(PYTHON) -m venv $(DIST_TMP)/env
 	$(DIST_TMP)/env/bin/python -m pip --disable-pip-version-check install -q torch==2.13.0
 	$(DIST_TMP)/env/bin/python -m pip --disable-pip-version-check install -q -c constraints.txt "$$(ls dist/p2pz-*.whl)[shapes]"
-	bash .ci/install-flow $(DIST_TMP)/env/bin $(DIST_TMP)/work
+	bash .ci/install-flow $(DIST_TMP)/env/bin $(DIST_TMP)/work --demo
 	rm -rf $(DIST_TMP)
 
 bench: $(STAMP)

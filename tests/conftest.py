@@ -18,6 +18,20 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 REPO = Path(__file__).resolve().parent.parent
 
 
+# The files that take longest, longest first (measured on the 2-core machine): `make test` hands files to its two
+# workers in collection order (``--dist loadfile --no-loadscope-reorder``), so starting these first keeps one
+# worker from being left with a long file at the end while the other idles (longest-processing-time-first).
+LONGEST_FIRST = ("test_engines", "test_shapes_student", "test_shapes_model", "test_concurrency", "test_interrupts",
+                 "test_web_load", "test_shapes_training", "test_install", "test_diagnostics", "test_distill",
+                 "test_web_browser", "test_student", "test_index", "test_search", "test_cli", "test_web_api",
+                 "test_editor", "test_hub")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))  # stable: the rest keep their order
+
+
 @pytest.fixture(scope="session")
 def session_home(tmp_path_factory) -> Path:
     home = tmp_path_factory.mktemp("p2pz-session-home")

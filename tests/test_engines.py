@@ -12,7 +12,7 @@ from PIL import Image
 from p2pz.registry import Registry
 from p2pz.registry.cli import main
 
-pytestmark = pytest.mark.slow  # Ray clusters started per test, and edits on both engines
+pytestmark = pytest.mark.slow  # a local Ray cluster whose workers load the models, and edits on both engines
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (make installs p2pz[ray])")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email
 import os
+import shutil
 import subprocess
 import sys
 import sysconfig
@@ -45,7 +46,16 @@ def dist(tmp_path_factory) -> dict[str, Path]:
     """``python -m build``: the sdist from the checkout, then the wheel from the unpacked sdist (so a file the sdist
     forgets is missing from the wheel too)."""
     out = tmp_path_factory.mktemp("dist")
-    r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(REPO)],
+    # from a copy of the checkout's files as a fresh clone has them: the checkout's own p2pz.egg-info (left by the
+    # editable install) lists every file and would hide a package that discovery misses
+    tree = tmp_path_factory.mktemp("tree")
+    files = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"], cwd=REPO,
+                           capture_output=True, check=True).stdout.decode().split("\0")
+    for name in filter(None, files):
+        if (REPO / name).is_file():
+            (tree / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / name, tree / name)
+    r = subprocess.run([sys.executable, "-m", "build", "--no-isolation", "--outdir", str(out), str(tree)],
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return {"wheel": next(out.glob("p2pz-*.whl")), "sdist": next(out.glob("p2pz-*.tar.gz"))}
