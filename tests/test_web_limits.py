@@ -201,3 +201,23 @@ def test_anonymous_exports_past_the_budget_are_served_but_not_cached(db, tmp_pat
         assert c.get("/api/export", params={"names": refs[2]}, headers=AUTH).headers["X-P2PZ-Cache"] == "miss"
         assert _cache_entries("exports") == 3
         assert c.get("/api/export", params={"names": refs[2]}).headers["X-P2PZ-Cache"] == "hit"
+
+
+def test_an_uncached_export_that_fails_leaves_no_temporary_folder(tmp_path, tiny_model, monkeypatch):
+    """An export built outside the cache (an anonymous caller past the budget) writes into a new temporary folder;
+    when the build fails, the folder goes with it."""
+    from p2pz.registry.exchange import archive
+
+    reg = Registry.open(f"sqlite:///{tmp_path / 'r.db'}")
+    reg.build_direction("cat", "dog", str(tiny_model), n=5)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+
+    def broken(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(archive, "write_library", broken)
+    with pytest.raises(OSError, match="disk full"):
+        archive.cached_export(reg.db, ["cat-to-dog"], tmp_path / "exports", keep=lambda: False)
+    assert list((tmp_path / "tmp").iterdir()) == []
+    reg.close()

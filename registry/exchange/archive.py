@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import shutil
 import tempfile
 import zipfile
 from pathlib import Path
@@ -211,7 +212,13 @@ def cached_export(db, refs: list[str], root: Path, build=None, keep=None) -> tup
         path = root / key[:2] / f"{key}.p2pz"
         if not path.is_file():  # another request may have built it meanwhile
             if keep is not None and not keep():
-                path = Path(tempfile.mkdtemp(prefix="p2pz-export-")) / path.name
+                folder = Path(tempfile.mkdtemp(prefix="p2pz-export-"))
+                try:
+                    write_library(manifest, tensors, folder / path.name)
+                except BaseException:  # a failed build leaves no folder behind
+                    shutil.rmtree(folder, ignore_errors=True)
+                    raise
+                return folder / path.name, False
             write_library(manifest, tensors, path)
     return path, False
 
