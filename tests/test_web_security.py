@@ -458,3 +458,6 @@ def test_serve_masks_the_database_password_and_reads_the_token_safely(no_serving
     res = runner.invoke(main, ["serve", "--allowed-host", "gallery.example.org", "--allowed-host", "x.example"],
                         env={"P2PZ_TOKEN": ""})
     assert res.exit_code == 0 and no_serving["settings"].allowed_hosts == ("gallery.example.org", "x.example")
+    res = runner.invoke(main, ["serve", "--export-budget", "3", "--export-budget-window", "10"], env={"P2PZ_TOKEN": ""})
+    assert res.exit_code == 0 and (no_serving["settings"].export_budget, no_serving["settings"].export_budget_window_s) \
+        == (3, 10.0)

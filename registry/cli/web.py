@@ -45,10 +45,16 @@ from . import P2PZError, P2PZGroup, echo_json, echo_table, engine_options, json_
               help="Delete the files of jobs finished longer ago than this (0: no age limit).")
 @click.option("--heavy-requests", type=click.IntRange(1, 64), default=2, show_default=True,
               help="Exports built at once (an uncached word-pair search: one at a time); more get 429.")
+@click.option("--export-budget", type=click.IntRange(0), default=20, show_default=True,
+              help="New export-cache entries callers without the token may add per --export-budget-window; past "
+                   "it their exports are built for that answer only and deleted.")
+@click.option("--export-budget-window", type=click.FloatRange(1), default=60.0, show_default=True, metavar="SECONDS",
+              help="The window of --export-budget, in seconds.")
 @pass_state
 @click.pass_context
 def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, model, device, dtype, captioner,
-          work_dir, max_upload_mb, max_pixels, preview_steps, max_queued, keep_jobs, keep_jobs_days, heavy_requests):
+          work_dir, max_upload_mb, max_pixels, preview_steps, max_queued, keep_jobs, keep_jobs_days, heavy_requests,
+          export_budget, export_budget_window):
     """Serve the web gallery and the HTTP API (OpenAPI at /docs) over this registry.
 
     Edits submitted through the API or the apply page run in one background worker, in order; queued jobs
@@ -86,7 +92,8 @@ def serve(ctx, state, host, port, token, token_file, allowed_hosts, read_only, m
                         captioner=captioner, allowed_hosts=tuple(allowed_hosts),
                         max_upload_bytes=int(max_upload_mb * 2**20), max_pixels=max_pixels,
                         preview_steps=preview_steps, max_queued=max_queued, keep_jobs=keep_jobs,
-                        keep_jobs_days=keep_jobs_days, heavy_requests=heavy_requests)
+                        keep_jobs_days=keep_jobs_days, heavy_requests=heavy_requests, export_budget=export_budget,
+                        export_budget_window_s=export_budget_window)
     # bind first: a server that cannot listen must not start its job worker (which would claim a queued job
     # and leave it running, owned by a process about to exit)
     sockets = _listen(host, port)
