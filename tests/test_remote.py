@@ -102,3 +102,23 @@ def test_pull_of_long_names_is_chunked_under_the_servers_character_cap(tmp_path,
     with Registry.open(b_url) as b, Registry.open(a_url) as a:
         for name in names:
             assert b.get(f"{name}@1").content_sha256 == a.get(f"{name}@1").content_sha256
+
+
+def test_a_pull_may_not_redeclare_a_stored_encoder(two, tiny_model, monkeypatch):
+    """Issue #35 item 8 through ``pull http://``: a registry that states the same encoder fingerprint with another
+    field is refused in one line naming the field, and the pulling registry is left as it was."""
+    from sqlalchemy import create_engine, text
+
+    a_url, b_url, a_http, _ = two
+    monkeypatch.delenv("P2PZ_TOKEN", raising=False)
+    with Registry.open(b_url) as b:
+        b.build_direction("day", "night", str(tiny_model), n=N)  # B stores the encoder as it really is
+    engine = create_engine(a_url)
+    with engine.begin() as conn:  # A states the same fingerprint with another architecture
+        conn.execute(text("UPDATE encoders SET architecture = 'EvilTextModel'"))
+    engine.dispose()
+    before = db_dump(b_url)
+    r = CliRunner().invoke(main, ["--db", b_url, "pull", a_http])
+    assert r.exit_code == 1 and len(r.stderr.strip().splitlines()) == 1, r.output
+    assert "architecture" in r.stderr and "EvilTextModel" in r.stderr
+    assert db_dump(b_url) == before
