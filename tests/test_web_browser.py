@@ -3,7 +3,6 @@ on the tiny model. Screenshots of every page are kept under the pytest temp fold
 
 import contextlib
 import http.server
-import io
 import json
 import os
 import shutil
