@@ -15,6 +15,7 @@ from .errors import EditorError
 SCHEDULES = ("symmetric", "reference")
 POSTERIORS = ("sample", "mode")
 XA_LAYERS = ("all", "high", "low")  # editor.attention.select_layers
+DELTA_AT = ("all", "word", "word+pad")  # editor.placement: where Δ is added to the caption's embedding
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,13 @@ class EditConfig:
     guidance_scale: float = 5.0  # classifier-free guidance scale; must be > 1 to apply a direction
     steps: int | None = None  # None: the inversion's steps
     xa_layers: str = "all"  # guided attn2 layers: all | high (highest resolution) | low (the rest); algorithm §12
+    # where Δ goes (algorithm §14): all = Δ [77, D] at every position (the paper); word = Δ_token at the caption's
+    # source-word tokens only; word+pad = that plus Δ's padding rows
+    delta_at: str = "all"
 
     def __post_init__(self):
+        if self.delta_at not in DELTA_AT:
+            raise EditorError(f"delta_at must be one of {', '.join(DELTA_AT)} (got {self.delta_at!r})")
         if self.xa_layers not in XA_LAYERS:
             raise EditorError(f"xa_layers must be one of {', '.join(XA_LAYERS)} (got {self.xa_layers!r})")
         if self.guidance_scale <= 1.0:

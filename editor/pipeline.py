@@ -41,6 +41,7 @@ from .image import load_image, pixels_sha256, to_pil
 from .inversion import image_latents, inversion_loop, latent_spec, synthetic_inversion
 from .loader import (ModelLoadError, serialized, compute_fingerprint, default_model, load_captioner, load_sd_components,
                      resolve_device)
+from .placement import placed_delta
 from .records import (EditResult, Inversion, check_encoder, delta_tensor, direction_deltas,  # noqa: F401 (API)
                       is_vector_pair, torch_dtype)
 from .safety import blank_flagged
@@ -323,6 +324,9 @@ class Editor:
             raise EditorError("no direction given")
         vectors = [self.direction_deltas(d, cfg.scale) for d in directions]  # check all before any work
         captions = inv.captions
+        placements = [placed_delta(self.tokenizer, captions, vec, getattr(d, "token_delta", None), cfg.delta_at,
+                                   cfg.scale, label) for d, (vec, _, label) in zip(directions, vectors)]
+        vectors = [(p.delta, pooled, label) for p, (_, pooled, label) in zip(placements, vectors)]  # [B|1, 77, D]
         neg = negative_prompts(inv, negative)
         key = reference_key(self, inv, cfg.guidance_scale, neg, cfg.steps, cfg.xa_layers)
         stored = stored_reference(self, key, force, inv, cfg.steps, cfg.xa_layers)
@@ -346,7 +350,7 @@ class Editor:
         recon_images = self.decode(recon) if decode else None
         one = inv.latents.shape[0] == 1
         results = []
-        for (_, _, label), latents, tm in zip(vectors, edited, timings):
+        for (_, _, label), latents, tm, place in zip(vectors, edited, timings, placements):
             images, nsfw = (self._postprocess(latents) if decode else (None, None))
             results.append(EditResult(
                 edited=(images[0] if one else images) if decode else None,
@@ -355,8 +359,11 @@ class Editor:
                 params={"scale": cfg.scale, "xa_guidance": cfg.xa_guidance, "guidance_scale": cfg.guidance_scale,
                         "steps": cfg.steps, "schedule": inv.schedule, "negative": neg,
                         **({} if cfg.xa_layers == "all" else {"xa_layers": cfg.xa_layers}),
+                        **({} if cfg.delta_at == "all" else {"delta_at": cfg.delta_at,
+                                                             "delta_at_fallback": len(place.fallback)}),
                         "prediction_type": self.prediction_type, **inv.params},
-                nsfw=nsfw, timings=tm, reference_cached=stored is not None))
+                nsfw=nsfw, timings=tm, reference_cached=stored is not None,
+                notes=[place.note] if place.note else []))
         return results if many else results[0]
 
     def _lockstep(self, inv: Inversion, captions: list[str], negative: list[str], deltas: list[tuple],

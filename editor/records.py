@@ -45,6 +45,7 @@ class EditResult:
     nsfw: list[bool] | None = None
     timings: dict = field(default_factory=dict)
     reference_cached: bool = False  # True when the reference maps came from the disk cache
+    notes: list[str] = field(default_factory=list)  # one line each: what the edit did differently than asked
 
 
 def check_encoder(direction, fingerprint: str, model_id: str | None) -> None:

@@ -121,3 +121,29 @@ class TextEncoderPair:
     def encode(self, prompts: list[str]):
         """(hidden [B, 77, 2048], pooled [B, 1280]): :func:`sdxl_prompt_embeds` on this pair."""
         return sdxl_prompt_embeds(self.tokenizers, self.models, prompts, self.max_length, self.device)
+
+
+# --- token-aligned directions (algorithm §14; DESIGN §17) ----------------------------------------------------
+
+def word_token_ids(tokenizer, word: str) -> list[int]:
+    """The token ids of ``word`` as it is spelled inside a sentence (no special tokens): one id for most words
+    ("red" → [2417]), several for a word the vocabulary splits or a multi-word concept ("night sky")."""
+    return list(tokenizer(word.strip(), add_special_tokens=False).input_ids)
+
+
+def word_mask(ids, word_ids: list[int]):
+    """Where ``word_ids`` occurs, contiguously, in each row of ``ids`` [B, T] → bool [B, T] (every occurrence, every
+    token of it). Matches whole tokens only, so "red" does not match inside "reddish" (another token)."""
+    import torch  # lazy: torch
+
+    b, t = ids.shape
+    n = len(word_ids)
+    mask = torch.zeros((b, t), dtype=torch.bool, device=ids.device)
+    if n == 0 or n > t:
+        return mask
+    want = torch.as_tensor(word_ids, dtype=ids.dtype, device=ids.device)
+    windows = ids.unfold(1, n, 1)  # [B, T - n + 1, n]
+    starts = (windows == want).all(-1)  # [B, T - n + 1]
+    for k in range(n):
+        mask[:, k:k + starts.shape[1]] |= starts
+    return mask

@@ -93,6 +93,10 @@ class Embedding(Base):
     key: Mapped[bytes] = mapped_column(LargeBinary, nullable=False, deferred=True)  # safetensors [D] fp32
     key_kind: Mapped[str] = mapped_column(String(30), nullable=False)  # pooler | masked-mean | token-mean
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow, nullable=False)
+    # revision 0010 (token-aligned directions): the mean at the concept word's own tokens, safetensors [D] fp32
+    token_mean: Mapped[bytes | None] = mapped_column(LargeBinary, deferred=True)
+    token_word: Mapped[str | None] = mapped_column(String(200))
+    token_count: Mapped[int | None] = mapped_column(Integer)  # bank sentences that contain the word
     bank: Mapped[Bank] = relationship(lazy="joined")
     encoder: Mapped[Encoder] = relationship(lazy="joined")
 
@@ -220,14 +224,22 @@ MUTABLE_COLUMNS = {Direction: {"tags", "deprecated", "note"}, Meta: {"value"}, S
                          "heartbeat_at"}}
 
 
+# Content added by a later revision to rows made before it: each may be set once, from NULL, and never changed.
+FILL_ONCE_COLUMNS = {Embedding: {"token_mean", "token_word", "token_count"}}
+
+
 @event.listens_for(Base, "before_update", propagate=True)
 def _refuse_content_update(mapper, connection, target) -> None:
     allowed = MUTABLE_COLUMNS.get(type(target), set())
+    fill_once = FILL_ONCE_COLUMNS.get(type(target), set())
     state = inspect(target)
     for attr in state.attrs:
         if attr.key in allowed or attr.key not in mapper.columns:
             continue
-        if attr.history.has_changes():
+        history = attr.history
+        if attr.key in fill_once and history.has_changes() and all(v is None for v in history.deleted):
+            continue  # NULL → a value: the one fill this column allows
+        if history.has_changes():
             raise ImmutableRecordError(
                 f"{type(target).__name__}.{attr.key} is immutable once stored; create a new version instead"
             )

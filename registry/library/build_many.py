@@ -76,6 +76,8 @@ class EncodedBank:
     mean: bytes = b""  # safetensors [1, 77, D] float32
     key: bytes = b""  # safetensors [D]
     key_kind: str = ""
+    token: bytes | None = None  # safetensors [D]: the token-aligned mean (algorithm §14), when the bank has the word
+    token_count: int = 0
     error: str | None = None
 
 
@@ -101,7 +103,7 @@ class EncodeWorker:
         if sentences is None:
             src = draft_bank(item.concept, item.options or TemplateOptions(), item.n, item.seed)
             sentences, generator, params, drafted = src.draft.sentences, src.generator, src.draft.params, True
-        encoded = encode_bank(self.encoder, sentences)
+        encoded = encode_bank(self.encoder, sentences, word=item.concept)
         sha = bank_sha256(sentences)
         try:
             save_stats(sha, self.encoder.fingerprint, encoded.stats)
@@ -109,7 +111,9 @@ class EncodeWorker:
             pass  # the statistics cache is an optimisation for inspect
         return EncodedBank(ref=item.ref, concept=item.concept, sha256=sha, generator=generator, params=params,
                            sentences=sentences if drafted else None, mean=to_bytes(encoded.mean),
-                           key=to_bytes(encoded.key), key_kind=encoded.key_kind)
+                           key=to_bytes(encoded.key), key_kind=encoded.key_kind,
+                           token=None if encoded.token is None else to_bytes(encoded.token),
+                           token_count=encoded.token_count)
 
     @classmethod
     def failed(cls, item: BankItem, error: str) -> EncodedBank:
@@ -172,7 +176,9 @@ def prepare_banks(db, refs: list[str], model: str | None, engine, *, options: Ba
                 bank = BankSource.from_sentences(r.concept, r.sentences, r.generator, r.params)
             mean = from_bytes(r.mean, (1, None, enc.hidden_size))
             key = from_bytes(r.key, (enc.key_dim,))
-            store_embedding(s, EmbeddingSource(bank=bank, mean=mean, key=key, key_kind=r.key_kind), enc_row.id)
+            token = None if r.token is None else from_bytes(r.token, (enc.hidden_size,))
+            store_embedding(s, EmbeddingSource(bank=bank, mean=mean, key=key, key_kind=r.key_kind, token=token,
+                                               token_word=r.concept, token_count=r.token_count), enc_row.id)
     return errors
 
 

@@ -23,7 +23,7 @@ from p2pz.store.vectors import from_bytes
 from .banks import BankSource, resolve_bank
 from .encoding import embed, encoder_facts, load_encoder, registry_model, store_embedding
 from .naming import check_name, check_tag, check_tags, direction_name, parse_ref
-from .records import Direction, NotFound, RegistryError, direction_maker, user_errors
+from .records import Direction, NotFound, RegistryError, TokenDelta, direction_maker, user_errors
 
 
 # --- reading ------------------------------------------------------------------------------------------
@@ -34,6 +34,18 @@ def materialize(db, direction_id: int) -> np.ndarray:
         return repo.direction_vector(s, s.get(m.Direction, direction_id))
 
 
+def token_delta(db, direction_id: int) -> TokenDelta:
+    """Δ_token of a stored direction with its source word, or why it has none (docs/algorithm.md §14)."""
+    with user_errors(), db.read() as s:
+        row = s.get(m.Direction, direction_id)
+        vector, reason = repo.direction_token_vector(s, row)
+        if row.kind != "pair":
+            return TokenDelta(None, None, None, reason)
+        src, tgt = row.source, row.target
+        return TokenDelta(vector, src.token_word or src.bank.concept, tgt.token_word or tgt.bank.concept, reason,
+                          (src.token_count, tgt.token_count) if vector is not None else None)
+
+
 def key_bytes(db, direction_id: int) -> bytes:
     with db.read() as s:
         return repo.direction_key_bytes(s, direction_id)
@@ -41,7 +53,8 @@ def key_bytes(db, direction_id: int) -> bytes:
 
 def records(db, s, *where, order: bool = True) -> list[Direction]:
     """Directions matching ``where`` as records whose vector and key load lazily from ``db``."""
-    make = direction_maker(lambda rid: materialize(db, rid), lambda rid: key_bytes(db, rid))
+    make = direction_maker(lambda rid: materialize(db, rid), lambda rid: key_bytes(db, rid),
+                           lambda rid: token_delta(db, rid))
     return repo.list_directions(s, *where, order=order, make=make)
 
 
@@ -77,7 +90,8 @@ def page(db, *, query: str | None = None, tag: str | None = None, include_deprec
          sort: str = "name", offset: int = 0, limit: int | None = 24) -> tuple[int, list[Direction]]:
     """One page of the listing, filtered and ordered in the database (:func:`store.repository.page_directions`)
     → (total matching, directions)."""
-    make = direction_maker(lambda rid: materialize(db, rid), lambda rid: key_bytes(db, rid))
+    make = direction_maker(lambda rid: materialize(db, rid), lambda rid: key_bytes(db, rid),
+                           lambda rid: token_delta(db, rid))
     with db.read() as s:
         return repo.page_directions(s, query=query, tag=tag, include_deprecated=include_deprecated, sort=sort,
                                     offset=offset, limit=limit, make=make)

@@ -63,6 +63,8 @@ class EncodedBank:
     key_kind: str  # "pooler" | "masked-mean" | "pooled" (SDXL)
     n: int
     stats: BankStats | None = None
+    token: np.ndarray | None = None  # [D] float32: mean hidden state at the concept word's own tokens (§14)
+    token_count: int = 0  # how many sentences contain the word (``token`` is None when none does)
 
 
 def sentence_blocks(sentences: list[str], k: int = N_BLOCKS) -> list[int]:
@@ -98,11 +100,18 @@ def encode_sentences(encoder, sentences: list[str]):
 
 
 def encode_bank(
-    encoder, sentences: list[str], batch_size: int = 32, progress: Callable[[int], None] | None = None
+    encoder, sentences: list[str], batch_size: int = 32, progress: Callable[[int], None] | None = None,
+    word: str | None = None,
 ) -> EncodedBank:
     """Mean embedding [1, 77, D] and mean key [D] of ``sentences`` (batched, inference mode), plus the
-    :class:`BankStats` diagnostics use (block sums and per-sentence keys, from the same forward passes)."""
+    :class:`BankStats` diagnostics use (block sums and per-sentence keys, from the same forward passes).
+
+    With ``word`` (the bank's concept), also the **token-aligned mean** [D] (docs/algorithm.md §14): in each
+    sentence that contains the word, the mean hidden state over the word's own token positions; then the mean
+    over those sentences. Sentences without the word do not count (``token_count`` says how many did)."""
     import torch  # lazy: torch
+
+    from p2pz.editor.text import word_mask, word_token_ids
 
     if not sentences:
         raise ValueError("cannot encode an empty bank")
@@ -112,9 +121,20 @@ def encode_bank(
     blocks = torch.tensor(sentence_blocks(sentences, n_blocks))
     block_hidden = block_key = None
     keys = []
+    word_ids = word_token_ids(encoder.tokenizer, word) if word else []
+    token_total, token_count = None, 0
     for start in range(0, len(sentences), batch_size):
         chunk = sentences[start : start + batch_size]
         hidden, key = encode_sentences(encoder, chunk)
+        if word_ids:
+            where = word_mask(tokenize(encoder, chunk)["input_ids"], word_ids).to(hidden.device)  # [B, 77]
+            hits = where.sum(1)  # [B] word tokens per sentence
+            has = hits > 0
+            if has.any():
+                w = where.to(torch.float64) / hits.clamp(min=1).unsqueeze(1).to(torch.float64)  # [B, 77]
+                per = torch.einsum("bt,btd->bd", w, hidden.to(torch.float64))[has].sum(0)  # [D]
+                token_total = per if token_total is None else token_total + per
+                token_count += int(has.sum())
         h = hidden.to(torch.float64).sum(0)  # [77, D]
         k = key.to(torch.float64).sum(0)  # [D]
         total_hidden = h if total_hidden is None else total_hidden + h
@@ -136,7 +156,8 @@ def encode_bank(
                       block_counts=torch.bincount(blocks, minlength=n_blocks).numpy().astype(np.int64),
                       sentence_keys=torch.cat(keys).numpy())
     kind = "pooled" if encoder.family == "sdxl" else "pooler" if encoder.is_clip else "masked-mean"
-    return EncodedBank(mean=mean, key=key, key_kind=kind, n=n, stats=stats)
+    token = None if token_total is None else (token_total / token_count).to(torch.float32).cpu().numpy()  # [D]
+    return EncodedBank(mean=mean, key=key, key_kind=kind, n=n, stats=stats, token=token, token_count=token_count)
 
 
 # --- bank statistics in the cache -------------------------------------------------------------------------
@@ -218,25 +239,47 @@ class EmbeddingSource:
     key: np.ndarray | None = None  # [D]
     key_kind: str = "pooler"
     row_id: int | None = None
+    token: np.ndarray | None = None  # [D] the token-aligned mean (algorithm §14), when the bank has the word
+    token_word: str | None = None  # the word looked for (None: not looked for, e.g. an imported mean)
+    token_count: int = 0
+
+    def token_fields(self) -> dict:
+        return {"token": self.token, "token_word": self.token_word, "token_count": self.token_count}
 
 
 def embed(db, bank, enc, *, progress: bool = False, batch_size: int = 32) -> EmbeddingSource:
-    """Reuse the stored embedding of (bank, encoder) or encode the bank now, outside any transaction."""
+    """Reuse the stored embedding of (bank, encoder) or encode the bank now, outside any transaction.
+
+    A stored embedding made before schema revision 0010 has no token-aligned mean; when its bank's sentences are
+    here, the bank is encoded again once to add it (:func:`store_embedding` fills it in)."""
+    stored = None
     with db.read() as s:
         row = repo.find_embedding(s, bank.concept, bank.sha256, enc.fingerprint)
         if row is not None:
-            return EmbeddingSource(bank=bank, row_id=row.id, key=from_bytes(row.key, (None,)), key_kind=row.key_kind)
+            stored = EmbeddingSource(bank=bank, row_id=row.id, key=from_bytes(row.key, (None,)),
+                                     key_kind=row.key_kind)
+            if row.token_word is not None:
+                return stored
     sentences = bank_sentences(db, bank)
     if not sentences:
+        if stored is not None:
+            return stored  # an imported mean without sentences: Δ_token stays unavailable, and says so
         raise RegistryError(f"bank {bank.concept} has no sentences to encode (imported embeddings can only be "
                             "used with the encoder they were made with)")
-    with progress_bar(len(sentences), f"encoding {bank.concept}", enabled=progress, unit="sent") as bar:
-        encoded = encode_bank(enc, sentences, batch_size=batch_size, progress=bar.update)
+    label = f"encoding {bank.concept}" if stored is None else f"adding {bank.concept}'s token-aligned mean"
+    with progress_bar(len(sentences), label, enabled=progress, unit="sent") as bar:
+        encoded = encode_bank(enc, sentences, batch_size=batch_size, progress=bar.update, word=bank.concept)
     try:
         save_stats(bank.sha256, enc.fingerprint, encoded.stats)  # for `direction inspect`: no second encoding
     except OSError:
         pass  # a read-only cache only costs a later re-encode
-    return EmbeddingSource(bank=bank, mean=encoded.mean, key=encoded.key, key_kind=encoded.key_kind)
+    tokens = {"token": encoded.token, "token_word": bank.concept, "token_count": encoded.token_count}
+    if stored is not None:
+        with db.write() as s:
+            repo.fill_token_mean(s, s.get(m.Embedding, stored.row_id), **{
+                "token": encoded.token, "word": bank.concept, "count": encoded.token_count})
+        return stored
+    return EmbeddingSource(bank=bank, mean=encoded.mean, key=encoded.key, key_kind=encoded.key_kind, **tokens)
 
 
 def store_embedding(s, source: EmbeddingSource, encoder_id: int):
@@ -245,6 +288,6 @@ def store_embedding(s, source: EmbeddingSource, encoder_id: int):
         return s.get(m.Embedding, source.row_id)
     bank_row = store_bank(s, source.bank)
     row, _ = repo.insert_embedding(s, bank_id=bank_row.id, encoder_id=encoder_id, mean=source.mean, key=source.key,
-                                   key_kind=source.key_kind)
+                                   key_kind=source.key_kind, **source.token_fields())
     source.row_id = row.id
     return row

@@ -129,8 +129,10 @@ class Direction:
     origin: dict | None = None  # where it was pulled or imported from ({"source", "revision", "version", …})
     load_vector: Callable[[], np.ndarray] | None = field(default=None, repr=False, compare=False)
     load_key: Callable[[], bytes] | None = field(default=None, repr=False, compare=False)
+    load_token: Callable[[], "TokenDelta"] | None = field(default=None, repr=False, compare=False)
     _vector: np.ndarray | None = field(default=None, repr=False, compare=False)
     _key: np.ndarray | None = field(default=None, repr=False, compare=False)
+    _token: "TokenDelta | None" = field(default=None, repr=False, compare=False)
 
     @property
     def ref(self) -> str:
@@ -180,13 +182,25 @@ class Direction:
         pooled = self.pooled_numpy()
         if pooled is not None:  # SDXL: Δ_pooled too
             stats.update(pooled_shape=list(pooled.shape), pooled_norm=float(np.linalg.norm(pooled)))
+        tok = self.token_delta
+        stats["token"] = ({"shape": list(tok.vector.shape), "norm": float(np.linalg.norm(tok.vector)),
+                           "word": tok.word, "target_word": tok.target_word, "sentences": tok.sentences}
+                          if tok.vector is not None else {"none": tok.reason})
         return stats
 
+    @property
+    def token_delta(self) -> "TokenDelta":
+        """Δ_token [D] with the source word it is applied at (docs/algorithm.md §14), or why there is none."""
+        if self._token is None:
+            self._token = self.load_token() if self.load_token is not None else TokenDelta(
+                None, None, None, "this record carries no token-aligned direction")
+        return self._token
+
     def detached(self) -> "Direction":
-        """This record with Δ and its key materialized and no link to the database: plain data another process
-        (a Ray worker) can receive."""
-        return replace(self, _vector=self.vector_numpy(), _key=self.key, key_bytes=None, load_vector=None,
-                       load_key=None)
+        """This record with Δ, Δ_token and the key materialized and no link to the database: plain data another
+        process (a Ray worker) can receive."""
+        return replace(self, _vector=self.vector_numpy(), _key=self.key, _token=self.token_delta, key_bytes=None,
+                       load_vector=None, load_key=None, load_token=None)
 
     @property
     def vector(self):
@@ -205,13 +219,35 @@ class Direction:
                 "origin": self.origin}
 
 
-def direction_maker(load_vector: Callable[[int], np.ndarray], load_key: Callable[[int], bytes]):
-    """A ``make`` for :func:`store.repository.list_directions`: a :class:`Direction` whose vector and key load
-    lazily through ``load_vector(id)`` / ``load_key(id)``."""
+def direction_maker(load_vector: Callable[[int], np.ndarray], load_key: Callable[[int], bytes],
+                    load_token: Callable[[int], "TokenDelta"] | None = None):
+    """A ``make`` for :func:`store.repository.list_directions`: a :class:`Direction` whose vector, key and Δ_token
+    load lazily through ``load_vector(id)`` / ``load_key(id)`` / ``load_token(id)``."""
     def make(**fields) -> Direction:
         rid = fields["id"]
-        return Direction(**fields, load_vector=lambda: load_vector(rid), load_key=lambda: load_key(rid))
+        return Direction(**fields, load_vector=lambda: load_vector(rid), load_key=lambda: load_key(rid),
+                         load_token=None if load_token is None else (lambda: load_token(rid)))
     return make
+
+
+@dataclass(frozen=True)
+class TokenDelta:
+    """A direction's token-aligned part (docs/algorithm.md §14): Δ_token [D] float32 — the target bank's mean
+    hidden state at its concept word's tokens minus the source bank's — and the source ``word`` whose positions in
+    a caption it is added at. ``vector`` is None when there is none, ``reason`` saying why."""
+
+    vector: np.ndarray | None
+    word: str | None
+    target_word: str | None = None
+    reason: str = ""
+    sentences: tuple[int, int] | None = None  # bank sentences that contain each word (source, target)
+
+    @property
+    def tensor(self):
+        """Δ_token as a torch tensor [D] float32, or None."""
+        import torch  # lazy: torch
+
+        return None if self.vector is None else torch.from_numpy(np.array(self.vector, dtype=np.float32))
 
 
 @dataclass

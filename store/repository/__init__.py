@@ -26,9 +26,9 @@ from .encoders import (ENCODER_FIELDS, IDENTITY_FIELDS, check_shape, encoder_by_
                        encoder_mismatch, encoder_row, encoders, tensor_shape)
 from .banks import (MAX_BANK_SENTENCES, bank_by_sha, bank_row, bank_sentence_page, banks, check_bank_size, insert_bank,
                     latest_bank)
-from .embeddings import embedding_key, find_embedding, insert_embedding, shared_encoder
+from .embeddings import embedding_key, embedding_token, fill_token_mean, find_embedding, insert_embedding, shared_encoder
 from .directions import (InsertedDirection, direction_by_content, direction_content, direction_key_bytes, direction_row,
-                         direction_vector, index_keys, insert_direction, insert_directions)
+                         direction_token_vector, direction_vector, index_keys, insert_direction, insert_directions)
 from .listings import DirectionListing, SORTS, list_directions, page_directions
 from .evaluations import LOWER_IS_BETTER, METRICS, insert_evaluation, latest_scores
 from .students import insert_student, student_row, student_weight_bytes, students
@@ -37,9 +37,9 @@ from .jobs import (JOB_STATES, claim_next_job, count_jobs, fail_interrupted_jobs
 
 __all__ = ["count_jobs", "finished_jobs_to_clean", "MAX_NESTING", "NotFoundError", "bump_generation", "generation", "lock", "ENCODER_FIELDS",
            "IDENTITY_FIELDS", "check_shape", "encoder_mismatch", "tensor_shape", "encoder_by_fingerprint", "encoder_facts", "encoder_row", "encoders", "bank_by_sha", "bank_row", "banks", "MAX_BANK_SENTENCES", "bank_sentence_page", "check_bank_size",
-           "insert_bank", "latest_bank", "embedding_key", "find_embedding", "insert_embedding", "shared_encoder",
+           "insert_bank", "latest_bank", "embedding_key", "embedding_token", "fill_token_mean", "find_embedding", "insert_embedding", "shared_encoder",
            "InsertedDirection", "direction_by_content", "direction_content", "direction_key_bytes", "direction_row",
-           "direction_vector", "index_keys", "insert_direction", "insert_directions", "DirectionListing", "SORTS",
+           "direction_token_vector", "direction_vector", "index_keys", "insert_direction", "insert_directions", "DirectionListing", "SORTS",
            "list_directions", "page_directions", "LOWER_IS_BETTER", "METRICS", "insert_evaluation", "latest_scores",
            "insert_student", "student_row", "student_weight_bytes", "students", "JOB_STATES", "claim_next_job",
            "fail_interrupted_jobs", "heartbeat_job", "insert_job", "job_row", "jobs", "requeue_stale_jobs",

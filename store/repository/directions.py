@@ -259,6 +259,22 @@ def direction_vector(s: Session, row: m.Direction, depth: int = 0) -> np.ndarray
     raise StoreError(f"direction {row.name}@{row.version} has unknown kind {row.kind!r}")
 
 
+def direction_token_vector(s: Session, row: m.Direction) -> tuple[np.ndarray | None, str]:
+    """(Δ_token [D] float32 or None, why) — the token-aligned direction (docs/algorithm.md §14): for a pair,
+    scale · (target token_mean − source token_mean). None, with the reason, for a combination, an embedding made
+    before revision 0010, or a bank whose sentences never contain its concept word."""
+    if row.kind != "pair" or row.source_id is None or row.target_id is None:
+        return None, "a combination has no single source word"
+    dim = row.encoder.hidden_size
+    src, tgt = s.get(m.Embedding, row.source_id), s.get(m.Embedding, row.target_id)
+    missing = [e.bank.concept for e in (src, tgt) if e.token_mean is None]
+    if missing:
+        return None, (f"no token-aligned mean for {', '.join(missing)} (made before schema revision 0010, or "
+                      "its bank never contains the word); rebuild the direction to add one")
+    delta = from_bytes(tgt.token_mean, (dim,)) - from_bytes(src.token_mean, (dim,))  # [D]
+    return (delta if row.scale == 1.0 else np.float32(row.scale) * delta).astype(np.float32), ""
+
+
 def index_keys(s: Session, encoder_id: int, dim: int) -> tuple[np.ndarray, np.ndarray]:
     """(ids [N] int64, keys [N, D] float32) of the non-deprecated directions of one encoder."""
     rows = s.execute(select(m.Direction.id, m.DirectionKey.key).join(

@@ -68,7 +68,9 @@ def encoder_facts(row: m.Encoder) -> dict:
 
 def tensor_shape(row: m.Encoder, kind: str) -> tuple[int, ...]:
     """The shape every stored tensor of ``kind`` has under this encoder: ``key`` (an embedding's or a direction's
-    search key) [key_dim], ``mean`` (an embedding) [1, max_length, D]."""
+    search key) [key_dim], ``mean`` (an embedding) [1, max_length, D], ``token`` (a token-aligned mean) [D]."""
+    if kind == "token":
+        return (row.hidden_size,)
     return (row.key_dim,) if kind == "key" else (1, row.max_length, row.hidden_size)
 
 
