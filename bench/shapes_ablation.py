@@ -9,11 +9,13 @@ and reconstruction PSNR. Every figure is the parser's reading of images (editor/
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 from _common import emit
 
 PAPER = {"E": {"clip_acc": 0.924, "bg_lpips": 0.182, "structure_dist": 0.044},
@@ -82,6 +84,11 @@ def main():
     ap.add_argument("--student-steps", type=int, default=3000)
     ap.add_argument("--xa-sweep", default="0.5,2", help="also method E at these guidance strengths (comma-separated; "
                     "empty: none)")
+    ap.add_argument("--xa-sweep-at", default="all", choices=("all", "word", "word+pad"),
+                    help="the --delta-at of the guidance sweep's edits")
+    ap.add_argument("--methods", default="A,D,E,E',E@word,E@word+pad",
+                    help="the ablation's rows (editor/shapes/ablation.py); E@word and E@word+pad use the token-aligned "
+                         "direction (docs/algorithm.md §14)")
     args = ap.parse_args()
 
     from diffusers import DDIMScheduler, StableDiffusionPipeline
@@ -105,23 +112,32 @@ def main():
             d = reg.build_direction(spec["source"], spec["target"], SHAPES_MODEL)
             import torch
 
-            deltas = {"bank": torch.from_numpy(d.vector_numpy()).float(),
+            deltas = {"bank": torch.from_numpy(d.vector_numpy()).float(), "bank_direction": d.detached(),
                       "word_swap": ablation.word_swap_delta(editor, spec["source"], spec["target"])}
             samples = ablation.held_out_set(edit, args.n)
-            runs, psnrs = ablation.run_methods(editor, samples, deltas, steps=args.steps)
+            runs, psnrs = ablation.run_methods(editor, samples, deltas, steps=args.steps,
+                                               methods=tuple(args.methods.split(",")))
             scores = ablation.score_methods(samples, runs, edit)
+            token = d.token_delta
             results["edits"][edit] = {"methods": scores, **psnrs, "direction": d.ref,
+                                      "delta_token": {"norm": round(float(np.linalg.norm(token.vector)), 3),
+                                                      "sentences_with_word": list(token.sentences),
+                                                      "captions_with_word": sum(
+                                                          bool(re.search(rf"\b{re.escape(token.word)}\b", s.caption))
+                                                          for s in samples)} if token.vector is not None else None,
                                       "bank_kinds": [b.params.get("template_kind") for b in
                                                      (reg.bank(spec["source"]), reg.bank(spec["target"]))],
                                       "wall_s": round(time.perf_counter() - t0, 1)}
             print(f"{edit}: {scores} {psnrs}", file=sys.stderr)
             strengths = [float(x) for x in args.xa_sweep.split(",") if x.strip()]
             if strengths:
-                sweep = ablation.guidance_sweep(editor, samples, deltas["bank"], strengths, steps=args.steps)
+                sweep = ablation.guidance_sweep(editor, samples, deltas["bank" if args.xa_sweep_at == "all" else
+                                                                        "bank_direction"], strengths,
+                                                steps=args.steps, delta_at=args.xa_sweep_at)
                 results["edits"][edit]["xa_sweep"] = {str(x): s for x, s in
                                                       ablation.score_methods(samples, sweep, edit).items()}
                 print(f"{edit} xa sweep: {results['edits'][edit]['xa_sweep']}", file=sys.stderr)
-            if edit == "circle-to-square" and args.student_pairs:
+            if edit == "circle-to-square" and args.student_pairs and "E" in runs:
                 results["student"] = student_vs_teacher(editor, deltas["bank"], samples, runs["E"], scores["E"],
                                                         args.student_pairs, args.student_steps, args.steps, Path(tmp))
                 print(f"student: {results['student']}", file=sys.stderr)
@@ -149,7 +165,7 @@ def main():
                   "trained_on": manifest.get("trained_on")},
         "params": {"mode": "ablation", "n": args.n, "steps": args.steps, "bank_size": args.bank_size,
                    "generate": args.generate, "xa_sweep": args.xa_sweep, "student_pairs": args.student_pairs,
-                   "student_steps": args.student_steps},
+                   "student_steps": args.student_steps, "methods": args.methods, "xa_sweep_at": args.xa_sweep_at},
         "wall_s": round(time.perf_counter() - t_start, 1),
     })
 

@@ -104,6 +104,7 @@ class EditOutcome:
     reference_cached: bool = False
     nsfw: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # ``label: note``, one line each: what an edit did otherwise
     seconds: float = 0.0
     skipped: bool = False  # every output already existed (skip_existing)
 
@@ -187,9 +188,20 @@ def _identity(d) -> dict:
 
 
 def _edit_provenance(label: str, cfg: EditConfig, res, direction=None) -> dict:
+    """One edit's own provenance: the direction, the edit settings, where Δ went (``delta_at``; with ``word`` modes
+    ``delta_at_fallback``, 1 when the caption lacked the word and Δ went everywhere) and the edit's notes."""
+    notes = list(getattr(res, "notes", None) or [])
     return {"direction": label, **_identity(direction), "scale": cfg.scale, "xa_guidance": res.params["xa_guidance"],
             "guidance_scale": cfg.guidance_scale, "negative_prompt": res.params["negative"][0],
-            "xa_layers": cfg.xa_layers, "safety_checker_flagged": bool(res.nsfw and res.nsfw[0])}
+            "xa_layers": cfg.xa_layers, "delta_at": cfg.delta_at,
+            **({"delta_at_fallback": res.params["delta_at_fallback"]} if "delta_at_fallback" in res.params else {}),
+            **({"notes": notes} if notes else {}),
+            "safety_checker_flagged": bool(res.nsfw and res.nsfw[0])}
+
+
+def _notes(label: str, res) -> list[str]:
+    """An edit's notes (:attr:`editor.records.EditResult.notes`) as ``label: note`` lines."""
+    return [f"{label}: {note}" for note in (getattr(res, "notes", None) or [])]
 
 
 def _label(d, i: int) -> str:
@@ -238,6 +250,7 @@ def edit_files(editor, images: list[Path], directions: list, out_dir: Path, *,
             for d, label, res, target in zip(directions, labels, results, targets):
                 save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res, d)})
                 outcome.outputs.append(str(target))
+                outcome.notes += _notes(label, res)
                 if res.nsfw and res.nsfw[0]:
                     outcome.nsfw.append(str(target))
             if save_reconstruction:
@@ -257,6 +270,7 @@ class GenerateOutcome:
     generated: str
     edits: list[str]
     nsfw: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # ``label: note``, one line each
 
 
 def generate_files(editor, prompt: str, directions: list, out_dir: Path, *, seed: int = 0, size: int | None = None,
@@ -278,6 +292,7 @@ def generate_files(editor, prompt: str, directions: list, out_dir: Path, *, seed
     for d, label, res, target in zip(directions, labels, results, targets):
         save_png(res.edited, target, {**base, **_edit_provenance(label, edit, res, d)})
         outcome.edits.append(str(target))
+        outcome.notes += _notes(label, res)
         if res.nsfw and res.nsfw[0]:
             outcome.nsfw.append(str(target))
     return outcome

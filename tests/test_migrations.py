@@ -24,7 +24,7 @@ def test_head_constant_matches_alembic(tmp_path):
     from p2pz.migrations import alembic_config
 
     assert ScriptDirectory.from_config(alembic_config("sqlite://")).get_current_head() == HEAD_REVISION
-    assert known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009"}
+    assert known_revisions() == {"0001", "0002", "0003", "0004", "0005", "0006", "0007", "0008", "0009", "0010"}
 
 
 def test_models_match_the_migrations(tmp_path):
@@ -94,7 +94,7 @@ def test_the_job_owner_and_student_flag_revision_round_trips_a_populated_databas
     cols = {c["name"] for c in inspect(engine).get_columns("students")}
     assert "deprecated" not in cols and "owner" not in {c["name"] for c in inspect(engine).get_columns("jobs")}
     upgrade(engine)
-    assert current_revision(engine) == HEAD_REVISION == "0009"
+    assert current_revision(engine) == HEAD_REVISION == "0010"
     with engine.connect() as c:
         assert c.execute(text("SELECT deprecated FROM students")).scalars().all() in ([False], [0])
     assert {"owner", "heartbeat_at"} <= {c["name"] for c in inspect(engine).get_columns("jobs")}
@@ -189,7 +189,7 @@ def test_the_jobs_revision_upgrades_and_downgrades_a_populated_database(db, tmp_
     downgrade(engine, "0005")
     assert current_revision(engine) == "0005" and "jobs" not in inspect(engine).get_table_names()
     upgrade(engine)
-    assert current_revision(engine) == HEAD_REVISION == "0009" and "jobs" in inspect(engine).get_table_names()
+    assert current_revision(engine) == HEAD_REVISION == "0010" and "jobs" in inspect(engine).get_table_names()
     engine.dispose()
     with Registry.open(db) as reg:
         assert [d.ref for d in reg.directions()] == ["cat-to-dog@1", "day-to-night@1", "kitten-to-puppy@1"]

@@ -5,7 +5,10 @@ Methods, after the paper's Table 2 rows:
 - **A — word swap**, no guidance: Δ = E("a photo of a square") − E("a photo of a circle") (one prompt each);
 - **D — sentence bank**, no guidance: Δ = mean E(target bank) − mean E(source bank);
 - **E — the full method**: D's Δ with cross-attention guidance (PAPER §3.3);
-- **E′ — E without the inversion's noise regularization** (λ_AC = λ_KL = 0: plain DDIM inversion).
+- **E′ — E without the inversion's noise regularization** (λ_AC = λ_KL = 0: plain DDIM inversion);
+- **E@word — E with the token-aligned direction** (docs/algorithm.md §14): Δ_token added only at the caption's
+  source-word tokens (``delta_at="word"``), and **E@word+pad** with Δ's padding rows as well (``"word+pad"``).
+  These need the bank direction as a registry record (``deltas["bank_direction"]``: its Δ_token and source word).
 All start from the same held-out images and their recorded captions, invert with the same seed, and are judged by
 the parser (:mod:`editor.shapes.judge`).
 """
@@ -32,6 +35,7 @@ EDITS = {
                      "fixed": {"background": "day", "also_on": ("night",)}},
 }
 WORD_SWAP = "a photo of a {}"
+PLACED = {"E@word": "word", "E@word+pad": "word+pad"}  # method → EditConfig.delta_at
 
 
 def held_out_set(edit: str, n: int) -> list[world.Sample]:
@@ -56,7 +60,8 @@ def run_methods(editor, samples: list[world.Sample], deltas: dict[str, torch.Ten
                 methods=("A", "D", "E", "E'"), seed: int = 0, batch: int = 50) -> tuple[dict, dict]:
     """Edit ``samples`` with each method → ({method: [PIL]}, {"psnr_regularized": …, "psnr_plain": …}).
 
-    ``deltas`` holds "word_swap" and "bank" Δ tensors [1, 77, D]."""
+    ``deltas`` holds "word_swap" and "bank" Δ tensors [1, 77, D], and for the E@word methods "bank_direction" (the
+    bank direction's registry record)."""
     out: dict[str, list] = {m: [] for m in methods}
     recon: dict[str, list] = {"regularized": [], "plain": []}
     times: dict[str, float] = {m: 0.0 for m in methods}
@@ -64,7 +69,8 @@ def run_methods(editor, samples: list[world.Sample], deltas: dict[str, torch.Ten
         chunk = samples[start:start + batch]
         images = [s.image() for s in chunk]
         captions = [s.caption for s in chunk]
-        need_reg = any(m in methods for m in ("A", "D", "E"))
+        placed = [m for m in methods if m in PLACED]
+        need_reg = any(m in methods for m in ("A", "D", "E")) or bool(placed)
         if need_reg:
             t0 = time.perf_counter()
             inv = editor.invert(images, captions, InversionConfig(steps=steps, seed=seed))
@@ -86,6 +92,13 @@ def run_methods(editor, samples: list[world.Sample], deltas: dict[str, torch.Ten
                 times["E"] += time.perf_counter() - t0 + t_inv
                 if not free:
                     recon["regularized"] += _as_list(r.reconstruction)
+            for m in placed:
+                t0 = time.perf_counter()
+                r = editor.edit(inv, deltas["bank_direction"], EditConfig(delta_at=PLACED[m]))
+                out[m] += _as_list(r.edited)
+                times[m] += time.perf_counter() - t0 + t_inv
+                if not free and "E" not in methods and m == placed[0]:
+                    recon["regularized"] += _as_list(r.reconstruction)
         if "E'" in methods:
             t0 = time.perf_counter()
             inv0 = editor.invert(images, captions, InversionConfig(steps=steps, seed=seed, reg_steps=0))
@@ -99,10 +112,11 @@ def run_methods(editor, samples: list[world.Sample], deltas: dict[str, torch.Ten
     return {m: MethodRun(m, out[m], times[m]) for m in methods}, psnrs
 
 
-def guidance_sweep(editor, samples: list[world.Sample], delta: torch.Tensor, strengths, *, steps: int = 50,
-                   seed: int = 0, batch: int = 50) -> dict[float, MethodRun]:
-    """Method E at other cross-attention guidance strengths λ_xa (the paper's 0.1 was set for SD's 16 ``attn2``
-    layers at up to 64×64; this model has 4: three at 8×8, one at 4×4) → {λ_xa: MethodRun}."""
+def guidance_sweep(editor, samples: list[world.Sample], delta, strengths, *, steps: int = 50,
+                   seed: int = 0, batch: int = 50, delta_at: str = "all") -> dict[float, MethodRun]:
+    """Method E (or E@word…, with ``delta_at`` and a registry record as ``delta``) at other cross-attention guidance
+    strengths λ_xa (the paper's 0.1 was set for SD's 16 ``attn2`` layers at up to 64×64; this model has 4: three
+    at 8×8, one at 4×4) → {λ_xa: MethodRun}."""
     out = {float(x): MethodRun(f"E xa={x}", [], 0.0) for x in strengths}
     for start in range(0, len(samples), batch):
         chunk = samples[start:start + batch]
@@ -112,7 +126,7 @@ def guidance_sweep(editor, samples: list[world.Sample], delta: torch.Tensor, str
         t_inv = time.perf_counter() - t0
         for x, run in out.items():
             t0 = time.perf_counter()
-            run.images += _as_list(editor.edit(inv, delta, EditConfig(xa_guidance=x)).edited)
+            run.images += _as_list(editor.edit(inv, delta, EditConfig(xa_guidance=x, delta_at=delta_at)).edited)
             run.seconds += time.perf_counter() - t0 + t_inv
     return out
 

@@ -193,7 +193,9 @@ def origin_text(origin: dict) -> str:
 @json_option
 @pass_state
 def direction_show(state, ref, as_json):
-    """Show one direction with its provenance and vector statistics.
+    """Show one direction with its provenance and vector statistics: Δ's norms, and Δ_token's (the token-aligned
+    direction ``p2pz edit --delta-at word`` adds at the source word; docs/algorithm.md §14) with its word pair and
+    how many bank sentences contain each word, or why it has none.
 
     \b
     Example:
@@ -207,7 +209,7 @@ def direction_show(state, ref, as_json):
     if as_json:
         echo_json({**d.to_dict(), "vector": stats, "scores": scores, "siblings": others})
         return
-    from p2pz.registry.library.records import printable  # lazy: start-up
+    from p2pz.registry.library.records import printable, token_line  # lazy: start-up
 
     fields = d.to_dict()
     w = max(len(k) for k in [*fields, "other models"]) + 2  # every key, however long, then two spaces
@@ -220,6 +222,7 @@ def direction_show(state, ref, as_json):
                f"BOS row ‖·‖ {stats['bos_row_norm']:.3g}")
     if "pooled_norm" in stats:
         click.echo(f"{'pooled':<{w}}shape {stats['pooled_shape']}, ‖Δ_pooled‖ {stats['pooled_norm']:.4g}")
+    click.echo(f"{'Δ_token':<{w}}{printable(token_line(stats.get('token')))}")  # words may come from elsewhere
     if others:
         click.echo(f"{'other models':<{w}}" + ", ".join(f"{o['ref']} ({printable(o['encoder_model'])}, {o['family']})"
                                                        for o in others))

@@ -27,6 +27,11 @@ def _editing_options(f):
         click.option("--xa-layers", type=click.Choice(["all", "high", "low"]), default="all", show_default=True,
                      help="Cross-attention layers that guide: all, high (the highest resolution's: SDXL's 10 at "
                      "64² of 1024 px) or low (the rest: SDXL's 60 at 32²). The loss is normalised by the count."),
+        click.option("--delta-at", type=click.Choice(["all", "word", "word+pad"]), default="all", show_default=True,
+                     help="Where the direction is added to the caption's embedding: all (Δ at every position, the "
+                     "paper), word (Δ_token only at the caption's source-word tokens: the background moves less) "
+                     "or word+pad (that and Δ's padding rows). A caption without the word is edited with all, "
+                     "with a note. E.g. --delta-at word. See docs/algorithm.md §14."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), default="p2pz-out", show_default=True),
         click.option("--device", help="cpu or cuda (default: cuda when available)."),
@@ -58,11 +63,19 @@ def _editor_options(state, loading: dict, **more):
                          cache_maps=bool(loading.get("cache_maps")), progress=state.progress, **more)
 
 
+def _notes(image: str | None, notes: list[str]) -> None:
+    """An edit's notes (what it did otherwise than asked, e.g. a ``--delta-at word`` fallback): one line each on
+    stderr, even with -q and --json."""
+    for note in notes:
+        click.echo(f"note: {image}: {note}" if image else f"note: {note}", err=True)
+
+
 def _report(state):
     """How ``p2pz edit`` tells each image's outcome (stderr; stdout stays for --json)."""
     def report(o):
         for note in o.warnings:
             click.echo(f"warning: {note}", err=True)
+        _notes(o.image, o.notes)
         if o.skipped:
             state.info(f"{o.image}: skipped, its outputs exist")
         elif o.ok:
@@ -99,8 +112,8 @@ def _report(state):
               "provenance (by default: the path as given when relative, else the file name alone).")
 @engine_options
 @pass_state
-def edit(state, images, directions, scale, model, steps, guidance_scale, xa_layers, seed, out_dir, force, as_json,
-         loading, caption, captioner, xa_guidance, size, keep_aspect, schedule, save_reconstruction, student,
+def edit(state, images, directions, scale, model, steps, guidance_scale, xa_layers, delta_at, seed, out_dir, force,
+         as_json, loading, caption, captioner, xa_guidance, size, keep_aspect, schedule, save_reconstruction, student,
          maps_fp16, skip_existing, record_source_path, engine):
     """Apply stored directions to real images with pix2pix-zero.
 
@@ -114,6 +127,7 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, xa_laye
       p2pz edit "shots/*.jpg" --direction day-to-night --caption "a street" --steps 100
       p2pz edit photos/ --direction cat-to-dog --engine ray --workers 4 --gpus-per-worker 1
       p2pz edit cat.png --direction cat-to-dog-sdxl --model stabilityai/stable-diffusion-xl-base-1.0 --size 768
+      p2pz edit cat.png --direction cat-to-dog --delta-at word
     """
     from p2pz.editor.batch import expand_inputs  # lazy: PIL
     from p2pz.editor.config import EditConfig, InversionConfig  # lazy: start-up
@@ -125,12 +139,14 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, xa_laye
         directions=tuple(directions), model=model, options=options, out_dir=str(out_dir), caption=caption,
         inversion=InversionConfig(steps=steps, seed=seed, size=size, keep_aspect=keep_aspect, schedule=schedule),
         edit=EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps,
-                        xa_layers=xa_layers),
+                        xa_layers=xa_layers, delta_at=delta_at),
         save_reconstruction=save_reconstruction, force=force, skip_existing=skip_existing,
         record_source_path=record_source_path, student=student)
     outcomes = run_edits(state.registry(), engine, request, expand_inputs(list(images)),
                          report=None if as_json else _report(state), info=state.info)
     if as_json:
+        for o in outcomes:
+            _notes(o.image, o.notes)  # in the JSON too; on stderr for whoever reads the terminal
         echo_json([o.__dict__ for o in outcomes])
     failed = [o for o in outcomes if not o.ok]
     if failed:
@@ -145,8 +161,8 @@ def edit(state, images, directions, scale, model, steps, guidance_scale, xa_laye
 @click.option("--size", type=click.IntRange(16, 4096), default=None,
               help="Image size (default: the model's: 512 for SD 1.x, 1024 for SDXL).")
 @pass_state
-def generate(state, prompt, directions, scale, model, steps, guidance_scale, xa_layers, seed, out_dir, force, as_json,
-             loading, xa_guidance, size):
+def generate(state, prompt, directions, scale, model, steps, guidance_scale, xa_layers, delta_at, seed, out_dir, force,
+             as_json, loading, xa_guidance, size):
     """Generate an image from PROMPT (x_T from the seed) and edit it with stored directions.
 
     \b
@@ -157,10 +173,11 @@ def generate(state, prompt, directions, scale, model, steps, guidance_scale, xa_
     from p2pz.editor.config import EditConfig  # lazy: start-up
 
     edit_cfg = EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, steps=steps,
-                          xa_layers=xa_layers)
-    from p2pz.registry.library.editing import choose_model, open_editor  # lazy: PIL
+                          xa_layers=xa_layers, delta_at=delta_at)
+    from p2pz.registry.library.editing import check_delta_at, choose_model, open_editor  # lazy: PIL
 
     dirs = [state.registry().get(ref, model) for ref in directions]
+    check_delta_at(dirs, edit_cfg)
     options = _editor_options(state, loading)
     state.info(f"loading {choose_model(dirs, model) or 'the default model'} …")
     ed = open_editor(dirs, model, **options.kwargs())
@@ -168,7 +185,8 @@ def generate(state, prompt, directions, scale, model, steps, guidance_scale, xa_
                          force=force)
     for flagged in out.nsfw:
         click.echo(f"warning: the safety checker blanked {flagged}; --no-safety-checker turns it off", err=True)
+    _notes(None, out.notes)
     if as_json:
-        echo_json({"generated": out.generated, "edits": out.edits})
+        echo_json({"generated": out.generated, "edits": out.edits, "notes": out.notes})
     else:
         click.echo(f"wrote {out.generated} and {', '.join(out.edits)}")

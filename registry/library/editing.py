@@ -69,6 +69,20 @@ def choose_model(directions, model: str | None = None) -> str | None:
     return models.pop() if len(models) == 1 else None
 
 
+def check_delta_at(directions, edit: EditConfig) -> None:
+    """``delta_at`` ``word`` and ``word+pad`` (``--delta-at``) need every direction's token-aligned direction
+    Δ_token (docs/algorithm.md §14): a direction without one is refused here, before a model loads, in one line
+    with the reason it has none."""
+    if edit.delta_at == "all":
+        return
+    for d in directions:
+        token = getattr(d, "token_delta", None)
+        if token is None or token.vector is None:
+            why = getattr(token, "reason", "") or "a raw tensor carries no Δ_token"
+            raise RegistryError(f"--delta-at {edit.delta_at} needs {getattr(d, 'ref', d)}'s token-aligned direction "
+                                f"(Δ_token), and it has none ({why}); use --delta-at all")
+
+
 def open_editor(directions, model: str | None = None, **kwargs):
     """An :class:`editor.Editor` for ``directions`` (see :func:`choose_model`); ``kwargs`` go to
     ``Editor.from_pretrained`` (device, dtype, captioner, safety_checker, progress, map_dtype, cache). A
@@ -156,11 +170,15 @@ def run_edits(registry, engine, request: EditRequest, paths: list[Path], *, repo
     editor on ``engine`` (:func:`edit_many`), or with the directions' students here (milliseconds each)."""
     directions = [registry.get(ref, request.model) for ref in request.directions]
     if request.student is not None:
+        if request.edit.delta_at != "all":
+            raise RegistryError("--delta-at places Δ for the diffusion editor; a student has its own: drop one of "
+                                "--delta-at and --student")
         if not isinstance(engine, LocalEngine):
             raise RegistryError("--student runs locally (milliseconds per image); drop --engine ray")
         return edit_with_students(registry, directions, paths, request.out_dir, parse_choice(request.student),
                                   device=request.options.device, force=request.force,
                                   record_source_path=request.record_source_path, report=report)
+    check_delta_at(directions, request.edit)
     setup = EditSetup(directions=directions, model=request.model, options=request.options,
                       out_dir=request.out_dir, inversion=request.inversion, edit=request.edit,
                       caption=request.caption, save_reconstruction=request.save_reconstruction, force=request.force,

@@ -250,6 +250,19 @@ class TokenDelta:
         return None if self.vector is None else torch.from_numpy(np.array(self.vector, dtype=np.float32))
 
 
+def token_line(token: dict | None) -> str:
+    """The ``token`` entry of :meth:`Direction.vector_stats` as the one line ``direction show`` and the web page
+    print: ``‖Δ_token‖ 1.23, 'cat' (in 18 bank sentences) → 'dog' (in 20)``, or ``none (why)``."""
+    if not token:
+        return "none (this record carries no token-aligned direction)"
+    if "none" in token:
+        return f"none ({token['none']})"
+    counts = token.get("sentences") or (None, None)
+    src = f"'{token.get('word')}'" + (f" (in {counts[0]} bank sentences)" if counts[0] is not None else "")
+    tgt = f"'{token.get('target_word')}'" + (f" (in {counts[1]})" if counts[1] is not None else "")
+    return f"shape {token.get('shape')}, ‖Δ_token‖ {token['norm']:.4g}, {src} → {tgt}"
+
+
 @dataclass
 class SearchHit:
     direction: Direction

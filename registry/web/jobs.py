@@ -36,7 +36,7 @@ from p2pz.editor.errors import EditorError
 from p2pz.store import repository as repo
 from p2pz.store.files import atomic_write
 
-from p2pz.registry.library.editing import choose_model, one_encoder, open_editor
+from p2pz.registry.library.editing import check_delta_at, choose_model, one_encoder, open_editor
 from p2pz.registry.library.previews import build_previews
 from p2pz.registry.library.records import NotFound, RegistryError, user_errors
 
@@ -121,17 +121,17 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, i
 
 
 def edit_params(*, steps: int = 50, seed: int = 0, scale: float = 1.0, xa_guidance: float | None = None,
-                guidance_scale: float = 5.0, caption: str | None = None) -> dict:
+                guidance_scale: float = 5.0, caption: str | None = None, delta_at: str = "all") -> dict:
     """The parameters of an edit job, checked by the editor's own configuration classes."""
     try:
         InversionConfig(steps=steps, seed=seed)
-        EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale)
+        EditConfig(scale=scale, xa_guidance=xa_guidance, guidance_scale=guidance_scale, delta_at=delta_at)
     except EditorError as exc:
         raise RegistryError(str(exc)) from None
     if caption is not None and not caption.strip():
         caption = None
     return {"steps": steps, "seed": seed, "scale": scale, "xa_guidance": xa_guidance,
-            "guidance_scale": guidance_scale, "caption": caption}
+            "guidance_scale": guidance_scale, "caption": caption, "delta_at": delta_at}
 
 
 class QueueFull(UploadError):
@@ -197,6 +197,7 @@ class Jobs:
             raise RegistryError("at most 8 directions per job; submit several jobs")
         chosen = [self.registry.get(r) for r in directions]  # unknown ones fail here, before anything is stored
         one_encoder(chosen)
+        check_delta_at(chosen, EditConfig(delta_at=params.get("delta_at", "all")))  # Δ_token for word modes
         self._check_room()
         refs = [d.ref for d in chosen]
         ext, w, h = check_image(image, max_bytes=max_bytes, max_pixels=max_pixels)
@@ -419,7 +420,8 @@ class JobRunner:
             outcome = edit_files(editor, [folder / p["input"]], directions, folder,
                                  inversion=InversionConfig(steps=int(p["steps"]), seed=int(p["seed"])),
                                  edit=EditConfig(scale=float(p["scale"]), xa_guidance=p.get("xa_guidance"),
-                                                 guidance_scale=float(p["guidance_scale"])),
+                                                 guidance_scale=float(p["guidance_scale"]),
+                                                 delta_at=p.get("delta_at", "all")),
                                  caption=p.get("caption"), force=True)[0]
         if not outcome.ok:
             raise RegistryError(outcome.error or "the edit failed")

@@ -71,7 +71,8 @@ class BankSample(BaseModel):
 
 class DirectionDetail(BaseModel):
     direction: DirectionOut
-    vector: dict[str, Any] = Field(description="Shape and norms of Δ.")
+    vector: dict[str, Any] = Field(description="Shape and norms of Δ; ``token``: Δ_token's shape, norm, word pair "
+                                   "and bank sentences containing each word, or ``{\"none\": why}``.")
     banks: dict[str, BankSample] = Field(description="source and target banks (pair directions).")
     evaluation: dict[str, Any] | None = Field(None, description="The latest evaluation run.")
     versions: list[DirectionOut]

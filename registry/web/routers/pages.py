@@ -14,7 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from p2pz.store.repository import METRICS, SORTS
 
-from p2pz.registry.library.records import NotFound, RegistryError
+from p2pz.registry.library.records import NotFound, RegistryError, token_line
 from ..deps import State, state
 from ..errors import DATABASE_ERROR, HTTPError, from_database
 from ..views import MAX_PAGE, detail, direction_out, directions_out, run_search
@@ -22,6 +22,7 @@ from ..views import MAX_PAGE, detail, direction_out, directions_out, run_search
 router = APIRouter(include_in_schema=False)
 log = logging.getLogger("p2pz.web")
 templates = Jinja2Templates(directory=str(Path(__file__).resolve().parent.parent / "templates"))
+templates.env.filters["token_line"] = token_line  # Δ_token's line, the same as ``p2pz direction show``'s
 
 
 def _render(request: Request, name: str, status: int = 200, **context) -> HTMLResponse:
