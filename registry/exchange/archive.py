@@ -59,8 +59,11 @@ class _Collector:
         i = len(self.emb_entries)
         self.tensors[f"embedding/{i}/mean"] = from_bytes(emb.mean, (1, None, enc.hidden_size))
         self.tensors[f"embedding/{i}/key"] = from_bytes(emb.key, (enc.key_dim,))
+        if emb.token_mean is not None:  # the token-aligned mean [D], its stored bytes as they are (format 3)
+            self.tensors[f"embedding/{i}/token"] = from_bytes(emb.token_mean, (enc.hidden_size,))
         self.emb_entries.append(EmbeddingEntry(index=i, bank=self.banks[b.id].index, encoder=enc.fingerprint,
-                                               key_kind=emb.key_kind))
+                                               key_kind=emb.key_kind, token_word=emb.token_word,
+                                               token_count=None if emb.token_word is None else emb.token_count))
         self.embeddings[emb.id] = i
         return i
 
@@ -277,10 +280,10 @@ def tensor_budget(man: Manifest) -> int:
     elements = 0
     for e in man.embeddings:
         length, d, k = dims.get(e.encoder, (0, 0, 0))
-        elements += length * d + k
+        elements += length * d + k + (d if e.token_count else 0)
     for r in man.directions:
         elements += dims.get(r.encoder, (0, 0, 0))[2]
-    tensors = 2 * len(man.embeddings) + len(man.directions) + len(man.students)
+    tensors = 3 * len(man.embeddings) + len(man.directions) + len(man.students)
     return 8 * elements + sum(st.weights_bytes for st in man.students) + 256 * tensors + 4096
 
 
@@ -307,7 +310,8 @@ def read_archive(path: Path) -> tuple[Manifest, dict[str, np.ndarray]]:
 
 
 def _import_embeddings(s, man, tensors, added: dict) -> tuple[dict, list]:
-    """Encoders, banks and embeddings (each found or created) → the embedding rows, in manifest order."""
+    """Encoders, banks and embeddings (each found or created) → the embedding rows, in manifest order. A stored
+    embedding without a token-aligned mean gains the library's (fill-once: one it has is kept)."""
     enc_ids = {}
     for e in man.encoders:
         row, created = repo.encoder_row(s, e.model_dump())
@@ -323,7 +327,9 @@ def _import_embeddings(s, man, tensors, added: dict) -> tuple[dict, list]:
     for i, e in enumerate(man.embeddings):
         row, created = repo.insert_embedding(s, bank_id=bank_rows[e.bank].id, encoder_id=enc_ids[e.encoder],
                                              mean=tensors[f"embedding/{i}/mean"],
-                                             key=tensors[f"embedding/{i}/key"], key_kind=e.key_kind)
+                                             key=tensors[f"embedding/{i}/key"], key_kind=e.key_kind,
+                                             token=tensors.get(f"embedding/{i}/token"), token_word=e.token_word,
+                                             token_count=e.token_count)
         emb_rows.append(row)
         added["embeddings"] += created
     return enc_ids, emb_rows

@@ -127,6 +127,7 @@ from safetensors.torch import load_file
 
 d = load_file(hf_hub_download("{repo_id}", "{example}"))
 delta = d["delta"]  # [1, 77, D]: add it to the prompt embedding{'''; SDXL: also d["delta_pooled"] [1, 1280]''' if sdxl else ''}
+# a pair's d["delta_token"] [D], when present: Δ_token, added only at the tokens of its metadata's token_word
 pipe = StableDiffusion{'XL' if sdxl else ''}Pipeline.from_pretrained("{models[0] if models else 'MODEL'}")
 {'''emb, neg, pooled, neg_pooled = pipe.encode_prompt("a photo of a cat", do_classifier_free_guidance=True)
 image = pipe(prompt_embeds=emb + delta, pooled_prompt_embeds=pooled + d["delta_pooled"],

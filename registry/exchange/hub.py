@@ -6,12 +6,15 @@ A Hub repo of p2pz directions (a model repo) holds:
                                                ``base_model``; a table of the directions; a "without p2pz" snippet
     p2pz.json                                  the index (:class:`HubIndex`): every file with its sha256 and size,
                                                the encoders, banks, embeddings, directions and students
-    directions/<name>/<version>.safetensors    Δ ``delta`` [1, 77, D], ``delta_pooled`` [1, 1280] (SDXL), ``key``;
-                                               metadata: name, version, encoder and its model (a Hub id, or a
-                                               local folder's name only: :func:`public_model`), the banks'
-                                               sha256, scale, content hash — readable by plain ``safetensors``
-    embeddings/<encoder>/<bank>.safetensors    a bank's mean embedding ``mean`` [1, 77, D] and ``key`` (what a
-                                               p2pz registry stores; Δ is materialized from two of them)
+    directions/<name>/<version>.safetensors    Δ ``delta`` [1, 77, D], ``delta_pooled`` [1, 1280] (SDXL), ``key``,
+                                               and a pair's Δ_token ``delta_token`` [D] when it has one (added at
+                                               the source word's tokens, docs/algorithm.md §14); metadata: name,
+                                               version, encoder and its model (a Hub id, or a local folder's name
+                                               only: :func:`public_model`), the banks' sha256, scale, content hash,
+                                               ``token_word`` — readable by plain ``safetensors``
+    embeddings/<encoder>/<bank>.safetensors    a bank's mean embedding ``mean`` [1, 77, D] and ``key``, and its
+                                               token-aligned mean ``token`` [D] when the bank has the word (what a
+                                               p2pz registry stores; Δ and Δ_token are materialized from two)
     banks/<concept>/<sha256>.txt               the bank's sentences, one per line
     students/<name>/<version>/<sha256>.safetensors   a student's weights (``--students``)
 
@@ -45,7 +48,8 @@ from .manifest import (BankEntry, ComponentEntry, DirectionEntry, EmbeddingEntry
                        StudentEntry, FORMAT, FORMAT_VERSION, validate)
 
 HUB_FORMAT = "p2pz-hub"
-HUB_FORMAT_VERSION = 2  # 2: students carry ``deprecated``; version 1 indexes are still read
+# 2: students carry ``deprecated``; 3: embeddings carry the token-aligned mean. Versions 1 and 2 are still read
+HUB_FORMAT_VERSION = 3
 INDEX = "p2pz.json"
 CARD = "README.md"
 MAX_INDEX_BYTES = 64 << 20
@@ -83,6 +87,10 @@ class HubEmbedding(_Entry):
     encoder: str = Field(description="the encoder's fingerprint")
     key_kind: str
     file: str
+    token_word: str | None = Field(default=None, min_length=1, max_length=200, description="format 3: the word of "
+                                   "the token-aligned mean (None: never looked for)")
+    token_count: int | None = Field(default=None, ge=0, le=2**31 - 1, description="format 3: sentences with the "
+                                    "word; ≥ 1: the file holds ``token`` [D]")
 
 
 class HubComponent(_Entry):
@@ -170,7 +178,7 @@ class HubIndex(_Entry):
     """``p2pz.json``: what the repo holds and the sha256 of every file in it (the card aside)."""
 
     format: Literal["p2pz-hub"] = HUB_FORMAT
-    format_version: Literal[1, 2] = HUB_FORMAT_VERSION
+    format_version: Literal[1, 2, 3] = HUB_FORMAT_VERSION
     updated_at: str | None = None
     files: dict[str, HubFile] = Field(default_factory=dict)
     encoders: list[EncoderEntry] = Field(default_factory=list)
@@ -381,10 +389,16 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
     for i, e in enumerate(man.embeddings):
         bank = man.banks[e.bank]
         path = f"embeddings/{e.encoder[:16]}/{bank.sha256[:16]}.safetensors"
-        files[path] = _safetensors({"mean": tensors[f"embedding/{i}/mean"], "key": tensors[f"embedding/{i}/key"]},
-                                   {"format": "p2pz-embedding", "concept": bank.concept, "bank_sha256": bank.sha256,
-                                    "encoder": e.encoder, "key_kind": e.key_kind})
-        idx.embeddings.append(HubEmbedding(bank=bank.sha256, encoder=e.encoder, key_kind=e.key_kind, file=path))
+        arrays = {"mean": tensors[f"embedding/{i}/mean"], "key": tensors[f"embedding/{i}/key"]}
+        meta = {"format": "p2pz-embedding", "concept": bank.concept, "bank_sha256": bank.sha256,
+                "encoder": e.encoder, "key_kind": e.key_kind}
+        if f"embedding/{i}/token" in tensors:  # the token-aligned mean [D]
+            arrays["token"] = tensors[f"embedding/{i}/token"]
+        if e.token_word is not None:
+            meta.update(token_word=e.token_word, token_count=e.token_count)
+        files[path] = _safetensors(arrays, meta)
+        idx.embeddings.append(HubEmbedding(bank=bank.sha256, encoder=e.encoder, key_kind=e.key_kind, file=path,
+                                           token_word=e.token_word, token_count=e.token_count))
         emb_files.append(path)
     for i, r in enumerate(man.directions):
         d = records[f"{r.name}@{r.version}"]
@@ -400,6 +414,10 @@ def _local_files(reg, man: Manifest, tensors: dict, students: bool) -> tuple[Hub
             src, tgt = (man.banks[man.embeddings[j].bank] for j in (r.source, r.target))
             meta.update(source=src.concept, target=tgt.concept, source_bank_sha256=src.sha256,
                         target_bank_sha256=tgt.sha256)
+            tok = d.token_delta
+            if tok.vector is not None:  # Δ_token [D], added at the source word's tokens
+                arrays["delta_token"] = tok.vector
+                meta.update(token_word=tok.word, token_target_word=tok.target_word)
         path = direction_path(r.name, r.version)
         files[path] = _safetensors(arrays, meta)
         stats = d.vector_stats()
@@ -467,6 +485,15 @@ def _merge(remote: HubIndex, local: HubIndex, files: dict[str, bytes], repo_id: 
     merged.banks += [b for b in local.banks if b.sha256 not in have_bank]
     have_emb = {e.file for e in merged.embeddings}
     merged.embeddings += [e for e in local.embeddings if e.file not in have_emb]
+    # fill-once, as in a registry: an embedding the repo holds without a token-aligned mean (pushed before format
+    # 3) gains ours, its file sent again with the tensor ``token``
+    mine = {e.file: e for e in local.embeddings}
+    for j, e in enumerate(merged.embeddings):
+        ours = mine.get(e.file)
+        if (e.token_word is None and ours is not None and ours.token_word is not None
+                and (ours.bank, ours.encoder) == (e.bank, e.encoder)):
+            merged.embeddings[j] = ours
+            merged.files.pop(e.file, None)
     merged.directions += new_dirs
     have_st = {(s.direction, s.weights_sha256) for s in merged.students}
     merged.students += [s for s in local.students if (s.direction, s.weights_sha256) not in have_st]
@@ -608,12 +635,18 @@ def _to_library(index: HubIndex, chosen: list[HubDirection], blobs: dict[str, by
             encoder(e.encoder)
             i = emb_at[path] = len(man["embeddings"])
             st = _read_st(blobs[path], path)
-            for k in ("mean", "key"):
+            for k in ("mean", "key") + (("token",) if e.token_count else ()):
                 if k not in st:
-                    raise RegistryError(f"{path} lacks the tensor {k!r}")
+                    raise RegistryError(f"{path} lacks the tensor {k!r}" + (
+                        f" that {INDEX} declares (token_count {e.token_count}); nothing was imported"
+                        if k == "token" else ""))
                 tensors[f"embedding/{i}/{k}"] = st[k]
-            man["embeddings"].append(EmbeddingEntry(bank=bank(e.bank), encoder=e.encoder,
-                                                    key_kind=e.key_kind).model_dump(mode="json"))
+            if "token" in st and not e.token_count:
+                raise RegistryError(f"{path} holds a tensor 'token' that {INDEX} does not declare (no token_count); "
+                                    "refused, nothing was imported")
+            man["embeddings"].append(EmbeddingEntry(bank=bank(e.bank), encoder=e.encoder, key_kind=e.key_kind,
+                                                    token_word=e.token_word, token_count=e.token_count
+                                                    ).model_dump(mode="json", exclude_none=True))
         return emb_at[path]
 
     for d in chosen:
@@ -621,7 +654,8 @@ def _to_library(index: HubIndex, chosen: list[HubDirection], blobs: dict[str, by
         st = _read_st(blobs[d.file], d.file)
         if "key" not in st:
             raise RegistryError(f"{d.file} lacks the tensor 'key'")
-        for k in ("delta", "delta_pooled"):  # what a reader without p2pz uses: finite, as the key must be
+        # what a reader without p2pz uses: finite, as the key must be (p2pz itself rebuilds them from the embeddings)
+        for k in ("delta", "delta_pooled", "delta_token"):
             if k in st and not np.isfinite(st[k]).all():
                 raise RegistryError(f"{d.file}: tensor {k!r} holds NaN or infinite values; refused, nothing was "
                                     "imported")

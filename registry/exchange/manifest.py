@@ -19,8 +19,9 @@ from p2pz.registry.library.naming import RefError, check_tag, name_problem
 from p2pz.registry.library.records import RegistryError
 
 FORMAT = "p2pz-library"
-FORMAT_VERSION = 2  # 2: students carry ``deprecated``; version 1 files are still read
-READS_VERSIONS = (1, 2)
+# 2: students carry ``deprecated``; 3: embeddings carry the token-aligned mean. Versions 1 and 2 are still read
+FORMAT_VERSION = 3
+READS_VERSIONS = (1, 2, 3)
 MEMBERS = ("manifest.json", "tensors.safetensors")
 MAX_MANIFEST_BYTES = 256 << 20
 MAX_TENSOR_BYTES = 8 << 30
@@ -79,12 +80,20 @@ class BankEntry(_Entry):
 
 
 class EmbeddingEntry(_Entry):
-    """A bank's mean embedding under one encoder (tensors ``embedding/<i>/mean`` and ``/key``)."""
+    """A bank's mean embedding under one encoder (tensors ``embedding/<i>/mean`` and ``/key``), and from format 3
+    its token-aligned mean (docs/algorithm.md §14): tensor ``embedding/<i>/token`` [D] exactly when
+    ``token_count`` ≥ 1. Both fields None: the word was never looked for (an embedding made before schema
+    revision 0010, or imported from a ``.pt`` mean)."""
 
     index: int | None = None
     bank: int = Field(description="index into banks")
     encoder: str = Field(description="fingerprint of a listed encoder")
     key_kind: str
+    token_word: str | None = Field(default=None, min_length=1, max_length=200,
+                                   description="format 3: the concept word whose token-aligned mean was taken")
+    token_count: int | None = Field(default=None, ge=0, le=2**31 - 1,
+                                    description="format 3: the bank's sentences that contain the word (0: none, "
+                                    "and no tensor)")
 
 
 class Origin(_Entry):
@@ -145,7 +154,7 @@ class Manifest(_Entry):
     """``manifest.json`` of a ``.p2pz`` library."""
 
     format: Literal["p2pz-library"]
-    format_version: Literal[1, 2]
+    format_version: Literal[1, 2, 3]
     created_at: str | None = None
     encoders: list[EncoderEntry]
     banks: list[BankEntry]
@@ -264,6 +273,13 @@ def validate_manifest(raw) -> Manifest:
     for i, e in enumerate(man.embeddings):
         _check(0 <= e.bank < len(man.banks), f"embeddings[{i}].bank points nowhere")
         _check(e.encoder in encoders, f"embeddings[{i}] uses encoder {e.encoder[:12]}, which the library does not declare")
+        given = sorted({"token_word", "token_count"} & e.model_fields_set)
+        if man.format_version < 3:
+            _check(not given, f"embeddings[{i}] has unknown field(s) {given} (format_version "
+                   f"{man.format_version} has none; 3 has)")
+        _check((e.token_word is None) == (e.token_count is None),
+               f"embeddings[{i}] gives {'token_word' if e.token_count is None else 'token_count'} without "
+               f"{'token_count' if e.token_count is None else 'token_word'}")
     contents: list[str] = []  # each direction's recomputed content hash, for the combinations after it
     for i, r in enumerate(man.directions):
         contents.append(sha256_json(_direction_content(man, encoders, i, r, contents)))
@@ -304,6 +320,12 @@ def check_tensors(man: Manifest, tensors: dict) -> dict[str, np.ndarray]:
         enc = encoders[e.encoder]
         checked[f"embedding/{i}/mean"] = _tensor(tensors, f"embedding/{i}/mean", (1, enc.max_length, enc.hidden_size))
         checked[f"embedding/{i}/key"] = _tensor(tensors, f"embedding/{i}/key", (enc.key_dim,))
+        token = f"embedding/{i}/token"
+        if e.token_count:  # the word is in ≥ 1 sentence: its token-aligned mean [D]
+            checked[token] = _tensor(tensors, token, (enc.hidden_size,))
+        else:
+            _check(token not in tensors, f"tensor {token!r} comes without its word and count (embeddings[{i}] has "
+                   + ("token_count 0)" if e.token_count == 0 else "no token_word or token_count)"))
     for i, r in enumerate(man.directions):
         checked[f"direction/{i}/key"] = _tensor(tensors, f"direction/{i}/key", (encoders[r.encoder].key_dim,))
     for i, st in enumerate(man.students):
