@@ -88,7 +88,7 @@ def main():
                     help="the --delta-at of the guidance sweep's edits")
     ap.add_argument("--methods", default="A,D,E,E',E@word,E@word+pad",
                     help="the ablation's rows (editor/shapes/ablation.py); E@word and E@word+pad use the token-aligned "
-                         "direction (docs/algorithm.md §14)")
+                         "direction (docs/algorithm.md §13)")
     args = ap.parse_args()
 
     from diffusers import DDIMScheduler, StableDiffusionPipeline

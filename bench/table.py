@@ -258,7 +258,9 @@ def render(results: list[dict]) -> str:
 
 
 METHODS = {"A": "A · word swap, no guidance", "D": "D · sentence bank, no guidance",
-           "E": "E · bank + cross-attention guidance (full method)", "E'": "E′ · E with plain DDIM inversion (λ = 0)"}
+           "E": "E · bank + cross-attention guidance (full method)", "E'": "E′ · E with plain DDIM inversion (λ = 0)",
+           "E@word": "E@word · E with Δ_token at the caption's word only (`--delta-at word`)",
+           "E@word+pad": "E@word+pad · E@word plus Δ's padding rows (`--delta-at word+pad`)"}
 EDIT_LABELS = {"circle-to-square": "circle → square", "red-to-blue": "red → blue", "day-to-night": "day → night"}
 
 
@@ -280,10 +282,13 @@ def render_ablation(results: list[dict]) -> str:
             bg = "—" if sc["background_change"] is None else f"{sc['background_change']:.4f}"
             lines.append(f"| {EDIT_LABELS.get(edit, edit)} | {METHODS.get(m, m)} | **{_pct(sc['success'])}** | "
                          f"{sc['structure_iou']:.3f} | {bg} | {_pct(sc['kept'])} |")
-        for x, sc in e.get("xa_sweep", {}).items():  # E at other guidance strengths than the paper's 0.1
-            bg = "—" if sc["background_change"] is None else f"{sc['background_change']:.4f}"
-            lines.append(f"| {EDIT_LABELS.get(edit, edit)} | E at λ_xa = {float(x):g} (paper: 0.1) | "
-                         f"**{_pct(sc['success'])}** | {sc['structure_iou']:.3f} | {bg} | {_pct(sc['kept'])} |")
+        sweeps = [("E", e.get("xa_sweep", {}))] + [(k.removeprefix("xa_sweep_"), v) for k, v in e.items()
+                                                   if k.startswith("xa_sweep_")]
+        for method, sweep in sweeps:  # E (or E@word…) at other guidance strengths than the paper's 0.1
+            for x, sc in sweep.items():
+                bg = "—" if sc["background_change"] is None else f"{sc['background_change']:.4f}"
+                lines.append(f"| {EDIT_LABELS.get(edit, edit)} | {method} at λ_xa = {float(x):g} (paper: 0.1) | "
+                             f"**{_pct(sc['success'])}** | {sc['structure_iou']:.3f} | {bg} | {_pct(sc['kept'])} |")
     p = r["params"]
     lines.append("")
     recon = "; ".join(f"{EDIT_LABELS.get(k, k)}: {e.get('psnr_regularized', 0):.1f} dB regularized, "
@@ -294,6 +299,11 @@ def render_ablation(results: list[dict]) -> str:
     if t:
         lines.append(f"Text-to-image on {t['n']} held-out captions ({t['steps']} steps, CFG {t['guidance_scale']:g}): "
                      f"shape {_pct(t['shape'])}, colour {_pct(t['colour'])}, background {_pct(t['background'])}.")
+    pr = r.get("placement_run")
+    if pr:
+        lines.append(f"The E@word rows (the token-aligned direction, docs/algorithm.md §13) come from a second run on "
+                     f"the same images and seeds, which measured E again as its baseline ({pr['note']}): "
+                     f"`{pr['command']}` ({pr['wall_s'] / 60:.0f} min).")
     st = r.get("student")
     if st:
         lines.append(f"Student distilled from {st.get('kept_pairs', st['pairs'])} of {st['pairs']} teacher pairs "

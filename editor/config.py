@@ -60,7 +60,7 @@ class EditConfig:
     guidance_scale: float = 5.0  # classifier-free guidance scale; must be > 1 to apply a direction
     steps: int | None = None  # None: the inversion's steps
     xa_layers: str = "all"  # guided attn2 layers: all | high (highest resolution) | low (the rest); algorithm §12
-    # where Δ goes (algorithm §14): all = Δ [77, D] at every position (the paper); word = Δ_token at the caption's
+    # where Δ goes (algorithm §13): all = Δ [77, D] at every position (the paper); word = Δ_token at the caption's
     # source-word tokens only; word+pad = that plus Δ's padding rows
     delta_at: str = "all"
 

@@ -1,4 +1,4 @@
-"""Where a direction is added to the caption's embedding (docs/algorithm.md §14; DESIGN §17).
+"""Where a direction is added to the caption's embedding (docs/algorithm.md §13).
 
 The paper adds its positional mean Δ [1, 77, D] to every position of the caption's embedding (``all``). Bank
 sentences put the concept at other positions than the caption does, and in a bidirectional encoder (or after

@@ -123,7 +123,7 @@ class TextEncoderPair:
         return sdxl_prompt_embeds(self.tokenizers, self.models, prompts, self.max_length, self.device)
 
 
-# --- token-aligned directions (algorithm §14; DESIGN §17) ----------------------------------------------------
+# --- token-aligned directions (algorithm §13) --------------------------------------------------------------
 
 def word_token_ids(tokenizer, word: str) -> list[int]:
     """The token ids of ``word`` as it is spelled inside a sentence (no special tokens): one id for most words

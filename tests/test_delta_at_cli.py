@@ -1,5 +1,5 @@
 """``p2pz edit --delta-at`` and Δ_token in ``p2pz direction show`` and the web page, end to end on the tiny model
-(docs/algorithm.md §14)."""
+(docs/algorithm.md §13)."""
 
 import json
 import sqlite3

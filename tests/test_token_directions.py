@@ -1,4 +1,4 @@
-"""Token-aligned directions (issue #36 lever 1, docs/algorithm.md §14, DESIGN §17): Δ_token from the concept word's
+"""Token-aligned directions (issue #36 lever 1, docs/algorithm.md §13): Δ_token from the concept word's
 own tokens, stored beside Δ (schema revision 0010, fill-once), and placed at the caption's source word by
 ``EditConfig.delta_at``. Tiny random CLIP models; the shapes-world effect is measured in tests/test_shapes_model.py
 and bench/shapes_ablation.py."""

@@ -1,4 +1,4 @@
-"""Δ_token through every exchange path (docs/algorithm.md §14): a ``.p2pz`` library (format 3: ``embedding/<i>/token``
+"""Δ_token through every exchange path (docs/algorithm.md §13): a ``.p2pz`` library (format 3: ``embedding/<i>/token``
 with ``token_word`` and ``token_count``), a Hub repo (the embedding files' ``token``, the direction files'
 ``delta_token``) and another registry's ``p2pz serve``. What arrives is the same stored bytes, so Δ_token is compared
 bit for bit; a library or repo whose token-aligned means do not add up is refused before anything is stored."""

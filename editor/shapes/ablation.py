@@ -6,7 +6,7 @@ Methods, after the paper's Table 2 rows:
 - **D — sentence bank**, no guidance: Δ = mean E(target bank) − mean E(source bank);
 - **E — the full method**: D's Δ with cross-attention guidance (PAPER §3.3);
 - **E′ — E without the inversion's noise regularization** (λ_AC = λ_KL = 0: plain DDIM inversion);
-- **E@word — E with the token-aligned direction** (docs/algorithm.md §14): Δ_token added only at the caption's
+- **E@word — E with the token-aligned direction** (docs/algorithm.md §13): Δ_token added only at the caption's
   source-word tokens (``delta_at="word"``), and **E@word+pad** with Δ's padding rows as well (``"word+pad"``).
   These need the bank direction as a registry record (``deltas["bank_direction"]``: its Δ_token and source word).
 All start from the same held-out images and their recorded captions, invert with the same seed, and are judged by

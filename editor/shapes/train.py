@@ -6,12 +6,14 @@ Stages, in one resumable run:
    Its ``scaling_factor`` is then set to 1 / std of the pool's latents (SD's 0.18215 is the same measurement).
 2. **Pool**: ``pool`` world samples (seeds 0 … pool−1, all below ``world.HELD_OUT``) encoded once — latents
    (posterior means × scaling factor) [N, 4, 16, 16] and caption embeddings [N, 77, 384] from the frozen text
-   encoder, exactly as the editor encodes prompts (pad to 77, no mask). Cached in OUT (not a checkpoint: it is
-   recomputed bit-for-bit from the VAE when missing).
+   encoder, exactly as the editor encodes prompts (pad to 77, no mask). With ``captions="varied"`` the text is
+   [N, V, 77, 384]: V = ``caption_variants`` captions per image, variant 0 the world's own caption and the others
+   ``world.varied_caption`` phrasings drawn from (seed, image seed, variant). Cached in OUT with its caption
+   settings (not a checkpoint: it is recomputed bit-for-bit from the VAE when missing or made with others).
 3. **UNet** (``unet_steps``): ε-prediction on SD's noise schedule, Min-SNR-γ loss weighting (Hang et al. 2023,
    γ = 5; it converges faster on small budgets), the caption dropped to "" with probability ``p_uncond`` so
    classifier-free guidance works (Ho & Salimans 2022), AdamW with warm-up and cosine decay, and an EMA of the
-   weights (the EMA is what ships).
+   weights (the EMA is what ships). With varied captions each batch element takes one of its image's variants.
 
 Deterministic for a seed (on one machine and thread count): every batch, noise draw and timestep is a pure
 function of (seed, stage, step), so a checkpoint needs only the weights, the EMA, Adam's state and the step.
@@ -70,6 +72,18 @@ def _torch_gen(cfg: TrainConfig, stage: int, step: int) -> torch.Generator:
     return g
 
 
+def _caption_rng(cfg: TrainConfig, seed: int, variant: int) -> np.random.Generator:
+    """The rng of pool image ``seed``'s caption ``variant`` (a pure function of the run's seed, the image, the
+    variant)."""
+    return np.random.default_rng([cfg.seed, 3, int(seed), int(variant)])
+
+
+def pool_captions(cfg: TrainConfig, sample: world.Sample) -> list[str]:
+    """The captions the pool encodes for ``sample``: its own, then (``captions="varied"``) varied phrasings."""
+    return [sample.caption] + [world.varied_caption(sample.scene, _caption_rng(cfg, sample.seed, v))
+                               for v in range(1, cfg.caption_variants)]
+
+
 def to_tensor(pixels: np.ndarray) -> torch.Tensor:
     """uint8 [B, 64, 64, 3] → float [B, 3, 64, 64] in [−1, 1] (the VAE's input range)."""
     return torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 127.5 - 1.0
@@ -91,6 +105,10 @@ class Trainer:
         from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel  # lazy: diffusers
 
         self.out = Path(self.out)
+        try:
+            self.cfg.validate()
+        except ValueError as exc:
+            raise ShapesTrainingError(str(exc)) from None
         torch.manual_seed(self.cfg.seed)
         self.vae = AutoencoderKL(**vae_config())
         torch.manual_seed(self.cfg.seed + 1)
@@ -146,31 +164,41 @@ class Trainer:
 
     @torch.inference_mode()
     def build_pool(self) -> None:
-        from safetensors.torch import load_file, save_file  # lazy: safetensors
+        from safetensors import safe_open  # lazy: safetensors
+        from safetensors.torch import load_file, save_file
 
-        path = self.out / POOL
+        cfg, path = self.cfg, self.out / POOL
+        settings = {"captions": cfg.captions, "caption_variants": str(cfg.caption_variants)}
         if path.is_file():
+            with safe_open(str(path), "pt") as f:  # a pool written before varied captions has no metadata: plain
+                made = {"captions": "plain", "caption_variants": "1", **(f.metadata() or {})}
             data = load_file(str(path))
-            if data["latents"].shape[0] == self.cfg.pool:
+            if data["latents"].shape[0] == cfg.pool and {k: made[k] for k in settings} == settings:
                 self.pool_latents, self.pool_text, self.uncond = data["latents"], data["text"], data["uncond"]
                 return
         self.vae.eval()
-        lat, txt, n, b = [], [], self.cfg.pool, 64
+        lat, txt, n, b = [], [], cfg.pool, 64
         with progress_bar(n, "encoding the training pool", enabled=self.progress, unit="img") as bar:
             for start in range(0, n, b):
                 samples = [world.sample(s) for s in range(start, min(n, start + b))]
                 x = to_tensor(np.stack([s.pixels() for s in samples]))
                 lat.append(self.vae.encode(x).latent_dist.mean)
-                txt.append(self.encode_text([s.caption for s in samples]).to(torch.float16))
+                if cfg.captions == "plain":
+                    txt.append(self.encode_text([s.caption for s in samples]).to(torch.float16))  # [b, 77, 384]
+                else:  # one batch per variant, so variant 0 is bit for bit the plain pool's text
+                    caps = [pool_captions(cfg, s) for s in samples]
+                    txt.append(torch.stack([self.encode_text([c[v] for c in caps]).to(torch.float16)
+                                            for v in range(cfg.caption_variants)], dim=1))  # [b, V, 77, 384]
                 bar.update(len(samples))
         latents = torch.cat(lat)  # [N, 4, 16, 16]
         scale = float(1.0 / latents.flatten().std())
         self.vae.register_to_config(scaling_factor=scale)
         self.pool_latents = (latents * scale).contiguous()
-        self.pool_text = torch.cat(txt).contiguous()  # [N, 77, 384] fp16
+        self.pool_text = torch.cat(txt).contiguous()  # [N, 77, 384] fp16, varied: [N, V, 77, 384]
         self.uncond = self.encode_text([""])[0].contiguous()  # [77, 384]
         atomic_write(path, writer=lambda tmp: save_file(
-            {"latents": self.pool_latents, "text": self.pool_text, "uncond": self.uncond}, str(tmp)))
+            {"latents": self.pool_latents, "text": self.pool_text, "uncond": self.uncond}, str(tmp),
+            metadata=settings))
 
     # --- stage 3: the UNet -----------------------------------------------------------------------------
     def unet_train_step(self) -> dict:
@@ -180,7 +208,11 @@ class Trainer:
         drop = torch.from_numpy(rng.random(cfg.batch) < cfg.p_uncond)
         g = _torch_gen(cfg, 2, k)
         x0 = self.pool_latents[idx]  # [B, 4, 16, 16]
-        cond = self.pool_text[idx].float()  # [B, 77, 384]
+        if cfg.captions == "varied":  # drawn after the plain run's draws, so a plain run's batches are unchanged
+            variant = torch.from_numpy(rng.integers(0, cfg.caption_variants, size=cfg.batch))
+            cond = self.pool_text[idx, variant].float()  # [B, 77, 384] of [N, V, 77, 384]
+        else:
+            cond = self.pool_text[idx].float()  # [B, 77, 384]
         cond[drop] = self.uncond
         noise = torch.randn(x0.shape, generator=g)
         t = torch.randint(0, self.noise.config.num_train_timesteps, (cfg.batch,), generator=g)

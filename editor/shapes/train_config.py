@@ -1,10 +1,16 @@
 """The shapes model's training configuration (one dataclass, recorded in every checkpoint and the manifest) and
-its learning-rate schedule: linear warm-up, then cosine decay to 10 %."""
+its learning-rate schedule: linear warm-up, then cosine decay to 10 %.
+
+``captions`` picks the training text: ``"plain"`` (the world's own caption of each image, as the shipped model
+was trained) or ``"varied"`` (``caption_variants`` captions per image — the world's own, then
+``world.varied_caption`` phrasings in many sentence frames; algorithm §11)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
+CAPTIONS = ("plain", "varied")
 
 
 @dataclass
@@ -24,6 +30,22 @@ class TrainConfig:
     min_snr_gamma: float = 5.0
     unet_widths: tuple = (32, 64, 64)
     checkpoint_every: int = 100
+    captions: str = "plain"  # plain | varied
+    caption_variants: int = 1  # captions encoded per pool image (> 1 only with captions="varied")
+
+    def __post_init__(self):
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` (one line) for settings no run can use."""
+        if self.captions not in CAPTIONS:
+            raise ValueError(f"captions must be one of {', '.join(CAPTIONS)}, not {self.captions!r}")
+        v = self.caption_variants
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"caption_variants must be an integer ≥ 1, not {self.caption_variants!r}")
+        if self.caption_variants > 1 and self.captions != "varied":
+            raise ValueError(f"caption_variants = {self.caption_variants} needs captions='varied' (plain training "
+                             "has one caption per image)")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -32,6 +54,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
+        """The config of a checkpoint or manifest; keys added since it was written take their defaults."""
         d = dict(d)
         d["unet_widths"] = tuple(d["unet_widths"])
         return cls(**d)

@@ -13,6 +13,7 @@ machine (PIL's polygon fill and numpy's box filter are exact integer / float64 a
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -206,6 +207,163 @@ def caption(scene: Scene, rng: np.random.Generator) -> str:
         template = _PLAIN[int(rng.integers(len(_PLAIN)))]
     text = template.format(**fields)
     return ("an " + text[2:]) if text.startswith("a ") and text[2] in "aeiou" else text
+
+
+# --- varied captions (training only) -------------------------------------------------------------------------
+# Real prompts and the sentence banks of algorithm §1.1 look like "A night scene with a lighthouse." or "An image
+# showing a large red apple in a quiet garden.", not like the world's sixteen templates. ``varied_caption`` states
+# the same facts in many frames, orders and synonyms, with distractor words that say nothing false of the image.
+# Every word list below avoids the colour, shape and size words of the world (and "day" / "night" outside the sky
+# phrases), so a caption names the scene's own attributes and no others.
+
+_V_SIZE = {"small": ("small", "tiny", "little"), "medium": ("medium", "mid-sized", "medium-sized"),
+           "large": ("large", "big", "huge")}
+_V_WHERE = {
+    "center": ("in the middle", "centered", "at the center", "in the center", "in the centre",
+               "in the middle of the picture"),
+    "top left": ("in the top left corner", "at the top left", "in the upper left", "in the upper left corner",
+                 "top left"),
+    "top right": ("in the top right corner", "at the top right", "in the upper right", "in the upper right corner",
+                  "top right"),
+    "bottom left": ("in the bottom left corner", "at the bottom left", "in the lower left",
+                    "in the lower left corner", "bottom left"),
+    "bottom right": ("in the bottom right corner", "at the bottom right", "in the lower right",
+                     "in the lower right corner", "bottom right"),
+}
+_V_ADJ = ("simple", "flat", "solid", "single", "lone", "plain", "basic", "clean", "vintage", "neat")
+_V_MEDIUM = ("a photo of", "an image of", "an image showing", "a picture of", "a drawing of", "an illustration of",
+             "a sketch of", "a graphic of", "an icon of", "a rendering of", "a painting of", "a digital drawing of")
+_V_EXTRA = ("drawn by hand", "for a children's book", "in a minimal style", "with nothing else around it",
+            "nothing else in the picture", "as a simple icon", "in a flat style", "clip art", "vector art",
+            "digital art", "on its own", "in a clean graphic style", "with clean edges", "seen from the front")
+# the background, by kind: after the object ("on"), as a noun phrase ("scene"), as a description ("is"), and as
+# the opening words of a bank-like sentence ("view")
+_V_BG = {
+    "plain": {
+        "on": ("on a {c} background", "against a {c} backdrop", "on plain {c}", "on a plain {c} background",
+               "against {c}", "on a {c} field", "on a solid {c} background", "set against plain {c}",
+               "in front of a {c} backdrop", "on {c}"),
+        "scene": ("a {c} background", "a plain {c} backdrop", "a {c} field", "plain {c}",
+                  "a solid {c} background", "a flat {c} backdrop"),
+        "is": ("{c}", "plain {c}", "solid {c}", "a flat {c}", "{c} all over"),
+        "view": ("a plain {c} picture of", "a {c} backdrop with", "a picture on plain {c} of",
+                 "a {c} background with"),
+    },
+    "day": {
+        "on": ("in the daytime sky", "in a bright day sky", "against a daylight sky", "in the sky during the day",
+               "on a clear day", "in daylight", "under a light daytime sky", "in the day sky", "during the day",
+               "in the daytime"),
+        "scene": ("a daytime sky", "the day sky", "a clear daylight sky", "a bright day sky", "the sky by day"),
+        "is": ("a daytime sky", "the sky by day", "a clear day sky", "daylight"),
+        "view": ("a day view of", "a daytime scene with", "a daylight picture of", "a day scene with",
+                 "a daytime photo of"),
+    },
+    "night": {
+        "on": ("in the night sky", "at night", "under a dark night sky", "against the nighttime sky",
+               "in the sky at night", "on a clear night", "at nighttime", "in a dark night sky", "by night",
+               "during the night"),
+        "scene": ("the night sky", "a dark night sky", "a nighttime sky", "the sky at night",
+                  "a clear night sky"),
+        "is": ("a night sky", "the sky at night", "a dark nighttime sky", "night"),
+        "view": ("a night view of", "a night scene with", "a nighttime picture of", "a night photo of",
+                 "a nighttime scene with"),
+    },
+}
+# sentence frames: {obj} the object (article, colour and shape, maybe a size and a distractor adjective), {where}
+# its position or nothing, {at} its position always, {on} / {scene} / {is} / {view} the background, {medium} a
+# bank-like opening; {nc} the object without its colour, stated in {colour}
+_V_FRAMES = (
+    # object first
+    "{obj} {where} {on}",
+    "{obj} {on}",
+    "{obj} {on}, {at}",
+    "{obj}, {at}, {on}",
+    "{obj} {at} against {scene}",
+    "{obj} against {scene}",
+    "{obj} over {scene}",
+    "{obj} {where} with {scene} behind it",
+    "{obj} sits {where} {on}",
+    "{obj} shown {where} {on}",
+    "{obj} drawn {where} {on}",
+    "{obj} placed {where} {on}",
+    "{obj} floating {where} {on}",
+    "{obj} seen {where} {on}",
+    "{obj} is {at} {on}",
+    "{obj} {at}. the background is {is}",
+    "{obj} {where}, and the background is {is}",
+    "just {obj} {where} {on}",
+    "only {obj} {on}",
+    "{nc} {where} {on}. it is {colour}",
+    "{nc} in {colour} {where} {on}",
+    "{nc} {on}, coloured {colour}",
+    # background first
+    "{on}, {obj} {where}",
+    "{on}, there is {obj} {where}",
+    "{at} {on}, {obj}",
+    "{scene} with {obj} {where}",
+    "{scene} and {obj} {where}",
+    "{scene}. {obj} {where}",
+    "{scene} showing {obj} {where}",
+    "{scene} featuring {obj} {where}",
+    "{scene} with {obj} in it",
+    "{medium} {scene} with {obj} {where}",
+    "{at}, {obj} {on}",
+    # bank-like
+    "{medium} {obj} {where} {on}",
+    "{medium} {obj} {on}",
+    "{medium} {obj} {on}, {at}",
+    "{medium} {obj} against {scene}",
+    "{view} {obj} {where}",
+    "{view} {obj}",
+    "there is {obj} {where} {on}",
+    "there is {obj} {on}",
+    "here is {obj} {where} {on}",
+    "this is {obj} {on}",
+    "we see {obj} {where} {on}",
+)
+
+
+def _articles(text: str) -> str:
+    """Every article a/an agrees with the word after it ("an image", "a huge")."""
+    def fix(m: re.Match) -> str:
+        art = "an" if m.group(2)[0].lower() in "aeiou" else "a"
+        return (art.capitalize() if m.group(1)[0].isupper() else art) + " " + m.group(2)
+
+    return re.sub(r"\b(an?|An?) (\w)", fix, text)
+
+
+def varied_caption(scene: Scene, rng: np.random.Generator) -> str:
+    """A caption of ``scene`` in one of many sentence frames (training text as varied as real prompts).
+
+    The shape and colour appear as whole words; a day scene says "day" / "daytime" / "daylight" and never "night",
+    a night scene the reverse; a plain background is named by its colour and no other colour but the object's
+    appears. Optional parts — size (with synonyms), position (with synonyms), a distractor adjective, a
+    distractor clause — are drawn by ``rng``; the result is a pure function of ``(scene, rng)``.
+    """
+    def pick(options):
+        return options[int(rng.integers(len(options)))]
+
+    kind = scene.background if scene.background in SKIES else "plain"
+    bg = {k: pick(v).format(c=scene.background) for k, v in _V_BG[kind].items()}
+    size = pick(_V_SIZE[scene.size]) if rng.random() < 0.5 else ""
+    adj = pick(_V_ADJ) if rng.random() < 0.25 else ""
+    at = pick(_V_WHERE[scene.position])
+    where = at if rng.random() < 0.5 else ""
+    if rng.random() < 0.2:
+        obj = f"a {size} {adj} {scene.shape} in {scene.colour}"
+    else:
+        obj = f"a {size} {adj} {scene.colour} {scene.shape}"
+    fields = {"obj": obj, "nc": f"a {size} {adj} {scene.shape}", "colour": scene.colour, "where": where, "at": at,
+              "medium": pick(_V_MEDIUM), **bg}
+    text = pick(_V_FRAMES).format(**fields)
+    if rng.random() < 0.3:
+        text += ", " + pick(_V_EXTRA)
+    text = re.sub(r"\s+", " ", text)
+    text = re.sub(r" ([,.])", r"\1", text).strip(" ,")
+    text = _articles(text)
+    if rng.random() < 0.5:  # sentence case with a full stop, like a bank's sentences; else lower case
+        text = re.sub(r"(^|\. )(\w)", lambda m: m.group(1) + m.group(2).upper(), text) + "."
+    return text
 
 
 # --- sampling -------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Token-aligned directions (issue #36, docs/algorithm.md §14, DESIGN §17): a bank's mean hidden state at its
+"""Token-aligned directions (issue #36, docs/algorithm.md §13): a bank's mean hidden state at its
 concept word's own token positions, beside the positional mean [1, 77, D].
 
 - ``embeddings.token_mean``: safetensors [D] float32 — in each bank sentence that contains the concept word, the

@@ -272,8 +272,14 @@ def dev_shapes_model(folder, force):
 @click.option("--resume", is_flag=True, help="Continue the run checkpointed in OUT (same options).")
 @click.option("--force", is_flag=True, help="Start again, replacing the run in OUT.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="torch threads [default: all cores].")
+@click.option("--captions", type=click.Choice(["plain", "varied"]), default="plain", show_default=True,
+              help="Training text: the world's own caption of each image, or varied phrasings of it in many "
+              "sentence frames (closer to real prompts and sentence banks).")
+@click.option("--caption-variants", type=click.IntRange(1), default=1, show_default=True,
+              help="Captions encoded per training image with --captions varied (the world's own + N−1 varied).")
 @pass_state
-def dev_train_shapes(state: State, out, steps, vae_steps, pool, seed, resume, force, threads):
+def dev_train_shapes(state: State, out, steps, vae_steps, pool, seed, resume, force, threads, captions,
+                     caption_variants):
     """Train the shapes model from scratch into OUT (VAE, then UNet; resumable, deterministic for a seed).
 
     Stop it at any moment (Ctrl-C or SIGTERM): the step under way finishes and is checkpointed; --resume
@@ -284,6 +290,7 @@ def dev_train_shapes(state: State, out, steps, vae_steps, pool, seed, resume, fo
     Example:
       p2pz dev train-shapes ./shapes-run --steps 6000
       p2pz dev train-shapes ./shapes-run --resume
+      p2pz dev train-shapes ./shapes-varied --captions varied --caption-variants 4
     """
     import torch  # lazy: torch
 
@@ -294,10 +301,15 @@ def dev_train_shapes(state: State, out, steps, vae_steps, pool, seed, resume, fo
         raise P2PZError("--resume and --force contradict each other; pass one")
     if threads:
         torch.set_num_threads(threads)
-    cfg = TrainConfig(seed=seed)
-    for name, value in (("unet_steps", steps), ("vae_steps", vae_steps), ("pool", pool)):
-        if value is not None:
-            setattr(cfg, name, value)
+    if caption_variants > 1 and captions != "varied":
+        raise P2PZError(f"--caption-variants {caption_variants} needs --captions varied (plain training has one "
+                        "caption per image)")
+    given = {"unet_steps": steps, "vae_steps": vae_steps, "pool": pool}
+    try:
+        cfg = TrainConfig(seed=seed, captions=captions, caption_variants=caption_variants,
+                          **{k: v for k, v in given.items() if v is not None})
+    except ValueError as exc:
+        raise P2PZError(str(exc)) from None
     command = "p2pz dev train-shapes " + " ".join(sys.argv[3:] if len(sys.argv) > 3 else [out])
     try:
         train(Path(out), cfg, resume=resume, force=force, progress=state.progress, command=command)

@@ -194,7 +194,7 @@ def origin_text(origin: dict) -> str:
 @pass_state
 def direction_show(state, ref, as_json):
     """Show one direction with its provenance and vector statistics: Δ's norms, and Δ_token's (the token-aligned
-    direction ``p2pz edit --delta-at word`` adds at the source word; docs/algorithm.md §14) with its word pair and
+    direction ``p2pz edit --delta-at word`` adds at the source word; docs/algorithm.md §13) with its word pair and
     how many bank sentences contain each word, or why it has none.
 
     \b

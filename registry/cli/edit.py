@@ -31,7 +31,7 @@ def _editing_options(f):
                      help="Where the direction is added to the caption's embedding: all (Δ at every position, the "
                      "paper), word (Δ_token only at the caption's source-word tokens: the background moves less) "
                      "or word+pad (that and Δ's padding rows). A caption without the word is edited with all, "
-                     "with a note. E.g. --delta-at word. See docs/algorithm.md §14."),
+                     "with a note. E.g. --delta-at word. See docs/algorithm.md §13."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), default="p2pz-out", show_default=True),
         click.option("--device", help="cpu or cuda (default: cuda when available)."),

@@ -8,7 +8,7 @@ A Hub repo of p2pz directions (a model repo) holds:
                                                the encoders, banks, embeddings, directions and students
     directions/<name>/<version>.safetensors    Δ ``delta`` [1, 77, D], ``delta_pooled`` [1, 1280] (SDXL), ``key``,
                                                and a pair's Δ_token ``delta_token`` [D] when it has one (added at
-                                               the source word's tokens, docs/algorithm.md §14); metadata: name,
+                                               the source word's tokens, docs/algorithm.md §13); metadata: name,
                                                version, encoder and its model (a Hub id, or a local folder's name
                                                only: :func:`public_model`), the banks' sha256, scale, content hash,
                                                ``token_word`` — readable by plain ``safetensors``

@@ -81,7 +81,7 @@ class BankEntry(_Entry):
 
 class EmbeddingEntry(_Entry):
     """A bank's mean embedding under one encoder (tensors ``embedding/<i>/mean`` and ``/key``), and from format 3
-    its token-aligned mean (docs/algorithm.md §14): tensor ``embedding/<i>/token`` [D] exactly when
+    its token-aligned mean (docs/algorithm.md §13): tensor ``embedding/<i>/token`` [D] exactly when
     ``token_count`` ≥ 1. Both fields None: the word was never looked for (an embedding made before schema
     revision 0010, or imported from a ``.pt`` mean)."""
 

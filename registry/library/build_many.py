@@ -76,7 +76,7 @@ class EncodedBank:
     mean: bytes = b""  # safetensors [1, 77, D] float32
     key: bytes = b""  # safetensors [D]
     key_kind: str = ""
-    token: bytes | None = None  # safetensors [D]: the token-aligned mean (algorithm §14), when the bank has the word
+    token: bytes | None = None  # safetensors [D]: the token-aligned mean (algorithm §13), when the bank has the word
     token_count: int = 0
     error: str | None = None
 

@@ -35,7 +35,7 @@ def materialize(db, direction_id: int) -> np.ndarray:
 
 
 def token_delta(db, direction_id: int) -> TokenDelta:
-    """Δ_token of a stored direction with its source word, or why it has none (docs/algorithm.md §14)."""
+    """Δ_token of a stored direction with its source word, or why it has none (docs/algorithm.md §13)."""
     with user_errors(), db.read() as s:
         row = s.get(m.Direction, direction_id)
         vector, reason = repo.direction_token_vector(s, row)

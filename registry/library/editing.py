@@ -71,7 +71,7 @@ def choose_model(directions, model: str | None = None) -> str | None:
 
 def check_delta_at(directions, edit: EditConfig) -> None:
     """``delta_at`` ``word`` and ``word+pad`` (``--delta-at``) need every direction's token-aligned direction
-    Δ_token (docs/algorithm.md §14): a direction without one is refused here, before a model loads, in one line
+    Δ_token (docs/algorithm.md §13): a direction without one is refused here, before a model loads, in one line
     with the reason it has none."""
     if edit.delta_at == "all":
         return

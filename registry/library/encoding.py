@@ -63,7 +63,7 @@ class EncodedBank:
     key_kind: str  # "pooler" | "masked-mean" | "pooled" (SDXL)
     n: int
     stats: BankStats | None = None
-    token: np.ndarray | None = None  # [D] float32: mean hidden state at the concept word's own tokens (§14)
+    token: np.ndarray | None = None  # [D] float32: mean hidden state at the concept word's own tokens (§13)
     token_count: int = 0  # how many sentences contain the word (``token`` is None when none does)
 
 
@@ -106,7 +106,7 @@ def encode_bank(
     """Mean embedding [1, 77, D] and mean key [D] of ``sentences`` (batched, inference mode), plus the
     :class:`BankStats` diagnostics use (block sums and per-sentence keys, from the same forward passes).
 
-    With ``word`` (the bank's concept), also the **token-aligned mean** [D] (docs/algorithm.md §14): in each
+    With ``word`` (the bank's concept), also the **token-aligned mean** [D] (docs/algorithm.md §13): in each
     sentence that contains the word, the mean hidden state over the word's own token positions; then the mean
     over those sentences. Sentences without the word do not count (``token_count`` says how many did)."""
     import torch  # lazy: torch
@@ -239,7 +239,7 @@ class EmbeddingSource:
     key: np.ndarray | None = None  # [D]
     key_kind: str = "pooler"
     row_id: int | None = None
-    token: np.ndarray | None = None  # [D] the token-aligned mean (algorithm §14), when the bank has the word
+    token: np.ndarray | None = None  # [D] the token-aligned mean (algorithm §13), when the bank has the word
     token_word: str | None = None  # the word looked for (None: not looked for, e.g. an imported mean)
     token_count: int = 0
 

@@ -190,7 +190,7 @@ class Direction:
 
     @property
     def token_delta(self) -> "TokenDelta":
-        """Δ_token [D] with the source word it is applied at (docs/algorithm.md §14), or why there is none."""
+        """Δ_token [D] with the source word it is applied at (docs/algorithm.md §13), or why there is none."""
         if self._token is None:
             self._token = self.load_token() if self.load_token is not None else TokenDelta(
                 None, None, None, "this record carries no token-aligned direction")
@@ -232,7 +232,7 @@ def direction_maker(load_vector: Callable[[int], np.ndarray], load_key: Callable
 
 @dataclass(frozen=True)
 class TokenDelta:
-    """A direction's token-aligned part (docs/algorithm.md §14): Δ_token [D] float32 — the target bank's mean
+    """A direction's token-aligned part (docs/algorithm.md §13): Δ_token [D] float32 — the target bank's mean
     hidden state at its concept word's tokens minus the source bank's — and the source ``word`` whose positions in
     a caption it is added at. ``vector`` is None when there is none, ``reason`` saying why."""
 

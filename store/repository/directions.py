@@ -260,7 +260,7 @@ def direction_vector(s: Session, row: m.Direction, depth: int = 0) -> np.ndarray
 
 
 def direction_token_vector(s: Session, row: m.Direction) -> tuple[np.ndarray | None, str]:
-    """(Δ_token [D] float32 or None, why) — the token-aligned direction (docs/algorithm.md §14): for a pair,
+    """(Δ_token [D] float32 or None, why) — the token-aligned direction (docs/algorithm.md §13): for a pair,
     scale · (target token_mean − source token_mean). None, with the reason, for a combination, an embedding made
     before revision 0010, or a bank whose sentences never contain its concept word."""
     if row.kind != "pair" or row.source_id is None or row.target_id is None:

@@ -33,7 +33,7 @@ def submit_edit(image: UploadFile | None = File(None, description="The photo to 
                 caption: str | None = Form(None, max_length=500, description="Default: a BLIP caption."),
                 delta_at: str = Form("all", max_length=20, description="Where Δ is added to the caption's "
                                      "embedding: all, word (Δ_token at the source word) or word+pad "
-                                     "(docs/algorithm.md §14); the result's provenance notes a fallback."),
+                                     "(docs/algorithm.md §13); the result's provenance notes a fallback."),
                 st: State = Depends(state)):
     """Queue an edit of one image with one or more directions → the job (poll ``GET /api/jobs/{id}``)."""
     refs = [r.strip() for item in directions for r in item.split(",") if r.strip()]
