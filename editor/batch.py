@@ -193,7 +193,8 @@ def _edit_provenance(label: str, cfg: EditConfig, res, direction=None) -> dict:
     notes = list(getattr(res, "notes", None) or [])
     return {"direction": label, **_identity(direction), "scale": cfg.scale, "xa_guidance": res.params["xa_guidance"],
             "guidance_scale": cfg.guidance_scale, "negative_prompt": res.params["negative"][0],
-            "xa_layers": cfg.xa_layers, "delta_at": cfg.delta_at,
+            "xa_layers": cfg.xa_layers, "delta_at": res.params.get("delta_at", cfg.delta_at),
+            **({"delta_at_asked": cfg.delta_at} if cfg.delta_at != res.params.get("delta_at", cfg.delta_at) else {}),
             **({"delta_at_fallback": res.params["delta_at_fallback"]} if "delta_at_fallback" in res.params else {}),
             **({"notes": notes} if notes else {}),
             "safety_checker_flagged": bool(res.nsfw and res.nsfw[0])}

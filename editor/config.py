@@ -15,7 +15,7 @@ from .errors import EditorError
 SCHEDULES = ("symmetric", "reference")
 POSTERIORS = ("sample", "mode")
 XA_LAYERS = ("all", "high", "low")  # editor.attention.select_layers
-DELTA_AT = ("all", "word", "word+pad")  # editor.placement: where Δ is added to the caption's embedding
+DELTA_AT = ("auto", "all", "word", "word+pad")  # editor.placement: where Δ is added to the caption's embedding
 
 
 @dataclass(frozen=True)
@@ -61,8 +61,9 @@ class EditConfig:
     steps: int | None = None  # None: the inversion's steps
     xa_layers: str = "all"  # guided attn2 layers: all | high (highest resolution) | low (the rest); algorithm §12
     # where Δ goes (algorithm §13): all = Δ [77, D] at every position (the paper); word = Δ_token at the caption's
-    # source-word tokens only; word+pad = that plus Δ's padding rows
-    delta_at: str = "all"
+    # source-word tokens only; word+pad = that plus Δ's padding rows; auto = by the source word's kind
+    # (editor.placement.AUTO, chosen by the shapes ablation)
+    delta_at: str = "auto"
 
     def __post_init__(self):
         if self.delta_at not in DELTA_AT:

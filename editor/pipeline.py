@@ -359,8 +359,8 @@ class Editor:
                 params={"scale": cfg.scale, "xa_guidance": cfg.xa_guidance, "guidance_scale": cfg.guidance_scale,
                         "steps": cfg.steps, "schedule": inv.schedule, "negative": neg,
                         **({} if cfg.xa_layers == "all" else {"xa_layers": cfg.xa_layers}),
-                        **({} if cfg.delta_at == "all" else {"delta_at": cfg.delta_at,
-                                                             "delta_at_fallback": len(place.fallback)}),
+                        "delta_at": place.mode,  # as placed (auto resolved)
+                        **({} if place.mode == "all" else {"delta_at_fallback": len(place.fallback)}),
                         "prediction_type": self.prediction_type, **inv.params},
                 nsfw=nsfw, timings=tm, reference_cached=stored is not None,
                 notes=[place.note] if place.note else []))

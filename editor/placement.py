@@ -9,6 +9,11 @@ word, ``word+pad`` adds Δ's padding rows as well (where a causal encoder's summ
 
 A caption without the source word cannot be edited at the word: that row falls back to ``all`` and the result's
 notes say so, one line per edit.
+
+``auto`` (the default) chooses by the kind of the source word (``TokenDelta.kind``: the bank's template kind, or
+:func:`generators.templates.choose_kind` of the word): :data:`AUTO` — measured on the shapes world
+(bench/shapes_ablation.py), where Δ_token at the word wins colour and scene edits and loses shape edits, whose
+identity the encoder spreads over the whole sentence. A direction without Δ_token, or a raw tensor, gets ``all``.
 """
 
 from __future__ import annotations
@@ -19,6 +24,18 @@ import torch
 
 from .errors import EditorError
 from .text import word_mask, word_token_ids
+
+
+AUTO = {"attribute": "word", "scene": "word"}  # kind of the source word → placement; any other kind: "all"
+
+
+def resolve_mode(mode: str, token) -> str:
+    """The placement ``auto`` stands for with this direction's token part (:data:`AUTO`); other modes as given."""
+    if mode != "auto":
+        return mode
+    if getattr(token, "tensor", None) is None:
+        return "all"
+    return AUTO.get(getattr(token, "kind", None), "all")
 
 
 @dataclass
@@ -37,7 +54,8 @@ def placed_delta(tokenizer, captions: list[str], delta: torch.Tensor, token, mod
 
     ``token`` is the direction's token part (anything with ``tensor`` [D] and ``word``, e.g.
     :class:`registry.library.records.TokenDelta`), or None. ``word`` and ``word+pad`` need it; without one they
-    are refused with the reason the direction has none."""
+    are refused with the reason the direction has none; ``auto`` resolves first (:func:`resolve_mode`)."""
+    mode = resolve_mode(mode, token)
     if mode == "all":
         return Placement(delta, mode)
     vector = getattr(token, "tensor", None)

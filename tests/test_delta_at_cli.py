@@ -79,7 +79,7 @@ def test_a_bad_delta_at_is_a_usage_error():
     r = CliRunner().invoke(main, ["edit", "x.png", "--direction", "cat-to-dog", "--delta-at", "everywhere"])
     assert r.exit_code == 2
     assert "Invalid value for '--delta-at'" in r.stderr and "'everywhere' is not one of" in r.stderr
-    assert "--delta-at [all|word|word+pad]" in CliRunner().invoke(main, ["edit", "--help"]).stdout
+    assert "--delta-at [auto|all|word|word+pad]" in CliRunner().invoke(main, ["edit", "--help"]).stdout
 
 
 def test_direction_show_has_the_token_line_and_json(lib):

@@ -181,3 +181,21 @@ def test_the_editor_applies_the_placed_delta(reg, tiny_model):
     fallback = ed.edit(other, d, EditConfig(delta_at="word"), decode=False)
     assert fallback.params["delta_at_fallback"] == 1 and "do not contain 'cat'" in fallback.notes[0]
     assert_close_relative(fallback.latents, ed.edit(other, d, EditConfig(), decode=False).latents, rel=1e-5)
+
+
+def test_auto_places_colours_and_scenes_at_the_word_and_everything_else_everywhere(reg, tiny_model):
+    from p2pz.editor.placement import resolve_mode
+
+    vec = np.ones(4, dtype=np.float32)
+    assert resolve_mode("auto", TokenDelta(vec, "red", kind="attribute")) == "word"
+    assert resolve_mode("auto", TokenDelta(vec, "night", kind="scene")) == "word"
+    assert resolve_mode("auto", TokenDelta(vec, "cat", kind="object")) == "all"
+    assert resolve_mode("auto", TokenDelta(vec, "watercolor", kind="style")) == "all"
+    assert resolve_mode("auto", TokenDelta(None, "red", kind="attribute", reason="old")) == "all"  # no Δ_token
+    assert resolve_mode("auto", None) == "all"  # a raw tensor
+    assert resolve_mode("word+pad", None) == "word+pad"  # explicit modes are not second-guessed
+    assert EditConfig().delta_at == "auto"
+    # the kind comes from the bank's recorded template kind (or the templates' choice for the word)
+    assert reg.build_direction("red", "blue", str(tiny_model), n=10).token_delta.kind == "attribute"
+    assert reg.build_direction("day", "night", str(tiny_model), n=10).token_delta.kind == "scene"
+    assert reg.build_direction("cat", "dog", str(tiny_model), n=10).token_delta.kind == "object"

@@ -27,11 +27,13 @@ def _editing_options(f):
         click.option("--xa-layers", type=click.Choice(["all", "high", "low"]), default="all", show_default=True,
                      help="Cross-attention layers that guide: all, high (the highest resolution's: SDXL's 10 at "
                      "64² of 1024 px) or low (the rest: SDXL's 60 at 32²). The loss is normalised by the count."),
-        click.option("--delta-at", type=click.Choice(["all", "word", "word+pad"]), default="all", show_default=True,
+        click.option("--delta-at", type=click.Choice(["auto", "all", "word", "word+pad"]), default="auto",
+                     show_default=True,
                      help="Where the direction is added to the caption's embedding: all (Δ at every position, the "
-                     "paper), word (Δ_token only at the caption's source-word tokens: the background moves less) "
-                     "or word+pad (that and Δ's padding rows). A caption without the word is edited with all, "
-                     "with a note. E.g. --delta-at word. See docs/algorithm.md §13."),
+                     "paper), word (Δ_token only at the caption's source-word tokens: the background moves less), "
+                     "word+pad (that and Δ's padding rows) or auto (word for colours and scenes, all for objects "
+                     "and styles: what the shapes ablation measured best). A caption without the word is edited "
+                     "with all, with a note. E.g. --delta-at all for the paper's method. See docs/algorithm.md §13."),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--out", "out_dir", type=click.Path(file_okay=False), default="p2pz-out", show_default=True),
         click.option("--device", help="cpu or cuda (default: cuda when available)."),

@@ -42,8 +42,19 @@ def token_delta(db, direction_id: int) -> TokenDelta:
         if row.kind != "pair":
             return TokenDelta(None, None, None, reason)
         src, tgt = row.source, row.target
-        return TokenDelta(vector, src.token_word or src.bank.concept, tgt.token_word or tgt.bank.concept, reason,
-                          (src.token_count, tgt.token_count) if vector is not None else None)
+        word = src.token_word or src.bank.concept
+        return TokenDelta(vector, word, tgt.token_word or tgt.bank.concept, reason,
+                          (src.token_count, tgt.token_count) if vector is not None else None,
+                          kind=word_kind(word, src.bank.params))
+
+
+def word_kind(word: str, bank_params: dict | None) -> str:
+    """The kind of a direction's source word, which ``--delta-at auto`` places by (editor.placement.AUTO): the
+    template kind its bank was made with when it recorded one, else the kind the templates would choose for it."""
+    from p2pz.generators.templates import choose_kind  # lazy: the generators are not needed to read directions
+
+    recorded = (bank_params or {}).get("template_kind")
+    return recorded if recorded and recorded != "auto" else choose_kind(word)
 
 
 def key_bytes(db, direction_id: int) -> bytes:

@@ -73,7 +73,7 @@ def check_delta_at(directions, edit: EditConfig) -> None:
     """``delta_at`` ``word`` and ``word+pad`` (``--delta-at``) need every direction's token-aligned direction
     Δ_token (docs/algorithm.md §13): a direction without one is refused here, before a model loads, in one line
     with the reason it has none."""
-    if edit.delta_at == "all":
+    if edit.delta_at in ("all", "auto"):  # auto falls back to all by itself
         return
     for d in directions:
         token = getattr(d, "token_delta", None)
@@ -170,7 +170,7 @@ def run_edits(registry, engine, request: EditRequest, paths: list[Path], *, repo
     editor on ``engine`` (:func:`edit_many`), or with the directions' students here (milliseconds each)."""
     directions = [registry.get(ref, request.model) for ref in request.directions]
     if request.student is not None:
-        if request.edit.delta_at != "all":
+        if request.edit.delta_at in ("word", "word+pad"):
             raise RegistryError("--delta-at places Δ for the diffusion editor; a student has its own: drop one of "
                                 "--delta-at and --student")
         if not isinstance(engine, LocalEngine):

@@ -241,6 +241,7 @@ class TokenDelta:
     target_word: str | None = None
     reason: str = ""
     sentences: tuple[int, int] | None = None  # bank sentences that contain each word (source, target)
+    kind: str | None = None  # the source word's kind (object, attribute, scene, style): what --delta-at auto reads
 
     @property
     def tensor(self):

@@ -121,7 +121,7 @@ def check_image(data: bytes, *, max_bytes: int, max_pixels: int) -> tuple[str, i
 
 
 def edit_params(*, steps: int = 50, seed: int = 0, scale: float = 1.0, xa_guidance: float | None = None,
-                guidance_scale: float = 5.0, caption: str | None = None, delta_at: str = "all") -> dict:
+                guidance_scale: float = 5.0, caption: str | None = None, delta_at: str = "auto") -> dict:
     """The parameters of an edit job, checked by the editor's own configuration classes."""
     try:
         InversionConfig(steps=steps, seed=seed)

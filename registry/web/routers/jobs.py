@@ -31,8 +31,9 @@ def submit_edit(image: UploadFile | None = File(None, description="The photo to 
                 steps: int = Form(50, ge=1, le=1000, description="DDIM steps (inversion and edit)."),
                 seed: int = Form(0, ge=0, le=2**31 - 1),
                 caption: str | None = Form(None, max_length=500, description="Default: a BLIP caption."),
-                delta_at: str = Form("all", max_length=20, description="Where Δ is added to the caption's "
-                                     "embedding: all, word (Δ_token at the source word) or word+pad "
+                delta_at: str = Form("auto", max_length=20, description="Where Δ is added to the caption's "
+                                     "embedding: auto (by the source word's kind), all, word (Δ_token at the "
+                                     "source word) or word+pad "
                                      "(docs/algorithm.md §13); the result's provenance notes a fallback."),
                 st: State = Depends(state)):
     """Queue an edit of one image with one or more directions → the job (poll ``GET /api/jobs/{id}``)."""
