@@ -77,7 +77,7 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--bank-size", type=int, default=1000)
     ap.add_argument("--generate", type=int, default=200, help="held-out captions for text-to-image accuracy")
-    ap.add_argument("--edits", default="circle-to-square,red-to-blue,day-to-night")
+    ap.add_argument("--edits", default="circle-to-square,red-to-blue,day-to-night,triangle-to-star")
     ap.add_argument("--grid", type=Path, help="write a PNG grid of the first images of each method here")
     ap.add_argument("--student-pairs", type=int, default=500, help="teacher pairs (circle → square) to distill a "
                     "student from; 0 skips the student")

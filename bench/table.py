@@ -261,7 +261,8 @@ METHODS = {"A": "A · word swap, no guidance", "D": "D · sentence bank, no guid
            "E": "E · bank + cross-attention guidance (full method)", "E'": "E′ · E with plain DDIM inversion (λ = 0)",
            "E@word": "E@word · E with Δ_token at the caption's word only (`--delta-at word`)",
            "E@word+pad": "E@word+pad · E@word plus Δ's padding rows (`--delta-at word+pad`)"}
-EDIT_LABELS = {"circle-to-square": "circle → square", "red-to-blue": "red → blue", "day-to-night": "day → night"}
+EDIT_LABELS = {"circle-to-square": "circle → square", "red-to-blue": "red → blue", "day-to-night": "day → night",
+               "triangle-to-star": "triangle → star"}
 
 
 def _pct(x) -> str:

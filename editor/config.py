@@ -18,6 +18,18 @@ XA_LAYERS = ("all", "high", "low")  # editor.attention.select_layers
 DELTA_AT = ("auto", "all", "word", "word+pad")  # editor.placement: where Δ is added to the caption's embedding
 
 
+AUTO = {"attribute": "word", "scene": "word"}  # kind of the source word → placement; any other kind: "all"
+
+
+def resolve_mode(mode: str, token) -> str:
+    """The placement ``auto`` stands for with this direction's token part (:data:`AUTO`); other modes as given."""
+    if mode != "auto":
+        return mode
+    if getattr(token, "vector", None) is None:  # no Δ_token (an older direction) or a raw tensor
+        return "all"
+    return AUTO.get(getattr(token, "kind", None), "all")
+
+
 @dataclass(frozen=True)
 class InversionConfig:
     """Regularized DDIM inversion (PAPER §3.1; docs/algorithm.md §4–§5)."""
@@ -62,7 +74,7 @@ class EditConfig:
     xa_layers: str = "all"  # guided attn2 layers: all | high (highest resolution) | low (the rest); algorithm §12
     # where Δ goes (algorithm §13): all = Δ [77, D] at every position (the paper); word = Δ_token at the caption's
     # source-word tokens only; word+pad = that plus Δ's padding rows; auto = by the source word's kind
-    # (editor.placement.AUTO, chosen by the shapes ablation)
+    # (AUTO above, chosen by the shapes ablation)
     delta_at: str = "auto"
 
     def __post_init__(self):

@@ -11,7 +11,7 @@ A caption without the source word cannot be edited at the word: that row falls b
 notes say so, one line per edit.
 
 ``auto`` (the default) chooses by the kind of the source word (``TokenDelta.kind``: the bank's template kind, or
-:func:`generators.templates.choose_kind` of the word): :data:`AUTO` — measured on the shapes world
+:func:`generators.templates.choose_kind` of the word): :data:`editor.config.AUTO` — measured on the shapes world
 (bench/shapes_ablation.py), where Δ_token at the word wins colour and scene edits and loses shape edits, whose
 identity the encoder spreads over the whole sentence. A direction without Δ_token, or a raw tensor, gets ``all``.
 """
@@ -22,20 +22,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .config import resolve_mode
 from .errors import EditorError
 from .text import word_mask, word_token_ids
-
-
-AUTO = {"attribute": "word", "scene": "word"}  # kind of the source word → placement; any other kind: "all"
-
-
-def resolve_mode(mode: str, token) -> str:
-    """The placement ``auto`` stands for with this direction's token part (:data:`AUTO`); other modes as given."""
-    if mode != "auto":
-        return mode
-    if getattr(token, "tensor", None) is None:
-        return "all"
-    return AUTO.get(getattr(token, "kind", None), "all")
 
 
 @dataclass

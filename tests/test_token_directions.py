@@ -184,7 +184,7 @@ def test_the_editor_applies_the_placed_delta(reg, tiny_model):
 
 
 def test_auto_places_colours_and_scenes_at_the_word_and_everything_else_everywhere(reg, tiny_model):
-    from p2pz.editor.placement import resolve_mode
+    from p2pz.editor.config import resolve_mode
 
     vec = np.ones(4, dtype=np.float32)
     assert resolve_mode("auto", TokenDelta(vec, "red", kind="attribute")) == "word"

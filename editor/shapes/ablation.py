@@ -33,6 +33,9 @@ EDITS = {
                     "fixed": {"colour": "red", "also_colours": ("blue",)}},
     "day-to-night": {"attribute": "background", "source": "day", "target": "night", "offset": 3_000_000,
                      "fixed": {"background": "day", "also_on": ("night",)}},
+    # issue #36: one shape edit that is not circle/square
+    "triangle-to-star": {"attribute": "shape", "source": "triangle", "target": "star", "offset": 4_000_000,
+                         "fixed": {"shape": "triangle"}},
 }
 WORD_SWAP = "a photo of a {}"
 PLACED = {"E@word": "word", "E@word+pad": "word+pad"}  # method → EditConfig.delta_at

@@ -49,7 +49,7 @@ def token_delta(db, direction_id: int) -> TokenDelta:
 
 
 def word_kind(word: str, bank_params: dict | None) -> str:
-    """The kind of a direction's source word, which ``--delta-at auto`` places by (editor.placement.AUTO): the
+    """The kind of a direction's source word, which ``--delta-at auto`` places by (editor.config.AUTO): the
     template kind its bank was made with when it recorded one, else the kind the templates would choose for it."""
     from p2pz.generators.templates import choose_kind  # lazy: the generators are not needed to read directions
 

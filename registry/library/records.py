@@ -184,7 +184,8 @@ class Direction:
             stats.update(pooled_shape=list(pooled.shape), pooled_norm=float(np.linalg.norm(pooled)))
         tok = self.token_delta
         stats["token"] = ({"shape": list(tok.vector.shape), "norm": float(np.linalg.norm(tok.vector)),
-                           "word": tok.word, "target_word": tok.target_word, "sentences": tok.sentences}
+                           "word": tok.word, "target_word": tok.target_word, "sentences": tok.sentences,
+                           "kind": tok.kind, "auto": _auto_placement(tok)}
                           if tok.vector is not None else {"none": tok.reason})
         return stats
 
@@ -251,6 +252,12 @@ class TokenDelta:
         return None if self.vector is None else torch.from_numpy(np.array(self.vector, dtype=np.float32))
 
 
+def _auto_placement(token: "TokenDelta") -> str:
+    from p2pz.editor.config import resolve_mode  # lazy: the editor's settings, no torch
+
+    return resolve_mode("auto", token)
+
+
 def token_line(token: dict | None) -> str:
     """The ``token`` entry of :meth:`Direction.vector_stats` as the one line ``direction show`` and the web page
     print: ``‖Δ_token‖ 1.23, 'cat' (in 18 bank sentences) → 'dog' (in 20)``, or ``none (why)``."""
@@ -261,7 +268,10 @@ def token_line(token: dict | None) -> str:
     counts = token.get("sentences") or (None, None)
     src = f"'{token.get('word')}'" + (f" (in {counts[0]} bank sentences)" if counts[0] is not None else "")
     tgt = f"'{token.get('target_word')}'" + (f" (in {counts[1]})" if counts[1] is not None else "")
-    return f"shape {token.get('shape')}, ‖Δ_token‖ {token['norm']:.4g}, {src} → {tgt}"
+    line = f"shape {token.get('shape')}, ‖Δ_token‖ {token['norm']:.4g}, {src} → {tgt}"
+    if token.get("kind"):  # what --delta-at auto does with it (editor.config.AUTO)
+        line += f"; {token['kind']} word: auto places it {'at the word' if token.get('auto') == 'word' else 'everywhere'}"
+    return line
 
 
 @dataclass
