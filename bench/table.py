@@ -292,8 +292,9 @@ def render_ablation(results: list[dict]) -> str:
                              f"**{_pct(sc['success'])}** | {sc['structure_iou']:.3f} | {bg} | {_pct(sc['kept'])} |")
     p = r["params"]
     lines.append("")
-    recon = "; ".join(f"{EDIT_LABELS.get(k, k)}: {e.get('psnr_regularized', 0):.1f} dB regularized, "
-                      f"{e.get('psnr_plain', 0):.1f} dB plain" for k, e in r["edits"].items())
+    recon = "; ".join(f"{EDIT_LABELS.get(k, k)}: {e.get('psnr_regularized', 0):.1f} dB regularized"
+                      + (f", {e['psnr_plain']:.1f} dB plain" if "psnr_plain" in e else "")
+                      for k, e in r["edits"].items())
     lines.append(f"{p['n']} held-out images per edit, {p['steps']} DDIM steps, {p['bank_size']}-sentence template "
                  f"banks. Reconstruction PSNR after inversion — {recon}.")
     t = r.get("text_to_image")
@@ -305,6 +306,10 @@ def render_ablation(results: list[dict]) -> str:
         lines.append(f"The E@word rows (the token-aligned direction, docs/algorithm.md §13) come from a second run on "
                      f"the same images and seeds, which measured E again as its baseline ({pr['note']}): "
                      f"`{pr['command']}` ({pr['wall_s'] / 60:.0f} min).")
+    tr = r.get("triangle_run")
+    if tr:
+        lines.append(f"triangle → star (issue #36's edit between two other shapes) comes from a third run: "
+                     f"`{tr['command']}` ({tr['wall_s'] / 60:.0f} min).")
     st = r.get("student")
     if st:
         lines.append(f"Student distilled from {st.get('kept_pairs', st['pairs'])} of {st['pairs']} teacher pairs "
