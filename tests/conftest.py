@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 # worker from being left with a long file at the end while the other idles (longest-processing-time-first).
 LONGEST_FIRST = ("test_engines", "test_shapes_student", "test_shapes_model", "test_concurrency", "test_interrupts",
                  "test_web_load", "test_shapes_training", "test_install", "test_diagnostics", "test_distill",
+                 "test_token_exchange", "test_delta_at_cli", "test_token_directions", "test_shapes_captions",
                  "test_web_browser", "test_student", "test_index", "test_search", "test_cli", "test_web_api",
                  "test_editor", "test_hub")
 

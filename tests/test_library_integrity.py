@@ -67,6 +67,8 @@ def _redeclare(src, dst, **changes):
             tensors[name] = t[:width]
         elif name.endswith("/mean"):
             tensors[name] = t[:, :enc["max_length"], :enc["hidden_size"]]
+        elif name.endswith("/token"):  # the token-aligned mean [D] (format 3)
+            tensors[name] = t[:enc["hidden_size"]]
     return _write(dst, manifest, tensors)
 
 

@@ -99,7 +99,10 @@ def test_an_edit_without_guidance_equals_the_sdxl_pipeline(xl, pipe, x_T):
         theirs = pipe(prompt_embeds=c + d, pooled_prompt_embeds=p + dp, negative_prompt_embeds=c,
                       negative_pooled_prompt_embeds=p, latents=x_T.clone(), num_inference_steps=STEPS,
                       guidance_scale=5.0, height=64, width=64, output_type="latent").images
-    assert_close_relative(ours, theirs, 1e-5)
+    # two implementations (p2pz's lockstep loop with SDPA, the pipeline with its own attention and CFG order) over
+    # several UNet steps: float32 rounding differs and accumulates, and by how much depends on the CPU's kernels
+    # (1.25e-5 on an AMD EPYC, under 1e-5 on the machine this was written on) — 1e-4 of the latents' magnitude
+    assert_close_relative(ours, theirs, 1e-4)
     no_pooled = xl.edit(Inversion(latents=x_T, caption=CAPTION, steps=STEPS), (d, dp * 0), xa_guidance=0.0,
                         decode=False).latents
     assert (no_pooled - ours).abs().max() > 1e-3  # Δ_pooled really conditions the UNet
@@ -155,8 +158,10 @@ def test_the_guidance_gradient_equals_autograd_through_diffusers_attention(xl, p
     loss = total * (16 / len(layers))
     (grad,) = torch.autograd.grad(loss, x_in)
     assert len(layers) == {"all": 11, "high": 3}[xa_layers]
+    # autograd through two attention implementations (ours, diffusers' AttnProcessor): rounding differs by CPU
+    # (the gradient's 1.3e-5 on an AMD EPYC) — 1e-4 relative to the gradient's magnitude
     assert_close_relative(our_loss, loss, 1e-5)
-    assert_close_relative(our_grad, grad, 1e-5)
+    assert_close_relative(our_grad, grad, 1e-4)
     assert grad.abs().max() > 0  # the direction moved the maps
 
 

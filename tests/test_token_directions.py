@@ -199,3 +199,23 @@ def test_auto_places_colours_and_scenes_at_the_word_and_everything_else_everywhe
     assert reg.build_direction("red", "blue", str(tiny_model), n=10).token_delta.kind == "attribute"
     assert reg.build_direction("day", "night", str(tiny_model), n=10).token_delta.kind == "scene"
     assert reg.build_direction("cat", "dog", str(tiny_model), n=10).token_delta.kind == "object"
+
+
+def test_sdxl_directions_carry_delta_token_and_edit_at_the_word(reg, tiny_sdxl):
+    """SDXL (algorithm §12): Δ_token is taken on the pair's concatenated penultimate states [D₁ + D₂] and placed like
+    SD's; Δ_pooled is added as before. Untested on real SDXL weights; here: the shapes, the placement and that it
+    changes the edit."""
+    from p2pz.editor import Editor
+
+    d = reg.build_direction("red", "blue", str(tiny_sdxl), n=10)
+    tok = d.token_delta
+    assert tok.vector.shape == (d.hidden_size,) == (80,) and tok.kind == "attribute"
+    ed = Editor.from_pretrained(str(tiny_sdxl), captioner=None, device="cpu", cache=False)
+    inv = ed.synthetic("a red car", seed=0, steps=3)
+    word = ed.edit(inv, d, EditConfig(delta_at="word"), decode=False)
+    by_hand = placed_delta(ed.tokenizer, ["a red car"], d.vector, tok, "word").delta
+    plain = ed.edit(inv, (by_hand, d.pooled), EditConfig(delta_at="all"), decode=False)
+    # two edit calls on the same inputs in one process: equal up to rounding, relative to the latents' size
+    assert_close_relative(word.latents, plain.latents, rel=1e-5)
+    assert word.params["delta_at"] == "word"
+    assert (ed.edit(inv, d, EditConfig(delta_at="all"), decode=False).latents - word.latents).abs().max() > 1e-4
