@@ -12,8 +12,9 @@ notes say so, one line per edit.
 
 ``auto`` (the default) chooses by the kind of the source word (``TokenDelta.kind``: the bank's template kind, or
 :func:`generators.templates.choose_kind` of the word): :data:`editor.config.AUTO` — measured on the shapes world
-(bench/shapes_ablation.py), where Δ_token at the word wins colour and scene edits and loses shape edits, whose
-identity the encoder spreads over the whole sentence. A direction without Δ_token, or a raw tensor, gets ``all``.
+(bench/shapes_ablation.py), where Δ_token at the word wins colour and scene edits and splits shape edits
+(triangle → star 95 %, circle → square 0 %), so objects keep the paper's placement. A direction without Δ_token,
+or a raw tensor, gets ``all``.
 """
 
 from __future__ import annotations

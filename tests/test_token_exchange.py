@@ -4,7 +4,6 @@ with ``token_word`` and ``token_count``), a Hub repo (the embedding files' ``tok
 bit for bit; a library or repo whose token-aligned means do not add up is refused before anything is stored."""
 
 import json
-import zipfile
 
 import huggingface_hub
 import numpy as np
@@ -16,6 +15,7 @@ from p2pz.registry import Registry, RegistryError
 from p2pz.registry.cli import main
 
 from .conftest import db_dump
+from .test_library_integrity import _read, _write
 from .test_hub import REPO, _cli, _metadata, _one_line_error, _replace, hub  # noqa: F401 - hub is a fixture
 
 N = 20
@@ -49,18 +49,6 @@ def _same_token(a, b) -> None:
     assert tb.vector is not None, tb.reason
     assert tb.vector.dtype == np.float32 and tb.vector.tobytes() == ta.vector.tobytes()
     assert (tb.word, tb.target_word, tb.sentences) == (ta.word, ta.target_word, ta.sentences)
-
-
-def _read(path):
-    with zipfile.ZipFile(path) as zf:
-        return json.loads(zf.read("manifest.json")), load(zf.read("tensors.safetensors"))
-
-
-def _write(path, manifest, tensors):
-    with zipfile.ZipFile(path, "w") as zf:
-        zf.writestr("manifest.json", json.dumps(manifest))
-        zf.writestr("tensors.safetensors", save(tensors))
-    return path
 
 
 def _as_version_2(manifest, tensors):

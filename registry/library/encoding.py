@@ -273,13 +273,13 @@ def embed(db, bank, enc, *, progress: bool = False, batch_size: int = 32) -> Emb
         save_stats(bank.sha256, enc.fingerprint, encoded.stats)  # for `direction inspect`: no second encoding
     except OSError:
         pass  # a read-only cache only costs a later re-encode
-    tokens = {"token": encoded.token, "token_word": bank.concept, "token_count": encoded.token_count}
     if stored is not None:
         with db.write() as s:
-            repo.fill_token_mean(s, s.get(m.Embedding, stored.row_id), **{
-                "token": encoded.token, "word": bank.concept, "count": encoded.token_count})
+            repo.fill_token_mean(s, s.get(m.Embedding, stored.row_id), encoded.token, bank.concept,
+                                 encoded.token_count)
         return stored
-    return EmbeddingSource(bank=bank, mean=encoded.mean, key=encoded.key, key_kind=encoded.key_kind, **tokens)
+    return EmbeddingSource(bank=bank, mean=encoded.mean, key=encoded.key, key_kind=encoded.key_kind,
+                           token=encoded.token, token_word=bank.concept, token_count=encoded.token_count)
 
 
 def store_embedding(s, source: EmbeddingSource, encoder_id: int):
